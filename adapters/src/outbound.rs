@@ -1,0 +1,64 @@
+//! What every provider client takes and returns, so that the provider actors treat Gmail,
+//! Outlook and Twilio alike.
+
+use std::time::Duration;
+
+use followup_core::domain::Channel;
+use followup_core::ids::FollowUpId;
+
+/// One rendered follow-up, ready for a provider.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub follow_up: FollowUpId,
+    pub channel: Channel,
+    /// Sender: a mailbox address, or an E.164 number.
+    pub from: String,
+    /// Recipient: an email address, or an E.164 number.
+    pub to: String,
+    /// Display name of the recipient, for email headers.
+    pub to_name: Option<String>,
+    /// Email subject; empty for SMS and calls.
+    pub subject: Option<String>,
+    /// Email body (plain text), SMS text, or the words a call speaks.
+    pub body: String,
+}
+
+/// How a provider answered one send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The provider accepted the message or call.
+    Accepted {
+        /// The provider's id for it. Graph returns none, so Outlook sends use the request id.
+        provider_message_id: String,
+    },
+    /// A transient failure: rate limited, server error, timeout. Safe to try again.
+    Retryable {
+        reason: String,
+        /// When the provider said to try again, from a Retry-After header or the error text.
+        retry_after: Option<Duration>,
+    },
+    /// The provider rejected the message for good (invalid recipient, unsubscribed, ...).
+    Permanent { reason: String },
+    /// The credentials were refused: refresh the token or pause the connection.
+    Unauthorized { reason: String },
+}
+
+/// Credentials a client attaches to one request. `Debug` prints no secret.
+#[derive(Clone, Copy)]
+pub enum SendCredentials<'a> {
+    /// An OAuth access token, sent as `Authorization: Bearer`.
+    Bearer(&'a str),
+    /// Twilio Account SID and auth token, sent as HTTP Basic.
+    Basic { account_sid: &'a str, auth_token: &'a str },
+}
+
+impl std::fmt::Debug for SendCredentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendCredentials::Bearer(_) => f.write_str("Bearer([redacted])"),
+            SendCredentials::Basic { account_sid, .. } => {
+                write!(f, "Basic {{ account_sid: {account_sid}, auth_token: [redacted] }}")
+            }
+        }
+    }
+}

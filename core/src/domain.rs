@@ -1,0 +1,376 @@
+//! The records of the engine: tenants, connections, contacts, sequences, schedules,
+//! follow-ups and attempts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, NaiveTime, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use crate::sensitive::Sensitive;
+
+/// One customer account of the service.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+    /// ISO 3166-1 alpha-2 region used to read phone numbers written without a country code.
+    pub default_region: String,
+    /// IANA timezone of contacts whose row names none.
+    pub default_timezone: String,
+    /// Name of the billing plan, a key of the configured plans.
+    pub plan: String,
+    /// SHA-256 of the tenant's API key, lowercase hex. The key itself is never stored.
+    pub api_key_sha256: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The provider behind a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Gmail,
+    Outlook,
+    Twilio,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::Gmail, Provider::Outlook, Provider::Twilio];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Gmail => "gmail",
+            Provider::Outlook => "outlook",
+            Provider::Twilio => "twilio",
+        }
+    }
+
+    /// Whether this provider carries `channel`.
+    pub fn carries(self, channel: Channel) -> bool {
+        match self {
+            Provider::Gmail | Provider::Outlook => channel == Channel::Email,
+            Provider::Twilio => matches!(channel, Channel::Sms | Channel::Call),
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gmail" => Ok(Provider::Gmail),
+            "outlook" => Ok(Provider::Outlook),
+            "twilio" => Ok(Provider::Twilio),
+            other => Err(format!("unknown provider {other:?}: expected gmail, outlook or twilio")),
+        }
+    }
+}
+
+/// The way a follow-up reaches its contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Call,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Call];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Call => "call",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Credentials of a connection. Every secret is wrapped in [`Sensitive`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credentials {
+    /// OAuth tokens of a Gmail or Outlook mailbox.
+    OAuth {
+        access_token: Sensitive<String>,
+        refresh_token: Option<Sensitive<String>>,
+        expires_at: Option<DateTime<Utc>>,
+    },
+    /// Twilio account credentials: the Account SID and its auth token.
+    Twilio { account_sid: String, auth_token: Sensitive<String> },
+}
+
+/// Sending limits of one connection; each `None` takes the provider's published default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitOverrides {
+    /// Sends per minute.
+    pub per_minute: Option<u32>,
+    /// Sends per rolling 24 hours.
+    pub per_day: Option<u32>,
+}
+
+/// One sending identity of a tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub tenant: TenantId,
+    pub provider: Provider,
+    /// The mailbox address (Gmail, Outlook) or the E.164 number (Twilio) sends come from.
+    pub sender: String,
+    pub credentials: Credentials,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// Why sending through this connection is paused, if it is.
+    #[serde(default)]
+    pub paused_reason: Option<String>,
+}
+
+/// A person a tenant follows up with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: ContactId,
+    pub tenant: TenantId,
+    /// The tenant's own id for the contact, if the upload had one.
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub full_name: Option<String>,
+    /// Normalised email address.
+    pub email: Option<String>,
+    /// Phone number in E.164.
+    pub phone: Option<String>,
+    /// IANA timezone name.
+    pub timezone: String,
+    /// Columns of the upload that map to no contact field, usable in templates.
+    pub custom: BTreeMap<String, String>,
+}
+
+impl Contact {
+    /// Looks up a template field: a contact field by its canonical name, else a custom field.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        let value = match name {
+            "external_id" => self.external_id.as_deref(),
+            "first_name" => self.first_name.as_deref(),
+            "last_name" => self.last_name.as_deref(),
+            "full_name" | "name" => self.full_name.as_deref(),
+            "email" => self.email.as_deref(),
+            "phone" => self.phone.as_deref(),
+            "timezone" => Some(self.timezone.as_str()),
+            other => self.custom.get(other).map(String::as_str),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    /// The address this contact is reached at on `channel`, if it has one.
+    pub fn address(&self, channel: Channel) -> Option<&str> {
+        match channel {
+            Channel::Email => self.email.as_deref(),
+            Channel::Sms | Channel::Call => self.phone.as_deref(),
+        }
+    }
+}
+
+/// The days and local hours in which a sequence may send, read in the contact's timezone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendWindow {
+    pub weekdays: Vec<Weekday>,
+    /// First local time of day at which a send may go out.
+    pub start: NaiveTime,
+    /// Local time of day at which sending stops (exclusive).
+    pub end: NaiveTime,
+}
+
+impl SendWindow {
+    /// Every day, every hour.
+    pub fn always() -> Self {
+        Self {
+            weekdays: vec![
+                Weekday::Mon,
+                Weekday::Tue,
+                Weekday::Wed,
+                Weekday::Thu,
+                Weekday::Fri,
+                Weekday::Sat,
+                Weekday::Sun,
+            ],
+            start: NaiveTime::MIN,
+            end: NaiveTime::MIN,
+        }
+    }
+}
+
+/// One step of a sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub channel: Channel,
+    /// Time after the previous step (or after the schedule's start, for the first step), in
+    /// seconds.
+    pub delay_seconds: u64,
+    /// Subject template; used by email only.
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Body template: the email body, the SMS text, or the words spoken on the call.
+    pub body: String,
+}
+
+/// An ordered list of steps that schedules enroll contacts in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sequence {
+    pub id: SequenceId,
+    pub tenant: TenantId,
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub window: SendWindow,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One contact enrolled in one sequence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub id: ScheduleId,
+    pub tenant: TenantId,
+    pub sequence: SequenceId,
+    pub contact: ContactId,
+    /// Instant from which the first step's delay counts.
+    pub start_at: DateTime<Utc>,
+    /// Line of the upload the schedule came from, for messages about it.
+    pub source_line: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a follow-up is in its life. A follow-up moves
+/// pending -> claimed -> sending -> sent | retry | failed | dead | skipped | cancelled,
+/// and to in-doubt when the engine stopped after a request left and before its answer was
+/// stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowUpState {
+    /// Waiting for its due instant.
+    Pending,
+    /// Taken by a tenant actor for dispatch; nothing has left yet. Returns to pending after a
+    /// restart.
+    Claimed,
+    /// Its request may have left for the provider.
+    Sending,
+    /// The provider accepted it.
+    Sent,
+    /// A retryable error; due again at `due_at`.
+    Retry,
+    /// The provider rejected it for good.
+    Failed,
+    /// Its retry budget ran out.
+    Dead,
+    /// Not sent on purpose, for the reason recorded.
+    Skipped,
+    /// Cancelled before it was sent.
+    Cancelled,
+    /// A request may or may not have reached the provider before a crash.
+    InDoubt,
+}
+
+impl FollowUpState {
+    pub const ALL: [FollowUpState; 10] = [
+        FollowUpState::Pending,
+        FollowUpState::Claimed,
+        FollowUpState::Sending,
+        FollowUpState::Sent,
+        FollowUpState::Retry,
+        FollowUpState::Failed,
+        FollowUpState::Dead,
+        FollowUpState::Skipped,
+        FollowUpState::Cancelled,
+        FollowUpState::InDoubt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowUpState::Pending => "pending",
+            FollowUpState::Claimed => "claimed",
+            FollowUpState::Sending => "sending",
+            FollowUpState::Sent => "sent",
+            FollowUpState::Retry => "retry",
+            FollowUpState::Failed => "failed",
+            FollowUpState::Dead => "dead",
+            FollowUpState::Skipped => "skipped",
+            FollowUpState::Cancelled => "cancelled",
+            FollowUpState::InDoubt => "in_doubt",
+        }
+    }
+
+    /// Whether the follow-up waits to be dispatched at its due instant.
+    pub fn is_due_kind(self) -> bool {
+        matches!(self, FollowUpState::Pending | FollowUpState::Retry)
+    }
+
+    /// Whether the follow-up has reached an end state.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            FollowUpState::Sent
+                | FollowUpState::Failed
+                | FollowUpState::Dead
+                | FollowUpState::Skipped
+                | FollowUpState::Cancelled
+                | FollowUpState::InDoubt
+        )
+    }
+}
+
+impl fmt::Display for FollowUpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One due send produced by a step of a schedule: the unit of dispatch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub id: FollowUpId,
+    pub tenant: TenantId,
+    pub sequence: SequenceId,
+    pub contact: ContactId,
+    pub channel: Channel,
+    pub state: FollowUpState,
+    /// When it should go out (or, in state retry, go out again).
+    pub due_at: DateTime<Utc>,
+    /// The due instant the plan gave it, before any retry or throttling moved it.
+    pub planned_at: DateTime<Utc>,
+    /// Number of attempts made so far.
+    pub attempts: u32,
+    /// Why it ended as it did, or why the last attempt failed.
+    pub reason: Option<String>,
+    /// The provider's id of the sent message or call.
+    pub provider_message_id: Option<String>,
+    /// When the provider accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One try at handing a follow-up to a provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub follow_up: FollowUpId,
+    /// 1 for the first attempt.
+    pub number: u32,
+    pub provider: Provider,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The state the attempt left the follow-up in.
+    pub result: FollowUpState,
+    pub detail: Option<String>,
+}

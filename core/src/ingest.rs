@@ -1,0 +1,1 @@
+//! Bulk ingest parsing: placeholder until the ingest module lands.

@@ -1,0 +1,1 @@
+//! Due-time math: placeholder until the planning module lands.

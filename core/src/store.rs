@@ -1,0 +1,150 @@
+//! The Store trait: everything the engine keeps, behind one interface with two
+//! implementations (the embedded store and MongoDB) that pass one conformance suite.
+//!
+//! Every method is scoped by tenant where the record belongs to one, so that a request on
+//! behalf of one tenant cannot read or change another tenant's records, whatever id it names.
+//! Every write is durable when its future completes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant,
+};
+use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+
+pub mod conformance;
+
+/// The future every store method returns. Boxed so that `dyn Store` works.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Errors of a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be read or written; the message names the operation and cause.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record in the store could not be decoded.
+    #[error("corrupt record in {table}: {reason}")]
+    Corrupt { table: &'static str, reason: String },
+    /// A write conflicts with an existing record, other than an idempotent duplicate.
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// A contact enrolled in a sequence, with the follow-ups planned for it. The unit of ingest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enrolment {
+    pub contact: Contact,
+    pub schedule: Schedule,
+    pub follow_ups: Vec<FollowUp>,
+}
+
+/// What an ingest batch did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InsertReport {
+    /// Schedules written for the first time.
+    pub inserted: u64,
+    /// Schedules that were already there, left unchanged.
+    pub duplicates: u64,
+}
+
+/// What start-up recovery changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Claimed follow-ups whose request had not left, returned to pending.
+    pub released_claims: u64,
+    /// Follow-ups whose request may have left, moved to in-doubt.
+    pub in_doubt: u64,
+}
+
+/// Number of follow-ups per channel and state.
+pub type FollowUpCounts = BTreeMap<(Channel, FollowUpState), u64>;
+
+/// Durable storage of the engine.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Inserts or replaces a tenant.
+    fn put_tenant(&self, tenant: Tenant) -> StoreFuture<'_, ()>;
+
+    fn tenant(&self, id: TenantId) -> StoreFuture<'_, Option<Tenant>>;
+
+    /// Finds the tenant whose API key hashes to `api_key_sha256` (lowercase hex).
+    fn tenant_by_api_key(&self, api_key_sha256: String) -> StoreFuture<'_, Option<Tenant>>;
+
+    fn tenants(&self) -> StoreFuture<'_, Vec<Tenant>>;
+
+    /// Inserts or replaces the tenant's connection for `connection.provider`: a tenant has at
+    /// most one connection per provider.
+    fn put_connection(&self, connection: Connection) -> StoreFuture<'_, ()>;
+
+    fn connections(&self, tenant: TenantId) -> StoreFuture<'_, Vec<Connection>>;
+
+    fn put_sequence(&self, sequence: Sequence) -> StoreFuture<'_, ()>;
+
+    fn sequence(&self, tenant: TenantId, id: SequenceId) -> StoreFuture<'_, Option<Sequence>>;
+
+    fn sequences(&self, tenant: TenantId) -> StoreFuture<'_, Vec<Sequence>>;
+
+    /// Writes enrolments in one durable batch. An enrolment whose schedule id already exists is
+    /// a duplicate: nothing of it is written and it counts in `duplicates`. A contact that
+    /// already exists keeps its stored fields.
+    fn insert_enrolments(
+        &self,
+        tenant: TenantId,
+        enrolments: Vec<Enrolment>,
+    ) -> StoreFuture<'_, InsertReport>;
+
+    /// Returns the contacts with the given ids that belong to `tenant`, in any order.
+    fn contacts(&self, tenant: TenantId, ids: Vec<ContactId>) -> StoreFuture<'_, Vec<Contact>>;
+
+    fn schedule(&self, tenant: TenantId, id: ScheduleId) -> StoreFuture<'_, Option<Schedule>>;
+
+    /// Returns the follow-ups of a schedule ordered by step.
+    fn follow_ups_of_schedule(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+    ) -> StoreFuture<'_, Vec<FollowUp>>;
+
+    fn follow_up(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Option<FollowUp>>;
+
+    /// Returns up to `limit` follow-ups of `tenant` on `channel` in state pending or retry whose
+    /// due instant is at or before `until`, earliest first.
+    fn due_follow_ups(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<FollowUp>>;
+
+    /// Returns the earliest due instant of the tenant's pending or retry follow-ups on
+    /// `channel`.
+    fn next_due_at(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+    ) -> StoreFuture<'_, Option<DateTime<Utc>>>;
+
+    /// Replaces follow-ups (matched by id within `tenant`; unknown ids are an error) and
+    /// appends attempts, in one durable batch.
+    fn update_follow_ups(
+        &self,
+        tenant: TenantId,
+        follow_ups: Vec<FollowUp>,
+        attempts: Vec<Attempt>,
+    ) -> StoreFuture<'_, ()>;
+
+    /// Returns the attempts made for a follow-up, oldest first.
+    fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>>;
+
+    /// Settles what a stop interrupted, for every tenant: claimed follow-ups return to pending
+    /// and sending ones become in-doubt. Run once at start-up, before dispatch.
+    fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport>;
+
+    /// Counts follow-ups by channel and state, for one tenant or for all.
+    fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts>;
+}

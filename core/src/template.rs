@@ -1,0 +1,1 @@
+//! Templates: placeholder until the template module lands.
