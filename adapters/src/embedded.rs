@@ -1,1 +1,251 @@
-//! Placeholder until this module lands.
+//! The embedded store: the default [`Store`], a single crash-safe redb file in the data
+//! directory, so the engine needs no database server.
+//!
+//! Every key starts with the tenant id (see `keys`), so tenant scoping is part of the layout.
+//! Reads run in redb read transactions on the blocking thread pool and never wait for writes.
+//! Writes go to one writer thread that group-commits them (see `writer`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use followup_core::domain::{
+    Attempt, Channel, Connection, Contact, FollowUp, Schedule, Sequence, Tenant,
+};
+use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::store::{
+    Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, StoreError, StoreFuture,
+};
+use redb::Database;
+
+use self::write::{Applied, WriteOp, WriteTables};
+use self::writer::Writer;
+
+mod keys;
+mod read;
+mod tables;
+mod write;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+/// Name of the database file inside the data directory.
+pub const FILE_NAME: &str = "followup.redb";
+
+/// The embedded store. Cheap to share behind an `Arc`; dropping it waits for queued writes to
+/// commit and then closes the file.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    writer: Writer,
+}
+
+/// Opens the store in `dir`, creating the directory and the database file if they are missing.
+///
+/// Blocks while redb opens the file, which includes a repair pass after an unclean shutdown, so
+/// call it at start-up or on a blocking thread.
+pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    let fail = |action: &str, error: &dyn fmt::Display| {
+        tables::unavailable(format_args!("{action} {}", dir.display()), error)
+    };
+    std::fs::create_dir_all(dir).map_err(|error| fail("creating data directory", &error))?;
+    let path = dir.join(FILE_NAME);
+    let db = Database::create(&path).map_err(|error| fail("opening database in", &error))?;
+    create_tables(&db)?;
+    let db = Arc::new(db);
+    let writer = Writer::start(Arc::clone(&db))?;
+    Ok(EmbeddedStore { path, db, writer })
+}
+
+/// Creates every table up front, so that read transactions never meet a missing one.
+fn create_tables(db: &Database) -> Result<(), StoreError> {
+    let txn = db
+        .begin_write()
+        .map_err(|error| tables::unavailable("starting a write transaction", error))?;
+    drop(WriteTables::open(&txn)?);
+    txn.commit()
+        .map_err(|error| tables::unavailable("creating tables", error))
+}
+
+impl EmbeddedStore {
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of write transactions committed since the store was opened. With group commit,
+    /// concurrent writes share commits, so this grows slower than the number of write calls.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    /// Runs a read on the blocking thread pool, because redb reads block on file I/O.
+    fn read<T, F>(&self, read: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        Box::pin(async move {
+            let task = tokio::task::spawn_blocking(move || read(&db));
+            task.await
+                .map_err(|error| tables::unavailable("running a read task", error))?
+        })
+    }
+
+    /// Submits a write whose caller expects no result.
+    fn write(&self, op: WriteOp) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            match self.writer.submit(op).await? {
+                Applied::Done => Ok(()),
+                other => Err(unexpected_outcome("a write", &other)),
+            }
+        })
+    }
+}
+
+/// Builds the error for an outcome that does not match its request, which would be a bug in
+/// the writer.
+fn unexpected_outcome(request: &str, outcome: &Applied) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {request} returned {outcome:?}"))
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .field("commits", &self.commits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn put_tenant(&self, tenant: Tenant) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutTenant(tenant))
+    }
+
+    fn tenant(&self, id: TenantId) -> StoreFuture<'_, Option<Tenant>> {
+        self.read(move |db| read::tenant(db, id))
+    }
+
+    fn tenant_by_api_key(&self, api_key_sha256: String) -> StoreFuture<'_, Option<Tenant>> {
+        self.read(move |db| read::tenant_by_api_key(db, &api_key_sha256))
+    }
+
+    fn tenants(&self) -> StoreFuture<'_, Vec<Tenant>> {
+        self.read(read::tenants)
+    }
+
+    fn put_connection(&self, connection: Connection) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutConnection(connection))
+    }
+
+    fn connections(&self, tenant: TenantId) -> StoreFuture<'_, Vec<Connection>> {
+        self.read(move |db| read::connections(db, tenant))
+    }
+
+    fn put_sequence(&self, sequence: Sequence) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutSequence(sequence))
+    }
+
+    fn sequence(&self, tenant: TenantId, id: SequenceId) -> StoreFuture<'_, Option<Sequence>> {
+        self.read(move |db| read::sequence(db, tenant, id))
+    }
+
+    fn sequences(&self, tenant: TenantId) -> StoreFuture<'_, Vec<Sequence>> {
+        self.read(move |db| read::sequences(db, tenant))
+    }
+
+    fn insert_enrolments(
+        &self,
+        tenant: TenantId,
+        enrolments: Vec<Enrolment>,
+    ) -> StoreFuture<'_, InsertReport> {
+        Box::pin(async move {
+            let op = WriteOp::InsertEnrolments { tenant, enrolments };
+            match self.writer.submit(op).await? {
+                Applied::Inserted(report) => Ok(report),
+                other => Err(unexpected_outcome("insert_enrolments", &other)),
+            }
+        })
+    }
+
+    fn contacts(&self, tenant: TenantId, ids: Vec<ContactId>) -> StoreFuture<'_, Vec<Contact>> {
+        self.read(move |db| read::contacts(db, tenant, &ids))
+    }
+
+    fn schedule(&self, tenant: TenantId, id: ScheduleId) -> StoreFuture<'_, Option<Schedule>> {
+        self.read(move |db| read::schedule(db, tenant, id))
+    }
+
+    fn follow_ups_of_schedule(
+        &self,
+        tenant: TenantId,
+        id: ScheduleId,
+    ) -> StoreFuture<'_, Vec<FollowUp>> {
+        self.read(move |db| read::follow_ups_of_schedule(db, tenant, id))
+    }
+
+    fn follow_up(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Option<FollowUp>> {
+        self.read(move |db| read::follow_up(db, tenant, id))
+    }
+
+    fn follow_ups_page(
+        &self,
+        tenant: TenantId,
+        after: Option<FollowUpId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<FollowUp>> {
+        self.read(move |db| read::follow_ups_page(db, tenant, after, limit))
+    }
+
+    fn due_follow_ups(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<FollowUp>> {
+        self.read(move |db| read::due_follow_ups(db, tenant, channel, until, limit))
+    }
+
+    fn next_due_at(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+    ) -> StoreFuture<'_, Option<DateTime<Utc>>> {
+        self.read(move |db| read::next_due_at(db, tenant, channel))
+    }
+
+    fn update_follow_ups(
+        &self,
+        tenant: TenantId,
+        follow_ups: Vec<FollowUp>,
+        attempts: Vec<Attempt>,
+    ) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::UpdateFollowUps {
+            tenant,
+            follow_ups,
+            attempts,
+        })
+    }
+
+    fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>> {
+        self.read(move |db| read::attempts(db, tenant, id))
+    }
+
+    fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::RecoverInterrupted).await? {
+                Applied::Recovered(report) => Ok(report),
+                other => Err(unexpected_outcome("recover_interrupted", &other)),
+            }
+        })
+    }
+
+    fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
+        self.read(move |db| read::count_follow_ups(db, tenant))
+    }
+}

@@ -4,11 +4,17 @@
 //!   expect them, with configurable base URLs;
 //! - [`fakes`]: wire-level fakes of those APIs on loopback, for tests, the demo and the load
 //!   harness;
+//! - [`http`]: the shared HTTP client and the steps of a send common to all providers;
+//! - [`retry_after`]: parsing of `Retry-After` and of Gmail's "Retry after <instant>" text;
 //! - [`embedded`]: the default store, a crash-safe file store in the data directory.
 
 pub mod embedded;
 pub mod fakes;
 pub mod gmail;
+pub mod http;
 pub mod outbound;
 pub mod outlook;
+pub mod retry_after;
+#[cfg(test)]
+mod testing;
 pub mod twilio;

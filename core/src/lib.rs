@@ -5,6 +5,7 @@
 //! MongoDB stores implement. Crates that do I/O (`followup-adapters`, `followup-dispatcher`)
 //! depend on this one, never the other way round.
 
+pub mod api;
 pub mod clock;
 pub mod domain;
 pub mod ids;

@@ -111,6 +111,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     fn follow_up(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Option<FollowUp>>;
 
+    /// Returns up to `limit` follow-ups of `tenant` in id order, starting after `after`
+    /// (from the first when `None`), for paging through all of them.
+    fn follow_ups_page(
+        &self,
+        tenant: TenantId,
+        after: Option<FollowUpId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<FollowUp>>;
+
     /// Returns up to `limit` follow-ups of `tenant` on `channel` in state pending or retry whose
     /// due instant is at or before `until`, earliest first.
     fn due_follow_ups(

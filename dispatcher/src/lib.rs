@@ -1,1 +1,12 @@
-//! The followup engine.
+//! followup-dispatcher: the engine's actors, its HTTP surface, its configuration and the
+//! `followup` binary.
+
+pub mod actors;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod http;
+pub mod ingest;
+pub mod limiter;
+pub mod server;
+pub mod telemetry;

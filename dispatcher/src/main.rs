@@ -1,1 +1,194 @@
-fn main() {}
+//! The `followup` command: `serve` runs the engine, `demo` runs the main job end to end on a
+//! contact file, `fakes` runs the wire-level provider fakes on their own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use followup_adapters::fakes::{Accounts, FakeConfig, FakeProviders};
+use followup_core::clock::SystemClock;
+use followup_core::limits::SendLimits;
+use followup_core::sensitive::Sensitive;
+use followup_dispatcher::config::{Config, ProvidersMode};
+use followup_dispatcher::demo::{self, DemoOptions};
+use followup_dispatcher::server::RunningEngine;
+use followup_dispatcher::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "followup",
+    version,
+    about = "Sends automated follow-ups for many businesses"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine: HTTP API, dispatch, metrics.
+    Serve(ServeArgs),
+    /// Run the main job end to end on a CSV file, under a virtual clock, against the fakes.
+    Demo(DemoArgs),
+    /// Run the wire-level fakes of Gmail, Graph and Twilio on loopback until stopped; prints
+    /// their base URLs as one JSON line on stdout.
+    Fakes(FakesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file; flags and FOLLOWUP_* variables override it.
+    #[arg(long, env = "FOLLOWUP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the HTTP API.
+    #[arg(long, env = "FOLLOWUP_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "FOLLOWUP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "FOLLOWUP_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// `fake` starts the built-in fakes; `live` sends to the configured provider URLs.
+    #[arg(long, env = "FOLLOWUP_PROVIDERS", value_enum)]
+    providers: Option<ProvidersMode>,
+    #[arg(long, env = "FOLLOWUP_GMAIL_BASE_URL")]
+    gmail_base_url: Option<String>,
+    #[arg(long, env = "FOLLOWUP_GRAPH_BASE_URL")]
+    graph_base_url: Option<String>,
+    #[arg(long, env = "FOLLOWUP_TWILIO_BASE_URL")]
+    twilio_base_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Contact file to upload (CSV with a header row).
+    #[arg(long)]
+    csv: PathBuf,
+    /// Print only one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Directory of the embedded store; a fresh temporary one when absent.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Billing plan of the demo tenant.
+    #[arg(long, default_value = "pro")]
+    plan: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct FakesArgs {
+    /// Sends per minute each account may make; the provider's published limit when absent.
+    #[arg(long)]
+    per_minute: Option<u32>,
+    /// Sends per rolling 24 hours each account may make; published limit when absent.
+    #[arg(long)]
+    per_day: Option<u32>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // reqwest is built without a default TLS provider, so that one crypto library (ring)
+    // serves both TLS and encryption at rest.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    actix_rt::System::new().block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => {
+                telemetry::init_logs(LogFormat::Pretty);
+                demo::run(DemoOptions {
+                    csv: args.csv,
+                    json: args.json,
+                    data_dir: args.data_dir,
+                    plan: args.plan,
+                })
+                .await
+            }
+            Command::Fakes(args) => fakes(args).await,
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    if let Some(mode) = args.providers {
+        config.providers.mode = mode;
+    }
+    if let Some(url) = args.gmail_base_url {
+        config.providers.gmail_base_url = url;
+    }
+    if let Some(url) = args.graph_base_url {
+        config.providers.graph_base_url = url;
+    }
+    if let Some(url) = args.twilio_base_url {
+        config.providers.twilio_base_url = url;
+    }
+    // Read from the environment only, never a flag, so that it stays out of `ps` output.
+    if let Ok(token) = std::env::var("FOLLOWUP_ADMIN_TOKEN")
+        && !token.is_empty()
+    {
+        config.admin_token = Some(Sensitive::new(token));
+    }
+    telemetry::init_logs(config.log_format);
+    let metrics = telemetry::install_metrics()?;
+    let store = Arc::new(
+        followup_adapters::embedded::open(&config.data_dir).with_context(|| {
+            format!(
+                "cannot open the embedded store in {}",
+                config.data_dir.display()
+            )
+        })?,
+    );
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        providers = ?config.providers.mode,
+        admin_api = config.admin_token.is_some(),
+        "starting followup"
+    );
+    let running = RunningEngine::start(config, store, Arc::new(SystemClock), Some(metrics)).await?;
+    let engine = running.engine.clone();
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    engine.run_forever(shutdown).await;
+    tracing::info!("stopping followup");
+    running.stop().await;
+    Ok(())
+}
+
+async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
+    telemetry::init_logs(LogFormat::Pretty);
+    let limits = match (args.per_minute, args.per_day) {
+        (None, None) => None,
+        (per_minute, per_day) => Some(SendLimits {
+            per_minute: per_minute.unwrap_or(u32::MAX),
+            per_day: per_day.unwrap_or(u32::MAX),
+        }),
+    };
+    let config = FakeConfig::new(Arc::new(SystemClock)).with_accounts(Accounts::Open { limits });
+    let fakes = FakeProviders::start(config).await?;
+    let urls = serde_json::json!({
+        "gmail": fakes.gmail_url().as_str(),
+        "graph": fakes.graph_url().as_str(),
+        "twilio": fakes.twilio_url().as_str(),
+    });
+    println!("{urls}");
+    let _ = tokio::signal::ctrl_c().await;
+    fakes.shutdown().await;
+    Ok(())
+}

@@ -1,1 +1,157 @@
-//! End-to-end tests live in tests/.
+//! Shared helpers of the end-to-end tests: an engine started in-process on loopback with the
+//! embedded store in a temporary directory, a virtual clock and the built-in fakes, and a
+//! small HTTP client that speaks its API as a tenant and as the operator would.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use followup_core::clock::VirtualClock;
+use followup_core::sensitive::Sensitive;
+use followup_dispatcher::config::Config;
+use followup_dispatcher::server::RunningEngine;
+use serde_json::{Value, json};
+
+/// Operator token of every test engine.
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
+
+/// An engine under test, with what it needs to stay alive.
+#[derive(Debug)]
+pub struct TestEngine {
+    pub running: RunningEngine,
+    pub clock: Arc<VirtualClock>,
+    pub http: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl TestEngine {
+    /// Starts an engine on 127.0.0.1 with a free port. Call inside an actix system
+    /// (`#[actix_rt::test]`).
+    pub async fn start(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let data_dir = tempfile::tempdir()?;
+        // A Monday morning in New York, so that windowed steps are due at once.
+        let start = Utc
+            .with_ymd_and_hms(2026, 12, 7, 15, 0, 0)
+            .single()
+            .expect("valid instant");
+        let clock = Arc::new(VirtualClock::new(start));
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: data_dir.path().to_path_buf(),
+            admin_token: Some(Sensitive::new(OPERATOR_TOKEN.to_owned())),
+            ..Config::default()
+        };
+        configure(&mut config);
+        let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
+        let running = RunningEngine::start(config, store, clock.clone(), None).await?;
+        Ok(Self {
+            running,
+            clock,
+            http: reqwest::Client::new(),
+            data_dir,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
+
+    /// Creates a tenant and returns its API key.
+    pub async fn create_tenant(&self, name: &str, plan: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(self.url("/admin/v1/tenants"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(&json!({"name": name, "default_region": "US",
+                          "default_timezone": "America/New_York", "plan": plan}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 201,
+            "tenant creation answered {}",
+            response.status()
+        );
+        let body: Value = response.json().await?;
+        Ok(body["api_key"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Connects the tenant's Gmail mailbox and Twilio number to the fakes, with limits high
+    /// enough for tests to finish quickly.
+    pub async fn connect_fakes(&self, api_key: &str) -> anyhow::Result<()> {
+        let limits = json!({"per_minute": 6000, "per_day": 1000000});
+        let gmail = json!({"sender": "sales@example.com", "access_token": "test-gmail-token",
+                           "limits": limits});
+        let twilio = json!({"sender": "+15005550006",
+                            "account_sid": "AC00000000000000000000000000000001",
+                            "auth_token": "test-twilio-token", "limits": limits});
+        for (provider, body) in [("gmail", gmail), ("twilio", twilio)] {
+            let response = self
+                .http
+                .put(self.url(&format!("/v1/connections/{provider}")))
+                .bearer_auth(api_key)
+                .json(&body)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status() == 200,
+                "connect {provider}: {}",
+                response.status()
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates a sequence from `body` and returns its id.
+    pub async fn create_sequence(&self, api_key: &str, body: &Value) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(self.url("/v1/sequences"))
+            .bearer_auth(api_key)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let created: Value = response.json().await?;
+        anyhow::ensure!(
+            status == 201,
+            "sequence creation answered {status}: {created}"
+        );
+        Ok(created["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Uploads `body` to the bulk endpoint; returns the status and the JSON answer.
+    pub async fn upload(
+        &self,
+        api_key: &str,
+        sequence: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .http
+            .post(self.url("/v1/schedules/bulk"))
+            .query(&[("sequence", sequence)])
+            .bearer_auth(api_key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await?))
+    }
+}
+
+/// A one-step email sequence that sends at once, any day, any hour.
+pub fn email_now_sequence() -> Value {
+    json!({
+        "name": "welcome",
+        "steps": [{"channel": "email", "delay": 0, "subject": "Hello {{first_name|there}}",
+                   "body": "Hi {{first_name|there}}, welcome."}]
+    })
+}
+
+/// The folder of the public sample contact files.
+pub fn shared_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}

@@ -1,0 +1,263 @@
+//! The read side of the embedded store: each function runs in its own read transaction, which
+//! reads the last committed state and never waits for the writer.
+
+use chrono::{DateTime, Utc};
+use followup_core::domain::{
+    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant,
+};
+use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::store::{FollowUpCounts, StoreError};
+use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use serde::Deserialize;
+
+use super::keys;
+use super::tables::{
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SEQUENCES,
+    TENANTS, Table,
+};
+
+fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
+    db.begin_read()
+        .map_err(|error| tables::unavailable("starting a read transaction", error))
+}
+
+fn open(txn: &ReadTransaction, table: Table) -> Result<ReadOnlyTable<Bytes, Bytes>, StoreError> {
+    txn.open_table(table.definition())
+        .map_err(|error| tables::unavailable(format_args!("opening {}", table.name), error))
+}
+
+/// Reads one record in a transaction of its own.
+fn get_one<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    let txn = begin(db)?;
+    tables::get(&open(&txn, table)?, table, key)
+}
+
+/// Reads every record under one key prefix in a transaction of its own.
+fn scan_one<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: Table,
+    prefix: &[u8],
+) -> Result<Vec<T>, StoreError> {
+    let txn = begin(db)?;
+    tables::scan(&open(&txn, table)?, table, prefix)
+}
+
+pub(super) fn tenant(db: &Database, id: TenantId) -> Result<Option<Tenant>, StoreError> {
+    get_one(db, TENANTS, &keys::tenant(id))
+}
+
+pub(super) fn tenant_by_api_key(
+    db: &Database,
+    api_key_sha256: &str,
+) -> Result<Option<Tenant>, StoreError> {
+    let txn = begin(db)?;
+    let api_keys = open(&txn, API_KEYS)?;
+    let guard = api_keys.get(api_key_sha256.as_bytes());
+    let Some(owner) = guard.map_err(|error| tables::read_error(API_KEYS, error))? else {
+        return Ok(None);
+    };
+    tables::get(&open(&txn, TENANTS)?, TENANTS, owner.value())
+}
+
+pub(super) fn tenants(db: &Database) -> Result<Vec<Tenant>, StoreError> {
+    scan_one(db, TENANTS, &[])
+}
+
+pub(super) fn connections(db: &Database, tenant: TenantId) -> Result<Vec<Connection>, StoreError> {
+    scan_one(db, CONNECTIONS, &keys::tenant(tenant))
+}
+
+pub(super) fn sequence(
+    db: &Database,
+    tenant: TenantId,
+    id: SequenceId,
+) -> Result<Option<Sequence>, StoreError> {
+    get_one(db, SEQUENCES, &keys::tenant_record(tenant, &id.0))
+}
+
+pub(super) fn sequences(db: &Database, tenant: TenantId) -> Result<Vec<Sequence>, StoreError> {
+    scan_one(db, SEQUENCES, &keys::tenant(tenant))
+}
+
+pub(super) fn contacts(
+    db: &Database,
+    tenant: TenantId,
+    ids: &[ContactId],
+) -> Result<Vec<Contact>, StoreError> {
+    let txn = begin(db)?;
+    let contacts = open(&txn, CONTACTS)?;
+    let mut found = Vec::with_capacity(ids.len());
+    for id in ids {
+        let key = keys::tenant_record(tenant, &id.0);
+        found.extend(tables::get(&contacts, CONTACTS, &key)?);
+    }
+    Ok(found)
+}
+
+pub(super) fn schedule(
+    db: &Database,
+    tenant: TenantId,
+    id: ScheduleId,
+) -> Result<Option<Schedule>, StoreError> {
+    get_one(db, SCHEDULES, &keys::tenant_record(tenant, &id.0))
+}
+
+pub(super) fn follow_ups_of_schedule(
+    db: &Database,
+    tenant: TenantId,
+    id: ScheduleId,
+) -> Result<Vec<FollowUp>, StoreError> {
+    scan_one(db, FOLLOW_UPS, &keys::schedule_prefix(tenant, id))
+}
+
+pub(super) fn follow_up(
+    db: &Database,
+    tenant: TenantId,
+    id: FollowUpId,
+) -> Result<Option<FollowUp>, StoreError> {
+    get_one(db, FOLLOW_UPS, &keys::follow_up(tenant, id))
+}
+
+/// Walks the follow-ups table from just after `after` (or the tenant's first key) while keys
+/// stay inside the tenant's prefix.
+pub(super) fn follow_ups_page(
+    db: &Database,
+    tenant: TenantId,
+    after: Option<FollowUpId>,
+    limit: usize,
+) -> Result<Vec<FollowUp>, StoreError> {
+    let txn = begin(db)?;
+    let table = open(&txn, FOLLOW_UPS)?;
+    let prefix = keys::tenant(tenant);
+    let start = match after {
+        // A key one byte longer than `after`'s sorts right after it and before any other.
+        Some(id) => [keys::follow_up(tenant, id).as_slice(), &[0]].concat(),
+        None => prefix.clone(),
+    };
+    let range = table
+        .range(start.as_slice()..)
+        .map_err(|e| tables::read_error(FOLLOW_UPS, e))?;
+    let mut page = Vec::new();
+    for entry in range {
+        if page.len() == limit {
+            break;
+        }
+        let (key, value) = entry.map_err(|e| tables::read_error(FOLLOW_UPS, e))?;
+        if !key.value().starts_with(&prefix) {
+            break;
+        }
+        page.push(tables::decode(FOLLOW_UPS, value.value())?);
+    }
+    Ok(page)
+}
+
+/// Walks the due index from the tenant's earliest instant on `channel` and loads each
+/// follow-up it names.
+pub(super) fn due_follow_ups(
+    db: &Database,
+    tenant: TenantId,
+    channel: Channel,
+    until: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<FollowUp>, StoreError> {
+    let txn = begin(db)?;
+    let due = open(&txn, DUE)?;
+    let follow_ups = open(&txn, FOLLOW_UPS)?;
+    let start = keys::due_prefix(tenant, channel);
+    let end = keys::due_end(tenant, channel, until);
+    let range = due.range(start.as_slice()..end.as_slice());
+    let mut found = Vec::new();
+    for entry in range.map_err(|error| tables::read_error(DUE, error))? {
+        if found.len() == limit {
+            break;
+        }
+        let (key, _) = entry.map_err(|error| tables::read_error(DUE, error))?;
+        let follow_up = load_indexed(&follow_ups, tenant, key.value())?;
+
+        // The key keeps microseconds, so one due within the last microsecond of `until` but
+        // after it still falls inside the range.
+        if follow_up.due_at <= until {
+            found.push(follow_up);
+        }
+    }
+    Ok(found)
+}
+
+pub(super) fn next_due_at(
+    db: &Database,
+    tenant: TenantId,
+    channel: Channel,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let txn = begin(db)?;
+    let due = open(&txn, DUE)?;
+    let prefix = keys::due_prefix(tenant, channel);
+    let mut range = due
+        .range(prefix.as_slice()..)
+        .map_err(|error| tables::read_error(DUE, error))?;
+    let Some(entry) = range.next() else {
+        return Ok(None);
+    };
+    let (key, _) = entry.map_err(|error| tables::read_error(DUE, error))?;
+    if !key.value().starts_with(&prefix) {
+        return Ok(None);
+    }
+
+    // The record stores the instant at full precision, the key only to the microsecond.
+    let follow_up = load_indexed(&open(&txn, FOLLOW_UPS)?, tenant, key.value())?;
+    Ok(Some(follow_up.due_at))
+}
+
+/// Loads the follow-up a due key names. A key without its record means the index is damaged.
+fn load_indexed(
+    follow_ups: &impl ReadableTable<Bytes, Bytes>,
+    tenant: TenantId,
+    due_key: &[u8],
+) -> Result<FollowUp, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        table: DUE.name,
+        reason,
+    };
+    let id = keys::follow_up_of_due(due_key)
+        .ok_or_else(|| corrupt(format!("malformed due key of {} bytes", due_key.len())))?;
+    tables::get(follow_ups, FOLLOW_UPS, &keys::follow_up(tenant, id))?
+        .ok_or_else(|| corrupt(format!("due key names missing follow-up {id}")))
+}
+
+pub(super) fn attempts(
+    db: &Database,
+    tenant: TenantId,
+    id: FollowUpId,
+) -> Result<Vec<Attempt>, StoreError> {
+    scan_one(db, ATTEMPTS, &keys::follow_up(tenant, id))
+}
+
+/// The two fields of a follow-up record that counting needs, so serde skips decoding the rest.
+#[derive(Deserialize)]
+struct CountedFields {
+    channel: Channel,
+    state: FollowUpState,
+}
+
+/// Counts follow-ups by channel and state.
+///
+/// NOTE: this scans every follow-up of the tenant, or of the whole store, because no index is
+/// kept by state. It serves the demo summary and periodic metrics, not dispatch.
+pub(super) fn count_follow_ups(
+    db: &Database,
+    tenant: Option<TenantId>,
+) -> Result<FollowUpCounts, StoreError> {
+    let txn = begin(db)?;
+    let follow_ups = open(&txn, FOLLOW_UPS)?;
+    let prefix = tenant.map(keys::tenant).unwrap_or_default();
+    let mut counts = FollowUpCounts::new();
+    tables::visit(&follow_ups, FOLLOW_UPS, &prefix, |_, value| {
+        let fields: CountedFields = tables::decode(FOLLOW_UPS, value)?;
+        *counts.entry((fields.channel, fields.state)).or_default() += 1;
+        Ok(())
+    })?;
+    Ok(counts)
+}

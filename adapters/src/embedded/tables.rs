@@ -1,0 +1,143 @@
+//! Table definitions of the embedded store and the helpers that encode, decode and scan their
+//! records.
+//!
+//! Every table maps byte keys (see `keys`) to serde_json records, or to an empty value for the
+//! two indexes. JSON keeps the file readable with generic tools and lets a record gain optional
+//! fields without a migration.
+
+use std::fmt::Display;
+
+use followup_core::ids::TenantId;
+use followup_core::store::StoreError;
+use redb::{ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+pub(super) type Bytes = &'static [u8];
+
+/// A table of the store: its name, used in error messages, and its redb definition.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Table {
+    pub(super) name: &'static str,
+}
+
+impl Table {
+    pub(super) const fn definition(self) -> TableDefinition<'static, Bytes, Bytes> {
+        TableDefinition::new(self.name)
+    }
+}
+
+/// Tenants by id.
+pub(super) const TENANTS: Table = Table { name: "tenants" };
+/// Tenant id by the SHA-256 hex of its API key.
+pub(super) const API_KEYS: Table = Table { name: "api_keys" };
+/// Connections by (tenant, provider).
+pub(super) const CONNECTIONS: Table = Table {
+    name: "connections",
+};
+/// Sequences by (tenant, sequence).
+pub(super) const SEQUENCES: Table = Table { name: "sequences" };
+/// Contacts by (tenant, contact).
+pub(super) const CONTACTS: Table = Table { name: "contacts" };
+/// Schedules by (tenant, schedule).
+pub(super) const SCHEDULES: Table = Table { name: "schedules" };
+/// Follow-ups by (tenant, schedule, step).
+pub(super) const FOLLOW_UPS: Table = Table { name: "follow_ups" };
+/// Index of the pending and retry follow-ups by (tenant, channel, due instant, schedule, step),
+/// with empty values.
+pub(super) const DUE: Table = Table { name: "due" };
+/// Index of the claimed and sending follow-ups by follow-up key, with empty values, so that
+/// start-up recovery visits only those instead of every follow-up.
+pub(super) const IN_FLIGHT: Table = Table { name: "in_flight" };
+/// Attempts by (tenant, schedule, step, number).
+pub(super) const ATTEMPTS: Table = Table { name: "attempts" };
+
+/// Builds the error for a failed redb call, naming what was being done.
+pub(super) fn unavailable(action: impl Display, error: impl Display) -> StoreError {
+    StoreError::Unavailable(format!("embedded store: {action}: {error}"))
+}
+
+pub(super) fn encode<T: Serialize>(table: Table, record: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record)
+        .map_err(|error| unavailable(format_args!("encoding a {} record", table.name), error))
+}
+
+pub(super) fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        table: table.name,
+        reason: error.to_string(),
+    })
+}
+
+/// Reads and decodes the record at `key`.
+pub(super) fn get<T: DeserializeOwned>(
+    source: &impl ReadableTable<Bytes, Bytes>,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>, StoreError> {
+    let guard = source.get(key).map_err(|error| read_error(table, error))?;
+    guard.map(|value| decode(table, value.value())).transpose()
+}
+
+/// Checks whether a record exists at `key`.
+pub(super) fn contains(
+    source: &impl ReadableTable<Bytes, Bytes>,
+    table: Table,
+    key: &[u8],
+) -> Result<bool, StoreError> {
+    let guard = source.get(key).map_err(|error| read_error(table, error))?;
+    Ok(guard.is_some())
+}
+
+/// Reads and decodes every record whose key starts with `prefix`, in key order.
+pub(super) fn scan<T: DeserializeOwned>(
+    source: &impl ReadableTable<Bytes, Bytes>,
+    table: Table,
+    prefix: &[u8],
+) -> Result<Vec<T>, StoreError> {
+    let mut records = Vec::new();
+    visit(source, table, prefix, |_, value| {
+        records.push(decode(table, value)?);
+        Ok(())
+    })?;
+    Ok(records)
+}
+
+/// Calls `visit` with the key and value of every entry whose key starts with `prefix`, in key
+/// order.
+pub(super) fn visit(
+    source: &impl ReadableTable<Bytes, Bytes>,
+    table: Table,
+    prefix: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let range = source
+        .range(prefix..)
+        .map_err(|error| read_error(table, error))?;
+    for entry in range {
+        let (key, value) = entry.map_err(|error| read_error(table, error))?;
+        if !key.value().starts_with(prefix) {
+            break;
+        }
+        visit(key.value(), value.value())?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_error(table: Table, error: impl Display) -> StoreError {
+    unavailable(format_args!("reading {}", table.name), error)
+}
+
+pub(super) fn write_error(table: Table, error: impl Display) -> StoreError {
+    unavailable(format_args!("writing {}", table.name), error)
+}
+
+/// Reads a tenant id stored as 16 raw bytes.
+pub(super) fn tenant_id(table: Table, bytes: &[u8]) -> Result<TenantId, StoreError> {
+    let bytes: [u8; 16] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        table: table.name,
+        reason: format!("tenant id of {} bytes, expected 16", bytes.len()),
+    })?;
+    Ok(TenantId(Uuid::from_bytes(bytes)))
+}

@@ -1,0 +1,433 @@
+//! The write side of the embedded store: the operations the writer thread applies inside its
+//! shared write transaction.
+//!
+//! Each operation first checks everything that can reject it, without writing, and only then
+//! writes. A rejected operation therefore leaves the transaction as it found it, and the other
+//! operations of the same commit go ahead. An error while writing is a storage failure, which
+//! the writer handles by aborting and retrying the commit without that operation.
+
+use followup_core::domain::{Attempt, Connection, FollowUp, FollowUpState, Sequence, Tenant};
+use followup_core::ids::{FollowUpId, TenantId};
+use followup_core::store::{Enrolment, InsertReport, RecoveryReport, StoreError};
+use redb::{ReadableTable, WriteTransaction};
+
+use super::keys;
+use super::tables::{
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES,
+    SEQUENCES, TENANTS, Table,
+};
+
+/// A write request from one caller.
+#[derive(Debug)]
+pub(super) enum WriteOp {
+    PutTenant(Tenant),
+    PutConnection(Connection),
+    PutSequence(Sequence),
+    InsertEnrolments {
+        tenant: TenantId,
+        enrolments: Vec<Enrolment>,
+    },
+    UpdateFollowUps {
+        tenant: TenantId,
+        follow_ups: Vec<FollowUp>,
+        attempts: Vec<Attempt>,
+    },
+    RecoverInterrupted,
+}
+
+/// Result of an applied operation, sent back to its caller.
+#[derive(Debug)]
+pub(super) enum Applied {
+    Done,
+    Inserted(InsertReport),
+    Recovered(RecoveryReport),
+}
+
+/// Reason an operation did not apply.
+#[derive(Debug)]
+pub(super) enum ApplyError {
+    /// Rejected by a check before anything was written: the transaction is unchanged.
+    Rejected(StoreError),
+    /// Failed while writing: the transaction may hold part of the operation and must be
+    /// aborted.
+    Failed(StoreError),
+}
+
+type RawTable<'txn> = redb::Table<'txn, Bytes, Bytes>;
+
+/// The tables of one write transaction, opened once and shared by every operation in it.
+pub(super) struct WriteTables<'txn> {
+    tenants: RawTable<'txn>,
+    api_keys: RawTable<'txn>,
+    connections: RawTable<'txn>,
+    sequences: RawTable<'txn>,
+    contacts: RawTable<'txn>,
+    schedules: RawTable<'txn>,
+    follow_ups: RawTable<'txn>,
+    due: RawTable<'txn>,
+    in_flight: RawTable<'txn>,
+    attempts: RawTable<'txn>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    /// Opens every table, creating the ones a new file does not have yet.
+    pub(super) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let open = |table: Table| {
+            txn.open_table(table.definition())
+                .map_err(|error| tables::unavailable(format_args!("opening {}", table.name), error))
+        };
+        Ok(Self {
+            tenants: open(TENANTS)?,
+            api_keys: open(API_KEYS)?,
+            connections: open(CONNECTIONS)?,
+            sequences: open(SEQUENCES)?,
+            contacts: open(CONTACTS)?,
+            schedules: open(SCHEDULES)?,
+            follow_ups: open(FOLLOW_UPS)?,
+            due: open(DUE)?,
+            in_flight: open(IN_FLIGHT)?,
+            attempts: open(ATTEMPTS)?,
+        })
+    }
+
+    pub(super) fn apply(&mut self, op: &WriteOp) -> Result<Applied, ApplyError> {
+        match op {
+            WriteOp::PutTenant(tenant) => self.put_tenant(tenant).map(|()| Applied::Done),
+            WriteOp::PutConnection(connection) => {
+                let key = keys::connection(connection.tenant, connection.provider);
+                put(&mut self.connections, CONNECTIONS, &key, connection)
+                    .map_err(ApplyError::Failed)?;
+                Ok(Applied::Done)
+            }
+            WriteOp::PutSequence(sequence) => {
+                let key = keys::tenant_record(sequence.tenant, &sequence.id.0);
+                put(&mut self.sequences, SEQUENCES, &key, sequence).map_err(ApplyError::Failed)?;
+                Ok(Applied::Done)
+            }
+            WriteOp::InsertEnrolments { tenant, enrolments } => self
+                .insert_enrolments(*tenant, enrolments)
+                .map(Applied::Inserted),
+            WriteOp::UpdateFollowUps {
+                tenant,
+                follow_ups,
+                attempts,
+            } => self
+                .update_follow_ups(*tenant, follow_ups, attempts)
+                .map(|()| Applied::Done),
+            WriteOp::RecoverInterrupted => self
+                .recover_interrupted()
+                .map(Applied::Recovered)
+                .map_err(ApplyError::Failed),
+        }
+    }
+
+    /// Writes the tenant and moves its API key hash in the index when the key was rotated.
+    fn put_tenant(&mut self, tenant: &Tenant) -> Result<(), ApplyError> {
+        self.check_api_key_owner(tenant)
+            .map_err(ApplyError::Rejected)?;
+        self.write_tenant(tenant).map_err(ApplyError::Failed)
+    }
+
+    /// Rejects a tenant whose API key hash is already indexed for another tenant, because the
+    /// index maps each hash to one tenant.
+    fn check_api_key_owner(&self, tenant: &Tenant) -> Result<(), StoreError> {
+        let hash = tenant.api_key_sha256.as_bytes();
+        let owner = self
+            .api_keys
+            .get(hash)
+            .map_err(|error| tables::read_error(API_KEYS, error))?;
+        let Some(owner) = owner else {
+            return Ok(());
+        };
+        let owner = tables::tenant_id(API_KEYS, owner.value())?;
+        if owner == tenant.id {
+            return Ok(());
+        }
+        Err(StoreError::Conflict(format!(
+            "tenant {}: its API key hash already belongs to tenant {owner}; issue a new key",
+            tenant.id
+        )))
+    }
+
+    fn write_tenant(&mut self, tenant: &Tenant) -> Result<(), StoreError> {
+        let key = keys::tenant(tenant.id);
+        let previous: Option<Tenant> = tables::get(&self.tenants, TENANTS, &key)?;
+        let hash = tenant.api_key_sha256.as_bytes();
+        if let Some(previous) = previous.filter(|p| p.api_key_sha256 != tenant.api_key_sha256) {
+            let old_hash = previous.api_key_sha256.as_bytes();
+            let removed = self.api_keys.remove(old_hash);
+            removed.map_err(|error| tables::write_error(API_KEYS, error))?;
+        }
+        put(&mut self.tenants, TENANTS, &key, tenant)?;
+        let owner: &[u8] = tenant.id.as_bytes();
+        let inserted = self.api_keys.insert(hash, owner);
+        inserted.map_err(|error| tables::write_error(API_KEYS, error))?;
+        Ok(())
+    }
+
+    /// Inserts the enrolments whose schedule is new, all within this transaction, so that the
+    /// caller's batch lands whole or not at all.
+    fn insert_enrolments(
+        &mut self,
+        tenant: TenantId,
+        enrolments: &[Enrolment],
+    ) -> Result<InsertReport, ApplyError> {
+        for enrolment in enrolments {
+            check_enrolment(tenant, enrolment).map_err(ApplyError::Rejected)?;
+        }
+
+        let mut report = InsertReport::default();
+        for enrolment in enrolments {
+            if self
+                .insert_enrolment(tenant, enrolment)
+                .map_err(ApplyError::Failed)?
+            {
+                report.inserted += 1;
+            } else {
+                report.duplicates += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes one enrolment unless its schedule exists; returns whether it was written.
+    fn insert_enrolment(
+        &mut self,
+        tenant: TenantId,
+        enrolment: &Enrolment,
+    ) -> Result<bool, StoreError> {
+        let schedule_key = keys::tenant_record(tenant, &enrolment.schedule.id.0);
+        if tables::contains(&self.schedules, SCHEDULES, &schedule_key)? {
+            return Ok(false);
+        }
+        put(
+            &mut self.schedules,
+            SCHEDULES,
+            &schedule_key,
+            &enrolment.schedule,
+        )?;
+
+        // An existing contact keeps its stored fields: the first upload that named it wins.
+        let contact_key = keys::tenant_record(tenant, &enrolment.contact.id.0);
+        if !tables::contains(&self.contacts, CONTACTS, &contact_key)? {
+            put(
+                &mut self.contacts,
+                CONTACTS,
+                &contact_key,
+                &enrolment.contact,
+            )?;
+        }
+
+        for follow_up in &enrolment.follow_ups {
+            self.put_follow_up(tenant, None, follow_up)?;
+        }
+        Ok(true)
+    }
+
+    /// Replaces follow-ups and appends attempts after checking that every follow-up named
+    /// exists for `tenant`, so an unknown or foreign id rejects the whole call.
+    fn update_follow_ups(
+        &mut self,
+        tenant: TenantId,
+        follow_ups: &[FollowUp],
+        attempts: &[Attempt],
+    ) -> Result<(), ApplyError> {
+        self.check_update(tenant, follow_ups, attempts)
+            .map_err(ApplyError::Rejected)?;
+        self.write_update(tenant, follow_ups, attempts)
+            .map_err(ApplyError::Failed)
+    }
+
+    fn write_update(
+        &mut self,
+        tenant: TenantId,
+        follow_ups: &[FollowUp],
+        attempts: &[Attempt],
+    ) -> Result<(), StoreError> {
+        // Each previous record is read just before its replacement, so a follow-up named twice
+        // in one call moves its index entries from the first replacement to the second.
+        for follow_up in follow_ups {
+            let key = keys::follow_up(tenant, follow_up.id);
+            let previous: Option<FollowUp> = tables::get(&self.follow_ups, FOLLOW_UPS, &key)?;
+            self.put_follow_up(tenant, previous.as_ref(), follow_up)?;
+        }
+        for attempt in attempts {
+            let key = keys::attempt(tenant, attempt.follow_up, attempt.number);
+            put(&mut self.attempts, ATTEMPTS, &key, attempt)?;
+        }
+        Ok(())
+    }
+
+    fn check_update(
+        &self,
+        tenant: TenantId,
+        follow_ups: &[FollowUp],
+        attempts: &[Attempt],
+    ) -> Result<(), StoreError> {
+        for follow_up in follow_ups {
+            if follow_up.tenant != tenant {
+                return Err(StoreError::Conflict(format!(
+                    "follow-up {} names tenant {}, but the update is for tenant {tenant}",
+                    follow_up.id, follow_up.tenant
+                )));
+            }
+            self.check_follow_up_exists(tenant, follow_up.id)?;
+        }
+        for attempt in attempts {
+            self.check_follow_up_exists(tenant, attempt.follow_up)?;
+
+            // Appending never rewrites history: the same attempt again is a harmless repeat,
+            // but a different one under the same number is a bug in the caller.
+            let key = keys::attempt(tenant, attempt.follow_up, attempt.number);
+            let stored: Option<Attempt> = tables::get(&self.attempts, ATTEMPTS, &key)?;
+            if stored.is_some_and(|stored| &stored != attempt) {
+                return Err(StoreError::Conflict(format!(
+                    "attempt {} of follow-up {} is already stored with different content",
+                    attempt.number, attempt.follow_up
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_follow_up_exists(&self, tenant: TenantId, id: FollowUpId) -> Result<(), StoreError> {
+        let key = keys::follow_up(tenant, id);
+        if tables::contains(&self.follow_ups, FOLLOW_UPS, &key)? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!(
+                "follow-up {id} not found for tenant {tenant}"
+            )))
+        }
+    }
+
+    /// Returns claimed follow-ups to pending and turns sending ones in-doubt, visiting only the
+    /// in-flight index.
+    fn recover_interrupted(&mut self) -> Result<RecoveryReport, StoreError> {
+        let mut interrupted = Vec::new();
+        tables::visit(&self.in_flight, IN_FLIGHT, &[], |key, _| {
+            interrupted.push(key.to_vec());
+            Ok(())
+        })?;
+
+        let mut report = RecoveryReport::default();
+        for key in interrupted {
+            let corrupt = |reason: String| StoreError::Corrupt {
+                table: IN_FLIGHT.name,
+                reason,
+            };
+            let (tenant, id) = keys::parse_follow_up(&key)
+                .ok_or_else(|| corrupt(format!("malformed key of {} bytes", key.len())))?;
+            let previous: FollowUp = tables::get(&self.follow_ups, FOLLOW_UPS, &key)?
+                .ok_or_else(|| corrupt(format!("key names missing follow-up {id}")))?;
+            let state = match previous.state {
+                FollowUpState::Claimed => {
+                    report.released_claims += 1;
+                    FollowUpState::Pending
+                }
+                FollowUpState::Sending => {
+                    report.in_doubt += 1;
+                    FollowUpState::InDoubt
+                }
+                // Not in flight after all: only the stale index entry needs to go.
+                other => other,
+            };
+            let recovered = FollowUp {
+                state,
+                ..previous.clone()
+            };
+            self.put_follow_up(tenant, Some(&previous), &recovered)?;
+        }
+        Ok(report)
+    }
+
+    /// Writes a follow-up and keeps the due and in-flight indexes in step with its state.
+    fn put_follow_up(
+        &mut self,
+        tenant: TenantId,
+        previous: Option<&FollowUp>,
+        follow_up: &FollowUp,
+    ) -> Result<(), StoreError> {
+        let key = keys::follow_up(tenant, follow_up.id);
+        if let Some(previous) = previous {
+            if previous.state.is_due_kind() {
+                let due_key = keys::due(tenant, previous.channel, previous.due_at, previous.id);
+                self.due
+                    .remove(due_key.as_slice())
+                    .map_err(|e| tables::write_error(DUE, e))?;
+            }
+            if is_in_flight(previous.state) {
+                self.in_flight
+                    .remove(key.as_slice())
+                    .map_err(|e| tables::write_error(IN_FLIGHT, e))?;
+            }
+        }
+
+        put(&mut self.follow_ups, FOLLOW_UPS, &key, follow_up)?;
+        let empty: &[u8] = &[];
+        if follow_up.state.is_due_kind() {
+            let due_key = keys::due(tenant, follow_up.channel, follow_up.due_at, follow_up.id);
+            self.due
+                .insert(due_key.as_slice(), empty)
+                .map_err(|e| tables::write_error(DUE, e))?;
+        }
+        if is_in_flight(follow_up.state) {
+            let inserted = self.in_flight.insert(key.as_slice(), empty);
+            inserted.map_err(|e| tables::write_error(IN_FLIGHT, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Tells whether a stop in this state leaves something for start-up recovery to settle.
+fn is_in_flight(state: FollowUpState) -> bool {
+    matches!(state, FollowUpState::Claimed | FollowUpState::Sending)
+}
+
+/// Rejects an enrolment whose records name another tenant or another schedule, because the
+/// keys come from `tenant` and the schedule id and would file the records under the wrong owner.
+fn check_enrolment(tenant: TenantId, enrolment: &Enrolment) -> Result<(), StoreError> {
+    let schedule = &enrolment.schedule;
+    let reject = |problem: String| {
+        StoreError::Conflict(format!(
+            "enrolment of schedule {} (upload line {}): {problem}",
+            schedule.id, schedule.source_line
+        ))
+    };
+    let owners = std::iter::once(("the schedule", schedule.tenant))
+        .chain(std::iter::once(("the contact", enrolment.contact.tenant)))
+        .chain(
+            enrolment
+                .follow_ups
+                .iter()
+                .map(|follow_up| ("a follow-up", follow_up.tenant)),
+        );
+    for (record, owner) in owners {
+        if owner != tenant {
+            let problem = format!("{record} names tenant {owner}, but the batch is for {tenant}");
+            return Err(reject(problem));
+        }
+    }
+    for follow_up in &enrolment.follow_ups {
+        if follow_up.id.schedule != schedule.id {
+            return Err(reject(format!(
+                "follow-up {} belongs to another schedule",
+                follow_up.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn put<T: serde::Serialize>(
+    target: &mut RawTable<'_>,
+    table: Table,
+    key: &[u8],
+    record: &T,
+) -> Result<(), StoreError> {
+    let value = tables::encode(table, record)?;
+    target
+        .insert(key, value.as_slice())
+        .map_err(|error| tables::write_error(table, error))?;
+    Ok(())
+}

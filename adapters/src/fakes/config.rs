@@ -1,0 +1,144 @@
+//! Settings of the fakes: their clock, their latency and the errors they inject.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use followup_core::clock::{Clock, SystemClock};
+use followup_core::limits::SendLimits;
+
+/// Settings of [`FakeProviders`](super::FakeProviders).
+#[derive(Clone, Debug)]
+pub struct FakeConfig {
+    /// The clock the rate-limit windows, timestamps and retry instants are read from. Share the
+    /// engine's virtual clock to test limits without sleeping.
+    pub clock: Arc<dyn Clock>,
+    /// Wall-clock delay before each response, to imitate a provider's round trip. It is slept in
+    /// real time even when `clock` is virtual.
+    pub latency: Duration,
+    /// Errors to inject into otherwise valid sends.
+    pub errors: ErrorPlan,
+    /// Whether unknown credentials are accepted as new accounts; see [`Accounts`].
+    pub accounts: Accounts,
+}
+
+/// Which credentials the fakes accept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Accounts {
+    /// Only credentials registered with `register_*`; anything else answers 401.
+    #[default]
+    Registered,
+    /// Any well-formed credentials: an unknown token, Twilio account or sender number is
+    /// registered on first use, so that an engine with tenants the fakes were never told about
+    /// can still send. Each such account gets `limits`, or its provider's published limits.
+    Open { limits: Option<SendLimits> },
+}
+
+impl FakeConfig {
+    /// Creates fakes that read `clock`, respond at once and inject no error.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            latency: Duration::ZERO,
+            errors: ErrorPlan::default(),
+            accounts: Accounts::Registered,
+        }
+    }
+
+    /// Creates fakes that accept any credentials, with the providers' published limits.
+    pub fn open(clock: Arc<dyn Clock>) -> Self {
+        Self::new(clock).with_accounts(Accounts::Open { limits: None })
+    }
+
+    /// Sets which credentials are accepted.
+    pub fn with_accounts(mut self, accounts: Accounts) -> Self {
+        self.accounts = accounts;
+        self
+    }
+
+    /// Waits `latency` before each response.
+    pub fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Injects the errors of `plan`.
+    pub fn with_errors(mut self, plan: ErrorPlan) -> Self {
+        self.errors = plan;
+        self
+    }
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
+}
+
+/// Errors the fakes inject into valid, authenticated sends, before rate limits are checked.
+/// An injected error is never recorded as received.
+#[derive(Clone, Debug, Default)]
+pub struct ErrorPlan {
+    /// Fraction (0.0 to 1.0) of sends rejected with the provider's retryable 503.
+    pub retryable_fraction: f64,
+    /// Seed of the random draw behind `retryable_fraction`, so that a run can be repeated.
+    pub seed: u64,
+    /// Outcomes forced on sends to given recipients; checked before `retryable_fraction`.
+    pub forced: Vec<ForcedRule>,
+}
+
+impl ErrorPlan {
+    /// Answers a fraction of sends with a retryable 503, drawn from `seed`.
+    pub fn with_retryable_fraction(mut self, fraction: f64, seed: u64) -> Self {
+        self.retryable_fraction = fraction.clamp(0.0, 1.0);
+        self.seed = seed;
+        self
+    }
+
+    /// Answers every send to `recipient` with `outcome`.
+    pub fn force(mut self, recipient: impl Into<String>, outcome: ForcedOutcome) -> Self {
+        self.forced.push(ForcedRule {
+            recipient: recipient.into(),
+            outcome,
+            times: None,
+        });
+        self
+    }
+
+    /// Answers the next `times` sends to `recipient` with `outcome`, then lets sends through.
+    pub fn force_times(
+        mut self,
+        recipient: impl Into<String>,
+        outcome: ForcedOutcome,
+        times: u32,
+    ) -> Self {
+        let rule = ForcedRule {
+            recipient: recipient.into(),
+            outcome,
+            times: Some(times),
+        };
+        self.forced.push(rule);
+        self
+    }
+}
+
+/// An outcome forced on the sends to one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForcedRule {
+    /// Email address (compared without regard to case) or E.164 number.
+    pub recipient: String,
+    pub outcome: ForcedOutcome,
+    /// How many sends the rule applies to; `None` for all of them.
+    pub times: Option<u32>,
+}
+
+/// An error a fake responds with, in the provider's own form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForcedOutcome {
+    /// 503: Gmail `backendError`, Graph `ServiceNotAvailable`, Twilio 20503.
+    ServiceUnavailable,
+    /// 400 for the recipient: Gmail `invalidArgument`, Graph `ErrorInvalidRecipients`,
+    /// Twilio 21610 (unsubscribed) for messages and 21215 (not allowed) for calls.
+    RecipientRejected,
+    /// 401: Gmail `authError`, Graph `InvalidAuthenticationToken`, Twilio 20003.
+    Unauthorized,
+}

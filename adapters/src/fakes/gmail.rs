@@ -1,0 +1,223 @@
+//! The Gmail fake: `POST /gmail/v1/users/{userId}/messages/send` with a JSON `Message` whose
+//! `raw` is a base64url RFC 5322 message.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::alphabet::URL_SAFE;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use chrono::SecondsFormat;
+use followup_core::domain::{Channel, Provider};
+use mail_parser::{Address, Message, MessageParser};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ReceivedMessage;
+use super::config::ForcedOutcome;
+use super::server::{bearer_token, pause, random_hex};
+use super::state::{FakeState, LimitKey};
+
+/// base64url that accepts input with or without `=` padding, as Gmail does.
+const RAW_ENGINE: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+pub(crate) fn routes(config: &mut web::ServiceConfig) {
+    config.route(
+        "/gmail/v1/users/{user_id}/messages/send",
+        web::post().to(send),
+    );
+}
+
+/// The body of `users.messages.send`; `raw` is optional here so that its absence gets Gmail's
+/// own error instead of a deserialisation failure.
+#[derive(Debug, Deserialize)]
+struct SendBody {
+    #[serde(default)]
+    raw: Option<String>,
+}
+
+/// The fields the fake records from a message. The body's CRLF line ends become LF, so that
+/// it compares equal to the text the engine rendered.
+struct ParsedMessage {
+    from: String,
+    to: String,
+    subject: Option<String>,
+    body: String,
+}
+
+async fn send(
+    state: web::Data<FakeState>,
+    request: HttpRequest,
+    user_id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    pause(&state).await;
+
+    let Some(mailbox) = bearer_token(&request).and_then(|t| state.mailbox_of(Provider::Gmail, t))
+    else {
+        state.count_rejected();
+        return unauthenticated();
+    };
+    if user_id.as_str() != "me" && !user_id.eq_ignore_ascii_case(&mailbox) {
+        state.count_rejected();
+        let message = "Delegation denied for the requested user";
+        return google_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "PERMISSION_DENIED",
+            message,
+        );
+    }
+
+    let parsed = match read_message(&body) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            state.count_rejected();
+            let status = StatusCode::BAD_REQUEST;
+            return google_error(status, "invalidArgument", "INVALID_ARGUMENT", message);
+        }
+    };
+
+    if let Some(outcome) = state.injected_error(&parsed.to) {
+        return injected(outcome);
+    }
+
+    let received = ReceivedMessage {
+        provider: Provider::Gmail,
+        channel: Channel::Email,
+        from: parsed.from,
+        to: parsed.to,
+        subject: parsed.subject,
+        body: parsed.body,
+        provider_message_id: random_hex(16),
+        received_at: state.now(),
+    };
+    let id = received.provider_message_id.clone();
+    let received_at = received.received_at;
+    match state.accept(&LimitKey::Mailbox(Provider::Gmail, mailbox), received) {
+        Ok(()) => HttpResponse::Ok().json(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})),
+        Err(wait) => {
+            let retry_at = received_at + chrono::Duration::from_std(wait).unwrap_or_default();
+            rate_limited(&retry_at.to_rfc3339_opts(SecondsFormat::Millis, true))
+        }
+    }
+}
+
+/// Decodes and parses `raw`, or returns the message of Gmail's 400 `invalidArgument` for
+/// what is wrong with it.
+fn read_message(body: &[u8]) -> Result<ParsedMessage, &'static str> {
+    let send_body: SendBody =
+        serde_json::from_slice(body).map_err(|_| "Invalid JSON payload received.")?;
+    let raw = send_body.raw.filter(|raw| !raw.is_empty()).ok_or(
+        "'raw' RFC822 payload message string or uploading message via /upload/* URL required",
+    )?;
+    let bytes = RAW_ENGINE
+        .decode(raw.trim())
+        .map_err(|_| "Invalid value at 'message.raw' (TYPE_BYTES), Base64 decoding failed")?;
+
+    let message = MessageParser::default()
+        .parse(&bytes)
+        .ok_or("Invalid RFC822 message")?;
+    let to = first_recipient(&message).ok_or("Recipient address required")?;
+    let from = message.from().and_then(first_address).unwrap_or_default();
+
+    Ok(ParsedMessage {
+        from,
+        to,
+        subject: message.subject().map(str::to_owned),
+        body: message
+            .body_text(0)
+            .map(|text| text.replace("\r\n", "\n"))
+            .unwrap_or_default(),
+    })
+}
+
+/// Returns the first address among To, Cc and Bcc.
+fn first_recipient(message: &Message<'_>) -> Option<String> {
+    [message.to(), message.cc(), message.bcc()]
+        .into_iter()
+        .flatten()
+        .find_map(first_address)
+}
+
+fn first_address(address: &Address<'_>) -> Option<String> {
+    address
+        .iter()
+        .find_map(|addr| addr.address().map(str::to_owned))
+}
+
+/// Builds the Google error envelope with one detail.
+fn google_error(
+    status: StatusCode,
+    reason: &str,
+    status_name: &str,
+    message: &str,
+) -> HttpResponse {
+    let domain = if reason == "rateLimitExceeded" {
+        "usageLimits"
+    } else {
+        "global"
+    };
+    HttpResponse::build(status).json(json!({
+        "error": {
+            "code": status.as_u16(),
+            "message": message,
+            "errors": [{"message": message, "domain": domain, "reason": reason}],
+            "status": status_name,
+        }
+    }))
+}
+
+fn unauthenticated() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((
+            "www-authenticate",
+            "Bearer realm=\"https://accounts.google.com/\"",
+        ))
+        .json(json!({
+            "error": {
+                "code": 401,
+                "message": "Request had invalid authentication credentials.",
+                "errors": [{
+                    "message": "Invalid Credentials",
+                    "domain": "global",
+                    "reason": "authError",
+                    "location": "Authorization",
+                    "locationType": "header",
+                }],
+                "status": "UNAUTHENTICATED",
+            }
+        }))
+}
+
+/// Gmail's 429 for the per-user mail-sending limit: the instant to retry at is only in the
+/// text, after two spaces, and no `Retry-After` header comes with it.
+fn rate_limited(retry_at: &str) -> HttpResponse {
+    let message = format!("User-rate limit exceeded.  Retry after {retry_at} (Mail sending)");
+    google_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rateLimitExceeded",
+        "RESOURCE_EXHAUSTED",
+        &message,
+    )
+}
+
+fn injected(outcome: ForcedOutcome) -> HttpResponse {
+    match outcome {
+        ForcedOutcome::ServiceUnavailable => google_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "backendError",
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        ),
+        ForcedOutcome::RecipientRejected => google_error(
+            StatusCode::BAD_REQUEST,
+            "invalidArgument",
+            "INVALID_ARGUMENT",
+            "Invalid To header",
+        ),
+        ForcedOutcome::Unauthorized => unauthenticated(),
+    }
+}

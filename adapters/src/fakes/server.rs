@@ -1,0 +1,107 @@
+//! Starting one fake's HTTP server, the inspection endpoints every fake serves, and request
+//! helpers the handlers share.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use rand::Rng;
+
+use super::state::FakeState;
+
+/// Largest request body accepted: Gmail's 35 MiB message limit, plus base64 overhead.
+const MAX_BODY_BYTES: usize = 48 * 1024 * 1024;
+
+/// Longer than a pooled client connection usually idles, so that the fake rarely closes a
+/// connection the client is about to reuse.
+const KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// One started server.
+#[derive(Debug)]
+pub(crate) struct RunningServer {
+    pub url: reqwest::Url,
+    pub handle: ServerHandle,
+}
+
+/// Starts a server on `127.0.0.1` and a free port with the provider routes of `routes` and
+/// the inspection endpoints, spawned on the current Tokio runtime.
+pub(crate) fn serve(
+    state: Arc<FakeState>,
+    routes: fn(&mut web::ServiceConfig),
+) -> std::io::Result<RunningServer> {
+    let data = web::Data::from(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .configure(routes)
+            .route("/_fake/received", web::get().to(received))
+            .route("/_fake/stats", web::get().to(stats))
+    })
+    .workers(1)
+    .disable_signals()
+    .keep_alive(KEEP_ALIVE)
+    .shutdown_timeout(5)
+    .bind(("127.0.0.1", 0))?;
+
+    let address: SocketAddr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| std::io::Error::other("fake server bound no address"))?;
+    let url = reqwest::Url::parse(&format!("http://{address}")).map_err(std::io::Error::other)?;
+
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok(RunningServer { url, handle })
+}
+
+async fn received(state: web::Data<FakeState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.received())
+}
+
+async fn stats(state: web::Data<FakeState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.stats())
+}
+
+/// Waits the configured latency, in real time.
+pub(crate) async fn pause(state: &FakeState) {
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
+    let value = request.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// The user and password of an `Authorization: Basic` header.
+pub(crate) fn basic_credentials(request: &HttpRequest) -> Option<(String, String)> {
+    let value = request.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+/// `count` random lowercase hex digits.
+pub(crate) fn random_hex(count: usize) -> String {
+    let mut rng = rand::rng();
+    (0..count)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}

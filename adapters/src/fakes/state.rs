@@ -1,0 +1,384 @@
+//! The state all fakes share: registered accounts, their limiters, what was received and the
+//! counters. One mutex guards it, held only for map look-ups and pushes, never across an
+//! await.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use followup_core::clock::Clock;
+use followup_core::domain::{Channel, Provider};
+use followup_core::limits::SendLimits;
+use parking_lot::Mutex;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::config::{Accounts, FakeConfig, ForcedOutcome, ForcedRule};
+use super::limiter::SlidingWindowLimiter;
+use super::{FakeStats, ReceivedMessage};
+
+/// Maximum of requests one Outlook mailbox may have running at once, as Graph allows.
+pub(crate) const GRAPH_MAX_CONCURRENT_PER_MAILBOX: u32 = 4;
+
+/// Shared state of the fakes. Holds tokens, so it has no `Debug` that prints them.
+pub(crate) struct FakeState {
+    accounts: Accounts,
+    pub clock: Arc<dyn Clock>,
+    pub latency: Duration,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for FakeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeState")
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    /// Gmail and Outlook mailboxes by provider and lowercase address.
+    mailboxes: HashMap<(Provider, String), Mailbox>,
+    /// Access token to mailbox address, per provider. Several tokens may name one mailbox, as
+    /// after a token refresh.
+    tokens: HashMap<(Provider, String), String>,
+    /// Twilio accounts by Account SID.
+    twilio: HashMap<String, TwilioAccount>,
+    received: Vec<ReceivedMessage>,
+    received_by_provider: BTreeMap<Provider, u64>,
+    rate_limit_violations: u64,
+    rejected_requests: u64,
+    injected_errors: u64,
+    errors: ErrorState,
+}
+
+struct Mailbox {
+    limiter: SlidingWindowLimiter,
+    in_flight: u32,
+}
+
+struct TwilioAccount {
+    auth_token: String,
+    /// Registered sender numbers, each with its own limits.
+    numbers: HashMap<String, TwilioNumber>,
+}
+
+struct TwilioNumber {
+    sms: SlidingWindowLimiter,
+    call: SlidingWindowLimiter,
+}
+
+struct ErrorState {
+    retryable_fraction: f64,
+    rng: StdRng,
+    forced: Vec<ForcedRule>,
+}
+
+/// The limiter a send counts against.
+#[derive(Clone, Debug)]
+pub(crate) enum LimitKey {
+    /// A Gmail or Outlook mailbox, by lowercase address.
+    Mailbox(Provider, String),
+    /// A Twilio sender number of an account, per channel.
+    TwilioNumber {
+        account_sid: String,
+        from: String,
+        channel: Channel,
+    },
+}
+
+impl FakeState {
+    pub(crate) fn new(config: FakeConfig) -> Self {
+        let errors = ErrorState {
+            retryable_fraction: config.errors.retryable_fraction.clamp(0.0, 1.0),
+            rng: StdRng::seed_from_u64(config.errors.seed),
+            forced: config.errors.forced,
+        };
+        let inner = Inner {
+            mailboxes: HashMap::new(),
+            tokens: HashMap::new(),
+            twilio: HashMap::new(),
+            received: Vec::new(),
+            received_by_provider: BTreeMap::new(),
+            rate_limit_violations: 0,
+            rejected_requests: 0,
+            injected_errors: 0,
+            errors,
+        };
+        Self {
+            accounts: config.accounts,
+            clock: config.clock,
+            latency: config.latency,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Registers a mailbox and a token for it. Registering the mailbox again adds the token
+    /// and replaces its limits but keeps the sends already counted.
+    pub(crate) fn register_mailbox(
+        &self,
+        provider: Provider,
+        access_token: &str,
+        email: &str,
+        limits: SendLimits,
+    ) {
+        let email = email.to_ascii_lowercase();
+        let mut inner = self.inner.lock();
+        inner
+            .tokens
+            .insert((provider, access_token.to_owned()), email.clone());
+        inner
+            .mailboxes
+            .entry((provider, email))
+            .and_modify(|mailbox| mailbox.limiter.set_limits(limits))
+            .or_insert_with(|| Mailbox {
+                limiter: SlidingWindowLimiter::new(limits),
+                in_flight: 0,
+            });
+    }
+
+    /// Registers a Twilio sender number, replacing the account's token and the number's limits.
+    pub(crate) fn register_twilio(
+        &self,
+        account_sid: &str,
+        auth_token: &str,
+        from_number: &str,
+        sms: SendLimits,
+        call: SendLimits,
+    ) {
+        let mut inner = self.inner.lock();
+        let account = inner
+            .twilio
+            .entry(account_sid.to_owned())
+            .or_insert_with(|| TwilioAccount {
+                auth_token: String::new(),
+                numbers: HashMap::new(),
+            });
+        account.auth_token = auth_token.to_owned();
+        account
+            .numbers
+            .entry(from_number.to_owned())
+            .and_modify(|number| {
+                number.sms.set_limits(sms);
+                number.call.set_limits(call);
+            })
+            .or_insert_with(|| TwilioNumber {
+                sms: SlidingWindowLimiter::new(sms),
+                call: SlidingWindowLimiter::new(call),
+            });
+    }
+
+    /// The limits an account registered on first use gets, or `None` when only registered
+    /// accounts are accepted.
+    fn open_limits(&self, provider: Provider, channel: Channel) -> Option<SendLimits> {
+        match self.accounts {
+            Accounts::Registered => None,
+            Accounts::Open { limits } => {
+                Some(limits.unwrap_or_else(|| SendLimits::published(provider, channel)))
+            }
+        }
+    }
+
+    /// The lowercase address of the mailbox `access_token` belongs to. With open accounts, an
+    /// unknown token becomes a mailbox of its own, named after a hash of the token so that the
+    /// token itself is never kept as a name.
+    pub(crate) fn mailbox_of(&self, provider: Provider, access_token: &str) -> Option<String> {
+        let known = self
+            .inner
+            .lock()
+            .tokens
+            .get(&(provider, access_token.to_owned()))
+            .cloned();
+        if known.is_some() || access_token.is_empty() {
+            return known;
+        }
+        let limits = self.open_limits(provider, Channel::Email)?;
+        let mailbox = format!("open-{:016x}@fake.invalid", token_hash(access_token));
+        self.register_mailbox(provider, access_token, &mailbox, limits);
+        Some(mailbox)
+    }
+
+    /// Whether `auth_token` is the token of the Twilio account `account_sid`. With open
+    /// accounts, an unknown account is registered with the token it first shows.
+    pub(crate) fn twilio_authenticates(&self, account_sid: &str, auth_token: &str) -> bool {
+        let mut inner = self.inner.lock();
+        if let Some(account) = inner.twilio.get(account_sid) {
+            return account.auth_token == auth_token;
+        }
+        if self.open_limits(Provider::Twilio, Channel::Sms).is_none() || auth_token.is_empty() {
+            return false;
+        }
+        inner.twilio.insert(
+            account_sid.to_owned(),
+            TwilioAccount {
+                auth_token: auth_token.to_owned(),
+                numbers: HashMap::new(),
+            },
+        );
+        true
+    }
+
+    /// Whether `from` is a registered number of the Twilio account `account_sid`. With open
+    /// accounts, an unknown number of a known account is registered on first use.
+    pub(crate) fn twilio_owns_number(&self, account_sid: &str, from: &str) -> bool {
+        let sms = self.open_limits(Provider::Twilio, Channel::Sms);
+        let call = self.open_limits(Provider::Twilio, Channel::Call);
+        let mut inner = self.inner.lock();
+        let Some(account) = inner.twilio.get_mut(account_sid) else {
+            return false;
+        };
+        if account.numbers.contains_key(from) {
+            return true;
+        }
+        let (Some(sms), Some(call)) = (sms, call) else {
+            return false;
+        };
+        account.numbers.insert(
+            from.to_owned(),
+            TwilioNumber {
+                sms: SlidingWindowLimiter::new(sms),
+                call: SlidingWindowLimiter::new(call),
+            },
+        );
+        true
+    }
+
+    /// Counts a request rejected for bad credentials or an invalid request.
+    pub(crate) fn count_rejected(&self) {
+        self.inner.lock().rejected_requests += 1;
+    }
+
+    /// Draws the injected error, if any, for a send to `recipient`, and counts it.
+    pub(crate) fn injected_error(&self, recipient: &str) -> Option<ForcedOutcome> {
+        let mut inner = self.inner.lock();
+        let outcome = inner.errors.draw(recipient);
+        if outcome.is_some() {
+            inner.injected_errors += 1;
+        }
+        outcome
+    }
+
+    /// Counts a send against `key` and records `message`, or, when the limit is reached,
+    /// counts a violation and returns the wait until there is room.
+    pub(crate) fn accept(&self, key: &LimitKey, message: ReceivedMessage) -> Result<(), Duration> {
+        let mut inner = self.inner.lock();
+        let admitted = match inner.limiter(key) {
+            Some(limiter) => limiter.try_acquire(message.received_at),
+            // The handlers look the account up first; a key without one has no limit.
+            None => Ok(()),
+        };
+        if let Err(wait) = admitted {
+            inner.rate_limit_violations += 1;
+            return Err(wait);
+        }
+
+        *inner
+            .received_by_provider
+            .entry(message.provider)
+            .or_default() += 1;
+        inner.received.push(message);
+        Ok(())
+    }
+
+    /// Marks one more request running on an Outlook mailbox, or counts a violation if
+    /// [`GRAPH_MAX_CONCURRENT_PER_MAILBOX`] are running already. The slot is freed when the
+    /// returned guard drops, including when the client goes away mid-request.
+    pub(crate) fn enter_mailbox(self: &Arc<Self>, email: &str) -> Option<InFlightGuard> {
+        let mut inner = self.inner.lock();
+        let key = (Provider::Outlook, email.to_owned());
+        let mailbox = inner.mailboxes.get_mut(&key)?;
+        if mailbox.in_flight >= GRAPH_MAX_CONCURRENT_PER_MAILBOX {
+            inner.rate_limit_violations += 1;
+            return None;
+        }
+        mailbox.in_flight += 1;
+        Some(InFlightGuard {
+            state: Arc::clone(self),
+            key,
+        })
+    }
+
+    pub(crate) fn received(&self) -> Vec<ReceivedMessage> {
+        self.inner.lock().received.clone()
+    }
+
+    pub(crate) fn stats(&self) -> FakeStats {
+        let inner = self.inner.lock();
+        FakeStats {
+            received_by_provider: inner.received_by_provider.clone(),
+            rate_limit_violations: inner.rate_limit_violations,
+            rejected_requests: inner.rejected_requests,
+            injected_errors: inner.injected_errors,
+        }
+    }
+}
+
+impl Inner {
+    fn limiter(&mut self, key: &LimitKey) -> Option<&mut SlidingWindowLimiter> {
+        match key {
+            LimitKey::Mailbox(provider, email) => {
+                let mailbox = self.mailboxes.get_mut(&(*provider, email.clone()))?;
+                Some(&mut mailbox.limiter)
+            }
+            LimitKey::TwilioNumber {
+                account_sid,
+                from,
+                channel,
+            } => {
+                let number = self.twilio.get_mut(account_sid)?.numbers.get_mut(from)?;
+                match channel {
+                    Channel::Call => Some(&mut number.call),
+                    Channel::Sms | Channel::Email => Some(&mut number.sms),
+                }
+            }
+        }
+    }
+}
+
+impl ErrorState {
+    fn draw(&mut self, recipient: &str) -> Option<ForcedOutcome> {
+        let rule = self
+            .forced
+            .iter_mut()
+            .find(|rule| rule.recipient.eq_ignore_ascii_case(recipient) && rule.times != Some(0));
+        if let Some(rule) = rule {
+            if let Some(times) = rule.times.as_mut() {
+                *times -= 1;
+            }
+            return Some(rule.outcome);
+        }
+
+        let draw_503 =
+            self.retryable_fraction > 0.0 && self.rng.random_bool(self.retryable_fraction);
+        draw_503.then_some(ForcedOutcome::ServiceUnavailable)
+    }
+}
+
+/// One running request on an Outlook mailbox; frees its slot when dropped.
+#[derive(Debug)]
+pub(crate) struct InFlightGuard {
+    state: Arc<FakeState>,
+    key: (Provider, String),
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut inner = self.state.inner.lock();
+        if let Some(mailbox) = inner.mailboxes.get_mut(&self.key) {
+            mailbox.in_flight = mailbox.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// A stable, non-reversible name for a token, so that an open account can be keyed by it.
+fn token_hash(token: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    token.hash(&mut hasher);
+    hasher.finish()
+}

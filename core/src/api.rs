@@ -1,0 +1,68 @@
+//! Request and response types of the operator API, shared by the server and the console so
+//! that the two cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::TenantId;
+
+/// `POST /admin/v1/tenants`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenantRequest {
+    pub name: String,
+    /// ISO 3166-1 alpha-2 region for phone numbers without a country code; default `US`.
+    #[serde(default)]
+    pub default_region: Option<String>,
+    /// IANA timezone of contacts without one; default `UTC`.
+    #[serde(default)]
+    pub default_timezone: Option<String>,
+    /// Billing plan; default `free`.
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// Answer to `POST /admin/v1/tenants`. The API key is shown here once and never again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateTenantResponse {
+    pub id: TenantId,
+    pub api_key: String,
+}
+
+/// `GET /admin/v1/snapshot`: the state of the engine at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdminSnapshot {
+    /// The engine clock's instant, RFC 3339.
+    pub now: String,
+    /// Follow-ups per state, all tenants together.
+    pub totals: BTreeMap<String, u64>,
+    /// Follow-ups waiting per channel.
+    pub queues: Vec<QueueSummary>,
+    /// Tenants, largest backlog first.
+    pub tenants: Vec<TenantSummary>,
+}
+
+/// Waiting work of one channel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueSummary {
+    pub channel: String,
+    /// Pending or retry follow-ups, due or not.
+    pub waiting: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+/// One tenant in the snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantSummary {
+    pub id: TenantId,
+    pub name: String,
+    pub plan: String,
+    /// Pending or retry follow-ups.
+    pub backlog: u64,
+    pub sent: u64,
+    pub failed: u64,
+    /// Connections paused, with the reason.
+    pub paused_connections: Vec<String>,
+}

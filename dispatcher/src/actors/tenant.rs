@@ -1,0 +1,663 @@
+//! Tenant actors: one per tenant, owning the dispatch of its due follow-ups.
+//!
+//! A dispatch round takes, per channel, a batch of due follow-ups from the store; settles at
+//! once those that cannot be sent (no address, no connection, template field missing, quota
+//! used up); asks the provider actor how many of the rest may go out now; records those as
+//! sending, durably, before any request leaves; hands them over; and writes every outcome
+//! back. Rounds of one tenant never overlap, because a follow-up must not be taken twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use followup_adapters::outbound::{OutboundMessage, SendOutcome};
+use followup_core::domain::{
+    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, Sequence,
+};
+use followup_core::ids::{SequenceId, TenantId};
+use followup_core::limits::SendLimits;
+use followup_core::store::{Store, StoreError};
+use followup_core::template::Template;
+use rand::Rng as _;
+
+use super::billing::{BillingActor, Reserve, Settle};
+use super::provider::{Admit, Deliver, ProviderActor};
+use crate::config::{DispatchConfig, OverQuota};
+use crate::telemetry::{self, LatenessHistogram};
+
+/// What every tenant actor shares.
+#[derive(Debug)]
+pub struct DispatchDeps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn followup_core::clock::Clock>,
+    pub providers: HashMap<Provider, Addr<ProviderActor>>,
+    pub billing: Addr<BillingActor>,
+    pub config: DispatchConfig,
+    /// Lateness of every accepted send since start, for summaries.
+    pub lateness: Mutex<LatenessHistogram>,
+}
+
+/// Errors that end a round early. What the round already wrote stays written; the next round
+/// picks up the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("actor mailbox closed: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+/// Runs one dispatch round at instant `now`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<RoundReport, DispatchError>")]
+pub struct RunDue {
+    pub now: DateTime<Utc>,
+}
+
+/// What a round did and when the tenant next has work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Follow-ups whose state the round changed.
+    pub settled_or_sent: usize,
+    /// The earliest instant at which a further round has work: a due instant, or the instant a
+    /// rate limit frees up. At or before `now` means work is waiting now.
+    pub next_wake: Option<DateTime<Utc>>,
+}
+
+impl RoundReport {
+    fn merge(&mut self, other: RoundReport) {
+        self.settled_or_sent += other.settled_or_sent;
+        self.next_wake = earliest(self.next_wake, other.next_wake);
+    }
+}
+
+/// The earlier of two optional instants.
+pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// A sequence with its templates parsed once.
+#[derive(Debug)]
+struct CompiledSequence {
+    steps: Vec<CompiledStep>,
+}
+
+#[derive(Debug)]
+struct CompiledStep {
+    subject: Option<Template>,
+    body: Template,
+}
+
+impl CompiledSequence {
+    fn compile(sequence: &Sequence) -> Result<Self, String> {
+        let steps = sequence
+            .steps
+            .iter()
+            .map(|step| {
+                let subject = step.subject.as_deref().map(Template::parse).transpose();
+                Ok(CompiledStep {
+                    subject: subject.map_err(|e| e.to_string())?,
+                    body: Template::parse(&step.body).map_err(|e| e.to_string())?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self { steps })
+    }
+}
+
+#[derive(Debug)]
+pub struct TenantActor {
+    round: Arc<TenantRound>,
+}
+
+impl TenantActor {
+    pub fn new(tenant: TenantId, deps: Arc<DispatchDeps>) -> Self {
+        Self {
+            round: Arc::new(TenantRound {
+                tenant,
+                deps,
+                sequences: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Actor for TenantActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<RunDue> for TenantActor {
+    type Result = AtomicResponse<Self, Result<RoundReport, DispatchError>>;
+
+    fn handle(&mut self, msg: RunDue, _: &mut Self::Context) -> Self::Result {
+        let round = self.round.clone();
+        AtomicResponse::new(Box::pin(
+            async move { round.run(msg.now).await }.into_actor(self),
+        ))
+    }
+}
+
+/// The state a round works with; shared with the round's future.
+#[derive(Debug)]
+struct TenantRound {
+    tenant: TenantId,
+    deps: Arc<DispatchDeps>,
+    sequences: Mutex<HashMap<SequenceId, Arc<CompiledSequence>>>,
+}
+
+/// A follow-up ready to go out, with its rendered message.
+struct Sendable {
+    follow_up: FollowUp,
+    message: OutboundMessage,
+}
+
+impl TenantRound {
+    async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
+        let connections = self.deps.store.connections(self.tenant).await?;
+        let mut report = RoundReport::default();
+        for channel in Channel::ALL {
+            report.merge(self.run_channel(channel, &connections, now).await?);
+        }
+        Ok(report)
+    }
+
+    async fn run_channel(
+        &self,
+        channel: Channel,
+        connections: &[Connection],
+        now: DateTime<Utc>,
+    ) -> Result<RoundReport, DispatchError> {
+        let store = &self.deps.store;
+        let batch_size = self.deps.config.batch_size.max(1);
+        let due = store
+            .due_follow_ups(self.tenant, channel, now, batch_size)
+            .await?;
+        if due.is_empty() {
+            let next_wake = store.next_due_at(self.tenant, channel).await?;
+            return Ok(RoundReport {
+                settled_or_sent: 0,
+                next_wake,
+            });
+        }
+
+        // A channel without a connection cannot send; a paused one waits for its resume.
+        let Some(connection) = connections.iter().find(|c| c.provider.carries(channel)) else {
+            let reason = format!("no {channel} connection: connect one to send this channel");
+            let settled = self
+                .settle_all(due, FollowUpState::Skipped, &reason, now)
+                .await?;
+            return Ok(RoundReport {
+                settled_or_sent: settled,
+                next_wake: Some(now),
+            });
+        };
+        if connection.paused_reason.is_some() {
+            return Ok(RoundReport::default());
+        }
+
+        let (mut sendable, mut settled) = self.prepare(due, channel, connection, now).await?;
+        let reservation = self
+            .reserve_quota(channel, &mut sendable, &mut settled, now)
+            .await?;
+        let admission = self.admit(connection, channel, &mut sendable).await?;
+
+        // Follow-ups settled without a send, and the ones about to leave, are written in one
+        // durable batch before any request goes out: after a crash a sending follow-up becomes
+        // in-doubt instead of being sent again.
+        for item in &mut sendable {
+            item.follow_up.state = FollowUpState::Sending;
+            item.follow_up.attempts += 1;
+            item.follow_up.updated_at = now;
+        }
+        let mut written: Vec<FollowUp> = settled;
+        written.extend(sendable.iter().map(|item| item.follow_up.clone()));
+        let count = written.len();
+        if !written.is_empty() {
+            store
+                .update_follow_ups(self.tenant, written, Vec::new())
+                .await?;
+        }
+
+        let sent = self.deliver(connection, channel, sendable, now).await?;
+        self.deps
+            .billing
+            .send(Settle {
+                tenant: self.tenant,
+                channel,
+                reserved: reservation,
+                sent,
+                now,
+            })
+            .await?;
+
+        // Work held back by a rate limit waits for the limit; otherwise more may be due now.
+        let next_wake = admission.next_free_at.or(Some(now));
+        Ok(RoundReport {
+            settled_or_sent: count,
+            next_wake,
+        })
+    }
+
+    /// Splits due follow-ups into those that can be sent, with their rendered messages, and
+    /// those settled here: no address, template field missing, sequence gone.
+    async fn prepare(
+        &self,
+        due: Vec<FollowUp>,
+        channel: Channel,
+        connection: &Connection,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Sendable>, Vec<FollowUp>), DispatchError> {
+        let contact_ids = due.iter().map(|f| f.contact).collect();
+        let contacts: HashMap<_, Contact> = self
+            .deps
+            .store
+            .contacts(self.tenant, contact_ids)
+            .await?
+            .into_iter()
+            .map(|contact| (contact.id, contact))
+            .collect();
+        let mut sendable = Vec::with_capacity(due.len());
+        let mut settled = Vec::new();
+        for mut follow_up in due {
+            let rendered = match contacts.get(&follow_up.contact) {
+                None => Err((FollowUpState::Failed, "contact record not found".to_owned())),
+                Some(contact) => {
+                    self.render(&follow_up, contact, channel, connection)
+                        .await?
+                }
+            };
+            match rendered {
+                Ok(message) => sendable.push(Sendable { follow_up, message }),
+                Err((state, reason)) => {
+                    settle(&mut follow_up, state, reason, now);
+                    settled.push(follow_up);
+                }
+            }
+        }
+        Ok((sendable, settled))
+    }
+
+    /// Renders the message of one follow-up, or says why it cannot be sent.
+    async fn render(
+        &self,
+        follow_up: &FollowUp,
+        contact: &Contact,
+        channel: Channel,
+        connection: &Connection,
+    ) -> Result<Result<OutboundMessage, (FollowUpState, String)>, DispatchError> {
+        let Some(to) = contact.address(channel) else {
+            let what = if channel == Channel::Email {
+                "email address"
+            } else {
+                "phone number"
+            };
+            return Ok(Err((
+                FollowUpState::Skipped,
+                format!("contact has no {what}"),
+            )));
+        };
+        let Some(sequence) = self.sequence(follow_up.sequence).await? else {
+            return Ok(Err((
+                FollowUpState::Failed,
+                "sequence not found".to_owned(),
+            )));
+        };
+        let sequence = match sequence {
+            Ok(sequence) => sequence,
+            Err(reason) => return Ok(Err((FollowUpState::Failed, reason))),
+        };
+        let Some(step) = sequence.steps.get(usize::from(follow_up.id.step)) else {
+            return Ok(Err((
+                FollowUpState::Failed,
+                "sequence has no such step".to_owned(),
+            )));
+        };
+        let lookup = |name: &str| contact.field(name);
+        let body = step.body.render(lookup);
+        let subject = step
+            .subject
+            .as_ref()
+            .map(|subject| subject.render(lookup))
+            .transpose();
+        let (body, subject) = match (body, subject) {
+            (Ok(body), Ok(subject)) => (body, subject),
+            (Err(missing), _) | (_, Err(missing)) => {
+                return Ok(Err((FollowUpState::Failed, format!("template: {missing}"))));
+            }
+        };
+        Ok(Ok(OutboundMessage {
+            follow_up: follow_up.id,
+            channel,
+            from: connection.sender.clone(),
+            to: to.to_owned(),
+            to_name: contact.full_name.clone().or_else(|| {
+                let parts = [contact.first_name.as_deref(), contact.last_name.as_deref()];
+                let name = parts.into_iter().flatten().collect::<Vec<_>>().join(" ");
+                (!name.is_empty()).then_some(name)
+            }),
+            subject,
+            body,
+        }))
+    }
+
+    /// The sequence with its templates compiled, cached for the actor's life. Sequences are
+    /// never changed once created, so the cache needs no invalidation.
+    async fn sequence(
+        &self,
+        id: SequenceId,
+    ) -> Result<Option<Result<Arc<CompiledSequence>, String>>, DispatchError> {
+        if let Some(found) = self.sequences.lock().map_err(poisoned)?.get(&id) {
+            return Ok(Some(Ok(found.clone())));
+        }
+        let Some(sequence) = self.deps.store.sequence(self.tenant, id).await? else {
+            return Ok(None);
+        };
+        let compiled = match CompiledSequence::compile(&sequence) {
+            Ok(compiled) => Arc::new(compiled),
+            Err(reason) => return Ok(Some(Err(format!("invalid template: {reason}")))),
+        };
+        self.sequences
+            .lock()
+            .map_err(poisoned)?
+            .insert(id, compiled.clone());
+        Ok(Some(Ok(compiled)))
+    }
+
+    /// Reserves quota for `sendable`; follow-ups beyond the plan are skipped or held, as the
+    /// plan says. Returns the number reserved.
+    async fn reserve_quota(
+        &self,
+        channel: Channel,
+        sendable: &mut Vec<Sendable>,
+        settled: &mut Vec<FollowUp>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DispatchError> {
+        if sendable.is_empty() {
+            return Ok(0);
+        }
+        let wanted = sendable.len() as u64;
+        let reservation = self
+            .deps
+            .billing
+            .send(Reserve {
+                tenant: self.tenant,
+                channel,
+                wanted,
+                now,
+            })
+            .await?;
+        let granted = usize::try_from(reservation.granted).unwrap_or(usize::MAX);
+        if granted < sendable.len() {
+            let over = sendable.split_off(granted);
+            metrics::counter!(telemetry::QUOTA_REJECTIONS, "channel" => channel.as_str())
+                .increment(over.len() as u64);
+            for item in over {
+                let mut follow_up = item.follow_up;
+                match reservation.over_quota {
+                    OverQuota::Skip => {
+                        let reason = format!(
+                            "monthly {channel} quota of plan {} ({}) used up",
+                            reservation.plan, reservation.monthly_limit
+                        );
+                        settle(&mut follow_up, FollowUpState::Skipped, reason, now);
+                    }
+                    OverQuota::Hold => {
+                        follow_up.due_at = start_of_next_month(now);
+                        follow_up.reason = Some("held until the plan's next month".into());
+                        follow_up.updated_at = now;
+                    }
+                }
+                settled.push(follow_up);
+            }
+        }
+        Ok(reservation.granted)
+    }
+
+    /// Asks the provider actor how many of `sendable` may go out now and keeps only those;
+    /// the rest stay pending, untouched.
+    async fn admit(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+        sendable: &mut Vec<Sendable>,
+    ) -> Result<crate::limiter::Admission, DispatchError> {
+        let limits =
+            SendLimits::published(connection.provider, channel).with_overrides(&connection.limits);
+        let Some(provider) = self.deps.providers.get(&connection.provider) else {
+            // Every provider has an actor from start-up, so this is unreachable in practice;
+            // a far wake keeps the driver from spinning if it ever happens.
+            let later = self.deps.clock.now() + chrono::Duration::hours(1);
+            sendable.clear();
+            return Ok(crate::limiter::Admission {
+                granted: 0,
+                next_free_at: Some(later),
+            });
+        };
+        let wanted = u32::try_from(sendable.len()).unwrap_or(u32::MAX);
+        if wanted == 0 {
+            return Ok(crate::limiter::Admission {
+                granted: 0,
+                next_free_at: None,
+            });
+        }
+        let admission = provider
+            .send(Admit {
+                connection: connection.id,
+                channel,
+                limits,
+                wanted,
+            })
+            .await?;
+        sendable.truncate(admission.granted as usize);
+        Ok(admission)
+    }
+
+    /// Sends through the provider actor and writes each outcome. Returns how many the
+    /// provider accepted.
+    async fn deliver(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+        sendable: Vec<Sendable>,
+        started_at: DateTime<Utc>,
+    ) -> Result<u64, DispatchError> {
+        if sendable.is_empty() {
+            return Ok(0);
+        }
+        let Some(provider) = self.deps.providers.get(&connection.provider) else {
+            return Ok(0);
+        };
+        let (follow_ups, messages): (Vec<_>, Vec<_>) = sendable
+            .into_iter()
+            .map(|item| (item.follow_up, item.message))
+            .unzip();
+        let outcomes = provider
+            .send(Deliver {
+                credentials: connection.credentials.clone(),
+                messages,
+            })
+            .await?;
+        let finished_at = self.deps.clock.now();
+        let mut accepted = 0;
+        let mut pause_reason = None;
+        let mut written = Vec::with_capacity(follow_ups.len());
+        let mut attempts = Vec::with_capacity(follow_ups.len());
+        for (mut follow_up, outcome) in follow_ups.into_iter().zip(outcomes) {
+            let detail = self.apply_outcome(&mut follow_up, &outcome, finished_at);
+            if follow_up.state == FollowUpState::Sent {
+                accepted += 1;
+            }
+            if let SendOutcome::Unauthorized { reason } = &outcome {
+                pause_reason = Some(reason.clone());
+            }
+            metrics::counter!(
+                telemetry::SENDS,
+                "provider" => connection.provider.as_str(),
+                "outcome" => follow_up.state.as_str()
+            )
+            .increment(1);
+            attempts.push(Attempt {
+                follow_up: follow_up.id,
+                number: follow_up.attempts,
+                provider: connection.provider,
+                started_at,
+                finished_at,
+                result: follow_up.state,
+                detail,
+            });
+            written.push(follow_up);
+        }
+        self.deps
+            .store
+            .update_follow_ups(self.tenant, written, attempts)
+            .await?;
+        if let Some(reason) = pause_reason {
+            self.pause_connection(connection, channel, &reason).await?;
+        }
+        Ok(accepted)
+    }
+
+    /// Moves a follow-up to the state its outcome calls for; returns the attempt's detail.
+    fn apply_outcome(
+        &self,
+        follow_up: &mut FollowUp,
+        outcome: &SendOutcome,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        follow_up.updated_at = now;
+        match outcome {
+            SendOutcome::Accepted {
+                provider_message_id,
+            } => {
+                follow_up.state = FollowUpState::Sent;
+                follow_up.sent_at = Some(now);
+                follow_up.provider_message_id = Some(provider_message_id.clone());
+                follow_up.reason = None;
+                let late = (now - follow_up.planned_at).num_milliseconds().max(0);
+                metrics::histogram!(telemetry::DISPATCH_LATENESS).record(late as f64 / 1_000.0);
+                if let Ok(mut lateness) = self.deps.lateness.lock() {
+                    lateness.record(late.unsigned_abs());
+                }
+                None
+            }
+            SendOutcome::Retryable {
+                reason,
+                retry_after,
+            } => {
+                if follow_up.attempts >= self.deps.config.retry_budget {
+                    let reason = format!(
+                        "gave up after {} attempts; last error: {reason}",
+                        follow_up.attempts
+                    );
+                    settle(follow_up, FollowUpState::Dead, reason, now);
+                } else {
+                    let wait = self.backoff(follow_up.attempts, *retry_after);
+                    follow_up.state = FollowUpState::Retry;
+                    follow_up.due_at = now + wait;
+                    follow_up.reason = Some(reason.clone());
+                }
+                Some(reason.clone())
+            }
+            SendOutcome::Permanent { reason } => {
+                settle(follow_up, FollowUpState::Failed, reason.clone(), now);
+                Some(reason.clone())
+            }
+            SendOutcome::Unauthorized { reason } => {
+                // The send waits for the connection to be reconnected; this attempt does not
+                // count against its retry budget.
+                follow_up.state = FollowUpState::Pending;
+                follow_up.attempts = follow_up.attempts.saturating_sub(1);
+                follow_up.reason = Some(format!("waiting for reconnection: {reason}"));
+                Some(reason.clone())
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: `2^(attempt-1)` seconds plus up to one second, capped,
+    /// and never shorter than what the provider asked for.
+    fn backoff(&self, attempt: u32, retry_after: Option<std::time::Duration>) -> chrono::Duration {
+        let cap = self.deps.config.max_backoff_seconds.max(1);
+        let exponential = 1u64
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u64::MAX)
+            .min(cap);
+        let jitter_ms = rand::rng().random_range(0..1_000);
+        let mut wait = chrono::Duration::seconds(exponential as i64)
+            + chrono::Duration::milliseconds(jitter_ms);
+        if let Some(asked) = retry_after.and_then(|d| chrono::Duration::from_std(d).ok()) {
+            wait = wait.max(asked);
+        }
+        wait
+    }
+
+    async fn pause_connection(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+        reason: &str,
+    ) -> Result<(), DispatchError> {
+        let mut paused = connection.clone();
+        paused.paused_reason = Some(format!(
+            "{} refused the credentials: {reason}",
+            paused.provider
+        ));
+        tracing::warn!(
+            tenant = %self.tenant,
+            provider = %connection.provider,
+            %channel,
+            reason,
+            "connection paused: credentials refused"
+        );
+        self.deps.store.put_connection(paused).await?;
+        Ok(())
+    }
+
+    async fn settle_all(
+        &self,
+        mut follow_ups: Vec<FollowUp>,
+        state: FollowUpState,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, DispatchError> {
+        for follow_up in &mut follow_ups {
+            settle(follow_up, state, reason.to_owned(), now);
+        }
+        let count = follow_ups.len();
+        self.deps
+            .store
+            .update_follow_ups(self.tenant, follow_ups, Vec::new())
+            .await?;
+        Ok(count)
+    }
+}
+
+fn settle(follow_up: &mut FollowUp, state: FollowUpState, reason: String, now: DateTime<Utc>) {
+    follow_up.state = state;
+    follow_up.reason = Some(reason);
+    follow_up.updated_at = now;
+}
+
+fn start_of_next_month(now: DateTime<Utc>) -> DateTime<Utc> {
+    let (year, month) = if now.month() == 12 {
+        (now.year() + 1, 1)
+    } else {
+        (now.year(), now.month() + 1)
+    };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(now)
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> DispatchError {
+    DispatchError::Store(StoreError::Unavailable(
+        "sequence cache lock poisoned".into(),
+    ))
+}

@@ -1,0 +1,221 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `FOLLOWUP_*` environment
+//! variables and command-line flags (both read by clap), each overriding the one before.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use followup_core::domain::Channel;
+use followup_core::ingest::IngestLimits;
+use followup_core::sensitive::Sensitive;
+use serde::Deserialize;
+
+use crate::telemetry::LogFormat;
+
+/// Everything the engine reads at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Bearer token of the operator endpoints under `/admin`; they answer 401 while it is unset.
+    pub admin_token: Option<Sensitive<String>>,
+    pub log_format: LogFormat,
+    pub providers: ProvidersConfig,
+    pub ingest: IngestConfig,
+    pub dispatch: DispatchConfig,
+    /// Billing plans by name.
+    pub plans: BTreeMap<String, Plan>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("followup-data"),
+            admin_token: None,
+            log_format: LogFormat::Pretty,
+            providers: ProvidersConfig::default(),
+            ingest: IngestConfig::default(),
+            dispatch: DispatchConfig::default(),
+            plans: default_plans(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults. Unknown keys are an error, so a misspelt key is
+    /// reported instead of silently ignored.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Where provider requests go.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    /// `fake` starts the built-in wire-level fakes on loopback and sends there; `live` sends to
+    /// the base URLs below.
+    pub mode: ProvidersMode,
+    pub gmail_base_url: String,
+    pub graph_base_url: String,
+    pub twilio_base_url: String,
+    /// Timeout of one provider request, in seconds.
+    pub request_timeout_seconds: u64,
+    /// Sends in flight at once per provider.
+    pub concurrency: usize,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        Self {
+            mode: ProvidersMode::Fake,
+            gmail_base_url: "https://gmail.googleapis.com".into(),
+            graph_base_url: "https://graph.microsoft.com".into(),
+            twilio_base_url: "https://api.twilio.com".into(),
+            request_timeout_seconds: 30,
+            concurrency: 16,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvidersMode {
+    #[default]
+    Fake,
+    Live,
+}
+
+/// Limits of bulk uploads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest upload accepted, in bytes.
+    pub max_bytes: u64,
+    /// Most data rows in one upload.
+    pub max_rows: u64,
+    /// Longest single record, in bytes.
+    pub max_record_bytes: usize,
+    /// Rows written to the store per durable batch.
+    pub batch_rows: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let limits = IngestLimits::default();
+        Self {
+            max_bytes: limits.max_bytes,
+            max_rows: limits.max_rows,
+            max_record_bytes: limits.max_record_bytes,
+            batch_rows: 2_000,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn limits(&self) -> IngestLimits {
+        IngestLimits {
+            max_bytes: self.max_bytes,
+            max_rows: self.max_rows,
+            max_record_bytes: self.max_record_bytes,
+        }
+    }
+}
+
+/// How follow-ups are dispatched.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Follow-ups one tenant actor takes per channel in one round.
+    pub batch_size: usize,
+    /// Attempts per follow-up before it is dead.
+    pub retry_budget: u32,
+    /// Longest wait between retries, in seconds.
+    pub max_backoff_seconds: u64,
+    /// Longest pause between dispatch rounds under the system clock, in milliseconds.
+    pub tick_millis: u64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            retry_budget: 6,
+            max_backoff_seconds: 64,
+            tick_millis: 500,
+        }
+    }
+}
+
+/// What a tenant's plan allows per calendar month (UTC).
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub monthly_email: u64,
+    pub monthly_sms: u64,
+    pub monthly_call: u64,
+    /// What happens to a follow-up once the month's quota is used up.
+    #[serde(default)]
+    pub over_quota: OverQuota,
+}
+
+impl Plan {
+    pub fn monthly(&self, channel: Channel) -> u64 {
+        match channel {
+            Channel::Email => self.monthly_email,
+            Channel::Sms => self.monthly_sms,
+            Channel::Call => self.monthly_call,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverQuota {
+    /// The follow-up is skipped with the reason recorded.
+    #[default]
+    Skip,
+    /// The follow-up waits for the next month.
+    Hold,
+}
+
+fn default_plans() -> BTreeMap<String, Plan> {
+    let plan = |email, sms, call| Plan {
+        monthly_email: email,
+        monthly_sms: sms,
+        monthly_call: call,
+        over_quota: OverQuota::Skip,
+    };
+    BTreeMap::from([
+        ("free".to_owned(), plan(500, 100, 20)),
+        ("starter".to_owned(), plan(10_000, 2_000, 500)),
+        ("pro".to_owned(), plan(250_000, 50_000, 20_000)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_overrides_defaults_and_rejects_unknown_keys() {
+        let parsed: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[dispatch]\nbatch_size = 7\n[plans.tiny]\n\
+             monthly_email = 1\nmonthly_sms = 2\nmonthly_call = 3\nover_quota = \"hold\"\n",
+        )
+        .expect("valid config");
+        assert_eq!(parsed.listen.port(), 9000);
+        assert_eq!(parsed.dispatch.batch_size, 7);
+        assert_eq!(parsed.dispatch.retry_budget, 6);
+        assert_eq!(parsed.plans["tiny"].over_quota, OverQuota::Hold);
+        assert!(!parsed.plans.contains_key("free"));
+        assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+    }
+}

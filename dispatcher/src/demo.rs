@@ -1,0 +1,547 @@
+//! `followup demo`: the main job end to end on a real contact file, under a virtual clock.
+//!
+//! It starts the engine with the embedded store and the built-in fakes, creates a demo tenant
+//! with a Gmail mailbox and a Twilio number through the HTTP API, defines a three-step
+//! sequence, uploads the file, then runs the virtual clock until every follow-up is settled,
+//! and prints what happened.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use followup_core::api::{CreateTenantRequest, CreateTenantResponse};
+use followup_core::clock::{Clock, VirtualClock};
+use followup_core::domain::FollowUpState;
+use followup_core::sensitive::Sensitive;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{Config, ProvidersMode};
+use crate::ingest::IngestReport;
+use crate::server::RunningEngine;
+
+/// Credentials of the demo's connections; only the built-in fakes ever see them.
+const DEMO_GMAIL_TOKEN: &str = "demo-gmail-access-token";
+const DEMO_MAILBOX: &str = "demo@followup.test";
+const DEMO_TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
+const DEMO_TWILIO_TOKEN: &str = "demo-twilio-auth-token";
+const DEMO_TWILIO_NUMBER: &str = "+15005550006";
+
+/// Longest stretch of virtual time the demo runs before giving up.
+const VIRTUAL_DEADLINE_DAYS: i64 = 400;
+
+/// Options of `followup demo`.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub csv: PathBuf,
+    pub json: bool,
+    pub data_dir: Option<PathBuf>,
+    pub plan: String,
+}
+
+/// The summary `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct DemoSummary {
+    pub rows: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub top_rejection_reasons: Vec<ReasonCount>,
+    pub followups: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub cancelled: u64,
+    pub in_doubt: u64,
+    pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
+    pub top_settle_reasons: Vec<ReasonCount>,
+    pub provider_received: u64,
+    pub provider_received_by_provider: BTreeMap<String, u64>,
+    pub rate_limit_violations: u64,
+    pub lateness_ms: LatenessSummary,
+    pub virtual_start: String,
+    pub virtual_end: String,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatenessSummary {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// Runs the demo and prints its summary. Must run inside an actix system.
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    let wall_start = Instant::now();
+    if !options.csv.is_file() {
+        bail!("cannot read {}: no such file", options.csv.display());
+    }
+    let temp_dir;
+    let data_dir = match &options.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+            temp_dir.path().to_path_buf()
+        }
+    };
+    let start = Utc::now();
+    let clock = Arc::new(VirtualClock::new(start));
+    let admin_token = random_token()?;
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data_dir.clone(),
+        admin_token: Some(Sensitive::new(admin_token.clone())),
+        ..Config::default()
+    };
+    if config.providers.mode != ProvidersMode::Fake {
+        bail!("the demo sends only to the built-in fakes");
+    }
+    let store = Arc::new(followup_adapters::embedded::open(&data_dir)?);
+    let running = RunningEngine::start(config, store, clock.clone(), None).await?;
+    let client = DemoClient {
+        http: reqwest::Client::new(),
+        base: running.url(),
+    };
+    let api_key = client.create_tenant(&admin_token, &options.plan).await?;
+    client.connect(&api_key).await?;
+    let sequence = client.create_sequence(&api_key).await?;
+    eprintln!("[demo] uploading {}", options.csv.display());
+    let report = client.upload(&api_key, &sequence, &options.csv).await?;
+    eprintln!(
+        "[demo] {} rows: {} accepted, {} rejected",
+        report.rows, report.accepted, report.rejected
+    );
+
+    let engine = running.engine.clone();
+    let total = total_follow_ups(&engine).await?;
+    let progress = Progress::new(total);
+    let deadline = start + chrono::Duration::days(VIRTUAL_DEADLINE_DAYS);
+    // The progress callback cannot await the store, so a task samples the settled count.
+    let sampler = sample_settled(engine.clone(), progress.settled_handle());
+    let mut last_line = Instant::now();
+    let run = engine.run_until_settled(&clock, deadline, |now| {
+        if last_line.elapsed() >= Duration::from_millis(500) {
+            last_line = Instant::now();
+            progress.show(progress.settled_estimate(), now);
+        }
+    });
+    let outcome = tokio::select! {
+        result = run => result,
+        () = sampler => Ok(()),
+    };
+    outcome?;
+    let end = clock.now();
+    progress.finish(total, end);
+
+    let summary = summarize(&running, &report, start, end, wall_start).await?;
+    print_summary(&summary, options.json)?;
+    running.stop().await;
+    check_invariants(&summary)
+}
+
+/// The API calls the demo makes, as a tenant would.
+struct DemoClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl DemoClient {
+    async fn create_tenant(&self, admin_token: &str, plan: &str) -> anyhow::Result<String> {
+        let request = CreateTenantRequest {
+            name: "Demo tenant".into(),
+            default_region: Some("US".into()),
+            default_timezone: Some("America/New_York".into()),
+            plan: Some(plan.to_owned()),
+        };
+        let response = self
+            .http
+            .post(format!("{}/admin/v1/tenants", self.base))
+            .bearer_auth(admin_token)
+            .json(&request)
+            .send()
+            .await?;
+        let created: CreateTenantResponse = expect_ok(response, "create the demo tenant").await?;
+        Ok(created.api_key)
+    }
+
+    async fn connect(&self, api_key: &str) -> anyhow::Result<()> {
+        let connections = [
+            (
+                "gmail",
+                json!({"sender": DEMO_MAILBOX, "access_token": DEMO_GMAIL_TOKEN}),
+            ),
+            (
+                "twilio",
+                json!({
+                    "sender": DEMO_TWILIO_NUMBER,
+                    "account_sid": DEMO_TWILIO_SID,
+                    "auth_token": DEMO_TWILIO_TOKEN,
+                }),
+            ),
+        ];
+        for (provider, body) in connections {
+            let response = self
+                .http
+                .put(format!("{}/v1/connections/{provider}", self.base))
+                .bearer_auth(api_key)
+                .json(&body)
+                .send()
+                .await?;
+            let _: serde_json::Value =
+                expect_ok(response, &format!("connect the demo {provider} account")).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_sequence(&self, api_key: &str) -> anyhow::Result<String> {
+        let body = json!({
+            "name": "Demo follow-up",
+            "steps": [
+                {"channel": "email", "delay": "0s",
+                 "subject": "Following up, {{first_name|there}}",
+                 "body": "Hello {{first_name|there}},\n\nthanks for your interest in \
+                          {{company|our product}}. Reply to this email to book a call.\n"},
+                {"channel": "sms", "delay": "2d",
+                 "body": "Hi {{first_name|there}}, a quick reminder from the demo team."},
+                {"channel": "call", "delay": "5d",
+                 "body": "Hello {{first_name|there}}. This is a reminder from the demo team."},
+            ],
+            "window": {"weekdays": ["mon", "tue", "wed", "thu", "fri"],
+                       "start": "09:00", "end": "17:00"},
+        });
+        let response = self
+            .http
+            .post(format!("{}/v1/sequences", self.base))
+            .bearer_auth(api_key)
+            .json(&body)
+            .send()
+            .await?;
+        let created: serde_json::Value = expect_ok(response, "create the demo sequence").await?;
+        created["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("sequence answer has no id")
+    }
+
+    async fn upload(
+        &self,
+        api_key: &str,
+        sequence: &str,
+        path: &Path,
+    ) -> anyhow::Result<IngestReport> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let length = file.metadata().await?.len();
+        let stream = tokio_util::io::ReaderStream::new(file);
+        let response = self
+            .http
+            .post(format!("{}/v1/schedules/bulk", self.base))
+            .query(&[("sequence", sequence)])
+            .bearer_auth(api_key)
+            .header(reqwest::header::CONTENT_TYPE, "text/csv")
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await?;
+        expect_ok(response, "upload the contact file").await
+    }
+}
+
+async fn expect_ok<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+    action: &str,
+) -> anyhow::Result<T> {
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("could not {action}: HTTP {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("could not {action}: unreadable answer"))
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 24];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("system random generator failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn total_follow_ups(engine: &crate::engine::Engine) -> anyhow::Result<u64> {
+    Ok(engine.store().count_follow_ups(None).await?.values().sum())
+}
+
+async fn sample_settled(
+    engine: Arc<crate::engine::Engine>,
+    settled: Arc<std::sync::atomic::AtomicU64>,
+) {
+    loop {
+        if let Ok(counts) = engine.store().count_follow_ups(None).await {
+            let done: u64 = counts
+                .iter()
+                .filter(|((_, state), _)| state.is_settled())
+                .map(|(_, n)| n)
+                .sum();
+            settled.store(done, std::sync::atomic::Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A progress line on stderr: settled follow-ups, rate, ETA and the virtual instant.
+struct Progress {
+    total: u64,
+    started: Instant,
+    settled: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        Self {
+            total,
+            started: Instant::now(),
+            settled: Arc::default(),
+        }
+    }
+
+    fn settled_handle(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.settled.clone()
+    }
+
+    fn settled_estimate(&self) -> u64 {
+        self.settled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn show(&self, settled: u64, now: DateTime<Utc>) {
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = settled as f64 / elapsed;
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", self.total.saturating_sub(settled) as f64 / rate)
+        } else {
+            "unknown".to_owned()
+        };
+        let percent = if self.total == 0 {
+            100.0
+        } else {
+            settled as f64 * 100.0 / self.total as f64
+        };
+        eprintln!(
+            "[demo] {settled}/{} follow-ups settled ({percent:.0}%), {rate:.0}/s, ETA {eta}, \
+             virtual time {}",
+            self.total,
+            now.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+
+    fn finish(&self, total: u64, now: DateTime<Utc>) {
+        self.show(total, now);
+    }
+}
+
+async fn summarize(
+    running: &RunningEngine,
+    report: &IngestReport,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    wall_start: Instant,
+) -> anyhow::Result<DemoSummary> {
+    let engine = &running.engine;
+    let counts = engine.store().count_follow_ups(None).await?;
+    let state_total = |states: &[FollowUpState]| -> u64 {
+        counts
+            .iter()
+            .filter(|((_, s), _)| states.contains(s))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let mut by_channel: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for ((channel, state), count) in &counts {
+        by_channel
+            .entry(channel.as_str().to_owned())
+            .or_default()
+            .insert(state.as_str().to_owned(), *count);
+    }
+    let stats = running.fakes()?.stats();
+    let lateness = engine.lateness();
+    Ok(DemoSummary {
+        rows: report.rows,
+        accepted: report.accepted,
+        rejected: report.rejected,
+        duplicates: report.duplicates,
+        top_rejection_reasons: top_reasons(report.errors.iter().map(|e| {
+            let field = e.field.clone().unwrap_or_else(|| "row".into());
+            format!("{field}: {}", without_quoted_values(&e.reason))
+        })),
+        followups: counts.values().sum(),
+        sent: state_total(&[FollowUpState::Sent]),
+        failed: state_total(&[FollowUpState::Failed, FollowUpState::Dead]),
+        skipped: state_total(&[FollowUpState::Skipped]),
+        cancelled: state_total(&[FollowUpState::Cancelled]),
+        in_doubt: state_total(&[FollowUpState::InDoubt]),
+        by_channel,
+        top_settle_reasons: settle_reasons(engine).await?,
+        provider_received: stats.received_by_provider.values().sum(),
+        provider_received_by_provider: stats
+            .received_by_provider
+            .iter()
+            .map(|(provider, n)| (provider.to_string(), *n))
+            .collect(),
+        rate_limit_violations: stats.rate_limit_violations,
+        lateness_ms: LatenessSummary {
+            p50: lateness.quantile_ms(0.5),
+            p99: lateness.quantile_ms(0.99),
+            max: lateness.max_ms(),
+        },
+        virtual_start: start.to_rfc3339(),
+        virtual_end: end.to_rfc3339(),
+        wall_seconds: wall_start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The most common reasons follow-ups were skipped or failed.
+async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<ReasonCount>> {
+    const PAGE: usize = 5_000;
+    let mut reasons = Vec::new();
+    for tenant in engine.store().tenants().await? {
+        let mut after = None;
+        loop {
+            let page = engine
+                .store()
+                .follow_ups_page(tenant.id, after, PAGE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for follow_up in page {
+                if follow_up.state != FollowUpState::Sent
+                    && let Some(reason) = follow_up.reason
+                {
+                    reasons.push(format!(
+                        "{}: {}",
+                        follow_up.state,
+                        without_quoted_values(&reason)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(top_reasons(reasons.into_iter()))
+}
+
+/// Replaces each double-quoted value in a reason with `"…"`, so that reasons that differ only
+/// by the rejected value count together.
+fn without_quoted_values(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut in_quotes = false;
+    for c in reason.chars() {
+        if c == '"' {
+            if !in_quotes {
+                out.push_str("\"…\"");
+            }
+            in_quotes = !in_quotes;
+        } else if !in_quotes {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn top_reasons(reasons: impl Iterator<Item = String>) -> Vec<ReasonCount> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for reason in reasons {
+        *counts.entry(reason).or_default() += 1;
+    }
+    let mut sorted: Vec<ReasonCount> = counts
+        .into_iter()
+        .map(|(reason, count)| ReasonCount { reason, count })
+        .collect();
+    sorted.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    sorted.truncate(5);
+    sorted
+}
+
+fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+        return Ok(());
+    }
+    println!(
+        "followup demo: {} rows, {} accepted, {} rejected",
+        summary.rows, summary.accepted, summary.rejected
+    );
+    for reason in &summary.top_rejection_reasons {
+        println!("  rejected {:>6}  {}", reason.count, reason.reason);
+    }
+    println!(
+        "follow-ups: {} total: {} sent, {} failed, {} skipped, {} cancelled, {} in doubt",
+        summary.followups,
+        summary.sent,
+        summary.failed,
+        summary.skipped,
+        summary.cancelled,
+        summary.in_doubt
+    );
+    for (channel, states) in &summary.by_channel {
+        let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("  {channel:<5} {}", states.join(", "));
+    }
+    for reason in &summary.top_settle_reasons {
+        println!("  {:>6}  {}", reason.count, reason.reason);
+    }
+    println!(
+        "lateness: p50 {} ms, p99 {} ms, max {} ms",
+        summary.lateness_ms.p50, summary.lateness_ms.p99, summary.lateness_ms.max
+    );
+    let received: Vec<String> = summary
+        .provider_received_by_provider
+        .iter()
+        .map(|(provider, n)| format!("{provider} {n}"))
+        .collect();
+    println!(
+        "fakes received {} ({}), rate-limit violations {}",
+        summary.provider_received,
+        received.join(", "),
+        summary.rate_limit_violations
+    );
+    println!(
+        "virtual time {} to {}, {:.1} s of wall time",
+        summary.virtual_start, summary.virtual_end, summary.wall_seconds
+    );
+    Ok(())
+}
+
+/// Fails the demo if the books do not balance: every row and follow-up accounted for, every
+/// send received once, no rate limit broken.
+fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
+    let settled =
+        summary.sent + summary.failed + summary.skipped + summary.cancelled + summary.in_doubt;
+    let mut broken = Vec::new();
+    if summary.rows != summary.accepted + summary.rejected {
+        broken.push("rows != accepted + rejected");
+    }
+    if summary.followups != settled {
+        broken.push("some follow-ups are not settled");
+    }
+    if summary.sent != summary.provider_received {
+        broken.push("sent != provider_received");
+    }
+    if summary.rate_limit_violations != 0 {
+        broken.push("the fakes saw rate-limit violations");
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        bail!("demo invariants broken: {}", broken.join("; "))
+    }
+}

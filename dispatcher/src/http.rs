@@ -1,0 +1,68 @@
+//! The HTTP surface (actix-web): the tenant API under `/v1`, the operator API under
+//! `/admin/v1`, `/metrics`, `/healthz` and `/readyz`. Every route is listed in [`routes`].
+
+pub mod admin_api;
+pub mod auth;
+pub mod error;
+pub mod routes;
+pub mod tenant_api;
+
+use std::sync::Arc;
+
+use followup_adapters::fakes::FakeProviders;
+use followup_core::domain::{Channel, Connection, Credentials, Provider};
+use followup_core::limits::SendLimits;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::engine::Engine;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// Renders `/metrics`; `None` when another engine in the process owns the recorder.
+    pub metrics: Option<PrometheusHandle>,
+    /// The built-in fakes, in fake mode. Every connection is registered with them, as the
+    /// tenant's real account would exist at the real provider.
+    pub fakes: Option<Arc<FakeProviders>>,
+}
+
+/// Registers a connection with the built-in fakes, with its effective limits.
+pub fn register_with_fakes(fakes: &FakeProviders, connection: &Connection) {
+    let limits = |channel| {
+        SendLimits::published(connection.provider, channel).with_overrides(&connection.limits)
+    };
+    match (&connection.credentials, connection.provider) {
+        (Credentials::OAuth { access_token, .. }, Provider::Gmail) => {
+            fakes.register_gmail(
+                access_token.expose(),
+                &connection.sender,
+                limits(Channel::Email),
+            );
+        }
+        (Credentials::OAuth { access_token, .. }, Provider::Outlook) => {
+            fakes.register_outlook(
+                access_token.expose(),
+                &connection.sender,
+                limits(Channel::Email),
+            );
+        }
+        (
+            Credentials::Twilio {
+                account_sid,
+                auth_token,
+            },
+            Provider::Twilio,
+        ) => {
+            fakes.register_twilio(
+                account_sid,
+                auth_token.expose(),
+                &connection.sender,
+                limits(Channel::Sms),
+                limits(Channel::Call),
+            );
+        }
+        // The API never stores OAuth credentials on Twilio or the reverse.
+        _ => {}
+    }
+}

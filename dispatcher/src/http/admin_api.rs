@@ -1,0 +1,143 @@
+//! The operator API under `/admin/v1`, behind the operator token.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use followup_core::api::{
+    AdminSnapshot, CreateTenantRequest, CreateTenantResponse, QueueSummary, TenantSummary,
+};
+use followup_core::domain::{Channel, FollowUpState, Tenant};
+use followup_core::ids::TenantId;
+use followup_core::store::FollowUpCounts;
+
+use super::AppState;
+use super::auth::{Operator, generate_api_key};
+use super::error::ApiError;
+
+pub async fn create_tenant(
+    state: web::Data<AppState>,
+    _operator: Operator,
+    body: web::Json<CreateTenantRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let name = request.name.trim().to_owned();
+    if name.is_empty() {
+        return Err(ApiError::BadRequest("name is empty".into()));
+    }
+    let region = request
+        .default_region
+        .unwrap_or_else(|| "US".into())
+        .to_ascii_uppercase();
+    if region.len() != 2 || !region.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(ApiError::BadRequest(format!(
+            "invalid default_region {region:?}: expected an ISO 3166-1 alpha-2 code such as US"
+        )));
+    }
+    let timezone = request.default_timezone.unwrap_or_else(|| "UTC".into());
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "invalid default_timezone {timezone:?}: expected an IANA name such as Europe/Berlin"
+        )));
+    }
+    let plan = request.plan.unwrap_or_else(|| "free".into());
+    if !state.engine.config().plans.contains_key(&plan) {
+        let known: Vec<&String> = state.engine.config().plans.keys().collect();
+        return Err(ApiError::BadRequest(format!(
+            "unknown plan {plan:?}: known plans {known:?}"
+        )));
+    }
+    let (api_key, api_key_sha256) = generate_api_key()?;
+    let tenant = Tenant {
+        id: TenantId::generate(),
+        name,
+        default_region: region,
+        default_timezone: timezone,
+        plan,
+        api_key_sha256,
+        created_at: state.engine.clock().now(),
+    };
+    state.engine.store().put_tenant(tenant.clone()).await?;
+    state.engine.add_tenant(&tenant).await?;
+    tracing::info!(tenant = %tenant.id, plan = %tenant.plan, "tenant created");
+    Ok(HttpResponse::Created().json(CreateTenantResponse {
+        id: tenant.id,
+        api_key,
+    }))
+}
+
+pub async fn snapshot(
+    state: web::Data<AppState>,
+    _operator: Operator,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(build_snapshot(&state).await?))
+}
+
+async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
+    let store = state.engine.store();
+    let all = store.count_follow_ups(None).await?;
+    let mut totals = BTreeMap::new();
+    for ((_, follow_up_state), count) in &all {
+        *totals
+            .entry(follow_up_state.as_str().to_owned())
+            .or_insert(0) += count;
+    }
+    let queues = Channel::ALL
+        .iter()
+        .map(|&channel| QueueSummary {
+            channel: channel.as_str().to_owned(),
+            waiting: count(
+                &all,
+                Some(channel),
+                &[FollowUpState::Pending, FollowUpState::Retry],
+            ),
+            sent: count(&all, Some(channel), &[FollowUpState::Sent]),
+            failed: count(
+                &all,
+                Some(channel),
+                &[FollowUpState::Failed, FollowUpState::Dead],
+            ),
+        })
+        .collect();
+    let mut tenants = Vec::new();
+    for tenant in store.tenants().await? {
+        let counts = store.count_follow_ups(Some(tenant.id)).await?;
+        let paused_connections = store
+            .connections(tenant.id)
+            .await?
+            .into_iter()
+            .filter_map(|c| {
+                c.paused_reason
+                    .map(|reason| format!("{}: {reason}", c.provider))
+            })
+            .collect();
+        tenants.push(TenantSummary {
+            id: tenant.id,
+            name: tenant.name,
+            plan: tenant.plan,
+            backlog: count(
+                &counts,
+                None,
+                &[FollowUpState::Pending, FollowUpState::Retry],
+            ),
+            sent: count(&counts, None, &[FollowUpState::Sent]),
+            failed: count(&counts, None, &[FollowUpState::Failed, FollowUpState::Dead]),
+            paused_connections,
+        });
+    }
+    tenants.sort_by(|a, b| b.backlog.cmp(&a.backlog).then_with(|| a.name.cmp(&b.name)));
+    Ok(AdminSnapshot {
+        now: state.engine.clock().now().to_rfc3339(),
+        totals,
+        queues,
+        tenants,
+    })
+}
+
+/// Sums the counts of the given states, on one channel or all.
+fn count(counts: &FollowUpCounts, channel: Option<Channel>, states: &[FollowUpState]) -> u64 {
+    counts
+        .iter()
+        .filter(|((c, s), _)| channel.is_none_or(|wanted| wanted == *c) && states.contains(s))
+        .map(|(_, n)| n)
+        .sum()
+}

@@ -1,0 +1,111 @@
+//! Authentication: tenant API keys on `/v1` and the operator token on `/admin`.
+//!
+//! A tenant API key is 32 random bytes shown once, at tenant creation; the store keeps only its
+//! SHA-256, so a copy of the store does not give access.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use base64::Engine as _;
+use followup_core::domain::Tenant;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Prefix of tenant API keys, so that a leaked key is recognisable in a secret scanner.
+const API_KEY_PREFIX: &str = "fu_";
+
+/// Creates a new API key and returns it with its SHA-256 (lowercase hex).
+pub fn generate_api_key() -> Result<(String, String), ApiError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| ApiError::Internal("system random generator failed".into()))?;
+    let key = format!(
+        "{API_KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let hash = sha256_hex(&key);
+    Ok((key, hash))
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    digest::digest(&digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn bearer(request: &HttpRequest) -> Option<&str> {
+    let value = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// The tenant whose API key authenticated the request.
+#[derive(Debug)]
+pub struct AuthenticatedTenant(pub Tenant);
+
+impl FromRequest for AuthenticatedTenant {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = request.app_data::<web::Data<AppState>>().cloned();
+        let key = bearer(request).map(str::to_owned);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::Internal("app state missing".into()))?;
+            let key = key.ok_or_else(|| {
+                ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
+            })?;
+            let tenant = state
+                .engine
+                .store()
+                .tenant_by_api_key(sha256_hex(&key))
+                .await?;
+            tenant
+                .map(AuthenticatedTenant)
+                .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+        })
+    }
+}
+
+/// Proof that the request carried the operator token.
+#[derive(Debug)]
+pub struct Operator;
+
+impl FromRequest for Operator {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let expected = request
+            .app_data::<web::Data<AppState>>()
+            .and_then(|state| state.engine.config().admin_token.clone());
+        let result = match (expected, bearer(request)) {
+            (None, _) => Err(ApiError::Unauthorized(
+                "operator API disabled: set FOLLOWUP_ADMIN_TOKEN to enable it".into(),
+            )),
+            (Some(_), None) => Err(ApiError::Unauthorized(
+                "missing operator token: send Authorization: Bearer <token>".into(),
+            )),
+            // Comparing digests keeps the comparison's duration independent of where the
+            // tokens first differ.
+            (Some(expected), Some(given)) => {
+                if sha256_hex(expected.expose()) == sha256_hex(given) {
+                    Ok(Operator)
+                } else {
+                    Err(ApiError::Unauthorized("invalid operator token".into()))
+                }
+            }
+        };
+        std::future::ready(result)
+    }
+}

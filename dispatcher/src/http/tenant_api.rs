@@ -1,0 +1,469 @@
+//! The tenant API under `/v1`: sequences, bulk upload of schedules, schedules and
+//! connections. Every handler reads and writes only the authenticated tenant's records; an id
+//! of another tenant's record answers 404, like an id that does not exist.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{NaiveTime, Utc, Weekday};
+use followup_core::domain::{
+    Channel, Connection, Credentials, FollowUpState, LimitOverrides, Provider, SendWindow,
+    Sequence, Step,
+};
+use followup_core::ids::{ConnectionId, ScheduleId, SequenceId};
+use followup_core::ingest::{ContactField, Format, IngestError};
+use followup_core::plan::validate_window;
+use followup_core::sensitive::Sensitive;
+use followup_core::template::Template;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use super::auth::AuthenticatedTenant;
+use super::error::ApiError;
+use crate::ingest::{IngestFailure, IngestJob, ingest};
+
+/// Most steps in one sequence.
+const MAX_STEPS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceRequest {
+    pub name: String,
+    pub steps: Vec<StepRequest>,
+    #[serde(default)]
+    pub window: Option<WindowRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    pub channel: Channel,
+    /// Delay after the previous step: seconds, or a string such as `"2d"`, `"36h"`, `"15m"`.
+    #[serde(default)]
+    pub delay: Option<serde_json::Value>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRequest {
+    /// Three-letter English day names, e.g. `["mon", "tue"]`.
+    pub weekdays: Vec<String>,
+    /// Local time `HH:MM`.
+    pub start: String,
+    /// Local time `HH:MM`, exclusive.
+    pub end: String,
+}
+
+pub async fn create_sequence(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    body: web::Json<SequenceRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let sequence = Sequence {
+        id: SequenceId::generate(),
+        tenant: tenant.id,
+        name: request.name,
+        steps: parse_steps(request.steps)?,
+        window: match request.window {
+            Some(window) => parse_window(window)?,
+            None => SendWindow::always(),
+        },
+        created_at: Utc::now(),
+    };
+    state.engine.store().put_sequence(sequence.clone()).await?;
+    Ok(HttpResponse::Created().json(sequence))
+}
+
+pub async fn list_sequences(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.engine.store().sequences(tenant.id).await?))
+}
+
+pub async fn get_sequence(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id::<SequenceId>(&path, "sequence")?;
+    let sequence = state.engine.store().sequence(tenant.id, id).await?;
+    let sequence = sequence.ok_or_else(|| ApiError::NotFound(format!("sequence {id}")))?;
+    Ok(HttpResponse::Ok().json(sequence))
+}
+
+fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
+    if steps.is_empty() || steps.len() > MAX_STEPS {
+        return Err(ApiError::BadRequest(format!(
+            "a sequence needs 1 to {MAX_STEPS} steps, got {}",
+            steps.len()
+        )));
+    }
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let number = index + 1;
+            let invalid = |what: String| ApiError::BadRequest(format!("step {number}: {what}"));
+            Template::parse(&step.body).map_err(|e| invalid(format!("body: {e}")))?;
+            if let Some(subject) = &step.subject {
+                Template::parse(subject).map_err(|e| invalid(format!("subject: {e}")))?;
+            }
+            if step.channel == Channel::Email && step.subject.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid("an email step needs a subject".into()));
+            }
+            if step.body.trim().is_empty() {
+                return Err(invalid("body is empty".into()));
+            }
+            let delay_seconds = match &step.delay {
+                None => 0,
+                Some(value) => parse_delay(value).map_err(invalid)?,
+            };
+            Ok(Step {
+                channel: step.channel,
+                delay_seconds,
+                subject: step.subject,
+                body: step.body,
+            })
+        })
+        .collect()
+}
+
+/// Reads a delay: a number of seconds, or digits followed by `s`, `m`, `h` or `d`.
+fn parse_delay(value: &serde_json::Value) -> Result<u64, String> {
+    if let Some(seconds) = value.as_u64() {
+        return Ok(seconds);
+    }
+    let text = value
+        .as_str()
+        .ok_or("delay must be seconds or a string like \"2d\"")?
+        .trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let amount: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid delay {text:?}: expected digits then s, m, h or d"))?;
+    let unit_seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "invalid delay unit {other:?} in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    amount
+        .checked_mul(unit_seconds)
+        .filter(|&seconds| seconds <= 366 * 86_400)
+        .ok_or_else(|| format!("delay {text:?} is longer than a year"))
+}
+
+fn parse_window(window: WindowRequest) -> Result<SendWindow, ApiError> {
+    let invalid = |what: String| ApiError::BadRequest(format!("window: {what}"));
+    let weekdays = window
+        .weekdays
+        .iter()
+        .map(|day| {
+            day.parse::<Weekday>()
+                .map_err(|_| invalid(format!("unknown weekday {day:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let time = |text: &str| {
+        NaiveTime::parse_from_str(text, "%H:%M")
+            .map_err(|_| invalid(format!("invalid time {text:?}: expected HH:MM")))
+    };
+    let parsed = SendWindow {
+        weekdays,
+        start: time(&window.start)?,
+        end: time(&window.end)?,
+    };
+    validate_window(&parsed).map_err(invalid)?;
+    Ok(parsed)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BulkQuery {
+    pub sequence: String,
+    /// `csv` or `ndjson`; read from Content-Type when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// JSON object from column header to contact field, e.g. `{"Mail": "email"}`.
+    #[serde(default)]
+    pub mapping: Option<String>,
+}
+
+pub async fn bulk_upload(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    query: web::Query<BulkQuery>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let sequence_id = parse_id::<SequenceId>(&query.sequence, "sequence")?;
+    let store = state.engine.store();
+    let sequence = store.sequence(tenant.id, sequence_id).await?;
+    let sequence = sequence.ok_or_else(|| ApiError::NotFound(format!("sequence {sequence_id}")))?;
+    let format = upload_format(&request, query.format.as_deref())?;
+    let explicit_mapping = match &query.mapping {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<BTreeMap<String, ContactField>>(text)
+                .map_err(|e| ApiError::BadRequest(format!("invalid mapping parameter: {e}")))?,
+        ),
+    };
+    let config = state.engine.config();
+    let limits = config.ingest.limits();
+    if let Some(length) = content_length(&request)
+        && length > limits.max_bytes
+    {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "upload of {length} bytes is over the limit of {} bytes: split the file",
+            limits.max_bytes
+        )));
+    }
+    let job = IngestJob {
+        tenant: &tenant,
+        sequence: &sequence,
+        format,
+        explicit_mapping,
+        limits,
+        batch_rows: config.ingest.batch_rows,
+        now: state.engine.clock().now(),
+    };
+    let result = ingest(store.as_ref(), job, body).await;
+    state.engine.notify_new_work();
+    match result {
+        Ok(report) => Ok(HttpResponse::Ok().json(report)),
+        Err(failure) => Ok(failure_response(failure)),
+    }
+}
+
+/// Answers an upload that stopped early: the status says why, and the body carries the rows
+/// already stored, so that nothing accepted goes unreported.
+fn failure_response(failure: IngestFailure) -> HttpResponse {
+    let message = failure.to_string();
+    let (status, code, report) = match failure {
+        IngestFailure::Input { error, report } => {
+            let status = match error {
+                IngestError::TooLarge { .. } | IngestError::TooManyRows { .. } => {
+                    actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                }
+                _ => actix_web::http::StatusCode::BAD_REQUEST,
+            };
+            (status, "invalid_upload", report)
+        }
+        IngestFailure::Body { report, .. } => (
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "upload_interrupted",
+            report,
+        ),
+        IngestFailure::Store { report, .. } => (
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            report,
+        ),
+    };
+    let stored = report.accepted;
+    HttpResponse::build(status).json(json!({
+        "error": {
+            "code": code,
+            "message": format!(
+                "{message}; {stored} rows read before the stop are stored, and uploading the \
+                 whole file again is safe because ingest skips rows already stored"
+            ),
+        },
+        "report": report,
+    }))
+}
+
+fn upload_format(request: &HttpRequest, format: Option<&str>) -> Result<Format, ApiError> {
+    match format {
+        Some("csv") => return Ok(Format::Csv),
+        Some("ndjson") => return Ok(Format::Ndjson),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown format {other:?}: use csv or ndjson"
+            )));
+        }
+        None => {}
+    }
+    let content_type = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("text/csv");
+    Format::from_content_type(content_type).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "content type {content_type:?} is not an upload format: send text/csv or \
+             application/x-ndjson, or add format=csv"
+        ))
+    })
+}
+
+fn content_length(request: &HttpRequest) -> Option<u64> {
+    request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+pub async fn get_schedule(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id::<ScheduleId>(&path, "schedule")?;
+    let store = state.engine.store();
+    let schedule = store.schedule(tenant.id, id).await?;
+    let schedule = schedule.ok_or_else(|| ApiError::NotFound(format!("schedule {id}")))?;
+    let follow_ups = store.follow_ups_of_schedule(tenant.id, id).await?;
+    Ok(HttpResponse::Ok().json(json!({"schedule": schedule, "follow_ups": follow_ups})))
+}
+
+/// Cancels every follow-up of the schedule that has not left yet.
+pub async fn cancel_schedule(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id::<ScheduleId>(&path, "schedule")?;
+    let store = state.engine.store();
+    if store.schedule(tenant.id, id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("schedule {id}")));
+    }
+    let now = state.engine.clock().now();
+    let mut cancelled = Vec::new();
+    for mut follow_up in store.follow_ups_of_schedule(tenant.id, id).await? {
+        if follow_up.state.is_due_kind() {
+            follow_up.state = FollowUpState::Cancelled;
+            follow_up.reason = Some("schedule cancelled by the tenant".into());
+            follow_up.updated_at = now;
+            cancelled.push(follow_up);
+        }
+    }
+    let count = cancelled.len();
+    store
+        .update_follow_ups(tenant.id, cancelled, Vec::new())
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"schedule": id, "cancelled": count})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRequest {
+    /// Mailbox address (Gmail, Outlook) or E.164 number (Twilio) to send from.
+    pub sender: String,
+    #[serde(default)]
+    pub access_token: Option<Sensitive<String>>,
+    #[serde(default)]
+    pub refresh_token: Option<Sensitive<String>>,
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    #[serde(default)]
+    pub auth_token: Option<Sensitive<String>>,
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// A connection as the API shows it: never a secret.
+#[derive(Debug, Serialize)]
+pub struct ConnectionView {
+    pub id: ConnectionId,
+    pub provider: Provider,
+    pub sender: String,
+    pub limits: LimitOverrides,
+    pub paused_reason: Option<String>,
+}
+
+impl From<&Connection> for ConnectionView {
+    fn from(connection: &Connection) -> Self {
+        Self {
+            id: connection.id,
+            provider: connection.provider,
+            sender: connection.sender.clone(),
+            limits: connection.limits,
+            paused_reason: connection.paused_reason.clone(),
+        }
+    }
+}
+
+pub async fn put_connection(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    path: web::Path<String>,
+    body: web::Json<ConnectionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let provider: Provider = path.parse().map_err(ApiError::NotFound)?;
+    let request = body.into_inner();
+    if request.sender.trim().is_empty() {
+        return Err(ApiError::BadRequest("sender is empty".into()));
+    }
+    let credentials = match provider {
+        Provider::Gmail | Provider::Outlook => Credentials::OAuth {
+            access_token: request
+                .access_token
+                .ok_or_else(|| ApiError::BadRequest(format!("{provider} needs access_token")))?,
+            refresh_token: request.refresh_token,
+            expires_at: None,
+        },
+        Provider::Twilio => Credentials::Twilio {
+            account_sid: request
+                .account_sid
+                .filter(|sid| sid.starts_with("AC") && sid.len() == 34)
+                .ok_or_else(|| {
+                    ApiError::BadRequest("twilio needs account_sid: AC followed by 32 hex".into())
+                })?,
+            auth_token: request
+                .auth_token
+                .ok_or_else(|| ApiError::BadRequest("twilio needs auth_token".into()))?,
+        },
+    };
+    let store = state.engine.store();
+    let existing = store.connections(tenant.id).await?;
+    let id = existing
+        .iter()
+        .find(|c| c.provider == provider)
+        .map_or_else(ConnectionId::generate, |c| c.id);
+    let connection = Connection {
+        id,
+        tenant: tenant.id,
+        provider,
+        sender: request.sender.trim().to_owned(),
+        credentials,
+        limits: request.limits,
+        paused_reason: None,
+    };
+    store.put_connection(connection.clone()).await?;
+    if let Some(fakes) = &state.fakes {
+        super::register_with_fakes(fakes, &connection);
+    }
+    state.engine.notify_new_work();
+    Ok(HttpResponse::Ok().json(ConnectionView::from(&connection)))
+}
+
+pub async fn list_connections(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+) -> Result<HttpResponse, ApiError> {
+    let connections = state.engine.store().connections(tenant.id).await?;
+    let views: Vec<ConnectionView> = connections.iter().map(ConnectionView::from).collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
+    // An id that cannot parse names no record, so it answers like a missing one.
+    text.parse()
+        .map_err(|_| ApiError::NotFound(format!("{what} {text:?}")))
+}

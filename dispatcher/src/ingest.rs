@@ -1,0 +1,329 @@
+//! The bulk ingest pipeline: a streamed upload goes through the record reader, each row is
+//! validated and planned, and valid rows are written to the store in durable batches, so that
+//! memory holds one batch, never the upload.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use followup_core::domain::{FollowUp, FollowUpState, Schedule, Sequence, Tenant};
+use followup_core::ids::{ContactId, FollowUpId, ScheduleId};
+use followup_core::ingest::{
+    ColumnMapping, ContactField, Format, IngestError, IngestLimits, RawRecord, RecordReader,
+    RowError, ValidContact, ValidationContext, validate,
+};
+use followup_core::plan::plan_steps;
+use followup_core::store::{Enrolment, Store, StoreError};
+use followup_core::template::Template;
+use futures_util::{Stream, StreamExt as _};
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry;
+
+/// What an upload did, row by row.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IngestReport {
+    /// Data rows read.
+    pub rows: u64,
+    /// Valid rows: created now or already there.
+    pub accepted: u64,
+    /// Accepted rows whose schedule was created by this upload.
+    pub created: u64,
+    /// Accepted rows whose schedule already existed, left unchanged.
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// Every problem of every rejected row.
+    pub errors: Vec<RowError>,
+    /// How the upload's columns were read.
+    pub mapping: Vec<MappedColumn>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MappedColumn {
+    pub column: String,
+    pub field: ContactField,
+}
+
+/// Why an upload stopped before its end. Rows in batches written before the stop stay
+/// written; `report` counts them.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestFailure {
+    #[error("{error}")]
+    Input {
+        error: IngestError,
+        report: IngestReport,
+    },
+    #[error("upload interrupted: {reason}")]
+    Body {
+        reason: String,
+        report: IngestReport,
+    },
+    #[error("{error}")]
+    Store {
+        error: StoreError,
+        report: IngestReport,
+    },
+}
+
+/// One upload of one tenant into one sequence.
+#[derive(Debug)]
+pub struct IngestJob<'a> {
+    pub tenant: &'a Tenant,
+    pub sequence: &'a Sequence,
+    pub format: Format,
+    pub explicit_mapping: Option<BTreeMap<String, ContactField>>,
+    pub limits: IngestLimits,
+    pub batch_rows: usize,
+    pub now: DateTime<Utc>,
+}
+
+/// Reads `body` to its end and writes every valid row. Returns after the last batch is
+/// durable.
+pub async fn ingest<S, E>(
+    store: &dyn Store,
+    job: IngestJob<'_>,
+    body: S,
+) -> Result<IngestReport, IngestFailure>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut run = IngestRun::new(store, &job)?;
+    let mut reader = RecordReader::new(job.format, job.limits);
+    let mut records = Vec::new();
+    futures_util::pin_mut!(body);
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                let reason = error.to_string();
+                return Err(IngestFailure::Body {
+                    reason,
+                    report: run.report,
+                });
+            }
+        };
+        let pushed = reader.push(&chunk, &mut records);
+        run.take(&reader, &mut records).await?;
+        if let Err(error) = pushed {
+            return Err(IngestFailure::Input {
+                error,
+                report: run.report,
+            });
+        }
+    }
+    let finished = reader.finish(&mut records);
+    run.take(&reader, &mut records).await?;
+    if let Err(error) = finished {
+        return Err(IngestFailure::Input {
+            error,
+            report: run.report,
+        });
+    }
+    run.flush().await?;
+    Ok(run.report)
+}
+
+/// The state of one upload in progress.
+struct IngestRun<'a> {
+    store: &'a dyn Store,
+    job: &'a IngestJob<'a>,
+    context: ValidationContext,
+    mapping: Option<ColumnMapping>,
+    batch: Vec<Enrolment>,
+    report: IngestReport,
+}
+
+impl<'a> IngestRun<'a> {
+    fn new(store: &'a dyn Store, job: &'a IngestJob<'a>) -> Result<Self, IngestFailure> {
+        let report = IngestReport::default();
+        let default_timezone = match job.tenant.default_timezone.parse() {
+            Ok(tz) => tz,
+            Err(_) => chrono_tz::UTC,
+        };
+        let context = ValidationContext {
+            default_region: job.tenant.default_region.clone(),
+            default_timezone,
+            required_fields: required_fields(job.sequence),
+            channels: job.sequence.steps.iter().map(|step| step.channel).collect(),
+            now: job.now,
+        };
+        Ok(Self {
+            store,
+            job,
+            context,
+            mapping: None,
+            batch: Vec::new(),
+            report,
+        })
+    }
+
+    /// Validates the records read so far and writes full batches.
+    async fn take(
+        &mut self,
+        reader: &RecordReader,
+        records: &mut Vec<Result<RawRecord, RowError>>,
+    ) -> Result<(), IngestFailure> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.mapping.is_none() {
+            self.mapping = Some(self.build_mapping(reader)?);
+        }
+        for record in records.drain(..) {
+            self.report.rows += 1;
+            let mapping = self.mapping.as_ref().ok_or_else(|| self.missing_header())?;
+            let valid = record
+                .map_err(|error| vec![error])
+                .and_then(|record| validate(&record, mapping, &self.context));
+            match valid {
+                Ok(contact) => self.batch.push(enrolment(self.job, contact)),
+                Err(errors) => {
+                    self.report.rejected += 1;
+                    metrics::counter!(telemetry::INGEST_ROWS, "result" => "rejected").increment(1);
+                    self.report.errors.extend(errors);
+                }
+            }
+            if self.batch.len() >= self.job.batch_rows.max(1) {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn build_mapping(&mut self, reader: &RecordReader) -> Result<ColumnMapping, IngestFailure> {
+        // An NDJSON upload whose first line is not an object has no keys yet; its mapping
+        // guesses each key as it first appears.
+        let headers = match (reader.headers(), self.job.format) {
+            (Some(headers), _) => headers,
+            (None, Format::Ndjson) => &[],
+            (None, Format::Csv) => return Err(self.missing_header()),
+        };
+        let mapping = match &self.job.explicit_mapping {
+            Some(explicit) => ColumnMapping::from_explicit(headers, explicit).map_err(|error| {
+                IngestFailure::Input {
+                    error,
+                    report: self.report.clone(),
+                }
+            })?,
+            None => ColumnMapping::guess(headers),
+        };
+        self.report.mapping = mapping
+            .describe()
+            .into_iter()
+            .map(|(column, field)| MappedColumn { column, field })
+            .collect();
+        Ok(mapping)
+    }
+
+    fn missing_header(&self) -> IngestFailure {
+        IngestFailure::Input {
+            error: IngestError::MissingHeader,
+            report: self.report.clone(),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), IngestFailure> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let size = batch.len() as u64;
+        match self
+            .store
+            .insert_enrolments(self.job.tenant.id, batch)
+            .await
+        {
+            Ok(written) => {
+                self.report.accepted += size;
+                self.report.created += written.inserted;
+                self.report.duplicates += written.duplicates;
+                metrics::counter!(telemetry::INGEST_ROWS, "result" => "accepted")
+                    .increment(written.inserted);
+                metrics::counter!(telemetry::INGEST_ROWS, "result" => "duplicate")
+                    .increment(written.duplicates);
+                Ok(())
+            }
+            Err(error) => Err(IngestFailure::Store {
+                error,
+                report: self.report.clone(),
+            }),
+        }
+    }
+}
+
+/// Every template field that the sequence's steps use without a fallback.
+pub fn required_fields(sequence: &Sequence) -> Vec<String> {
+    let mut fields = BTreeSet::new();
+    for step in &sequence.steps {
+        let templates = std::iter::once(step.body.as_str()).chain(step.subject.as_deref());
+        for template in templates.filter_map(|source| Template::parse(source).ok()) {
+            fields.extend(template.required_fields().map(str::to_owned));
+        }
+    }
+    fields.into_iter().collect()
+}
+
+/// Builds the contact, schedule and planned follow-ups of one valid row.
+fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
+    let tenant = job.tenant.id;
+    let sequence = job.sequence;
+    let schedule_id = ScheduleId::derive(tenant, sequence.id, &valid.contact_key);
+    let contact_id = ContactId::derive(tenant, &valid.contact_key);
+    let due = plan_steps(
+        valid.start_at,
+        valid.timezone,
+        &sequence.steps,
+        &sequence.window,
+    );
+    let follow_ups = sequence
+        .steps
+        .iter()
+        .zip(due)
+        .enumerate()
+        .map(|(index, (step, due_at))| FollowUp {
+            id: FollowUpId {
+                schedule: schedule_id,
+                step: u16::try_from(index).unwrap_or(u16::MAX),
+            },
+            tenant,
+            sequence: sequence.id,
+            contact: contact_id,
+            channel: step.channel,
+            state: FollowUpState::Pending,
+            due_at,
+            planned_at: due_at,
+            attempts: 0,
+            reason: None,
+            provider_message_id: None,
+            sent_at: None,
+            updated_at: job.now,
+        })
+        .collect();
+    let schedule = Schedule {
+        id: schedule_id,
+        tenant,
+        sequence: sequence.id,
+        contact: contact_id,
+        start_at: valid.start_at,
+        source_line: valid.line,
+        created_at: job.now,
+    };
+    let contact = followup_core::domain::Contact {
+        id: contact_id,
+        tenant,
+        external_id: valid.external_id,
+        first_name: valid.first_name,
+        last_name: valid.last_name,
+        full_name: valid.full_name,
+        email: valid.email,
+        phone: valid.phone,
+        timezone: valid.timezone.name().to_owned(),
+        custom: valid.custom,
+    };
+    Enrolment {
+        contact,
+        schedule,
+        follow_ups,
+    }
+}

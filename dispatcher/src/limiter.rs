@@ -1,0 +1,192 @@
+//! The rate limit of one connection on one channel: an even pace per minute (governor's GCRA
+//! with a burst of one) and a cap per rolling 24 hours.
+//!
+//! Both run on the engine's clock, so under the virtual clock of `followup demo` the limits
+//! hold in virtual time. The pace is 1% slower than the published rate and the daily window
+//! one minute longer than 24 hours, because the provider measures at its own clock, after
+//! network delay: two sends paced exactly one interval apart here may arrive closer together
+//! there.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use followup_core::clock::Clock;
+use followup_core::limits::SendLimits;
+use governor::clock::Clock as GovernorClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+/// Extra spacing between paced sends, in parts per thousand of the interval.
+const PACE_MARGIN_PER_MILLE: u32 = 10;
+
+/// Extra length of the daily window beyond 24 hours.
+const DAILY_WINDOW_MARGIN: chrono::Duration = chrono::Duration::minutes(1);
+
+/// Adapts the engine's clock to governor's clock trait.
+#[derive(Clone, Debug)]
+pub struct EngineClock(pub Arc<dyn Clock>);
+
+impl GovernorClock for EngineClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        let micros = self.0.now().timestamp_micros().max(0);
+        Nanos::new(u64::try_from(micros).unwrap_or(0).saturating_mul(1_000))
+    }
+}
+
+type PaceLimiter = RateLimiter<NotKeyed, InMemoryState, EngineClock, NoOpMiddleware<Nanos>>;
+
+/// What [`ConnectionLimiter::admit`] allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Sends that may go out now. Their permits are already taken.
+    pub granted: u32,
+    /// When the next send will be allowed, if fewer were granted than wanted.
+    pub next_free_at: Option<DateTime<Utc>>,
+}
+
+/// Rate limit state of one connection on one channel.
+#[derive(Debug)]
+pub struct ConnectionLimiter {
+    limits: SendLimits,
+    clock: EngineClock,
+    pace: PaceLimiter,
+    /// Instants of the sends inside the current daily window, oldest first. Holds at most
+    /// `limits.per_day` entries.
+    sent_today: VecDeque<DateTime<Utc>>,
+}
+
+impl ConnectionLimiter {
+    pub fn new(limits: SendLimits, clock: Arc<dyn Clock>) -> Self {
+        let clock = EngineClock(clock);
+        Self {
+            limits,
+            pace: PaceLimiter::direct_with_clock(pace_quota(limits.per_minute), clock.clone()),
+            clock,
+            sent_today: VecDeque::new(),
+        }
+    }
+
+    pub fn limits(&self) -> SendLimits {
+        self.limits
+    }
+
+    /// Replaces the limits, keeping the daily count: a changed override must not reset how
+    /// much the mailbox already sent today.
+    pub fn set_limits(&mut self, limits: SendLimits) {
+        if limits != self.limits {
+            self.limits = limits;
+            self.pace =
+                PaceLimiter::direct_with_clock(pace_quota(limits.per_minute), self.clock.clone());
+        }
+    }
+
+    /// Takes up to `wanted` permits for sends at the current instant.
+    pub fn admit(&mut self, wanted: u32) -> Admission {
+        let now = self.clock.0.now();
+        self.forget_sends_before(now - chrono::Duration::days(1) - DAILY_WINDOW_MARGIN);
+        let mut granted = 0;
+        while granted < wanted {
+            if self.sent_today.len() >= self.limits.per_day as usize {
+                let oldest = self.sent_today.front().copied().unwrap_or(now);
+                let next = oldest + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN;
+                return Admission {
+                    granted,
+                    next_free_at: Some(next),
+                };
+            }
+            if let Err(not_until) = self.pace.check() {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                let wait = wait.max(chrono::Duration::microseconds(1));
+                return Admission {
+                    granted,
+                    next_free_at: Some(now + wait),
+                };
+            }
+            self.sent_today.push_back(now);
+            granted += 1;
+        }
+        Admission {
+            granted,
+            next_free_at: None,
+        }
+    }
+
+    fn forget_sends_before(&mut self, cutoff: DateTime<Utc>) {
+        while self.sent_today.front().is_some_and(|&sent| sent <= cutoff) {
+            self.sent_today.pop_front();
+        }
+    }
+}
+
+fn pace_quota(per_minute: u32) -> Quota {
+    let per_minute = u64::from(per_minute.max(1));
+    let nanos = 60_000_000_000 / per_minute * u64::from(1_000 + PACE_MARGIN_PER_MILLE) / 1_000;
+    Quota::with_period(Duration::from_nanos(nanos.max(1)))
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use followup_core::clock::VirtualClock;
+
+    use super::*;
+
+    fn start() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
+            .single()
+            .expect("valid instant")
+    }
+
+    #[test]
+    fn pace_spaces_sends_evenly() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut limiter = ConnectionLimiter::new(
+            SendLimits {
+                per_minute: 60,
+                per_day: 1_000,
+            },
+            clock.clone(),
+        );
+        let first = limiter.admit(5);
+        assert_eq!(first.granted, 1);
+        let next = first.next_free_at.expect("a next instant");
+        assert_eq!(next - start(), chrono::Duration::milliseconds(1_010));
+        clock.advance_to(next);
+        assert_eq!(limiter.admit(5).granted, 1);
+    }
+
+    #[test]
+    fn daily_cap_waits_for_the_window_to_roll() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut limiter = ConnectionLimiter::new(
+            SendLimits {
+                per_minute: 6_000,
+                per_day: 3,
+            },
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            assert_eq!(limiter.admit(1).granted, 1);
+            clock.advance(chrono::Duration::seconds(1));
+        }
+        let blocked = limiter.admit(1);
+        assert_eq!(blocked.granted, 0);
+        let reopens = blocked.next_free_at.expect("a next instant");
+        assert_eq!(
+            reopens,
+            start() + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN
+        );
+        clock.advance_to(reopens);
+        assert_eq!(limiter.admit(1).granted, 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! Metrics and logs. Every metric is declared here, with its unit and help text, so that the
+//! names in the code, the `/metrics` page and the docs come from one list.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Rows of bulk uploads, by `result`: accepted, duplicate or rejected.
+pub const INGEST_ROWS: &str = "followup_ingest_rows_total";
+/// Follow-ups settled or retried, by `provider` and `outcome`.
+pub const SENDS: &str = "followup_sends_total";
+/// Follow-ups waiting, by `channel`: pending or retry, due or not.
+pub const QUEUE_DEPTH: &str = "followup_queue_depth";
+/// Follow-ups handed to a provider and not yet answered, by `provider`.
+pub const IN_FLIGHT: &str = "followup_in_flight";
+/// Time from a follow-up's planned instant to its acceptance by the provider.
+pub const DISPATCH_LATENESS: &str = "followup_dispatch_lateness_seconds";
+/// Duration of provider requests, by `provider`.
+pub const PROVIDER_REQUEST_DURATION: &str = "followup_provider_request_duration_seconds";
+/// Times a connection's rate limit held sends back, by `provider`.
+pub const RATE_LIMIT_WAITS: &str = "followup_rate_limit_waits_total";
+/// Follow-ups skipped because the tenant's plan quota was used up, by `channel`.
+pub const QUOTA_REJECTIONS: &str = "followup_quota_rejections_total";
+
+/// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
+/// follow-up can be late by a network round trip or by a daily cap.
+const LATENESS_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3_600.0, 14_400.0, 43_200.0, 86_400.0,
+];
+
+/// Bucket bounds of provider request durations, in seconds.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Installs the Prometheus recorder and describes every metric. Returns the handle that
+/// renders `/metrics`. Calling it twice in one process returns an error.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(DISPATCH_LATENESS.into()), LATENESS_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(PROVIDER_REQUEST_DURATION.into()),
+            REQUEST_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe_counter!(INGEST_ROWS, Unit::Count, "Rows of bulk uploads by result.");
+    describe_counter!(
+        SENDS,
+        Unit::Count,
+        "Follow-up send attempts by provider and outcome."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Follow-ups pending or awaiting retry."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        Unit::Count,
+        "Requests sent to a provider, not yet answered."
+    );
+    describe_histogram!(
+        DISPATCH_LATENESS,
+        Unit::Seconds,
+        "Time from a follow-up's planned instant to its acceptance by the provider."
+    );
+    describe_histogram!(
+        PROVIDER_REQUEST_DURATION,
+        Unit::Seconds,
+        "Duration of requests to providers."
+    );
+    describe_counter!(
+        RATE_LIMIT_WAITS,
+        Unit::Count,
+        "Sends held back by a rate limit."
+    );
+    describe_counter!(
+        QUOTA_REJECTIONS,
+        Unit::Count,
+        "Follow-ups skipped for plan quota."
+    );
+    Ok(handle)
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Sends logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A second initialisation (tests start several engines in one process) keeps the first.
+    drop(result);
+}
+
+/// A histogram of durations in milliseconds with about 2% relative error, in bounded memory,
+/// for the percentiles of a summary.
+#[derive(Clone, Debug)]
+pub struct LatenessHistogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max_ms: u64,
+}
+
+/// Growth factor between bucket bounds.
+const BUCKET_GROWTH: f64 = 1.02;
+
+impl Default for LatenessHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; 1_400],
+            count: 0,
+            max_ms: 0,
+        }
+    }
+}
+
+impl LatenessHistogram {
+    pub fn record(&mut self, millis: u64) {
+        let index = Self::bucket_of(millis).min(self.buckets.len() - 1);
+        self.buckets[index] += 1;
+        self.count += 1;
+        self.max_ms = self.max_ms.max(millis);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn max_ms(&self) -> u64 {
+        self.max_ms
+    }
+
+    /// The value below which `quantile` (0 to 1) of the recorded values lie, rounded up to
+    /// its bucket's upper bound and never above the maximum seen.
+    pub fn quantile_ms(&self, quantile: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = ((quantile * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for (index, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper_bound(index).min(self.max_ms);
+            }
+        }
+        self.max_ms
+    }
+
+    fn bucket_of(millis: u64) -> usize {
+        if millis == 0 {
+            return 0;
+        }
+        ((millis as f64).ln() / BUCKET_GROWTH.ln()).ceil() as usize + 1
+    }
+
+    fn upper_bound(index: usize) -> u64 {
+        if index == 0 {
+            return 0;
+        }
+        BUCKET_GROWTH.powi(index as i32 - 1).ceil() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LatenessHistogram;
+
+    #[test]
+    fn histogram_quantiles_within_two_percent() {
+        let mut histogram = LatenessHistogram::default();
+        for millis in 1..=10_000 {
+            histogram.record(millis);
+        }
+        let p50 = histogram.quantile_ms(0.5) as f64;
+        let p99 = histogram.quantile_ms(0.99) as f64;
+        assert!((p50 - 5_000.0).abs() / 5_000.0 < 0.03, "p50 was {p50}");
+        assert!((p99 - 9_900.0).abs() / 9_900.0 < 0.03, "p99 was {p99}");
+        assert_eq!(histogram.quantile_ms(1.0), 10_000);
+        assert_eq!(histogram.count(), 10_000);
+    }
+
+    #[test]
+    fn empty_histogram_reports_zero() {
+        let histogram = LatenessHistogram::default();
+        assert_eq!(histogram.quantile_ms(0.5), 0);
+        let mut zeros = LatenessHistogram::default();
+        zeros.record(0);
+        assert_eq!(zeros.quantile_ms(0.99), 0);
+    }
+}

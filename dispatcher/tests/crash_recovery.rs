@@ -1,0 +1,235 @@
+//! `followup serve` killed with SIGKILL during dispatch loses no accepted schedule and sends
+//! no follow-up twice after it restarts.
+//!
+//! The fakes run in their own process (`followup fakes`), so that what they received
+//! survives the engine's death.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const OPERATOR_TOKEN: &str = "crash-test-operator-token";
+const CONTACTS: usize = 300;
+
+/// Kills the child when dropped, so that a failed assertion leaves no process behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn start_fakes() -> (ChildGuard, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_followup"))
+        .args(["fakes", "--per-minute", "1200", "--per-day", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start followup fakes");
+    let stdout = child.stdout.take().expect("fakes stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("fakes print their URLs");
+    let urls: Value = serde_json::from_str(&line).expect("fakes URLs are JSON");
+    (ChildGuard(child), urls)
+}
+
+fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
+    let child = Command::new(env!("CARGO_BIN_EXE_followup"))
+        .args(["serve", "--providers", "live", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--gmail-base-url",
+            urls["gmail"].as_str().unwrap_or_default(),
+        ])
+        .args([
+            "--graph-base-url",
+            urls["graph"].as_str().unwrap_or_default(),
+        ])
+        .args([
+            "--twilio-base-url",
+            urls["twilio"].as_str().unwrap_or_default(),
+        ])
+        .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start followup serve");
+    ChildGuard(child)
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("engine at {base} not ready within 30 s");
+}
+
+async fn snapshot_totals(http: &reqwest::Client, base: &str) -> BTreeMap<String, u64> {
+    let snapshot: Value = http
+        .get(format!("{base}/admin/v1/snapshot"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await
+        .expect("snapshot answers")
+        .json()
+        .await
+        .expect("snapshot is JSON");
+    serde_json::from_value(snapshot["totals"].clone()).expect("totals map")
+}
+
+async fn received(http: &reqwest::Client, urls: &Value) -> Vec<Value> {
+    let gmail = urls["gmail"].as_str().unwrap_or_default();
+    http.get(format!("{gmail}/_fake/received"))
+        .send()
+        .await
+        .expect("fake answers")
+        .json()
+        .await
+        .expect("received list is JSON")
+}
+
+async fn enroll(http: &reqwest::Client, base: &str) {
+    let created: Value = http
+        .post(format!("{base}/admin/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": "crash", "plan": "pro"}))
+        .send()
+        .await
+        .expect("create tenant")
+        .json()
+        .await
+        .expect("tenant JSON");
+    let key = created["api_key"].as_str().expect("api key").to_owned();
+    let connection = json!({"sender": "crash@example.com", "access_token": "crash-token",
+                            "limits": {"per_minute": 1200, "per_day": 100000}});
+    let response = http
+        .put(format!("{base}/v1/connections/gmail"))
+        .bearer_auth(&key)
+        .json(&connection)
+        .send()
+        .await
+        .expect("connect gmail");
+    assert_eq!(response.status(), 200);
+    let sequence: Value = http
+        .post(format!("{base}/v1/sequences"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "crash", "steps": [
+            {"channel": "email", "subject": "Hi", "body": "Hello {{first_name|there}}"}]}))
+        .send()
+        .await
+        .expect("create sequence")
+        .json()
+        .await
+        .expect("sequence JSON");
+    let mut csv = String::from("email,first_name\n");
+    for n in 0..CONTACTS {
+        csv.push_str(&format!("person{n}@example.com,P{n}\n"));
+    }
+    let report: Value = http
+        .post(format!("{base}/v1/schedules/bulk"))
+        .query(&[("sequence", sequence["id"].as_str().unwrap_or_default())])
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("report JSON");
+    assert_eq!(report["accepted"], CONTACTS as u64, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
+    let http = reqwest::Client::new();
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    let (_fakes, urls) = start_fakes();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut engine = start_engine(data_dir.path(), port, &urls);
+    wait_ready(&http, &base).await;
+    enroll(&http, &base).await;
+
+    // Kill the engine once part of the follow-ups reached the fake: mid-dispatch.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received(&http, &urls).await.len() < CONTACTS / 5 {
+        assert!(
+            Instant::now() < deadline,
+            "dispatch did not start within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.0.kill().expect("SIGKILL the engine");
+    engine.0.wait().expect("reap the engine");
+    let at_kill = received(&http, &urls).await.len();
+    assert!(
+        at_kill < CONTACTS,
+        "the kill came after dispatch finished; slow the limit down"
+    );
+
+    engine = start_engine(data_dir.path(), port, &urls);
+    wait_ready(&http, &base).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let totals = loop {
+        let totals = snapshot_totals(&http, &base).await;
+        let waiting = ["pending", "retry", "claimed", "sending"]
+            .iter()
+            .map(|state| totals.get(*state).copied().unwrap_or(0))
+            .sum::<u64>();
+        if waiting == 0 {
+            break totals;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "follow-ups still waiting after restart: {totals:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(engine);
+
+    let total: u64 = totals.values().sum();
+    assert_eq!(
+        total, CONTACTS as u64,
+        "every accepted schedule is still there: {totals:?}"
+    );
+    let mut per_recipient: BTreeMap<String, u32> = BTreeMap::new();
+    for message in received(&http, &urls).await {
+        *per_recipient
+            .entry(message["to"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "follow-ups sent twice: {twice:?}");
+    let sent = totals.get("sent").copied().unwrap_or(0);
+    let in_doubt = totals.get("in_doubt").copied().unwrap_or(0);
+    assert_eq!(sent + in_doubt, CONTACTS as u64, "{totals:?}");
+    let received_count = per_recipient.len() as u64;
+    assert!(
+        received_count >= sent && received_count <= sent + in_doubt,
+        "fakes received {received_count}, engine counts {sent} sent and {in_doubt} in doubt"
+    );
+}

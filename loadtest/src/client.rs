@@ -1,0 +1,251 @@
+//! A small client of the engine's HTTP API: only the calls a load run makes.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use followup_core::api::{AdminSnapshot, CreateTenantRequest, CreateTenantResponse};
+use followup_core::domain::LimitOverrides;
+use followup_core::ingest::RowError;
+use followup_core::sensitive::Sensitive;
+use reqwest::{Body, Response, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::guard::LoopbackUrl;
+use crate::scenario::SequenceSpec;
+
+/// Maximum characters of an error response body quoted in an error message.
+const MAX_QUOTED_BODY: usize = 400;
+
+/// Client of one engine, built only from a URL that passed the loopback guard.
+#[derive(Debug)]
+pub struct EngineClient {
+    http: reqwest::Client,
+    base: Url,
+    admin_token: Sensitive<String>,
+}
+
+/// Body of `PUT /v1/connections/{provider}`.
+#[derive(Debug, Serialize)]
+pub struct ConnectionBody {
+    /// Mailbox address or E.164 number sends come from.
+    pub sender: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token: Option<String>,
+    pub limits: LimitOverrides,
+}
+
+/// The engine's report of one bulk upload. Fields the harness does not read, such as the
+/// column mapping, are ignored.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct UploadReport {
+    /// Data rows the engine read.
+    pub rows: u64,
+    pub accepted: u64,
+    pub created: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    #[serde(default)]
+    pub errors: Vec<RowError>,
+}
+
+/// Result of one upload.
+#[derive(Debug)]
+pub enum UploadOutcome {
+    /// The engine read the whole body.
+    Completed(UploadReport),
+    /// The engine stopped early; `report` counts the rows stored before the stop.
+    Stopped {
+        status: StatusCode,
+        message: String,
+        report: UploadReport,
+    },
+}
+
+#[derive(Deserialize)]
+struct StoppedBody {
+    error: ErrorBody,
+    report: UploadReport,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+impl EngineClient {
+    /// Builds the client. `timeout` bounds every request, uploads included.
+    pub fn new(
+        target: &LoopbackUrl,
+        admin_token: Sensitive<String>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        // reqwest is built without a default TLS provider; installing one twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        // No proxy and no redirects, because either could carry requests off this machine.
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout);
+        if let Some((name, address)) = &target.pinned {
+            builder = builder.resolve(name, *address);
+        }
+        let http = builder.build().context("failed to build the HTTP client")?;
+        Ok(Self {
+            http,
+            base: target.url.clone(),
+            admin_token,
+        })
+    }
+
+    /// `POST /admin/v1/tenants`.
+    pub async fn create_tenant(
+        &self,
+        request: &CreateTenantRequest,
+    ) -> anyhow::Result<CreateTenantResponse> {
+        let response = self
+            .http
+            .post(self.endpoint("/admin/v1/tenants")?)
+            .bearer_auth(self.admin_token.expose())
+            .json(request)
+            .send()
+            .await
+            .context("create tenant request failed")?;
+        read_json(response, StatusCode::CREATED, "create tenant").await
+    }
+
+    /// `PUT /v1/connections/{provider}`.
+    pub async fn put_connection(
+        &self,
+        api_key: &Sensitive<String>,
+        provider: &str,
+        body: &ConnectionBody,
+    ) -> anyhow::Result<()> {
+        let what = format!("put {provider} connection");
+        let response = self
+            .http
+            .put(self.endpoint(&format!("/v1/connections/{provider}"))?)
+            .bearer_auth(api_key.expose())
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("{what} request failed"))?;
+        read_json::<serde_json::Value>(response, StatusCode::OK, &what).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/sequences`; returns the new sequence's id.
+    pub async fn create_sequence(
+        &self,
+        api_key: &Sensitive<String>,
+        sequence: &SequenceSpec,
+    ) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .post(self.endpoint("/v1/sequences")?)
+            .bearer_auth(api_key.expose())
+            .json(sequence)
+            .send()
+            .await
+            .context("create sequence request failed")?;
+        let created: Created = read_json(response, StatusCode::CREATED, "create sequence").await?;
+        Ok(created.id)
+    }
+
+    /// `POST /v1/schedules/bulk` with a CSV body streamed from `body`.
+    pub async fn upload_csv(
+        &self,
+        api_key: &Sensitive<String>,
+        sequence_id: &str,
+        body: Body,
+    ) -> anyhow::Result<UploadOutcome> {
+        let response = self
+            .http
+            .post(self.endpoint("/v1/schedules/bulk")?)
+            .query(&[("sequence", sequence_id)])
+            .bearer_auth(api_key.expose())
+            .header(reqwest::header::CONTENT_TYPE, "text/csv")
+            .body(body)
+            .send()
+            .await
+            .context("bulk upload request failed")?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(UploadOutcome::Completed(
+                read_json(response, status, "bulk upload").await?,
+            ));
+        }
+
+        // A stopped upload still reports the rows it stored; any other error body does not.
+        let text = response.text().await.unwrap_or_default();
+        match serde_json::from_str::<StoppedBody>(&text) {
+            Ok(stopped) => Ok(UploadOutcome::Stopped {
+                status,
+                message: stopped.error.message,
+                report: stopped.report,
+            }),
+            Err(_) => bail!(
+                "bulk upload failed with status {status}: {}",
+                quote_body(&text)
+            ),
+        }
+    }
+
+    /// `GET /admin/v1/snapshot`.
+    pub async fn snapshot(&self) -> anyhow::Result<AdminSnapshot> {
+        let response = self
+            .http
+            .get(self.endpoint("/admin/v1/snapshot")?)
+            .bearer_auth(self.admin_token.expose())
+            .send()
+            .await
+            .context("snapshot request failed")?;
+        read_json(response, StatusCode::OK, "snapshot").await
+    }
+
+    fn endpoint(&self, path: &str) -> anyhow::Result<Url> {
+        self.base
+            .join(path)
+            .with_context(|| format!("failed to join {path} to {}", self.base))
+    }
+}
+
+/// Reads a JSON body after checking the status, quoting the body of an unexpected status.
+async fn read_json<T: DeserializeOwned>(
+    response: Response,
+    expected: StatusCode,
+    what: &str,
+) -> anyhow::Result<T> {
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("{what}: failed to read body"))?;
+    if status != expected {
+        bail!(
+            "{what} failed with status {status}, expected {expected}: {}",
+            quote_body(&text)
+        );
+    }
+    serde_json::from_str(&text)
+        .with_context(|| format!("{what}: invalid response body {}", quote_body(&text)))
+}
+
+fn quote_body(text: &str) -> String {
+    let cut: String = text.chars().take(MAX_QUOTED_BODY).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
+}

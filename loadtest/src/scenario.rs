@@ -1,0 +1,264 @@
+//! Load scenarios: YAML files that fix the size and shape of a run. The files under
+//! `loadtest/scenarios/` are the reference set, and every field is described in their README.
+
+use std::path::Path;
+
+use anyhow::{Context, bail, ensure};
+use followup_core::domain::{Channel, LimitOverrides};
+use serde::{Deserialize, Serialize};
+
+/// Maximum tenants in one run; more would mostly measure tenant creation.
+pub const MAX_TENANTS: u32 = 1_000;
+/// Maximum contacts per tenant, equal to the engine's default maximum rows per upload.
+pub const MAX_CONTACTS_PER_TENANT: u64 = 5_000_000;
+/// Maximum uploads in flight at once.
+pub const MAX_CONCURRENCY: usize = 256;
+/// Maximum run time, so that a forgotten run cannot hold the engine for days.
+pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 3_600;
+
+/// One load scenario. Every field has a default, so a file names only what it changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// Name shown in the report and used in tenant names.
+    pub name: String,
+    /// Free text: what the scenario exercises.
+    pub description: String,
+    /// Tenants created for the run.
+    pub tenants: u32,
+    /// Generated contacts per tenant, invalid rows included.
+    pub contacts_per_tenant: u64,
+    /// Rows per CSV upload; a tenant's contacts are split into uploads of this size.
+    pub rows_per_upload: u64,
+    /// Uploads in flight at once, across all tenants.
+    pub concurrency: usize,
+    /// Maximum wall time of the whole run (setup, ingest and settling), in seconds.
+    pub timeout_seconds: u64,
+    /// Seed of the contact generator; the same seed produces the same rows.
+    pub seed: u64,
+    /// Fraction of rows, from 0 to 1, made invalid on purpose to exercise rejects.
+    pub invalid_fraction: f64,
+    /// Billing plan of the generated tenants; its monthly quota must cover the contacts, or
+    /// the engine skips the excess follow-ups.
+    pub plan: String,
+    /// Interval between two snapshot polls while waiting for follow-ups to settle, in ms.
+    pub poll_interval_ms: u64,
+    /// Limit overrides of each tenant's connections.
+    pub connections: ConnectionLimits,
+    /// The sequence every generated contact is enrolled in.
+    pub sequence: SequenceSpec,
+}
+
+/// Sending limits of the two connections each tenant gets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionLimits {
+    pub gmail: Limits,
+    pub twilio: Limits,
+}
+
+/// Limit overrides of one connection; `None` keeps the provider's default, which can make a
+/// large run last for hours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Sends per minute.
+    #[serde(default)]
+    pub per_minute: Option<u32>,
+    /// Sends per rolling 24 hours.
+    #[serde(default)]
+    pub per_day: Option<u32>,
+}
+
+/// Body of `POST /v1/sequences`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    pub name: String,
+    pub steps: Vec<StepSpec>,
+    /// Local send window; `None` sends at any time. A window makes follow-ups wait for it, so
+    /// a run outside the window does not settle before its timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+}
+
+/// One step of the sequence, as the engine's API takes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub channel: Channel,
+    /// Delay after the previous step. Any delay above zero keeps the run from settling
+    /// for that long.
+    #[serde(default = "Delay::zero")]
+    pub delay: Delay,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// A step delay: seconds, or a string such as `"0s"`, `"15m"` or `"2d"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Delay {
+    Seconds(u64),
+    Text(String),
+}
+
+impl Delay {
+    fn zero() -> Self {
+        Delay::Text("0s".to_owned())
+    }
+}
+
+/// Local send window, as the engine's API takes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Three-letter English day names, e.g. `["mon", "tue"]`.
+    pub weekdays: Vec<String>,
+    /// Local time `HH:MM`.
+    pub start: String,
+    /// Local time `HH:MM`, exclusive.
+    pub end: String,
+}
+
+impl Default for Scenario {
+    /// Builds the settings of the `smoke` scenario, small enough to settle in seconds.
+    fn default() -> Self {
+        Self {
+            name: "default".to_owned(),
+            description: String::new(),
+            tenants: 2,
+            contacts_per_tenant: 500,
+            rows_per_upload: 250,
+            concurrency: 4,
+            timeout_seconds: 300,
+            seed: 1,
+            invalid_fraction: 0.05,
+            plan: "pro".to_owned(),
+            poll_interval_ms: 500,
+            connections: ConnectionLimits::default(),
+            sequence: SequenceSpec::default(),
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        // Gmail's published default of 2,000 sends a day would stall any run above it.
+        let fast = Limits {
+            per_minute: Some(6_000),
+            per_day: Some(1_000_000),
+        };
+        Self {
+            gmail: fast,
+            twilio: fast,
+        }
+    }
+}
+
+impl Default for SequenceSpec {
+    fn default() -> Self {
+        Self {
+            name: "loadtest".to_owned(),
+            steps: vec![
+                StepSpec {
+                    channel: Channel::Email,
+                    delay: Delay::zero(),
+                    subject: Some("Hello {{first_name|there}}".to_owned()),
+                    body: "Hi {{first_name|there}}, this is a load test message.".to_owned(),
+                },
+                StepSpec {
+                    channel: Channel::Sms,
+                    delay: Delay::zero(),
+                    subject: None,
+                    body: "Load test SMS for {{first_name|you}}.".to_owned(),
+                },
+            ],
+            window: None,
+        }
+    }
+}
+
+impl From<Limits> for LimitOverrides {
+    fn from(limits: Limits) -> Self {
+        LimitOverrides {
+            per_minute: limits.per_minute,
+            per_day: limits.per_day,
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read scenario file {}", path.display()))?;
+        Self::from_yaml(&text).with_context(|| format!("invalid scenario {}", path.display()))
+    }
+
+    /// Parses and checks a scenario from YAML text.
+    pub fn from_yaml(text: &str) -> anyhow::Result<Self> {
+        let scenario: Scenario = serde_yaml::from_str(text)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks every field against its allowed range, so that a typo fails before any request.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(!self.name.trim().is_empty(), "name is empty");
+        ensure!(
+            (1..=MAX_TENANTS).contains(&self.tenants),
+            "tenants is {}: expected 1 to {MAX_TENANTS}",
+            self.tenants
+        );
+        ensure!(
+            self.contacts_per_tenant <= MAX_CONTACTS_PER_TENANT,
+            "contacts_per_tenant is {}: expected at most {MAX_CONTACTS_PER_TENANT}",
+            self.contacts_per_tenant
+        );
+        ensure!(
+            self.rows_per_upload >= 1,
+            "rows_per_upload is 0: expected at least 1"
+        );
+        ensure!(
+            (1..=MAX_CONCURRENCY).contains(&self.concurrency),
+            "concurrency is {}: expected 1 to {MAX_CONCURRENCY}",
+            self.concurrency
+        );
+        ensure!(
+            (1..=MAX_TIMEOUT_SECONDS).contains(&self.timeout_seconds),
+            "timeout_seconds is {}: expected 1 to {MAX_TIMEOUT_SECONDS}",
+            self.timeout_seconds
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.invalid_fraction),
+            "invalid_fraction is {}: expected a number from 0 to 1",
+            self.invalid_fraction
+        );
+        ensure!(
+            (50..=60_000).contains(&self.poll_interval_ms),
+            "poll_interval_ms is {}: expected 50 to 60000",
+            self.poll_interval_ms
+        );
+        ensure!(!self.plan.trim().is_empty(), "plan is empty");
+        self.sequence.validate()
+    }
+}
+
+impl SequenceSpec {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.steps.is_empty() {
+            bail!("sequence.steps is empty: add at least one step");
+        }
+        for (index, step) in self.steps.iter().enumerate() {
+            if step.channel == Channel::Email && step.subject.as_deref().is_none_or(str::is_empty) {
+                bail!("sequence.steps[{index}] is an email step without a subject");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

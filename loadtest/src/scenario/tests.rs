@@ -1,0 +1,160 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+#[test]
+fn shipped_scenarios_parse() {
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(scenarios_dir()).expect("scenarios directory") {
+        let path = entry.expect("directory entry").path();
+        if path
+            .extension()
+            .is_some_and(|extension| extension == "yaml")
+        {
+            let scenario = Scenario::from_file(&path);
+            assert!(scenario.is_ok(), "{}: {:?}", path.display(), scenario.err());
+            parsed += 1;
+        }
+    }
+    assert!(
+        parsed >= 2,
+        "expected at least two scenario files, found {parsed}"
+    );
+}
+
+#[test]
+fn smoke_scenario_fields() {
+    let scenario = Scenario::from_file(&scenarios_dir().join("smoke.yaml")).expect("smoke.yaml");
+    assert_eq!(scenario.name, "smoke");
+    assert_eq!(scenario.tenants, 2);
+    assert_eq!(scenario.contacts_per_tenant, 500);
+    assert_eq!(scenario.connections.gmail.per_minute, Some(6_000));
+    assert_eq!(scenario.sequence.steps.len(), 2);
+    assert_eq!(scenario.sequence.steps[0].channel, Channel::Email);
+    assert_eq!(scenario.sequence.steps[1].channel, Channel::Sms);
+}
+
+#[test]
+fn ingest_heavy_scenario_size() {
+    let path = scenarios_dir().join("ingest-heavy.yaml");
+    let scenario = Scenario::from_file(&path).expect("ingest-heavy.yaml");
+    assert_eq!(scenario.tenants, 4);
+    assert_eq!(scenario.contacts_per_tenant, 50_000);
+}
+
+#[test]
+fn missing_fields_take_defaults() {
+    let scenario = Scenario::from_yaml("name: tiny\ntenants: 3\n").expect("valid scenario");
+    let defaults = Scenario::default();
+    assert_eq!(scenario.tenants, 3);
+    assert_eq!(scenario.contacts_per_tenant, defaults.contacts_per_tenant);
+    assert_eq!(scenario.connections, defaults.connections);
+    assert_eq!(scenario.sequence, defaults.sequence);
+}
+
+#[test]
+fn default_scenario_is_valid() {
+    assert!(Scenario::default().validate().is_ok());
+}
+
+#[test]
+fn unknown_field_rejected() {
+    let error = Scenario::from_yaml("name: x\ntennants: 3\n").expect_err("typo must fail");
+    assert!(format!("{error:#}").contains("tennants"), "{error:#}");
+}
+
+#[test]
+fn unknown_limit_field_rejected() {
+    let yaml = "connections:\n  gmail:\n    per_minte: 5\n";
+    assert!(Scenario::from_yaml(yaml).is_err());
+}
+
+#[test]
+fn delay_forms_parse() {
+    let yaml = "sequence:\n  name: s\n  steps:\n    - channel: sms\n      delay: 90\n      \
+                body: a\n    - channel: call\n      delay: 2d\n      body: b\n    - channel: sms\n      \
+                body: c\n";
+    let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
+    let delays: Vec<&Delay> = scenario
+        .sequence
+        .steps
+        .iter()
+        .map(|step| &step.delay)
+        .collect();
+    assert_eq!(
+        delays,
+        [
+            &Delay::Seconds(90),
+            &Delay::Text("2d".into()),
+            &Delay::Text("0s".into())
+        ]
+    );
+}
+
+#[test]
+fn sequence_serializes_as_api_body() {
+    let body = serde_json::to_value(SequenceSpec::default()).expect("serializable");
+    assert_eq!(body["steps"][0]["channel"], "email");
+    assert_eq!(body["steps"][0]["delay"], "0s");
+    assert!(body["steps"][1].get("subject").is_none(), "{body}");
+    assert!(body.get("window").is_none(), "{body}");
+}
+
+#[test]
+fn window_parses() {
+    let yaml = "sequence:\n  name: s\n  steps:\n    - channel: sms\n      body: a\n  window:\n    \
+                weekdays: [mon, fri]\n    start: \"09:00\"\n    end: \"17:00\"\n";
+    let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
+    let window = scenario.sequence.window.expect("window");
+    assert_eq!(window.weekdays, ["mon", "fri"]);
+    assert_eq!(window.start, "09:00");
+}
+
+#[test]
+fn out_of_range_values_rejected() {
+    for (yaml, field) in [
+        ("tenants: 0", "tenants"),
+        ("tenants: 1001", "tenants"),
+        ("contacts_per_tenant: 5000001", "contacts_per_tenant"),
+        ("rows_per_upload: 0", "rows_per_upload"),
+        ("concurrency: 0", "concurrency"),
+        ("concurrency: 257", "concurrency"),
+        ("timeout_seconds: 0", "timeout_seconds"),
+        ("invalid_fraction: 1.5", "invalid_fraction"),
+        ("invalid_fraction: -0.1", "invalid_fraction"),
+        ("poll_interval_ms: 10", "poll_interval_ms"),
+        ("name: \"  \"", "name"),
+        ("plan: \"\"", "plan"),
+    ] {
+        let error = Scenario::from_yaml(yaml).expect_err(yaml);
+        assert!(format!("{error:#}").contains(field), "{yaml}: {error:#}");
+    }
+}
+
+#[test]
+fn empty_steps_rejected() {
+    let error = Scenario::from_yaml("sequence:\n  name: s\n  steps: []\n").expect_err("no steps");
+    assert!(format!("{error:#}").contains("steps"), "{error:#}");
+}
+
+#[test]
+fn email_step_needs_subject() {
+    let yaml = "sequence:\n  name: s\n  steps:\n    - channel: email\n      body: hi\n";
+    let error = Scenario::from_yaml(yaml).expect_err("no subject");
+    assert!(format!("{error:#}").contains("subject"), "{error:#}");
+}
+
+#[test]
+fn limits_convert_to_overrides() {
+    let limits = Limits {
+        per_minute: Some(10),
+        per_day: None,
+    };
+    let overrides = LimitOverrides::from(limits);
+    assert_eq!(overrides.per_minute, Some(10));
+    assert_eq!(overrides.per_day, None);
+}

@@ -1,0 +1,106 @@
+use followup_core::api::TenantSummary;
+
+use super::*;
+
+fn tenant(id: TenantId, backlog: u64, sent: u64, failed: u64) -> TenantSummary {
+    TenantSummary {
+        id,
+        name: id.to_string(),
+        plan: "pro".to_owned(),
+        backlog,
+        sent,
+        failed,
+        paused_connections: Vec::new(),
+    }
+}
+
+fn snapshot(totals: &[(&str, u64)], tenants: Vec<TenantSummary>) -> AdminSnapshot {
+    AdminSnapshot {
+        now: "2025-01-01T00:00:00Z".to_owned(),
+        totals: totals
+            .iter()
+            .map(|(state, count)| ((*state).to_owned(), *count))
+            .collect(),
+        queues: Vec::new(),
+        tenants,
+    }
+}
+
+#[test]
+fn dedicated_engine_counts_exactly() {
+    let ours = TenantId::generate();
+    let totals = [
+        ("sent", 90),
+        ("skipped", 5),
+        ("in_doubt", 1),
+        ("pending", 3),
+        ("sending", 1),
+    ];
+    let count = count(
+        &snapshot(&totals, vec![tenant(ours, 3, 90, 0)]),
+        &HashSet::from([ours]),
+    );
+    assert_eq!(count.accounting, Accounting::Exact);
+    assert_eq!(count.settled, 96);
+    assert_eq!(count.unsettled, 4);
+}
+
+#[test]
+fn every_state_classified() {
+    let ours = TenantId::generate();
+    let totals: Vec<(&str, u64)> = FollowUpState::ALL.iter().map(|s| (s.as_str(), 1)).collect();
+    let count = count(
+        &snapshot(&totals, vec![tenant(ours, 0, 0, 0)]),
+        &HashSet::from([ours]),
+    );
+    let settled = FollowUpState::ALL
+        .iter()
+        .filter(|state| state.is_settled())
+        .count() as u64;
+    assert_eq!(count.settled, settled);
+    assert_eq!(count.unsettled, FollowUpState::ALL.len() as u64 - settled);
+}
+
+#[test]
+fn unknown_state_is_unsettled() {
+    let ours = TenantId::generate();
+    let totals = [("sent", 10), ("quarantined", 2)];
+    let count = count(
+        &snapshot(&totals, vec![tenant(ours, 0, 10, 0)]),
+        &HashSet::from([ours]),
+    );
+    assert_eq!(count.settled, 10);
+    assert_eq!(count.unsettled, 2);
+}
+
+#[test]
+fn shared_engine_counts_run_tenants() {
+    let ours = TenantId::generate();
+    let other = TenantId::generate();
+    let totals = [
+        ("sent", 1_000),
+        ("pending", 500),
+        ("claimed", 2),
+        ("sending", 1),
+    ];
+    let tenants = vec![tenant(other, 500, 900, 0), tenant(ours, 0, 95, 5)];
+    let count = count(&snapshot(&totals, tenants), &HashSet::from([ours]));
+    assert_eq!(count.accounting, Accounting::RunTenants);
+    assert_eq!(count.settled, 100);
+    assert_eq!(count.unsettled, 3, "claimed and sending count engine-wide");
+}
+
+#[test]
+fn shared_engine_settles_when_run_is_done() {
+    let ours = TenantId::generate();
+    let other = TenantId::generate();
+    let tenants = vec![tenant(other, 7, 0, 0), tenant(ours, 0, 10, 0)];
+    let count = count(
+        &snapshot(&[("sent", 10), ("pending", 7)], tenants),
+        &HashSet::from([ours]),
+    );
+    assert_eq!(
+        count.unsettled, 0,
+        "another tenant's backlog does not hold the run"
+    );
+}

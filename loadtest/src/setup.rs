@@ -1,0 +1,90 @@
+//! Creation of the run's tenants, each with a Gmail and a Twilio connection and a sequence.
+
+use anyhow::Context;
+use followup_core::api::CreateTenantRequest;
+use followup_core::ids::TenantId;
+use followup_core::sensitive::Sensitive;
+use futures_util::{StreamExt, TryStreamExt, stream};
+
+use crate::client::{ConnectionBody, EngineClient};
+use crate::scenario::Scenario;
+
+/// One tenant created for the run.
+#[derive(Debug)]
+pub(crate) struct LoadTenant {
+    /// Position among the run's tenants; seeds its contacts.
+    pub index: u32,
+    pub id: TenantId,
+    pub api_key: Sensitive<String>,
+    pub sequence_id: String,
+}
+
+/// Creates the scenario's tenants, `concurrency` at a time. Names carry `run_tag`, so that
+/// tenants of different runs on one engine stay apart.
+pub(crate) async fn create_tenants(
+    client: &EngineClient,
+    scenario: &Scenario,
+    run_tag: &str,
+) -> anyhow::Result<Vec<LoadTenant>> {
+    let mut tenants: Vec<LoadTenant> = stream::iter(0..scenario.tenants)
+        .map(|index| create_tenant(client, scenario, run_tag, index))
+        .buffer_unordered(scenario.concurrency)
+        .try_collect()
+        .await?;
+    tenants.sort_by_key(|tenant| tenant.index);
+    Ok(tenants)
+}
+
+async fn create_tenant(
+    client: &EngineClient,
+    scenario: &Scenario,
+    run_tag: &str,
+    index: u32,
+) -> anyhow::Result<LoadTenant> {
+    let request = CreateTenantRequest {
+        name: format!("loadtest-{}-{run_tag}-{index}", scenario.name),
+        default_region: Some("US".to_owned()),
+        default_timezone: Some("UTC".to_owned()),
+        plan: Some(scenario.plan.clone()),
+    };
+    let created = client.create_tenant(&request).await?;
+    let api_key = Sensitive::new(created.api_key);
+    let context = || format!("setting up tenant {index} ({})", created.id);
+
+    for (provider, body) in connection_bodies(scenario, index) {
+        client
+            .put_connection(&api_key, provider, &body)
+            .await
+            .with_context(context)?;
+    }
+    let sequence_id = client
+        .create_sequence(&api_key, &scenario.sequence)
+        .await
+        .with_context(context)?;
+    Ok(LoadTenant {
+        index,
+        id: created.id,
+        api_key,
+        sequence_id,
+    })
+}
+
+/// Builds the two connection bodies of tenant `index`. The credentials are placeholders that only the
+/// engine's built-in fake providers accept; senders use reserved, unroutable addresses.
+fn connection_bodies(scenario: &Scenario, index: u32) -> [(&'static str, ConnectionBody); 2] {
+    let gmail = ConnectionBody {
+        sender: format!("sender{index}@example.com"),
+        access_token: Some("loadtest-placeholder-access-token".to_owned()),
+        account_sid: None,
+        auth_token: None,
+        limits: scenario.connections.gmail.into(),
+    };
+    let twilio = ConnectionBody {
+        sender: format!("+1202555{:04}", 100 + index % 100),
+        access_token: None,
+        account_sid: Some(format!("AC{index:032x}")),
+        auth_token: Some("loadtest-placeholder-auth-token".to_owned()),
+        limits: scenario.connections.twilio.into(),
+    };
+    [("gmail", gmail), ("twilio", twilio)]
+}
