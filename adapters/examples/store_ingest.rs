@@ -25,28 +25,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(embedded::open(dir.path())?);
     let tenant = TenantId::generate();
     let sequence = SequenceId::generate();
-    let start = Utc
-        .with_ymd_and_hms(2030, 1, 7, 9, 0, 0)
-        .single()
-        .ok_or("invalid instant")?;
+    let start = Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0).single().ok_or("invalid instant")?;
 
     let batches: Vec<Vec<Enrolment>> = (0..ENROLMENTS / BATCH)
         .map(|batch| {
-            (0..BATCH)
-                .map(|row| enrolment(tenant, sequence, batch * BATCH + row, start))
-                .collect()
+            (0..BATCH).map(|row| enrolment(tenant, sequence, batch * BATCH + row, start)).collect()
         })
         .collect();
 
     let began = Instant::now();
     let mut callers = Vec::new();
     for caller in 0..CALLERS {
-        let share: Vec<Vec<Enrolment>> = batches
-            .iter()
-            .skip(caller)
-            .step_by(CALLERS)
-            .cloned()
-            .collect();
+        let share: Vec<Vec<Enrolment>> =
+            batches.iter().skip(caller).step_by(CALLERS).cloned().collect();
         callers.push(tokio::spawn(ingest(Arc::clone(&store), tenant, share)));
     }
     let mut inserted = 0;
@@ -61,18 +52,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("enrolments inserted:  {inserted}");
     println!("elapsed:              {elapsed:.2} s");
     println!("enrolments/s:         {:.0}", inserted as f64 / elapsed);
-    println!(
-        "follow-ups/s:         {:.0}",
-        (inserted * u64::from(STEPS)) as f64 / elapsed
-    );
-    println!(
-        "commits:              {commits} for {} batches",
-        ENROLMENTS / BATCH
-    );
-    println!(
-        "data file:            {:.1} MiB ({bytes} bytes)",
-        bytes as f64 / 1024.0 / 1024.0
-    );
+    println!("follow-ups/s:         {:.0}", (inserted * u64::from(STEPS)) as f64 / elapsed);
+    println!("commits:              {commits} for {} batches", ENROLMENTS / BATCH);
+    println!("data file:            {:.1} MiB ({bytes} bytes)", bytes as f64 / 1024.0 / 1024.0);
     Ok(())
 }
 
@@ -124,10 +106,7 @@ fn enrolment(
             let due_at =
                 start + Duration::days(i64::from(step) + 1) + Duration::seconds(row as i64);
             FollowUp {
-                id: FollowUpId {
-                    schedule: schedule.id,
-                    step,
-                },
+                id: FollowUpId { schedule: schedule.id, step },
                 tenant,
                 sequence,
                 contact: contact.id,
@@ -143,9 +122,5 @@ fn enrolment(
             }
         })
         .collect();
-    Enrolment {
-        contact,
-        schedule,
-        follow_ups,
-    }
+    Enrolment { contact, schedule, follow_ups }
 }

@@ -65,8 +65,7 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         .begin_write()
         .map_err(|error| tables::unavailable("starting a write transaction", error))?;
     drop(WriteTables::open(&txn)?);
-    txn.commit()
-        .map_err(|error| tables::unavailable("creating tables", error))
+    txn.commit().map_err(|error| tables::unavailable("creating tables", error))
 }
 
 impl EmbeddedStore {
@@ -90,8 +89,7 @@ impl EmbeddedStore {
         let db = Arc::clone(&self.db);
         Box::pin(async move {
             let task = tokio::task::spawn_blocking(move || read(&db));
-            task.await
-                .map_err(|error| tables::unavailable("running a read task", error))?
+            task.await.map_err(|error| tables::unavailable("running a read task", error))?
         })
     }
 
@@ -225,11 +223,7 @@ impl Store for EmbeddedStore {
         follow_ups: Vec<FollowUp>,
         attempts: Vec<Attempt>,
     ) -> StoreFuture<'_, ()> {
-        self.write(WriteOp::UpdateFollowUps {
-            tenant,
-            follow_ups,
-            attempts,
-        })
+        self.write(WriteOp::UpdateFollowUps { tenant, follow_ups, attempts })
     }
 
     fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>> {

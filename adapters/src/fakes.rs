@@ -73,10 +73,7 @@ pub struct FakeStats {
 impl FakeStats {
     /// Sends accepted by `provider`.
     pub fn received(&self, provider: Provider) -> u64 {
-        self.received_by_provider
-            .get(&provider)
-            .copied()
-            .unwrap_or(0)
+        self.received_by_provider.get(&provider).copied().unwrap_or(0)
     }
 }
 
@@ -109,12 +106,7 @@ impl FakeProviders {
             gmail = %gmail.url, graph = %graph.url, twilio = %twilio.url,
             "provider fakes started"
         );
-        Ok(FakeProviders {
-            state,
-            gmail,
-            graph,
-            twilio,
-        })
+        Ok(FakeProviders { state, gmail, graph, twilio })
     }
 
     /// Base URL of the Gmail fake, for [`GmailClient`](crate::gmail::GmailClient).
@@ -134,14 +126,12 @@ impl FakeProviders {
 
     /// Lets `access_token` send as the Gmail mailbox `email`, within `limits`.
     pub fn register_gmail(&self, access_token: &str, email: &str, limits: SendLimits) {
-        self.state
-            .register_mailbox(Provider::Gmail, access_token, email, limits);
+        self.state.register_mailbox(Provider::Gmail, access_token, email, limits);
     }
 
     /// Lets `access_token` send as the Outlook mailbox `email`, within `limits`.
     pub fn register_outlook(&self, access_token: &str, email: &str, limits: SendLimits) {
-        self.state
-            .register_mailbox(Provider::Outlook, access_token, email, limits);
+        self.state.register_mailbox(Provider::Outlook, access_token, email, limits);
     }
 
     /// Registers the Twilio number `from_number` of the account `account_sid`, with the
@@ -154,8 +144,7 @@ impl FakeProviders {
         sms: SendLimits,
         call: SendLimits,
     ) {
-        self.state
-            .register_twilio(account_sid, auth_token, from_number, sms, call);
+        self.state.register_twilio(account_sid, auth_token, from_number, sms, call);
     }
 
     /// Every send accepted so far, in the order accepted.

@@ -72,21 +72,11 @@ pub(crate) async fn execute(
     provider: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<RawResponse, SendOutcome> {
-    let response = request
-        .send()
-        .await
-        .map_err(|err| transport_outcome(provider, &err))?;
+    let response = request.send().await.map_err(|err| transport_outcome(provider, &err))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|err| transport_outcome(provider, &err))?;
-    Ok(RawResponse {
-        status,
-        headers,
-        body,
-    })
+    let body = response.bytes().await.map_err(|err| transport_outcome(provider, &err))?;
+    Ok(RawResponse { status, headers, body })
 }
 
 /// Classifies a failure that left no HTTP response as retryable.
@@ -103,10 +93,7 @@ pub(crate) fn transport_outcome(provider: &str, err: &reqwest::Error) -> SendOut
     } else {
         "request failed"
     };
-    SendOutcome::Retryable {
-        reason: format!("{provider}: {failure}"),
-        retry_after: None,
-    }
+    SendOutcome::Retryable { reason: format!("{provider}: {failure}"), retry_after: None }
 }
 
 /// Longest provider message kept in a reason, in characters.
@@ -132,18 +119,10 @@ pub(crate) fn scrub_secret(outcome: SendOutcome, secret: &str) -> SendOutcome {
     let scrub = |reason: String| reason.replace(secret, "[redacted]");
     match outcome {
         SendOutcome::Accepted { .. } => outcome,
-        SendOutcome::Retryable {
-            reason,
-            retry_after,
-        } => SendOutcome::Retryable {
-            reason: scrub(reason),
-            retry_after,
-        },
-        SendOutcome::Permanent { reason } => SendOutcome::Permanent {
-            reason: scrub(reason),
-        },
-        SendOutcome::Unauthorized { reason } => SendOutcome::Unauthorized {
-            reason: scrub(reason),
-        },
+        SendOutcome::Retryable { reason, retry_after } => {
+            SendOutcome::Retryable { reason: scrub(reason), retry_after }
+        }
+        SendOutcome::Permanent { reason } => SendOutcome::Permanent { reason: scrub(reason) },
+        SendOutcome::Unauthorized { reason } => SendOutcome::Unauthorized { reason: scrub(reason) },
     }
 }

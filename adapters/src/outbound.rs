@@ -49,10 +49,7 @@ pub enum SendCredentials<'a> {
     /// An OAuth access token, sent as `Authorization: Bearer`.
     Bearer(&'a str),
     /// Twilio Account SID and auth token, sent as HTTP Basic.
-    Basic {
-        account_sid: &'a str,
-        auth_token: &'a str,
-    },
+    Basic { account_sid: &'a str, auth_token: &'a str },
 }
 
 impl std::fmt::Debug for SendCredentials<'_> {
@@ -60,10 +57,7 @@ impl std::fmt::Debug for SendCredentials<'_> {
         match self {
             SendCredentials::Bearer(_) => f.write_str("Bearer([redacted])"),
             SendCredentials::Basic { account_sid, .. } => {
-                write!(
-                    f,
-                    "Basic {{ account_sid: {account_sid}, auth_token: [redacted] }}"
-                )
+                write!(f, "Basic {{ account_sid: {account_sid}, auth_token: [redacted] }}")
             }
         }
     }

@@ -78,39 +78,25 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2024, 11, 12, 11, 16, 0)
-            .single()
-            .expect("valid instant")
+        Utc.with_ymd_and_hms(2024, 11, 12, 11, 16, 0).single().expect("valid instant")
     }
 
     #[test]
     fn whole_seconds() {
-        assert_eq!(
-            parse_retry_after("120", now()),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after("120", now()), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after(" 0 ", now()), Some(Duration::ZERO));
     }
 
     #[test]
     fn fractional_seconds_from_graph() {
-        assert_eq!(
-            parse_retry_after("2.128", now()),
-            Some(Duration::from_millis(2128))
-        );
-        assert_eq!(
-            parse_retry_after("10", now()),
-            Some(Duration::from_secs(10))
-        );
+        assert_eq!(parse_retry_after("2.128", now()), Some(Duration::from_millis(2128)));
+        assert_eq!(parse_retry_after("10", now()), Some(Duration::from_secs(10)));
     }
 
     #[test]
     fn http_date_in_future_and_past() {
         let in_90s = "Tue, 12 Nov 2024 11:17:30 GMT";
-        assert_eq!(
-            parse_retry_after(in_90s, now()),
-            Some(Duration::from_secs(90))
-        );
+        assert_eq!(parse_retry_after(in_90s, now()), Some(Duration::from_secs(90)));
 
         let past = "Tue, 12 Nov 2024 11:00:00 GMT";
         assert_eq!(parse_retry_after(past, now()), Some(Duration::ZERO));
@@ -119,31 +105,15 @@ mod tests {
     #[test]
     fn obsolete_http_date_forms() {
         let rfc850 = "Tuesday, 12-Nov-24 11:16:30 GMT";
-        assert_eq!(
-            parse_retry_after(rfc850, now()),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(parse_retry_after(rfc850, now()), Some(Duration::from_secs(30)));
 
         let asctime = "Tue Nov 12 11:16:30 2024";
-        assert_eq!(
-            parse_retry_after(asctime, now()),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(parse_retry_after(asctime, now()), Some(Duration::from_secs(30)));
     }
 
     #[test]
     fn malformed_values_are_ignored() {
-        for value in [
-            "",
-            "-5",
-            "1.2.3",
-            "5.",
-            "soon",
-            "NaN",
-            "inf",
-            "1e3",
-            "Tue, 99 Nov 2024",
-        ] {
+        for value in ["", "-5", "1.2.3", "5.", "soon", "NaN", "inf", "1e3", "Tue, 99 Nov 2024"] {
             assert_eq!(parse_retry_after(value, now()), None, "value {value:?}");
         }
     }
@@ -158,10 +128,7 @@ mod tests {
     fn gmail_text_with_two_spaces() {
         let message =
             "User-rate limit exceeded.  Retry after 2024-11-12T11:16:42.247Z (Mail sending)";
-        assert_eq!(
-            parse_gmail_retry_after(message, now()),
-            Some(Duration::from_millis(42_247))
-        );
+        assert_eq!(parse_gmail_retry_after(message, now()), Some(Duration::from_millis(42_247)));
     }
 
     #[test]
@@ -169,10 +136,7 @@ mod tests {
         let past = "User-rate limit exceeded.  Retry after 2024-11-12T10:00:00Z (Mail sending)";
         assert_eq!(parse_gmail_retry_after(past, now()), Some(Duration::ZERO));
 
-        assert_eq!(
-            parse_gmail_retry_after("Resource has been exhausted", now()),
-            None
-        );
+        assert_eq!(parse_gmail_retry_after("Resource has been exhausted", now()), None);
         assert_eq!(parse_gmail_retry_after("Retry after tomorrow", now()), None);
     }
 
@@ -180,9 +144,6 @@ mod tests {
     fn http_date_round_trip() {
         let later = now() + chrono::Duration::seconds(75);
         let header = format_http_date(later);
-        assert_eq!(
-            parse_retry_after(&header, now()),
-            Some(Duration::from_secs(75))
-        );
+        assert_eq!(parse_retry_after(&header, now()), Some(Duration::from_secs(75)));
     }
 }

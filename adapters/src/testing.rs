@@ -13,9 +13,7 @@ use crate::http::{HttpSettings, build_http_client};
 use crate::outbound::OutboundMessage;
 
 pub(crate) fn start_instant() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0)
-        .single()
-        .expect("valid instant")
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("valid instant")
 }
 
 pub(crate) fn virtual_clock() -> Arc<VirtualClock> {
@@ -28,9 +26,7 @@ pub(crate) async fn start_fakes(
     adjust: impl FnOnce(FakeConfig) -> FakeConfig,
 ) -> FakeProviders {
     let config = adjust(FakeConfig::new(clock.clone()));
-    FakeProviders::start(config)
-        .await
-        .expect("fakes start on loopback")
+    FakeProviders::start(config).await.expect("fakes start on loopback")
 }
 
 pub(crate) fn http() -> reqwest::Client {
@@ -39,10 +35,7 @@ pub(crate) fn http() -> reqwest::Client {
 
 pub(crate) fn email(from: &str, to: &str, subject: &str, body: &str) -> OutboundMessage {
     OutboundMessage {
-        follow_up: FollowUpId {
-            schedule: ScheduleId::generate(),
-            step: 1,
-        },
+        follow_up: FollowUpId { schedule: ScheduleId::generate(), step: 1 },
         channel: Channel::Email,
         from: from.to_owned(),
         to: to.to_owned(),
@@ -54,10 +47,7 @@ pub(crate) fn email(from: &str, to: &str, subject: &str, body: &str) -> Outbound
 
 pub(crate) fn phone(channel: Channel, from: &str, to: &str, body: &str) -> OutboundMessage {
     OutboundMessage {
-        follow_up: FollowUpId {
-            schedule: ScheduleId::generate(),
-            step: 1,
-        },
+        follow_up: FollowUpId { schedule: ScheduleId::generate(), step: 1 },
         channel,
         from: from.to_owned(),
         to: to.to_owned(),
@@ -69,13 +59,7 @@ pub(crate) fn phone(channel: Channel, from: &str, to: &str, body: &str) -> Outbo
 
 /// Returns the path of a provider API description kept beside the repository.
 pub(crate) fn spec_file(relative: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/specs")
-        .join(relative);
-    assert!(
-        path.exists(),
-        "provider API description not found at {}",
-        path.display()
-    );
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/specs").join(relative);
+    assert!(path.exists(), "provider API description not found at {}", path.display());
     path
 }

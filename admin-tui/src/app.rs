@@ -131,14 +131,10 @@ impl App {
             PollOutcome::Snapshot(snapshot) => {
                 self.connection = match &self.connection {
                     Connection::Disconnected { .. } if self.snapshot.is_some() => {
-                        Connection::Reconnected {
-                            polls_left: RECONNECTED_POLLS,
-                        }
+                        Connection::Reconnected { polls_left: RECONNECTED_POLLS }
                     }
                     Connection::Reconnected { polls_left } if *polls_left > 1 => {
-                        Connection::Reconnected {
-                            polls_left: polls_left - 1,
-                        }
+                        Connection::Reconnected { polls_left: polls_left - 1 }
                     }
                     _ => Connection::Connected,
                 };
@@ -242,10 +238,7 @@ impl App {
     }
 
     fn page_rows(&self) -> usize {
-        let queue_count = self
-            .snapshot
-            .as_ref()
-            .map_or(0, |snapshot| snapshot.queues.len());
+        let queue_count = self.snapshot.as_ref().map_or(0, |snapshot| snapshot.queues.len());
         view::tenant_page_rows(self.viewport, queue_count)
     }
 
@@ -296,11 +289,7 @@ impl App {
                 // the screen again, so the status line reports it instead of stale figures.
                 let reason = "the poll task stopped, so nothing updates: restart the console";
                 let reason = reason.to_owned();
-                if self.connection
-                    != (Connection::Disconnected {
-                        reason: reason.clone(),
-                    })
-                {
+                if self.connection != (Connection::Disconnected { reason: reason.clone() }) {
                     self.apply_poll(PollOutcome::Failed(reason));
                 }
             }
@@ -310,7 +299,5 @@ impl App {
 
 /// Returns the tenants of `snapshot`, none before the first one arrives.
 fn tenant_list(snapshot: &Option<Arc<AdminSnapshot>>) -> &[TenantSummary] {
-    snapshot
-        .as_deref()
-        .map_or(&[], |snapshot| &snapshot.tenants)
+    snapshot.as_deref().map_or(&[], |snapshot| &snapshot.tenants)
 }

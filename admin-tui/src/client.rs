@@ -41,11 +41,7 @@ impl From<reqwest::Error> for FetchError {
         }
 
         let reason = root_cause(&error);
-        if error.is_connect() {
-            FetchError::Connect(reason)
-        } else {
-            FetchError::Request(reason)
-        }
+        if error.is_connect() { FetchError::Connect(reason) } else { FetchError::Request(reason) }
     }
 }
 
@@ -56,9 +52,7 @@ fn root_cause(error: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
     let mut io_kind = None;
     loop {
-        let kind = cause
-            .downcast_ref::<std::io::Error>()
-            .map(std::io::Error::kind);
+        let kind = cause.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
         if kind.is_some_and(|kind| kind != std::io::ErrorKind::Other) {
             io_kind = kind;
         }
@@ -96,14 +90,8 @@ impl SnapshotClient {
         }
         let _ = rustls::crypto::ring::default_provider().install_default();
 
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
-        Ok(Self {
-            http,
-            endpoint: snapshot_endpoint(base)?,
-            token,
-        })
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+        Ok(Self { http, endpoint: snapshot_endpoint(base)?, token })
     }
 
     /// Returns the address shown on screen: scheme, host and port, without any user or
@@ -114,12 +102,8 @@ impl SnapshotClient {
 
     /// Fetches one snapshot.
     pub async fn fetch(&self) -> Result<AdminSnapshot, FetchError> {
-        let response = self
-            .http
-            .get(self.endpoint.clone())
-            .bearer_auth(self.token.expose())
-            .send()
-            .await?;
+        let response =
+            self.http.get(self.endpoint.clone()).bearer_auth(self.token.expose()).send().await?;
 
         let status = response.status();
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {

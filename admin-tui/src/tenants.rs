@@ -38,9 +38,7 @@ impl SortKey {
         };
 
         // Ties fall back to name, then id, so that rows keep their place between snapshots.
-        primary
-            .then_with(|| a.name.cmp(&b.name))
-            .then_with(|| a.id.cmp(&b.id))
+        primary.then_with(|| a.name.cmp(&b.name)).then_with(|| a.id.cmp(&b.id))
     }
 }
 
@@ -105,8 +103,7 @@ impl TenantOrder {
         );
 
         let sort = self.sort;
-        self.rows
-            .sort_unstable_by(|&a, &b| sort.compare(&tenants[a], &tenants[b]));
+        self.rows.sort_unstable_by(|&a, &b| sort.compare(&tenants[a], &tenants[b]));
     }
 }
 

@@ -50,9 +50,7 @@ struct Areas {
 impl Areas {
     fn split(area: Rect, queue_count: usize) -> Self {
         // Two borders and the column header around one row per channel.
-        let queue_height = u16::try_from(queue_count)
-            .unwrap_or(u16::MAX)
-            .saturating_add(3);
+        let queue_height = u16::try_from(queue_count).unwrap_or(u16::MAX).saturating_add(3);
         let [totals, connection, queues, tenants, footer] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(1),
@@ -61,13 +59,7 @@ impl Areas {
             Constraint::Length(1),
         ])
         .areas(area);
-        Self {
-            totals,
-            connection,
-            queues,
-            tenants,
-            footer,
-        }
+        Self { totals, connection, queues, tenants, footer }
     }
 }
 
@@ -85,11 +77,7 @@ pub(crate) fn render(app: &App, frame: &mut Frame) {
 
     render_totals(snapshot, frame, areas.totals);
     render_connection(app, frame, areas.connection);
-    render_queues(
-        snapshot.map_or(&[], |snapshot| &snapshot.queues),
-        frame,
-        areas.queues,
-    );
+    render_queues(snapshot.map_or(&[], |snapshot| &snapshot.queues), frame, areas.queues);
     render_tenants(app, frame, areas.tenants);
     render_footer(app, frame, areas.footer);
 
@@ -108,10 +96,7 @@ fn render_totals(snapshot: Option<&AdminSnapshot>, frame: &mut Frame, area: Rect
     // The engine counts each state separately. The header groups them as the queue table
     // does, so waiting is pending plus retry, and failed includes dead follow-ups.
     let total = |states: &[&str]| -> u64 {
-        states
-            .iter()
-            .filter_map(|state| snapshot.totals.get(*state))
-            .sum()
+        states.iter().filter_map(|state| snapshot.totals.get(*state)).sum()
     };
     let figures = [
         ("waiting", total(&["pending", "retry"])),
@@ -156,13 +141,9 @@ fn render_connection(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_queues(queues: &[QueueSummary], frame: &mut Frame, area: Rect) {
-    let header = Row::new([
-        Cell::from("channel"),
-        right("waiting"),
-        right("sent"),
-        right("failed"),
-    ])
-    .style(bold());
+    let header =
+        Row::new([Cell::from("channel"), right("waiting"), right("sent"), right("failed")])
+            .style(bold());
     let rows = queues.iter().map(|queue| {
         Row::new([
             Cell::from(queue.channel.as_str()),
@@ -177,9 +158,7 @@ fn render_queues(queues: &[QueueSummary], frame: &mut Frame, area: Rect) {
         Constraint::Length(11),
         Constraint::Length(11),
     ];
-    let table = Table::new(rows, widths)
-        .header(header)
-        .block(Block::bordered().title(" Queues "));
+    let table = Table::new(rows, widths).header(header).block(Block::bordered().title(" Queues "));
     frame.render_widget(table, area);
 }
 
@@ -193,10 +172,7 @@ fn render_tenants(app: &App, frame: &mut Frame, area: Rect) {
 
     let Some(snapshot) = app.snapshot() else {
         let block = Block::bordered().title(" Tenants ");
-        frame.render_widget(
-            Paragraph::new("waiting for the first snapshot").block(block),
-            area,
-        );
+        frame.render_widget(Paragraph::new("waiting for the first snapshot").block(block), area);
         return;
     };
 
@@ -221,9 +197,7 @@ fn render_tenants(app: &App, frame: &mut Frame, area: Rect) {
         Cell::from("paused connections"),
     ])
     .style(bold());
-    let rows = order[first..last]
-        .iter()
-        .map(|&index| tenant_row(&snapshot.tenants[index]));
+    let rows = order[first..last].iter().map(|&index| tenant_row(&snapshot.tenants[index]));
     let widths = [
         Constraint::Fill(1),
         Constraint::Length(8),
@@ -267,10 +241,7 @@ fn tenant_row(tenant: &TenantSummary) -> Row<'_> {
 /// Draws the sort key, the filter and the key hints.
 fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     let order = app.tenant_order();
-    let mut spans = vec![
-        Span::raw("sort: "),
-        Span::styled(order.sort().to_string(), bold()),
-    ];
+    let mut spans = vec![Span::raw("sort: "), Span::styled(order.sort().to_string(), bold())];
     let typing = app.input_mode() == InputMode::Filter;
     if typing || !order.filter().is_empty() {
         spans.push(Span::raw("  filter: "));
@@ -278,11 +249,7 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     }
     let left = Line::from(spans);
 
-    let hints = if typing {
-        "Enter keep  Esc clear"
-    } else {
-        "s sort  / filter  ? help  q quit"
-    };
+    let hints = if typing { "Enter keep  Esc clear" } else { "s sort  / filter  ? help  q quit" };
     let hints_width = u16::try_from(hints.len()).unwrap_or(u16::MAX);
     let [left_area, right_area] =
         Layout::horizontal([Constraint::Fill(1), Constraint::Length(hints_width)]).areas(area);
@@ -290,10 +257,7 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
     // While typing, the terminal cursor sits where the next character will appear.
     if typing {
         let typed = u16::try_from(left.width()).unwrap_or(u16::MAX);
-        let column = left_area
-            .x
-            .saturating_add(typed)
-            .min(left_area.right().saturating_sub(1));
+        let column = left_area.x.saturating_add(typed).min(left_area.right().saturating_sub(1));
         frame.set_cursor_position((column, left_area.y));
     }
     frame.render_widget(left, left_area);
@@ -312,14 +276,10 @@ fn render_help(frame: &mut Frame) {
         })
         .collect();
     let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX);
-    let area = frame
-        .area()
-        .centered(Constraint::Length(46), Constraint::Length(height));
+    let area = frame.area().centered(Constraint::Length(46), Constraint::Length(height));
 
     frame.render_widget(Clear, area);
-    let block = Block::bordered()
-        .title(" Keys ")
-        .title_bottom(" ? or Esc to close ");
+    let block = Block::bordered().title(" Keys ").title_bottom(" ? or Esc to close ");
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
@@ -355,8 +315,5 @@ fn engine_clock(now: &str, room: usize) -> String {
         }
         Err(_) => vec![format!("engine clock {now}")],
     };
-    candidates
-        .into_iter()
-        .find(|text| text.len() <= room)
-        .unwrap_or_default()
+    candidates.into_iter().find(|text| text.len() <= room).unwrap_or_default()
 }

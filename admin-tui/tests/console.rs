@@ -22,9 +22,7 @@ fn tenant(
     failed: u64,
 ) -> TenantSummary {
     TenantSummary {
-        id: format!("00000000-0000-0000-0000-{number:012x}")
-            .parse()
-            .expect("valid uuid"),
+        id: format!("00000000-0000-0000-0000-{number:012x}").parse().expect("valid uuid"),
         name: name.to_owned(),
         plan: plan.to_owned(),
         backlog,
@@ -35,12 +33,7 @@ fn tenant(
 }
 
 fn queue(channel: &str, waiting: u64, sent: u64, failed: u64) -> QueueSummary {
-    QueueSummary {
-        channel: channel.to_owned(),
-        waiting,
-        sent,
-        failed,
-    }
+    QueueSummary { channel: channel.to_owned(), waiting, sent, failed }
 }
 
 /// Returns a snapshot with every state counted, three channels and four tenants in the engine's
@@ -63,10 +56,8 @@ fn fixed_snapshot() -> AdminSnapshot {
     let mut acme = tenant(1, "Acme Corp", "pro", 25, 900, 3);
     acme.paused_connections = vec!["gmail: token revoked".to_owned()];
     let mut initech = tenant(3, "Initech", "pro", 5, 150, 1);
-    initech.paused_connections = vec![
-        "twilio: number unverified".to_owned(),
-        "outlook: consent expired".to_owned(),
-    ];
+    initech.paused_connections =
+        vec!["twilio: number unverified".to_owned(), "outlook: consent expired".to_owned()];
 
     AdminSnapshot {
         now: "2025-03-04T05:06:07.123456+00:00".to_owned(),
@@ -96,13 +87,7 @@ fn screen(app: &App) -> Vec<String> {
     let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).expect("test terminal");
     terminal.draw(|frame| app.render(frame)).expect("draw");
     let buffer = terminal.backend().buffer();
-    (0..HEIGHT)
-        .map(|y| {
-            (0..WIDTH)
-                .map(|x| buffer[(x, y)].symbol())
-                .collect::<String>()
-        })
-        .collect()
+    (0..HEIGHT).map(|y| (0..WIDTH).map(|x| buffer[(x, y)].symbol()).collect::<String>()).collect()
 }
 
 fn press(app: &mut App, code: KeyCode) {
@@ -119,10 +104,7 @@ fn type_text(app: &mut App, text: &str) {
 fn tenant_names(app: &App) -> Vec<String> {
     let snapshot = app.snapshot().expect("snapshot applied");
     let order = app.tenant_order().rows();
-    order
-        .iter()
-        .map(|&index| snapshot.tenants[index].name.clone())
-        .collect()
+    order.iter().map(|&index| snapshot.tenants[index].name.clone()).collect()
 }
 
 fn assert_screen(actual: &[String], expected: &[&str]) {
@@ -198,9 +180,7 @@ fn help_screen_renders() {
 #[test]
 fn disconnected_screen_keeps_snapshot() {
     let mut app = app_with(fixed_snapshot());
-    app.apply_poll(PollOutcome::Failed(
-        "connect failed: connection refused".to_owned(),
-    ));
+    app.apply_poll(PollOutcome::Failed("connect failed: connection refused".to_owned()));
     let mut expected = vec![
         TOTALS,
         "disconnected: connect failed: connection refused, retrying                      ",
@@ -245,35 +225,21 @@ fn wide_header_shows_date() {
 #[test]
 fn reconnection_shows_then_clears() {
     let mut app = app_with(fixed_snapshot());
-    app.apply_poll(PollOutcome::Failed(
-        "request timed out after 3 s".to_owned(),
-    ));
+    app.apply_poll(PollOutcome::Failed("request timed out after 3 s".to_owned()));
     assert_eq!(
         app.connection(),
-        &Connection::Disconnected {
-            reason: "request timed out after 3 s".to_owned()
-        }
+        &Connection::Disconnected { reason: "request timed out after 3 s".to_owned() }
     );
-    assert_eq!(
-        app.snapshot(),
-        Some(&fixed_snapshot()),
-        "last snapshot kept"
-    );
+    assert_eq!(app.snapshot(), Some(&fixed_snapshot()), "last snapshot kept");
 
     app.apply_poll(PollOutcome::Snapshot(Arc::new(fixed_snapshot())));
     assert!(matches!(app.connection(), Connection::Reconnected { .. }));
-    assert_eq!(
-        screen(&app)[1].trim_end(),
-        "reconnected to http://127.0.0.1:8080"
-    );
+    assert_eq!(screen(&app)[1].trim_end(), "reconnected to http://127.0.0.1:8080");
 
     for _ in 0..4 {
         app.apply_poll(PollOutcome::Snapshot(Arc::new(fixed_snapshot())));
     }
-    assert!(matches!(
-        app.connection(),
-        Connection::Reconnected { polls_left: 1 }
-    ));
+    assert!(matches!(app.connection(), Connection::Reconnected { polls_left: 1 }));
     app.apply_poll(PollOutcome::Snapshot(Arc::new(fixed_snapshot())));
     assert_eq!(app.connection(), &Connection::Connected);
 }
@@ -281,28 +247,17 @@ fn reconnection_shows_then_clears() {
 #[test]
 fn tenants_filter_and_sort() {
     let mut snapshot = fixed_snapshot();
-    snapshot
-        .tenants
-        .push(tenant(5, "Zürich Café", "free", 1, 2, 0));
+    snapshot.tenants.push(tenant(5, "Zürich Café", "free", 1, 2, 0));
     let mut app = app_with(snapshot);
-    assert_eq!(
-        tenant_names(&app),
-        ["Acme Corp", "Globex", "Initech", "Zürich Café", "Umbrella"]
-    );
+    assert_eq!(tenant_names(&app), ["Acme Corp", "Globex", "Initech", "Zürich Café", "Umbrella"]);
 
     press(&mut app, KeyCode::Char('s'));
     assert_eq!(app.tenant_order().sort(), SortKey::Name);
-    assert_eq!(
-        tenant_names(&app),
-        ["Acme Corp", "Globex", "Initech", "Umbrella", "Zürich Café"]
-    );
+    assert_eq!(tenant_names(&app), ["Acme Corp", "Globex", "Initech", "Umbrella", "Zürich Café"]);
 
     press(&mut app, KeyCode::Char('s'));
     assert_eq!(app.tenant_order().sort(), SortKey::Sent);
-    assert_eq!(
-        tenant_names(&app),
-        ["Globex", "Acme Corp", "Initech", "Umbrella", "Zürich Café"]
-    );
+    assert_eq!(tenant_names(&app), ["Globex", "Acme Corp", "Initech", "Umbrella", "Zürich Café"]);
 
     press(&mut app, KeyCode::Char('s'));
     assert_eq!(app.tenant_order().sort(), SortKey::Backlog);
@@ -320,15 +275,9 @@ fn tenants_filter_and_sort() {
     // A new snapshot is filtered and sorted like the last one.
     press(&mut app, KeyCode::Backspace);
     app.apply_poll(PollOutcome::Snapshot(Arc::new(fixed_snapshot())));
-    assert!(
-        tenant_names(&app).is_empty(),
-        "Café is gone from the new snapshot"
-    );
+    assert!(tenant_names(&app).is_empty(), "Café is gone from the new snapshot");
     press(&mut app, KeyCode::Esc);
-    assert_eq!(
-        tenant_names(&app),
-        ["Acme Corp", "Globex", "Initech", "Umbrella"]
-    );
+    assert_eq!(tenant_names(&app), ["Acme Corp", "Globex", "Initech", "Umbrella"]);
 }
 
 #[test]
@@ -377,22 +326,15 @@ fn keys_map_to_actions() {
     assert!(!app.help_visible(), "Esc closes help");
 
     // Key releases, which some terminals report, do nothing.
-    let release = KeyEvent::new_with_kind(
-        KeyCode::Char('s'),
-        KeyModifiers::NONE,
-        KeyEventKind::Release,
-    );
+    let release =
+        KeyEvent::new_with_kind(KeyCode::Char('s'), KeyModifiers::NONE, KeyEventKind::Release);
     app.handle_event(&Event::Key(release));
     assert_eq!(app.tenant_order().sort(), SortKey::Backlog);
 
     press(&mut app, KeyCode::Char('/'));
     assert_eq!(app.input_mode(), InputMode::Filter);
     type_text(&mut app, "qs?");
-    assert_eq!(
-        app.tenant_order().filter(),
-        "qs?",
-        "commands are text while typing"
-    );
+    assert_eq!(app.tenant_order().filter(), "qs?", "commands are text while typing");
     assert!(!app.should_quit());
     assert!(!app.help_visible());
     press(&mut app, KeyCode::Enter);
@@ -412,31 +354,16 @@ fn keys_map_to_actions() {
 
     let mut app = app_with(fixed_snapshot());
     press(&mut app, KeyCode::Char('/'));
-    app.handle_event(&Event::Key(KeyEvent::new(
-        KeyCode::Char('c'),
-        KeyModifiers::CONTROL,
-    )));
+    app.handle_event(&Event::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)));
     assert!(app.should_quit(), "Ctrl-C quits while typing");
 }
 
 /// Returns a snapshot of `count` tenants named `tenant 000000` and up, largest backlog first.
 fn many_tenants(count: u64) -> AdminSnapshot {
     let tenants = (0..count)
-        .map(|n| {
-            tenant(
-                u128::from(n) + 1,
-                &format!("tenant {n:06}"),
-                "free",
-                count - n,
-                n,
-                0,
-            )
-        })
+        .map(|n| tenant(u128::from(n) + 1, &format!("tenant {n:06}"), "free", count - n, n, 0))
         .collect();
-    AdminSnapshot {
-        tenants,
-        ..fixed_snapshot()
-    }
+    AdminSnapshot { tenants, ..fixed_snapshot() }
 }
 
 #[test]

@@ -17,16 +17,9 @@ fn snapshot() -> AdminSnapshot {
     AdminSnapshot {
         now: "2025-03-04T05:06:07+00:00".to_owned(),
         totals: BTreeMap::from([("pending".to_owned(), 3), ("sent".to_owned(), 9)]),
-        queues: vec![QueueSummary {
-            channel: "email".to_owned(),
-            waiting: 3,
-            sent: 9,
-            failed: 0,
-        }],
+        queues: vec![QueueSummary { channel: "email".to_owned(), waiting: 3, sent: 9, failed: 0 }],
         tenants: vec![TenantSummary {
-            id: "00000000-0000-0000-0000-000000000001"
-                .parse()
-                .expect("valid uuid"),
+            id: "00000000-0000-0000-0000-000000000001".parse().expect("valid uuid"),
             name: "Acme Corp".to_owned(),
             plan: "pro".to_owned(),
             backlog: 3,
@@ -41,11 +34,8 @@ fn snapshot() -> AdminSnapshot {
 /// and `body` before the connection closes. The thread returns the request heads it read.
 fn serve(status: &'static str, body: String, connections: usize) -> (Url, JoinHandle<Vec<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let url = Url::parse(&format!(
-        "http://{}",
-        listener.local_addr().expect("local address")
-    ))
-    .expect("valid URL");
+    let url = Url::parse(&format!("http://{}", listener.local_addr().expect("local address")))
+        .expect("valid URL");
     let server = thread::spawn(move || {
         let mut heads = Vec::new();
         for stream in listener.incoming().take(connections) {
@@ -66,9 +56,7 @@ fn serve(status: &'static str, body: String, connections: usize) -> (Url, JoinHa
                  content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
-            stream
-                .write_all(response.as_bytes())
-                .expect("write response");
+            stream.write_all(response.as_bytes()).expect("write response");
         }
         heads
     });
@@ -89,14 +77,8 @@ async fn fetch_returns_snapshot() {
 
     let heads = server.join().expect("server thread");
     let head = heads[0].to_ascii_lowercase();
-    assert!(
-        head.starts_with("get /admin/v1/snapshot http/1.1\r\n"),
-        "request line: {head}"
-    );
-    assert!(
-        head.contains(&format!("authorization: bearer {TOKEN}\r\n")),
-        "headers: {head}"
-    );
+    assert!(head.starts_with("get /admin/v1/snapshot http/1.1\r\n"), "request line: {head}");
+    assert!(head.contains(&format!("authorization: bearer {TOKEN}\r\n")), "headers: {head}");
 }
 
 #[tokio::test]
@@ -108,11 +90,7 @@ async fn fetch_keeps_path_prefix() {
     client(&prefixed).fetch().await.expect("fetch succeeds");
 
     let heads = server.join().expect("server thread");
-    assert!(
-        heads[0].starts_with("GET /followup/admin/v1/snapshot "),
-        "request: {}",
-        heads[0]
-    );
+    assert!(heads[0].starts_with("GET /followup/admin/v1/snapshot "), "request: {}", heads[0]);
 }
 
 #[tokio::test]
@@ -126,10 +104,7 @@ async fn fetch_drops_url_credentials() {
 
     let heads = server.join().expect("server thread");
     let head = heads[0].to_ascii_lowercase();
-    assert!(
-        head.contains(&format!("authorization: bearer {TOKEN}\r\n")),
-        "headers: {head}"
-    );
+    assert!(head.contains(&format!("authorization: bearer {TOKEN}\r\n")), "headers: {head}");
     assert!(!head.contains("basic"), "basic authentication sent: {head}");
 }
 
@@ -140,19 +115,13 @@ async fn fetch_rejected_token_hides_it() {
     let error = client(&url).fetch().await.expect_err("401 is an error");
     server.join().expect("server thread");
 
-    assert!(
-        matches!(error, FetchError::Unauthorized(StatusCode::UNAUTHORIZED)),
-        "{error:?}"
-    );
+    assert!(matches!(error, FetchError::Unauthorized(StatusCode::UNAUTHORIZED)), "{error:?}");
     let message = error.to_string();
     assert_eq!(
         message,
         "operator token rejected with HTTP 401 Unauthorized: check FOLLOWUP_ADMIN_TOKEN"
     );
-    assert!(
-        !format!("{:?}", client(&url)).contains(TOKEN),
-        "Debug of the client shows the token"
-    );
+    assert!(!format!("{:?}", client(&url)).contains(TOKEN), "Debug of the client shows the token");
 }
 
 #[tokio::test]
@@ -160,33 +129,21 @@ async fn fetch_server_error_and_bad_json() {
     let (url, server) = serve("503 Service Unavailable", "{}".to_owned(), 1);
     let error = client(&url).fetch().await.expect_err("503 is an error");
     server.join().expect("server thread");
-    assert_eq!(
-        error.to_string(),
-        "engine returned HTTP 503 Service Unavailable"
-    );
+    assert_eq!(error.to_string(), "engine returned HTTP 503 Service Unavailable");
 
     let (url, server) = serve("200 OK", r#"{"now": 5}"#.to_owned(), 1);
-    let error = client(&url)
-        .fetch()
-        .await
-        .expect_err("invalid JSON is an error");
+    let error = client(&url).fetch().await.expect_err("invalid JSON is an error");
     server.join().expect("server thread");
     assert!(matches!(error, FetchError::Decode(_)), "{error:?}");
-    assert!(
-        error.to_string().starts_with("invalid snapshot JSON: "),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("invalid snapshot JSON: "), "{error}");
 }
 
 #[tokio::test]
 async fn fetch_refused_connection() {
     // Bind then drop a listener, so the port is very likely closed for the request.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    let url = Url::parse(&format!(
-        "http://{}",
-        listener.local_addr().expect("local address")
-    ))
-    .expect("valid URL");
+    let url = Url::parse(&format!("http://{}", listener.local_addr().expect("local address")))
+        .expect("valid URL");
     drop(listener);
 
     let error = client(&url).fetch().await.expect_err("nothing listens");
@@ -217,22 +174,12 @@ async fn poller_publishes_snapshots() {
 fn client_rejects_bad_settings() {
     let url = Url::parse("ftp://127.0.0.1/").expect("valid URL");
     let error = SnapshotClient::new(&url, Sensitive::new(TOKEN.to_owned())).expect_err("ftp");
-    assert_eq!(
-        error.to_string(),
-        "invalid engine URL scheme \"ftp\": expected http or https"
-    );
+    assert_eq!(error.to_string(), "invalid engine URL scheme \"ftp\": expected http or https");
 
     let url = Url::parse("http://user:secret@127.0.0.1:9/").expect("valid URL");
     let error = SnapshotClient::new(&url, Sensitive::new(" ".to_owned())).expect_err("blank");
-    assert_eq!(
-        error.to_string(),
-        "operator token is empty: set --token or FOLLOWUP_ADMIN_TOKEN"
-    );
+    assert_eq!(error.to_string(), "operator token is empty: set --token or FOLLOWUP_ADMIN_TOKEN");
 
     let client = SnapshotClient::new(&url, Sensitive::new(TOKEN.to_owned())).expect("valid");
-    assert_eq!(
-        client.server(),
-        "http://127.0.0.1:9",
-        "credentials stay off the screen"
-    );
+    assert_eq!(client.server(), "http://127.0.0.1:9", "credentials stay off the screen");
 }

@@ -1,1 +1,1 @@
-//! Benchmarks live in benches/.
+//! Criterion benchmarks of followup live in `benches/`; this library is empty.

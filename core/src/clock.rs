@@ -35,15 +35,12 @@ pub struct VirtualClock {
 
 impl VirtualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
-        Self {
-            micros: AtomicI64::new(start.timestamp_micros()),
-        }
+        Self { micros: AtomicI64::new(start.timestamp_micros()) }
     }
 
     /// Moves the clock to `instant` if that is later than now; the clock never goes back.
     pub fn advance_to(&self, instant: DateTime<Utc>) {
-        self.micros
-            .fetch_max(instant.timestamp_micros(), Ordering::SeqCst);
+        self.micros.fetch_max(instant.timestamp_micros(), Ordering::SeqCst);
     }
 
     /// Moves the clock forward by `duration`.
@@ -56,9 +53,7 @@ impl VirtualClock {
 impl Clock for VirtualClock {
     fn now(&self) -> DateTime<Utc> {
         let micros = self.micros.load(Ordering::SeqCst);
-        Utc.timestamp_micros(micros)
-            .single()
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        Utc.timestamp_micros(micros).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn is_virtual(&self) -> bool {
@@ -72,10 +67,7 @@ mod tests {
 
     #[test]
     fn virtual_clock_never_goes_back() {
-        let start = Utc
-            .with_ymd_and_hms(2026, 3, 8, 6, 0, 0)
-            .single()
-            .expect("valid instant");
+        let start = Utc.with_ymd_and_hms(2026, 3, 8, 6, 0, 0).single().expect("valid instant");
         let clock = VirtualClock::new(start);
         clock.advance(chrono::Duration::seconds(90));
         assert_eq!(clock.now(), start + chrono::Duration::seconds(90));

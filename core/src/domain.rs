@@ -69,9 +69,7 @@ impl std::str::FromStr for Provider {
             "gmail" => Ok(Provider::Gmail),
             "outlook" => Ok(Provider::Outlook),
             "twilio" => Ok(Provider::Twilio),
-            other => Err(format!(
-                "unknown provider {other:?}: expected gmail, outlook or twilio"
-            )),
+            other => Err(format!("unknown provider {other:?}: expected gmail, outlook or twilio")),
         }
     }
 }
@@ -114,10 +112,7 @@ pub enum Credentials {
         expires_at: Option<DateTime<Utc>>,
     },
     /// Twilio account credentials: the Account SID and its auth token.
-    Twilio {
-        account_sid: String,
-        auth_token: Sensitive<String>,
-    },
+    Twilio { account_sid: String, auth_token: Sensitive<String> },
 }
 
 /// Sending limits of one connection; each `None` takes the provider's published default.

@@ -68,20 +68,14 @@ impl ContactId {
     /// Derives the id of the contact with `contact_key` (an external id or a normalised address)
     /// in `tenant`. The derivation is a UUID v5 in the tenant's namespace.
     pub fn derive(tenant: TenantId, contact_key: &str) -> Self {
-        Self(Uuid::new_v5(
-            &tenant.0,
-            format!("contact:{contact_key}").as_bytes(),
-        ))
+        Self(Uuid::new_v5(&tenant.0, format!("contact:{contact_key}").as_bytes()))
     }
 }
 
 impl ScheduleId {
     /// Derives the id of the schedule enrolling `contact_key` in `sequence` for `tenant`.
     pub fn derive(tenant: TenantId, sequence: SequenceId, contact_key: &str) -> Self {
-        Self(Uuid::new_v5(
-            &tenant.0,
-            format!("schedule:{sequence}:{contact_key}").as_bytes(),
-        ))
+        Self(Uuid::new_v5(&tenant.0, format!("schedule:{sequence}:{contact_key}").as_bytes()))
     }
 }
 
@@ -144,10 +138,7 @@ mod tests {
 
     #[test]
     fn follow_up_id_round_trips() {
-        let id = FollowUpId {
-            schedule: ScheduleId::generate(),
-            step: 2,
-        };
+        let id = FollowUpId { schedule: ScheduleId::generate(), step: 2 };
         assert_eq!(id.to_string().parse::<FollowUpId>().ok(), Some(id));
         assert!("nonsense".parse::<FollowUpId>().is_err());
     }

@@ -83,11 +83,7 @@ pub struct IngestLimits {
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 1 << 30,
-            max_rows: 5_000_000,
-            max_record_bytes: 64 * 1024,
-        }
+        Self { max_bytes: 1 << 30, max_rows: 5_000_000, max_record_bytes: 64 * 1024 }
     }
 }
 
@@ -114,19 +110,11 @@ pub struct RowError {
 
 impl RowError {
     pub(crate) fn row(line: u64, reason: impl Into<String>) -> Self {
-        Self {
-            line,
-            field: None,
-            reason: reason.into(),
-        }
+        Self { line, field: None, reason: reason.into() }
     }
 
     pub(crate) fn field(line: u64, field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            line,
-            field: Some(field.into()),
-            reason: reason.into(),
-        }
+        Self { line, field: Some(field.into()), reason: reason.into() }
     }
 }
 
@@ -173,11 +161,7 @@ pub enum IngestError {
         "column mapping maps both {first:?} and {second:?} to field {field}; \
          map only one column to it"
     )]
-    FieldMappedTwice {
-        field: String,
-        first: String,
-        second: String,
-    },
+    FieldMappedTwice { field: String, first: String, second: String },
 }
 
 /// Streaming reader of an upload body in either format.
@@ -212,10 +196,7 @@ impl RecordReader {
             limits,
             parser,
             bom: BomFilter::default(),
-            rows: RowCounter {
-                rows: 0,
-                max_rows: limits.max_rows,
-            },
+            rows: RowCounter { rows: 0, max_rows: limits.max_rows },
             bytes_read: 0,
             failed: None,
             finished: false,
@@ -238,9 +219,7 @@ impl RecordReader {
         }
         self.bytes_read = self.bytes_read.saturating_add(chunk.len() as u64);
         if self.bytes_read > self.limits.max_bytes {
-            return self.fail(IngestError::TooLarge {
-                limit: self.limits.max_bytes,
-            });
+            return self.fail(IngestError::TooLarge { limit: self.limits.max_bytes });
         }
 
         let (held, rest) = self.bom.filter(chunk);
@@ -325,9 +304,7 @@ impl RowCounter {
     pub(crate) fn count(&mut self) -> Result<(), IngestError> {
         self.rows += 1;
         if self.rows > self.max_rows {
-            return Err(IngestError::TooManyRows {
-                limit: self.max_rows,
-            });
+            return Err(IngestError::TooManyRows { limit: self.max_rows });
         }
         Ok(())
     }

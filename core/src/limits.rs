@@ -26,22 +26,10 @@ impl SendLimits {
     /// The provider's published limits for `channel`.
     pub fn published(provider: Provider, channel: Channel) -> Self {
         match (provider, channel) {
-            (Provider::Gmail, _) => Self {
-                per_minute: 60,
-                per_day: 2_000,
-            },
-            (Provider::Outlook, _) => Self {
-                per_minute: 30,
-                per_day: 10_000,
-            },
-            (Provider::Twilio, Channel::Call) => Self {
-                per_minute: 60,
-                per_day: u32::MAX,
-            },
-            (Provider::Twilio, _) => Self {
-                per_minute: 60,
-                per_day: u32::MAX,
-            },
+            (Provider::Gmail, _) => Self { per_minute: 60, per_day: 2_000 },
+            (Provider::Outlook, _) => Self { per_minute: 30, per_day: 10_000 },
+            (Provider::Twilio, Channel::Call) => Self { per_minute: 60, per_day: u32::MAX },
+            (Provider::Twilio, _) => Self { per_minute: 60, per_day: u32::MAX },
         }
     }
 
@@ -49,10 +37,7 @@ impl SendLimits {
     /// because a limit of zero would stop the connection for good.
     pub fn with_overrides(self, overrides: &LimitOverrides) -> Self {
         Self {
-            per_minute: overrides
-                .per_minute
-                .filter(|&n| n > 0)
-                .unwrap_or(self.per_minute),
+            per_minute: overrides.per_minute.filter(|&n| n > 0).unwrap_or(self.per_minute),
             per_day: overrides.per_day.filter(|&n| n > 0).unwrap_or(self.per_day),
         }
     }
@@ -65,23 +50,9 @@ mod tests {
     #[test]
     fn overrides_replace_published_limits() {
         let published = SendLimits::published(Provider::Gmail, Channel::Email);
-        assert_eq!(
-            published,
-            SendLimits {
-                per_minute: 60,
-                per_day: 2_000
-            }
-        );
-        let overridden = published.with_overrides(&LimitOverrides {
-            per_minute: Some(600),
-            per_day: Some(0),
-        });
-        assert_eq!(
-            overridden,
-            SendLimits {
-                per_minute: 600,
-                per_day: 2_000
-            }
-        );
+        assert_eq!(published, SendLimits { per_minute: 60, per_day: 2_000 });
+        let overridden =
+            published.with_overrides(&LimitOverrides { per_minute: Some(600), per_day: Some(0) });
+        assert_eq!(overridden, SendLimits { per_minute: 600, per_day: 2_000 });
     }
 }

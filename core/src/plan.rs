@@ -110,11 +110,7 @@ pub fn add_step_delay(from: DateTime<Utc>, tz: Tz, delay_seconds: u64) -> DateTi
 
     // With no whole day the local calendar is skipped, so a delay inside a repeated hour stays
     // exact elapsed time.
-    let after_days = if days == 0 {
-        Some(from)
-    } else {
-        add_local_days(from, tz, days)
-    };
+    let after_days = if days == 0 { Some(from) } else { add_local_days(from, tz, days) };
 
     after_days
         .and_then(|instant| instant.checked_add_signed(remainder))
@@ -125,11 +121,9 @@ pub fn add_step_delay(from: DateTime<Utc>, tz: Tz, delay_seconds: u64) -> DateTi
 /// unless both are 00:00, which means all day. An overnight window (`start > end`) is valid.
 pub fn validate_window(window: &SendWindow) -> Result<(), String> {
     if window.weekdays.is_empty() {
-        return Err(
-            "invalid send window: it lists no weekday, so it never opens; \
+        return Err("invalid send window: it lists no weekday, so it never opens; \
                     list at least one weekday"
-                .to_owned(),
-        );
+            .to_owned());
     }
     if window.start == window.end && window.start != NaiveTime::MIN {
         return Err(format!(
@@ -168,11 +162,7 @@ fn next_opening(instant: DateTime<Utc>, tz: Tz, window: &SendWindow) -> Option<O
 /// Computes the opening of `window` that starts on local date `day`. It is empty (`open == close`)
 /// when the whole range falls inside a DST gap.
 fn opening_on(tz: Tz, window: &SendWindow, day: NaiveDate) -> Option<Opening> {
-    let close_day = if window.start < window.end {
-        day
-    } else {
-        day.succ_opt()?
-    };
+    let close_day = if window.start < window.end { day } else { day.succ_opt()? };
     let open = resolve_local(tz, day.and_time(window.start))?;
     let close = resolve_local(tz, close_day.and_time(window.end))?;
     Some(Opening { open, close })
@@ -203,14 +193,8 @@ fn end_of_gap(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
     // Read with the later offset, `local` names an instant before the transition, and read
     // with the earlier one, an instant after it. Bisect between them, in whole seconds
     // because transitions fall on whole seconds.
-    let mut before = local
-        .checked_sub_offset(offset_after)?
-        .and_utc()
-        .timestamp();
-    let mut after = local
-        .checked_sub_offset(offset_before)?
-        .and_utc()
-        .timestamp();
+    let mut before = local.checked_sub_offset(offset_after)?.and_utc().timestamp();
+    let mut after = local.checked_sub_offset(offset_before)?.and_utc().timestamp();
     while after - before > 1 {
         let middle = before + (after - before) / 2;
         if local_after(tz, middle, local) {

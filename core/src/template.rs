@@ -36,10 +36,7 @@ pub struct Template {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
-    Field {
-        name: String,
-        fallback: Option<String>,
-    },
+    Field { name: String, fallback: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,32 +53,19 @@ pub enum TemplateError {
         "unclosed placeholder at byte {offset} (line {line}, column {column}): \
          close the `{{{{` with `}}}}`"
     )]
-    Unclosed {
-        offset: usize,
-        line: usize,
-        column: usize,
-    },
+    Unclosed { offset: usize, line: usize, column: usize },
 
     #[error(
         "empty placeholder at byte {offset} (line {line}, column {column}): \
          write a field name between the braces, e.g. `{{{{first_name}}}}`"
     )]
-    EmptyField {
-        offset: usize,
-        line: usize,
-        column: usize,
-    },
+    EmptyField { offset: usize, line: usize, column: usize },
 
     #[error(
         "invalid field name {name:?} at byte {offset} (line {line}, column {column}): \
          use only letters, digits, `_`, `-` and `.`"
     )]
-    InvalidField {
-        offset: usize,
-        line: usize,
-        column: usize,
-        name: String,
-    },
+    InvalidField { offset: usize, line: usize, column: usize, name: String },
 }
 
 impl TemplateError {
@@ -132,11 +116,7 @@ impl Template {
         push_text(&mut parts, &source[cursor..]);
 
         let fields = collect_fields(&parts);
-        Ok(Template {
-            source: source.to_owned(),
-            parts,
-            fields,
-        })
+        Ok(Template { source: source.to_owned(), parts, fields })
     }
 
     /// Returns the text the template was parsed from.
@@ -152,18 +132,13 @@ impl Template {
     /// Returns the fields that rendering cannot do without, which are those used at least once
     /// without a fallback. Each appears once, in order of first use.
     pub fn required_fields(&self) -> impl Iterator<Item = &str> {
-        self.fields
-            .iter()
-            .filter(|field| field.required)
-            .map(|field| field.name.as_str())
+        self.fields.iter().filter(|field| field.required).map(|field| field.name.as_str())
     }
 
     /// Lists the required fields for which `lookup` returns no value or an empty one, so that a
     /// caller can report all of them at once instead of only the first.
     pub fn missing_fields<'a>(&self, lookup: impl Fn(&str) -> Option<&'a str>) -> Vec<&str> {
-        self.required_fields()
-            .filter(|name| value_of(&lookup, name).is_none())
-            .collect()
+        self.required_fields().filter(|name| value_of(&lookup, name).is_none()).collect()
     }
 
     /// Renders the template, reading each field's value from `lookup`.
@@ -220,26 +195,14 @@ fn parse_placeholder(source: &str, open: usize, inner: &str) -> Result<Part, Tem
 
     let (line, column) = line_and_column(source, open);
     if name.is_empty() {
-        return Err(TemplateError::EmptyField {
-            offset: open,
-            line,
-            column,
-        });
+        return Err(TemplateError::EmptyField { offset: open, line, column });
     }
     if !name.chars().all(is_field_char) {
         let name = name.to_owned();
-        return Err(TemplateError::InvalidField {
-            offset: open,
-            line,
-            column,
-            name,
-        });
+        return Err(TemplateError::InvalidField { offset: open, line, column, name });
     }
 
-    Ok(Part::Field {
-        name: name.to_owned(),
-        fallback,
-    })
+    Ok(Part::Field { name: name.to_owned(), fallback })
 }
 
 fn is_field_char(c: char) -> bool {
@@ -255,10 +218,7 @@ fn collect_fields(parts: &[Part]) -> Vec<FieldUse> {
         let required = fallback.is_none();
         match fields.iter_mut().find(|field| field.name == *name) {
             Some(field) => field.required |= required,
-            None => fields.push(FieldUse {
-                name: name.clone(),
-                required,
-            }),
+            None => fields.push(FieldUse { name: name.clone(), required }),
         }
     }
     fields
@@ -271,11 +231,7 @@ fn value_of<'a>(lookup: &impl Fn(&str) -> Option<&'a str>, name: &str) -> Option
 
 fn unclosed(source: &str, open: usize) -> TemplateError {
     let (line, column) = line_and_column(source, open);
-    TemplateError::Unclosed {
-        offset: open,
-        line,
-        column,
-    }
+    TemplateError::Unclosed { offset: open, line, column }
 }
 
 /// Computes the 1-based line and character column of byte `offset` in `source`.

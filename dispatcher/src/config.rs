@@ -145,12 +145,7 @@ pub struct DispatchConfig {
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 100,
-            retry_budget: 6,
-            max_backoff_seconds: 64,
-            tick_millis: 500,
-        }
+        Self { batch_size: 100, retry_budget: 6, max_backoff_seconds: 64, tick_millis: 500 }
     }
 }
 

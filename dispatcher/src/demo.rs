@@ -108,10 +108,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
     let store = Arc::new(followup_adapters::embedded::open(&data_dir)?);
     let running = RunningEngine::start(config, store, clock.clone(), None).await?;
-    let client = DemoClient {
-        http: reqwest::Client::new(),
-        base: running.url(),
-    };
+    let client = DemoClient { http: reqwest::Client::new(), base: running.url() };
     let api_key = client.create_tenant(&admin_token, &options.plan).await?;
     client.connect(&api_key).await?;
     let sequence = client.create_sequence(&api_key).await?;
@@ -176,10 +173,7 @@ impl DemoClient {
 
     async fn connect(&self, api_key: &str) -> anyhow::Result<()> {
         let connections = [
-            (
-                "gmail",
-                json!({"sender": DEMO_MAILBOX, "access_token": DEMO_GMAIL_TOKEN}),
-            ),
+            ("gmail", json!({"sender": DEMO_MAILBOX, "access_token": DEMO_GMAIL_TOKEN})),
             (
                 "twilio",
                 json!({
@@ -227,10 +221,7 @@ impl DemoClient {
             .send()
             .await?;
         let created: serde_json::Value = expect_ok(response, "create the demo sequence").await?;
-        created["id"]
-            .as_str()
-            .map(str::to_owned)
-            .context("sequence answer has no id")
+        created["id"].as_str().map(str::to_owned).context("sequence answer has no id")
     }
 
     async fn upload(
@@ -289,11 +280,8 @@ async fn sample_settled(
 ) {
     loop {
         if let Ok(counts) = engine.store().count_follow_ups(None).await {
-            let done: u64 = counts
-                .iter()
-                .filter(|((_, state), _)| state.is_settled())
-                .map(|(_, n)| n)
-                .sum();
+            let done: u64 =
+                counts.iter().filter(|((_, state), _)| state.is_settled()).map(|(_, n)| n).sum();
             settled.store(done, std::sync::atomic::Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -309,11 +297,7 @@ struct Progress {
 
 impl Progress {
     fn new(total: u64) -> Self {
-        Self {
-            total,
-            started: Instant::now(),
-            settled: Arc::default(),
-        }
+        Self { total, started: Instant::now(), settled: Arc::default() }
     }
 
     fn settled_handle(&self) -> Arc<std::sync::atomic::AtomicU64> {
@@ -332,11 +316,8 @@ impl Progress {
         } else {
             "unknown".to_owned()
         };
-        let percent = if self.total == 0 {
-            100.0
-        } else {
-            settled as f64 * 100.0 / self.total as f64
-        };
+        let percent =
+            if self.total == 0 { 100.0 } else { settled as f64 * 100.0 / self.total as f64 };
         eprintln!(
             "[demo] {settled}/{} follow-ups settled ({percent:.0}%), {rate:.0}/s, ETA {eta}, \
              virtual time {}",
@@ -360,11 +341,7 @@ async fn summarize(
     let engine = &running.engine;
     let counts = engine.store().count_follow_ups(None).await?;
     let state_total = |states: &[FollowUpState]| -> u64 {
-        counts
-            .iter()
-            .filter(|((_, s), _)| states.contains(s))
-            .map(|(_, n)| n)
-            .sum()
+        counts.iter().filter(|((_, s), _)| states.contains(s)).map(|(_, n)| n).sum()
     };
     let mut by_channel: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for ((channel, state), count) in &counts {
@@ -417,10 +394,7 @@ async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<Re
     for tenant in engine.store().tenants().await? {
         let mut after = None;
         loop {
-            let page = engine
-                .store()
-                .follow_ups_page(tenant.id, after, PAGE)
-                .await?;
+            let page = engine.store().follow_ups_page(tenant.id, after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             for follow_up in page {
@@ -462,10 +436,8 @@ fn top_reasons(reasons: impl Iterator<Item = String>) -> Vec<ReasonCount> {
     for reason in reasons {
         *counts.entry(reason).or_default() += 1;
     }
-    let mut sorted: Vec<ReasonCount> = counts
-        .into_iter()
-        .map(|(reason, count)| ReasonCount { reason, count })
-        .collect();
+    let mut sorted: Vec<ReasonCount> =
+        counts.into_iter().map(|(reason, count)| ReasonCount { reason, count }).collect();
     sorted.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     sorted.truncate(5);
     sorted
@@ -539,9 +511,5 @@ fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
     if summary.rate_limit_violations != 0 {
         broken.push("the fakes saw rate-limit violations");
     }
-    if broken.is_empty() {
-        Ok(())
-    } else {
-        bail!("demo invariants broken: {}", broken.join("; "))
-    }
+    if broken.is_empty() { Ok(()) } else { bail!("demo invariants broken: {}", broken.join("; ")) }
 }

@@ -128,18 +128,16 @@ impl Engine {
             })
             .await?
             .map_err(anyhow::Error::msg)?;
-        let mut tenants = self
-            .tenants
-            .lock()
-            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?;
-        if !tenants.contains_key(&tenant.id) {
+        let mut tenants =
+            self.tenants.lock().map_err(|_| anyhow::anyhow!("tenant map poisoned"))?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = tenants.entry(tenant.id) {
             let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
             let deps = self.deps.clone();
             let id = tenant.id;
             let actor = TenantActor::start_in_arbiter(&self.arbiters[index], move |_| {
                 TenantActor::new(id, deps)
             });
-            tenants.insert(tenant.id, actor);
+            slot.insert(actor);
         }
         drop(tenants);
         self.notify_new_work();
@@ -155,10 +153,7 @@ impl Engine {
     pub async fn run_round(&self) -> RoundReport {
         let now = self.deps.clock.now();
         let actors: Vec<(TenantId, Addr<TenantActor>)> = match self.tenants.lock() {
-            Ok(tenants) => tenants
-                .iter()
-                .map(|(id, addr)| (*id, addr.clone()))
-                .collect(),
+            Ok(tenants) => tenants.iter().map(|(id, addr)| (*id, addr.clone())).collect(),
             Err(_) => return RoundReport::default(),
         };
         let rounds = actors.iter().map(|(_, actor)| actor.send(RunDue { now }));
@@ -232,11 +227,7 @@ impl Engine {
 
     /// Lateness of every accepted send since start.
     pub fn lateness(&self) -> LatenessHistogram {
-        self.deps
-            .lateness
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_default()
+        self.deps.lateness.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     async fn update_queue_depth(&self) {

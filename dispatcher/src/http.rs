@@ -34,11 +34,7 @@ pub fn register_with_fakes(fakes: &FakeProviders, connection: &Connection) {
     };
     match (&connection.credentials, connection.provider) {
         (Credentials::OAuth { access_token, .. }, Provider::Gmail) => {
-            fakes.register_gmail(
-                access_token.expose(),
-                &connection.sender,
-                limits(Channel::Email),
-            );
+            fakes.register_gmail(access_token.expose(), &connection.sender, limits(Channel::Email));
         }
         (Credentials::OAuth { access_token, .. }, Provider::Outlook) => {
             fakes.register_outlook(
@@ -47,13 +43,7 @@ pub fn register_with_fakes(fakes: &FakeProviders, connection: &Connection) {
                 limits(Channel::Email),
             );
         }
-        (
-            Credentials::Twilio {
-                account_sid,
-                auth_token,
-            },
-            Provider::Twilio,
-        ) => {
+        (Credentials::Twilio { account_sid, auth_token }, Provider::Twilio) => {
             fakes.register_twilio(
                 account_sid,
                 auth_token.expose(),

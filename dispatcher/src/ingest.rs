@@ -45,24 +45,15 @@ pub struct MappedColumn {
 }
 
 /// Why an upload stopped before its end. Rows in batches written before the stop stay
-/// written; `report` counts them.
+/// written; `report` counts them. The report is boxed because it dwarfs the error.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestFailure {
     #[error("{error}")]
-    Input {
-        error: IngestError,
-        report: IngestReport,
-    },
+    Input { error: IngestError, report: Box<IngestReport> },
     #[error("upload interrupted: {reason}")]
-    Body {
-        reason: String,
-        report: IngestReport,
-    },
+    Body { reason: String, report: Box<IngestReport> },
     #[error("{error}")]
-    Store {
-        error: StoreError,
-        report: IngestReport,
-    },
+    Store { error: StoreError, report: Box<IngestReport> },
 }
 
 /// One upload of one tenant into one sequence.
@@ -97,28 +88,19 @@ where
             Ok(chunk) => chunk,
             Err(error) => {
                 let reason = error.to_string();
-                return Err(IngestFailure::Body {
-                    reason,
-                    report: run.report,
-                });
+                return Err(IngestFailure::Body { reason, report: Box::new(run.report) });
             }
         };
         let pushed = reader.push(&chunk, &mut records);
         run.take(&reader, &mut records).await?;
         if let Err(error) = pushed {
-            return Err(IngestFailure::Input {
-                error,
-                report: run.report,
-            });
+            return Err(IngestFailure::Input { error, report: Box::new(run.report) });
         }
     }
     let finished = reader.finish(&mut records);
     run.take(&reader, &mut records).await?;
     if let Err(error) = finished {
-        return Err(IngestFailure::Input {
-            error,
-            report: run.report,
-        });
+        return Err(IngestFailure::Input { error, report: Box::new(run.report) });
     }
     run.flush().await?;
     Ok(run.report)
@@ -148,14 +130,7 @@ impl<'a> IngestRun<'a> {
             channels: job.sequence.steps.iter().map(|step| step.channel).collect(),
             now: job.now,
         };
-        Ok(Self {
-            store,
-            job,
-            context,
-            mapping: None,
-            batch: Vec::new(),
-            report,
-        })
+        Ok(Self { store, job, context, mapping: None, batch: Vec::new(), report })
     }
 
     /// Validates the records read so far and writes full batches.
@@ -201,10 +176,7 @@ impl<'a> IngestRun<'a> {
         };
         let mapping = match &self.job.explicit_mapping {
             Some(explicit) => ColumnMapping::from_explicit(headers, explicit).map_err(|error| {
-                IngestFailure::Input {
-                    error,
-                    report: self.report.clone(),
-                }
+                IngestFailure::Input { error, report: Box::new(self.report.clone()) }
             })?,
             None => ColumnMapping::guess(headers),
         };
@@ -219,7 +191,7 @@ impl<'a> IngestRun<'a> {
     fn missing_header(&self) -> IngestFailure {
         IngestFailure::Input {
             error: IngestError::MissingHeader,
-            report: self.report.clone(),
+            report: Box::new(self.report.clone()),
         }
     }
 
@@ -229,11 +201,7 @@ impl<'a> IngestRun<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let size = batch.len() as u64;
-        match self
-            .store
-            .insert_enrolments(self.job.tenant.id, batch)
-            .await
-        {
+        match self.store.insert_enrolments(self.job.tenant.id, batch).await {
             Ok(written) => {
                 self.report.accepted += size;
                 self.report.created += written.inserted;
@@ -244,10 +212,9 @@ impl<'a> IngestRun<'a> {
                     .increment(written.duplicates);
                 Ok(())
             }
-            Err(error) => Err(IngestFailure::Store {
-                error,
-                report: self.report.clone(),
-            }),
+            Err(error) => {
+                Err(IngestFailure::Store { error, report: Box::new(self.report.clone()) })
+            }
         }
     }
 }
@@ -270,12 +237,7 @@ fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
     let sequence = job.sequence;
     let schedule_id = ScheduleId::derive(tenant, sequence.id, &valid.contact_key);
     let contact_id = ContactId::derive(tenant, &valid.contact_key);
-    let due = plan_steps(
-        valid.start_at,
-        valid.timezone,
-        &sequence.steps,
-        &sequence.window,
-    );
+    let due = plan_steps(valid.start_at, valid.timezone, &sequence.steps, &sequence.window);
     let follow_ups = sequence
         .steps
         .iter()
@@ -321,9 +283,5 @@ fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
         timezone: valid.timezone.name().to_owned(),
         custom: valid.custom,
     };
-    Enrolment {
-        contact,
-        schedule,
-        follow_ups,
-    }
+    Enrolment { contact, schedule, follow_ups }
 }

@@ -96,27 +96,18 @@ impl ConnectionLimiter {
             if self.sent_today.len() >= self.limits.per_day as usize {
                 let oldest = self.sent_today.front().copied().unwrap_or(now);
                 let next = oldest + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN;
-                return Admission {
-                    granted,
-                    next_free_at: Some(next),
-                };
+                return Admission { granted, next_free_at: Some(next) };
             }
             if let Err(not_until) = self.pace.check() {
                 let wait = not_until.wait_time_from(self.clock.now());
                 let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                 let wait = wait.max(chrono::Duration::microseconds(1));
-                return Admission {
-                    granted,
-                    next_free_at: Some(now + wait),
-                };
+                return Admission { granted, next_free_at: Some(now + wait) };
             }
             self.sent_today.push_back(now);
             granted += 1;
         }
-        Admission {
-            granted,
-            next_free_at: None,
-        }
+        Admission { granted, next_free_at: None }
     }
 
     fn forget_sends_before(&mut self, cutoff: DateTime<Utc>) {
@@ -142,21 +133,14 @@ mod tests {
     use super::*;
 
     fn start() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0)
-            .single()
-            .expect("valid instant")
+        Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("valid instant")
     }
 
     #[test]
     fn pace_spaces_sends_evenly() {
         let clock = Arc::new(VirtualClock::new(start()));
-        let mut limiter = ConnectionLimiter::new(
-            SendLimits {
-                per_minute: 60,
-                per_day: 1_000,
-            },
-            clock.clone(),
-        );
+        let mut limiter =
+            ConnectionLimiter::new(SendLimits { per_minute: 60, per_day: 1_000 }, clock.clone());
         let first = limiter.admit(5);
         assert_eq!(first.granted, 1);
         let next = first.next_free_at.expect("a next instant");
@@ -168,13 +152,8 @@ mod tests {
     #[test]
     fn daily_cap_waits_for_the_window_to_roll() {
         let clock = Arc::new(VirtualClock::new(start()));
-        let mut limiter = ConnectionLimiter::new(
-            SendLimits {
-                per_minute: 6_000,
-                per_day: 3,
-            },
-            clock.clone(),
-        );
+        let mut limiter =
+            ConnectionLimiter::new(SendLimits { per_minute: 6_000, per_day: 3 }, clock.clone());
         for _ in 0..3 {
             assert_eq!(limiter.admit(1).granted, 1);
             clock.advance(chrono::Duration::seconds(1));
@@ -182,10 +161,7 @@ mod tests {
         let blocked = limiter.admit(1);
         assert_eq!(blocked.granted, 0);
         let reopens = blocked.next_free_at.expect("a next instant");
-        assert_eq!(
-            reopens,
-            start() + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN
-        );
+        assert_eq!(reopens, start() + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN);
         clock.advance_to(reopens);
         assert_eq!(limiter.admit(1).granted, 1);
     }

@@ -17,11 +17,7 @@ use followup_dispatcher::server::RunningEngine;
 use followup_dispatcher::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "followup",
-    version,
-    about = "Sends automated follow-ups for many businesses"
-)]
+#[command(name = "followup", version, about = "Sends automated follow-ups for many businesses")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -98,7 +94,8 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => {
-                telemetry::init_logs(LogFormat::Pretty);
+                // The demo's own progress lines are its output; logs show only trouble.
+                telemetry::init_logs(LogFormat::Pretty, "warn");
                 demo::run(DemoOptions {
                     csv: args.csv,
                     json: args.json,
@@ -144,16 +141,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         config.admin_token = Some(Sensitive::new(token));
     }
-    telemetry::init_logs(config.log_format);
+    telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
-    let store = Arc::new(
-        followup_adapters::embedded::open(&config.data_dir).with_context(|| {
-            format!(
-                "cannot open the embedded store in {}",
-                config.data_dir.display()
-            )
-        })?,
-    );
+    let store =
+        Arc::new(followup_adapters::embedded::open(&config.data_dir).with_context(|| {
+            format!("cannot open the embedded store in {}", config.data_dir.display())
+        })?);
     tracing::info!(
         data_dir = %config.data_dir.display(),
         providers = ?config.providers.mode,
@@ -172,7 +165,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
-    telemetry::init_logs(LogFormat::Pretty);
+    telemetry::init_logs(LogFormat::Pretty, "info,actix_server=warn");
     let limits = match (args.per_minute, args.per_day) {
         (None, None) => None,
         (per_minute, per_day) => Some(SendLimits {

@@ -68,14 +68,10 @@ impl RunningEngine {
                 }
             }
         }
-        let state = web::Data::new(AppState {
-            engine: engine.clone(),
-            metrics,
-            fakes: fakes.clone(),
-        });
-        let json_config = web::JsonConfig::default()
-            .limit(JSON_LIMIT_BYTES)
-            .error_handler(|error, _| {
+        let state =
+            web::Data::new(AppState { engine: engine.clone(), metrics, fakes: fakes.clone() });
+        let json_config =
+            web::JsonConfig::default().limit(JSON_LIMIT_BYTES).error_handler(|error, _| {
                 ApiError::BadRequest(format!("invalid JSON body: {error}")).into()
             });
         let query_config = web::QueryConfig::default().error_handler(|error, _| {
@@ -92,21 +88,12 @@ impl RunningEngine {
         .disable_signals()
         .bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = server
-            .addrs()
-            .first()
-            .copied()
-            .context("server bound no address")?;
+        let addr = server.addrs().first().copied().context("server bound no address")?;
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
         tracing::info!(%addr, "followup listening");
-        Ok(Self {
-            engine,
-            addr,
-            fakes,
-            server: handle,
-        })
+        Ok(Self { engine, addr, fakes, server: handle })
     }
 
     pub fn url(&self) -> String {
@@ -115,15 +102,13 @@ impl RunningEngine {
 
     /// The built-in fakes, or an error in live mode.
     pub fn fakes(&self) -> anyhow::Result<&FakeProviders> {
-        self.fakes
-            .as_deref()
-            .context("the engine runs without the built-in fakes")
+        self.fakes.as_deref().context("the engine runs without the built-in fakes")
     }
 
     /// Stops the HTTP server, letting requests in progress finish.
     pub async fn stop(self) {
         self.server.stop(true).await;
-        if let Some(fakes) = self.fakes.and_then(|fakes| Arc::into_inner(fakes)) {
+        if let Some(fakes) = self.fakes.and_then(Arc::into_inner) {
             fakes.shutdown().await;
         }
     }

@@ -28,36 +28,19 @@ const LATENESS_BUCKETS: &[f64] = &[
 ];
 
 /// Bucket bounds of provider request durations, in seconds.
-const REQUEST_BUCKETS: &[f64] = &[
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+const REQUEST_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// Installs the Prometheus recorder and describes every metric. Returns the handle that
 /// renders `/metrics`. Calling it twice in one process returns an error.
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(DISPATCH_LATENESS.into()), LATENESS_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full(PROVIDER_REQUEST_DURATION.into()),
-            REQUEST_BUCKETS,
-        )?
+        .set_buckets_for_metric(Matcher::Full(PROVIDER_REQUEST_DURATION.into()), REQUEST_BUCKETS)?
         .install_recorder()?;
     describe_counter!(INGEST_ROWS, Unit::Count, "Rows of bulk uploads by result.");
-    describe_counter!(
-        SENDS,
-        Unit::Count,
-        "Follow-up send attempts by provider and outcome."
-    );
-    describe_gauge!(
-        QUEUE_DEPTH,
-        Unit::Count,
-        "Follow-ups pending or awaiting retry."
-    );
-    describe_gauge!(
-        IN_FLIGHT,
-        Unit::Count,
-        "Requests sent to a provider, not yet answered."
-    );
+    describe_counter!(SENDS, Unit::Count, "Follow-up send attempts by provider and outcome.");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Follow-ups pending or awaiting retry.");
+    describe_gauge!(IN_FLIGHT, Unit::Count, "Requests sent to a provider, not yet answered.");
     describe_histogram!(
         DISPATCH_LATENESS,
         Unit::Seconds,
@@ -68,16 +51,8 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         Unit::Seconds,
         "Duration of requests to providers."
     );
-    describe_counter!(
-        RATE_LIMIT_WAITS,
-        Unit::Count,
-        "Sends held back by a rate limit."
-    );
-    describe_counter!(
-        QUOTA_REJECTIONS,
-        Unit::Count,
-        "Follow-ups skipped for plan quota."
-    );
+    describe_counter!(RATE_LIMIT_WAITS, Unit::Count, "Sends held back by a rate limit.");
+    describe_counter!(QUOTA_REJECTIONS, Unit::Count, "Follow-ups skipped for plan quota.");
     Ok(handle)
 }
 
@@ -90,13 +65,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Sends logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logs(format: LogFormat) {
+/// Sends logs to stderr, filtered by `RUST_LOG`, else by `default_filter` (such as `info`).
+pub fn init_logs(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -119,11 +92,7 @@ const BUCKET_GROWTH: f64 = 1.02;
 
 impl Default for LatenessHistogram {
     fn default() -> Self {
-        Self {
-            buckets: vec![0; 1_400],
-            count: 0,
-            max_ms: 0,
-        }
+        Self { buckets: vec![0; 1_400], count: 0, max_ms: 0 }
     }
 }
 

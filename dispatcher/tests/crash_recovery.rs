@@ -40,9 +40,7 @@ fn start_fakes() -> (ChildGuard, Value) {
         .expect("start followup fakes");
     let stdout = child.stdout.take().expect("fakes stdout");
     let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("fakes print their URLs");
+    BufReader::new(stdout).read_line(&mut line).expect("fakes print their URLs");
     let urls: Value = serde_json::from_str(&line).expect("fakes URLs are JSON");
     (ChildGuard(child), urls)
 }
@@ -53,18 +51,9 @@ fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
         .arg(format!("127.0.0.1:{port}"))
         .arg("--data-dir")
         .arg(data_dir)
-        .args([
-            "--gmail-base-url",
-            urls["gmail"].as_str().unwrap_or_default(),
-        ])
-        .args([
-            "--graph-base-url",
-            urls["graph"].as_str().unwrap_or_default(),
-        ])
-        .args([
-            "--twilio-base-url",
-            urls["twilio"].as_str().unwrap_or_default(),
-        ])
+        .args(["--gmail-base-url", urls["gmail"].as_str().unwrap_or_default()])
+        .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
+        .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -100,7 +89,7 @@ async fn snapshot_totals(http: &reqwest::Client, base: &str) -> BTreeMap<String,
 }
 
 async fn received(http: &reqwest::Client, urls: &Value) -> Vec<Value> {
-    let gmail = urls["gmail"].as_str().unwrap_or_default();
+    let gmail = urls["gmail"].as_str().unwrap_or_default().trim_end_matches('/');
     http.get(format!("{gmail}/_fake/received"))
         .send()
         .await
@@ -164,7 +153,8 @@ async fn enroll(http: &reqwest::Client, base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
-    let http = reqwest::Client::new();
+    let http =
+        followup_adapters::http::build_http_client(&Default::default()).expect("HTTP client");
     let data_dir = tempfile::tempdir().expect("temporary data dir");
     let (_fakes, urls) = start_fakes();
     let port = free_port();
@@ -177,19 +167,13 @@ async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
     // Kill the engine once part of the follow-ups reached the fake: mid-dispatch.
     let deadline = Instant::now() + Duration::from_secs(60);
     while received(&http, &urls).await.len() < CONTACTS / 5 {
-        assert!(
-            Instant::now() < deadline,
-            "dispatch did not start within 60 s"
-        );
+        assert!(Instant::now() < deadline, "dispatch did not start within 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     engine.0.kill().expect("SIGKILL the engine");
     engine.0.wait().expect("reap the engine");
     let at_kill = received(&http, &urls).await.len();
-    assert!(
-        at_kill < CONTACTS,
-        "the kill came after dispatch finished; slow the limit down"
-    );
+    assert!(at_kill < CONTACTS, "the kill came after dispatch finished; slow the limit down");
 
     engine = start_engine(data_dir.path(), port, &urls);
     wait_ready(&http, &base).await;
@@ -203,24 +187,17 @@ async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
         if waiting == 0 {
             break totals;
         }
-        assert!(
-            Instant::now() < deadline,
-            "follow-ups still waiting after restart: {totals:?}"
-        );
+        assert!(Instant::now() < deadline, "follow-ups still waiting after restart: {totals:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     drop(engine);
 
     let total: u64 = totals.values().sum();
-    assert_eq!(
-        total, CONTACTS as u64,
-        "every accepted schedule is still there: {totals:?}"
-    );
+    assert_eq!(total, CONTACTS as u64, "every accepted schedule is still there: {totals:?}");
     let mut per_recipient: BTreeMap<String, u32> = BTreeMap::new();
     for message in received(&http, &urls).await {
-        *per_recipient
-            .entry(message["to"].as_str().unwrap_or_default().to_owned())
-            .or_default() += 1;
+        *per_recipient.entry(message["to"].as_str().unwrap_or_default().to_owned()).or_default() +=
+            1;
     }
     let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "follow-ups sent twice: {twice:?}");

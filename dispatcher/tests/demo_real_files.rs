@@ -26,73 +26,37 @@ fn run_demo(csv: &PathBuf) -> Value {
         .expect("followup binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "demo failed on {}:\n{stderr}",
-        csv.display()
-    );
-    assert!(
-        stderr.contains("follow-ups settled"),
-        "no progress shown on stderr:\n{stderr}"
-    );
+    assert!(output.status.success(), "demo failed on {}:\n{stderr}", csv.display());
+    assert!(stderr.contains("follow-ups settled"), "no progress shown on stderr:\n{stderr}");
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "stdout of demo on {} is not one JSON object: {e}",
-            csv.display()
-        )
+        panic!("stdout of demo on {} is not one JSON object: {e}", csv.display())
     })
 }
 
 fn number(summary: &Value, key: &str) -> u64 {
-    summary[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("summary lacks {key}: {summary}"))
+    summary[key].as_u64().unwrap_or_else(|| panic!("summary lacks {key}: {summary}"))
 }
 
 #[test]
 fn demo_balances_on_every_sample_file() {
     let files = sample_files();
-    assert!(
-        files.len() >= 4,
-        "expected the four sample files, found {files:?}"
-    );
+    assert!(files.len() >= 4, "expected the four sample files, found {files:?}");
     for csv in files {
         let summary = run_demo(&csv);
         let name = csv.display();
         let rows = number(&summary, "rows");
         assert!(rows >= 100, "{name}: only {rows} rows read");
-        assert_eq!(
-            rows,
-            number(&summary, "accepted") + number(&summary, "rejected"),
-            "{name}"
-        );
+        assert_eq!(rows, number(&summary, "accepted") + number(&summary, "rejected"), "{name}");
         let settled = ["sent", "failed", "skipped", "cancelled", "in_doubt"]
             .iter()
             .map(|key| number(&summary, key))
             .sum::<u64>();
-        assert_eq!(
-            number(&summary, "followups"),
-            settled,
-            "{name}: unsettled follow-ups"
-        );
-        assert_eq!(
-            number(&summary, "sent"),
-            number(&summary, "provider_received"),
-            "{name}"
-        );
+        assert_eq!(number(&summary, "followups"), settled, "{name}: unsettled follow-ups");
+        assert_eq!(number(&summary, "sent"), number(&summary, "provider_received"), "{name}");
         assert_eq!(number(&summary, "rate_limit_violations"), 0, "{name}");
         assert!(number(&summary, "sent") > 0, "{name}: nothing was sent");
-        assert!(
-            summary["lateness_ms"]["p50"].is_u64(),
-            "{name}: no lateness"
-        );
-        assert!(
-            summary["lateness_ms"]["p99"].is_u64(),
-            "{name}: no lateness"
-        );
-        assert!(
-            summary["lateness_ms"]["max"].is_u64(),
-            "{name}: no lateness"
-        );
+        assert!(summary["lateness_ms"]["p50"].is_u64(), "{name}: no lateness");
+        assert!(summary["lateness_ms"]["p99"].is_u64(), "{name}: no lateness");
+        assert!(summary["lateness_ms"]["max"].is_u64(), "{name}: no lateness");
     }
 }

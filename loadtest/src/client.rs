@@ -59,11 +59,7 @@ pub enum UploadOutcome {
     /// The engine read the whole body.
     Completed(UploadReport),
     /// The engine stopped early; `report` counts the rows stored before the stop.
-    Stopped {
-        status: StatusCode,
-        message: String,
-        report: UploadReport,
-    },
+    Stopped { status: StatusCode, message: String, report: UploadReport },
 }
 
 #[derive(Deserialize)]
@@ -101,11 +97,7 @@ impl EngineClient {
             builder = builder.resolve(name, *address);
         }
         let http = builder.build().context("failed to build the HTTP client")?;
-        Ok(Self {
-            http,
-            base: target.url.clone(),
-            admin_token,
-        })
+        Ok(Self { http, base: target.url.clone(), admin_token })
     }
 
     /// `POST /admin/v1/tenants`.
@@ -181,9 +173,7 @@ impl EngineClient {
             .context("bulk upload request failed")?;
         let status = response.status();
         if status == StatusCode::OK {
-            return Ok(UploadOutcome::Completed(
-                read_json(response, status, "bulk upload").await?,
-            ));
+            return Ok(UploadOutcome::Completed(read_json(response, status, "bulk upload").await?));
         }
 
         // A stopped upload still reports the rows it stored; any other error body does not.
@@ -194,10 +184,7 @@ impl EngineClient {
                 message: stopped.error.message,
                 report: stopped.report,
             }),
-            Err(_) => bail!(
-                "bulk upload failed with status {status}: {}",
-                quote_body(&text)
-            ),
+            Err(_) => bail!("bulk upload failed with status {status}: {}", quote_body(&text)),
         }
     }
 
@@ -214,9 +201,7 @@ impl EngineClient {
     }
 
     fn endpoint(&self, path: &str) -> anyhow::Result<Url> {
-        self.base
-            .join(path)
-            .with_context(|| format!("failed to join {path} to {}", self.base))
+        self.base.join(path).with_context(|| format!("failed to join {path} to {}", self.base))
     }
 }
 
@@ -227,15 +212,9 @@ async fn read_json<T: DeserializeOwned>(
     what: &str,
 ) -> anyhow::Result<T> {
     let status = response.status();
-    let text = response
-        .text()
-        .await
-        .with_context(|| format!("{what}: failed to read body"))?;
+    let text = response.text().await.with_context(|| format!("{what}: failed to read body"))?;
     if status != expected {
-        bail!(
-            "{what} failed with status {status}, expected {expected}: {}",
-            quote_body(&text)
-        );
+        bail!("{what} failed with status {status}, expected {expected}: {}", quote_body(&text));
     }
     serde_json::from_str(&text)
         .with_context(|| format!("{what}: invalid response body {}", quote_body(&text)))
@@ -243,9 +222,5 @@ async fn read_json<T: DeserializeOwned>(
 
 fn quote_body(text: &str) -> String {
     let cut: String = text.chars().take(MAX_QUOTED_BODY).collect();
-    if cut.len() < text.len() {
-        format!("{cut:?}…")
-    } else {
-        format!("{cut:?}")
-    }
+    if cut.len() < text.len() { format!("{cut:?}…") } else { format!("{cut:?}") }
 }

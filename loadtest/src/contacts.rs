@@ -16,34 +16,14 @@ use rand::{Rng, SeedableRng};
 /// engine's mapping guess needs no hints; `company` becomes a custom field.
 pub const CSV_HEADER: &str = "external_id,email,phone,first_name,last_name,company,timezone\n";
 
-const FIRST_NAMES: &[&str] = &[
-    "Ada", "Grace", "Alan", "Zoë", "Łukasz", "Chidi", "Mei", "José",
-];
+const FIRST_NAMES: &[&str] = &["Ada", "Grace", "Alan", "Zoë", "Łukasz", "Chidi", "Mei", "José"];
 /// Some contain a comma or an apostrophe, so that quoting is exercised.
-const LAST_NAMES: &[&str] = &[
-    "Lovelace",
-    "Hopper",
-    "O'Brien",
-    "Smith, Jr.",
-    "Nowak",
-    "Okafor",
-];
+const LAST_NAMES: &[&str] = &["Lovelace", "Hopper", "O'Brien", "Smith, Jr.", "Nowak", "Okafor"];
 /// Some contain a double quote or a line break, which CSV must quote and double.
-const COMPANIES: &[&str] = &[
-    "Example Co",
-    "Acme \"Rockets\"",
-    "Widgets, Inc.",
-    "Line\nBreak Ltd",
-    "Ünïcode GmbH",
-    "",
-];
-const TIMEZONES: &[&str] = &[
-    "America/New_York",
-    "America/Los_Angeles",
-    "Europe/London",
-    "Europe/Warsaw",
-    "UTC",
-];
+const COMPANIES: &[&str] =
+    &["Example Co", "Acme \"Rockets\"", "Widgets, Inc.", "Line\nBreak Ltd", "Ünïcode GmbH", ""];
+const TIMEZONES: &[&str] =
+    &["America/New_York", "America/Los_Angeles", "Europe/London", "Europe/Warsaw", "UTC"];
 /// Real area codes; with 555-01xx each gives 100 fictional numbers.
 const AREA_CODES: &[u16] = &[202, 212, 305, 312, 415, 512, 617, 206];
 
@@ -61,12 +41,8 @@ pub enum InvalidKind {
     NoAddress,
 }
 
-const INVALID_KINDS: &[InvalidKind] = &[
-    InvalidKind::Email,
-    InvalidKind::Phone,
-    InvalidKind::Timezone,
-    InvalidKind::NoAddress,
-];
+const INVALID_KINDS: &[InvalidKind] =
+    &[InvalidKind::Email, InvalidKind::Phone, InvalidKind::Timezone, InvalidKind::NoAddress];
 
 /// Deterministic contact rows of one tenant.
 #[derive(Clone, Debug)]
@@ -94,17 +70,10 @@ pub struct ContactRow {
 impl ContactGenerator {
     /// Panics if `invalid_fraction` is outside 0 to 1; a checked scenario never is.
     pub fn new(seed: u64, tenant: u32, invalid_fraction: f64) -> Self {
-        assert!(
-            (0.0..=1.0).contains(&invalid_fraction),
-            "invalid_fraction out of range"
-        );
+        assert!((0.0..=1.0).contains(&invalid_fraction), "invalid_fraction out of range");
         // In range 0 to 1, the rounded value fits u64 and is never negative.
         let invalid_per_million = (invalid_fraction * 1_000_000.0).round() as u64;
-        Self {
-            seed,
-            tenant,
-            invalid_per_million,
-        }
+        Self { seed, tenant, invalid_per_million }
     }
 
     /// Whether row `index` is invalid. Invalid rows are spread evenly, so that any range of
@@ -128,11 +97,7 @@ impl ContactGenerator {
     /// Generates row `index`.
     pub fn row(&self, index: u64) -> ContactRow {
         let mut rng = StdRng::seed_from_u64(mix(self.seed, self.tenant, index));
-        let domain = if index.is_multiple_of(2) {
-            "example.com"
-        } else {
-            "example.org"
-        };
+        let domain = if index.is_multiple_of(2) { "example.com" } else { "example.org" };
         let area = AREA_CODES.choose(&mut rng).copied().unwrap_or(202);
         let line: u16 = rng.random_range(100..=199);
         let mut row = ContactRow {
@@ -146,10 +111,7 @@ impl ContactGenerator {
             invalid: None,
         };
         if self.is_invalid(index) {
-            let kind = INVALID_KINDS
-                .choose(&mut rng)
-                .copied()
-                .unwrap_or(InvalidKind::Email);
+            let kind = INVALID_KINDS.choose(&mut rng).copied().unwrap_or(InvalidKind::Email);
             row.break_field(kind);
         }
         row
@@ -225,13 +187,7 @@ impl CsvChunks {
     /// Panics if `chunk_rows` is 0.
     pub fn new(generator: ContactGenerator, rows: Range<u64>, chunk_rows: u64) -> Self {
         assert!(chunk_rows > 0, "chunk_rows must be at least 1");
-        Self {
-            generator,
-            next: rows.start,
-            end: rows.end,
-            chunk_rows,
-            header_sent: false,
-        }
+        Self { generator, next: rows.start, end: rows.end, chunk_rows, header_sent: false }
     }
 }
 
@@ -251,11 +207,7 @@ impl Iterator for CsvChunks {
             self.generator.write_row(index, &mut text);
         }
         self.next = stop;
-        if text.is_empty() {
-            None
-        } else {
-            Some((text, rows))
-        }
+        if text.is_empty() { None } else { Some((text, rows)) }
     }
 }
 

@@ -56,10 +56,7 @@ pub fn parse_loopback(raw: &str) -> anyhow::Result<Url> {
 
 /// Reads a URL host as an IP address; IPv6 hosts come in brackets.
 fn parse_ip(host: &str) -> Option<IpAddr> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or(host);
+    let bare = host.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).unwrap_or(host);
     bare.parse().ok()
 }
 

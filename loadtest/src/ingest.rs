@@ -66,10 +66,7 @@ pub(crate) fn plan_uploads(
         let start = round * rows_per_upload;
         let rows = start..contacts_per_tenant.min(start + rows_per_upload);
         for tenant in 0..tenants {
-            jobs.push(UploadJob {
-                tenant,
-                rows: rows.clone(),
-            });
+            jobs.push(UploadJob { tenant, rows: rows.clone() });
         }
     }
     jobs
@@ -84,11 +81,7 @@ pub(crate) async fn run_uploads(
     deadline: Instant,
     show_progress: bool,
 ) -> IngestTotals {
-    let jobs = plan_uploads(
-        tenants.len(),
-        scenario.contacts_per_tenant,
-        scenario.rows_per_upload,
-    );
+    let jobs = plan_uploads(tenants.len(), scenario.contacts_per_tenant, scenario.rows_per_upload);
     let total_rows = scenario.contacts_per_tenant * tenants.len() as u64;
     let rows_sent = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("ingest", "rows", total_rows, show_progress);
@@ -101,9 +94,7 @@ pub(crate) async fn run_uploads(
             let expected_rejected = generator.invalid_in(job.rows.clone());
             let body = csv_body(generator, job.rows, Arc::clone(&rows_sent));
             async move {
-                let outcome = client
-                    .upload_csv(&tenant.api_key, &tenant.sequence_id, body)
-                    .await;
+                let outcome = client.upload_csv(&tenant.api_key, &tenant.sequence_id, body).await;
                 (tenant.index, expected_rejected, outcome)
             }
         })
@@ -154,11 +145,7 @@ impl IngestTotals {
                     self.note_unexpected_rejects(tenant, expected_rejected, &report);
                 }
             }
-            Ok(UploadOutcome::Stopped {
-                status,
-                message,
-                report,
-            }) => {
+            Ok(UploadOutcome::Stopped { status, message, report }) => {
                 self.failed_uploads += 1;
                 self.add_report(&report);
                 self.note(format!(

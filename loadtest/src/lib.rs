@@ -55,22 +55,16 @@ pub struct LoadOptions {
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let scenario = &options.scenario;
     scenario.validate().context("invalid scenario")?;
-    ensure!(
-        !options.admin_token.expose().is_empty(),
-        "admin token is empty: pass --admin-token"
-    );
+    ensure!(!options.admin_token.expose().is_empty(), "admin token is empty: pass --admin-token");
     let target = check_loopback(&options.url).await?;
 
     let timeout = Duration::from_secs(scenario.timeout_seconds);
     let deadline = Instant::now() + timeout;
     let client = EngineClient::new(&target, options.admin_token.clone(), timeout)?;
 
-    let tenants = timeout_at(
-        deadline,
-        setup::create_tenants(&client, scenario, &run_tag()),
-    )
-    .await
-    .context("timed out creating tenants: raise timeout_seconds")??;
+    let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag()))
+        .await
+        .context("timed out creating tenants: raise timeout_seconds")??;
     let run_tenants: HashSet<_> = tenants.iter().map(|tenant| tenant.id).collect();
 
     let ingest_started = Instant::now();
@@ -103,8 +97,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
 
 /// Returns a tag that keeps tenant names of different runs apart: seconds since the Unix epoch.
 fn run_tag() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
+    let seconds =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
     seconds.to_string()
 }

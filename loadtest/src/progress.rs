@@ -27,25 +27,13 @@ impl Progress {
         total: u64,
         enabled: bool,
     ) -> Self {
-        Self {
-            phase,
-            unit,
-            total,
-            started: Instant::now(),
-            enabled,
-        }
+        Self { phase, unit, total, started: Instant::now(), enabled }
     }
 
     /// Prints one line for `done` units so far.
     pub(crate) fn print(&self, done: u64) {
         if self.enabled {
-            let line = format_line(
-                self.phase,
-                self.unit,
-                done,
-                self.total,
-                self.started.elapsed(),
-            );
+            let line = format_line(self.phase, self.unit, done, self.total, self.started.elapsed());
             eprintln!("{line}");
         }
     }
@@ -61,16 +49,8 @@ pub(crate) fn format_line(
     elapsed: Duration,
 ) -> String {
     let seconds = elapsed.as_secs_f64();
-    let rate = if seconds > 0.0 {
-        done as f64 / seconds
-    } else {
-        0.0
-    };
-    let percent = if total == 0 {
-        100.0
-    } else {
-        done as f64 * 100.0 / total as f64
-    };
+    let rate = if seconds > 0.0 { done as f64 / seconds } else { 0.0 };
+    let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
     let left = total.saturating_sub(done);
     let eta = if left == 0 {
         "done".to_owned()

@@ -91,9 +91,7 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
     let last = facts.settle.last.clone();
     let settled = last.as_ref().map_or(0, |count| count.settled);
     let seconds_total = facts.ingest_seconds + facts.settle.seconds;
-    let exact = last
-        .as_ref()
-        .is_some_and(|count| count.accounting == Accounting::Exact);
+    let exact = last.as_ref().is_some_and(|count| count.accounting == Accounting::Exact);
 
     let checks = Checks {
         rows_balance: ingest.rows == ingest.accepted + ingest.rejected,
@@ -138,11 +136,7 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
 }
 
 fn per_second(count: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 {
-        count as f64 / seconds
-    } else {
-        0.0
-    }
+    if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
 }
 
 impl fmt::Display for LoadReport {
@@ -193,26 +187,10 @@ impl LoadReport {
     fn fmt_checks(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mark = |ok: bool| if ok { "ok" } else { "FAILED" };
         let checks = &self.checks;
-        writeln!(
-            f,
-            "check rows == accepted + rejected: {}",
-            mark(checks.rows_balance)
-        )?;
-        writeln!(
-            f,
-            "check every generated row read: {}",
-            mark(checks.all_rows_read)
-        )?;
-        writeln!(
-            f,
-            "check rejects match generated invalid rows: {}",
-            mark(checks.rejects_match)
-        )?;
-        writeln!(
-            f,
-            "check every follow-up settled: {}",
-            mark(checks.all_settled)
-        )?;
+        writeln!(f, "check rows == accepted + rejected: {}", mark(checks.rows_balance))?;
+        writeln!(f, "check every generated row read: {}", mark(checks.all_rows_read))?;
+        writeln!(f, "check rejects match generated invalid rows: {}", mark(checks.rejects_match))?;
+        writeln!(f, "check every follow-up settled: {}", mark(checks.all_settled))?;
         let accounted = match checks.follow_ups_accounted {
             Some(ok) => mark(ok),
             None => "not checked (the engine serves other tenants, or no snapshot was read)",

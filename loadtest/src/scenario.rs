@@ -146,14 +146,8 @@ impl Default for Scenario {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         // Gmail's published default of 2,000 sends a day would stall any run above it.
-        let fast = Limits {
-            per_minute: Some(6_000),
-            per_day: Some(1_000_000),
-        };
-        Self {
-            gmail: fast,
-            twilio: fast,
-        }
+        let fast = Limits { per_minute: Some(6_000), per_day: Some(1_000_000) };
+        Self { gmail: fast, twilio: fast }
     }
 }
 
@@ -182,10 +176,7 @@ impl Default for SequenceSpec {
 
 impl From<Limits> for LimitOverrides {
     fn from(limits: Limits) -> Self {
-        LimitOverrides {
-            per_minute: limits.per_minute,
-            per_day: limits.per_day,
-        }
+        LimitOverrides { per_minute: limits.per_minute, per_day: limits.per_day }
     }
 }
 
@@ -217,10 +208,7 @@ impl Scenario {
             "contacts_per_tenant is {}: expected at most {MAX_CONTACTS_PER_TENANT}",
             self.contacts_per_tenant
         );
-        ensure!(
-            self.rows_per_upload >= 1,
-            "rows_per_upload is 0: expected at least 1"
-        );
+        ensure!(self.rows_per_upload >= 1, "rows_per_upload is 0: expected at least 1");
         ensure!(
             (1..=MAX_CONCURRENCY).contains(&self.concurrency),
             "concurrency is {}: expected 1 to {MAX_CONCURRENCY}",

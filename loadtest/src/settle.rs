@@ -58,10 +58,7 @@ pub(crate) struct SettleOutcome {
 
 /// Counts the run's follow-ups in `snapshot`; `run_tenants` are the tenants the run created.
 pub(crate) fn count(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -> SettleCount {
-    let exact = snapshot
-        .tenants
-        .iter()
-        .all(|tenant| run_tenants.contains(&tenant.id));
+    let exact = snapshot.tenants.iter().all(|tenant| run_tenants.contains(&tenant.id));
     if exact {
         let (settled, unsettled) = split_totals(&snapshot.totals);
         return SettleCount {
@@ -72,10 +69,7 @@ pub(crate) fn count(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -
         };
     }
 
-    let ours = snapshot
-        .tenants
-        .iter()
-        .filter(|tenant| run_tenants.contains(&tenant.id));
+    let ours = snapshot.tenants.iter().filter(|tenant| run_tenants.contains(&tenant.id));
     let (mut settled, mut unsettled) = (0, 0);
     for tenant in ours {
         settled += tenant.sent + tenant.failed;
@@ -99,9 +93,7 @@ pub(crate) fn count(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -
 fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
     let (mut settled, mut unsettled) = (0, 0);
     for (name, count) in totals {
-        let known = FollowUpState::ALL
-            .iter()
-            .find(|state| state.as_str() == name);
+        let known = FollowUpState::ALL.iter().find(|state| state.as_str() == name);
         match known {
             Some(state) if state.is_settled() => settled += count,
             _ => unsettled += count,
@@ -122,13 +114,8 @@ pub(crate) async fn wait_until_settled(
 ) -> SettleOutcome {
     let started = Instant::now();
     let progress = Progress::start("settle", "follow-ups", expected, show_progress);
-    let mut outcome = SettleOutcome {
-        last: None,
-        settled: false,
-        seconds: 0.0,
-        polls: 0,
-        error: None,
-    };
+    let mut outcome =
+        SettleOutcome { last: None, settled: false, seconds: 0.0, polls: 0, error: None };
     let mut failures = 0;
     let mut last_print: Option<Instant> = None;
 

@@ -52,21 +52,11 @@ async fn create_tenant(
     let context = || format!("setting up tenant {index} ({})", created.id);
 
     for (provider, body) in connection_bodies(scenario, index) {
-        client
-            .put_connection(&api_key, provider, &body)
-            .await
-            .with_context(context)?;
+        client.put_connection(&api_key, provider, &body).await.with_context(context)?;
     }
-    let sequence_id = client
-        .create_sequence(&api_key, &scenario.sequence)
-        .await
-        .with_context(context)?;
-    Ok(LoadTenant {
-        index,
-        id: created.id,
-        api_key,
-        sequence_id,
-    })
+    let sequence_id =
+        client.create_sequence(&api_key, &scenario.sequence).await.with_context(context)?;
+    Ok(LoadTenant { index, id: created.id, api_key, sequence_id })
 }
 
 /// Builds the two connection bodies of tenant `index`. The credentials are placeholders that only the

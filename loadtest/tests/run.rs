@@ -47,14 +47,8 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, FakeEngine> {
 }
 
 fn bearer(request: &HttpRequest) -> String {
-    let value = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    value
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned()
+    let value = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+    value.and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().to_owned()
 }
 
 async fn create_tenant(
@@ -69,14 +63,7 @@ async fn create_tenant(
     let id = TenantId::generate();
     let api_key = format!("fu_test_{}", engine.tenants.len());
     let name = body["name"].as_str().unwrap_or_default().to_owned();
-    let tenant = FakeTenant {
-        id,
-        name,
-        steps: 0,
-        pending: 0,
-        sent: 0,
-        connections: Vec::new(),
-    };
+    let tenant = FakeTenant { id, name, steps: 0, pending: 0, sent: 0, connections: Vec::new() };
     engine.tenants.insert(api_key.clone(), tenant);
     HttpResponse::Created().json(CreateTenantResponse { id, api_key })
 }
@@ -185,12 +172,8 @@ async fn snapshot(request: HttpRequest, state: Shared) -> HttpResponse {
             tenant.pending = 0;
         }
     }
-    let snapshot = AdminSnapshot {
-        now: Utc::now().to_rfc3339(),
-        totals,
-        queues: Vec::new(),
-        tenants,
-    };
+    let snapshot =
+        AdminSnapshot { now: Utc::now().to_rfc3339(), totals, queues: Vec::new(), tenants };
     HttpResponse::Ok().json(snapshot)
 }
 
@@ -243,9 +226,7 @@ fn small_scenario() -> Scenario {
 #[tokio::test]
 async fn run_passes_against_fake() {
     let (url, state) = start_fake(FakeEngine::default());
-    let report = run(options(url, small_scenario()))
-        .await
-        .expect("run completes");
+    let report = run(options(url, small_scenario())).await.expect("run completes");
 
     let ingest = &report.ingest.totals;
     assert_eq!(ingest.uploads, 9, "3 tenants x 3 uploads");
@@ -263,68 +244,38 @@ async fn run_passes_against_fake() {
 
     let engine = lock(&state);
     for tenant in engine.tenants.values() {
-        assert_eq!(
-            tenant.connections,
-            ["gmail", "twilio"],
-            "tenant {}",
-            tenant.name
-        );
+        assert_eq!(tenant.connections, ["gmail", "twilio"], "tenant {}", tenant.name);
         assert!(tenant.name.starts_with("loadtest-test-"), "{}", tenant.name);
     }
 }
 
 #[tokio::test]
 async fn failed_uploads_fail_run() {
-    let (url, _state) = start_fake(FakeEngine {
-        fail_uploads: true,
-        ..FakeEngine::default()
-    });
-    let report = run(options(url, small_scenario()))
-        .await
-        .expect("run completes");
+    let (url, _state) = start_fake(FakeEngine { fail_uploads: true, ..FakeEngine::default() });
+    let report = run(options(url, small_scenario())).await.expect("run completes");
     assert_eq!(report.ingest.totals.failed_uploads, 9);
     assert!(!report.checks.all_rows_read);
     assert!(!report.passed);
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|problem| problem.contains("503")),
-        "{report}"
-    );
+    assert!(report.problems.iter().any(|problem| problem.contains("503")), "{report}");
 }
 
 #[tokio::test]
 async fn unsettled_run_times_out() {
-    let (url, _state) = start_fake(FakeEngine {
-        never_settle: true,
-        ..FakeEngine::default()
-    });
-    let scenario = Scenario {
-        timeout_seconds: 2,
-        poll_interval_ms: 100,
-        ..small_scenario()
-    };
+    let (url, _state) = start_fake(FakeEngine { never_settle: true, ..FakeEngine::default() });
+    let scenario = Scenario { timeout_seconds: 2, poll_interval_ms: 100, ..small_scenario() };
     let report = run(options(url, scenario)).await.expect("run completes");
     assert!(report.settle.timed_out);
     assert!(report.settle.unsettled > 0);
     assert!(!report.passed);
-    assert!(
-        report.settle.polls <= 25,
-        "polls bounded by the deadline: {}",
-        report.settle.polls
-    );
+    assert!(report.settle.polls <= 25, "polls bounded by the deadline: {}", report.settle.polls);
 }
 
 #[tokio::test]
 async fn remote_url_rejected() {
     // 192.0.2.0/24 is reserved for documentation; the guard rejects it before any request.
-    let error = run(options(
-        "http://192.0.2.1:8080".to_owned(),
-        small_scenario(),
-    ))
-    .await
-    .expect_err("not loopback");
+    let error = run(options("http://192.0.2.1:8080".to_owned(), small_scenario()))
+        .await
+        .expect_err("not loopback");
     assert!(error.to_string().contains("loopback"), "{error}");
 }
 

@@ -31,10 +31,7 @@ impl TestEngine {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir()?;
         // A Monday morning in New York, so that windowed steps are due at once.
-        let start = Utc
-            .with_ymd_and_hms(2026, 12, 7, 15, 0, 0)
-            .single()
-            .expect("valid instant");
+        let start = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant");
         let clock = Arc::new(VirtualClock::new(start));
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
@@ -45,12 +42,7 @@ impl TestEngine {
         configure(&mut config);
         let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
         let running = RunningEngine::start(config, store, clock.clone(), None).await?;
-        Ok(Self {
-            running,
-            clock,
-            http: reqwest::Client::new(),
-            data_dir,
-        })
+        Ok(Self { running, clock, http: reqwest::Client::new(), data_dir })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -67,11 +59,7 @@ impl TestEngine {
                           "default_timezone": "America/New_York", "plan": plan}))
             .send()
             .await?;
-        anyhow::ensure!(
-            response.status() == 201,
-            "tenant creation answered {}",
-            response.status()
-        );
+        anyhow::ensure!(response.status() == 201, "tenant creation answered {}", response.status());
         let body: Value = response.json().await?;
         Ok(body["api_key"].as_str().unwrap_or_default().to_owned())
     }
@@ -93,11 +81,7 @@ impl TestEngine {
                 .json(&body)
                 .send()
                 .await?;
-            anyhow::ensure!(
-                response.status() == 200,
-                "connect {provider}: {}",
-                response.status()
-            );
+            anyhow::ensure!(response.status() == 200, "connect {provider}: {}", response.status());
         }
         Ok(())
     }
@@ -113,10 +97,7 @@ impl TestEngine {
             .await?;
         let status = response.status();
         let created: Value = response.json().await?;
-        anyhow::ensure!(
-            status == 201,
-            "sequence creation answered {status}: {created}"
-        );
+        anyhow::ensure!(status == 201, "sequence creation answered {status}: {created}");
         Ok(created["id"].as_str().unwrap_or_default().to_owned())
     }
 

@@ -16,10 +16,7 @@ fn errors_of(report: &Value) -> Vec<(u64, String)> {
             errors
                 .iter()
                 .map(|e| {
-                    (
-                        e["line"].as_u64().unwrap_or(0),
-                        e["field"].as_str().unwrap_or("").into(),
-                    )
+                    (e["line"].as_u64().unwrap_or(0), e["field"].as_str().unwrap_or("").into())
                 })
                 .collect()
         })
@@ -38,10 +35,7 @@ async fn upload_reports_each_rejected_row() -> anyhow::Result<()> {
     assert_eq!(report["rows"], 4);
     assert_eq!(report["accepted"], 2);
     assert_eq!(report["rejected"], 2);
-    assert_eq!(
-        errors_of(&report),
-        vec![(3, "email".to_owned()), (4, "phone".to_owned())]
-    );
+    assert_eq!(errors_of(&report), vec![(3, "email".to_owned()), (4, "phone".to_owned())]);
     Ok(())
 }
 
@@ -59,11 +53,7 @@ async fn upload_twice_adds_nothing() -> anyhow::Result<()> {
     assert_eq!(second["created"], 0);
     assert_eq!(second["duplicates"], 2);
     let counts = engine.running.engine.store().count_follow_ups(None).await?;
-    assert_eq!(
-        counts.values().sum::<u64>(),
-        2,
-        "one follow-up per accepted contact"
-    );
+    assert_eq!(counts.values().sum::<u64>(), 2, "one follow-up per accepted contact");
     Ok(())
 }
 
@@ -77,17 +67,12 @@ async fn ndjson_upload_is_read_by_line() -> anyhow::Result<()> {
                 {\"email\":\"b@example.com\",\"timezone\":\"Mars/Olympus\"}\n\
                 {\"email\":\"c@example.com\",\"timezone\":\"Asia/Kolkata\"}\n";
 
-    let (status, report) = engine
-        .upload(&key, &sequence, "application/x-ndjson", body)
-        .await?;
+    let (status, report) = engine.upload(&key, &sequence, "application/x-ndjson", body).await?;
 
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["accepted"], 2);
     assert_eq!(report["rejected"], 2);
-    let lines: Vec<u64> = errors_of(&report)
-        .into_iter()
-        .map(|(line, _)| line)
-        .collect();
+    let lines: Vec<u64> = errors_of(&report).into_iter().map(|(line, _)| line).collect();
     assert_eq!(lines, vec![2, 3]);
     Ok(())
 }
@@ -128,17 +113,8 @@ async fn row_limit_stops_with_stored_rows_reported() -> anyhow::Result<()> {
     assert_eq!(status, 413, "{answer}");
     let stored = answer["report"]["accepted"].as_u64().unwrap_or(u64::MAX);
     let counts = engine.running.engine.store().count_follow_ups(None).await?;
-    assert_eq!(
-        counts.values().sum::<u64>(),
-        stored,
-        "the report counts exactly what is stored"
-    );
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("safe")
-    );
+    assert_eq!(counts.values().sum::<u64>(), stored, "the report counts exactly what is stored");
+    assert!(answer["error"]["message"].as_str().unwrap_or("").contains("safe"));
     Ok(())
 }
 
@@ -169,11 +145,6 @@ async fn sequence_with_bad_template_is_400() -> anyhow::Result<()> {
 
     assert_eq!(response.status(), 400);
     let answer: Value = response.json().await?;
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("step 1: body")
-    );
+    assert!(answer["error"]["message"].as_str().unwrap_or("").starts_with("step 1: body"));
     Ok(())
 }

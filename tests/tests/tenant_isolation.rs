@@ -8,33 +8,21 @@ async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
     let engine = TestEngine::start(|_| {}).await?;
     let owner = engine.create_tenant("owner", "pro").await?;
     let intruder = engine.create_tenant("intruder", "pro").await?;
-    let sequence = engine
-        .create_sequence(&owner, &email_now_sequence())
-        .await?;
-    let (_, report) = engine
-        .upload(&owner, &sequence, "text/csv", "email\nowner1@example.com\n")
-        .await?;
+    let sequence = engine.create_sequence(&owner, &email_now_sequence()).await?;
+    let (_, report) =
+        engine.upload(&owner, &sequence, "text/csv", "email\nowner1@example.com\n").await?;
     assert_eq!(report["accepted"], 1);
     let schedule = {
         let tenants = engine.running.engine.store().tenants().await?;
-        let owner_tenant = tenants
-            .iter()
-            .find(|t| t.name == "owner")
-            .expect("owner exists");
+        let owner_tenant = tenants.iter().find(|t| t.name == "owner").expect("owner exists");
         let sequence_id = sequence.parse()?;
         followup_core::ids::ScheduleId::derive(owner_tenant.id, sequence_id, "owner1@example.com")
     };
 
     let probes = [
-        engine
-            .http
-            .get(engine.url(&format!("/v1/sequences/{sequence}"))),
-        engine
-            .http
-            .get(engine.url(&format!("/v1/schedules/{schedule}"))),
-        engine
-            .http
-            .delete(engine.url(&format!("/v1/schedules/{schedule}"))),
+        engine.http.get(engine.url(&format!("/v1/sequences/{sequence}"))),
+        engine.http.get(engine.url(&format!("/v1/schedules/{schedule}"))),
+        engine.http.delete(engine.url(&format!("/v1/schedules/{schedule}"))),
         engine
             .http
             .post(engine.url("/v1/schedules/bulk"))
@@ -52,11 +40,7 @@ async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
         .bearer_auth(&owner)
         .send()
         .await?;
-    assert_eq!(
-        owner_view.status(),
-        200,
-        "the owner still sees the schedule"
-    );
+    assert_eq!(owner_view.status(), 200, "the owner still sees the schedule");
     let listed: Value = engine
         .http
         .get(engine.url("/v1/sequences"))
@@ -74,12 +58,8 @@ async fn missing_or_wrong_credentials_are_401() -> anyhow::Result<()> {
     let engine = TestEngine::start(|_| {}).await?;
     let no_key = engine.http.get(engine.url("/v1/sequences")).send().await?;
     assert_eq!(no_key.status(), 401);
-    let bad_key = engine
-        .http
-        .get(engine.url("/v1/sequences"))
-        .bearer_auth("fu_wrong")
-        .send()
-        .await?;
+    let bad_key =
+        engine.http.get(engine.url("/v1/sequences")).bearer_auth("fu_wrong").send().await?;
     assert_eq!(bad_key.status(), 401);
     let bad_operator = engine
         .http

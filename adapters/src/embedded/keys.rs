@@ -36,11 +36,7 @@ pub(super) fn connection(tenant: TenantId, provider: Provider) -> Vec<u8> {
 
 /// Key of a follow-up, also used by the in-flight index and as the prefix of its attempts.
 pub(super) fn follow_up(tenant: TenantId, id: FollowUpId) -> Vec<u8> {
-    join(&[
-        tenant.as_bytes(),
-        id.schedule.as_bytes(),
-        &id.step.to_be_bytes(),
-    ])
+    join(&[tenant.as_bytes(), id.schedule.as_bytes(), &id.step.to_be_bytes()])
 }
 
 /// Prefix of the follow-ups of one schedule.

@@ -17,8 +17,7 @@ use super::tables::{
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
-    db.begin_read()
-        .map_err(|error| tables::unavailable("starting a read transaction", error))
+    db.begin_read().map_err(|error| tables::unavailable("starting a read transaction", error))
 }
 
 fn open(txn: &ReadTransaction, table: Table) -> Result<ReadOnlyTable<Bytes, Bytes>, StoreError> {
@@ -138,9 +137,7 @@ pub(super) fn follow_ups_page(
         Some(id) => [keys::follow_up(tenant, id).as_slice(), &[0]].concat(),
         None => prefix.clone(),
     };
-    let range = table
-        .range(start.as_slice()..)
-        .map_err(|e| tables::read_error(FOLLOW_UPS, e))?;
+    let range = table.range(start.as_slice()..).map_err(|e| tables::read_error(FOLLOW_UPS, e))?;
     let mut page = Vec::new();
     for entry in range {
         if page.len() == limit {
@@ -195,9 +192,8 @@ pub(super) fn next_due_at(
     let txn = begin(db)?;
     let due = open(&txn, DUE)?;
     let prefix = keys::due_prefix(tenant, channel);
-    let mut range = due
-        .range(prefix.as_slice()..)
-        .map_err(|error| tables::read_error(DUE, error))?;
+    let mut range =
+        due.range(prefix.as_slice()..).map_err(|error| tables::read_error(DUE, error))?;
     let Some(entry) = range.next() else {
         return Ok(None);
     };
@@ -217,10 +213,7 @@ fn load_indexed(
     tenant: TenantId,
     due_key: &[u8],
 ) -> Result<FollowUp, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        table: DUE.name,
-        reason,
-    };
+    let corrupt = |reason: String| StoreError::Corrupt { table: DUE.name, reason };
     let id = keys::follow_up_of_due(due_key)
         .ok_or_else(|| corrupt(format!("malformed due key of {} bytes", due_key.len())))?;
     tables::get(follow_ups, FOLLOW_UPS, &keys::follow_up(tenant, id))?

@@ -33,9 +33,7 @@ pub(super) const TENANTS: Table = Table { name: "tenants" };
 /// Tenant id by the SHA-256 hex of its API key.
 pub(super) const API_KEYS: Table = Table { name: "api_keys" };
 /// Connections by (tenant, provider).
-pub(super) const CONNECTIONS: Table = Table {
-    name: "connections",
-};
+pub(super) const CONNECTIONS: Table = Table { name: "connections" };
 /// Sequences by (tenant, sequence).
 pub(super) const SEQUENCES: Table = Table { name: "sequences" };
 /// Contacts by (tenant, contact).
@@ -64,10 +62,8 @@ pub(super) fn encode<T: Serialize>(table: Table, record: &T) -> Result<Vec<u8>, 
 }
 
 pub(super) fn decode<T: DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
-        table: table.name,
-        reason: error.to_string(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::Corrupt { table: table.name, reason: error.to_string() })
 }
 
 /// Reads and decodes the record at `key`.
@@ -112,9 +108,7 @@ pub(super) fn visit(
     prefix: &[u8],
     mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let range = source
-        .range(prefix..)
-        .map_err(|error| read_error(table, error))?;
+    let range = source.range(prefix..).map_err(|error| read_error(table, error))?;
     for entry in range {
         let (key, value) = entry.map_err(|error| read_error(table, error))?;
         if !key.value().starts_with(prefix) {

@@ -21,19 +21,13 @@ fn tenant(id: TenantId) -> Tenant {
         default_timezone: "Europe/London".to_owned(),
         plan: "starter".to_owned(),
         api_key_sha256: format!("{:064x}", id.0.as_u128()),
-        created_at: Utc
-            .with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
-            .single()
-            .expect("valid instant"),
+        created_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("valid instant"),
     }
 }
 
 /// Builds an enrolment of contact `key` in `sequence` with three pending email follow-ups.
 fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
-    let start = Utc
-        .with_ymd_and_hms(2030, 1, 7, 9, 0, 0)
-        .single()
-        .expect("valid instant");
+    let start = Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0).single().expect("valid instant");
     let contact = Contact {
         id: ContactId::derive(tenant, key),
         tenant,
@@ -59,10 +53,7 @@ fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
         .map(|step| {
             let due_at = start + Duration::days(i64::from(step));
             FollowUp {
-                id: FollowUpId {
-                    schedule: schedule.id,
-                    step,
-                },
+                id: FollowUpId { schedule: schedule.id, step },
                 tenant,
                 sequence,
                 contact: contact.id,
@@ -78,11 +69,7 @@ fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
             }
         })
         .collect();
-    Enrolment {
-        contact,
-        schedule,
-        follow_ups,
-    }
+    Enrolment { contact, schedule, follow_ups }
 }
 
 #[tokio::test]
@@ -99,60 +86,27 @@ async fn embedded_store_survives_reopen() {
     let written = enrolment(tenant_id, sequence, "kept");
 
     let store = open(dir.path()).expect("open the embedded store");
-    store
-        .put_tenant(tenant(tenant_id))
-        .await
-        .expect("put_tenant");
-    let report = store
-        .insert_enrolments(tenant_id, vec![written.clone()])
-        .await;
+    store.put_tenant(tenant(tenant_id)).await.expect("put_tenant");
+    let report = store.insert_enrolments(tenant_id, vec![written.clone()]).await;
     assert_eq!(report.expect("insert").inserted, 1);
-    let claimed = FollowUp {
-        state: FollowUpState::Claimed,
-        ..written.follow_ups[0].clone()
-    };
-    store
-        .update_follow_ups(tenant_id, vec![claimed], Vec::new())
-        .await
-        .expect("claim");
+    let claimed = FollowUp { state: FollowUpState::Claimed, ..written.follow_ups[0].clone() };
+    store.update_follow_ups(tenant_id, vec![claimed], Vec::new()).await.expect("claim");
     drop(store);
 
     let store = open(dir.path()).expect("reopen the embedded store");
     let stored = store.tenant(tenant_id).await.expect("tenant");
     assert_eq!(stored, Some(tenant(tenant_id)), "tenant after reopen");
-    let schedule = store
-        .schedule(tenant_id, written.schedule.id)
-        .await
-        .expect("schedule");
-    assert_eq!(
-        schedule,
-        Some(written.schedule.clone()),
-        "schedule after reopen"
-    );
-    let follow_ups = store
-        .follow_ups_of_schedule(tenant_id, written.schedule.id)
-        .await;
-    assert_eq!(
-        follow_ups.expect("follow-ups").len(),
-        3,
-        "follow-ups after reopen"
-    );
+    let schedule = store.schedule(tenant_id, written.schedule.id).await.expect("schedule");
+    assert_eq!(schedule, Some(written.schedule.clone()), "schedule after reopen");
+    let follow_ups = store.follow_ups_of_schedule(tenant_id, written.schedule.id).await;
+    assert_eq!(follow_ups.expect("follow-ups").len(), 3, "follow-ups after reopen");
 
     // The in-flight index is durable too: recovery after the reopen finds the claim.
-    let recovered = store
-        .recover_interrupted()
-        .await
-        .expect("recover_interrupted");
+    let recovered = store.recover_interrupted().await.expect("recover_interrupted");
     assert_eq!(recovered.released_claims, 1, "claim found after reopen");
     let until = written.follow_ups[2].due_at;
-    let due = store
-        .due_follow_ups(tenant_id, Channel::Email, until, 10)
-        .await;
-    assert_eq!(
-        due.expect("due_follow_ups"),
-        written.follow_ups,
-        "due set after recovery"
-    );
+    let due = store.due_follow_ups(tenant_id, Channel::Email, until, 10).await;
+    assert_eq!(due.expect("due_follow_ups"), written.follow_ups, "due set after recovery");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,36 +125,19 @@ async fn embedded_store_groups_concurrent_commits() {
         let batch: Vec<Enrolment> = (0..PER_TASK)
             .map(|row| enrolment(tenant_id, sequence, &format!("task{task}-row{row}")))
             .collect();
-        tasks.push(tokio::spawn(async move {
-            store.insert_enrolments(tenant_id, batch).await
-        }));
+        tasks.push(tokio::spawn(async move { store.insert_enrolments(tenant_id, batch).await }));
     }
     for task in tasks {
         let report = task.await.expect("insert task").expect("insert_enrolments");
-        let expected = InsertReport {
-            inserted: PER_TASK as u64,
-            duplicates: 0,
-        };
+        let expected = InsertReport { inserted: PER_TASK as u64, duplicates: 0 };
         assert_eq!(report, expected, "every row of a batch is new");
     }
 
     let commits = store.commits() - commits_before;
-    assert!(
-        commits < TASKS as u64,
-        "{TASKS} batches took {commits} commits, expected fewer"
-    );
-    let counts = store
-        .count_follow_ups(Some(tenant_id))
-        .await
-        .expect("count_follow_ups");
-    let pending = counts
-        .get(&(Channel::Email, FollowUpState::Pending))
-        .copied();
-    assert_eq!(
-        pending,
-        Some((TASKS * PER_TASK * 3) as u64),
-        "every follow-up landed"
-    );
+    assert!(commits < TASKS as u64, "{TASKS} batches took {commits} commits, expected fewer");
+    let counts = store.count_follow_ups(Some(tenant_id)).await.expect("count_follow_ups");
+    let pending = counts.get(&(Channel::Email, FollowUpState::Pending)).copied();
+    assert_eq!(pending, Some((TASKS * PER_TASK * 3) as u64), "every follow-up landed");
 }
 
 #[tokio::test]
@@ -211,10 +148,7 @@ async fn embedded_store_rejects_one_op_only() {
     let sequence = SequenceId::generate();
     let good = enrolment(tenant_id, sequence, "good");
     let unknown = FollowUp {
-        id: FollowUpId {
-            schedule: ScheduleId::generate(),
-            step: 0,
-        },
+        id: FollowUpId { schedule: ScheduleId::generate(), step: 0 },
         ..good.follow_ups[0].clone()
     };
 
@@ -223,19 +157,9 @@ async fn embedded_store_rejects_one_op_only() {
         store.insert_enrolments(tenant_id, vec![good.clone()]),
         store.update_follow_ups(tenant_id, vec![unknown], Vec::new()),
     );
-    assert_eq!(
-        inserted.expect("insert").inserted,
-        1,
-        "the valid batch landed"
-    );
-    assert!(
-        updated.is_err(),
-        "the update of an unknown follow-up failed"
-    );
-    let schedule = store
-        .schedule(tenant_id, good.schedule.id)
-        .await
-        .expect("schedule");
+    assert_eq!(inserted.expect("insert").inserted, 1, "the valid batch landed");
+    assert!(updated.is_err(), "the update of an unknown follow-up failed");
+    let schedule = store.schedule(tenant_id, good.schedule.id).await.expect("schedule");
     assert_eq!(schedule, Some(good.schedule), "schedule committed");
 }
 
@@ -246,10 +170,7 @@ async fn embedded_store_retries_group_without_failed_op() {
     let tenant_id = TenantId::generate();
     let sequence = SequenceId::generate();
     let damaged = enrolment(tenant_id, sequence, "damaged");
-    store
-        .insert_enrolments(tenant_id, vec![damaged.clone()])
-        .await
-        .expect("insert");
+    store.insert_enrolments(tenant_id, vec![damaged.clone()]).await.expect("insert");
 
     // Garbage in place of a stored follow-up passes the existence check of an update but
     // fails its write phase, which is the path that aborts and retries the group.
@@ -257,12 +178,8 @@ async fn embedded_store_retries_group_without_failed_op() {
     let key = super::keys::follow_up(tenant_id, target.id);
     let txn = store.db.begin_write().expect("begin_write");
     {
-        let mut table = txn
-            .open_table(super::tables::FOLLOW_UPS.definition())
-            .expect("open");
-        table
-            .insert(key.as_slice(), b"not json".as_slice())
-            .expect("insert garbage");
+        let mut table = txn.open_table(super::tables::FOLLOW_UPS.definition()).expect("open");
+        table.insert(key.as_slice(), b"not json".as_slice()).expect("insert garbage");
     }
     txn.commit().expect("commit garbage");
 
@@ -281,21 +198,14 @@ async fn embedded_store_retries_group_without_failed_op() {
     });
     let update = tokio::spawn({
         let store = Arc::clone(&store);
-        async move {
-            store
-                .update_follow_ups(tenant_id, vec![target], Vec::new())
-                .await
-        }
+        async move { store.update_follow_ups(tenant_id, vec![target], Vec::new()).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let commits_before = store.commits();
     lock.abort().expect("release the write lock");
 
     first.await.expect("put task").expect("put_tenant");
-    let inserted = insert
-        .await
-        .expect("insert task")
-        .expect("insert_enrolments");
+    let inserted = insert.await.expect("insert task").expect("insert_enrolments");
     assert_eq!(inserted.inserted, 1, "the valid batch landed");
     let updated = update.await.expect("update task");
     assert!(
@@ -305,17 +215,7 @@ async fn embedded_store_retries_group_without_failed_op() {
     let commits = store.commits() - commits_before;
     // Two when the sleeps above split the requests as intended, one if a slow machine let all
     // three reach the writer together; the failed update never costs a commit of its own.
-    assert!(
-        (1..=2).contains(&commits),
-        "{commits} commits for three requests"
-    );
-    let schedule = store
-        .schedule(tenant_id, good.schedule.id)
-        .await
-        .expect("schedule");
-    assert_eq!(
-        schedule,
-        Some(good.schedule),
-        "schedule committed after the retry"
-    );
+    assert!((1..=2).contains(&commits), "{commits} commits for three requests");
+    let schedule = store.schedule(tenant_id, good.schedule.id).await.expect("schedule");
+    assert_eq!(schedule, Some(good.schedule), "schedule committed after the retry");
 }

@@ -23,15 +23,8 @@ pub(super) enum WriteOp {
     PutTenant(Tenant),
     PutConnection(Connection),
     PutSequence(Sequence),
-    InsertEnrolments {
-        tenant: TenantId,
-        enrolments: Vec<Enrolment>,
-    },
-    UpdateFollowUps {
-        tenant: TenantId,
-        follow_ups: Vec<FollowUp>,
-        attempts: Vec<Attempt>,
-    },
+    InsertEnrolments { tenant: TenantId, enrolments: Vec<Enrolment> },
+    UpdateFollowUps { tenant: TenantId, follow_ups: Vec<FollowUp>, attempts: Vec<Attempt> },
     RecoverInterrupted,
 }
 
@@ -104,27 +97,21 @@ impl<'txn> WriteTables<'txn> {
                 put(&mut self.sequences, SEQUENCES, &key, sequence).map_err(ApplyError::Failed)?;
                 Ok(Applied::Done)
             }
-            WriteOp::InsertEnrolments { tenant, enrolments } => self
-                .insert_enrolments(*tenant, enrolments)
-                .map(Applied::Inserted),
-            WriteOp::UpdateFollowUps {
-                tenant,
-                follow_ups,
-                attempts,
-            } => self
-                .update_follow_ups(*tenant, follow_ups, attempts)
-                .map(|()| Applied::Done),
-            WriteOp::RecoverInterrupted => self
-                .recover_interrupted()
-                .map(Applied::Recovered)
-                .map_err(ApplyError::Failed),
+            WriteOp::InsertEnrolments { tenant, enrolments } => {
+                self.insert_enrolments(*tenant, enrolments).map(Applied::Inserted)
+            }
+            WriteOp::UpdateFollowUps { tenant, follow_ups, attempts } => {
+                self.update_follow_ups(*tenant, follow_ups, attempts).map(|()| Applied::Done)
+            }
+            WriteOp::RecoverInterrupted => {
+                self.recover_interrupted().map(Applied::Recovered).map_err(ApplyError::Failed)
+            }
         }
     }
 
     /// Writes the tenant and moves its API key hash in the index when the key was rotated.
     fn put_tenant(&mut self, tenant: &Tenant) -> Result<(), ApplyError> {
-        self.check_api_key_owner(tenant)
-            .map_err(ApplyError::Rejected)?;
+        self.check_api_key_owner(tenant).map_err(ApplyError::Rejected)?;
         self.write_tenant(tenant).map_err(ApplyError::Failed)
     }
 
@@ -132,10 +119,7 @@ impl<'txn> WriteTables<'txn> {
     /// index maps each hash to one tenant.
     fn check_api_key_owner(&self, tenant: &Tenant) -> Result<(), StoreError> {
         let hash = tenant.api_key_sha256.as_bytes();
-        let owner = self
-            .api_keys
-            .get(hash)
-            .map_err(|error| tables::read_error(API_KEYS, error))?;
+        let owner = self.api_keys.get(hash).map_err(|error| tables::read_error(API_KEYS, error))?;
         let Some(owner) = owner else {
             return Ok(());
         };
@@ -178,10 +162,7 @@ impl<'txn> WriteTables<'txn> {
 
         let mut report = InsertReport::default();
         for enrolment in enrolments {
-            if self
-                .insert_enrolment(tenant, enrolment)
-                .map_err(ApplyError::Failed)?
-            {
+            if self.insert_enrolment(tenant, enrolment).map_err(ApplyError::Failed)? {
                 report.inserted += 1;
             } else {
                 report.duplicates += 1;
@@ -200,22 +181,12 @@ impl<'txn> WriteTables<'txn> {
         if tables::contains(&self.schedules, SCHEDULES, &schedule_key)? {
             return Ok(false);
         }
-        put(
-            &mut self.schedules,
-            SCHEDULES,
-            &schedule_key,
-            &enrolment.schedule,
-        )?;
+        put(&mut self.schedules, SCHEDULES, &schedule_key, &enrolment.schedule)?;
 
         // An existing contact keeps its stored fields: the first upload that named it wins.
         let contact_key = keys::tenant_record(tenant, &enrolment.contact.id.0);
         if !tables::contains(&self.contacts, CONTACTS, &contact_key)? {
-            put(
-                &mut self.contacts,
-                CONTACTS,
-                &contact_key,
-                &enrolment.contact,
-            )?;
+            put(&mut self.contacts, CONTACTS, &contact_key, &enrolment.contact)?;
         }
 
         for follow_up in &enrolment.follow_ups {
@@ -232,10 +203,8 @@ impl<'txn> WriteTables<'txn> {
         follow_ups: &[FollowUp],
         attempts: &[Attempt],
     ) -> Result<(), ApplyError> {
-        self.check_update(tenant, follow_ups, attempts)
-            .map_err(ApplyError::Rejected)?;
-        self.write_update(tenant, follow_ups, attempts)
-            .map_err(ApplyError::Failed)
+        self.check_update(tenant, follow_ups, attempts).map_err(ApplyError::Rejected)?;
+        self.write_update(tenant, follow_ups, attempts).map_err(ApplyError::Failed)
     }
 
     fn write_update(
@@ -295,9 +264,7 @@ impl<'txn> WriteTables<'txn> {
         if tables::contains(&self.follow_ups, FOLLOW_UPS, &key)? {
             Ok(())
         } else {
-            Err(StoreError::Conflict(format!(
-                "follow-up {id} not found for tenant {tenant}"
-            )))
+            Err(StoreError::Conflict(format!("follow-up {id} not found for tenant {tenant}")))
         }
     }
 
@@ -312,10 +279,7 @@ impl<'txn> WriteTables<'txn> {
 
         let mut report = RecoveryReport::default();
         for key in interrupted {
-            let corrupt = |reason: String| StoreError::Corrupt {
-                table: IN_FLIGHT.name,
-                reason,
-            };
+            let corrupt = |reason: String| StoreError::Corrupt { table: IN_FLIGHT.name, reason };
             let (tenant, id) = keys::parse_follow_up(&key)
                 .ok_or_else(|| corrupt(format!("malformed key of {} bytes", key.len())))?;
             let previous: FollowUp = tables::get(&self.follow_ups, FOLLOW_UPS, &key)?
@@ -332,10 +296,7 @@ impl<'txn> WriteTables<'txn> {
                 // Not in flight after all: only the stale index entry needs to go.
                 other => other,
             };
-            let recovered = FollowUp {
-                state,
-                ..previous.clone()
-            };
+            let recovered = FollowUp { state, ..previous.clone() };
             self.put_follow_up(tenant, Some(&previous), &recovered)?;
         }
         Ok(report)
@@ -352,9 +313,7 @@ impl<'txn> WriteTables<'txn> {
         if let Some(previous) = previous {
             if previous.state.is_due_kind() {
                 let due_key = keys::due(tenant, previous.channel, previous.due_at, previous.id);
-                self.due
-                    .remove(due_key.as_slice())
-                    .map_err(|e| tables::write_error(DUE, e))?;
+                self.due.remove(due_key.as_slice()).map_err(|e| tables::write_error(DUE, e))?;
             }
             if is_in_flight(previous.state) {
                 self.in_flight
@@ -367,9 +326,7 @@ impl<'txn> WriteTables<'txn> {
         let empty: &[u8] = &[];
         if follow_up.state.is_due_kind() {
             let due_key = keys::due(tenant, follow_up.channel, follow_up.due_at, follow_up.id);
-            self.due
-                .insert(due_key.as_slice(), empty)
-                .map_err(|e| tables::write_error(DUE, e))?;
+            self.due.insert(due_key.as_slice(), empty).map_err(|e| tables::write_error(DUE, e))?;
         }
         if is_in_flight(follow_up.state) {
             let inserted = self.in_flight.insert(key.as_slice(), empty);
@@ -396,12 +353,7 @@ fn check_enrolment(tenant: TenantId, enrolment: &Enrolment) -> Result<(), StoreE
     };
     let owners = std::iter::once(("the schedule", schedule.tenant))
         .chain(std::iter::once(("the contact", enrolment.contact.tenant)))
-        .chain(
-            enrolment
-                .follow_ups
-                .iter()
-                .map(|follow_up| ("a follow-up", follow_up.tenant)),
-        );
+        .chain(enrolment.follow_ups.iter().map(|follow_up| ("a follow-up", follow_up.tenant)));
     for (record, owner) in owners {
         if owner != tenant {
             let problem = format!("{record} names tenant {owner}, but the batch is for {tenant}");
@@ -410,10 +362,7 @@ fn check_enrolment(tenant: TenantId, enrolment: &Enrolment) -> Result<(), StoreE
     }
     for follow_up in &enrolment.follow_ups {
         if follow_up.id.schedule != schedule.id {
-            return Err(reject(format!(
-                "follow-up {} belongs to another schedule",
-                follow_up.id
-            )));
+            return Err(reject(format!("follow-up {} belongs to another schedule", follow_up.id)));
         }
     }
     Ok(())
@@ -426,8 +375,6 @@ fn put<T: serde::Serialize>(
     record: &T,
 ) -> Result<(), StoreError> {
     let value = tables::encode(table, record)?;
-    target
-        .insert(key, value.as_slice())
-        .map_err(|error| tables::write_error(table, error))?;
+    target.insert(key, value.as_slice()).map_err(|error| tables::write_error(table, error))?;
     Ok(())
 }

@@ -56,11 +56,7 @@ impl Writer {
             .name("followup-store-writer".to_owned())
             .spawn(move || run(&db, requests, &thread_commits))
             .map_err(|error| tables::unavailable("starting the writer thread", error))?;
-        Ok(Self {
-            queue: Some(queue),
-            thread: Some(thread),
-            commits,
-        })
+        Ok(Self { queue: Some(queue), thread: Some(thread), commits })
     }
 
     /// Queues `op` and waits until the commit that contains it returned.
@@ -68,10 +64,7 @@ impl Writer {
         let stopped = || tables::unavailable("writing", "the writer thread has stopped");
         let queue = self.queue.as_ref().ok_or_else(stopped)?;
         let (reply, outcome) = oneshot::channel();
-        queue
-            .send(Request { op, reply })
-            .await
-            .map_err(|_| stopped())?;
+        queue.send(Request { op, reply }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 
@@ -138,9 +131,7 @@ fn commit_group(db: &Database, mut group: Vec<Request>, commits: &AtomicU64) {
             Err(GroupError::Transaction(message)) => {
                 tracing::error!(error = %message, requests = group.len(), "embedded store commit failed");
                 for request in group {
-                    let _ = request
-                        .reply
-                        .send(Err(StoreError::Unavailable(message.clone())));
+                    let _ = request.reply.send(Err(StoreError::Unavailable(message.clone())));
                 }
                 return;
             }
@@ -188,7 +179,6 @@ fn try_commit(
         }
         return Err(failure);
     }
-    txn.commit()
-        .map_err(|error| transaction_error("committing", &error))?;
+    txn.commit().map_err(|error| transaction_error("committing", &error))?;
     Ok(outcomes)
 }

@@ -96,11 +96,7 @@ impl ErrorPlan {
 
     /// Answers every send to `recipient` with `outcome`.
     pub fn force(mut self, recipient: impl Into<String>, outcome: ForcedOutcome) -> Self {
-        self.forced.push(ForcedRule {
-            recipient: recipient.into(),
-            outcome,
-            times: None,
-        });
+        self.forced.push(ForcedRule { recipient: recipient.into(), outcome, times: None });
         self
     }
 
@@ -111,11 +107,7 @@ impl ErrorPlan {
         outcome: ForcedOutcome,
         times: u32,
     ) -> Self {
-        let rule = ForcedRule {
-            recipient: recipient.into(),
-            outcome,
-            times: Some(times),
-        };
+        let rule = ForcedRule { recipient: recipient.into(), outcome, times: Some(times) };
         self.forced.push(rule);
         self
     }

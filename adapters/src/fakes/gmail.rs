@@ -24,10 +24,7 @@ const RAW_ENGINE: GeneralPurpose = GeneralPurpose::new(
 );
 
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
-    config.route(
-        "/gmail/v1/users/{user_id}/messages/send",
-        web::post().to(send),
-    );
+    config.route("/gmail/v1/users/{user_id}/messages/send", web::post().to(send));
 }
 
 /// The body of `users.messages.send`; `raw` is optional here so that its absence gets Gmail's
@@ -63,12 +60,7 @@ async fn send(
     if user_id.as_str() != "me" && !user_id.eq_ignore_ascii_case(&mailbox) {
         state.count_rejected();
         let message = "Delegation denied for the requested user";
-        return google_error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "PERMISSION_DENIED",
-            message,
-        );
+        return google_error(StatusCode::FORBIDDEN, "forbidden", "PERMISSION_DENIED", message);
     }
 
     let parsed = match read_message(&body) {
@@ -117,9 +109,7 @@ fn read_message(body: &[u8]) -> Result<ParsedMessage, &'static str> {
         .decode(raw.trim())
         .map_err(|_| "Invalid value at 'message.raw' (TYPE_BYTES), Base64 decoding failed")?;
 
-    let message = MessageParser::default()
-        .parse(&bytes)
-        .ok_or("Invalid RFC822 message")?;
+    let message = MessageParser::default().parse(&bytes).ok_or("Invalid RFC822 message")?;
     let to = first_recipient(&message).ok_or("Recipient address required")?;
     let from = message.from().and_then(first_address).unwrap_or_default();
 
@@ -127,25 +117,17 @@ fn read_message(body: &[u8]) -> Result<ParsedMessage, &'static str> {
         from,
         to,
         subject: message.subject().map(str::to_owned),
-        body: message
-            .body_text(0)
-            .map(|text| text.replace("\r\n", "\n"))
-            .unwrap_or_default(),
+        body: message.body_text(0).map(|text| text.replace("\r\n", "\n")).unwrap_or_default(),
     })
 }
 
 /// Returns the first address among To, Cc and Bcc.
 fn first_recipient(message: &Message<'_>) -> Option<String> {
-    [message.to(), message.cc(), message.bcc()]
-        .into_iter()
-        .flatten()
-        .find_map(first_address)
+    [message.to(), message.cc(), message.bcc()].into_iter().flatten().find_map(first_address)
 }
 
 fn first_address(address: &Address<'_>) -> Option<String> {
-    address
-        .iter()
-        .find_map(|addr| addr.address().map(str::to_owned))
+    address.iter().find_map(|addr| addr.address().map(str::to_owned))
 }
 
 /// Builds the Google error envelope with one detail.
@@ -155,11 +137,7 @@ fn google_error(
     status_name: &str,
     message: &str,
 ) -> HttpResponse {
-    let domain = if reason == "rateLimitExceeded" {
-        "usageLimits"
-    } else {
-        "global"
-    };
+    let domain = if reason == "rateLimitExceeded" { "usageLimits" } else { "global" };
     HttpResponse::build(status).json(json!({
         "error": {
             "code": status.as_u16(),
@@ -172,10 +150,7 @@ fn google_error(
 
 fn unauthenticated() -> HttpResponse {
     HttpResponse::Unauthorized()
-        .insert_header((
-            "www-authenticate",
-            "Bearer realm=\"https://accounts.google.com/\"",
-        ))
+        .insert_header(("www-authenticate", "Bearer realm=\"https://accounts.google.com/\""))
         .json(json!({
             "error": {
                 "code": 401,
@@ -196,12 +171,7 @@ fn unauthenticated() -> HttpResponse {
 /// text, after two spaces, and no `Retry-After` header comes with it.
 fn rate_limited(retry_at: &str) -> HttpResponse {
     let message = format!("User-rate limit exceeded.  Retry after {retry_at} (Mail sending)");
-    google_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rateLimitExceeded",
-        "RESOURCE_EXHAUSTED",
-        &message,
-    )
+    google_error(StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded", "RESOURCE_EXHAUSTED", &message)
 }
 
 fn injected(outcome: ForcedOutcome) -> HttpResponse {

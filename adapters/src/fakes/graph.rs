@@ -52,11 +52,7 @@ async fn send(
     body: web::Bytes,
 ) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let respond = GraphResponder {
-        request: &request,
-        request_id: &request_id,
-        now: state.now(),
-    };
+    let respond = GraphResponder { request: &request, request_id: &request_id, now: state.now() };
 
     let Some(mailbox) = bearer_token(&request).and_then(|t| state.mailbox_of(Provider::Outlook, t))
     else {
@@ -67,11 +63,7 @@ async fn send(
     if user.is_some_and(|user| !user.eq_ignore_ascii_case(&mailbox)) {
         pause(&state).await;
         state.count_rejected();
-        return respond.error(
-            StatusCode::FORBIDDEN,
-            "ErrorAccessDenied",
-            "Access is denied.",
-        );
+        return respond.error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied.");
     }
 
     // The slot is held through the latency, which is what makes concurrent requests overlap.
@@ -116,10 +108,7 @@ fn read_message(body: &[u8]) -> Result<ParsedMessage, (&'static str, &'static st
     let message = request
         .get("message")
         .filter(|message| message.is_object())
-        .ok_or((
-            "ErrorInvalidRequest",
-            "The message is missing from the request.",
-        ))?;
+        .ok_or(("ErrorInvalidRequest", "The message is missing from the request."))?;
 
     // The documentation's own example sends the flag as a string, so both forms are accepted.
     let save_flag_valid = match request.get("saveToSentItems") {
@@ -140,10 +129,7 @@ fn read_message(body: &[u8]) -> Result<ParsedMessage, (&'static str, &'static st
         .and_then(|recipient| recipient.pointer("/emailAddress/address"))
         .and_then(Value::as_str)
         .filter(|address| address.contains('@'))
-        .ok_or((
-            "ErrorInvalidRecipients",
-            "At least one recipient is not valid.",
-        ))?;
+        .ok_or(("ErrorInvalidRecipients", "At least one recipient is not valid."))?;
     let body = message
         .pointer("/body/content")
         .and_then(Value::as_str)
@@ -182,8 +168,7 @@ impl GraphResponder<'_> {
     }
 
     fn error(&self, status: StatusCode, code: &str, message: &str) -> HttpResponse {
-        self.builder(status)
-            .json(self.envelope(status, code, message))
+        self.builder(status).json(self.envelope(status, code, message))
     }
 
     fn envelope(&self, status: StatusCode, code: &str, message: &str) -> Value {
@@ -203,11 +188,7 @@ impl GraphResponder<'_> {
 
     fn unauthenticated(&self) -> HttpResponse {
         let message = "Access token validation failure. Invalid audience.";
-        self.error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            message,
-        )
+        self.error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
     }
 
     /// Graph's 429 with a `Retry-After` in seconds, fractional when the wait is.

@@ -21,11 +21,7 @@ pub(crate) struct SlidingWindowLimiter {
 
 impl SlidingWindowLimiter {
     pub(crate) fn new(limits: SendLimits) -> Self {
-        Self {
-            limits,
-            last_minute: VecDeque::new(),
-            last_day: VecDeque::new(),
-        }
+        Self { limits, last_minute: VecDeque::new(), last_day: VecDeque::new() }
     }
 
     pub(crate) fn set_limits(&mut self, limits: SendLimits) {
@@ -76,8 +72,6 @@ fn wait_for_room(
 
     // With a limit of zero nothing ever fits; the wait is then one full window.
     let leaving = window.len() - limit;
-    let frees_at = window
-        .get(leaving)
-        .map_or(now + length, |&sent| sent + length);
+    let frees_at = window.get(leaving).map_or(now + length, |&sent| sent + length);
     Some((frees_at - now).to_std().unwrap_or(Duration::ZERO))
 }

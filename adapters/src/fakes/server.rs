@@ -80,10 +80,7 @@ pub(crate) async fn pause(state: &FakeState) {
 pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
     let value = request.headers().get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|token| !token.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }
 
 /// The user and password of an `Authorization: Basic` header.
@@ -101,7 +98,5 @@ pub(crate) fn basic_credentials(request: &HttpRequest) -> Option<(String, String
 /// `count` random lowercase hex digits.
 pub(crate) fn random_hex(count: usize) -> String {
     let mut rng = rand::rng();
-    (0..count)
-        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
-        .collect()
+    (0..count).map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0')).collect()
 }

@@ -31,9 +31,7 @@ pub(crate) struct FakeState {
 
 impl std::fmt::Debug for FakeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeState")
-            .field("latency", &self.latency)
-            .finish_non_exhaustive()
+        f.debug_struct("FakeState").field("latency", &self.latency).finish_non_exhaustive()
     }
 }
 
@@ -81,11 +79,7 @@ pub(crate) enum LimitKey {
     /// A Gmail or Outlook mailbox, by lowercase address.
     Mailbox(Provider, String),
     /// A Twilio sender number of an account, per channel.
-    TwilioNumber {
-        account_sid: String,
-        from: String,
-        channel: Channel,
-    },
+    TwilioNumber { account_sid: String, from: String, channel: Channel },
 }
 
 impl FakeState {
@@ -129,9 +123,7 @@ impl FakeState {
     ) {
         let email = email.to_ascii_lowercase();
         let mut inner = self.inner.lock();
-        inner
-            .tokens
-            .insert((provider, access_token.to_owned()), email.clone());
+        inner.tokens.insert((provider, access_token.to_owned()), email.clone());
         inner
             .mailboxes
             .entry((provider, email))
@@ -152,13 +144,10 @@ impl FakeState {
         call: SendLimits,
     ) {
         let mut inner = self.inner.lock();
-        let account = inner
-            .twilio
-            .entry(account_sid.to_owned())
-            .or_insert_with(|| TwilioAccount {
-                auth_token: String::new(),
-                numbers: HashMap::new(),
-            });
+        let account = inner.twilio.entry(account_sid.to_owned()).or_insert_with(|| TwilioAccount {
+            auth_token: String::new(),
+            numbers: HashMap::new(),
+        });
         account.auth_token = auth_token.to_owned();
         account
             .numbers
@@ -188,12 +177,7 @@ impl FakeState {
     /// unknown token becomes a mailbox of its own, named after a hash of the token so that the
     /// token itself is never kept as a name.
     pub(crate) fn mailbox_of(&self, provider: Provider, access_token: &str) -> Option<String> {
-        let known = self
-            .inner
-            .lock()
-            .tokens
-            .get(&(provider, access_token.to_owned()))
-            .cloned();
+        let known = self.inner.lock().tokens.get(&(provider, access_token.to_owned())).cloned();
         if known.is_some() || access_token.is_empty() {
             return known;
         }
@@ -215,10 +199,7 @@ impl FakeState {
         }
         inner.twilio.insert(
             account_sid.to_owned(),
-            TwilioAccount {
-                auth_token: auth_token.to_owned(),
-                numbers: HashMap::new(),
-            },
+            TwilioAccount { auth_token: auth_token.to_owned(), numbers: HashMap::new() },
         );
         true
     }
@@ -277,10 +258,7 @@ impl FakeState {
             return Err(wait);
         }
 
-        *inner
-            .received_by_provider
-            .entry(message.provider)
-            .or_default() += 1;
+        *inner.received_by_provider.entry(message.provider).or_default() += 1;
         inner.received.push(message);
         Ok(())
     }
@@ -297,10 +275,7 @@ impl FakeState {
             return None;
         }
         mailbox.in_flight += 1;
-        Some(InFlightGuard {
-            state: Arc::clone(self),
-            key,
-        })
+        Some(InFlightGuard { state: Arc::clone(self), key })
     }
 
     pub(crate) fn received(&self) -> Vec<ReceivedMessage> {
@@ -325,11 +300,7 @@ impl Inner {
                 let mailbox = self.mailboxes.get_mut(&(*provider, email.clone()))?;
                 Some(&mut mailbox.limiter)
             }
-            LimitKey::TwilioNumber {
-                account_sid,
-                from,
-                channel,
-            } => {
+            LimitKey::TwilioNumber { account_sid, from, channel } => {
                 let number = self.twilio.get_mut(account_sid)?.numbers.get_mut(from)?;
                 match channel {
                     Channel::Call => Some(&mut number.call),

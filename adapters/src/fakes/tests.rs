@@ -21,10 +21,7 @@ const AUTH_TOKEN: &str = "twilio-auth-token";
 const NUMBER: &str = "+15005550006";
 
 fn limits(per_minute: u32, per_day: u32) -> SendLimits {
-    SendLimits {
-        per_minute,
-        per_day,
-    }
+    SendLimits { per_minute, per_day }
 }
 
 #[test]
@@ -36,17 +33,9 @@ fn minute_window_is_half_open() {
     assert_eq!(limiter.try_acquire(t0 + TimeDelta::seconds(30)), Ok(()));
     let almost = t0 + TimeDelta::milliseconds(59_999);
     assert_eq!(limiter.try_acquire(almost), Err(Duration::from_millis(1)));
-    assert_eq!(
-        limiter.try_acquire(t0 + TimeDelta::seconds(60)),
-        Ok(()),
-        "t0 left the window"
-    );
+    assert_eq!(limiter.try_acquire(t0 + TimeDelta::seconds(60)), Ok(()), "t0 left the window");
     let wait = limiter.try_acquire(t0 + TimeDelta::seconds(61));
-    assert_eq!(
-        wait,
-        Err(Duration::from_secs(29)),
-        "the send at t0+30 leaves at t0+90"
-    );
+    assert_eq!(wait, Err(Duration::from_secs(29)), "the send at t0+30 leaves at t0+90");
 }
 
 #[test]
@@ -73,23 +62,14 @@ fn lowered_limit_waits_for_oldest_needed() {
     }
     limiter.set_limits(limits(1, 100));
     let wait = limiter.try_acquire(t0 + TimeDelta::seconds(10));
-    assert_eq!(
-        wait,
-        Err(Duration::from_secs(52)),
-        "sends at t0 and t0+1 must leave first"
-    );
+    assert_eq!(wait, Err(Duration::from_secs(52)), "sends at t0 and t0+1 must leave first");
 }
 
 /// Posts `body` as JSON to the Gmail fake with the registered token.
 async fn post_gmail(client: &reqwest::Client, base: &reqwest::Url, body: Value) -> (u16, Value) {
     let url = format!("{}gmail/v1/users/me/messages/send", base);
-    let response = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("fake responds");
+    let response =
+        client.post(url).bearer_auth(TOKEN).json(&body).send().await.expect("fake responds");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
 }
@@ -113,11 +93,8 @@ async fn gmail_fake_checks_raw() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["message"], "Recipient address required");
 
-    let message = build_message(
-        &email(MAILBOX, "ann@example.org", "s", "b"),
-        start_instant(),
-    )
-    .expect("message builds");
+    let message = build_message(&email(MAILBOX, "ann@example.org", "s", "b"), start_instant())
+        .expect("message builds");
     let unpadded = URL_SAFE_NO_PAD.encode(message);
     let (status, body) = post_gmail(&client, &base, json!({"raw": unpadded})).await;
     assert_eq!(status, 200, "unpadded raw is accepted: {body}");
@@ -145,19 +122,11 @@ async fn graph_fake_accepts_string_flag() {
         "saveToSentItems": "false",
     });
 
-    let response = http()
-        .post(url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("fake responds");
+    let response =
+        http().post(url).bearer_auth(TOKEN).json(&body).send().await.expect("fake responds");
     assert_eq!(response.status().as_u16(), 202);
     assert!(response.headers().contains_key("request-id"));
-    assert!(
-        response.bytes().await.expect("body").is_empty(),
-        "202 has an empty body"
-    );
+    assert!(response.bytes().await.expect("body").is_empty(), "202 has an empty body");
     fakes.shutdown().await;
 }
 
@@ -171,21 +140,9 @@ async fn twilio_fake_checks_fields() {
     let client = http();
 
     let cases = [
-        (
-            "Messages.json",
-            vec![("To", "+14155550123"), ("From", NUMBER)],
-            21602,
-        ),
-        (
-            "Messages.json",
-            vec![("From", NUMBER), ("Body", "hi")],
-            21604,
-        ),
-        (
-            "Calls.json",
-            vec![("To", "+14155550123"), ("From", NUMBER)],
-            21205,
-        ),
+        ("Messages.json", vec![("To", "+14155550123"), ("From", NUMBER)], 21602),
+        ("Messages.json", vec![("From", NUMBER), ("Body", "hi")], 21604),
+        ("Calls.json", vec![("To", "+14155550123"), ("From", NUMBER)], 21205),
     ];
     for (resource, form, code) in cases {
         let url = format!("{base}2010-04-01/Accounts/{SID}/{resource}");
@@ -200,16 +157,10 @@ async fn twilio_fake_checks_fields() {
         let body: Value = response.json().await.expect("JSON body");
         assert_eq!(body["code"], code, "{resource} {form:?}");
         assert_eq!(body["status"], 400);
-        assert_eq!(
-            body["more_info"],
-            format!("https://www.twilio.com/docs/errors/{code}")
-        );
+        assert_eq!(body["more_info"], format!("https://www.twilio.com/docs/errors/{code}"));
     }
 
-    let other_account = format!(
-        "{base}2010-04-01/Accounts/AC{}/Messages.json",
-        "f".repeat(32)
-    );
+    let other_account = format!("{base}2010-04-01/Accounts/AC{}/Messages.json", "f".repeat(32));
     let form = [("To", "+14155550123"), ("From", NUMBER), ("Body", "hi")];
     let response = client
         .post(other_account)
@@ -218,11 +169,7 @@ async fn twilio_fake_checks_fields() {
         .send()
         .await
         .expect("fake responds");
-    assert_eq!(
-        response.status().as_u16(),
-        401,
-        "credentials of one account on another's path"
-    );
+    assert_eq!(response.status().as_u16(), 401, "credentials of one account on another's path");
     assert_eq!(fakes.stats().rejected_requests, 4);
     fakes.shutdown().await;
 }
@@ -233,10 +180,7 @@ async fn twilio_fake_returns_documented_fields() {
     let fakes = start_fakes(&clock, |config| config).await;
     let sms = limits(60, u32::MAX);
     fakes.register_twilio(SID, AUTH_TOKEN, NUMBER, sms, sms);
-    let url = format!(
-        "{}2010-04-01/Accounts/{SID}/Messages.json",
-        fakes.twilio_url()
-    );
+    let url = format!("{}2010-04-01/Accounts/{SID}/Messages.json", fakes.twilio_url());
     let form = [("To", "+14155550123"), ("From", NUMBER), ("Body", "hi")];
 
     let response = http()
@@ -253,15 +197,7 @@ async fn twilio_fake_returns_documented_fields() {
     assert_eq!(body["from"], NUMBER);
     assert_eq!(body["num_segments"], "1");
     assert_eq!(body["date_created"], "Mon, 02 Mar 2026 09:00:00 +0000");
-    for field in [
-        "sid",
-        "to",
-        "body",
-        "direction",
-        "api_version",
-        "uri",
-        "subresource_uris",
-    ] {
+    for field in ["sid", "to", "body", "direction", "api_version", "uri", "subresource_uris"] {
         assert!(!body[field].is_null(), "field {field} in {body}");
     }
     fakes.shutdown().await;
@@ -275,18 +211,11 @@ async fn inspection_endpoints_over_http() {
     let gmail = GmailClient::new(http(), fakes.gmail_url()).with_clock(clock.clone());
     let msg = email(MAILBOX, "ann@example.org", "Checking in", "Any news?");
     let outcome = gmail.send(SendCredentials::Bearer(TOKEN), &msg).await;
-    assert!(
-        matches!(outcome, SendOutcome::Accepted { .. }),
-        "got {outcome:?}"
-    );
+    assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
 
     let client = http();
     let received_url = format!("{}_fake/received", fakes.twilio_url());
-    let response = client
-        .get(received_url)
-        .send()
-        .await
-        .expect("fake responds");
+    let response = client.get(received_url).send().await.expect("fake responds");
     let received: Vec<ReceivedMessage> = response.json().await.expect("received JSON");
     assert_eq!(received, fakes.received());
 
@@ -312,15 +241,9 @@ async fn error_plan_injects_then_clears() {
     let SendOutcome::Retryable { reason, .. } = first else {
         panic!("expected retryable, got {first:?}");
     };
-    assert!(
-        reason.starts_with("gmail 503 backendError"),
-        "reason {reason}"
-    );
+    assert!(reason.starts_with("gmail 503 backendError"), "reason {reason}");
     let second = gmail.send(SendCredentials::Bearer(TOKEN), &msg).await;
-    assert!(
-        matches!(second, SendOutcome::Accepted { .. }),
-        "got {second:?}"
-    );
+    assert!(matches!(second, SendOutcome::Accepted { .. }), "got {second:?}");
 
     let stats = fakes.stats();
     assert_eq!(stats.injected_errors, 1);
@@ -336,18 +259,12 @@ async fn retryable_fraction_of_one_fails_all() {
     let sms = limits(60, u32::MAX);
     fakes.register_twilio(SID, AUTH_TOKEN, NUMBER, sms, sms);
     let twilio = crate::twilio::TwilioClient::new(http(), fakes.twilio_url());
-    let creds = SendCredentials::Basic {
-        account_sid: SID,
-        auth_token: AUTH_TOKEN,
-    };
+    let creds = SendCredentials::Basic { account_sid: SID, auth_token: AUTH_TOKEN };
 
     for _ in 0..3 {
         let msg = crate::testing::phone(Channel::Sms, NUMBER, "+14155550123", "hi");
         let outcome = twilio.send(creds, &msg).await;
-        assert!(
-            matches!(outcome, SendOutcome::Retryable { .. }),
-            "got {outcome:?}"
-        );
+        assert!(matches!(outcome, SendOutcome::Retryable { .. }), "got {outcome:?}");
     }
     assert_eq!(fakes.stats().injected_errors, 3);
     assert!(fakes.received().is_empty());

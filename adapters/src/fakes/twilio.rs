@@ -29,14 +29,8 @@ const MAX_TWIML_CHARS: usize = 4_000;
 
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
     config
-        .route(
-            "/2010-04-01/Accounts/{sid}/Messages.json",
-            web::post().to(create_message),
-        )
-        .route(
-            "/2010-04-01/Accounts/{sid}/Calls.json",
-            web::post().to(create_call),
-        );
+        .route("/2010-04-01/Accounts/{sid}/Messages.json", web::post().to(create_message))
+        .route("/2010-04-01/Accounts/{sid}/Calls.json", web::post().to(create_call));
 }
 
 /// A Twilio error: its code, HTTP status and message.
@@ -48,11 +42,7 @@ struct TwilioError {
 
 impl TwilioError {
     fn bad_request(code: u32, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
+        Self { code, status: StatusCode::BAD_REQUEST, message: message.into() }
     }
 
     fn into_response(self) -> HttpResponse {
@@ -116,14 +106,8 @@ fn accept_message(
     let now = state.now();
     let resource = message_resource(&account_sid, &sid, &from, &to, &text, now);
     let received = received(Channel::Sms, from.clone(), to, text, sid, now);
-    let key = LimitKey::TwilioNumber {
-        account_sid,
-        from,
-        channel: Channel::Sms,
-    };
-    state
-        .accept(&key, received)
-        .map_err(|_| too_many_requests())?;
+    let key = LimitKey::TwilioNumber { account_sid, from, channel: Channel::Sms };
+    state.accept(&key, received).map_err(|_| too_many_requests())?;
     Ok(resource)
 }
 
@@ -146,14 +130,8 @@ fn accept_call(
     let now = state.now();
     let resource = call_resource(&account_sid, &sid, &from, &to, now);
     let received = received(Channel::Call, from.clone(), to, spoken, sid, now);
-    let key = LimitKey::TwilioNumber {
-        account_sid,
-        from,
-        channel: Channel::Call,
-    };
-    state
-        .accept(&key, received)
-        .map_err(|_| too_many_requests())?;
+    let key = LimitKey::TwilioNumber { account_sid, from, channel: Channel::Call };
+    state.accept(&key, received).map_err(|_| too_many_requests())?;
     Ok(resource)
 }
 
@@ -181,10 +159,7 @@ fn authorize(
         state.count_rejected();
         TwilioError::bad_request(20001, "Invalid form-encoded request body")
     })?;
-    Ok(Authorized {
-        account_sid,
-        form: form.into_iter().collect(),
-    })
+    Ok(Authorized { account_sid, form: form.into_iter().collect() })
 }
 
 /// Checks a CreateMessage form and returns its To, From and Body.
@@ -196,10 +171,7 @@ fn validate_message(
     let to = non_empty(form, "To")
         .ok_or_else(|| TwilioError::bad_request(21604, "A 'To' phone number is required."))?;
     if !is_e164(to) {
-        return Err(TwilioError::bad_request(
-            21211,
-            format!("Invalid 'To' Phone Number: {to}"),
-        ));
+        return Err(TwilioError::bad_request(21211, format!("Invalid 'To' Phone Number: {to}")));
     }
     let from = non_empty(form, "From")
         .ok_or_else(|| TwilioError::bad_request(21603, "A 'From' phone number is required."))?;
@@ -225,10 +197,7 @@ fn validate_call(
     let to = non_empty(form, "To")
         .ok_or_else(|| TwilioError::bad_request(21201, "No 'To' number is specified"))?;
     if !is_e164(to) {
-        return Err(TwilioError::bad_request(
-            21211,
-            format!("Invalid 'To' Phone Number: {to}"),
-        ));
+        return Err(TwilioError::bad_request(21211, format!("Invalid 'To' Phone Number: {to}")));
     }
     let from = non_empty(form, "From")
         .ok_or_else(|| TwilioError::bad_request(21213, "No 'From' number is specified"))?;
@@ -257,9 +226,7 @@ fn validate_call(
 }
 
 fn non_empty<'a>(form: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    form.get(name)
-        .map(String::as_str)
-        .filter(|value| !value.trim().is_empty())
+    form.get(name).map(String::as_str).filter(|value| !value.trim().is_empty())
 }
 
 /// `+`, a non-zero digit and at most 14 more digits.
@@ -352,16 +319,8 @@ fn twilio_date(instant: DateTime<Utc>) -> String {
 /// with GSM-7 extension characters such as `{` or `|` (two septets each).
 fn segments(text: &str) -> usize {
     let chars = text.chars().count();
-    let (single, part) = if text.is_ascii() {
-        (160, 153)
-    } else {
-        (70, 67)
-    };
-    if chars <= single {
-        1
-    } else {
-        chars.div_ceil(part)
-    }
+    let (single, part) = if text.is_ascii() { (160, 153) } else { (70, 67) };
+    if chars <= single { 1 } else { chars.div_ceil(part) }
 }
 
 fn message_resource(

@@ -20,9 +20,7 @@ impl GmailSendRequest {
     /// Builds the request for `msg`, dated `date`.
     pub fn new(msg: &OutboundMessage, date: DateTime<Utc>) -> std::io::Result<Self> {
         let message = build_message(msg, date)?;
-        Ok(Self {
-            raw: URL_SAFE.encode(message),
-        })
+        Ok(Self { raw: URL_SAFE.encode(message) })
     }
 }
 
@@ -49,9 +47,6 @@ pub fn build_message(msg: &OutboundMessage, date: DateTime<Utc>) -> std::io::Res
 
 /// The Message-ID of `msg`, without angle brackets: `<follow-up id>@<sender's domain>`.
 pub fn message_id(msg: &OutboundMessage) -> String {
-    let domain = msg
-        .from
-        .rsplit_once('@')
-        .map_or("followup.invalid", |(_, domain)| domain);
+    let domain = msg.from.rsplit_once('@').map_or("followup.invalid", |(_, domain)| domain);
     format!("{}@{domain}", msg.follow_up)
 }

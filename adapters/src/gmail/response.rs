@@ -80,17 +80,11 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
         401 => SendOutcome::Unauthorized { reason },
         403 if matches!(reason_code, "rateLimitExceeded" | "userRateLimitExceeded") => {
             let retry_after = retry_hint(response, &error, now);
-            SendOutcome::Retryable {
-                reason,
-                retry_after,
-            }
+            SendOutcome::Retryable { reason, retry_after }
         }
         408 | 429 | 500..=599 => {
             let retry_after = retry_hint(response, &error, now);
-            SendOutcome::Retryable {
-                reason,
-                retry_after,
-            }
+            SendOutcome::Retryable { reason, retry_after }
         }
         _ => SendOutcome::Permanent { reason },
     }
@@ -99,12 +93,9 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
 /// Reads a 2xx response. A body without an id still means Gmail took the message, so it is accepted
 /// with an empty id rather than retried into a duplicate.
 fn accepted(body: &[u8]) -> SendOutcome {
-    let provider_message_id = serde_json::from_slice::<GmailMessage>(body)
-        .map(|message| message.id)
-        .unwrap_or_default();
-    SendOutcome::Accepted {
-        provider_message_id,
-    }
+    let provider_message_id =
+        serde_json::from_slice::<GmailMessage>(body).map(|message| message.id).unwrap_or_default();
+    SendOutcome::Accepted { provider_message_id }
 }
 
 /// The wait Gmail asked for: a `Retry-After` header if one came, else the instant in the

@@ -23,11 +23,7 @@ pub struct GmailClient {
 impl GmailClient {
     /// Creates a client for the API at `base_url` (`https://gmail.googleapis.com` in production).
     pub fn new(http: reqwest::Client, base_url: reqwest::Url) -> Self {
-        Self {
-            http,
-            send_url: endpoint(&base_url, SEND_PATH),
-            clock: Arc::new(SystemClock),
-        }
+        Self { http, send_url: endpoint(&base_url, SEND_PATH), clock: Arc::new(SystemClock) }
     }
 
     /// Uses `clock` instead of the system clock.
@@ -55,11 +51,7 @@ impl GmailClient {
             }
         };
 
-        let request = self
-            .http
-            .post(&self.send_url)
-            .bearer_auth(token)
-            .json(&body);
+        let request = self.http.post(&self.send_url).bearer_auth(token).json(&body);
         let outcome = match execute("gmail", request).await {
             Ok(response) => classify(&response, self.clock.now()),
             Err(outcome) => outcome,

@@ -17,10 +17,7 @@ const TOKEN: &str = "ya29.gmail-test-token";
 const MAILBOX: &str = "owner@shop.example";
 
 fn limits(per_minute: u32, per_day: u32) -> SendLimits {
-    SendLimits {
-        per_minute,
-        per_day,
-    }
+    SendLimits { per_minute, per_day }
 }
 
 fn response(status: u16, body: &str) -> RawResponse {
@@ -39,32 +36,16 @@ fn google_error(status: u16, reason: &str, message: &str) -> String {
 
 #[test]
 fn raw_message_decodes_with_headers() {
-    let msg = email(
-        MAILBOX,
-        "ann@example.org",
-        "Checking in",
-        "Hello Ann,\nany news?",
-    );
+    let msg = email(MAILBOX, "ann@example.org", "Checking in", "Hello Ann,\nany news?");
     let request = GmailSendRequest::new(&msg, start_instant()).expect("message builds");
 
-    assert!(
-        !request.raw.contains('+') && !request.raw.contains('/'),
-        "raw is base64url"
-    );
+    assert!(!request.raw.contains('+') && !request.raw.contains('/'), "raw is base64url");
     let bytes = URL_SAFE.decode(&request.raw).expect("raw decodes");
     let text = String::from_utf8(bytes.clone()).expect("message is text");
-    assert!(
-        text.contains("Date: Mon, 2 Mar 2026 09:00:00 +0000"),
-        "date header in {text}"
-    );
-    assert!(
-        text.contains(&format!("Message-ID: <{}>", message_id(&msg))),
-        "message id in {text}"
-    );
+    assert!(text.contains("Date: Mon, 2 Mar 2026 09:00:00 +0000"), "date header in {text}");
+    assert!(text.contains(&format!("Message-ID: <{}>", message_id(&msg))), "message id in {text}");
 
-    let parsed = MessageParser::default()
-        .parse(&bytes)
-        .expect("message parses");
+    let parsed = MessageParser::default().parse(&bytes).expect("message parses");
     let from = parsed.from().and_then(|a| a.first()).expect("from");
     assert_eq!(from.address(), Some(MAILBOX));
     let to = parsed.to().and_then(|a| a.first()).expect("to");
@@ -72,11 +53,7 @@ fn raw_message_decodes_with_headers() {
     assert_eq!(to.name(), Some("Ann Example"));
     assert_eq!(parsed.subject(), Some("Checking in"));
     let body = parsed.body_text(0).expect("text body");
-    assert_eq!(
-        body.trim_end(),
-        "Hello Ann,\r\nany news?",
-        "lines end in CRLF on the wire"
-    );
+    assert_eq!(body.trim_end(), "Hello Ann,\r\nany news?", "lines end in CRLF on the wire");
 }
 
 #[test]
@@ -88,32 +65,14 @@ fn message_id_uses_sender_domain() {
 #[test]
 fn classify_rate_limit_reasons() {
     let now = start_instant();
-    let user_rate = response(
-        403,
-        &google_error(403, "userRateLimitExceeded", "slow down"),
-    );
-    assert!(matches!(
-        classify(&user_rate, now),
-        SendOutcome::Retryable { .. }
-    ));
+    let user_rate = response(403, &google_error(403, "userRateLimitExceeded", "slow down"));
+    assert!(matches!(classify(&user_rate, now), SendOutcome::Retryable { .. }));
 
-    let project_rate = response(
-        403,
-        &google_error(403, "rateLimitExceeded", "Quota exceeded"),
-    );
-    assert!(matches!(
-        classify(&project_rate, now),
-        SendOutcome::Retryable { .. }
-    ));
+    let project_rate = response(403, &google_error(403, "rateLimitExceeded", "Quota exceeded"));
+    assert!(matches!(classify(&project_rate, now), SendOutcome::Retryable { .. }));
 
-    let daily = response(
-        403,
-        &google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded"),
-    );
-    assert!(matches!(
-        classify(&daily, now),
-        SendOutcome::Permanent { .. }
-    ));
+    let daily = response(403, &google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded"));
+    assert!(matches!(classify(&daily, now), SendOutcome::Permanent { .. }));
 }
 
 #[test]
@@ -121,48 +80,29 @@ fn classify_429_reads_retry_text() {
     let message = "User-rate limit exceeded.  Retry after 2026-03-02T09:00:42.500Z (Mail sending)";
     let throttled = response(429, &google_error(429, "rateLimitExceeded", message));
     let outcome = classify(&throttled, start_instant());
-    let SendOutcome::Retryable {
-        reason,
-        retry_after,
-    } = outcome
-    else {
+    let SendOutcome::Retryable { reason, retry_after } = outcome else {
         panic!("expected retryable, got {outcome:?}");
     };
     assert_eq!(retry_after, Some(Duration::from_millis(42_500)));
-    assert!(
-        reason.starts_with("gmail 429 rateLimitExceeded: "),
-        "reason {reason}"
-    );
+    assert!(reason.starts_with("gmail 429 rateLimitExceeded: "), "reason {reason}");
 }
 
 #[test]
 fn classify_server_and_client_errors() {
     let now = start_instant();
     let backend = response(503, &google_error(503, "backendError", "Backend Error"));
-    assert!(matches!(
-        classify(&backend, now),
-        SendOutcome::Retryable { .. }
-    ));
+    assert!(matches!(classify(&backend, now), SendOutcome::Retryable { .. }));
 
     let not_json = response(502, "<html>bad gateway</html>");
-    assert!(matches!(
-        classify(&not_json, now),
-        SendOutcome::Retryable { .. }
-    ));
+    assert!(matches!(classify(&not_json, now), SendOutcome::Retryable { .. }));
 
-    let invalid = response(
-        400,
-        &google_error(400, "invalidArgument", "Invalid To header"),
-    );
+    let invalid = response(400, &google_error(400, "invalidArgument", "Invalid To header"));
     let outcome = classify(&invalid, now);
     let expected = "gmail 400 invalidArgument: Invalid To header".to_owned();
     assert_eq!(outcome, SendOutcome::Permanent { reason: expected });
 
     let auth = response(401, &google_error(401, "authError", "Invalid Credentials"));
-    assert!(matches!(
-        classify(&auth, now),
-        SendOutcome::Unauthorized { .. }
-    ));
+    assert!(matches!(classify(&auth, now), SendOutcome::Unauthorized { .. }));
 }
 
 #[tokio::test]
@@ -172,18 +112,10 @@ async fn accepted_send_is_recorded() {
     fakes.register_gmail(TOKEN, MAILBOX, limits(60, 2_000));
     let client = GmailClient::new(http(), fakes.gmail_url()).with_clock(clock.clone());
 
-    let msg = email(
-        MAILBOX,
-        "ann@example.org",
-        "Checking in",
-        "Hello Ann,\nany news?",
-    );
+    let msg = email(MAILBOX, "ann@example.org", "Checking in", "Hello Ann,\nany news?");
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
 
-    let SendOutcome::Accepted {
-        provider_message_id,
-    } = outcome
-    else {
+    let SendOutcome::Accepted { provider_message_id } = outcome else {
         panic!("expected accepted, got {outcome:?}");
     };
     let received = fakes.received();
@@ -206,9 +138,7 @@ async fn unknown_token_is_unauthorized() {
     let client = GmailClient::new(http(), fakes.gmail_url()).with_clock(clock.clone());
 
     let msg = email(MAILBOX, "ann@example.org", "s", "b");
-    let outcome = client
-        .send(SendCredentials::Bearer("ya29.expired"), &msg)
-        .await;
+    let outcome = client.send(SendCredentials::Bearer("ya29.expired"), &msg).await;
 
     let SendOutcome::Unauthorized { reason } = outcome else {
         panic!("expected unauthorized, got {outcome:?}");
@@ -234,10 +164,7 @@ async fn rejected_recipient_is_permanent() {
     let SendOutcome::Permanent { reason } = outcome else {
         panic!("expected permanent, got {outcome:?}");
     };
-    assert!(
-        reason.starts_with("gmail 400 invalidArgument"),
-        "reason {reason}"
-    );
+    assert!(reason.starts_with("gmail 400 invalidArgument"), "reason {reason}");
     assert_eq!(fakes.stats().injected_errors, 1);
     fakes.shutdown().await;
 }
@@ -252,33 +179,20 @@ async fn minute_limit_gives_retryable() {
 
     for _ in 0..2 {
         let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-        assert!(
-            matches!(outcome, SendOutcome::Accepted { .. }),
-            "got {outcome:?}"
-        );
+        assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
     }
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-    let SendOutcome::Retryable {
-        reason,
-        retry_after,
-    } = outcome
-    else {
+    let SendOutcome::Retryable { reason, retry_after } = outcome else {
         panic!("expected retryable, got {outcome:?}");
     };
-    assert!(
-        reason.starts_with("gmail 429 rateLimitExceeded"),
-        "reason {reason}"
-    );
+    assert!(reason.starts_with("gmail 429 rateLimitExceeded"), "reason {reason}");
     assert_eq!(retry_after, Some(Duration::from_secs(60)));
     assert_eq!(fakes.stats().rate_limit_violations, 1);
     assert_eq!(fakes.received().len(), 2);
 
     clock.advance(chrono::Duration::seconds(60));
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-    assert!(
-        matches!(outcome, SendOutcome::Accepted { .. }),
-        "got {outcome:?}"
-    );
+    assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
     fakes.shutdown().await;
 }
 
@@ -292,10 +206,7 @@ async fn day_limit_gives_retryable() {
 
     for _ in 0..2 {
         let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-        assert!(
-            matches!(outcome, SendOutcome::Accepted { .. }),
-            "got {outcome:?}"
-        );
+        assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
         clock.advance(chrono::Duration::hours(1));
     }
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
@@ -316,10 +227,8 @@ async fn dead_server_is_retryable() {
     let client = GmailClient::new(http(), url);
     let msg = email(MAILBOX, "ann@example.org", "s", "b");
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-    let expected = SendOutcome::Retryable {
-        reason: "gmail: connection failed".to_owned(),
-        retry_after: None,
-    };
+    let expected =
+        SendOutcome::Retryable { reason: "gmail: connection failed".to_owned(), retry_after: None };
     assert_eq!(outcome, expected);
 }
 
@@ -342,19 +251,10 @@ fn send_method_matches_discovery_document() {
     let raw = &discovery["schemas"]["Message"]["properties"]["raw"];
     assert_eq!(raw["type"], "string");
     assert_eq!(raw["format"], "byte");
-    let required_for = raw["annotations"]["required"]
-        .as_array()
-        .expect("required list");
-    assert!(
-        required_for
-            .iter()
-            .any(|method| method == "gmail.users.messages.send")
-    );
+    let required_for = raw["annotations"]["required"].as_array().expect("required list");
+    assert!(required_for.iter().any(|method| method == "gmail.users.messages.send"));
 
-    let body = serde_json::to_value(GmailSendRequest {
-        raw: "eA".to_owned(),
-    })
-    .expect("serialises");
+    let body = serde_json::to_value(GmailSendRequest { raw: "eA".to_owned() }).expect("serialises");
     let fields: Vec<&String> = body.as_object().expect("object").keys().collect();
     assert_eq!(fields, ["raw"]);
 }

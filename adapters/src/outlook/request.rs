@@ -51,22 +51,13 @@ impl SendMailRequest {
     /// Builds the request that sends `msg` as plain text to its one recipient.
     pub fn new(msg: &OutboundMessage) -> Self {
         let recipient = Recipient {
-            email_address: EmailAddress {
-                address: msg.to.clone(),
-                name: msg.to_name.clone(),
-            },
+            email_address: EmailAddress { address: msg.to.clone(), name: msg.to_name.clone() },
         };
         let message = GraphMessage {
             subject: msg.subject.clone().unwrap_or_default(),
-            body: ItemBody {
-                content_type: "Text".to_owned(),
-                content: msg.body.clone(),
-            },
+            body: ItemBody { content_type: "Text".to_owned(), content: msg.body.clone() },
             to_recipients: vec![recipient],
         };
-        Self {
-            message,
-            save_to_sent_items: false,
-        }
+        Self { message, save_to_sent_items: false }
     }
 }

@@ -43,29 +43,20 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
         let provider_message_id = response
             .header("request-id")
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-        return SendOutcome::Accepted {
-            provider_message_id,
-        };
+        return SendOutcome::Accepted { provider_message_id };
     }
 
     let error = serde_json::from_slice::<GraphErrorEnvelope>(&response.body)
         .map(|envelope| envelope.error)
         .unwrap_or_default();
     let reason = error_reason(PROVIDER, status, &error.code, &error.message);
-    let retry_after = response
-        .header("retry-after")
-        .and_then(|value| parse_retry_after(value, now));
+    let retry_after =
+        response.header("retry-after").and_then(|value| parse_retry_after(value, now));
 
     match status {
         401 => SendOutcome::Unauthorized { reason },
-        408 | 429 | 500..=599 => SendOutcome::Retryable {
-            reason,
-            retry_after,
-        },
-        _ if error.is_mailbox_concurrency() => SendOutcome::Retryable {
-            reason,
-            retry_after,
-        },
+        408 | 429 | 500..=599 => SendOutcome::Retryable { reason, retry_after },
+        _ if error.is_mailbox_concurrency() => SendOutcome::Retryable { reason, retry_after },
         _ => SendOutcome::Permanent { reason },
     }
 }

@@ -23,11 +23,7 @@ pub struct GraphClient {
 impl GraphClient {
     /// Creates a client for the API at `base_url` (`https://graph.microsoft.com` in production).
     pub fn new(http: reqwest::Client, base_url: reqwest::Url) -> Self {
-        Self {
-            http,
-            send_url: endpoint(&base_url, SEND_MAIL_PATH),
-            clock: Arc::new(SystemClock),
-        }
+        Self { http, send_url: endpoint(&base_url, SEND_MAIL_PATH), clock: Arc::new(SystemClock) }
     }
 
     /// Uses `clock` instead of the system clock.
@@ -48,11 +44,7 @@ impl GraphClient {
         }
 
         let body = SendMailRequest::new(msg);
-        let request = self
-            .http
-            .post(&self.send_url)
-            .bearer_auth(token)
-            .json(&body);
+        let request = self.http.post(&self.send_url).bearer_auth(token).json(&body);
         let outcome = match execute("outlook", request).await {
             Ok(response) => classify(&response, self.clock.now()),
             Err(outcome) => outcome,

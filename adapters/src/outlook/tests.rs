@@ -12,10 +12,7 @@ const TOKEN: &str = "eyJ0eXAiOiJKV1Qi.graph-test-token";
 const MAILBOX: &str = "owner@contoso.example";
 
 fn limits(per_minute: u32, per_day: u32) -> SendLimits {
-    SendLimits {
-        per_minute,
-        per_day,
-    }
+    SendLimits { per_minute, per_day }
 }
 
 #[test]
@@ -43,19 +40,13 @@ async fn accepted_send_is_recorded() {
     let msg = email(MAILBOX, "ann@example.org", "Checking in", "Any news?");
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
 
-    let SendOutcome::Accepted {
-        provider_message_id,
-    } = outcome
-    else {
+    let SendOutcome::Accepted { provider_message_id } = outcome else {
         panic!("expected accepted, got {outcome:?}");
     };
     let received = fakes.received();
     assert_eq!(received.len(), 1);
     let message = &received[0];
-    assert_eq!(
-        message.provider_message_id, provider_message_id,
-        "id is the request-id header"
-    );
+    assert_eq!(message.provider_message_id, provider_message_id, "id is the request-id header");
     assert_eq!(message.from, MAILBOX);
     assert_eq!(message.to, "ann@example.org");
     assert_eq!(message.subject.as_deref(), Some("Checking in"));
@@ -72,17 +63,12 @@ async fn unknown_token_is_unauthorized() {
     let client = GraphClient::new(http(), fakes.graph_url()).with_clock(clock.clone());
 
     let msg = email(MAILBOX, "ann@example.org", "s", "b");
-    let outcome = client
-        .send(SendCredentials::Bearer("eyJ.revoked"), &msg)
-        .await;
+    let outcome = client.send(SendCredentials::Bearer("eyJ.revoked"), &msg).await;
 
     let SendOutcome::Unauthorized { reason } = outcome else {
         panic!("expected unauthorized, got {outcome:?}");
     };
-    assert!(
-        reason.starts_with("outlook 401 InvalidAuthenticationToken"),
-        "reason {reason}"
-    );
+    assert!(reason.starts_with("outlook 401 InvalidAuthenticationToken"), "reason {reason}");
     assert_eq!(fakes.stats().rejected_requests, 1);
     fakes.shutdown().await;
 }
@@ -101,10 +87,7 @@ async fn invalid_recipient_is_permanent() {
         let SendOutcome::Permanent { reason } = outcome else {
             panic!("expected permanent for {to}, got {outcome:?}");
         };
-        assert!(
-            reason.starts_with("outlook 400 ErrorInvalidRecipients"),
-            "reason {reason}"
-        );
+        assert!(reason.starts_with("outlook 400 ErrorInvalidRecipients"), "reason {reason}");
     }
     assert!(fakes.received().is_empty());
     fakes.shutdown().await;
@@ -120,24 +103,14 @@ async fn minute_limit_gives_fractional_retry_after() {
 
     for _ in 0..2 {
         let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-        assert!(
-            matches!(outcome, SendOutcome::Accepted { .. }),
-            "got {outcome:?}"
-        );
+        assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
         clock.advance(chrono::Duration::milliseconds(250));
     }
     let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
-    let SendOutcome::Retryable {
-        reason,
-        retry_after,
-    } = outcome
-    else {
+    let SendOutcome::Retryable { reason, retry_after } = outcome else {
         panic!("expected retryable, got {outcome:?}");
     };
-    assert!(
-        reason.starts_with("outlook 429 TooManyRequests"),
-        "reason {reason}"
-    );
+    assert!(reason.starts_with("outlook 429 TooManyRequests"), "reason {reason}");
     assert_eq!(retry_after, Some(Duration::from_millis(59_500)));
     assert_eq!(fakes.stats().rate_limit_violations, 1);
     fakes.shutdown().await;
@@ -158,10 +131,7 @@ async fn fifth_concurrent_request_is_throttled() {
     });
     let outcomes = futures_util::future::join_all(sends).await;
 
-    let accepted = outcomes
-        .iter()
-        .filter(|o| matches!(o, SendOutcome::Accepted { .. }))
-        .count();
+    let accepted = outcomes.iter().filter(|o| matches!(o, SendOutcome::Accepted { .. })).count();
     let throttled: Vec<&SendOutcome> = outcomes
         .iter()
         .filter(|o| matches!(o, SendOutcome::Retryable { reason, .. } if reason.contains("MailboxConcurrency")))

@@ -46,28 +46,22 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
     }
 
     let error: TwilioError = serde_json::from_slice(&response.body).unwrap_or_default();
-    let code = error
-        .code
-        .map(|code| format!("code {code}"))
-        .unwrap_or_default();
+    let code = error.code.map(|code| format!("code {code}")).unwrap_or_default();
     let reason = error_reason(PROVIDER, status, &code, &error.message);
-    let retry_after = response
-        .header("retry-after")
-        .and_then(|value| parse_retry_after(value, now));
+    let retry_after =
+        response.header("retry-after").and_then(|value| parse_retry_after(value, now));
 
     match (status, error.code) {
         (401, _) | (_, Some(20003)) => SendOutcome::Unauthorized { reason },
         (_, Some(code)) if PERMANENT_RECIPIENT_CODES.contains(&code) => {
             SendOutcome::Permanent { reason }
         }
-        (_, Some(code)) if QUEUE_FULL_CODES.contains(&code) => SendOutcome::Retryable {
-            reason,
-            retry_after,
-        },
-        (408 | 429 | 500..=599, _) | (_, Some(20429)) => SendOutcome::Retryable {
-            reason,
-            retry_after,
-        },
+        (_, Some(code)) if QUEUE_FULL_CODES.contains(&code) => {
+            SendOutcome::Retryable { reason, retry_after }
+        }
+        (408 | 429 | 500..=599, _) | (_, Some(20429)) => {
+            SendOutcome::Retryable { reason, retry_after }
+        }
         _ => SendOutcome::Permanent { reason },
     }
 }
@@ -78,7 +72,5 @@ fn accepted(body: &[u8]) -> SendOutcome {
     let provider_message_id = serde_json::from_slice::<CreatedResource>(body)
         .map(|resource| resource.sid)
         .unwrap_or_default();
-    SendOutcome::Accepted {
-        provider_message_id,
-    }
+    SendOutcome::Accepted { provider_message_id }
 }

@@ -30,11 +30,7 @@ struct BasicAuth<'a> {
 impl TwilioClient {
     /// Creates a client for the API at `base_url` (`https://api.twilio.com` in production).
     pub fn new(http: reqwest::Client, base_url: reqwest::Url) -> Self {
-        Self {
-            http,
-            base_url,
-            clock: Arc::new(SystemClock),
-        }
+        Self { http, base_url, clock: Arc::new(SystemClock) }
     }
 
     /// Uses `clock` instead of the system clock.
@@ -48,9 +44,9 @@ impl TwilioClient {
         match msg.channel {
             Channel::Sms => self.send_sms(creds, msg).await,
             Channel::Call => self.place_call(creds, msg).await,
-            Channel::Email => SendOutcome::Permanent {
-                reason: "twilio: cannot send on channel email".to_owned(),
-            },
+            Channel::Email => {
+                SendOutcome::Permanent { reason: "twilio: cannot send on channel email".to_owned() }
+            }
         }
     }
 
@@ -65,8 +61,7 @@ impl TwilioClient {
             from: msg.from.clone(),
             body: msg.body.clone(),
         };
-        self.post_form(&auth, &messages_path(auth.account_sid), &form)
-            .await
+        self.post_form(&auth, &messages_path(auth.account_sid), &form).await
     }
 
     /// Places a call from `msg.from` to `msg.to` that speaks `msg.body`.
@@ -82,18 +77,11 @@ impl TwilioClient {
         let twiml = match say_twiml(&msg.body) {
             Ok(twiml) => twiml,
             Err(err) => {
-                return SendOutcome::Permanent {
-                    reason: err.to_string(),
-                };
+                return SendOutcome::Permanent { reason: err.to_string() };
             }
         };
-        let form = CreateCallForm {
-            to: msg.to.clone(),
-            from: msg.from.clone(),
-            twiml,
-        };
-        self.post_form(&auth, &calls_path(auth.account_sid), &form)
-            .await
+        let form = CreateCallForm { to: msg.to.clone(), from: msg.from.clone(), twiml };
+        self.post_form(&auth, &calls_path(auth.account_sid), &form).await
     }
 
     async fn post_form(
@@ -118,11 +106,7 @@ impl TwilioClient {
 /// Takes the Account SID and token out of `creds`. The SID goes into the URL path, so it must
 /// be plain letters and digits, as every Twilio SID is.
 fn basic_auth(creds: SendCredentials<'_>) -> Result<BasicAuth<'_>, SendOutcome> {
-    let SendCredentials::Basic {
-        account_sid,
-        auth_token,
-    } = creds
-    else {
+    let SendCredentials::Basic { account_sid, auth_token } = creds else {
         let reason = "twilio: credentials are not an account sid and auth token".to_owned();
         return Err(SendOutcome::Unauthorized { reason });
     };
@@ -130,8 +114,5 @@ fn basic_auth(creds: SendCredentials<'_>) -> Result<BasicAuth<'_>, SendOutcome> 
         let reason = "twilio: account sid is not letters and digits".to_owned();
         return Err(SendOutcome::Unauthorized { reason });
     }
-    Ok(BasicAuth {
-        account_sid,
-        auth_token,
-    })
+    Ok(BasicAuth { account_sid, auth_token })
 }

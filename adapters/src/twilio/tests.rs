@@ -15,17 +15,11 @@ const NUMBER: &str = "+15005550006";
 const CONTACT: &str = "+14155550123";
 
 fn creds() -> SendCredentials<'static> {
-    SendCredentials::Basic {
-        account_sid: SID,
-        auth_token: AUTH_TOKEN,
-    }
+    SendCredentials::Basic { account_sid: SID, auth_token: AUTH_TOKEN }
 }
 
 fn register(fakes: &FakeProviders, per_minute: u32) {
-    let limits = SendLimits {
-        per_minute,
-        per_day: u32::MAX,
-    };
+    let limits = SendLimits { per_minute, per_day: u32::MAX };
     fakes.register_twilio(SID, AUTH_TOKEN, NUMBER, limits, limits);
 }
 
@@ -54,24 +48,13 @@ async fn sms_is_recorded() {
     register(&fakes, 60);
     let client = TwilioClient::new(http(), fakes.twilio_url()).with_clock(clock.clone());
 
-    let msg = phone(
-        Channel::Sms,
-        NUMBER,
-        CONTACT,
-        "Any news? Reply STOP to opt out",
-    );
+    let msg = phone(Channel::Sms, NUMBER, CONTACT, "Any news? Reply STOP to opt out");
     let outcome = client.send(creds(), &msg).await;
 
-    let SendOutcome::Accepted {
-        provider_message_id,
-    } = outcome
-    else {
+    let SendOutcome::Accepted { provider_message_id } = outcome else {
         panic!("expected accepted, got {outcome:?}");
     };
-    assert!(
-        is_sid(&provider_message_id, "SM"),
-        "sid {provider_message_id}"
-    );
+    assert!(is_sid(&provider_message_id, "SM"), "sid {provider_message_id}");
     let received = fakes.received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].channel, Channel::Sms);
@@ -92,16 +75,10 @@ async fn call_speaks_escaped_text() {
     let msg = phone(Channel::Call, NUMBER, CONTACT, "Hello <Ann> & \"co\"");
     let outcome = client.send(creds(), &msg).await;
 
-    let SendOutcome::Accepted {
-        provider_message_id,
-    } = outcome
-    else {
+    let SendOutcome::Accepted { provider_message_id } = outcome else {
         panic!("expected accepted, got {outcome:?}");
     };
-    assert!(
-        is_sid(&provider_message_id, "CA"),
-        "sid {provider_message_id}"
-    );
+    assert!(is_sid(&provider_message_id, "CA"), "sid {provider_message_id}");
     let received = fakes.received();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].channel, Channel::Call);
@@ -116,13 +93,8 @@ async fn wrong_token_is_unauthorized() {
     register(&fakes, 60);
     let client = TwilioClient::new(http(), fakes.twilio_url()).with_clock(clock.clone());
 
-    let wrong = SendCredentials::Basic {
-        account_sid: SID,
-        auth_token: "stale-token",
-    };
-    let outcome = client
-        .send(wrong, &phone(Channel::Sms, NUMBER, CONTACT, "hi"))
-        .await;
+    let wrong = SendCredentials::Basic { account_sid: SID, auth_token: "stale-token" };
+    let outcome = client.send(wrong, &phone(Channel::Sms, NUMBER, CONTACT, "hi")).await;
 
     let SendOutcome::Unauthorized { reason } = outcome else {
         panic!("expected unauthorized, got {outcome:?}");
@@ -145,16 +117,11 @@ async fn recipient_errors_are_permanent() {
         ("+15005550001", CONTACT, "twilio 400 code 21606"),
     ];
     for (from, to, expected) in cases {
-        let outcome = client
-            .send(creds(), &phone(Channel::Sms, from, to, "hi"))
-            .await;
+        let outcome = client.send(creds(), &phone(Channel::Sms, from, to, "hi")).await;
         let SendOutcome::Permanent { reason } = outcome else {
             panic!("expected permanent for {from} -> {to}, got {outcome:?}");
         };
-        assert!(
-            reason.starts_with(expected),
-            "reason {reason}, expected {expected}"
-        );
+        assert!(reason.starts_with(expected), "reason {reason}, expected {expected}");
     }
     assert!(fakes.received().is_empty());
     fakes.shutdown().await;
@@ -169,10 +136,7 @@ async fn minute_limit_gives_retryable() {
     let msg = phone(Channel::Sms, NUMBER, CONTACT, "hi");
 
     let first = client.send(creds(), &msg).await;
-    assert!(
-        matches!(first, SendOutcome::Accepted { .. }),
-        "got {first:?}"
-    );
+    assert!(matches!(first, SendOutcome::Accepted { .. }), "got {first:?}");
     let second = client.send(creds(), &msg).await;
     let expected = SendOutcome::Retryable {
         reason: "twilio 429 code 20429: Too Many Requests".to_owned(),
@@ -181,13 +145,8 @@ async fn minute_limit_gives_retryable() {
     assert_eq!(second, expected);
     assert_eq!(fakes.stats().rate_limit_violations, 1);
 
-    let call = client
-        .send(creds(), &phone(Channel::Call, NUMBER, CONTACT, "hi"))
-        .await;
-    assert!(
-        matches!(call, SendOutcome::Accepted { .. }),
-        "calls have their own limit: {call:?}"
-    );
+    let call = client.send(creds(), &phone(Channel::Call, NUMBER, CONTACT, "hi")).await;
+    assert!(matches!(call, SendOutcome::Accepted { .. }), "calls have their own limit: {call:?}");
     fakes.shutdown().await;
 }
 
@@ -198,21 +157,10 @@ async fn overlong_call_is_not_sent() {
     register(&fakes, 60);
     let client = TwilioClient::new(http(), fakes.twilio_url()).with_clock(clock.clone());
 
-    let outcome = client
-        .send(
-            creds(),
-            &phone(Channel::Call, NUMBER, CONTACT, &"a".repeat(5_000)),
-        )
-        .await;
-    assert!(
-        matches!(outcome, SendOutcome::Permanent { .. }),
-        "got {outcome:?}"
-    );
-    assert_eq!(
-        fakes.stats().rejected_requests,
-        0,
-        "no request left the client"
-    );
+    let outcome =
+        client.send(creds(), &phone(Channel::Call, NUMBER, CONTACT, &"a".repeat(5_000))).await;
+    assert!(matches!(outcome, SendOutcome::Permanent { .. }), "got {outcome:?}");
+    assert_eq!(fakes.stats().rejected_requests, 0, "no request left the client");
     fakes.shutdown().await;
 }
 
@@ -220,20 +168,11 @@ async fn overlong_call_is_not_sent() {
 fn request_schema(spec: &serde_json::Value, path: &str) -> (Vec<String>, Vec<String>) {
     let schema = &spec["paths"][path]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
         ["schema"];
-    let properties = schema["properties"]
-        .as_object()
-        .expect("properties")
-        .keys()
-        .cloned()
-        .collect();
+    let properties =
+        schema["properties"].as_object().expect("properties").keys().cloned().collect();
     let required = schema["required"]
         .as_array()
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(|n| n.as_str().map(str::to_owned))
-                .collect()
-        })
+        .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     (properties, required)
 }
@@ -251,44 +190,23 @@ fn forms_match_openapi_description() {
         std::fs::read_to_string(spec_file("twilio/twilio_api_v2010.json")).expect("spec readable");
     let spec: serde_json::Value = serde_json::from_str(&text).expect("spec is JSON");
 
-    let message = CreateMessageForm {
-        to: CONTACT.into(),
-        from: NUMBER.into(),
-        body: "hi".into(),
-    };
-    let call = CreateCallForm {
-        to: CONTACT.into(),
-        from: NUMBER.into(),
-        twiml: "<Response/>".into(),
-    };
+    let message = CreateMessageForm { to: CONTACT.into(), from: NUMBER.into(), body: "hi".into() };
+    let call =
+        CreateCallForm { to: CONTACT.into(), from: NUMBER.into(), twiml: "<Response/>".into() };
     let cases = [
-        (
-            super::messages_path("{AccountSid}"),
-            "CreateMessage",
-            form_fields(&message),
-        ),
-        (
-            super::calls_path("{AccountSid}"),
-            "CreateCall",
-            form_fields(&call),
-        ),
+        (super::messages_path("{AccountSid}"), "CreateMessage", form_fields(&message)),
+        (super::calls_path("{AccountSid}"), "CreateCall", form_fields(&call)),
     ];
 
     for (path, operation_id, fields) in cases {
-        assert_eq!(
-            spec["paths"][&path]["post"]["operationId"], operation_id,
-            "path {path}"
-        );
+        assert_eq!(spec["paths"][&path]["post"]["operationId"], operation_id, "path {path}");
         assert!(
             spec["paths"][&path]["post"]["responses"]["201"].is_object(),
             "{path} creates with 201"
         );
         let (properties, required) = request_schema(&spec, &path);
         for field in &fields {
-            assert!(
-                properties.contains(field),
-                "{operation_id} has no field {field}"
-            );
+            assert!(properties.contains(field), "{operation_id} has no field {field}");
         }
         for field in &required {
             assert!(
@@ -299,12 +217,6 @@ fn forms_match_openapi_description() {
     }
 
     let message_schema = &spec["components"]["schemas"]["api.v2010.account.message"]["properties"];
-    assert!(
-        message_schema["sid"].is_object(),
-        "message resource has sid"
-    );
-    assert!(
-        message_schema["status"].is_object(),
-        "message resource has status"
-    );
+    assert!(message_schema["sid"].is_object(), "message resource has sid");
+    assert!(message_schema["status"].is_object(), "message resource has status");
 }

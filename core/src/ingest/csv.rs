@@ -91,9 +91,7 @@ impl CsvReader {
     ) -> Result<(), IngestError> {
         self.pending_header = None;
         self.delimiter = detect_delimiter(header_line);
-        self.parser = Some(Box::new(
-            ReaderBuilder::new().delimiter(self.delimiter).build(),
-        ));
+        self.parser = Some(Box::new(ReaderBuilder::new().delimiter(self.delimiter).build()));
         self.parse(header_line, false, rows, out)
     }
 
@@ -180,10 +178,7 @@ impl CsvReader {
 
         let size = self.record.size();
         if size > self.max_record_bytes {
-            return Err(IngestError::RecordTooLong {
-                line,
-                limit: self.max_record_bytes,
-            });
+            return Err(IngestError::RecordTooLong { line, limit: self.max_record_bytes });
         }
         let fields: Vec<&[u8]> = self.record.fields().collect();
         let result = match &self.headers {
@@ -239,10 +234,7 @@ fn data_row(
         };
         values.push((header.clone(), value.trim().to_owned()));
     }
-    out.push(Ok(RawRecord {
-        line,
-        fields: values,
-    }));
+    out.push(Ok(RawRecord { line, fields: values }));
     Ok(())
 }
 
@@ -296,11 +288,7 @@ fn detect_delimiter(header_line: &[u8]) -> u8 {
     }
 
     // Comma comes first, and `max_by_key` keeps the last maximum, so scan in reverse.
-    counts
-        .iter()
-        .rev()
-        .max_by_key(|(_, count)| *count)
-        .map_or(b',', |(delimiter, _)| *delimiter)
+    counts.iter().rev().max_by_key(|(_, count)| *count).map_or(b',', |(delimiter, _)| *delimiter)
 }
 
 /// The header line, held back until its line break (outside quotes) arrives.
@@ -314,11 +302,7 @@ struct HeaderLine {
 
 impl Default for HeaderLine {
     fn default() -> Self {
-        Self {
-            bytes: Vec::new(),
-            quote: QuoteState::FieldStart,
-            complete: false,
-        }
+        Self { bytes: Vec::new(), quote: QuoteState::FieldStart, complete: false }
     }
 }
 
@@ -344,10 +328,7 @@ impl HeaderLine {
             self.quote = self.quote.next(byte, CANDIDATE_DELIMITERS.contains(&byte));
             if self.bytes.len() >= max_record_bytes {
                 let limit = max_record_bytes;
-                return Err(IngestError::RecordTooLong {
-                    line: lines.current(),
-                    limit,
-                });
+                return Err(IngestError::RecordTooLong { line: lines.current(), limit });
             }
             self.bytes.push(byte);
         }
@@ -380,10 +361,7 @@ impl RecordBuffer {
     }
 
     fn free_space(&mut self) -> (&mut [u8], &mut [usize]) {
-        (
-            &mut self.bytes[self.bytes_len..],
-            &mut self.ends[self.ends_len..],
-        )
+        (&mut self.bytes[self.bytes_len..], &mut self.ends[self.ends_len..])
     }
 
     fn advance(&mut self, written: usize, ended: usize) {
@@ -402,10 +380,7 @@ impl RecordBuffer {
     fn grow_fields(&mut self, line: u64) -> Result<(), IngestError> {
         let cap = self.max_record_bytes.saturating_add(1);
         if self.bytes.len() >= cap {
-            return Err(IngestError::RecordTooLong {
-                line,
-                limit: self.max_record_bytes,
-            });
+            return Err(IngestError::RecordTooLong { line, limit: self.max_record_bytes });
         }
         let new_len = self.bytes.len().saturating_mul(2).min(cap);
         self.bytes.resize(new_len, 0);
@@ -417,10 +392,7 @@ impl RecordBuffer {
     fn grow_ends(&mut self, line: u64) -> Result<(), IngestError> {
         let cap = self.max_record_bytes.saturating_add(2);
         if self.ends.len() >= cap {
-            return Err(IngestError::RecordTooLong {
-                line,
-                limit: self.max_record_bytes,
-            });
+            return Err(IngestError::RecordTooLong { line, limit: self.max_record_bytes });
         }
         let new_len = self.ends.len().saturating_mul(2).min(cap);
         self.ends.resize(new_len, 0);
@@ -430,9 +402,7 @@ impl RecordBuffer {
     fn fields(&self) -> impl Iterator<Item = &[u8]> {
         let ends = &self.ends[..self.ends_len];
         let starts = std::iter::once(0).chain(ends.iter().copied());
-        starts
-            .zip(ends.iter().copied())
-            .map(|(start, end)| &self.bytes[start..end])
+        starts.zip(ends.iter().copied()).map(|(start, end)| &self.bytes[start..end])
     }
 
     fn clear(&mut self) {

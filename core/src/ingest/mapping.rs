@@ -84,17 +84,12 @@ impl ColumnMapping {
         headers: &[String],
         explicit: &BTreeMap<String, ContactField>,
     ) -> Result<Self, IngestError> {
-        let explicit: BTreeMap<&str, &ContactField> = explicit
-            .iter()
-            .map(|(header, field)| (header.trim(), field))
-            .collect();
-        if let Some(missing) = explicit
-            .keys()
-            .find(|header| !headers.iter().any(|h| h.trim() == **header))
+        let explicit: BTreeMap<&str, &ContactField> =
+            explicit.iter().map(|(header, field)| (header.trim(), field)).collect();
+        if let Some(missing) =
+            explicit.keys().find(|header| !headers.iter().any(|h| h.trim() == **header))
         {
-            return Err(IngestError::MappedColumnNotFound {
-                header: (*missing).to_owned(),
-            });
+            return Err(IngestError::MappedColumnNotFound { header: (*missing).to_owned() });
         }
 
         // Reserve the explicit fields first, so that guesses cannot take them.
@@ -122,9 +117,7 @@ impl ColumnMapping {
     /// Returns the field of the column at `header_index`, or [`ContactField::Ignore`] past the
     /// last column.
     pub fn field_of(&self, header_index: usize) -> &ContactField {
-        self.columns
-            .get(header_index)
-            .map_or(&IGNORED, |(_, field)| field)
+        self.columns.get(header_index).map_or(&IGNORED, |(_, field)| field)
     }
 
     /// Returns the field of the column named `header`. A header the mapping has not seen, such
@@ -143,9 +136,7 @@ impl ColumnMapping {
 
     /// Returns the header and field of the column at `index`.
     pub(crate) fn column(&self, index: usize) -> Option<(&str, &ContactField)> {
-        self.columns
-            .get(index)
-            .map(|(header, field)| (header.as_str(), field))
+        self.columns.get(index).map(|(header, field)| (header.as_str(), field))
     }
 
     /// Lists every column with its field, in column order.
@@ -268,11 +259,7 @@ fn guess_contact_field(header: &str) -> Option<ContactField> {
 
 /// Lowercases `header` and drops every character that is not a letter or digit.
 fn compact(header: &str) -> String {
-    header
-        .chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
+    header.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
 }
 
 /// Converts a header to a snake_case field name: lowercase letters and digits in words joined

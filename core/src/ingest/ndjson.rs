@@ -21,12 +21,7 @@ pub(crate) struct NdjsonReader {
 
 impl NdjsonReader {
     pub(crate) fn new(max_record_bytes: usize) -> Self {
-        Self {
-            max_record_bytes,
-            line: Vec::new(),
-            line_number: 1,
-            headers: None,
-        }
+        Self { max_record_bytes, line: Vec::new(), line_number: 1, headers: None }
     }
 
     pub(crate) fn headers(&self) -> Option<&[String]> {
@@ -61,10 +56,7 @@ impl NdjsonReader {
         let size = self.line.len() + bytes.len();
         if size > self.max_record_bytes.saturating_add(1) {
             let line = self.line_number;
-            return Err(IngestError::RecordTooLong {
-                line,
-                limit: self.max_record_bytes,
-            });
+            return Err(IngestError::RecordTooLong { line, limit: self.max_record_bytes });
         }
         self.line.extend_from_slice(bytes);
         Ok(())
@@ -83,10 +75,7 @@ impl NdjsonReader {
         }
         if line.len() > self.max_record_bytes {
             let limit = self.max_record_bytes;
-            return Err(IngestError::RecordTooLong {
-                line: line_number,
-                limit,
-            });
+            return Err(IngestError::RecordTooLong { line: line_number, limit });
         }
 
         if line.iter().all(|byte| matches!(byte, b' ' | b'\t' | b'\r')) {
@@ -128,10 +117,7 @@ impl NdjsonReader {
             })?;
             fields.push((key, value));
         }
-        Ok(RawRecord {
-            line: line_number,
-            fields,
-        })
+        Ok(RawRecord { line: line_number, fields })
     }
 }
 

@@ -35,12 +35,7 @@ fn read_chunks<'a>(
         result = reader.finish(&mut records);
     }
     let headers = reader.headers().map(<[String]>::to_vec);
-    Read {
-        result,
-        records,
-        headers,
-        rows: reader.rows_read(),
-    }
+    Read { result, records, headers, rows: reader.rows_read() }
 }
 
 fn read(format: Format, body: &[u8]) -> Read {
@@ -74,11 +69,7 @@ fn row_error(read: &Read, index: usize) -> &RowError {
 }
 
 fn values(record: &RawRecord) -> Vec<&str> {
-    record
-        .fields
-        .iter()
-        .map(|(_, value)| value.as_str())
-        .collect()
+    record.fields.iter().map(|(_, value)| value.as_str()).collect()
 }
 
 fn strings(names: &[&str]) -> Vec<String> {
@@ -86,9 +77,7 @@ fn strings(names: &[&str]) -> Vec<String> {
 }
 
 fn shared_data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data").join(name)
 }
 
 // --- CSV ---
@@ -149,10 +138,7 @@ fn csv_partial_bom_prefix_is_data() {
     // Two bytes that start a BOM, then a different byte: all three are data.
     let body = b"\xEF\xBBx,y\n1,2\n";
     let read = read(Format::Csv, body);
-    assert!(matches!(
-        read.result,
-        Err(IngestError::NotUtf8Header { column: 1 })
-    ));
+    assert!(matches!(read.result, Err(IngestError::NotUtf8Header { column: 1 })));
 }
 
 #[test]
@@ -238,11 +224,7 @@ fn csv_field_count_mismatch_is_row_error() {
     let short = row_error(&read, 0);
     assert_eq!(short.line, 2);
     assert_eq!(short.field, None);
-    assert!(
-        short.reason.contains("expected 3 fields"),
-        "{}",
-        short.reason
-    );
+    assert!(short.reason.contains("expected 3 fields"), "{}", short.reason);
     assert!(short.reason.contains("found 2"), "{}", short.reason);
     assert_eq!(row_error(&read, 1).line, 3);
     assert_eq!(values(record(&read, 2)), ["1", "2", "3"]);
@@ -271,10 +253,7 @@ fn csv_utf8_split_across_chunks() {
     let whole = read(Format::Csv, body);
     let bytewise = read_bytewise(Format::Csv, body);
     assert_eq!(whole.records, bytewise.records);
-    assert_eq!(
-        values(record(&whole, 0)),
-        ["Jędrzej Węgrzynowicz", "АО «Васильева»"]
-    );
+    assert_eq!(values(record(&whole, 0)), ["Jędrzej Węgrzynowicz", "АО «Васильева»"]);
     assert_eq!(values(record(&whole, 1)), ["渡辺 さゆり", "x"]);
 }
 
@@ -304,10 +283,7 @@ fn csv_all_empty_header_is_fatal() {
 fn csv_empty_body_is_missing_header() {
     assert_eq!(csv("").result, Err(IngestError::MissingHeader));
     assert_eq!(csv("\r\n\n\n").result, Err(IngestError::MissingHeader));
-    assert_eq!(
-        read(Format::Csv, b"\xEF\xBB\xBF").result,
-        Err(IngestError::MissingHeader)
-    );
+    assert_eq!(read(Format::Csv, b"\xEF\xBB\xBF").result, Err(IngestError::MissingHeader));
 }
 
 #[test]
@@ -365,11 +341,7 @@ fn csv_counters() {
 // --- limits ---
 
 fn limits(max_bytes: u64, max_rows: u64, max_record_bytes: usize) -> IngestLimits {
-    IngestLimits {
-        max_bytes,
-        max_rows,
-        max_record_bytes,
-    }
+    IngestLimits { max_bytes, max_rows, max_record_bytes }
 }
 
 #[test]
@@ -408,39 +380,23 @@ fn limit_record_too_long() {
     let body = format!("a,b\n1,2\n\n3,{long}\n5,6\n");
     for read in [
         read_chunks(Format::Csv, limits(10_000, 100, 20), [body.as_bytes()]),
-        read_chunks(
-            Format::Csv,
-            limits(10_000, 100, 20),
-            body.as_bytes().chunks(1),
-        ),
+        read_chunks(Format::Csv, limits(10_000, 100, 20), body.as_bytes().chunks(1)),
     ] {
-        assert_eq!(
-            read.result,
-            Err(IngestError::RecordTooLong { line: 4, limit: 20 })
-        );
+        assert_eq!(read.result, Err(IngestError::RecordTooLong { line: 4, limit: 20 }));
     }
 
     // Many empty fields count one byte per delimiter.
     let commas = format!("a\n{}\n", ",".repeat(30));
     let read = read_chunks(Format::Csv, limits(10_000, 100, 20), [commas.as_bytes()]);
-    assert_eq!(
-        read.result,
-        Err(IngestError::RecordTooLong { line: 2, limit: 20 })
-    );
+    assert_eq!(read.result, Err(IngestError::RecordTooLong { line: 2, limit: 20 }));
 
     let header = format!("{long}\n1\n");
     let read = read_chunks(Format::Csv, limits(10_000, 100, 20), [header.as_bytes()]);
-    assert_eq!(
-        read.result,
-        Err(IngestError::RecordTooLong { line: 1, limit: 20 })
-    );
+    assert_eq!(read.result, Err(IngestError::RecordTooLong { line: 1, limit: 20 }));
 
     let ndjson = format!("{{\"a\":1}}\n\n{{\"a\":\"{long}\"}}\n");
     let read = read_chunks(Format::Ndjson, limits(10_000, 100, 20), [ndjson.as_bytes()]);
-    assert_eq!(
-        read.result,
-        Err(IngestError::RecordTooLong { line: 3, limit: 20 })
-    );
+    assert_eq!(read.result, Err(IngestError::RecordTooLong { line: 3, limit: 20 }));
 }
 
 #[test]
@@ -464,18 +420,12 @@ fn fatal_error_repeats() {
 
 #[test]
 fn ingest_error_messages() {
-    let error = IngestError::RecordTooLong {
-        line: 7,
-        limit: 65536,
-    };
+    let error = IngestError::RecordTooLong { line: 7, limit: 65536 };
     let message = error.to_string();
     assert!(message.contains("line 7"), "{message}");
     assert!(message.contains("65536 bytes"), "{message}");
     assert!(message.starts_with("record too long"), "{message}");
-    let missing = IngestError::MappedColumnNotFound {
-        header: "Mail".into(),
-    }
-    .to_string();
+    let missing = IngestError::MappedColumnNotFound { header: "Mail".into() }.to_string();
     assert!(missing.contains("\"Mail\""), "{missing}");
 }
 
@@ -491,17 +441,11 @@ fn ndjson_basic() {
     assert_eq!(first.line, 1);
     assert_eq!(
         first.fields,
-        [
-            ("email".into(), "a@example.com".into()),
-            ("name".into(), "Ana".into())
-        ]
+        [("email".into(), "a@example.com".into()), ("name".into(), "Ana".into())]
     );
     let second = record(&read, 1);
     assert_eq!(second.line, 2);
-    assert_eq!(
-        second.fields,
-        [("name".into(), "Bob".into()), ("age".into(), "3".into())]
-    );
+    assert_eq!(second.fields, [("name".into(), "Bob".into()), ("age".into(), "3".into())]);
 }
 
 #[test]
@@ -509,10 +453,7 @@ fn ndjson_scalar_values() {
     let read = ndjson(
         "{\"s\":\"x\\n\\u00e9\",\"i\":-12,\"f\":1.50,\"e\":1e5,\"t\":true,\"n\":null,\"b\":false}",
     );
-    assert_eq!(
-        values(record(&read, 0)),
-        ["x\né", "-12", "1.50", "1e5", "true", "", "false"]
-    );
+    assert_eq!(values(record(&read, 0)), ["x\né", "-12", "1.50", "1e5", "true", "", "false"]);
 }
 
 #[test]
@@ -533,19 +474,11 @@ fn ndjson_non_object_line_is_row_error() {
     assert_eq!(read.result, Ok(()));
     assert_eq!(read.records.len(), 4);
     let array = row_error(&read, 0);
-    assert!(
-        array.reason.contains("not a JSON object"),
-        "{}",
-        array.reason
-    );
+    assert!(array.reason.contains("not a JSON object"), "{}", array.reason);
     assert_eq!(row_error(&read, 1).line, 2);
     let broken = row_error(&read, 2);
     assert_eq!(broken.line, 3);
-    assert!(
-        broken.reason.contains("invalid JSON at column"),
-        "{}",
-        broken.reason
-    );
+    assert!(broken.reason.contains("invalid JSON at column"), "{}", broken.reason);
     assert_eq!(record(&read, 3).line, 4);
     // The headers come from the first object, whatever lines precede it.
     assert_eq!(read.headers, Some(strings(&["a"])));
@@ -588,22 +521,10 @@ fn ndjson_bytewise_matches_whole() {
 #[test]
 fn format_from_content_type() {
     assert_eq!(Format::from_content_type("text/csv"), Some(Format::Csv));
-    assert_eq!(
-        Format::from_content_type("Text/CSV; charset=utf-8"),
-        Some(Format::Csv)
-    );
-    assert_eq!(
-        Format::from_content_type("application/x-ndjson"),
-        Some(Format::Ndjson)
-    );
-    assert_eq!(
-        Format::from_content_type("application/ndjson"),
-        Some(Format::Ndjson)
-    );
-    assert_eq!(
-        Format::from_content_type("application/jsonl"),
-        Some(Format::Ndjson)
-    );
+    assert_eq!(Format::from_content_type("Text/CSV; charset=utf-8"), Some(Format::Csv));
+    assert_eq!(Format::from_content_type("application/x-ndjson"), Some(Format::Ndjson));
+    assert_eq!(Format::from_content_type("application/ndjson"), Some(Format::Ndjson));
+    assert_eq!(Format::from_content_type("application/jsonl"), Some(Format::Ndjson));
     assert_eq!(Format::from_content_type("application/json"), None);
     assert_eq!(Format::from_content_type(""), None);
 }
@@ -640,11 +561,7 @@ const CUSTOMER_HEADERS: [&str; 12] = [
 fn read_file(name: &str, chunk_size: usize) -> Read {
     let path = shared_data(name);
     let body = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    read_chunks(
-        Format::Csv,
-        IngestLimits::default(),
-        body.chunks(chunk_size),
-    )
+    read_chunks(Format::Csv, IngestLimits::default(), body.chunks(chunk_size))
 }
 
 #[test]
@@ -656,10 +573,7 @@ fn sample_customers_100_comma() {
     assert!(read.records.iter().all(Result::is_ok));
     let first = record(&read, 0);
     assert_eq!(first.line, 2);
-    assert_eq!(
-        first.fields[1],
-        ("Customer Id".into(), "DD37Cf93aecA6Dc".into())
-    );
+    assert_eq!(first.fields[1], ("Customer Id".into(), "DD37Cf93aecA6Dc".into()));
     assert_eq!(first.fields[7], ("Phone 1".into(), "229.077.5154".into()));
     assert_eq!(record(&read, 99).line, 101);
     let quoted_company = read.records.iter().flatten().any(|record| {
@@ -677,10 +591,7 @@ fn sample_customers_100_semicolon() {
     assert!(read.records.iter().all(Result::is_ok));
     assert_eq!(record(&read, 0).fields[10].1, "24.08.2020");
     assert!(
-        read.records
-            .iter()
-            .flatten()
-            .any(|r| r.fields[4].1 == "Dominguez, Mcmillan and Donovan")
+        read.records.iter().flatten().any(|r| r.fields[4].1 == "Dominguez, Mcmillan and Donovan")
     );
 }
 
@@ -688,12 +599,7 @@ fn sample_customers_100_semicolon() {
 fn sample_semicolon_matches_comma_file() {
     let comma = read_file("customers-100.csv", 4096);
     let semicolon = read_file("customers-100-excel-semicolon.csv", 4096);
-    for (a, b) in comma
-        .records
-        .iter()
-        .flatten()
-        .zip(semicolon.records.iter().flatten())
-    {
+    for (a, b) in comma.records.iter().flatten().zip(semicolon.records.iter().flatten()) {
         // Columns the spreadsheet did not rewrite: ids, names, company, city, email, website.
         for column in [1, 2, 3, 4, 5, 9, 11] {
             assert_eq!(a.fields[column], b.fields[column], "line {}", a.line);
@@ -714,27 +620,18 @@ fn sample_customers_10000_lf() {
 fn sample_intl_contacts() {
     let read = read_file("contacts-intl-faker-160.csv", 7);
     assert_eq!(read.result, Ok(()));
-    assert_eq!(
-        read.headers,
-        Some(strings(&["nazwa", "firma", "telefon", "pesel"]))
-    );
+    assert_eq!(read.headers, Some(strings(&["nazwa", "firma", "telefon", "pesel"])));
     assert_eq!(read.records.len(), 160);
     assert!(read.records.iter().all(Result::is_ok));
 
     let mapping = ColumnMapping::guess(&strings(&["nazwa", "firma", "telefon", "pesel"]));
     let context = context_for(&[Channel::Sms]);
-    let polish = ValidationContext {
-        default_region: "PL".into(),
-        ..context
-    };
+    let polish = ValidationContext { default_region: "PL".into(), ..context };
     let first = validate(record(&read, 0), &mapping, &polish);
     let contact = first.unwrap_or_else(|errors| panic!("{errors:?}"));
     assert_eq!(contact.full_name.as_deref(), Some("Konrad Tylus"));
     assert_eq!(contact.phone.as_deref(), Some("+48320711703"));
-    assert_eq!(
-        contact.custom.get("firma").map(String::as_str),
-        Some("Gabinety Grzech")
-    );
+    assert_eq!(contact.custom.get("firma").map(String::as_str), Some("Gabinety Grzech"));
 }
 
 // --- mapping ---
@@ -758,19 +655,11 @@ fn mapping_guess_customer_headers() {
         custom("website"),
     ];
     for (index, field) in expected.iter().enumerate() {
-        assert_eq!(
-            mapping.field_of(index),
-            field,
-            "column {}",
-            CUSTOMER_HEADERS[index]
-        );
+        assert_eq!(mapping.field_of(index), field, "column {}", CUSTOMER_HEADERS[index]);
     }
     assert_eq!(mapping.field_of(12), &ContactField::Ignore);
     assert_eq!(mapping.describe().len(), 12);
-    assert_eq!(
-        mapping.describe()[7],
-        ("Phone 1".into(), ContactField::Phone)
-    );
+    assert_eq!(mapping.describe()[7], ("Phone 1".into(), ContactField::Phone));
 }
 
 #[test]
@@ -815,16 +704,10 @@ fn mapping_guess_synonyms() {
         ("Phone Region", ContactField::Region),
         ("Start At", ContactField::StartAt),
         ("start", ContactField::StartAt),
-        (
-            "Subscription Date",
-            ContactField::Custom("subscription_date".into()),
-        ),
+        ("Subscription Date", ContactField::Custom("subscription_date".into())),
         ("Company", ContactField::Custom("company".into())),
         ("Ulica Główna", ContactField::Custom("ulica_główna".into())),
-        (
-            "accountManager",
-            ContactField::Custom("account_manager".into()),
-        ),
+        ("accountManager", ContactField::Custom("account_manager".into())),
         ("", ContactField::Ignore),
         ("###", ContactField::Custom("column_1".into())),
     ];
@@ -886,9 +769,7 @@ fn mapping_explicit_unknown_header() {
     let explicit = BTreeMap::from([("E-mail".to_owned(), ContactField::Email)]);
     assert_eq!(
         ColumnMapping::from_explicit(&headers, &explicit),
-        Err(IngestError::MappedColumnNotFound {
-            header: "E-mail".into()
-        })
+        Err(IngestError::MappedColumnNotFound { header: "E-mail".into() })
     );
 }
 
@@ -913,28 +794,16 @@ fn mapping_explicit_field_twice() {
 #[test]
 fn mapping_field_for_unseen_key() {
     let mapping = ColumnMapping::guess(&strings(&["email", "plan"]));
-    assert_eq!(
-        *mapping.field_for("plan"),
-        ContactField::Custom("plan".into())
-    );
+    assert_eq!(*mapping.field_for("plan"), ContactField::Custom("plan".into()));
     assert_eq!(*mapping.field_for("phone"), ContactField::Phone);
-    assert_eq!(
-        *mapping.field_for("E-mail"),
-        ContactField::Custom("e_mail".into())
-    );
-    assert_eq!(
-        *mapping.field_for("Plan"),
-        ContactField::Custom("plan_2".into())
-    );
+    assert_eq!(*mapping.field_for("E-mail"), ContactField::Custom("e_mail".into()));
+    assert_eq!(*mapping.field_for("Plan"), ContactField::Custom("plan_2".into()));
 }
 
 #[test]
 fn contact_field_serde() {
-    let fields = vec![
-        ContactField::FirstName,
-        ContactField::Custom("plan".into()),
-        ContactField::Ignore,
-    ];
+    let fields =
+        vec![ContactField::FirstName, ContactField::Custom("plan".into()), ContactField::Ignore];
     let json = serde_json::to_string(&fields).unwrap_or_default();
     assert_eq!(json, r#"["first_name",{"custom":"plan"},"ignore"]"#);
     let back: Vec<ContactField> = serde_json::from_str(&json).unwrap_or_default();
@@ -949,23 +818,15 @@ fn context_for(channels: &[Channel]) -> ValidationContext {
         default_timezone: chrono_tz::America::New_York,
         required_fields: Vec::new(),
         channels: channels.to_vec(),
-        now: Utc
-            .with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
-            .single()
-            .unwrap_or_default(),
+        now: Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).single().unwrap_or_default(),
     }
 }
 
 fn row(fields: &[(&str, &str)]) -> (RawRecord, ColumnMapping) {
-    let fields: Vec<(String, String)> = fields
-        .iter()
-        .map(|(h, v)| ((*h).to_owned(), (*v).to_owned()))
-        .collect();
+    let fields: Vec<(String, String)> =
+        fields.iter().map(|(h, v)| ((*h).to_owned(), (*v).to_owned())).collect();
     let headers: Vec<String> = fields.iter().map(|(h, _)| h.clone()).collect();
-    (
-        RawRecord { line: 9, fields },
-        ColumnMapping::guess(&headers),
-    )
+    (RawRecord { line: 9, fields }, ColumnMapping::guess(&headers))
 }
 
 fn valid(fields: &[(&str, &str)], context: &ValidationContext) -> ValidContact {
@@ -1006,14 +867,9 @@ fn validate_full_row() {
     assert_eq!(contact.timezone, chrono_tz::Europe::Warsaw);
     assert_eq!(
         contact.start_at,
-        Utc.with_ymd_and_hms(2025, 4, 1, 7, 30, 0)
-            .single()
-            .unwrap_or_default()
+        Utc.with_ymd_and_hms(2025, 4, 1, 7, 30, 0).single().unwrap_or_default()
     );
-    assert_eq!(
-        contact.custom,
-        BTreeMap::from([("company".to_owned(), "Acme".to_owned())])
-    );
+    assert_eq!(contact.custom, BTreeMap::from([("company".to_owned(), "Acme".to_owned())]));
     assert_eq!(contact.line, 9);
 }
 
@@ -1043,16 +899,8 @@ fn validate_invalid_emails() {
         let errors = invalid(&[("email", address)], &context);
         assert_eq!(errors.len(), 1, "{address}: {errors:?}");
         assert_eq!(errors[0].field.as_deref(), Some("email"), "{address}");
-        assert!(
-            errors[0].reason.starts_with("invalid email address"),
-            "{}",
-            errors[0].reason
-        );
-        assert!(
-            errors[0].reason.contains(why),
-            "{address}: {}",
-            errors[0].reason
-        );
+        assert!(errors[0].reason.starts_with("invalid email address"), "{}", errors[0].reason);
+        assert!(errors[0].reason.contains(why), "{address}: {}", errors[0].reason);
     }
 }
 
@@ -1062,10 +910,7 @@ fn validate_valid_emails() {
     let cases = [
         ("zunigavanessa@smith.info", "zunigavanessa@smith.info"),
         ("o'conner95@Example.org", "o'conner95@example.org"),
-        (
-            "first.last+tag@sub.example.co.uk",
-            "first.last+tag@sub.example.co.uk",
-        ),
+        ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
         ("józef@wisła.pl", "józef@wisła.pl"),
     ];
     for (address, expected) in cases {
@@ -1098,11 +943,7 @@ fn validate_phone_sample_us_shapes() {
     // Exchange codes that start with 0 or 1 are invalid in the NANP, as in the sample data.
     let errors = invalid(&[("Phone", "229.077.5154")], &context);
     assert_eq!(errors[0].field.as_deref(), Some("phone"));
-    assert!(
-        errors[0].reason.contains("region US"),
-        "{}",
-        errors[0].reason
-    );
+    assert!(errors[0].reason.contains("region US"), "{}", errors[0].reason);
     let contact = valid(&[("Phone", "229.277.5154")], &context);
     assert_eq!(contact.phone.as_deref(), Some("+12292775154"));
     let contact = valid(&[("Phone", "+1-813-324-8756")], &context);
@@ -1133,17 +974,10 @@ fn validate_phone_row_region() {
 #[test]
 fn validate_invalid_region() {
     let context = context_for(&[Channel::Sms]);
-    let errors = invalid(
-        &[("phone", "885 862 947"), ("Country Code", "Poland")],
-        &context,
-    );
+    let errors = invalid(&[("phone", "885 862 947"), ("Country Code", "Poland")], &context);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].field.as_deref(), Some("region"));
-    assert!(
-        errors[0].reason.contains("ISO 3166-1 alpha-2"),
-        "{}",
-        errors[0].reason
-    );
+    assert!(errors[0].reason.contains("ISO 3166-1 alpha-2"), "{}", errors[0].reason);
 }
 
 #[test]
@@ -1153,11 +987,7 @@ fn validate_invalid_phones() {
         let errors = invalid(&[("phone", number)], &context);
         assert_eq!(errors.len(), 1, "{number}: {errors:?}");
         assert_eq!(errors[0].field.as_deref(), Some("phone"), "{number}");
-        assert!(
-            errors[0].reason.starts_with("invalid phone number"),
-            "{}",
-            errors[0].reason
-        );
+        assert!(errors[0].reason.starts_with("invalid phone number"), "{}", errors[0].reason);
     }
 }
 
@@ -1166,20 +996,10 @@ fn validate_phone_malformed_input() {
     let mut context = context_for(&[Channel::Sms]);
     for region in ["US", "CH"] {
         context.default_region = region.into();
-        for number in [
-            "  2 22#:",
-            "003-836-4618x3001",
-            "+",
-            "x",
-            "00",
-            "+1 (",
-            "\u{FF10}\u{FF12}",
-        ] {
+        for number in ["  2 22#:", "003-836-4618x3001", "+", "x", "00", "+1 (", "\u{FF10}\u{FF12}"]
+        {
             let (record, mapping) = row(&[("phone", number)]);
-            assert!(
-                validate(&record, &mapping, &context).is_err(),
-                "{region} {number}"
-            );
+            assert!(validate(&record, &mapping, &context).is_err(), "{region} {number}");
         }
     }
 }
@@ -1187,18 +1007,12 @@ fn validate_phone_malformed_input() {
 #[test]
 fn validate_timezone() {
     let context = context_for(&[Channel::Email]);
-    let contact = valid(
-        &[("email", "a@example.com"), ("tz", "Asia/Tokyo")],
-        &context,
-    );
+    let contact = valid(&[("email", "a@example.com"), ("tz", "Asia/Tokyo")], &context);
     assert_eq!(contact.timezone, chrono_tz::Asia::Tokyo);
     let defaulted = valid(&[("email", "a@example.com"), ("tz", "")], &context);
     assert_eq!(defaulted.timezone, chrono_tz::America::New_York);
 
-    let errors = invalid(
-        &[("email", "a@example.com"), ("Time Zone", "Mars/Olympus")],
-        &context,
-    );
+    let errors = invalid(&[("email", "a@example.com"), ("Time Zone", "Mars/Olympus")], &context);
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].field.as_deref(), Some("timezone"));
     assert!(errors[0].reason.contains("IANA"), "{}", errors[0].reason);
@@ -1208,78 +1022,41 @@ fn validate_timezone() {
 fn validate_start_at() {
     let context = context_for(&[Channel::Email]);
     let at = |fields: &[(&str, &str)]| valid(fields, &context).start_at;
-    let utc = |y, mo, d, h, mi| {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
-            .single()
-            .unwrap_or_default()
-    };
+    let utc =
+        |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().unwrap_or_default();
 
     assert_eq!(at(&[("email", "a@example.com")]), context.now);
     assert_eq!(
-        at(&[
-            ("email", "a@example.com"),
-            ("start", "2025-06-01T08:00:00Z")
-        ]),
+        at(&[("email", "a@example.com"), ("start", "2025-06-01T08:00:00Z")]),
         utc(2025, 6, 1, 8, 0)
     );
     // A date is midnight in the contact's timezone.
-    assert_eq!(
-        at(&[("email", "a@example.com"), ("start", "2025-06-01")]),
-        utc(2025, 6, 1, 4, 0)
-    );
-    let tokyo = [
-        ("email", "a@example.com"),
-        ("tz", "Asia/Tokyo"),
-        ("start", "2025-06-01"),
-    ];
+    assert_eq!(at(&[("email", "a@example.com"), ("start", "2025-06-01")]), utc(2025, 6, 1, 4, 0));
+    let tokyo = [("email", "a@example.com"), ("tz", "Asia/Tokyo"), ("start", "2025-06-01")];
     assert_eq!(at(&tokyo), utc(2025, 5, 31, 15, 0));
     // Chile moves its clocks from 00:00 to 01:00 on 2024-09-08, so midnight does not exist.
-    let santiago = [
-        ("email", "a@example.com"),
-        ("tz", "America/Santiago"),
-        ("start", "2024-09-08"),
-    ];
+    let santiago =
+        [("email", "a@example.com"), ("tz", "America/Santiago"), ("start", "2024-09-08")];
     assert_eq!(at(&santiago), utc(2024, 9, 8, 4, 0));
 
     // Samoa skipped 2011-12-30 entirely: the first valid local time is 2011-12-31 00:00 +14.
-    let apia = [
-        ("email", "a@example.com"),
-        ("tz", "Pacific/Apia"),
-        ("start", "2011-12-30"),
-    ];
+    let apia = [("email", "a@example.com"), ("tz", "Pacific/Apia"), ("start", "2011-12-30")];
     assert_eq!(at(&apia), utc(2011, 12, 30, 10, 0));
 
-    let errors = invalid(
-        &[("email", "a@example.com"), ("Start At", "24.08.2020")],
-        &context,
-    );
+    let errors = invalid(&[("email", "a@example.com"), ("Start At", "24.08.2020")], &context);
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].field.as_deref(), Some("start_at"));
-    assert!(
-        errors[0].reason.contains("RFC 3339"),
-        "{}",
-        errors[0].reason
-    );
+    assert!(errors[0].reason.contains("RFC 3339"), "{}", errors[0].reason);
 }
 
 #[test]
 fn validate_missing_template_field() {
     let mut context = context_for(&[Channel::Email]);
     context.required_fields = strings(&["first_name", "company", "name", "Account Manager"]);
-    let errors = invalid(
-        &[("email", "a@example.com"), ("Last Name", "Lopez")],
-        &context,
-    );
+    let errors = invalid(&[("email", "a@example.com"), ("Last Name", "Lopez")], &context);
     let fields: Vec<Option<&str>> = errors.iter().map(|e| e.field.as_deref()).collect();
-    assert_eq!(
-        fields,
-        [Some("first_name"), Some("company"), Some("Account Manager")]
-    );
-    assert!(
-        errors[0]
-            .reason
-            .starts_with("missing value for template field \"first_name\"")
-    );
+    assert_eq!(fields, [Some("first_name"), Some("company"), Some("Account Manager")]);
+    assert!(errors[0].reason.starts_with("missing value for template field \"first_name\""));
 
     let contact = valid(
         &[
@@ -1295,22 +1072,12 @@ fn validate_missing_template_field() {
 
 #[test]
 fn validate_no_address() {
-    let both = invalid(
-        &[("First Name", "Ana")],
-        &context_for(&[Channel::Email, Channel::Call]),
-    );
+    let both = invalid(&[("First Name", "Ana")], &context_for(&[Channel::Email, Channel::Call]));
     assert_eq!(both.len(), 1);
     assert_eq!(both[0].field, None);
-    assert!(
-        both[0]
-            .reason
-            .starts_with("no email or phone number: the sequence needs one")
-    );
+    assert!(both[0].reason.starts_with("no email or phone number: the sequence needs one"));
 
-    let email_only = invalid(
-        &[("phone", "+48 32 071 17 03")],
-        &context_for(&[Channel::Email]),
-    );
+    let email_only = invalid(&[("phone", "+48 32 071 17 03")], &context_for(&[Channel::Email]));
     assert_eq!(email_only.len(), 1);
     assert_eq!(email_only[0].field.as_deref(), Some("email"));
 
@@ -1331,24 +1098,13 @@ fn validate_reports_all_problems() {
     let mut context = context_for(&[Channel::Email]);
     context.required_fields = strings(&["first_name"]);
     let errors = invalid(
-        &[
-            ("email", "x@"),
-            ("tz", "Nowhere"),
-            ("start", "soon"),
-            ("region", "ZZZ"),
-        ],
+        &[("email", "x@"), ("tz", "Nowhere"), ("start", "soon"), ("region", "ZZZ")],
         &context,
     );
     let fields: Vec<Option<&str>> = errors.iter().map(|e| e.field.as_deref()).collect();
     assert_eq!(
         fields,
-        [
-            Some("region"),
-            Some("email"),
-            Some("timezone"),
-            Some("start_at"),
-            Some("first_name")
-        ]
+        [Some("region"), Some("email"), Some("timezone"), Some("start_at"), Some("first_name")]
     );
     assert!(errors.iter().all(|error| error.line == 9));
 }
@@ -1362,11 +1118,7 @@ fn validate_contact_key_order() {
     assert_eq!(by_id.contact_key, "7");
 
     let errors = invalid(&[("First Name", "Ana")], &context_for(&[]));
-    assert!(
-        errors[0].reason.contains("identify the contact"),
-        "{}",
-        errors[0].reason
-    );
+    assert!(errors[0].reason.contains("identify the contact"), "{}", errors[0].reason);
 }
 
 #[test]
@@ -1399,10 +1151,7 @@ fn validate_sample_file_rows() {
             Err(errors) => {
                 // Every email is well formed, so only the US-style phone numbers fail, many
                 // of them with area or exchange codes that start with 0 or 1.
-                assert!(
-                    errors.iter().all(|e| e.field.as_deref() == Some("phone")),
-                    "{errors:?}"
-                );
+                assert!(errors.iter().all(|e| e.field.as_deref() == Some("phone")), "{errors:?}");
             }
         }
     }
@@ -1520,10 +1269,8 @@ proptest! {
 
 /// Counts line breaks: LF, CR LF and a lone CR each end a line.
 fn line_breaks(bytes: &[u8]) -> u64 {
-    let lone_lf = bytes
-        .iter()
-        .enumerate()
-        .filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
+    let lone_lf =
+        bytes.iter().enumerate().filter(|&(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
     let cr = bytes.iter().filter(|&&b| b == b'\r').count();
     (cr + lone_lf.count()) as u64
 }

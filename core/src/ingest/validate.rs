@@ -56,11 +56,7 @@ pub fn validate(
     context: &ValidationContext,
 ) -> Result<ValidContact, Vec<RowError>> {
     let row = RowValues::collect(record, mapping);
-    let mut check = Checker {
-        line: record.line,
-        errors: Vec::new(),
-        failed: BTreeSet::new(),
-    };
+    let mut check = Checker { line: record.line, errors: Vec::new(), failed: BTreeSet::new() };
 
     let region = check.region(row.region, &context.default_region);
     let email = row.email.and_then(|value| check.email(value));
@@ -68,10 +64,7 @@ pub fn validate(
     let timezone = check.timezone(row.timezone, context.default_timezone);
     let start_at = check.start_at(row.start_at, timezone, context.now);
 
-    let full_name = row
-        .full_name
-        .map(str::to_owned)
-        .or_else(|| join_names(&row));
+    let full_name = row.full_name.map(str::to_owned).or_else(|| join_names(&row));
     let contact = ValidContact {
         contact_key: String::new(),
         external_id: row.external_id.map(str::to_owned),
@@ -95,10 +88,7 @@ pub fn validate(
         check.errors.push(RowError::row(record.line, reason));
     }
     match contact_key {
-        Some(contact_key) if check.errors.is_empty() => Ok(ValidContact {
-            contact_key,
-            ..contact
-        }),
+        Some(contact_key) if check.errors.is_empty() => Ok(ValidContact { contact_key, ..contact }),
         _ => Err(check.errors),
     }
 }
@@ -150,9 +140,7 @@ impl<'a> RowValues<'a> {
             ContactField::Region => &mut self.region,
             ContactField::StartAt => &mut self.start_at,
             ContactField::Custom(name) => {
-                self.custom
-                    .entry(name.clone())
-                    .or_insert_with(|| value.to_owned());
+                self.custom.entry(name.clone()).or_insert_with(|| value.to_owned());
                 return;
             }
             ContactField::Ignore => return,
@@ -220,10 +208,7 @@ impl Checker {
             (PhoneProblem::TooLong, _) => "longer than any phone number".to_owned(),
             (PhoneProblem::NotANumber, _) => "not a phone number".to_owned(),
             (PhoneProblem::Invalid, Some(region)) => {
-                format!(
-                    "not a valid number when read with region {}",
-                    region.as_ref()
-                )
+                format!("not a valid number when read with region {}", region.as_ref())
             }
             (PhoneProblem::Invalid, None) => "not a valid number".to_owned(),
         };
@@ -272,10 +257,7 @@ impl Checker {
         if channels.is_empty() || channels.iter().any(|&channel| address_of(contact, channel)) {
             return;
         }
-        if ["email", "phone", "region"]
-            .iter()
-            .any(|field| self.failed.contains(*field))
-        {
+        if ["email", "phone", "region"].iter().any(|field| self.failed.contains(*field)) {
             return;
         }
 
@@ -290,16 +272,12 @@ impl Checker {
                 Some("phone"),
                 "missing phone number: the sequence sends SMS or calls, so every row needs one",
             ),
-            (true, true) => (
-                None,
-                "no email or phone number: the sequence needs one to reach the contact",
-            ),
+            (true, true) => {
+                (None, "no email or phone number: the sequence needs one to reach the contact")
+            }
         };
-        let error = RowError {
-            line: self.line,
-            field: field.map(str::to_owned),
-            reason: reason.into(),
-        };
+        let error =
+            RowError { line: self.line, field: field.map(str::to_owned), reason: reason.into() };
         self.errors.push(error);
     }
 
@@ -347,9 +325,7 @@ fn has_value(contact: &ValidContact, region: Option<&str>, name: &str) -> bool {
         "timezone" | "start_at" => true,
         other => {
             contact.custom.contains_key(other)
-                || contact
-                    .custom
-                    .contains_key(&super::mapping::snake_case(other))
+                || contact.custom.contains_key(&super::mapping::snake_case(other))
         }
     }
 }
@@ -363,11 +339,7 @@ fn join_names(row: &RowValues<'_>) -> Option<String> {
 }
 
 fn contact_key(contact: &ValidContact) -> Option<String> {
-    contact
-        .external_id
-        .clone()
-        .or_else(|| contact.email.clone())
-        .or_else(|| contact.phone.clone())
+    contact.external_id.clone().or_else(|| contact.email.clone()).or_else(|| contact.phone.clone())
 }
 
 /// Reads a start time: an RFC 3339 timestamp, or a date, which means midnight in `timezone`.

@@ -10,9 +10,7 @@ const WORKDAYS: [Weekday; 5] = [Mon, Tue, Wed, Thu, Fri];
 const DAY: u64 = 86_400;
 
 fn utc(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(year, month, day, hour, minute, 0)
-        .single()
-        .expect("valid UTC instant")
+    Utc.with_ymd_and_hms(year, month, day, hour, minute, 0).single().expect("valid UTC instant")
 }
 
 fn naive(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> NaiveDateTime {
@@ -26,11 +24,7 @@ fn time(hour: u32, minute: u32) -> NaiveTime {
 }
 
 fn window(weekdays: &[Weekday], start: NaiveTime, end: NaiveTime) -> SendWindow {
-    SendWindow {
-        weekdays: weekdays.to_vec(),
-        start,
-        end,
-    }
+    SendWindow { weekdays: weekdays.to_vec(), start, end }
 }
 
 fn office_hours() -> SendWindow {
@@ -38,52 +32,28 @@ fn office_hours() -> SendWindow {
 }
 
 fn every_day(start: NaiveTime, end: NaiveTime) -> SendWindow {
-    SendWindow {
-        start,
-        end,
-        ..SendWindow::always()
-    }
+    SendWindow { start, end, ..SendWindow::always() }
 }
 
 fn step(channel: Channel, delay_seconds: u64) -> Step {
-    Step {
-        channel,
-        delay_seconds,
-        subject: None,
-        body: "Hi {{first_name|there}}".to_owned(),
-    }
+    Step { channel, delay_seconds, subject: None, body: "Hi {{first_name|there}}".to_owned() }
 }
 
 #[test]
 fn gap_time_moves_to_end_of_gap() {
     // Clocks in New York went from 02:00 EST to 03:00 EDT (07:00 UTC) on 2026-03-08.
     let end_of_gap = utc(2026, 3, 8, 7, 0);
-    assert_eq!(
-        resolve_local(NEW_YORK, naive(2026, 3, 8, 2, 30)),
-        Some(end_of_gap)
-    );
-    assert_eq!(
-        resolve_local(NEW_YORK, naive(2026, 3, 8, 2, 0)),
-        Some(end_of_gap)
-    );
-    assert_eq!(
-        resolve_local(NEW_YORK, naive(2026, 3, 8, 3, 0)),
-        Some(end_of_gap)
-    );
-    assert_eq!(
-        resolve_local(NEW_YORK, naive(2026, 3, 8, 1, 59)),
-        Some(utc(2026, 3, 8, 6, 59))
-    );
+    assert_eq!(resolve_local(NEW_YORK, naive(2026, 3, 8, 2, 30)), Some(end_of_gap));
+    assert_eq!(resolve_local(NEW_YORK, naive(2026, 3, 8, 2, 0)), Some(end_of_gap));
+    assert_eq!(resolve_local(NEW_YORK, naive(2026, 3, 8, 3, 0)), Some(end_of_gap));
+    assert_eq!(resolve_local(NEW_YORK, naive(2026, 3, 8, 1, 59)), Some(utc(2026, 3, 8, 6, 59)));
 }
 
 #[test]
 fn overlap_time_takes_first_occurrence() {
     // 01:30 occurred at 05:30 UTC (EDT) and again at 06:30 UTC (EST) on 2026-11-01.
     let first = utc(2026, 11, 1, 5, 30);
-    assert_eq!(
-        resolve_local(NEW_YORK, naive(2026, 11, 1, 1, 30)),
-        Some(first)
-    );
+    assert_eq!(resolve_local(NEW_YORK, naive(2026, 11, 1, 1, 30)), Some(first));
 }
 
 #[test]
@@ -91,17 +61,11 @@ fn window_start_in_gap_opens_after_gap() {
     let window = every_day(time(2, 30), time(5, 0));
 
     let midnight = utc(2026, 3, 8, 5, 0);
-    assert_eq!(
-        next_window_instant(midnight, NEW_YORK, &window),
-        utc(2026, 3, 8, 7, 0)
-    );
+    assert_eq!(next_window_instant(midnight, NEW_YORK, &window), utc(2026, 3, 8, 7, 0));
 
     // The next day the window opens at 02:30 EDT again.
     let evening = utc(2026, 3, 9, 0, 0);
-    assert_eq!(
-        next_window_instant(evening, NEW_YORK, &window),
-        utc(2026, 3, 9, 6, 30)
-    );
+    assert_eq!(next_window_instant(evening, NEW_YORK, &window), utc(2026, 3, 9, 6, 30));
 }
 
 #[test]
@@ -109,10 +73,7 @@ fn window_inside_gap_skips_day() {
     let window = window(&[Sun], time(2, 0), time(2, 45));
     let midnight = utc(2026, 3, 8, 5, 0);
     let next_sunday = utc(2026, 3, 15, 6, 0);
-    assert_eq!(
-        next_window_instant(midnight, NEW_YORK, &window),
-        next_sunday
-    );
+    assert_eq!(next_window_instant(midnight, NEW_YORK, &window), next_sunday);
 }
 
 #[test]
@@ -123,12 +84,7 @@ fn day_delay_keeps_local_time_across_gap() {
     let two_days = plan_steps(start, NEW_YORK, &[step(Channel::Sms, 2 * DAY)], &always);
     assert_eq!(two_days, [utc(2026, 3, 9, 14, 0)]); // Monday 10:00 EDT
 
-    let with_hour = plan_steps(
-        start,
-        NEW_YORK,
-        &[step(Channel::Sms, 2 * DAY + 3600)],
-        &always,
-    );
+    let with_hour = plan_steps(start, NEW_YORK, &[step(Channel::Sms, 2 * DAY + 3600)], &always);
     assert_eq!(with_hour, [utc(2026, 3, 9, 15, 0)]);
 }
 
@@ -148,28 +104,17 @@ fn day_delay_into_gap_moves_to_end_of_gap() {
 #[test]
 fn day_delay_into_overlap_takes_first() {
     let start = utc(2026, 10, 31, 5, 30); // Saturday 01:30 EDT
-    assert_eq!(
-        add_step_delay(start, NEW_YORK, DAY),
-        utc(2026, 11, 1, 5, 30)
-    );
+    assert_eq!(add_step_delay(start, NEW_YORK, DAY), utc(2026, 11, 1, 5, 30));
 }
 
 #[test]
 fn hourly_steps_across_overlap_are_distinct() {
     let start = utc(2026, 11, 1, 4, 30); // 00:30 EDT
-    let steps = [
-        step(Channel::Email, 3600),
-        step(Channel::Sms, 3600),
-        step(Channel::Call, 3600),
-    ];
+    let steps = [step(Channel::Email, 3600), step(Channel::Sms, 3600), step(Channel::Call, 3600)];
     let due = plan_steps(start, NEW_YORK, &steps, &SendWindow::always());
 
     // 01:30 EDT, then 01:30 EST, then 02:30 EST: each an hour after the previous one.
-    let expected = [
-        utc(2026, 11, 1, 5, 30),
-        utc(2026, 11, 1, 6, 30),
-        utc(2026, 11, 1, 7, 30),
-    ];
+    let expected = [utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 6, 30), utc(2026, 11, 1, 7, 30)];
     assert_eq!(due, expected);
 }
 
@@ -178,19 +123,13 @@ fn window_in_repeated_hour_opens_once() {
     let window = every_day(time(1, 30), time(1, 45));
 
     let before = utc(2026, 11, 1, 5, 0); // 01:00 EDT
-    assert_eq!(
-        next_window_instant(before, NEW_YORK, &window),
-        utc(2026, 11, 1, 5, 30)
-    );
+    assert_eq!(next_window_instant(before, NEW_YORK, &window), utc(2026, 11, 1, 5, 30));
 
     // 01:31 EST, the second pass: that day's window has already opened and closed.
     let second_pass = utc(2026, 11, 1, 6, 31);
     assert!(!window_contains(second_pass, NEW_YORK, &window));
     let next_day = utc(2026, 11, 2, 6, 30); // 01:30 EST
-    assert_eq!(
-        next_window_instant(second_pass, NEW_YORK, &window),
-        next_day
-    );
+    assert_eq!(next_window_instant(second_pass, NEW_YORK, &window), next_day);
 }
 
 #[test]
@@ -206,33 +145,21 @@ fn window_stays_open_through_repeated_hour() {
 fn friday_evening_moves_to_monday() {
     let friday_evening = utc(2026, 6, 5, 21, 30); // Friday 17:30 EDT
     let monday_morning = utc(2026, 6, 8, 13, 0); // Monday 09:00 EDT
-    assert_eq!(
-        next_window_instant(friday_evening, NEW_YORK, &office_hours()),
-        monday_morning
-    );
+    assert_eq!(next_window_instant(friday_evening, NEW_YORK, &office_hours()), monday_morning);
 
     let saturday_noon = utc(2026, 6, 6, 16, 0);
-    assert_eq!(
-        next_window_instant(saturday_noon, NEW_YORK, &office_hours()),
-        monday_morning
-    );
+    assert_eq!(next_window_instant(saturday_noon, NEW_YORK, &office_hours()), monday_morning);
 }
 
 #[test]
 fn window_start_is_inclusive() {
     let opening = utc(2026, 6, 8, 13, 0); // Monday 09:00 EDT
-    assert_eq!(
-        next_window_instant(opening, NEW_YORK, &office_hours()),
-        opening
-    );
+    assert_eq!(next_window_instant(opening, NEW_YORK, &office_hours()), opening);
     assert!(window_contains(opening, NEW_YORK, &office_hours()));
 
     let just_before = opening - TimeDelta::seconds(1);
     assert!(!window_contains(just_before, NEW_YORK, &office_hours()));
-    assert_eq!(
-        next_window_instant(just_before, NEW_YORK, &office_hours()),
-        opening
-    );
+    assert_eq!(next_window_instant(just_before, NEW_YORK, &office_hours()), opening);
 }
 
 #[test]
@@ -240,34 +167,22 @@ fn window_end_is_exclusive() {
     let closing = utc(2026, 6, 8, 21, 0); // Monday 17:00 EDT
     let tuesday_opening = utc(2026, 6, 9, 13, 0);
     assert!(!window_contains(closing, NEW_YORK, &office_hours()));
-    assert_eq!(
-        next_window_instant(closing, NEW_YORK, &office_hours()),
-        tuesday_opening
-    );
+    assert_eq!(next_window_instant(closing, NEW_YORK, &office_hours()), tuesday_opening);
 
     let just_before = closing - TimeDelta::seconds(1);
     assert!(window_contains(just_before, NEW_YORK, &office_hours()));
-    assert_eq!(
-        next_window_instant(just_before, NEW_YORK, &office_hours()),
-        just_before
-    );
+    assert_eq!(next_window_instant(just_before, NEW_YORK, &office_hours()), just_before);
 }
 
 #[test]
 fn kolkata_half_hour_offset() {
     let zone = Asia::Kolkata; // +05:30
     let monday_early = utc(2026, 6, 8, 3, 0); // 08:30 IST
-    assert_eq!(
-        next_window_instant(monday_early, zone, &office_hours()),
-        utc(2026, 6, 8, 3, 30)
-    );
+    assert_eq!(next_window_instant(monday_early, zone, &office_hours()), utc(2026, 6, 8, 3, 30));
 
     let monday_closing = utc(2026, 6, 8, 11, 30); // 17:00 IST
     let tuesday_opening = utc(2026, 6, 9, 3, 30);
-    assert_eq!(
-        next_window_instant(monday_closing, zone, &office_hours()),
-        tuesday_opening
-    );
+    assert_eq!(next_window_instant(monday_closing, zone, &office_hours()), tuesday_opening);
 }
 
 #[test]
@@ -275,17 +190,11 @@ fn chatham_quarter_hour_offset() {
     let zone = Pacific::Chatham; // +12:45 in June, +13:45 in January
     let sunday_utc = utc(2026, 6, 7, 12, 0); // Monday 00:45 local
     let monday_opening = utc(2026, 6, 7, 20, 15); // Monday 09:00 local
-    assert_eq!(
-        next_window_instant(sunday_utc, zone, &office_hours()),
-        monday_opening
-    );
+    assert_eq!(next_window_instant(sunday_utc, zone, &office_hours()), monday_opening);
 
     let january = utc(2026, 1, 11, 12, 0); // Monday 01:45 local
     let january_opening = utc(2026, 1, 11, 19, 15);
-    assert_eq!(
-        next_window_instant(january, zone, &office_hours()),
-        january_opening
-    );
+    assert_eq!(next_window_instant(january, zone, &office_hours()), january_opening);
 }
 
 #[test]
@@ -293,17 +202,11 @@ fn kiritimati_day_ahead_of_utc() {
     let zone = Pacific::Kiritimati; // +14
     let sunday_utc = utc(2026, 6, 7, 18, 0); // Monday 08:00 local
     let monday_opening = utc(2026, 6, 7, 19, 0); // Monday 09:00 local, still Sunday in UTC
-    assert_eq!(
-        next_window_instant(sunday_utc, zone, &office_hours()),
-        monday_opening
-    );
+    assert_eq!(next_window_instant(sunday_utc, zone, &office_hours()), monday_opening);
 
     let friday_closing = utc(2026, 6, 12, 3, 0); // Friday 17:00 local
     let next_monday = utc(2026, 6, 14, 19, 0);
-    assert_eq!(
-        next_window_instant(friday_closing, zone, &office_hours()),
-        next_monday
-    );
+    assert_eq!(next_window_instant(friday_closing, zone, &office_hours()), next_monday);
 }
 
 #[test]
@@ -315,22 +218,13 @@ fn apia_skipped_day_moves_to_next_week() {
     let following_friday = utc(2012, 1, 5, 19, 0); // 2012-01-06 09:00 at +14
 
     let thursday = utc(2011, 12, 29, 22, 0); // Thursday 12:00 at -10
-    assert_eq!(
-        next_window_instant(thursday, zone, &fridays),
-        following_friday
-    );
+    assert_eq!(next_window_instant(thursday, zone, &fridays), following_friday);
 
     let friday_before_closing = utc(2011, 12, 24, 4, 0); // Friday 2011-12-23 18:00 at -10
-    assert_eq!(
-        next_window_instant(friday_before_closing, zone, &fridays),
-        following_friday
-    );
+    assert_eq!(next_window_instant(friday_before_closing, zone, &fridays), following_friday);
 
     let end_of_gap = utc(2011, 12, 30, 10, 0); // 2011-12-31 00:00 at +14
-    assert_eq!(
-        resolve_local(zone, naive(2011, 12, 30, 12, 0)),
-        Some(end_of_gap)
-    );
+    assert_eq!(resolve_local(zone, naive(2011, 12, 30, 12, 0)), Some(end_of_gap));
 }
 
 #[test]
@@ -338,41 +232,27 @@ fn demo_sequence_from_saturday() {
     let zone = Europe::Paris;
     let start = utc(2026, 6, 6, 8, 0); // Saturday 10:00 CEST
     assert_eq!(start.with_timezone(&zone).weekday(), Sat);
-    let steps = [
-        step(Channel::Email, 0),
-        step(Channel::Sms, 2 * DAY),
-        step(Channel::Call, 5 * DAY),
-    ];
+    let steps =
+        [step(Channel::Email, 0), step(Channel::Sms, 2 * DAY), step(Channel::Call, 5 * DAY)];
 
     let due = plan_steps(start, zone, &steps, &office_hours());
 
     // Email on Monday 09:00, SMS two days later on Wednesday, call five days after that on
     // the next Monday, all at 09:00 CEST.
-    let expected = [
-        utc(2026, 6, 8, 7, 0),
-        utc(2026, 6, 10, 7, 0),
-        utc(2026, 6, 15, 7, 0),
-    ];
+    let expected = [utc(2026, 6, 8, 7, 0), utc(2026, 6, 10, 7, 0), utc(2026, 6, 15, 7, 0)];
     assert_eq!(due, expected);
 }
 
 #[test]
 fn demo_sequence_across_dst() {
     let start = utc(2026, 3, 7, 15, 0); // Saturday 10:00 EST, the day before the gap
-    let steps = [
-        step(Channel::Email, 0),
-        step(Channel::Sms, 2 * DAY),
-        step(Channel::Call, 5 * DAY),
-    ];
+    let steps =
+        [step(Channel::Email, 0), step(Channel::Sms, 2 * DAY), step(Channel::Call, 5 * DAY)];
 
     let due = plan_steps(start, NEW_YORK, &steps, &office_hours());
 
     // Every step lands at 09:00 EDT, 13:00 UTC.
-    let expected = [
-        utc(2026, 3, 9, 13, 0),
-        utc(2026, 3, 11, 13, 0),
-        utc(2026, 3, 16, 13, 0),
-    ];
+    let expected = [utc(2026, 3, 9, 13, 0), utc(2026, 3, 11, 13, 0), utc(2026, 3, 16, 13, 0)];
     assert_eq!(due, expected);
 }
 
@@ -388,26 +268,17 @@ fn overnight_window_belongs_to_start_day() {
     let opening = utc(2026, 6, 6, 2, 0); // Friday 22:00 EDT
 
     let friday_evening = utc(2026, 6, 6, 0, 0); // Friday 20:00 EDT
-    assert_eq!(
-        next_window_instant(friday_evening, NEW_YORK, &friday_night),
-        opening
-    );
+    assert_eq!(next_window_instant(friday_evening, NEW_YORK, &friday_night), opening);
 
     let saturday_early = utc(2026, 6, 6, 7, 0); // Saturday 03:00 EDT
     assert!(window_contains(saturday_early, NEW_YORK, &friday_night));
 
     let saturday_closing = utc(2026, 6, 6, 10, 0); // Saturday 06:00 EDT
     let next_friday = utc(2026, 6, 13, 2, 0);
-    assert_eq!(
-        next_window_instant(saturday_closing, NEW_YORK, &friday_night),
-        next_friday
-    );
+    assert_eq!(next_window_instant(saturday_closing, NEW_YORK, &friday_night), next_friday);
 
     let thursday_night = utc(2026, 6, 5, 3, 0); // Thursday 23:00 EDT
-    assert_eq!(
-        next_window_instant(thursday_night, NEW_YORK, &friday_night),
-        opening
-    );
+    assert_eq!(next_window_instant(thursday_night, NEW_YORK, &friday_night), opening);
 }
 
 #[test]
@@ -419,11 +290,7 @@ fn all_day_window_keeps_instant() {
         utc(2026, 6, 6, 0, 0) + TimeDelta::nanoseconds(1),
     ];
     for instant in instants {
-        assert_eq!(
-            next_window_instant(instant, NEW_YORK, &always),
-            instant,
-            "{instant}"
-        );
+        assert_eq!(next_window_instant(instant, NEW_YORK, &always), instant, "{instant}");
     }
 }
 
@@ -439,14 +306,8 @@ fn empty_weekdays_keeps_instant() {
 fn validate_window_accepts_usable() {
     assert_eq!(validate_window(&SendWindow::always()), Ok(()));
     assert_eq!(validate_window(&office_hours()), Ok(()));
-    assert_eq!(
-        validate_window(&window(&[Fri], time(22, 0), time(6, 0))),
-        Ok(())
-    );
-    assert_eq!(
-        validate_window(&window(&[Sat], time(0, 0), time(0, 0))),
-        Ok(())
-    );
+    assert_eq!(validate_window(&window(&[Fri], time(22, 0), time(6, 0))), Ok(()));
+    assert_eq!(validate_window(&window(&[Sat], time(0, 0), time(0, 0))), Ok(()));
 }
 
 #[test]
@@ -478,17 +339,9 @@ fn extreme_instants_do_not_panic() {
 #[test]
 fn huge_delay_saturates() {
     let start = utc(2026, 6, 6, 8, 0);
-    let due = plan_steps(
-        start,
-        NEW_YORK,
-        &[step(Channel::Call, u64::MAX)],
-        &office_hours(),
-    );
+    let due = plan_steps(start, NEW_YORK, &[step(Channel::Call, u64::MAX)], &office_hours());
     assert_eq!(due, [DateTime::<Utc>::MAX_UTC]);
-    assert_eq!(
-        add_step_delay(start, NEW_YORK, u64::MAX),
-        DateTime::<Utc>::MAX_UTC
-    );
+    assert_eq!(add_step_delay(start, NEW_YORK, u64::MAX), DateTime::<Utc>::MAX_UTC);
 }
 
 /// Zones with DST at 02:00 (New York), at 01:00 UTC (London), at midnight (Havana, Santiago),
@@ -509,15 +362,8 @@ const WEEK: [Weekday; 7] = [Mon, Tue, Wed, Thu, Fri, Sat, Sun];
 
 fn arbitrary_window() -> impl Strategy<Value = SendWindow> {
     (1u8..128, time_of_day(), time_of_day()).prop_map(|(mask, start, end)| {
-        let weekdays = WEEK
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0);
-        SendWindow {
-            weekdays: weekdays.map(|(_, day)| *day).collect(),
-            start,
-            end,
-        }
+        let weekdays = WEEK.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0);
+        SendWindow { weekdays: weekdays.map(|(_, day)| *day).collect(), start, end }
     })
 }
 
@@ -546,11 +392,8 @@ fn zone_and_instant() -> impl Strategy<Value = (Tz, DateTime<Utc>)> {
 /// middle of the year when the zone has none.
 fn near_transition(tz: Tz, year: i32, pick: usize, shift: i64) -> DateTime<Utc> {
     let changes = offset_changes(tz, year);
-    let base = if changes.is_empty() {
-        utc(year, 7, 1, 0, 0)
-    } else {
-        changes[pick % changes.len()]
-    };
+    let base =
+        if changes.is_empty() { utc(year, 7, 1, 0, 0) } else { changes[pick % changes.len()] };
     base + TimeDelta::seconds(shift)
 }
 
@@ -601,10 +444,7 @@ fn inside_by_wall_clock(local: NaiveDateTime, window: &SendWindow) -> bool {
 }
 
 fn is_repeated_local_time(local: NaiveDateTime, tz: Tz) -> bool {
-    matches!(
-        tz.from_local_datetime(&local),
-        chrono::MappedLocalTime::Ambiguous(..)
-    )
+    matches!(tz.from_local_datetime(&local), chrono::MappedLocalTime::Ambiguous(..))
 }
 
 fn offset_changes_at(instant: DateTime<Utc>, tz: Tz) -> bool {

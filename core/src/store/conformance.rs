@@ -47,37 +47,22 @@ pub async fn pages_cover_every_follow_up_once(store: &dyn Store) {
     let enrolments: Vec<Enrolment> = (0..7)
         .map(|n| new_enrolment(tenant.id, &sequence, &format!("page-{n}"), base_time()))
         .collect();
-    store
-        .insert_enrolments(tenant.id, enrolments)
-        .await
-        .expect("insert_enrolments");
+    store.insert_enrolments(tenant.id, enrolments).await.expect("insert_enrolments");
     let foreign = new_enrolment(other.id, &other_sequence, "page-x", base_time());
-    store
-        .insert_enrolments(other.id, vec![foreign])
-        .await
-        .expect("insert_enrolments");
+    store.insert_enrolments(other.id, vec![foreign]).await.expect("insert_enrolments");
 
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store
-            .follow_ups_page(tenant.id, after, 3)
-            .await
-            .expect("follow_ups_page");
+        let page = store.follow_ups_page(tenant.id, after, 3).await.expect("follow_ups_page");
         assert!(page.len() <= 3, "a page holds at most the limit");
         let Some(last) = page.last() else { break };
         after = Some(last.id);
-        seen.extend(
-            page.into_iter()
-                .map(|follow_up| (follow_up.tenant, follow_up.id)),
-        );
+        seen.extend(page.into_iter().map(|follow_up| (follow_up.tenant, follow_up.id)));
     }
 
     assert_eq!(seen.len(), 14, "7 schedules of 2 steps each");
-    assert!(
-        seen.iter().all(|(owner, _)| *owner == tenant.id),
-        "only the tenant's own"
-    );
+    assert!(seen.iter().all(|(owner, _)| *owner == tenant.id), "only the tenant's own");
     let ids: Vec<FollowUpId> = seen.iter().map(|(_, id)| *id).collect();
     let mut sorted = ids.clone();
     sorted.sort();
@@ -94,22 +79,14 @@ pub async fn tenants_round_trip(store: &dyn Store) {
     let stored = store.tenant(tenant.id).await.expect("tenant");
     assert_eq!(stored.as_ref(), Some(&tenant), "tenant by id");
     let by_key = store.tenant_by_api_key(tenant.api_key_sha256.clone()).await;
-    assert_eq!(
-        by_key.expect("tenant_by_api_key").as_ref(),
-        Some(&tenant),
-        "tenant by key"
-    );
+    assert_eq!(by_key.expect("tenant_by_api_key").as_ref(), Some(&tenant), "tenant by key");
     let listed = store.tenants().await.expect("tenants");
     assert!(listed.contains(&tenant), "tenants() lists the new tenant");
 
     let unknown = store.tenant(TenantId::generate()).await.expect("tenant");
     assert_eq!(unknown, None, "unknown tenant id");
     let unknown = store.tenant_by_api_key(random_sha256_hex()).await;
-    assert_eq!(
-        unknown.expect("tenant_by_api_key"),
-        None,
-        "unknown API key hash"
-    );
+    assert_eq!(unknown.expect("tenant_by_api_key"), None, "unknown API key hash");
 
     // A key rotation replaces the whole record, and the old hash must stop authenticating.
     let rotated = Tenant {
@@ -117,31 +94,15 @@ pub async fn tenants_round_trip(store: &dyn Store) {
         api_key_sha256: random_sha256_hex(),
         ..tenant.clone()
     };
-    store
-        .put_tenant(rotated.clone())
-        .await
-        .expect("put_tenant replacing");
+    store.put_tenant(rotated.clone()).await.expect("put_tenant replacing");
     let stored = store.tenant(tenant.id).await.expect("tenant");
     assert_eq!(stored.as_ref(), Some(&rotated), "replaced tenant by id");
-    let by_new_key = store
-        .tenant_by_api_key(rotated.api_key_sha256.clone())
-        .await;
-    assert_eq!(
-        by_new_key.expect("tenant_by_api_key").as_ref(),
-        Some(&rotated),
-        "new key"
-    );
+    let by_new_key = store.tenant_by_api_key(rotated.api_key_sha256.clone()).await;
+    assert_eq!(by_new_key.expect("tenant_by_api_key").as_ref(), Some(&rotated), "new key");
     let by_old_key = store.tenant_by_api_key(tenant.api_key_sha256.clone()).await;
-    assert_eq!(
-        by_old_key.expect("tenant_by_api_key"),
-        None,
-        "old key after rotation"
-    );
+    assert_eq!(by_old_key.expect("tenant_by_api_key"), None, "old key after rotation");
     let listed = store.tenants().await.expect("tenants");
-    let copies = listed
-        .iter()
-        .filter(|listed| listed.id == tenant.id)
-        .count();
+    let copies = listed.iter().filter(|listed| listed.id == tenant.id).count();
     assert_eq!(copies, 1, "tenants() lists a replaced tenant once");
     assert!(listed.contains(&rotated), "tenants() lists the replacement");
 }
@@ -152,28 +113,16 @@ pub async fn connections_one_per_provider(store: &dyn Store) {
     let tenant = put_new_tenant(store).await;
     let gmail = new_connection(tenant.id, Provider::Gmail, "sales@example.com");
     let twilio = new_connection(tenant.id, Provider::Twilio, "+14155550100");
-    store
-        .put_connection(gmail)
-        .await
-        .expect("put_connection gmail");
-    store
-        .put_connection(twilio.clone())
-        .await
-        .expect("put_connection twilio");
+    store.put_connection(gmail).await.expect("put_connection gmail");
+    store.put_connection(twilio.clone()).await.expect("put_connection twilio");
 
     let replacement = new_connection(tenant.id, Provider::Gmail, "support@example.com");
-    store
-        .put_connection(replacement.clone())
-        .await
-        .expect("put_connection replacing");
+    store.put_connection(replacement.clone()).await.expect("put_connection replacing");
 
     let mut stored = store.connections(tenant.id).await.expect("connections");
     stored.sort_by_key(|connection| connection.provider);
     assert_eq!(stored.len(), 2, "one connection per provider");
-    assert_eq!(
-        stored[0], replacement,
-        "the second gmail connection replaced the first"
-    );
+    assert_eq!(stored[0], replacement, "the second gmail connection replaced the first");
     assert_eq!(stored[1], twilio, "the twilio connection is untouched");
 }
 
@@ -182,44 +131,23 @@ pub async fn sequences_round_trip(store: &dyn Store) {
     let tenant = put_new_tenant(store).await;
     let first = new_sequence(tenant.id, &[Channel::Email, Channel::Sms]);
     let second = new_sequence(tenant.id, &[Channel::Call]);
-    store
-        .put_sequence(first.clone())
-        .await
-        .expect("put_sequence");
-    store
-        .put_sequence(second.clone())
-        .await
-        .expect("put_sequence");
+    store.put_sequence(first.clone()).await.expect("put_sequence");
+    store.put_sequence(second.clone()).await.expect("put_sequence");
 
     let stored = store.sequence(tenant.id, first.id).await.expect("sequence");
     assert_eq!(stored.as_ref(), Some(&first), "sequence by id");
-    let unknown = store
-        .sequence(tenant.id, SequenceId::generate())
-        .await
-        .expect("sequence");
+    let unknown = store.sequence(tenant.id, SequenceId::generate()).await.expect("sequence");
     assert_eq!(unknown, None, "unknown sequence id");
 
-    let renamed = Sequence {
-        name: "renamed".to_owned(),
-        ..first.clone()
-    };
-    store
-        .put_sequence(renamed.clone())
-        .await
-        .expect("put_sequence replacing");
+    let renamed = Sequence { name: "renamed".to_owned(), ..first.clone() };
+    store.put_sequence(renamed.clone()).await.expect("put_sequence replacing");
     let stored = store.sequence(tenant.id, first.id).await.expect("sequence");
     assert_eq!(stored.as_ref(), Some(&renamed), "replaced sequence");
 
     let listed = store.sequences(tenant.id).await.expect("sequences");
     assert_eq!(listed.len(), 2, "sequences() after a replacement");
-    assert!(
-        listed.contains(&renamed),
-        "sequences() lists the replacement"
-    );
-    assert!(
-        listed.contains(&second),
-        "sequences() lists the other sequence"
-    );
+    assert!(listed.contains(&renamed), "sequences() lists the replacement");
+    assert!(listed.contains(&second), "sequences() lists the other sequence");
 }
 
 /// Checks that enrolments are stored whole, that re-inserting a schedule id is a counted
@@ -234,14 +162,7 @@ pub async fn enrolments_are_idempotent(store: &dyn Store) {
 
     let report = store.insert_enrolments(tenant.id, enrolments.clone()).await;
     let report = report.expect("insert_enrolments");
-    assert_eq!(
-        report,
-        InsertReport {
-            inserted: 3,
-            duplicates: 0
-        },
-        "first insert"
-    );
+    assert_eq!(report, InsertReport { inserted: 3, duplicates: 0 }, "first insert");
     for enrolment in &enrolments {
         assert_enrolment_stored(store, enrolment).await;
     }
@@ -250,14 +171,7 @@ pub async fn enrolments_are_idempotent(store: &dyn Store) {
     let altered: Vec<Enrolment> = enrolments.iter().map(altered_copy).collect();
     let report = store.insert_enrolments(tenant.id, altered.clone()).await;
     let report = report.expect("insert_enrolments again");
-    assert_eq!(
-        report,
-        InsertReport {
-            inserted: 0,
-            duplicates: 3
-        },
-        "re-insert"
-    );
+    assert_eq!(report, InsertReport { inserted: 0, duplicates: 3 }, "re-insert");
     for enrolment in &enrolments {
         assert_enrolment_stored(store, enrolment).await;
     }
@@ -265,83 +179,35 @@ pub async fn enrolments_are_idempotent(store: &dyn Store) {
     // A batch mixing a known schedule with a new one counts each.
     let new = new_enrolment(tenant.id, &sequence, "d", base_time());
     let mixed = vec![altered[0].clone(), new.clone()];
-    let report = store
-        .insert_enrolments(tenant.id, mixed)
-        .await
-        .expect("insert mixed");
-    assert_eq!(
-        report,
-        InsertReport {
-            inserted: 1,
-            duplicates: 1
-        },
-        "mixed batch"
-    );
+    let report = store.insert_enrolments(tenant.id, mixed).await.expect("insert mixed");
+    assert_eq!(report, InsertReport { inserted: 1, duplicates: 1 }, "mixed batch");
     assert_enrolment_stored(store, &enrolments[0]).await;
     assert_enrolment_stored(store, &new).await;
 
     // The same schedule id twice in one call lands once.
     let repeated = new_enrolment(tenant.id, &sequence, "e", base_time());
     let twice = vec![repeated.clone(), altered_copy(&repeated)];
-    let report = store
-        .insert_enrolments(tenant.id, twice)
-        .await
-        .expect("insert repeated");
-    assert_eq!(
-        report,
-        InsertReport {
-            inserted: 1,
-            duplicates: 1
-        },
-        "repeat within a call"
-    );
+    let report = store.insert_enrolments(tenant.id, twice).await.expect("insert repeated");
+    assert_eq!(report, InsertReport { inserted: 1, duplicates: 1 }, "repeat within a call");
     assert_enrolment_stored(store, &repeated).await;
 
     // A new schedule for a known contact lands, and the contact keeps what was stored first.
     let other_sequence = new_sequence(tenant.id, &[Channel::Sms]);
     let mut second_enrolment = new_enrolment(tenant.id, &other_sequence, "a", base_time());
     second_enrolment.contact.first_name = Some("Changed".to_owned());
-    assert_eq!(
-        second_enrolment.contact.id, enrolments[0].contact.id,
-        "fixture reuses contact"
-    );
-    let report = store
-        .insert_enrolments(tenant.id, vec![second_enrolment.clone()])
-        .await;
+    assert_eq!(second_enrolment.contact.id, enrolments[0].contact.id, "fixture reuses contact");
+    let report = store.insert_enrolments(tenant.id, vec![second_enrolment.clone()]).await;
     let report = report.expect("insert for a known contact");
-    assert_eq!(
-        report,
-        InsertReport {
-            inserted: 1,
-            duplicates: 0
-        },
-        "new schedule, old contact"
-    );
-    let schedule = store
-        .schedule(tenant.id, second_enrolment.schedule.id)
-        .await;
+    assert_eq!(report, InsertReport { inserted: 1, duplicates: 0 }, "new schedule, old contact");
+    let schedule = store.schedule(tenant.id, second_enrolment.schedule.id).await;
     let schedule = schedule.expect("schedule");
-    assert_eq!(
-        schedule.as_ref(),
-        Some(&second_enrolment.schedule),
-        "schedule stored"
-    );
-    let contacts = store
-        .contacts(tenant.id, vec![enrolments[0].contact.id])
-        .await;
+    assert_eq!(schedule.as_ref(), Some(&second_enrolment.schedule), "schedule stored");
+    let contacts = store.contacts(tenant.id, vec![enrolments[0].contact.id]).await;
     let contacts = contacts.expect("contacts");
-    assert_eq!(
-        contacts,
-        vec![enrolments[0].contact.clone()],
-        "contact keeps stored fields"
-    );
+    assert_eq!(contacts, vec![enrolments[0].contact.clone()], "contact keeps stored fields");
 
     // Contacts are returned for known ids only.
-    let ids = vec![
-        enrolments[1].contact.id,
-        ContactId::generate(),
-        enrolments[2].contact.id,
-    ];
+    let ids = vec![enrolments[1].contact.id, ContactId::generate(), enrolments[2].contact.id];
     let mut contacts = store.contacts(tenant.id, ids).await.expect("contacts");
     contacts.sort_by_key(|contact| contact.id);
     let mut expected = vec![enrolments[1].contact.clone(), enrolments[2].contact.clone()];
@@ -355,30 +221,15 @@ pub async fn reads_are_tenant_scoped(store: &dyn Store) {
     let owner = put_new_tenant(store).await;
     let stranger = put_new_tenant(store).await;
     let sequence = new_sequence(owner.id, &[Channel::Email, Channel::Sms]);
-    store
-        .put_sequence(sequence.clone())
-        .await
-        .expect("put_sequence");
+    store.put_sequence(sequence.clone()).await.expect("put_sequence");
     let connection = new_connection(owner.id, Provider::Gmail, "owner@example.com");
-    store
-        .put_connection(connection)
-        .await
-        .expect("put_connection");
+    store.put_connection(connection).await.expect("put_connection");
     let enrolment = new_enrolment(owner.id, &sequence, "a", base_time());
-    store
-        .insert_enrolments(owner.id, vec![enrolment.clone()])
-        .await
-        .expect("insert");
+    store.insert_enrolments(owner.id, vec![enrolment.clone()]).await.expect("insert");
     let follow_up = enrolment.follow_ups[0].clone();
     let attempt = new_attempt(follow_up.id, 1, FollowUpState::Retry);
-    let retried = FollowUp {
-        state: FollowUpState::Retry,
-        attempts: 1,
-        ..follow_up.clone()
-    };
-    let update = store
-        .update_follow_ups(owner.id, vec![retried.clone()], vec![attempt])
-        .await;
+    let retried = FollowUp { state: FollowUpState::Retry, attempts: 1, ..follow_up.clone() };
+    let update = store.update_follow_ups(owner.id, vec![retried.clone()], vec![attempt]).await;
     update.expect("update_follow_ups by the owner");
 
     let other = stranger.id;
@@ -388,64 +239,30 @@ pub async fn reads_are_tenant_scoped(store: &dyn Store) {
     assert!(sequences.is_empty(), "sequences of another tenant");
     let connections = store.connections(other).await.expect("connections");
     assert!(connections.is_empty(), "connections of another tenant");
-    let contacts = store
-        .contacts(other, vec![enrolment.contact.id])
-        .await
-        .expect("contacts");
+    let contacts = store.contacts(other, vec![enrolment.contact.id]).await.expect("contacts");
     assert!(contacts.is_empty(), "contacts of another tenant");
-    let schedule = store
-        .schedule(other, enrolment.schedule.id)
-        .await
-        .expect("schedule");
+    let schedule = store.schedule(other, enrolment.schedule.id).await.expect("schedule");
     assert_eq!(schedule, None, "schedule of another tenant");
-    let follow_ups = store
-        .follow_ups_of_schedule(other, enrolment.schedule.id)
-        .await;
-    assert!(
-        follow_ups.expect("follow_ups_of_schedule").is_empty(),
-        "follow-ups of schedule"
-    );
-    let read = store
-        .follow_up(other, follow_up.id)
-        .await
-        .expect("follow_up");
+    let follow_ups = store.follow_ups_of_schedule(other, enrolment.schedule.id).await;
+    assert!(follow_ups.expect("follow_ups_of_schedule").is_empty(), "follow-ups of schedule");
+    let read = store.follow_up(other, follow_up.id).await.expect("follow_up");
     assert_eq!(read, None, "follow-up of another tenant");
     let far_future = base_time() + Duration::days(3650);
     for channel in Channel::ALL {
         let due = store.due_follow_ups(other, channel, far_future, 100).await;
-        assert!(
-            due.expect("due_follow_ups").is_empty(),
-            "due follow-ups on {channel}"
-        );
-        let next = store
-            .next_due_at(other, channel)
-            .await
-            .expect("next_due_at");
+        assert!(due.expect("due_follow_ups").is_empty(), "due follow-ups on {channel}");
+        let next = store.next_due_at(other, channel).await.expect("next_due_at");
         assert_eq!(next, None, "next due instant on {channel}");
     }
     let attempts = store.attempts(other, follow_up.id).await.expect("attempts");
-    assert!(
-        attempts.is_empty(),
-        "attempts of another tenant's follow-up"
-    );
-    let counts = store
-        .count_follow_ups(Some(other))
-        .await
-        .expect("count_follow_ups");
+    assert!(attempts.is_empty(), "attempts of another tenant's follow-up");
+    let counts = store.count_follow_ups(Some(other)).await.expect("count_follow_ups");
     assert!(non_zero(counts).is_empty(), "counts of another tenant");
 
     // Writes through the wrong tenant fail whole and leave the owner's records alone.
-    let hijacked = FollowUp {
-        state: FollowUpState::Cancelled,
-        ..retried.clone()
-    };
-    let result = store
-        .update_follow_ups(other, vec![hijacked], Vec::new())
-        .await;
-    assert!(
-        result.is_err(),
-        "update of another tenant's follow-up must fail"
-    );
+    let hijacked = FollowUp { state: FollowUpState::Cancelled, ..retried.clone() };
+    let result = store.update_follow_ups(other, vec![hijacked], Vec::new()).await;
+    assert!(result.is_err(), "update of another tenant's follow-up must fail");
     let result = store
         .update_follow_ups(
             other,
@@ -453,40 +270,16 @@ pub async fn reads_are_tenant_scoped(store: &dyn Store) {
             vec![new_attempt(follow_up.id, 2, FollowUpState::Sent)],
         )
         .await;
-    assert!(
-        result.is_err(),
-        "attempt for another tenant's follow-up must fail"
-    );
-    let result = store
-        .insert_enrolments(other, vec![enrolment.clone()])
-        .await;
-    assert!(
-        result.is_err(),
-        "enrolment whose records name another tenant must fail"
-    );
+    assert!(result.is_err(), "attempt for another tenant's follow-up must fail");
+    let result = store.insert_enrolments(other, vec![enrolment.clone()]).await;
+    assert!(result.is_err(), "enrolment whose records name another tenant must fail");
 
-    let read = store
-        .follow_up(owner.id, follow_up.id)
-        .await
-        .expect("follow_up");
-    assert_eq!(
-        read,
-        Some(retried),
-        "owner's follow-up after foreign writes"
-    );
-    let attempts = store
-        .attempts(owner.id, follow_up.id)
-        .await
-        .expect("attempts");
+    let read = store.follow_up(owner.id, follow_up.id).await.expect("follow_up");
+    assert_eq!(read, Some(retried), "owner's follow-up after foreign writes");
+    let attempts = store.attempts(owner.id, follow_up.id).await.expect("attempts");
     assert_eq!(attempts.len(), 1, "owner's attempts after foreign writes");
-    let schedule = store
-        .schedule(other, enrolment.schedule.id)
-        .await
-        .expect("schedule");
-    assert_eq!(
-        schedule, None,
-        "rejected enrolment left nothing under the other tenant"
-    );
+    let schedule = store.schedule(other, enrolment.schedule.id).await.expect("schedule");
+    assert_eq!(schedule, None, "rejected enrolment left nothing under the other tenant");
 }
 
 /// Checks that due follow-ups are pending or retry ones of one channel, due at or before
@@ -517,75 +310,34 @@ pub async fn due_follow_ups_filter_and_order(store: &dyn Store) {
             (Channel::Email, FollowUpState::Dead, hours(1)),
         ],
     );
-    let report = store
-        .insert_enrolments(tenant.id, vec![first.clone(), second.clone()])
-        .await;
+    let report = store.insert_enrolments(tenant.id, vec![first.clone(), second.clone()]).await;
     assert_eq!(report.expect("insert").inserted, 2, "fixture inserted");
 
-    let due = store
-        .due_follow_ups(tenant.id, Channel::Email, hours(5), 100)
-        .await;
+    let due = store.due_follow_ups(tenant.id, Channel::Email, hours(5), 100).await;
     let due = due.expect("due_follow_ups");
     let expected = vec![
         second.follow_ups[0].clone(),
         second.follow_ups[2].clone(),
         first.follow_ups[0].clone(),
     ];
-    assert_eq!(
-        due, expected,
-        "pending and retry email follow-ups, earliest first"
-    );
+    assert_eq!(due, expected, "pending and retry email follow-ups, earliest first");
 
-    let limited = store
-        .due_follow_ups(tenant.id, Channel::Email, hours(5), 2)
-        .await;
-    assert_eq!(
-        limited.expect("due_follow_ups"),
-        expected[..2].to_vec(),
-        "limit"
-    );
-    let at_bound = store
-        .due_follow_ups(tenant.id, Channel::Email, hours(2), 100)
-        .await;
-    assert_eq!(
-        at_bound.expect("due_follow_ups"),
-        expected[..2].to_vec(),
-        "until is inclusive"
-    );
-    let none_yet = store
-        .due_follow_ups(tenant.id, Channel::Email, hours(0), 100)
-        .await;
-    assert!(
-        none_yet.expect("due_follow_ups").is_empty(),
-        "nothing due before the first"
-    );
-    let sms = store
-        .due_follow_ups(tenant.id, Channel::Sms, hours(5), 100)
-        .await;
-    assert_eq!(
-        sms.expect("due_follow_ups"),
-        vec![first.follow_ups[2].clone()],
-        "sms"
-    );
-    let calls = store
-        .due_follow_ups(tenant.id, Channel::Call, hours(5), 100)
-        .await;
+    let limited = store.due_follow_ups(tenant.id, Channel::Email, hours(5), 2).await;
+    assert_eq!(limited.expect("due_follow_ups"), expected[..2].to_vec(), "limit");
+    let at_bound = store.due_follow_ups(tenant.id, Channel::Email, hours(2), 100).await;
+    assert_eq!(at_bound.expect("due_follow_ups"), expected[..2].to_vec(), "until is inclusive");
+    let none_yet = store.due_follow_ups(tenant.id, Channel::Email, hours(0), 100).await;
+    assert!(none_yet.expect("due_follow_ups").is_empty(), "nothing due before the first");
+    let sms = store.due_follow_ups(tenant.id, Channel::Sms, hours(5), 100).await;
+    assert_eq!(sms.expect("due_follow_ups"), vec![first.follow_ups[2].clone()], "sms");
+    let calls = store.due_follow_ups(tenant.id, Channel::Call, hours(5), 100).await;
     assert!(calls.expect("due_follow_ups").is_empty(), "no calls");
 
-    let next_email = store
-        .next_due_at(tenant.id, Channel::Email)
-        .await
-        .expect("next_due_at");
+    let next_email = store.next_due_at(tenant.id, Channel::Email).await.expect("next_due_at");
     assert_eq!(next_email, Some(hours(1)), "next email due instant");
-    let next_sms = store
-        .next_due_at(tenant.id, Channel::Sms)
-        .await
-        .expect("next_due_at");
+    let next_sms = store.next_due_at(tenant.id, Channel::Sms).await.expect("next_due_at");
     assert_eq!(next_sms, Some(hours(1)), "next sms due instant");
-    let next_call = store
-        .next_due_at(tenant.id, Channel::Call)
-        .await
-        .expect("next_due_at");
+    let next_call = store.next_due_at(tenant.id, Channel::Call).await.expect("next_due_at");
     assert_eq!(next_call, None, "no call due");
 }
 
@@ -594,56 +346,25 @@ pub async fn due_follow_ups_filter_and_order(store: &dyn Store) {
 pub async fn updates_maintain_due_index(store: &dyn Store) {
     let tenant = put_new_tenant(store).await;
     let base = base_time();
-    let enrolment = enrolment_with(
-        tenant.id,
-        "a",
-        &[(Channel::Sms, FollowUpState::Pending, base)],
-    );
-    store
-        .insert_enrolments(tenant.id, vec![enrolment.clone()])
-        .await
-        .expect("insert");
+    let enrolment = enrolment_with(tenant.id, "a", &[(Channel::Sms, FollowUpState::Pending, base)]);
+    store.insert_enrolments(tenant.id, vec![enrolment.clone()]).await.expect("insert");
     let pending = enrolment.follow_ups[0].clone();
     let due_by = |until: DateTime<Utc>| store.due_follow_ups(tenant.id, Channel::Sms, until, 10);
 
     let due = due_by(base).await.expect("due_follow_ups");
     assert_eq!(due, vec![pending.clone()], "pending follow-up is due");
 
-    let claimed = FollowUp {
-        state: FollowUpState::Claimed,
-        ..pending.clone()
-    };
-    store
-        .update_follow_ups(tenant.id, vec![claimed.clone()], Vec::new())
-        .await
-        .expect("claim");
-    assert!(
-        due_by(base).await.expect("due_follow_ups").is_empty(),
-        "claimed is not due"
-    );
-    let next = store
-        .next_due_at(tenant.id, Channel::Sms)
-        .await
-        .expect("next_due_at");
+    let claimed = FollowUp { state: FollowUpState::Claimed, ..pending.clone() };
+    store.update_follow_ups(tenant.id, vec![claimed.clone()], Vec::new()).await.expect("claim");
+    assert!(due_by(base).await.expect("due_follow_ups").is_empty(), "claimed is not due");
+    let next = store.next_due_at(tenant.id, Channel::Sms).await.expect("next_due_at");
     assert_eq!(next, None, "claimed has no next due instant");
-    let read = store
-        .follow_up(tenant.id, pending.id)
-        .await
-        .expect("follow_up");
+    let read = store.follow_up(tenant.id, pending.id).await.expect("follow_up");
     assert_eq!(read, Some(claimed.clone()), "claimed follow-up stored");
 
-    let sending = FollowUp {
-        state: FollowUpState::Sending,
-        ..claimed
-    };
-    store
-        .update_follow_ups(tenant.id, vec![sending.clone()], Vec::new())
-        .await
-        .expect("send");
-    assert!(
-        due_by(base).await.expect("due_follow_ups").is_empty(),
-        "sending is not due"
-    );
+    let sending = FollowUp { state: FollowUpState::Sending, ..claimed };
+    store.update_follow_ups(tenant.id, vec![sending.clone()], Vec::new()).await.expect("send");
+    assert!(due_by(base).await.expect("due_follow_ups").is_empty(), "sending is not due");
 
     let retry_at = base + Duration::hours(2);
     let retry = FollowUp {
@@ -653,27 +374,12 @@ pub async fn updates_maintain_due_index(store: &dyn Store) {
         reason: Some("provider answered 503".to_owned()),
         ..sending
     };
-    store
-        .update_follow_ups(tenant.id, vec![retry.clone()], Vec::new())
-        .await
-        .expect("retry");
-    let early = due_by(base + Duration::hours(1))
-        .await
-        .expect("due_follow_ups");
-    assert!(
-        early.is_empty(),
-        "retry is not due before its new due instant"
-    );
+    store.update_follow_ups(tenant.id, vec![retry.clone()], Vec::new()).await.expect("retry");
+    let early = due_by(base + Duration::hours(1)).await.expect("due_follow_ups");
+    assert!(early.is_empty(), "retry is not due before its new due instant");
     let due = due_by(retry_at).await.expect("due_follow_ups");
-    assert_eq!(
-        due,
-        vec![retry.clone()],
-        "retry is due at its new due instant"
-    );
-    let next = store
-        .next_due_at(tenant.id, Channel::Sms)
-        .await
-        .expect("next_due_at");
+    assert_eq!(due, vec![retry.clone()], "retry is due at its new due instant");
+    let next = store.next_due_at(tenant.id, Channel::Sms).await.expect("next_due_at");
     assert_eq!(next, Some(retry_at), "next due instant follows the retry");
 
     let sent = FollowUp {
@@ -684,69 +390,33 @@ pub async fn updates_maintain_due_index(store: &dyn Store) {
         sent_at: Some(retry_at),
         ..retry
     };
-    store
-        .update_follow_ups(tenant.id, vec![sent.clone()], Vec::new())
-        .await
-        .expect("sent");
-    let due = due_by(retry_at + Duration::days(1))
-        .await
-        .expect("due_follow_ups");
+    store.update_follow_ups(tenant.id, vec![sent.clone()], Vec::new()).await.expect("sent");
+    let due = due_by(retry_at + Duration::days(1)).await.expect("due_follow_ups");
     assert!(due.is_empty(), "sent is not due");
-    let read = store
-        .follow_up(tenant.id, pending.id)
-        .await
-        .expect("follow_up");
+    let read = store.follow_up(tenant.id, pending.id).await.expect("follow_up");
     assert_eq!(read, Some(sent), "sent follow-up stored");
 }
 
 /// Checks that an update naming an unknown follow-up fails and applies none of its changes.
 pub async fn update_follow_ups_is_atomic(store: &dyn Store) {
     let tenant = put_new_tenant(store).await;
-    let enrolment = enrolment_with(
-        tenant.id,
-        "a",
-        &[(Channel::Email, FollowUpState::Pending, base_time())],
-    );
-    store
-        .insert_enrolments(tenant.id, vec![enrolment.clone()])
-        .await
-        .expect("insert");
+    let enrolment =
+        enrolment_with(tenant.id, "a", &[(Channel::Email, FollowUpState::Pending, base_time())]);
+    store.insert_enrolments(tenant.id, vec![enrolment.clone()]).await.expect("insert");
     let known = enrolment.follow_ups[0].clone();
-    let unknown = FollowUp {
-        id: FollowUpId {
-            schedule: ScheduleId::generate(),
-            step: 0,
-        },
-        ..known.clone()
-    };
+    let unknown =
+        FollowUp { id: FollowUpId { schedule: ScheduleId::generate(), step: 0 }, ..known.clone() };
 
-    let claimed = FollowUp {
-        state: FollowUpState::Claimed,
-        ..known.clone()
-    };
+    let claimed = FollowUp { state: FollowUpState::Claimed, ..known.clone() };
     let attempt = new_attempt(known.id, 1, FollowUpState::Sent);
-    let result = store
-        .update_follow_ups(tenant.id, vec![claimed, unknown], vec![attempt])
-        .await;
-    assert!(
-        result.is_err(),
-        "update naming an unknown follow-up must fail"
-    );
+    let result = store.update_follow_ups(tenant.id, vec![claimed, unknown], vec![attempt]).await;
+    assert!(result.is_err(), "update naming an unknown follow-up must fail");
 
-    let read = store
-        .follow_up(tenant.id, known.id)
-        .await
-        .expect("follow_up");
-    assert_eq!(
-        read,
-        Some(known.clone()),
-        "known follow-up unchanged by the failed update"
-    );
+    let read = store.follow_up(tenant.id, known.id).await.expect("follow_up");
+    assert_eq!(read, Some(known.clone()), "known follow-up unchanged by the failed update");
     let attempts = store.attempts(tenant.id, known.id).await.expect("attempts");
     assert!(attempts.is_empty(), "failed update appended no attempt");
-    let due = store
-        .due_follow_ups(tenant.id, Channel::Email, base_time(), 10)
-        .await;
+    let due = store.due_follow_ups(tenant.id, Channel::Email, base_time(), 10).await;
     assert_eq!(due.expect("due_follow_ups"), vec![known], "still due");
 }
 
@@ -758,29 +428,16 @@ pub async fn attempts_in_order(store: &dyn Store) {
         "a",
         &[
             (Channel::Email, FollowUpState::Pending, base_time()),
-            (
-                Channel::Email,
-                FollowUpState::Pending,
-                base_time() + Duration::days(1),
-            ),
+            (Channel::Email, FollowUpState::Pending, base_time() + Duration::days(1)),
         ],
     );
-    store
-        .insert_enrolments(tenant.id, vec![enrolment.clone()])
-        .await
-        .expect("insert");
+    store.insert_enrolments(tenant.id, vec![enrolment.clone()]).await.expect("insert");
     let follow_up = enrolment.follow_ups[0].clone();
     let sibling = enrolment.follow_ups[1].clone();
 
     let first = new_attempt(follow_up.id, 1, FollowUpState::Retry);
-    let retry = FollowUp {
-        state: FollowUpState::Retry,
-        attempts: 1,
-        ..follow_up.clone()
-    };
-    let update = store
-        .update_follow_ups(tenant.id, vec![retry], vec![first.clone()])
-        .await;
+    let retry = FollowUp { state: FollowUpState::Retry, attempts: 1, ..follow_up.clone() };
+    let update = store.update_follow_ups(tenant.id, vec![retry], vec![first.clone()]).await;
     update.expect("first attempt");
 
     // Two attempts in one call, then one more alone, still read back in order.
@@ -790,29 +447,13 @@ pub async fn attempts_in_order(store: &dyn Store) {
         store.update_follow_ups(tenant.id, Vec::new(), vec![second.clone(), third.clone()]);
     update.await.expect("second and third attempts");
     let fourth = new_attempt(follow_up.id, 4, FollowUpState::Sent);
-    let sent = FollowUp {
-        state: FollowUpState::Sent,
-        attempts: 4,
-        ..follow_up.clone()
-    };
-    let update = store
-        .update_follow_ups(tenant.id, vec![sent], vec![fourth.clone()])
-        .await;
+    let sent = FollowUp { state: FollowUpState::Sent, attempts: 4, ..follow_up.clone() };
+    let update = store.update_follow_ups(tenant.id, vec![sent], vec![fourth.clone()]).await;
     update.expect("fourth attempt");
 
-    let attempts = store
-        .attempts(tenant.id, follow_up.id)
-        .await
-        .expect("attempts");
-    assert_eq!(
-        attempts,
-        vec![first, second, third, fourth],
-        "attempts oldest first"
-    );
-    let none = store
-        .attempts(tenant.id, sibling.id)
-        .await
-        .expect("attempts");
+    let attempts = store.attempts(tenant.id, follow_up.id).await.expect("attempts");
+    assert_eq!(attempts, vec![first, second, third, fourth], "attempts oldest first");
+    let none = store.attempts(tenant.id, sibling.id).await.expect("attempts");
     assert!(none.is_empty(), "a follow-up without attempts");
 }
 
@@ -823,10 +464,7 @@ pub async fn attempts_in_order(store: &dyn Store) {
 /// checks left behind, and its counts are exact only while no other writer claims or sends
 /// follow-ups in the same store.
 pub async fn recovery_settles_interrupted(store: &dyn Store) {
-    store
-        .recover_interrupted()
-        .await
-        .expect("recover_interrupted before the check");
+    store.recover_interrupted().await.expect("recover_interrupted before the check");
     let base = base_time();
     let first = put_new_tenant(store).await;
     let second = put_new_tenant(store).await;
@@ -847,14 +485,8 @@ pub async fn recovery_settles_interrupted(store: &dyn Store) {
     let before_first = put_follow_ups_in_states(store, first.id, &states_first, base).await;
     let before_second = put_follow_ups_in_states(store, second.id, &states_second, base).await;
 
-    let report = store
-        .recover_interrupted()
-        .await
-        .expect("recover_interrupted");
-    let expected = RecoveryReport {
-        released_claims: 3,
-        in_doubt: 3,
-    };
+    let report = store.recover_interrupted().await.expect("recover_interrupted");
+    let expected = RecoveryReport { released_claims: 3, in_doubt: 3 };
     assert_eq!(report, expected, "recovery counts");
 
     for (tenant, before) in [(first.id, &before_first), (second.id, &before_second)] {
@@ -866,49 +498,21 @@ pub async fn recovery_settles_interrupted(store: &dyn Store) {
                 FollowUpState::Sending => FollowUpState::InDoubt,
                 other => other,
             };
-            assert_eq!(
-                new.state, expected_state,
-                "state after recovery, was {}",
-                old.state
-            );
-            assert_eq!(
-                new.due_at, old.due_at,
-                "due instant kept, state was {}",
-                old.state
-            );
-            assert_eq!(
-                new.attempts, old.attempts,
-                "attempts kept, state was {}",
-                old.state
-            );
+            assert_eq!(new.state, expected_state, "state after recovery, was {}", old.state);
+            assert_eq!(new.due_at, old.due_at, "due instant kept, state was {}", old.state);
+            assert_eq!(new.attempts, old.attempts, "attempts kept, state was {}", old.state);
         }
     }
 
     // Released claims are due again: the first tenant's due set is its two released claims plus
     // its pending and retry follow-ups.
-    let due = store
-        .due_follow_ups(first.id, Channel::Email, base + Duration::days(1), 100)
-        .await;
+    let due = store.due_follow_ups(first.id, Channel::Email, base + Duration::days(1), 100).await;
     let due = due.expect("due_follow_ups");
-    assert_eq!(
-        due.len(),
-        4,
-        "released claims join pending and retry in the due set"
-    );
-    assert!(
-        due.iter().all(|follow_up| follow_up.state.is_due_kind()),
-        "due set states"
-    );
+    assert_eq!(due.len(), 4, "released claims join pending and retry in the due set");
+    assert!(due.iter().all(|follow_up| follow_up.state.is_due_kind()), "due set states");
 
-    let again = store
-        .recover_interrupted()
-        .await
-        .expect("recover_interrupted again");
-    assert_eq!(
-        again,
-        RecoveryReport::default(),
-        "a second recovery finds nothing"
-    );
+    let again = store.recover_interrupted().await.expect("recover_interrupted again");
+    assert_eq!(again, RecoveryReport::default(), "a second recovery finds nothing");
 }
 
 /// Checks counts by channel and state for one tenant (exact) and for all tenants (at least the
@@ -927,68 +531,29 @@ pub async fn counts_per_tenant_and_overall(store: &dyn Store) {
             (Channel::Call, FollowUpState::Pending, base),
         ],
     );
-    store
-        .insert_enrolments(first.id, vec![enrolment.clone()])
-        .await
-        .expect("insert");
-    let sent = FollowUp {
-        state: FollowUpState::Sent,
-        ..enrolment.follow_ups[2].clone()
-    };
-    store
-        .update_follow_ups(first.id, vec![sent], Vec::new())
-        .await
-        .expect("update");
-    let other = enrolment_with(
-        second.id,
-        "a",
-        &[(Channel::Email, FollowUpState::Pending, base)],
-    );
-    store
-        .insert_enrolments(second.id, vec![other])
-        .await
-        .expect("insert");
+    store.insert_enrolments(first.id, vec![enrolment.clone()]).await.expect("insert");
+    let sent = FollowUp { state: FollowUpState::Sent, ..enrolment.follow_ups[2].clone() };
+    store.update_follow_ups(first.id, vec![sent], Vec::new()).await.expect("update");
+    let other = enrolment_with(second.id, "a", &[(Channel::Email, FollowUpState::Pending, base)]);
+    store.insert_enrolments(second.id, vec![other]).await.expect("insert");
 
-    let counts_first = store
-        .count_follow_ups(Some(first.id))
-        .await
-        .expect("count_follow_ups");
+    let counts_first = store.count_follow_ups(Some(first.id)).await.expect("count_follow_ups");
     let expected_first = FollowUpCounts::from([
         ((Channel::Email, FollowUpState::Pending), 2),
         ((Channel::Sms, FollowUpState::Sent), 1),
         ((Channel::Call, FollowUpState::Pending), 1),
     ]);
-    assert_eq!(
-        non_zero(counts_first),
-        expected_first,
-        "counts of the first tenant"
-    );
-    let counts_second = store
-        .count_follow_ups(Some(second.id))
-        .await
-        .expect("count_follow_ups");
+    assert_eq!(non_zero(counts_first), expected_first, "counts of the first tenant");
+    let counts_second = store.count_follow_ups(Some(second.id)).await.expect("count_follow_ups");
     let expected_second = FollowUpCounts::from([((Channel::Email, FollowUpState::Pending), 1)]);
-    assert_eq!(
-        non_zero(counts_second),
-        expected_second,
-        "counts of the second tenant"
-    );
+    assert_eq!(non_zero(counts_second), expected_second, "counts of the second tenant");
 
-    let overall = store
-        .count_follow_ups(None)
-        .await
-        .expect("count_follow_ups overall");
-    let keys: BTreeSet<_> = expected_first
-        .keys()
-        .chain(expected_second.keys())
-        .collect();
+    let overall = store.count_follow_ups(None).await.expect("count_follow_ups overall");
+    let keys: BTreeSet<_> = expected_first.keys().chain(expected_second.keys()).collect();
     for key in keys {
         let ours = expected_first.get(key).unwrap_or(&0) + expected_second.get(key).unwrap_or(&0);
         let total = overall.get(key).copied().unwrap_or(0);
-        assert!(
-            total >= ours,
-            "overall count of {key:?} is {total}, below this check's {ours}"
-        );
+        assert!(total >= ours, "overall count of {key:?} is {total}, below this check's {ours}");
     }
 }
 
@@ -997,31 +562,17 @@ async fn assert_enrolment_stored(store: &dyn Store, enrolment: &Enrolment) {
     let tenant = enrolment.schedule.tenant;
     let id = enrolment.schedule.id;
     let schedule = store.schedule(tenant, id).await.expect("schedule");
-    assert_eq!(
-        schedule.as_ref(),
-        Some(&enrolment.schedule),
-        "schedule {id}"
-    );
+    assert_eq!(schedule.as_ref(), Some(&enrolment.schedule), "schedule {id}");
     let follow_ups = store.follow_ups_of_schedule(tenant, id).await;
     let follow_ups = follow_ups.expect("follow_ups_of_schedule");
-    assert_eq!(
-        follow_ups, enrolment.follow_ups,
-        "follow-ups of schedule {id}, by step"
-    );
+    assert_eq!(follow_ups, enrolment.follow_ups, "follow-ups of schedule {id}, by step");
     for follow_up in &enrolment.follow_ups {
-        let read = store
-            .follow_up(tenant, follow_up.id)
-            .await
-            .expect("follow_up");
+        let read = store.follow_up(tenant, follow_up.id).await.expect("follow_up");
         assert_eq!(read.as_ref(), Some(follow_up), "follow-up {}", follow_up.id);
     }
     let contacts = store.contacts(tenant, vec![enrolment.contact.id]).await;
     let contacts = contacts.expect("contacts");
-    assert_eq!(
-        contacts,
-        vec![enrolment.contact.clone()],
-        "contact of schedule {id}"
-    );
+    assert_eq!(contacts, vec![enrolment.contact.clone()], "contact of schedule {id}");
 }
 
 /// Inserts one schedule with a follow-up per state, all on email and due at `base`, by inserting
@@ -1032,25 +583,17 @@ async fn put_follow_ups_in_states(
     states: &[FollowUpState],
     base: DateTime<Utc>,
 ) -> Vec<FollowUp> {
-    let steps: Vec<_> = states
-        .iter()
-        .map(|_| (Channel::Email, FollowUpState::Pending, base))
-        .collect();
+    let steps: Vec<_> =
+        states.iter().map(|_| (Channel::Email, FollowUpState::Pending, base)).collect();
     let enrolment = enrolment_with(tenant, "a", &steps);
-    store
-        .insert_enrolments(tenant, vec![enrolment.clone()])
-        .await
-        .expect("insert");
+    store.insert_enrolments(tenant, vec![enrolment.clone()]).await.expect("insert");
     let updated: Vec<FollowUp> = enrolment
         .follow_ups
         .into_iter()
         .zip(states)
         .map(|(follow_up, &state)| FollowUp { state, ..follow_up })
         .collect();
-    store
-        .update_follow_ups(tenant, updated.clone(), Vec::new())
-        .await
-        .expect("update");
+    store.update_follow_ups(tenant, updated.clone(), Vec::new()).await.expect("update");
     updated
 }
 
@@ -1061,9 +604,7 @@ fn non_zero(counts: FollowUpCounts) -> FollowUpCounts {
 
 /// Returns a Monday morning in 2030, far enough ahead that no real clock makes fixtures due early.
 fn base_time() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0)
-        .single()
-        .expect("a valid fixed instant")
+    Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0).single().expect("a valid fixed instant")
 }
 
 /// Generates a random 64-character lowercase hex string, shaped like a SHA-256 digest.
@@ -1108,10 +649,7 @@ fn new_connection(tenant: TenantId, provider: Provider, sender: &str) -> Connect
         provider,
         sender: sender.to_owned(),
         credentials,
-        limits: LimitOverrides {
-            per_minute: Some(30),
-            per_day: None,
-        },
+        limits: LimitOverrides { per_minute: Some(30), per_day: None },
         paused_reason: None,
     }
 }
@@ -1163,13 +701,7 @@ fn new_enrolment(
         .steps
         .iter()
         .zip(1..)
-        .map(|(step, days)| {
-            (
-                step.channel,
-                FollowUpState::Pending,
-                start + Duration::days(days),
-            )
-        })
+        .map(|(step, days)| (step.channel, FollowUpState::Pending, start + Duration::days(days)))
         .collect();
     enrolment_for(tenant, sequence.id, key, &steps)
 }
@@ -1204,10 +736,7 @@ fn enrolment_for(
         .iter()
         .zip(0u16..)
         .map(|(&(channel, state, due_at), step)| FollowUp {
-            id: FollowUpId {
-                schedule: schedule.id,
-                step,
-            },
+            id: FollowUpId { schedule: schedule.id, step },
             tenant,
             sequence,
             contact: contact.id,
@@ -1222,11 +751,7 @@ fn enrolment_for(
             updated_at: base_time(),
         })
         .collect();
-    Enrolment {
-        contact,
-        schedule,
-        follow_ups,
-    }
+    Enrolment { contact, schedule, follow_ups }
 }
 
 /// Copies `enrolment`, keeping the ids and different content everywhere else.

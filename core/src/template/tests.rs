@@ -42,41 +42,27 @@ fn render_uses_fallback_when_missing() {
 #[test]
 fn render_uses_fallback_when_empty() {
     let template = parse("Hi {{first_name|there}}!");
-    assert_eq!(
-        render(&template, &[("first_name", "")]),
-        Ok("Hi there!".to_owned())
-    );
+    assert_eq!(render(&template, &[("first_name", "")]), Ok("Hi there!".to_owned()));
 }
 
 #[test]
 fn render_prefers_value_to_fallback() {
     let template = parse("Hi {{first_name|there}}!");
-    assert_eq!(
-        render(&template, &[("first_name", "Ada")]),
-        Ok("Hi Ada!".to_owned())
-    );
+    assert_eq!(render(&template, &[("first_name", "Ada")]), Ok("Hi Ada!".to_owned()));
 }
 
 #[test]
 fn render_empty_fallback() {
     let template = parse("Hi{{ title |}} Ada");
     assert_eq!(render(&template, &[]), Ok("Hi Ada".to_owned()));
-    assert_eq!(
-        render(&template, &[("title", " Dr.")]),
-        Ok("Hi Dr. Ada".to_owned())
-    );
+    assert_eq!(render(&template, &[("title", " Dr.")]), Ok("Hi Dr. Ada".to_owned()));
 }
 
 #[test]
 fn render_missing_field_error() {
     let template = parse("Hi {{first_name}}, from {{company}}");
     let error = render(&template, &[("company", "Acme")]).expect_err("first_name is missing");
-    assert_eq!(
-        error,
-        MissingField {
-            name: "first_name".to_owned()
-        }
-    );
+    assert_eq!(error, MissingField { name: "first_name".to_owned() });
 }
 
 #[test]
@@ -107,9 +93,7 @@ fn render_with_contact_field() {
         email: None,
         phone: None,
         timezone: "Europe/London".to_owned(),
-        custom: [("plan.tier".to_owned(), "gold".to_owned())]
-            .into_iter()
-            .collect(),
+        custom: [("plan.tier".to_owned(), "gold".to_owned())].into_iter().collect(),
     };
     let template = parse("{{first_name}} ({{plan.tier}}) {{last_name|}}");
     let output = template.render(|name| contact.field(name));
@@ -133,23 +117,10 @@ fn parse_fallback_keeps_later_pipes() {
 
 #[test]
 fn parse_accepts_name_characters() {
-    let names = [
-        "first_name",
-        "Company-Name",
-        "plan.tier",
-        "x1",
-        "9",
-        "prénom",
-        "名前",
-        "имя",
-    ];
+    let names = ["first_name", "Company-Name", "plan.tier", "x1", "9", "prénom", "名前", "имя"];
     for name in names {
         let template = parse(&format!("{{{{{name}}}}}"));
-        assert_eq!(
-            template.fields().collect::<Vec<_>>(),
-            [name],
-            "name {name:?}"
-        );
+        assert_eq!(template.fields().collect::<Vec<_>>(), [name], "name {name:?}");
     }
 }
 
@@ -170,72 +141,37 @@ fn parse_extra_braces_are_text() {
 #[test]
 fn parse_rejects_unclosed() {
     let error = Template::parse("Hi {{first_name, bye").expect_err("unclosed");
-    assert_eq!(
-        error,
-        TemplateError::Unclosed {
-            offset: 3,
-            line: 1,
-            column: 4
-        }
-    );
+    assert_eq!(error, TemplateError::Unclosed { offset: 3, line: 1, column: 4 });
 }
 
 #[test]
 fn parse_rejects_single_closing_brace() {
     let error = Template::parse("Hi {{first_name}").expect_err("unclosed");
-    assert_eq!(
-        error,
-        TemplateError::Unclosed {
-            offset: 3,
-            line: 1,
-            column: 4
-        }
-    );
+    assert_eq!(error, TemplateError::Unclosed { offset: 3, line: 1, column: 4 });
 }
 
 #[test]
 fn parse_rejects_open_before_close() {
     let error = Template::parse("{{a {{b}}").expect_err("first placeholder unclosed");
-    assert_eq!(
-        error,
-        TemplateError::Unclosed {
-            offset: 0,
-            line: 1,
-            column: 1
-        }
-    );
+    assert_eq!(error, TemplateError::Unclosed { offset: 0, line: 1, column: 1 });
 }
 
 #[test]
 fn parse_rejects_empty_field() {
     for source in ["{{}}", "x {{  }}", "x {{|fallback}}", "x {{ | }}"] {
         let error = Template::parse(source).expect_err("empty field");
-        assert!(
-            matches!(error, TemplateError::EmptyField { .. }),
-            "{source:?}: {error:?}"
-        );
+        assert!(matches!(error, TemplateError::EmptyField { .. }), "{source:?}: {error:?}");
     }
     let error = Template::parse("ab{{}}").expect_err("empty field");
-    assert_eq!(
-        error,
-        TemplateError::EmptyField {
-            offset: 2,
-            line: 1,
-            column: 3
-        }
-    );
+    assert_eq!(error, TemplateError::EmptyField { offset: 2, line: 1, column: 3 });
 }
 
 #[test]
 fn parse_rejects_invalid_field() {
     for name in ["first name", "a/b", "x!", "a:b", "a}b", "a\tb"] {
         let error = Template::parse(&format!("{{{{{name}}}}}")).expect_err("invalid name");
-        let expected = TemplateError::InvalidField {
-            offset: 0,
-            line: 1,
-            column: 1,
-            name: name.to_owned(),
-        };
+        let expected =
+            TemplateError::InvalidField { offset: 0, line: 1, column: 1, name: name.to_owned() };
         assert_eq!(error, expected, "name {name:?}");
     }
 }
@@ -247,12 +183,8 @@ fn error_position_counts_lines_and_chars() {
     let offset = source.find("{{").expect("placeholder present");
     assert_eq!(offset, 13);
     assert_eq!(error.offset(), 13);
-    let expected = TemplateError::InvalidField {
-        offset,
-        line: 2,
-        column: 4,
-        name: "first name".to_owned(),
-    };
+    let expected =
+        TemplateError::InvalidField { offset, line: 2, column: 4, name: "first name".to_owned() };
     assert_eq!(error, expected);
 }
 
@@ -265,22 +197,13 @@ fn error_messages_say_where_and_what() {
     );
 
     let empty = Template::parse("{{ }}").expect_err("empty").to_string();
-    assert!(
-        empty.starts_with("empty placeholder at byte 0 (line 1, column 1)"),
-        "{empty}"
-    );
+    assert!(empty.starts_with("empty placeholder at byte 0 (line 1, column 1)"), "{empty}");
     assert!(empty.contains("`{{first_name}}`"), "{empty}");
 
     let invalid = Template::parse("{{a b}}").expect_err("invalid").to_string();
-    assert!(
-        invalid.starts_with("invalid field name \"a b\" at byte 0"),
-        "{invalid}"
-    );
+    assert!(invalid.starts_with("invalid field name \"a b\" at byte 0"), "{invalid}");
 
-    let missing = MissingField {
-        name: "company".to_owned(),
-    }
-    .to_string();
+    let missing = MissingField { name: "company".to_owned() }.to_string();
     assert!(missing.contains("`{{company|fallback}}`"), "{missing}");
 }
 

@@ -37,11 +37,7 @@ pub struct BillingActor {
 
 impl BillingActor {
     pub fn new(plans: BTreeMap<String, Plan>) -> Self {
-        Self {
-            plans,
-            tenant_plans: HashMap::new(),
-            usage: HashMap::new(),
-        }
+        Self { plans, tenant_plans: HashMap::new(), usage: HashMap::new() }
     }
 
     fn usage_for(&mut self, tenant: TenantId, now: DateTime<Utc>) -> &mut MonthUsage {
@@ -116,11 +112,7 @@ impl Handler<Reserve> for BillingActor {
     type Result = Reservation;
 
     fn handle(&mut self, msg: Reserve, _: &mut Self::Context) -> Reservation {
-        let plan_name = self
-            .tenant_plans
-            .get(&msg.tenant)
-            .cloned()
-            .unwrap_or_default();
+        let plan_name = self.tenant_plans.get(&msg.tenant).cloned().unwrap_or_default();
         let Some(plan) = self.plans.get(&plan_name).cloned() else {
             return Reservation {
                 granted: 0,
@@ -135,12 +127,7 @@ impl Handler<Reserve> for BillingActor {
             + usage.reserved.get(&msg.channel).copied().unwrap_or(0);
         let granted = msg.wanted.min(limit.saturating_sub(used));
         *usage.reserved.entry(msg.channel).or_default() += granted;
-        Reservation {
-            granted,
-            over_quota: plan.over_quota,
-            monthly_limit: limit,
-            plan: plan_name,
-        }
+        Reservation { granted, over_quota: plan.over_quota, monthly_limit: limit, plan: plan_name }
     }
 }
 
@@ -173,12 +160,7 @@ mod tests {
     fn plans() -> BTreeMap<String, Plan> {
         BTreeMap::from([(
             "tiny".to_owned(),
-            Plan {
-                monthly_email: 3,
-                monthly_sms: 0,
-                monthly_call: 0,
-                over_quota: OverQuota::Skip,
-            },
+            Plan { monthly_email: 3, monthly_sms: 0, monthly_call: 0, over_quota: OverQuota::Skip },
         )])
     }
 
@@ -197,24 +179,13 @@ mod tests {
             .await
             .expect("billing actor alive");
         assert_eq!(registered, Ok(()));
-        let reserve = |wanted| Reserve {
-            tenant,
-            channel: Channel::Email,
-            wanted,
-            now,
-        };
+        let reserve = |wanted| Reserve { tenant, channel: Channel::Email, wanted, now };
         let first = billing.send(reserve(2)).await.expect("billing actor alive");
         let second = billing.send(reserve(2)).await.expect("billing actor alive");
         assert_eq!(first.granted, 2);
         assert_eq!(second.granted, 1);
         billing
-            .send(Settle {
-                tenant,
-                channel: Channel::Email,
-                reserved: 3,
-                sent: 1,
-                now,
-            })
+            .send(Settle { tenant, channel: Channel::Email, reserved: 3, sent: 1, now })
             .await
             .expect("billing actor alive");
         let third = billing.send(reserve(5)).await.expect("billing actor alive");

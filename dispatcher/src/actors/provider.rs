@@ -38,13 +38,9 @@ impl ProviderClient {
             Credentials::OAuth { access_token, .. } => {
                 SendCredentials::Bearer(access_token.expose())
             }
-            Credentials::Twilio {
-                account_sid,
-                auth_token,
-            } => SendCredentials::Basic {
-                account_sid,
-                auth_token: auth_token.expose(),
-            },
+            Credentials::Twilio { account_sid, auth_token } => {
+                SendCredentials::Basic { account_sid, auth_token: auth_token.expose() }
+            }
         };
         match self {
             ProviderClient::Gmail(client) => client.send(credentials, message).await,

@@ -116,13 +116,7 @@ pub struct TenantActor {
 
 impl TenantActor {
     pub fn new(tenant: TenantId, deps: Arc<DispatchDeps>) -> Self {
-        Self {
-            round: Arc::new(TenantRound {
-                tenant,
-                deps,
-                sequences: Mutex::default(),
-            }),
-        }
+        Self { round: Arc::new(TenantRound { tenant, deps, sequences: Mutex::default() }) }
     }
 }
 
@@ -139,9 +133,7 @@ impl Handler<RunDue> for TenantActor {
 
     fn handle(&mut self, msg: RunDue, _: &mut Self::Context) -> Self::Result {
         let round = self.round.clone();
-        AtomicResponse::new(Box::pin(
-            async move { round.run(msg.now).await }.into_actor(self),
-        ))
+        AtomicResponse::new(Box::pin(async move { round.run(msg.now).await }.into_actor(self)))
     }
 }
 
@@ -177,36 +169,24 @@ impl TenantRound {
     ) -> Result<RoundReport, DispatchError> {
         let store = &self.deps.store;
         let batch_size = self.deps.config.batch_size.max(1);
-        let due = store
-            .due_follow_ups(self.tenant, channel, now, batch_size)
-            .await?;
+        let due = store.due_follow_ups(self.tenant, channel, now, batch_size).await?;
         if due.is_empty() {
             let next_wake = store.next_due_at(self.tenant, channel).await?;
-            return Ok(RoundReport {
-                settled_or_sent: 0,
-                next_wake,
-            });
+            return Ok(RoundReport { settled_or_sent: 0, next_wake });
         }
 
         // A channel without a connection cannot send; a paused one waits for its resume.
         let Some(connection) = connections.iter().find(|c| c.provider.carries(channel)) else {
             let reason = format!("no {channel} connection: connect one to send this channel");
-            let settled = self
-                .settle_all(due, FollowUpState::Skipped, &reason, now)
-                .await?;
-            return Ok(RoundReport {
-                settled_or_sent: settled,
-                next_wake: Some(now),
-            });
+            let settled = self.settle_all(due, FollowUpState::Skipped, &reason, now).await?;
+            return Ok(RoundReport { settled_or_sent: settled, next_wake: Some(now) });
         };
         if connection.paused_reason.is_some() {
             return Ok(RoundReport::default());
         }
 
         let (mut sendable, mut settled) = self.prepare(due, channel, connection, now).await?;
-        let reservation = self
-            .reserve_quota(channel, &mut sendable, &mut settled, now)
-            .await?;
+        let reservation = self.reserve_quota(channel, &mut sendable, &mut settled, now).await?;
         let admission = self.admit(connection, channel, &mut sendable).await?;
 
         // Follow-ups settled without a send, and the ones about to leave, are written in one
@@ -221,29 +201,18 @@ impl TenantRound {
         written.extend(sendable.iter().map(|item| item.follow_up.clone()));
         let count = written.len();
         if !written.is_empty() {
-            store
-                .update_follow_ups(self.tenant, written, Vec::new())
-                .await?;
+            store.update_follow_ups(self.tenant, written, Vec::new()).await?;
         }
 
         let sent = self.deliver(connection, channel, sendable, now).await?;
         self.deps
             .billing
-            .send(Settle {
-                tenant: self.tenant,
-                channel,
-                reserved: reservation,
-                sent,
-                now,
-            })
+            .send(Settle { tenant: self.tenant, channel, reserved: reservation, sent, now })
             .await?;
 
         // Work held back by a rate limit waits for the limit; otherwise more may be due now.
         let next_wake = admission.next_free_at.or(Some(now));
-        Ok(RoundReport {
-            settled_or_sent: count,
-            next_wake,
-        })
+        Ok(RoundReport { settled_or_sent: count, next_wake })
     }
 
     /// Splits due follow-ups into those that can be sent, with their rendered messages, and
@@ -269,10 +238,7 @@ impl TenantRound {
         for mut follow_up in due {
             let rendered = match contacts.get(&follow_up.contact) {
                 None => Err((FollowUpState::Failed, "contact record not found".to_owned())),
-                Some(contact) => {
-                    self.render(&follow_up, contact, channel, connection)
-                        .await?
-                }
+                Some(contact) => self.render(&follow_up, contact, channel, connection).await?,
             };
             match rendered {
                 Ok(message) => sendable.push(Sendable { follow_up, message }),
@@ -294,39 +260,22 @@ impl TenantRound {
         connection: &Connection,
     ) -> Result<Result<OutboundMessage, (FollowUpState, String)>, DispatchError> {
         let Some(to) = contact.address(channel) else {
-            let what = if channel == Channel::Email {
-                "email address"
-            } else {
-                "phone number"
-            };
-            return Ok(Err((
-                FollowUpState::Skipped,
-                format!("contact has no {what}"),
-            )));
+            let what = if channel == Channel::Email { "email address" } else { "phone number" };
+            return Ok(Err((FollowUpState::Skipped, format!("contact has no {what}"))));
         };
         let Some(sequence) = self.sequence(follow_up.sequence).await? else {
-            return Ok(Err((
-                FollowUpState::Failed,
-                "sequence not found".to_owned(),
-            )));
+            return Ok(Err((FollowUpState::Failed, "sequence not found".to_owned())));
         };
         let sequence = match sequence {
             Ok(sequence) => sequence,
             Err(reason) => return Ok(Err((FollowUpState::Failed, reason))),
         };
         let Some(step) = sequence.steps.get(usize::from(follow_up.id.step)) else {
-            return Ok(Err((
-                FollowUpState::Failed,
-                "sequence has no such step".to_owned(),
-            )));
+            return Ok(Err((FollowUpState::Failed, "sequence has no such step".to_owned())));
         };
         let lookup = |name: &str| contact.field(name);
         let body = step.body.render(lookup);
-        let subject = step
-            .subject
-            .as_ref()
-            .map(|subject| subject.render(lookup))
-            .transpose();
+        let subject = step.subject.as_ref().map(|subject| subject.render(lookup)).transpose();
         let (body, subject) = match (body, subject) {
             (Ok(body), Ok(subject)) => (body, subject),
             (Err(missing), _) | (_, Err(missing)) => {
@@ -364,10 +313,7 @@ impl TenantRound {
             Ok(compiled) => Arc::new(compiled),
             Err(reason) => return Ok(Some(Err(format!("invalid template: {reason}")))),
         };
-        self.sequences
-            .lock()
-            .map_err(poisoned)?
-            .insert(id, compiled.clone());
+        self.sequences.lock().map_err(poisoned)?.insert(id, compiled.clone());
         Ok(Some(Ok(compiled)))
     }
 
@@ -384,16 +330,8 @@ impl TenantRound {
             return Ok(0);
         }
         let wanted = sendable.len() as u64;
-        let reservation = self
-            .deps
-            .billing
-            .send(Reserve {
-                tenant: self.tenant,
-                channel,
-                wanted,
-                now,
-            })
-            .await?;
+        let reservation =
+            self.deps.billing.send(Reserve { tenant: self.tenant, channel, wanted, now }).await?;
         let granted = usize::try_from(reservation.granted).unwrap_or(usize::MAX);
         if granted < sendable.len() {
             let over = sendable.split_off(granted);
@@ -436,26 +374,14 @@ impl TenantRound {
             // a far wake keeps the driver from spinning if it ever happens.
             let later = self.deps.clock.now() + chrono::Duration::hours(1);
             sendable.clear();
-            return Ok(crate::limiter::Admission {
-                granted: 0,
-                next_free_at: Some(later),
-            });
+            return Ok(crate::limiter::Admission { granted: 0, next_free_at: Some(later) });
         };
         let wanted = u32::try_from(sendable.len()).unwrap_or(u32::MAX);
         if wanted == 0 {
-            return Ok(crate::limiter::Admission {
-                granted: 0,
-                next_free_at: None,
-            });
+            return Ok(crate::limiter::Admission { granted: 0, next_free_at: None });
         }
-        let admission = provider
-            .send(Admit {
-                connection: connection.id,
-                channel,
-                limits,
-                wanted,
-            })
-            .await?;
+        let admission =
+            provider.send(Admit { connection: connection.id, channel, limits, wanted }).await?;
         sendable.truncate(admission.granted as usize);
         Ok(admission)
     }
@@ -475,15 +401,10 @@ impl TenantRound {
         let Some(provider) = self.deps.providers.get(&connection.provider) else {
             return Ok(0);
         };
-        let (follow_ups, messages): (Vec<_>, Vec<_>) = sendable
-            .into_iter()
-            .map(|item| (item.follow_up, item.message))
-            .unzip();
+        let (follow_ups, messages): (Vec<_>, Vec<_>) =
+            sendable.into_iter().map(|item| (item.follow_up, item.message)).unzip();
         let outcomes = provider
-            .send(Deliver {
-                credentials: connection.credentials.clone(),
-                messages,
-            })
+            .send(Deliver { credentials: connection.credentials.clone(), messages })
             .await?;
         let finished_at = self.deps.clock.now();
         let mut accepted = 0;
@@ -515,10 +436,7 @@ impl TenantRound {
             });
             written.push(follow_up);
         }
-        self.deps
-            .store
-            .update_follow_ups(self.tenant, written, attempts)
-            .await?;
+        self.deps.store.update_follow_ups(self.tenant, written, attempts).await?;
         if let Some(reason) = pause_reason {
             self.pause_connection(connection, channel, &reason).await?;
         }
@@ -534,9 +452,7 @@ impl TenantRound {
     ) -> Option<String> {
         follow_up.updated_at = now;
         match outcome {
-            SendOutcome::Accepted {
-                provider_message_id,
-            } => {
+            SendOutcome::Accepted { provider_message_id } => {
                 follow_up.state = FollowUpState::Sent;
                 follow_up.sent_at = Some(now);
                 follow_up.provider_message_id = Some(provider_message_id.clone());
@@ -548,10 +464,7 @@ impl TenantRound {
                 }
                 None
             }
-            SendOutcome::Retryable {
-                reason,
-                retry_after,
-            } => {
+            SendOutcome::Retryable { reason, retry_after } => {
                 if follow_up.attempts >= self.deps.config.retry_budget {
                     let reason = format!(
                         "gave up after {} attempts; last error: {reason}",
@@ -585,10 +498,7 @@ impl TenantRound {
     /// and never shorter than what the provider asked for.
     fn backoff(&self, attempt: u32, retry_after: Option<std::time::Duration>) -> chrono::Duration {
         let cap = self.deps.config.max_backoff_seconds.max(1);
-        let exponential = 1u64
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u64::MAX)
-            .min(cap);
+        let exponential = 1u64.checked_shl(attempt.saturating_sub(1)).unwrap_or(u64::MAX).min(cap);
         let jitter_ms = rand::rng().random_range(0..1_000);
         let mut wait = chrono::Duration::seconds(exponential as i64)
             + chrono::Duration::milliseconds(jitter_ms);
@@ -605,10 +515,8 @@ impl TenantRound {
         reason: &str,
     ) -> Result<(), DispatchError> {
         let mut paused = connection.clone();
-        paused.paused_reason = Some(format!(
-            "{} refused the credentials: {reason}",
-            paused.provider
-        ));
+        paused.paused_reason =
+            Some(format!("{} refused the credentials: {reason}", paused.provider));
         tracing::warn!(
             tenant = %self.tenant,
             provider = %connection.provider,
@@ -631,10 +539,7 @@ impl TenantRound {
             settle(follow_up, state, reason.to_owned(), now);
         }
         let count = follow_ups.len();
-        self.deps
-            .store
-            .update_follow_ups(self.tenant, follow_ups, Vec::new())
-            .await?;
+        self.deps.store.update_follow_ups(self.tenant, follow_ups, Vec::new()).await?;
         Ok(count)
     }
 }
@@ -646,18 +551,11 @@ fn settle(follow_up: &mut FollowUp, state: FollowUpState, reason: String, now: D
 }
 
 fn start_of_next_month(now: DateTime<Utc>) -> DateTime<Utc> {
-    let (year, month) = if now.month() == 12 {
-        (now.year() + 1, 1)
-    } else {
-        (now.year(), now.month() + 1)
-    };
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(now)
+    let (year, month) =
+        if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
+    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().unwrap_or(now)
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> DispatchError {
-    DispatchError::Store(StoreError::Unavailable(
-        "sequence cache lock poisoned".into(),
-    ))
+    DispatchError::Store(StoreError::Unavailable("sequence cache lock poisoned".into()))
 }

@@ -24,10 +24,7 @@ pub async fn create_tenant(
     if name.is_empty() {
         return Err(ApiError::BadRequest("name is empty".into()));
     }
-    let region = request
-        .default_region
-        .unwrap_or_else(|| "US".into())
-        .to_ascii_uppercase();
+    let region = request.default_region.unwrap_or_else(|| "US".into()).to_ascii_uppercase();
     if region.len() != 2 || !region.chars().all(|c| c.is_ascii_alphabetic()) {
         return Err(ApiError::BadRequest(format!(
             "invalid default_region {region:?}: expected an ISO 3166-1 alpha-2 code such as US"
@@ -42,9 +39,7 @@ pub async fn create_tenant(
     let plan = request.plan.unwrap_or_else(|| "free".into());
     if !state.engine.config().plans.contains_key(&plan) {
         let known: Vec<&String> = state.engine.config().plans.keys().collect();
-        return Err(ApiError::BadRequest(format!(
-            "unknown plan {plan:?}: known plans {known:?}"
-        )));
+        return Err(ApiError::BadRequest(format!("unknown plan {plan:?}: known plans {known:?}")));
     }
     let (api_key, api_key_sha256) = generate_api_key()?;
     let tenant = Tenant {
@@ -59,10 +54,7 @@ pub async fn create_tenant(
     state.engine.store().put_tenant(tenant.clone()).await?;
     state.engine.add_tenant(&tenant).await?;
     tracing::info!(tenant = %tenant.id, plan = %tenant.plan, "tenant created");
-    Ok(HttpResponse::Created().json(CreateTenantResponse {
-        id: tenant.id,
-        api_key,
-    }))
+    Ok(HttpResponse::Created().json(CreateTenantResponse { id: tenant.id, api_key }))
 }
 
 pub async fn snapshot(
@@ -77,25 +69,15 @@ async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
     let all = store.count_follow_ups(None).await?;
     let mut totals = BTreeMap::new();
     for ((_, follow_up_state), count) in &all {
-        *totals
-            .entry(follow_up_state.as_str().to_owned())
-            .or_insert(0) += count;
+        *totals.entry(follow_up_state.as_str().to_owned()).or_insert(0) += count;
     }
     let queues = Channel::ALL
         .iter()
         .map(|&channel| QueueSummary {
             channel: channel.as_str().to_owned(),
-            waiting: count(
-                &all,
-                Some(channel),
-                &[FollowUpState::Pending, FollowUpState::Retry],
-            ),
+            waiting: count(&all, Some(channel), &[FollowUpState::Pending, FollowUpState::Retry]),
             sent: count(&all, Some(channel), &[FollowUpState::Sent]),
-            failed: count(
-                &all,
-                Some(channel),
-                &[FollowUpState::Failed, FollowUpState::Dead],
-            ),
+            failed: count(&all, Some(channel), &[FollowUpState::Failed, FollowUpState::Dead]),
         })
         .collect();
     let mut tenants = Vec::new();
@@ -105,32 +87,20 @@ async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
             .connections(tenant.id)
             .await?
             .into_iter()
-            .filter_map(|c| {
-                c.paused_reason
-                    .map(|reason| format!("{}: {reason}", c.provider))
-            })
+            .filter_map(|c| c.paused_reason.map(|reason| format!("{}: {reason}", c.provider)))
             .collect();
         tenants.push(TenantSummary {
             id: tenant.id,
             name: tenant.name,
             plan: tenant.plan,
-            backlog: count(
-                &counts,
-                None,
-                &[FollowUpState::Pending, FollowUpState::Retry],
-            ),
+            backlog: count(&counts, None, &[FollowUpState::Pending, FollowUpState::Retry]),
             sent: count(&counts, None, &[FollowUpState::Sent]),
             failed: count(&counts, None, &[FollowUpState::Failed, FollowUpState::Dead]),
             paused_connections,
         });
     }
     tenants.sort_by(|a, b| b.backlog.cmp(&a.backlog).then_with(|| a.name.cmp(&b.name)));
-    Ok(AdminSnapshot {
-        now: state.engine.clock().now().to_rfc3339(),
-        totals,
-        queues,
-        tenants,
-    })
+    Ok(AdminSnapshot { now: state.engine.clock().now().to_rfc3339(), totals, queues, tenants })
 }
 
 /// Sums the counts of the given states, on one channel or all.

@@ -41,11 +41,7 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 fn bearer(request: &HttpRequest) -> Option<&str> {
-    let value = request
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = request.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     value.strip_prefix("Bearer ").map(str::trim)
 }
 
@@ -65,11 +61,7 @@ impl FromRequest for AuthenticatedTenant {
             let key = key.ok_or_else(|| {
                 ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
             })?;
-            let tenant = state
-                .engine
-                .store()
-                .tenant_by_api_key(sha256_hex(&key))
-                .await?;
+            let tenant = state.engine.store().tenant_by_api_key(sha256_hex(&key)).await?;
             tenant
                 .map(AuthenticatedTenant)
                 .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))

@@ -13,37 +13,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))
-        .route(
-            "/admin/v1/tenants",
-            web::post().to(admin_api::create_tenant),
-        )
+        .route("/admin/v1/tenants", web::post().to(admin_api::create_tenant))
         .route("/admin/v1/snapshot", web::get().to(admin_api::snapshot))
         .route("/v1/sequences", web::post().to(tenant_api::create_sequence))
         .route("/v1/sequences", web::get().to(tenant_api::list_sequences))
-        .route(
-            "/v1/sequences/{id}",
-            web::get().to(tenant_api::get_sequence),
-        )
-        .route(
-            "/v1/schedules/bulk",
-            web::post().to(tenant_api::bulk_upload),
-        )
-        .route(
-            "/v1/schedules/{id}",
-            web::get().to(tenant_api::get_schedule),
-        )
-        .route(
-            "/v1/schedules/{id}",
-            web::delete().to(tenant_api::cancel_schedule),
-        )
-        .route(
-            "/v1/connections",
-            web::get().to(tenant_api::list_connections),
-        )
-        .route(
-            "/v1/connections/{provider}",
-            web::put().to(tenant_api::put_connection),
-        )
+        .route("/v1/sequences/{id}", web::get().to(tenant_api::get_sequence))
+        .route("/v1/schedules/bulk", web::post().to(tenant_api::bulk_upload))
+        .route("/v1/schedules/{id}", web::get().to(tenant_api::get_schedule))
+        .route("/v1/schedules/{id}", web::delete().to(tenant_api::cancel_schedule))
+        .route("/v1/connections", web::get().to(tenant_api::list_connections))
+        .route("/v1/connections/{provider}", web::put().to(tenant_api::put_connection))
         .default_service(web::to(route_not_found));
 }
 
@@ -53,16 +32,14 @@ async fn healthz() -> HttpResponse {
 
 /// Ready once the engine has started, which the server only does after recovery finished.
 async fn readyz() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain")
-        .body("ready\n")
+    HttpResponse::Ok().content_type("text/plain").body("ready\n")
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     match &state.metrics {
-        Some(handle) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(handle.render()),
+        Some(handle) => {
+            HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())
+        }
         None => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")
             .body("metrics recorder not installed in this process\n"),

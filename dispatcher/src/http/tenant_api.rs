@@ -139,13 +139,8 @@ fn parse_delay(value: &serde_json::Value) -> Result<u64, String> {
     if let Some(seconds) = value.as_u64() {
         return Ok(seconds);
     }
-    let text = value
-        .as_str()
-        .ok_or("delay must be seconds or a string like \"2d\"")?
-        .trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let text = value.as_str().ok_or("delay must be seconds or a string like \"2d\"")?.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let amount: u64 = digits
         .parse()
@@ -156,9 +151,7 @@ fn parse_delay(value: &serde_json::Value) -> Result<u64, String> {
         "h" => 3_600,
         "d" => 86_400,
         other => {
-            return Err(format!(
-                "invalid delay unit {other:?} in {text:?}: use s, m, h or d"
-            ));
+            return Err(format!("invalid delay unit {other:?} in {text:?}: use s, m, h or d"));
         }
     };
     amount
@@ -172,20 +165,13 @@ fn parse_window(window: WindowRequest) -> Result<SendWindow, ApiError> {
     let weekdays = window
         .weekdays
         .iter()
-        .map(|day| {
-            day.parse::<Weekday>()
-                .map_err(|_| invalid(format!("unknown weekday {day:?}")))
-        })
+        .map(|day| day.parse::<Weekday>().map_err(|_| invalid(format!("unknown weekday {day:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let time = |text: &str| {
         NaiveTime::parse_from_str(text, "%H:%M")
             .map_err(|_| invalid(format!("invalid time {text:?}: expected HH:MM")))
     };
-    let parsed = SendWindow {
-        weekdays,
-        start: time(&window.start)?,
-        end: time(&window.end)?,
-    };
+    let parsed = SendWindow { weekdays, start: time(&window.start)?, end: time(&window.end)? };
     validate_window(&parsed).map_err(invalid)?;
     Ok(parsed)
 }
@@ -261,18 +247,15 @@ fn failure_response(failure: IngestFailure) -> HttpResponse {
             };
             (status, "invalid_upload", report)
         }
-        IngestFailure::Body { report, .. } => (
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "upload_interrupted",
-            report,
-        ),
-        IngestFailure::Store { report, .. } => (
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            report,
-        ),
+        IngestFailure::Body { report, .. } => {
+            (actix_web::http::StatusCode::BAD_REQUEST, "upload_interrupted", report)
+        }
+        IngestFailure::Store { report, .. } => {
+            (actix_web::http::StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", report)
+        }
     };
     let stored = report.accepted;
+    let report = *report;
     HttpResponse::build(status).json(json!({
         "error": {
             "code": code,
@@ -310,13 +293,7 @@ fn upload_format(request: &HttpRequest, format: Option<&str>) -> Result<Format, 
 }
 
 fn content_length(request: &HttpRequest) -> Option<u64> {
-    request
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    request.headers().get(actix_web::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 pub async fn get_schedule(
@@ -354,9 +331,7 @@ pub async fn cancel_schedule(
         }
     }
     let count = cancelled.len();
-    store
-        .update_follow_ups(tenant.id, cancelled, Vec::new())
-        .await?;
+    store.update_follow_ups(tenant.id, cancelled, Vec::new()).await?;
     Ok(HttpResponse::Ok().json(json!({"schedule": id, "cancelled": count})))
 }
 
@@ -464,6 +439,5 @@ pub async fn list_connections(
 
 fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
     // An id that cannot parse names no record, so it answers like a missing one.
-    text.parse()
-        .map_err(|_| ApiError::NotFound(format!("{what} {text:?}")))
+    text.parse().map_err(|_| ApiError::NotFound(format!("{what} {text:?}")))
 }

@@ -8,26 +8,17 @@ use super::*;
 
 /// Concatenates every chunk of `rows`.
 fn csv_text(generator: &ContactGenerator, rows: Range<u64>, chunk_rows: u64) -> String {
-    CsvChunks::new(generator.clone(), rows, chunk_rows)
-        .map(|(text, _)| text)
-        .collect()
+    CsvChunks::new(generator.clone(), rows, chunk_rows).map(|(text, _)| text).collect()
 }
 
 /// Parses CSV text with the engine's own reader.
 fn parse_with_engine(text: &str) -> (Vec<String>, Vec<RawRecord>) {
     let mut reader = RecordReader::new(Format::Csv, IngestLimits::default());
     let mut out = Vec::new();
-    reader
-        .push(text.as_bytes(), &mut out)
-        .expect("engine reader accepts the body");
-    reader
-        .finish(&mut out)
-        .expect("engine reader accepts the end of the body");
+    reader.push(text.as_bytes(), &mut out).expect("engine reader accepts the body");
+    reader.finish(&mut out).expect("engine reader accepts the end of the body");
     let headers = reader.headers().expect("header row read").to_vec();
-    let records = out
-        .into_iter()
-        .map(|record| record.expect("record parses"))
-        .collect();
+    let records = out.into_iter().map(|record| record.expect("record parses")).collect();
     (headers, records)
 }
 
@@ -81,18 +72,14 @@ fn rows_do_not_depend_on_split() {
     let whole = csv_text(&generator, 0..300, 1_000);
     let first = csv_text(&generator, 0..120, 7);
     let second = csv_text(&generator, 120..300, 50);
-    let second_rows = second
-        .strip_prefix(CSV_HEADER)
-        .expect("second upload has a header");
+    let second_rows = second.strip_prefix(CSV_HEADER).expect("second upload has a header");
     assert_eq!(whole, format!("{first}{second_rows}"));
 }
 
 #[test]
 fn chunks_count_rows() {
     let generator = ContactGenerator::new(1, 0, 0.0);
-    let counts: Vec<u64> = CsvChunks::new(generator, 10..35, 10)
-        .map(|(_, rows)| rows)
-        .collect();
+    let counts: Vec<u64> = CsvChunks::new(generator, 10..35, 10).map(|(_, rows)| rows).collect();
     assert_eq!(counts, vec![10, 10, 5]);
 }
 
@@ -113,22 +100,11 @@ fn invalid_fraction_is_exact() {
         (1.0, 1_234, 1_234),
     ] {
         let generator = ContactGenerator::new(9, 1, fraction);
-        let counted = (0..rows)
-            .filter(|&index| generator.is_invalid(index))
-            .count() as u64;
+        let counted = (0..rows).filter(|&index| generator.is_invalid(index)).count() as u64;
         assert_eq!(counted, expected, "fraction {fraction} over {rows} rows");
-        assert_eq!(
-            generator.invalid_in(0..rows),
-            expected,
-            "invalid_in, fraction {fraction}"
-        );
-        let marked = (0..rows)
-            .filter(|&index| generator.row(index).invalid.is_some())
-            .count();
-        assert_eq!(
-            marked as u64, expected,
-            "rows marked invalid, fraction {fraction}"
-        );
+        assert_eq!(generator.invalid_in(0..rows), expected, "invalid_in, fraction {fraction}");
+        let marked = (0..rows).filter(|&index| generator.row(index).invalid.is_some()).count();
+        assert_eq!(marked as u64, expected, "rows marked invalid, fraction {fraction}");
     }
 }
 
@@ -146,9 +122,8 @@ fn invalid_rows_are_spread_evenly() {
 #[test]
 fn every_invalid_kind_occurs() {
     let generator = ContactGenerator::new(3, 0, 0.5);
-    let kinds: Vec<InvalidKind> = (0..400)
-        .filter_map(|index| generator.row(index).invalid)
-        .collect();
+    let kinds: Vec<InvalidKind> =
+        (0..400).filter_map(|index| generator.row(index).invalid).collect();
     for kind in INVALID_KINDS {
         assert!(kinds.contains(kind), "{kind:?} never generated");
     }
@@ -180,11 +155,7 @@ fn engine_reads_cells_back() {
     assert_eq!(headers, expected_headers);
     assert_eq!(records.len(), 300);
     for (index, record) in records.iter().enumerate() {
-        let cells: Vec<String> = record
-            .fields
-            .iter()
-            .map(|(_, value)| value.clone())
-            .collect();
+        let cells: Vec<String> = record.fields.iter().map(|(_, value)| value.clone()).collect();
         assert_eq!(cells, cells_of(&generator.row(index as u64)), "row {index}");
     }
 }
@@ -209,10 +180,7 @@ fn engine_rejects_invalid_rows() {
     let context = engine_context();
     for (index, record) in records.iter().enumerate() {
         let kind = generator.row(index as u64).invalid;
-        assert!(
-            validate(record, &mapping, &context).is_err(),
-            "row {index} ({kind:?}) accepted"
-        );
+        assert!(validate(record, &mapping, &context).is_err(), "row {index} ({kind:?}) accepted");
     }
 }
 
@@ -222,11 +190,7 @@ fn addresses_are_reserved() {
     for index in 0..1_000 {
         let row = generator.row(index);
         let domain = row.email.rsplit('@').next().unwrap_or_default();
-        assert!(
-            ["example.com", "example.org"].contains(&domain),
-            "email {}",
-            row.email
-        );
+        assert!(["example.com", "example.org"].contains(&domain), "email {}", row.email);
         let digits: String = row.phone.chars().filter(char::is_ascii_digit).collect();
         assert_eq!(digits.len(), 11, "phone {}", row.phone);
         assert!(digits.starts_with('1'), "phone {}", row.phone);

@@ -44,11 +44,7 @@ fn other_hosts_rejected() {
 
 #[test]
 fn other_schemes_rejected() {
-    for url in [
-        "ftp://127.0.0.1",
-        "file:///tmp/socket",
-        "unix:/run/engine.sock",
-    ] {
+    for url in ["ftp://127.0.0.1", "file:///tmp/socket", "unix:/run/engine.sock"] {
         let error = parse_loopback(url).expect_err(url);
         assert!(error.to_string().contains("scheme"), "{url}: {error}");
     }
@@ -69,17 +65,13 @@ fn userinfo_does_not_hide_host() {
 
 #[tokio::test]
 async fn ip_host_is_not_pinned() {
-    let checked = check_loopback("http://127.0.0.1:8080")
-        .await
-        .expect("loopback");
+    let checked = check_loopback("http://127.0.0.1:8080").await.expect("loopback");
     assert!(checked.pinned.is_none());
 }
 
 #[tokio::test]
 async fn localhost_is_pinned_to_loopback() {
-    let checked = check_loopback("http://localhost:8080")
-        .await
-        .expect("localhost resolves");
+    let checked = check_loopback("http://localhost:8080").await.expect("localhost resolves");
     let (name, address) = checked.pinned.expect("a name is pinned");
     assert_eq!(name, "localhost");
     assert!(address.ip().is_loopback(), "{address}");
@@ -88,8 +80,6 @@ async fn localhost_is_pinned_to_loopback() {
 
 #[tokio::test]
 async fn remote_url_rejected_before_lookup() {
-    let error = check_loopback("http://example.com")
-        .await
-        .expect_err("not loopback");
+    let error = check_loopback("http://example.com").await.expect_err("not loopback");
     assert!(error.to_string().contains("loopback"), "{error}");
 }

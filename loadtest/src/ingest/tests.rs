@@ -30,10 +30,7 @@ fn plan_covers_every_row_once() {
 #[test]
 fn plan_takes_tenants_in_turn() {
     let jobs = plan_uploads(2, 20, 10);
-    let order: Vec<(usize, u64)> = jobs
-        .iter()
-        .map(|job| (job.tenant, job.rows.start))
-        .collect();
+    let order: Vec<(usize, u64)> = jobs.iter().map(|job| (job.tenant, job.rows.start)).collect();
     assert_eq!(order, [(0, 0), (1, 0), (0, 10), (1, 10)]);
 }
 
@@ -69,17 +66,10 @@ fn totals_count_stopped_and_failed_uploads() {
     assert_eq!(totals.uploads, 2);
     assert_eq!(totals.failed_uploads, 2);
     assert_eq!(totals.rows, 40, "rows stored before the stop still count");
-    assert_eq!(
-        totals.expected_rejected, 0,
-        "only completed uploads expect rejects"
-    );
+    assert_eq!(totals.expected_rejected, 0, "only completed uploads expect rejects");
     assert_eq!(totals.problems.len(), 2);
     assert!(totals.problems[0].contains("503"), "{}", totals.problems[0]);
-    assert!(
-        totals.problems[1].contains("connection refused"),
-        "{}",
-        totals.problems[1]
-    );
+    assert!(totals.problems[1].contains("connection refused"), "{}", totals.problems[1]);
 }
 
 #[test]
@@ -104,14 +94,6 @@ fn unexpected_rejects_noted() {
     totals.add(2, 2, Ok(UploadOutcome::Completed(upload)));
     assert_eq!(totals.failed_uploads, 0);
     assert_eq!(totals.problems.len(), 1);
-    assert!(
-        totals.problems[0].contains("3 rows rejected where 2"),
-        "{}",
-        totals.problems[0]
-    );
-    assert!(
-        totals.problems[0].contains("line 7, field phone"),
-        "{}",
-        totals.problems[0]
-    );
+    assert!(totals.problems[0].contains("3 rows rejected where 2"), "{}", totals.problems[0]);
+    assert!(totals.problems[0].contains("line 7, field phone"), "{}", totals.problems[0]);
 }

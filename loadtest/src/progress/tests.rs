@@ -3,10 +3,7 @@ use super::*;
 #[test]
 fn line_shows_rate_and_eta() {
     let line = format_line("ingest", "rows", 500, 2_000, Duration::from_secs(5));
-    assert_eq!(
-        line,
-        "ingest: 500/2000 rows (25.0%), 100 rows/s, ETA 15s, 5.0s elapsed"
-    );
+    assert_eq!(line, "ingest: 500/2000 rows (25.0%), 100 rows/s, ETA 15s, 5.0s elapsed");
 }
 
 #[test]

@@ -18,12 +18,7 @@ fn ingest(rows: u64, rejected: u64, expected_rejected: u64) -> IngestTotals {
 
 fn settled(accounting: Accounting, settled: u64, unsettled: u64) -> SettleOutcome {
     SettleOutcome {
-        last: Some(SettleCount {
-            accounting,
-            settled,
-            unsettled,
-            by_state: BTreeMap::new(),
-        }),
+        last: Some(SettleCount { accounting, settled, unsettled, by_state: BTreeMap::new() }),
         settled: unsettled == 0,
         seconds: 2.0,
         polls: 3,
@@ -46,10 +41,7 @@ fn facts(ingest: IngestTotals, settle: SettleOutcome) -> RunFacts<'static> {
 
 #[test]
 fn clean_run_passes() {
-    let report = build(facts(
-        ingest(1_000, 50, 50),
-        settled(Accounting::Exact, 1_900, 0),
-    ));
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_900, 0)));
     assert!(report.checks.rows_balance);
     assert!(report.checks.all_rows_read);
     assert!(report.checks.rejects_match);
@@ -62,20 +54,14 @@ fn clean_run_passes() {
 
 #[test]
 fn missing_follow_ups_fail() {
-    let report = build(facts(
-        ingest(1_000, 50, 50),
-        settled(Accounting::Exact, 1_899, 0),
-    ));
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_899, 0)));
     assert_eq!(report.checks.follow_ups_accounted, Some(false));
     assert!(!report.passed);
 }
 
 #[test]
 fn unsettled_run_fails() {
-    let report = build(facts(
-        ingest(1_000, 50, 50),
-        settled(Accounting::Exact, 1_000, 900),
-    ));
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_000, 900)));
     assert!(!report.checks.all_settled);
     assert!(report.settle.timed_out);
     assert!(!report.passed);
@@ -83,20 +69,14 @@ fn unsettled_run_fails() {
 
 #[test]
 fn unexpected_rejects_fail() {
-    let report = build(facts(
-        ingest(1_000, 60, 50),
-        settled(Accounting::Exact, 1_880, 0),
-    ));
+    let report = build(facts(ingest(1_000, 60, 50), settled(Accounting::Exact, 1_880, 0)));
     assert!(!report.checks.rejects_match);
     assert!(!report.passed);
 }
 
 #[test]
 fn short_ingest_fails() {
-    let report = build(facts(
-        ingest(900, 45, 45),
-        settled(Accounting::Exact, 1_710, 0),
-    ));
+    let report = build(facts(ingest(900, 45, 45), settled(Accounting::Exact, 1_710, 0)));
     assert!(report.checks.rows_balance);
     assert!(!report.checks.all_rows_read);
     assert!(!report.passed);
@@ -113,10 +93,7 @@ fn unbalanced_counts_fail() {
 
 #[test]
 fn shared_engine_skips_accounting_check() {
-    let report = build(facts(
-        ingest(1_000, 50, 50),
-        settled(Accounting::RunTenants, 1_850, 0),
-    ));
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::RunTenants, 1_850, 0)));
     assert_eq!(report.checks.follow_ups_accounted, None);
     assert!(report.passed);
 }
@@ -132,20 +109,12 @@ fn no_snapshot_fails() {
     };
     let report = build(facts(ingest(1_000, 50, 50), outcome));
     assert!(!report.passed);
-    assert!(
-        report
-            .problems
-            .iter()
-            .any(|problem| problem.contains("snapshot"))
-    );
+    assert!(report.problems.iter().any(|problem| problem.contains("snapshot")));
 }
 
 #[test]
 fn json_has_flat_ingest_fields() {
-    let report = build(facts(
-        ingest(1_000, 50, 50),
-        settled(Accounting::Exact, 1_900, 0),
-    ));
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_900, 0)));
     let json = serde_json::to_value(&report).expect("serializable");
     assert_eq!(json["ingest"]["rows"], 1_000);
     assert_eq!(json["ingest"]["rejected"], 50);
@@ -156,10 +125,7 @@ fn json_has_flat_ingest_fields() {
 
 #[test]
 fn text_report_lists_checks() {
-    let report = build(facts(
-        ingest(1_000, 50, 50),
-        settled(Accounting::Exact, 1_900, 0),
-    ));
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_900, 0)));
     let text = report.to_string();
     assert!(text.contains("ingest: 1000 rows"), "{text}");
     assert!(text.contains("check every follow-up settled: ok"), "{text}");

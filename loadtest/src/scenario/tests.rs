@@ -11,19 +11,13 @@ fn shipped_scenarios_parse() {
     let mut parsed = 0;
     for entry in std::fs::read_dir(scenarios_dir()).expect("scenarios directory") {
         let path = entry.expect("directory entry").path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "yaml")
-        {
+        if path.extension().is_some_and(|extension| extension == "yaml") {
             let scenario = Scenario::from_file(&path);
             assert!(scenario.is_ok(), "{}: {:?}", path.display(), scenario.err());
             parsed += 1;
         }
     }
-    assert!(
-        parsed >= 2,
-        "expected at least two scenario files, found {parsed}"
-    );
+    assert!(parsed >= 2, "expected at least two scenario files, found {parsed}");
 }
 
 #[test]
@@ -79,20 +73,8 @@ fn delay_forms_parse() {
                 body: a\n    - channel: call\n      delay: 2d\n      body: b\n    - channel: sms\n      \
                 body: c\n";
     let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
-    let delays: Vec<&Delay> = scenario
-        .sequence
-        .steps
-        .iter()
-        .map(|step| &step.delay)
-        .collect();
-    assert_eq!(
-        delays,
-        [
-            &Delay::Seconds(90),
-            &Delay::Text("2d".into()),
-            &Delay::Text("0s".into())
-        ]
-    );
+    let delays: Vec<&Delay> = scenario.sequence.steps.iter().map(|step| &step.delay).collect();
+    assert_eq!(delays, [&Delay::Seconds(90), &Delay::Text("2d".into()), &Delay::Text("0s".into())]);
 }
 
 #[test]
@@ -150,10 +132,7 @@ fn email_step_needs_subject() {
 
 #[test]
 fn limits_convert_to_overrides() {
-    let limits = Limits {
-        per_minute: Some(10),
-        per_day: None,
-    };
+    let limits = Limits { per_minute: Some(10), per_day: None };
     let overrides = LimitOverrides::from(limits);
     assert_eq!(overrides.per_minute, Some(10));
     assert_eq!(overrides.per_day, None);

@@ -17,10 +17,7 @@ fn tenant(id: TenantId, backlog: u64, sent: u64, failed: u64) -> TenantSummary {
 fn snapshot(totals: &[(&str, u64)], tenants: Vec<TenantSummary>) -> AdminSnapshot {
     AdminSnapshot {
         now: "2025-01-01T00:00:00Z".to_owned(),
-        totals: totals
-            .iter()
-            .map(|(state, count)| ((*state).to_owned(), *count))
-            .collect(),
+        totals: totals.iter().map(|(state, count)| ((*state).to_owned(), *count)).collect(),
         queues: Vec::new(),
         tenants,
     }
@@ -29,17 +26,8 @@ fn snapshot(totals: &[(&str, u64)], tenants: Vec<TenantSummary>) -> AdminSnapsho
 #[test]
 fn dedicated_engine_counts_exactly() {
     let ours = TenantId::generate();
-    let totals = [
-        ("sent", 90),
-        ("skipped", 5),
-        ("in_doubt", 1),
-        ("pending", 3),
-        ("sending", 1),
-    ];
-    let count = count(
-        &snapshot(&totals, vec![tenant(ours, 3, 90, 0)]),
-        &HashSet::from([ours]),
-    );
+    let totals = [("sent", 90), ("skipped", 5), ("in_doubt", 1), ("pending", 3), ("sending", 1)];
+    let count = count(&snapshot(&totals, vec![tenant(ours, 3, 90, 0)]), &HashSet::from([ours]));
     assert_eq!(count.accounting, Accounting::Exact);
     assert_eq!(count.settled, 96);
     assert_eq!(count.unsettled, 4);
@@ -49,14 +37,8 @@ fn dedicated_engine_counts_exactly() {
 fn every_state_classified() {
     let ours = TenantId::generate();
     let totals: Vec<(&str, u64)> = FollowUpState::ALL.iter().map(|s| (s.as_str(), 1)).collect();
-    let count = count(
-        &snapshot(&totals, vec![tenant(ours, 0, 0, 0)]),
-        &HashSet::from([ours]),
-    );
-    let settled = FollowUpState::ALL
-        .iter()
-        .filter(|state| state.is_settled())
-        .count() as u64;
+    let count = count(&snapshot(&totals, vec![tenant(ours, 0, 0, 0)]), &HashSet::from([ours]));
+    let settled = FollowUpState::ALL.iter().filter(|state| state.is_settled()).count() as u64;
     assert_eq!(count.settled, settled);
     assert_eq!(count.unsettled, FollowUpState::ALL.len() as u64 - settled);
 }
@@ -65,10 +47,7 @@ fn every_state_classified() {
 fn unknown_state_is_unsettled() {
     let ours = TenantId::generate();
     let totals = [("sent", 10), ("quarantined", 2)];
-    let count = count(
-        &snapshot(&totals, vec![tenant(ours, 0, 10, 0)]),
-        &HashSet::from([ours]),
-    );
+    let count = count(&snapshot(&totals, vec![tenant(ours, 0, 10, 0)]), &HashSet::from([ours]));
     assert_eq!(count.settled, 10);
     assert_eq!(count.unsettled, 2);
 }
@@ -77,12 +56,7 @@ fn unknown_state_is_unsettled() {
 fn shared_engine_counts_run_tenants() {
     let ours = TenantId::generate();
     let other = TenantId::generate();
-    let totals = [
-        ("sent", 1_000),
-        ("pending", 500),
-        ("claimed", 2),
-        ("sending", 1),
-    ];
+    let totals = [("sent", 1_000), ("pending", 500), ("claimed", 2), ("sending", 1)];
     let tenants = vec![tenant(other, 500, 900, 0), tenant(ours, 0, 95, 5)];
     let count = count(&snapshot(&totals, tenants), &HashSet::from([ours]));
     assert_eq!(count.accounting, Accounting::RunTenants);
@@ -95,12 +69,6 @@ fn shared_engine_settles_when_run_is_done() {
     let ours = TenantId::generate();
     let other = TenantId::generate();
     let tenants = vec![tenant(other, 7, 0, 0), tenant(ours, 0, 10, 0)];
-    let count = count(
-        &snapshot(&[("sent", 10), ("pending", 7)], tenants),
-        &HashSet::from([ours]),
-    );
-    assert_eq!(
-        count.unsettled, 0,
-        "another tenant's backlog does not hold the run"
-    );
+    let count = count(&snapshot(&[("sent", 10), ("pending", 7)], tenants), &HashSet::from([ours]));
+    assert_eq!(count.unsettled, 0, "another tenant's backlog does not hold the run");
 }
