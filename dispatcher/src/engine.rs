@@ -181,7 +181,6 @@ impl Engine {
         tokio::pin!(shutdown);
         loop {
             let report = self.run_round().await;
-            self.update_queue_depth().await;
             let now = self.deps.clock.now();
             let mut wait = tick(&self.config);
             if let Some(next) = report.next_wake {
@@ -230,7 +229,9 @@ impl Engine {
         self.deps.lateness.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
-    async fn update_queue_depth(&self) {
+    /// Sets the queue depth gauges from the store. Called when `/metrics` is scraped rather
+    /// than every round, because it counts every follow-up.
+    pub async fn update_queue_depth(&self) {
         let Ok(counts) = self.deps.store.count_follow_ups(None).await else {
             return;
         };

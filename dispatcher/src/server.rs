@@ -38,6 +38,20 @@ impl RunningEngine {
         clock: Arc<dyn Clock>,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
+        let fakes = FakeConfig::new(clock.clone());
+        Self::start_with_fakes(config, store, clock, metrics, fakes).await
+    }
+
+    /// Starts everything, with `fakes` as the settings of the built-in fakes in fake mode
+    /// (tests use it to inject provider errors).
+    pub async fn start_with_fakes(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Option<PrometheusHandle>,
+        fakes: FakeConfig,
+    ) -> anyhow::Result<Self> {
+        let fake_config = fakes;
         let (urls, fakes) = match config.providers.mode {
             ProvidersMode::Live => (
                 ProviderUrls {
@@ -48,7 +62,7 @@ impl RunningEngine {
                 None,
             ),
             ProvidersMode::Fake => {
-                let fakes = FakeProviders::start(FakeConfig::new(clock.clone()))
+                let fakes = FakeProviders::start(fake_config)
                     .await
                     .context("cannot start the built-in provider fakes")?;
                 let urls = ProviderUrls {

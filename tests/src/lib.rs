@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use followup_core::clock::VirtualClock;
+use followup_adapters::fakes::{ErrorPlan, FakeConfig};
+use followup_core::clock::{Clock as _, VirtualClock};
 use followup_core::sensitive::Sensitive;
 use followup_dispatcher::config::Config;
 use followup_dispatcher::server::RunningEngine;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 
 /// Operator token of every test engine.
@@ -28,6 +30,30 @@ impl TestEngine {
     /// Starts an engine on 127.0.0.1 with a free port. Call inside an actix system
     /// (`#[actix_rt::test]`).
     pub async fn start(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::start_with_metrics(configure, None).await
+    }
+
+    /// Starts an engine whose `/metrics` renders through `metrics`.
+    pub async fn start_with_metrics(
+        configure: impl FnOnce(&mut Config),
+        metrics: Option<PrometheusHandle>,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(configure, metrics, ErrorPlan::default()).await
+    }
+
+    /// Starts an engine whose built-in fakes inject the errors of `errors`.
+    pub async fn start_with_errors(
+        configure: impl FnOnce(&mut Config),
+        errors: ErrorPlan,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(configure, None, errors).await
+    }
+
+    async fn start_full(
+        configure: impl FnOnce(&mut Config),
+        metrics: Option<PrometheusHandle>,
+        errors: ErrorPlan,
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir()?;
         // A Monday morning in New York, so that windowed steps are due at once.
@@ -41,8 +67,22 @@ impl TestEngine {
         };
         configure(&mut config);
         let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
-        let running = RunningEngine::start(config, store, clock.clone(), None).await?;
+        let fakes = FakeConfig::new(clock.clone()).with_errors(errors);
+        let running =
+            RunningEngine::start_with_fakes(config, store, clock.clone(), metrics, fakes).await?;
         Ok(Self { running, clock, http: reqwest::Client::new(), data_dir })
+    }
+
+    /// Runs the virtual clock until nothing is due, for at most `days` of virtual time.
+    pub async fn settle(&self, days: i64) -> anyhow::Result<()> {
+        let deadline = self.clock.now() + chrono::Duration::days(days);
+        self.running.engine.run_until_settled(&self.clock, deadline, |_| {}).await
+    }
+
+    /// GET with the tenant's key; returns the JSON answer.
+    pub async fn get_json(&self, api_key: &str, path: &str) -> anyhow::Result<Value> {
+        let response = self.http.get(self.url(path)).bearer_auth(api_key).send().await?;
+        Ok(response.json().await?)
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -36,6 +36,7 @@ async fn readyz() -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.engine.update_queue_depth().await;
     match &state.metrics {
         Some(handle) => {
             HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())

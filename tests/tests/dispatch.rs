@@ -1,0 +1,227 @@
+//! Dispatch end to end: uploads over HTTP, the virtual clock, the built-in fakes with injected
+//! errors, and each follow-up's final state read back through the API.
+
+use followup_adapters::fakes::{ErrorPlan, ForcedOutcome};
+use followup_core::domain::Provider;
+use followup_core::ids::{ScheduleId, SequenceId};
+use followup_dispatcher::config::{OverQuota, Plan};
+use followup_tests::{TestEngine, email_now_sequence};
+use serde_json::{Value, json};
+
+/// The follow-ups of the schedule that enrolled `email` in `sequence`.
+async fn follow_ups_of(engine: &TestEngine, key: &str, sequence: &str, email: &str) -> Value {
+    let tenants = engine.running.engine.store().tenants().await.expect("tenants");
+    let tenant = tenants.first().expect("one tenant");
+    let sequence: SequenceId = sequence.parse().expect("sequence id");
+    let schedule = ScheduleId::derive(tenant.id, sequence, email);
+    let answer =
+        engine.get_json(key, &format!("/v1/schedules/{schedule}")).await.expect("schedule");
+    answer["follow_ups"].clone()
+}
+
+#[actix_rt::test]
+async fn retryable_errors_are_retried_until_sent() -> anyhow::Result<()> {
+    let errors =
+        ErrorPlan::default().force_times("flaky@example.com", ForcedOutcome::ServiceUnavailable, 2);
+    let engine = TestEngine::start_with_errors(|_| {}, errors).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", "email\nflaky@example.com\n").await?;
+
+    engine.settle(1).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "flaky@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "sent", "{follow_ups}");
+    assert_eq!(follow_ups[0]["attempts"], 3);
+    let fakes = engine.running.fakes()?;
+    assert_eq!(fakes.stats().received(Provider::Gmail), 1, "sent exactly once");
+    assert_eq!(fakes.stats().injected_errors, 2);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn retry_budget_ends_in_dead() -> anyhow::Result<()> {
+    let errors = ErrorPlan::default().force("down@example.com", ForcedOutcome::ServiceUnavailable);
+    let engine =
+        TestEngine::start_with_errors(|config| config.dispatch.retry_budget = 3, errors).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", "email\ndown@example.com\n").await?;
+
+    engine.settle(1).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "down@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "dead", "{follow_ups}");
+    assert_eq!(follow_ups[0]["attempts"], 3);
+    let reason = follow_ups[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn permanent_rejection_fails_with_the_providers_reason() -> anyhow::Result<()> {
+    let errors = ErrorPlan::default().force("gone@example.com", ForcedOutcome::RecipientRejected);
+    let engine = TestEngine::start_with_errors(|_| {}, errors).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", "email\ngone@example.com\n").await?;
+
+    engine.settle(1).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "gone@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "failed", "{follow_ups}");
+    assert_eq!(follow_ups[0]["attempts"], 1);
+    assert!(follow_ups[0]["reason"].as_str().unwrap_or_default().starts_with("gmail 400"));
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn refused_credentials_pause_the_connection_and_keep_the_follow_up() -> anyhow::Result<()> {
+    let errors = ErrorPlan::default().force("any@example.com", ForcedOutcome::Unauthorized);
+    let engine = TestEngine::start_with_errors(|_| {}, errors).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", "email\nany@example.com\n").await?;
+
+    engine.settle(1).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "any@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "pending", "{follow_ups}");
+    let connections = engine.get_json(&key, "/v1/connections").await?;
+    let gmail = connections
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["provider"] == "gmail"))
+        .cloned()
+        .unwrap_or_default();
+    let reason = gmail["paused_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("refused the credentials"), "{connections}");
+    assert!(!reason.contains("test-gmail-token"), "the token leaked into the reason");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn quota_skips_what_the_plan_does_not_cover() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|config| {
+        let tiny =
+            Plan { monthly_email: 2, monthly_sms: 0, monthly_call: 0, over_quota: OverQuota::Skip };
+        config.plans.insert("tiny".into(), tiny);
+    })
+    .await?;
+    let key = engine.create_tenant("acme", "tiny").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let csv = "email\na@example.com\nb@example.com\nc@example.com\n";
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+
+    engine.settle(1).await?;
+
+    let counts = engine.running.engine.store().count_follow_ups(None).await?;
+    let by_state = |state: &str| -> u64 {
+        counts.iter().filter(|((_, s), _)| s.as_str() == state).map(|(_, n)| n).sum()
+    };
+    assert_eq!(by_state("sent"), 2);
+    assert_eq!(by_state("skipped"), 1);
+    assert_eq!(engine.running.fakes()?.stats().received(Provider::Gmail), 2);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn steps_without_a_connection_or_address_are_skipped_with_a_reason() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let gmail_only = json!({"sender": "sales@example.com", "access_token": "test-gmail-token"});
+    let response = engine
+        .http
+        .put(engine.url("/v1/connections/gmail"))
+        .bearer_auth(&key)
+        .json(&gmail_only)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let sequence = engine
+        .create_sequence(
+            &key,
+            &json!({"name": "two", "steps": [
+                {"channel": "email", "subject": "Hi", "body": "Hello"},
+                {"channel": "sms", "delay": "1h", "body": "Hello again"}]}),
+        )
+        .await?;
+    let csv = "email,phone\nboth@example.com,+1 202 555 0101\nmailonly@example.com,\n";
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+
+    engine.settle(2).await?;
+
+    let both = follow_ups_of(&engine, &key, &sequence, "both@example.com").await;
+    assert_eq!(both[0]["state"], "sent");
+    assert_eq!(both[1]["state"], "skipped");
+    assert!(both[1]["reason"].as_str().unwrap_or_default().starts_with("no sms connection"));
+    let mail_only = follow_ups_of(&engine, &key, &sequence, "mailonly@example.com").await;
+    assert_eq!(mail_only[1]["state"], "skipped");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn published_gmail_pace_holds_with_no_violation() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let connection = json!({"sender": "sales@example.com", "access_token": "paced-token"});
+    engine
+        .http
+        .put(engine.url("/v1/connections/gmail"))
+        .bearer_auth(&key)
+        .json(&connection)
+        .send()
+        .await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let mut csv = String::from("email\n");
+    for n in 0..150 {
+        csv.push_str(&format!("p{n}@example.com\n"));
+    }
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+
+    engine.settle(1).await?;
+
+    let stats = engine.running.fakes()?.stats();
+    assert_eq!(stats.received(Provider::Gmail), 150);
+    assert_eq!(stats.rate_limit_violations, 0);
+    let lateness = engine.running.engine.lateness();
+    // 60 a minute, one every 1.01 s: the last of 150 leaves about 150 s after the first.
+    assert!(lateness.max_ms() >= 145_000, "max lateness {} ms", lateness.max_ms());
+    assert!(lateness.max_ms() <= 160_000, "max lateness {} ms", lateness.max_ms());
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn cancelled_schedule_sends_nothing_more() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine
+        .create_sequence(
+            &key,
+            &json!({"name": "later", "steps": [
+                {"channel": "email", "delay": "1d", "subject": "Hi", "body": "Hello"}]}),
+        )
+        .await?;
+    engine.upload(&key, &sequence, "text/csv", "email\nstop@example.com\n").await?;
+    let tenants = engine.running.engine.store().tenants().await?;
+    let schedule = ScheduleId::derive(tenants[0].id, sequence.parse()?, "stop@example.com");
+
+    let cancelled = engine
+        .http
+        .delete(engine.url(&format!("/v1/schedules/{schedule}")))
+        .bearer_auth(&key)
+        .send()
+        .await?;
+    assert_eq!(cancelled.status(), 200);
+    engine.settle(3).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "stop@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "cancelled");
+    assert_eq!(engine.running.fakes()?.stats().received(Provider::Gmail), 0);
+    Ok(())
+}
