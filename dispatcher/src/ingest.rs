@@ -3,6 +3,7 @@
 //! memory holds one batch, never the upload.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -66,7 +67,12 @@ pub struct IngestJob<'a> {
     pub limits: IngestLimits,
     pub batch_rows: usize,
     pub now: DateTime<Utc>,
+    /// Size of the body from Content-Length, when the client sent one; gives progress an ETA.
+    pub expected_bytes: Option<u64>,
 }
+
+/// Time between two progress lines of a long upload.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Reads `body` to its end and writes every valid row. Returns after the last batch is
 /// durable.
@@ -83,6 +89,7 @@ where
     let mut reader = RecordReader::new(job.format, job.limits);
     let mut records = Vec::new();
     futures_util::pin_mut!(body);
+    let mut progress = UploadProgress::new(&job);
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
@@ -93,6 +100,7 @@ where
         };
         let pushed = reader.push(&chunk, &mut records);
         run.take(&reader, &mut records).await?;
+        progress.maybe_log(reader.bytes_read(), &run.report);
         if let Err(error) = pushed {
             return Err(IngestFailure::Input { error, report: Box::new(run.report) });
         }
@@ -104,6 +112,48 @@ where
     }
     run.flush().await?;
     Ok(run.report)
+}
+
+/// Periodic log lines for a long upload: rows so far, rate and, with a known size, an ETA.
+struct UploadProgress {
+    tenant: String,
+    expected_bytes: Option<u64>,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl UploadProgress {
+    fn new(job: &IngestJob<'_>) -> Self {
+        let now = Instant::now();
+        Self {
+            tenant: job.tenant.id.to_string(),
+            expected_bytes: job.expected_bytes,
+            started: now,
+            last_line: now,
+        }
+    }
+
+    fn maybe_log(&mut self, bytes: u64, report: &IngestReport) {
+        if self.last_line.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last_line = Instant::now();
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rows_per_second = (report.rows as f64 / seconds).round();
+        let eta_seconds = self.expected_bytes.filter(|&total| bytes > 0 && total > bytes).map(
+            |total| ((total - bytes) as f64 * seconds / bytes as f64).round(),
+        );
+        tracing::info!(
+            tenant = %self.tenant,
+            rows = report.rows,
+            accepted = report.accepted,
+            rejected = report.rejected,
+            bytes,
+            rows_per_second,
+            eta_seconds,
+            "upload in progress"
+        );
+    }
 }
 
 /// The state of one upload in progress.

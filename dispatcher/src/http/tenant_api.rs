@@ -224,6 +224,7 @@ pub async fn bulk_upload(
         limits,
         batch_rows: config.ingest.batch_rows,
         now: state.engine.clock().now(),
+        expected_bytes: content_length(&request),
     };
     let result = ingest(store.as_ref(), job, body).await;
     state.engine.notify_new_work();
