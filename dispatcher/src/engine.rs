@@ -110,7 +110,7 @@ impl Engine {
         &self.config
     }
 
-    /// Starts the tenant's actor (if it has none) and tells billing its plan.
+    /// Starts the tenant's actor (if it has none) and registers its plan with billing.
     pub async fn add_tenant(&self, tenant: &Tenant) -> anyhow::Result<()> {
         let counts = self.deps.store.count_follow_ups(Some(tenant.id)).await?;
         let already_sent: BTreeMap<Channel, u64> = counts

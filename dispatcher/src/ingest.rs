@@ -1,6 +1,6 @@
 //! The bulk ingest pipeline: a streamed upload goes through the record reader, each row is
 //! validated and planned, and valid rows are written to the store in durable batches, so that
-//! memory holds one batch, never the upload.
+//! memory contains one batch, never the upload.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::telemetry;
 
-/// What an upload did, row by row.
+/// Result of an upload, row by row.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IngestReport {
     /// Data rows read.
@@ -35,7 +35,7 @@ pub struct IngestReport {
     pub rejected: u64,
     /// Every problem of every rejected row.
     pub errors: Vec<RowError>,
-    /// How the upload's columns were read.
+    /// Contact field each column of the upload was read as.
     pub mapping: Vec<MappedColumn>,
 }
 
@@ -45,7 +45,7 @@ pub struct MappedColumn {
     pub field: ContactField,
 }
 
-/// Why an upload stopped before its end. Rows in batches written before the stop stay
+/// Cause of an upload stopping before its end. Rows in batches written before the stop stay
 /// written; `report` counts them. The report is boxed because it dwarfs the error.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestFailure {
@@ -269,7 +269,7 @@ impl<'a> IngestRun<'a> {
     }
 }
 
-/// Every template field that the sequence's steps use without a fallback.
+/// Returns every template field that the sequence's steps use without a fallback.
 pub fn required_fields(sequence: &Sequence) -> Vec<String> {
     let mut fields = BTreeSet::new();
     for step in &sequence.steps {

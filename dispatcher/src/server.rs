@@ -114,7 +114,7 @@ impl RunningEngine {
         format!("http://{}", self.addr)
     }
 
-    /// The built-in fakes, or an error in live mode.
+    /// Returns the built-in fakes, or an error in live mode.
     pub fn fakes(&self) -> anyhow::Result<&FakeProviders> {
         self.fakes.as_deref().context("the engine runs without the built-in fakes")
     }

@@ -10,7 +10,7 @@ pub const INGEST_ROWS: &str = "followup_ingest_rows_total";
 pub const SENDS: &str = "followup_sends_total";
 /// Follow-ups waiting, by `channel`: pending or retry, due or not.
 pub const QUEUE_DEPTH: &str = "followup_queue_depth";
-/// Follow-ups handed to a provider and not yet answered, by `provider`.
+/// Requests sent to a provider and still waiting for a response, by `provider`.
 pub const IN_FLIGHT: &str = "followup_in_flight";
 /// Time from a follow-up's planned instant to its acceptance by the provider.
 pub const DISPATCH_LATENESS: &str = "followup_dispatch_lateness_seconds";
@@ -112,7 +112,7 @@ impl LatenessHistogram {
         self.max_ms
     }
 
-    /// The value below which `quantile` (0 to 1) of the recorded values lie, rounded up to
+    /// Returns the value below which `quantile` (0 to 1) of the recorded values lie, rounded up to
     /// its bucket's upper bound and never above the maximum seen.
     pub fn quantile_ms(&self, quantile: f64) -> u64 {
         if self.count == 0 {

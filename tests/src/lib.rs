@@ -1,6 +1,6 @@
-//! Shared helpers of the end-to-end tests: an engine started in-process on loopback with the
-//! embedded store in a temporary directory, a virtual clock and the built-in fakes, and a
-//! small HTTP client that speaks its API as a tenant and as the operator would.
+//! Shared helpers of the end-to-end tests. Each test starts an engine in-process on loopback,
+//! with the embedded store in a temporary directory, a virtual clock and the built-in fakes,
+//! and talks to its API over HTTP as a tenant or as the operator would.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +79,7 @@ impl TestEngine {
         self.running.engine.run_until_settled(&self.clock, deadline, |_| {}).await
     }
 
-    /// GET with the tenant's key; returns the JSON answer.
+    /// Sends a GET with the tenant's key and returns the JSON response.
     pub async fn get_json(&self, api_key: &str, path: &str) -> anyhow::Result<Value> {
         let response = self.http.get(self.url(path)).bearer_auth(api_key).send().await?;
         Ok(response.json().await?)
@@ -141,7 +141,7 @@ impl TestEngine {
         Ok(created["id"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Uploads `body` to the bulk endpoint; returns the status and the JSON answer.
+    /// Uploads `body` to the bulk endpoint and returns the status and the JSON response.
     pub async fn upload(
         &self,
         api_key: &str,
@@ -163,7 +163,7 @@ impl TestEngine {
     }
 }
 
-/// A one-step email sequence that sends at once, any day, any hour.
+/// Returns a one-step email sequence that sends at once, any day, any hour.
 pub fn email_now_sequence() -> Value {
     json!({
         "name": "welcome",
@@ -172,7 +172,7 @@ pub fn email_now_sequence() -> Value {
     })
 }
 
-/// The folder of the public sample contact files.
+/// Returns the folder of the public sample contact files.
 pub fn shared_data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
 }

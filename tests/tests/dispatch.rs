@@ -8,7 +8,7 @@ use followup_dispatcher::config::{OverQuota, Plan};
 use followup_tests::{TestEngine, email_now_sequence};
 use serde_json::{Value, json};
 
-/// The follow-ups of the schedule that enrolled `email` in `sequence`.
+/// Fetches the follow-ups of the schedule that enrolled `email` in `sequence`.
 async fn follow_ups_of(engine: &TestEngine, key: &str, sequence: &str, email: &str) -> Value {
     let tenants = engine.running.engine.store().tenants().await.expect("tenants");
     let tenant = tenants.first().expect("one tenant");

@@ -1,7 +1,7 @@
 //! `/metrics` serves the Prometheus text format with the engine's metrics, named with the
 //! `followup_` prefix and base units, and labels drawn from small fixed sets.
 //!
-//! The recorder is global to the process, so this file holds the only test that installs it.
+//! The recorder is global to the process, so this file contains the only test that installs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 

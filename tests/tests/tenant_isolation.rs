@@ -1,4 +1,4 @@
-//! One tenant's key never reaches another tenant's records: every such request answers 404.
+//! One tenant's key never reaches another tenant's records: every such request gets 404.
 
 use followup_tests::{OPERATOR_TOKEN, TestEngine, email_now_sequence};
 use serde_json::Value;

@@ -23,7 +23,7 @@ use super::auth::AuthenticatedTenant;
 use super::error::ApiError;
 use crate::ingest::{IngestFailure, IngestJob, ingest};
 
-/// Most steps in one sequence.
+/// Maximum number of steps in one sequence.
 const MAX_STEPS: usize = 50;
 
 #[derive(Debug, Deserialize)]
@@ -234,8 +234,8 @@ pub async fn bulk_upload(
     }
 }
 
-/// Answers an upload that stopped early: the status says why, and the body carries the rows
-/// already stored, so that nothing accepted goes unreported.
+/// Builds the response to an upload that stopped early. The status gives the cause, and the
+/// body reports the rows already stored, so that nothing accepted goes unreported.
 fn failure_response(failure: IngestFailure) -> HttpResponse {
     let message = failure.to_string();
     let (status, code, report) = match failure {
@@ -439,6 +439,6 @@ pub async fn list_connections(
 }
 
 fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
-    // An id that cannot parse names no record, so it answers like a missing one.
+    // An id that cannot parse names no record, so it gets the same 404 as a missing one.
     text.parse().map_err(|_| ApiError::NotFound(format!("{what} {text:?}")))
 }
