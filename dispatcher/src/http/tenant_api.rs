@@ -1,6 +1,6 @@
 //! The tenant API under `/v1`: sequences, bulk upload of schedules, schedules and
 //! connections. Every handler reads and writes only the authenticated tenant's records; an id
-//! of another tenant's record answers 404, like an id that does not exist.
+//! of another tenant's record gets 404, like an id that does not exist.
 
 use std::collections::BTreeMap;
 
