@@ -169,7 +169,7 @@ impl TenantRound {
     ) -> Result<RoundReport, DispatchError> {
         let store = &self.deps.store;
         let batch_size = self.deps.config.batch_size.max(1);
-        let due = store.due_follow_ups(self.tenant, channel, now, batch_size).await?;
+        let mut due = store.due_follow_ups(self.tenant, channel, now, batch_size).await?;
         if due.is_empty() {
             let next_wake = store.next_due_at(self.tenant, channel).await?;
             return Ok(RoundReport { settled_or_sent: 0, next_wake });
@@ -185,9 +185,13 @@ impl TenantRound {
             return Ok(RoundReport::default());
         }
 
+        // Admission comes first, so that only follow-ups that may go out now are prepared: a
+        // paced connection admits one at a time, and preparing the whole batch each time
+        // would redo the same work. A follow-up settled in preparation (no address, quota used
+        // up) leaves its permit unused, which can only slow the connection, never overrun it.
+        let admission = self.admit(connection, channel, &mut due).await?;
         let (mut sendable, mut settled) = self.prepare(due, channel, connection, now).await?;
         let reservation = self.reserve_quota(channel, &mut sendable, &mut settled, now).await?;
-        let admission = self.admit(connection, channel, &mut sendable).await?;
 
         // Follow-ups settled without a send, and the ones about to leave, are written in one
         // durable batch before any request goes out: after a crash a sending follow-up becomes
@@ -359,13 +363,13 @@ impl TenantRound {
         Ok(reservation.granted)
     }
 
-    /// Asks the provider actor how many of `sendable` may go out now and keeps only those;
-    /// the rest stay pending, untouched.
+    /// Asks the provider actor how many of `due` may go out now and keeps only those; the
+    /// rest stay pending, untouched.
     async fn admit(
         &self,
         connection: &Connection,
         channel: Channel,
-        sendable: &mut Vec<Sendable>,
+        due: &mut Vec<FollowUp>,
     ) -> Result<crate::limiter::Admission, DispatchError> {
         let limits =
             SendLimits::published(connection.provider, channel).with_overrides(&connection.limits);
@@ -373,16 +377,16 @@ impl TenantRound {
             // Every provider has an actor from start-up, so this is unreachable in practice;
             // a far wake keeps the driver from spinning if it ever happens.
             let later = self.deps.clock.now() + chrono::Duration::hours(1);
-            sendable.clear();
+            due.clear();
             return Ok(crate::limiter::Admission { granted: 0, next_free_at: Some(later) });
         };
-        let wanted = u32::try_from(sendable.len()).unwrap_or(u32::MAX);
+        let wanted = u32::try_from(due.len()).unwrap_or(u32::MAX);
         if wanted == 0 {
             return Ok(crate::limiter::Admission { granted: 0, next_free_at: None });
         }
         let admission =
             provider.send(Admit { connection: connection.id, channel, limits, wanted }).await?;
-        sendable.truncate(admission.granted as usize);
+        due.truncate(admission.granted as usize);
         Ok(admission)
     }
 
