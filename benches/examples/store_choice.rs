@@ -6,12 +6,12 @@
 //!
 //! 1. Ingest: enrolments are written in batches of 1,000, one durable transaction per batch.
 //!    An enrolment is one contact record (~250 bytes), one schedule record (~150 bytes), three
-//!    follow-up records (~420 bytes) and three due-index entries keyed by tenant (16 bytes),
-//!    channel (1 byte), due instant (8 bytes, big-endian microseconds) and follow-up id
-//!    (schedule 16 bytes, step 2 bytes).
+//!    follow-up records (~420 bytes) and three due-index entries. A due key is the tenant
+//!    (16 bytes), channel (1 byte), due instant (8 bytes, big-endian microseconds) and
+//!    follow-up id (schedule 16 bytes, step 2 bytes).
 //! 2. Dispatch: each round reads the first 100 due entries of one tenant and channel and their
 //!    follow-up records in one snapshot, then commits one durable transaction that rewrites
-//!    the 100 follow-ups and removes their due entries.
+//!    the 100 follow-ups and moves their due entries one day later (see `dispatch_round`).
 //! 3. Size: the directory's allocated bytes, as `du` counts them, while the engine is open and
 //!    again after it is closed.
 //!
@@ -45,7 +45,7 @@ const CONTACT_BYTES: usize = 250;
 const SCHEDULE_BYTES: usize = 150;
 const FOLLOW_UP_BYTES: usize = 420;
 
-/// 2025-01-06T00:00:00Z in microseconds since the Unix epoch, the earliest due instant.
+/// 2025-01-06T00:00:00Z in microseconds since the Unix epoch, the lower bound of due instants.
 const FIRST_DUE_MICROS: u64 = 1_736_121_600_000_000;
 const DAY_MICROS: u64 = 86_400_000_000;
 
@@ -293,7 +293,7 @@ fn follow_up_key_of_due(due_key: &[u8]) -> Vec<u8> {
     [&due_key[..16], &due_key[25..]].concat()
 }
 
-/// The first key of one tenant's due entries for one channel, and the first key past them.
+/// Returns the first key of one tenant's due entries for one channel and the first key past them.
 fn due_range(tenant: &[u8; 16], channel: u8) -> (Vec<u8>, Vec<u8>) {
     ([tenant.as_slice(), &[channel]].concat(), [tenant.as_slice(), &[channel + 1]].concat())
 }
@@ -346,23 +346,23 @@ fn follow_up_record(
 }
 
 /// Serializes `record` after filling the string field `pad` with words until the JSON is
-/// `target` bytes long. Words rather than one repeated byte keep the text about as
-/// compressible as real prose, which matters to fjall's LZ4 blocks.
+/// `target` bytes long. Words compress more like real text than one repeated byte would. That
+/// matters to fjall, which LZ4-compresses data blocks from its third level down (3.1 default).
 fn padded_json(rng: &mut StdRng, mut record: Value, pad: &str, target: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
         "follow", "up", "on", "our", "call", "about", "the", "renewal", "quote", "for", "next",
         "quarter", "engines", "limited", "thanks", "regards",
     ];
     let unpadded = record.to_string().len();
-    let wanted = target.saturating_sub(unpadded);
-    let mut text = String::with_capacity(wanted + 8);
-    while text.len() < wanted {
+    let pad_len = target.saturating_sub(unpadded);
+    let mut text = String::with_capacity(pad_len + 8);
+    while text.len() < pad_len {
         if !text.is_empty() {
             text.push(' ');
         }
         text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
     }
-    text.truncate(wanted);
+    text.truncate(pad_len);
     record[pad] = Value::String(text);
     record.to_string().into_bytes()
 }
@@ -421,7 +421,7 @@ impl EngineKind {
         }
     }
 
-    /// What building the engine needs besides rustc.
+    /// Returns what building the engine needs besides rustc.
     fn build_note(self) -> &'static str {
         match self {
             Self::Redb | Self::Fjall => "pure Rust",
@@ -523,7 +523,8 @@ impl SqliteEngine {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(format!("SQLite kept journal_mode={mode} instead of WAL").into());
         }
-        // FULL syncs the WAL on every commit; WAL's usual NORMAL would not survive power loss.
+        // FULL syncs the WAL on every commit. With NORMAL, the usual WAL setting, the last commits
+        // can roll back after a power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         for table in Table::ALL {
             // WITHOUT ROWID stores each row in the primary-key B-tree, like a key-value table.
@@ -705,9 +706,9 @@ fn measure(
 /// Dispatches the first 100 due follow-ups of one tenant and channel, taking each pair in turn.
 ///
 /// NOTE: each follow-up is deferred by one day (its due entry is removed and re-added later in
-/// the range) rather than only removed. Removal alone would drain the index: 2,000 rounds of
-/// 100 need 200,000 entries and 50,000 enrolments hold 150,000, and the text-message ranges,
-/// a third of the entries, empty first. Re-adding costs one small insert per follow-up.
+/// the range) rather than only removed. With the defaults, removal alone would drain the index,
+/// because 2,000 rounds of 100 need 200,000 entries and 50,000 enrolments hold 150,000.
+/// Re-adding costs one small insert per follow-up.
 fn dispatch_round(engine: &mut dyn Engine, workload: &Workload, round: usize) -> Result<()> {
     let tenant = &workload.tenants[round % workload.tenants.len()];
     let channel = u8::try_from((round / workload.tenants.len()) % usize::from(CHANNELS))?;
