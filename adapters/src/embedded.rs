@@ -42,6 +42,23 @@ pub struct EmbeddedStore {
     writer: Writer,
 }
 
+/// Makes the database file, and the data directory when the store created it, readable by
+/// their owner only, because the file contains contact data and provider credentials. A
+/// directory that existed before keeps its permissions: it may be shared, like `/tmp`.
+#[cfg(unix)]
+fn restrict_to_owner(dir: Option<&Path>, file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(dir) = dir {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_dir: Option<&Path>, _file: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Opens the store in `dir`, creating the directory and the database file if they are missing.
 ///
 /// Blocks while redb opens the file, which includes a repair pass after an unclean shutdown, so
@@ -50,9 +67,12 @@ pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     let fail = |action: &str, error: &dyn fmt::Display| {
         tables::unavailable(format_args!("{action} {}", dir.display()), error)
     };
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|error| fail("creating data directory", &error))?;
     let path = dir.join(FILE_NAME);
     let db = Database::create(&path).map_err(|error| fail("opening database in", &error))?;
+    restrict_to_owner(created.then_some(dir), &path)
+        .map_err(|error| fail("restricting permissions of", &error))?;
     create_tables(&db)?;
     let db = Arc::new(db);
     let writer = Writer::start(Arc::clone(&db))?;

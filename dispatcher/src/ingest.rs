@@ -90,10 +90,13 @@ where
     let mut records = Vec::new();
     futures_util::pin_mut!(body);
     let mut progress = UploadProgress::new(&job);
+    // Valid rows read before a stop are written too, so that the report's `accepted` is
+    // exactly what is stored, whatever ended the upload.
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
             Ok(chunk) => chunk,
             Err(error) => {
+                run.flush().await?;
                 let reason = error.to_string();
                 return Err(IngestFailure::Body { reason, report: Box::new(run.report) });
             }
@@ -102,12 +105,14 @@ where
         run.take(&reader, &mut records).await?;
         progress.maybe_log(reader.bytes_read(), &run.report);
         if let Err(error) = pushed {
+            run.flush().await?;
             return Err(IngestFailure::Input { error, report: Box::new(run.report) });
         }
     }
     let finished = reader.finish(&mut records);
     run.take(&reader, &mut records).await?;
     if let Err(error) = finished {
+        run.flush().await?;
         return Err(IngestFailure::Input { error, report: Box::new(run.report) });
     }
     run.flush().await?;
@@ -140,9 +145,10 @@ impl UploadProgress {
         self.last_line = Instant::now();
         let seconds = self.started.elapsed().as_secs_f64().max(0.001);
         let rows_per_second = (report.rows as f64 / seconds).round();
-        let eta_seconds = self.expected_bytes.filter(|&total| bytes > 0 && total > bytes).map(
-            |total| ((total - bytes) as f64 * seconds / bytes as f64).round(),
-        );
+        let eta_seconds = self
+            .expected_bytes
+            .filter(|&total| bytes > 0 && total > bytes)
+            .map(|total| ((total - bytes) as f64 * seconds / bytes as f64).round());
         tracing::info!(
             tenant = %self.tenant,
             rows = report.rows,

@@ -155,10 +155,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let running = RunningEngine::start(config, store, Arc::new(SystemClock), Some(metrics)).await?;
     let engine = running.engine.clone();
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    engine.run_forever(shutdown).await;
+    engine.run_forever(shutdown_signal()).await;
     tracing::info!("stopping followup");
     running.stop().await;
     Ok(())
@@ -181,7 +178,32 @@ async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
         "twilio": fakes.twilio_url().as_str(),
     });
     println!("{urls}");
-    let _ = tokio::signal::ctrl_c().await;
+    shutdown_signal().await;
     fakes.shutdown().await;
     Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what service managers send).
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; stop with Ctrl-C");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
 }

@@ -112,6 +112,7 @@ async fn row_limit_stops_with_stored_rows_reported() -> anyhow::Result<()> {
 
     assert_eq!(status, 413, "{answer}");
     let stored = answer["report"]["accepted"].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(stored, 5, "the rows before the limit are stored: {answer}");
     let counts = engine.running.engine.store().count_follow_ups(None).await?;
     assert_eq!(counts.values().sum::<u64>(), stored, "the report counts exactly what is stored");
     assert!(answer["error"]["message"].as_str().unwrap_or("").contains("safe"));

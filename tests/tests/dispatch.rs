@@ -3,19 +3,16 @@
 
 use followup_adapters::fakes::{ErrorPlan, ForcedOutcome};
 use followup_core::domain::Provider;
-use followup_core::ids::{ScheduleId, SequenceId};
+use followup_core::ids::ScheduleId;
 use followup_dispatcher::config::{OverQuota, Plan};
 use followup_tests::{TestEngine, email_now_sequence};
 use serde_json::{Value, json};
 
-/// Fetches the follow-ups of the schedule that enrolled `email` in `sequence`.
+/// Fetches the follow-ups of the schedule that enrolled `email` in `sequence`, found through
+/// the API by sequence and contact.
 async fn follow_ups_of(engine: &TestEngine, key: &str, sequence: &str, email: &str) -> Value {
-    let tenants = engine.running.engine.store().tenants().await.expect("tenants");
-    let tenant = tenants.first().expect("one tenant");
-    let sequence: SequenceId = sequence.parse().expect("sequence id");
-    let schedule = ScheduleId::derive(tenant.id, sequence, email);
-    let answer =
-        engine.get_json(key, &format!("/v1/schedules/{schedule}")).await.expect("schedule");
+    let path = format!("/v1/schedules?sequence={sequence}&contact={email}");
+    let answer = engine.get_json(key, &path).await.expect("schedule");
     answer["follow_ups"].clone()
 }
 

@@ -204,19 +204,24 @@ impl Checker {
         if self.failed.contains("region") {
             return None;
         }
+        let international = value.trim_start().starts_with('+');
         let what = match (problem, region) {
             (PhoneProblem::TooLong, _) => "longer than any phone number".to_owned(),
             (PhoneProblem::NotANumber, _) => "not a phone number".to_owned(),
+            (PhoneProblem::Invalid, _) if international => {
+                "not a valid number for its country code".to_owned()
+            }
             (PhoneProblem::Invalid, Some(region)) => {
                 format!("not a valid number when read with region {}", region.as_ref())
             }
             (PhoneProblem::Invalid, None) => "not a valid number".to_owned(),
         };
-        let reason = format!(
-            "invalid phone number {}: {what}; write it in international format, starting with \
-             + and the country code",
-            quoted(value)
-        );
+        let advice = if international {
+            "check the country code and the digits"
+        } else {
+            "write it in international format, starting with + and the country code"
+        };
+        let reason = format!("invalid phone number {}: {what}; {advice}", quoted(value));
         self.fail("phone", reason);
         None
     }

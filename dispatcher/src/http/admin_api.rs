@@ -57,6 +57,31 @@ pub async fn create_tenant(
     Ok(HttpResponse::Created().json(CreateTenantResponse { id: tenant.id, api_key }))
 }
 
+/// Lists every tenant, without API key hashes.
+pub async fn list_tenants(
+    state: web::Data<AppState>,
+    _operator: Operator,
+) -> Result<HttpResponse, ApiError> {
+    let tenants: Vec<serde_json::Value> = state
+        .engine
+        .store()
+        .tenants()
+        .await?
+        .into_iter()
+        .map(|tenant| {
+            serde_json::json!({
+                "id": tenant.id,
+                "name": tenant.name,
+                "plan": tenant.plan,
+                "default_region": tenant.default_region,
+                "default_timezone": tenant.default_timezone,
+                "created_at": tenant.created_at,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(tenants))
+}
+
 pub async fn snapshot(
     state: web::Data<AppState>,
     _operator: Operator,

@@ -10,8 +10,9 @@ use followup_core::domain::{
     Channel, Connection, Credentials, FollowUpState, LimitOverrides, Provider, SendWindow,
     Sequence, Step,
 };
-use followup_core::ids::{ConnectionId, ScheduleId, SequenceId};
+use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId, SequenceId};
 use followup_core::ingest::{ContactField, Format, IngestError};
+use followup_core::limits::SendLimits;
 use followup_core::plan::validate_window;
 use followup_core::sensitive::Sensitive;
 use followup_core::template::Template;
@@ -226,8 +227,28 @@ pub async fn bulk_upload(
         now: state.engine.clock().now(),
         expected_bytes: content_length(&request),
     };
+    let started = std::time::Instant::now();
     let result = ingest(store.as_ref(), job, body).await;
     state.engine.notify_new_work();
+    let report = match &result {
+        Ok(report) => report,
+        Err(
+            IngestFailure::Input { report, .. }
+            | IngestFailure::Body { report, .. }
+            | IngestFailure::Store { report, .. },
+        ) => report.as_ref(),
+    };
+    tracing::info!(
+        tenant = %tenant.id,
+        sequence = %sequence.id,
+        rows = report.rows,
+        created = report.created,
+        duplicates = report.duplicates,
+        rejected = report.rejected,
+        seconds = started.elapsed().as_secs_f64(),
+        stopped_early = result.is_err(),
+        "upload finished"
+    );
     match result {
         Ok(report) => Ok(HttpResponse::Ok().json(report)),
         Err(failure) => Ok(failure_response(failure)),
@@ -297,6 +318,104 @@ fn content_length(request: &HttpRequest) -> Option<u64> {
     request.headers().get(actix_web::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleQuery {
+    /// With `contact`: the sequence the contact was enrolled in.
+    #[serde(default)]
+    pub sequence: Option<String>,
+    /// With `sequence`: the contact's external id, email address or E.164 phone number, as
+    /// the upload had it.
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Paging: list schedules after this schedule id.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Paging: most schedules in one page, 1 to 1,000 (default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Finds one schedule by sequence and contact, or lists the tenant's schedules a page at a
+/// time, each with its follow-ups.
+pub async fn find_schedules(
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    query: web::Query<ScheduleQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let store = state.engine.store();
+    if let (Some(sequence), Some(contact)) = (&query.sequence, &query.contact) {
+        let sequence = parse_id::<SequenceId>(sequence, "sequence")?;
+        for key in contact_key_candidates(contact) {
+            let id = ScheduleId::derive(tenant.id, sequence, &key);
+            if let Some(schedule) = store.schedule(tenant.id, id).await? {
+                let follow_ups = store.follow_ups_of_schedule(tenant.id, id).await?;
+                return Ok(HttpResponse::Ok()
+                    .json(json!({"schedule": schedule, "follow_ups": follow_ups})));
+            }
+        }
+        return Err(ApiError::NotFound(format!("schedule of contact {contact:?} in {sequence}")));
+    }
+    if query.sequence.is_some() || query.contact.is_some() {
+        return Err(ApiError::BadRequest(
+            "give both sequence and contact to find one schedule, or neither to list".into(),
+        ));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit {limit} is outside 1 to 1000")));
+    }
+    let after = match &query.after {
+        None => None,
+        Some(text) => {
+            let schedule: ScheduleId = text.parse().map_err(|_| {
+                ApiError::BadRequest(format!("invalid after {text:?}: expected a schedule id"))
+            })?;
+            // The last step of `after` sorts before the next schedule's first step.
+            Some(FollowUpId { schedule, step: u16::MAX })
+        }
+    };
+    let mut schedules: Vec<serde_json::Value> = Vec::new();
+    let mut cursor = after;
+    'pages: loop {
+        let page = store.follow_ups_page(tenant.id, cursor, limit.saturating_mul(4)).await?;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        for follow_up in page {
+            let schedule = follow_up.id.schedule;
+            let same = schedules.last().is_some_and(|s| s["schedule"] == json!(schedule));
+            if !same {
+                if schedules.len() == limit {
+                    break 'pages;
+                }
+                schedules.push(json!({"schedule": schedule, "follow_ups": []}));
+            }
+            if let Some(list) = schedules.last_mut().and_then(|s| s["follow_ups"].as_array_mut()) {
+                list.push(json!(follow_up));
+            }
+        }
+    }
+    let next_after = (schedules.len() == limit)
+        .then(|| schedules.last().map(|s| s["schedule"].clone()))
+        .flatten();
+    Ok(HttpResponse::Ok().json(json!({"schedules": schedules, "next_after": next_after})))
+}
+
+/// The keys an upload may have derived a contact's schedule from: the value as given, and for
+/// an email address, the address with its domain in lowercase, as ingest stores it.
+fn contact_key_candidates(contact: &str) -> Vec<String> {
+    let trimmed = contact.trim().to_owned();
+    let mut keys = vec![trimmed.clone()];
+    if let Some((local, domain)) = trimmed.rsplit_once('@') {
+        let normalised = format!("{local}@{}", domain.to_ascii_lowercase());
+        if normalised != trimmed {
+            keys.push(normalised);
+        }
+    }
+    keys
+}
+
 pub async fn get_schedule(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant): AuthenticatedTenant,
@@ -353,23 +472,55 @@ pub struct ConnectionRequest {
     pub limits: LimitOverrides,
 }
 
+/// Checks that a sender is a mailbox address (Gmail, Outlook) or an E.164 number (Twilio).
+fn validate_sender(provider: Provider, sender: &str) -> Result<(), ApiError> {
+    let valid = match provider {
+        Provider::Gmail | Provider::Outlook => sender
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.')),
+        Provider::Twilio => sender.strip_prefix('+').is_some_and(|digits| {
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+        }),
+    };
+    if valid {
+        return Ok(());
+    }
+    let expected = match provider {
+        Provider::Twilio => "an E.164 number such as +15005550006",
+        Provider::Gmail | Provider::Outlook => "a mailbox address such as sales@example.com",
+    };
+    Err(ApiError::BadRequest(format!("invalid sender {sender:?}: expected {expected}")))
+}
+
 /// A connection as the API shows it: never a secret.
 #[derive(Debug, Serialize)]
 pub struct ConnectionView {
     pub id: ConnectionId,
     pub provider: Provider,
     pub sender: String,
+    /// The overrides the tenant set.
     pub limits: LimitOverrides,
+    /// The limits in force per channel: the overrides over the provider's published limits.
+    pub effective_limits: BTreeMap<Channel, SendLimits>,
     pub paused_reason: Option<String>,
 }
 
 impl From<&Connection> for ConnectionView {
     fn from(connection: &Connection) -> Self {
+        let effective_limits = Channel::ALL
+            .into_iter()
+            .filter(|&channel| connection.provider.carries(channel))
+            .map(|channel| {
+                let published = SendLimits::published(connection.provider, channel);
+                (channel, published.with_overrides(&connection.limits))
+            })
+            .collect();
         Self {
             id: connection.id,
             provider: connection.provider,
             sender: connection.sender.clone(),
             limits: connection.limits,
+            effective_limits,
             paused_reason: connection.paused_reason.clone(),
         }
     }
@@ -381,10 +532,16 @@ pub async fn put_connection(
     path: web::Path<String>,
     body: web::Json<ConnectionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let provider: Provider = path.parse().map_err(ApiError::NotFound)?;
+    let provider: Provider = path.parse().map_err(|_| {
+        ApiError::NotFound(format!("provider {:?} (use gmail, outlook or twilio)", *path))
+    })?;
     let request = body.into_inner();
-    if request.sender.trim().is_empty() {
-        return Err(ApiError::BadRequest("sender is empty".into()));
+    validate_sender(provider, request.sender.trim())?;
+    if request.limits.per_minute == Some(0) || request.limits.per_day == Some(0) {
+        return Err(ApiError::BadRequest(
+            "limits must be at least 1; leave a limit out to use the provider's published one"
+                .into(),
+        ));
     }
     let credentials = match provider {
         Provider::Gmail | Provider::Outlook => Credentials::OAuth {
