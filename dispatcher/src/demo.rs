@@ -69,8 +69,11 @@ pub struct DemoSummary {
 
 #[derive(Debug, Serialize)]
 pub struct ReasonCount {
+    /// The reason with its first quoted value (the rejected value) left out.
     pub reason: String,
     pub count: u64,
+    /// The first occurrence in full, with its line for rejected rows.
+    pub example: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -359,7 +362,8 @@ async fn summarize(
         duplicates: report.duplicates,
         top_rejection_reasons: top_reasons(report.errors.iter().map(|e| {
             let field = e.field.clone().unwrap_or_else(|| "row".into());
-            format!("{field}: {}", without_quoted_values(&e.reason))
+            let group = format!("{field}: {}", without_first_quoted_value(&e.reason));
+            (group, format!("line {}: {}", e.line, e.reason))
         })),
         followups: counts.values().sum(),
         sent: state_total(&[FollowUpState::Sent]),
@@ -401,11 +405,9 @@ async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<Re
                 if follow_up.state != FollowUpState::Sent
                     && let Some(reason) = follow_up.reason
                 {
-                    reasons.push(format!(
-                        "{}: {}",
-                        follow_up.state,
-                        without_quoted_values(&reason)
-                    ));
+                    let group =
+                        format!("{}: {}", follow_up.state, without_first_quoted_value(&reason));
+                    reasons.push((group, reason));
                 }
             }
         }
@@ -413,31 +415,28 @@ async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<Re
     Ok(top_reasons(reasons.into_iter()))
 }
 
-/// Replaces each double-quoted value in a reason with `"…"`, so that reasons that differ only
-/// by the rejected value count together.
-fn without_quoted_values(reason: &str) -> String {
-    let mut out = String::with_capacity(reason.len());
-    let mut in_quotes = false;
-    for c in reason.chars() {
-        if c == '"' {
-            if !in_quotes {
-                out.push_str("\"…\"");
-            }
-            in_quotes = !in_quotes;
-        } else if !in_quotes {
-            out.push(c);
-        }
-    }
-    out
+/// Replaces the first double-quoted part of a reason, which is the rejected value in every
+/// validation message, with `"…"`, so that reasons that differ only by value count together.
+fn without_first_quoted_value(reason: &str) -> String {
+    let Some(open) = reason.find('"') else {
+        return reason.to_owned();
+    };
+    let Some(length) = reason[open + 1..].find('"') else {
+        return reason.to_owned();
+    };
+    format!("{}\"…\"{}", &reason[..open], &reason[open + length + 2..])
 }
 
-fn top_reasons(reasons: impl Iterator<Item = String>) -> Vec<ReasonCount> {
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for reason in reasons {
-        *counts.entry(reason).or_default() += 1;
+/// Counts reasons by group and keeps the five most common, each with its first example.
+fn top_reasons(reasons: impl Iterator<Item = (String, String)>) -> Vec<ReasonCount> {
+    let mut groups: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    for (group, example) in reasons {
+        groups.entry(group).or_insert((0, example)).0 += 1;
     }
-    let mut sorted: Vec<ReasonCount> =
-        counts.into_iter().map(|(reason, count)| ReasonCount { reason, count }).collect();
+    let mut sorted: Vec<ReasonCount> = groups
+        .into_iter()
+        .map(|(reason, (count, example))| ReasonCount { reason, count, example })
+        .collect();
     sorted.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     sorted.truncate(5);
     sorted
@@ -454,6 +453,7 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
     );
     for reason in &summary.top_rejection_reasons {
         println!("  rejected {:>6}  {}", reason.count, reason.reason);
+        println!("                  e.g. {}", reason.example);
     }
     println!(
         "follow-ups: {} total: {} sent, {} failed, {} skipped, {} cancelled, {} in doubt",
@@ -472,7 +472,7 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
         println!("  {:>6}  {}", reason.count, reason.reason);
     }
     println!(
-        "lateness: p50 {} ms, p99 {} ms, max {} ms",
+        "lateness (planned instant to provider acceptance): p50 {} ms, p99 {} ms, max {} ms",
         summary.lateness_ms.p50, summary.lateness_ms.p99, summary.lateness_ms.max
     );
     let received: Vec<String> = summary
