@@ -79,21 +79,30 @@ pub(crate) async fn execute(
     Ok(RawResponse { status, headers, body })
 }
 
-/// Classifies a failure that left no HTTP response as retryable.
-///
-/// NOTE: a failure after the request was written (a reset while reading) may mean the
-/// provider acted on it. This function cannot tell, so the engine's in-doubt bookkeeping must.
+/// Classifies a failure that left no HTTP response. A failed connection means nothing was
+/// sent, so it is retryable. Any later failure (a timeout waiting for the response, a reset
+/// while reading it) may come after the provider acted on the request, and Gmail and Graph
+/// offer no idempotency key, so sending again could deliver twice: the outcome is in doubt.
 pub(crate) fn transport_outcome(provider: &str, err: &reqwest::Error) -> SendOutcome {
+    if err.is_connect() {
+        let reason = format!("{provider}: connection failed");
+        return SendOutcome::Retryable { reason, retry_after: None };
+    }
+    if err.is_builder() {
+        return SendOutcome::Permanent { reason: format!("{provider}: invalid request") };
+    }
     let failure = if err.is_timeout() {
         "request timed out"
-    } else if err.is_connect() {
-        "connection failed"
     } else if err.is_body() || err.is_decode() {
         "reading the response failed"
     } else {
         "request failed"
     };
-    SendOutcome::Retryable { reason: format!("{provider}: {failure}"), retry_after: None }
+    SendOutcome::InDoubt {
+        reason: format!(
+            "{provider}: {failure} after the request was sent; it may have been delivered"
+        ),
+    }
 }
 
 /// Longest provider message kept in a reason, in characters.
@@ -110,13 +119,29 @@ pub(crate) fn error_reason(provider: &str, status: u16, code: &str, message: &st
     }
 }
 
+/// Replaces every copy of `secret` in `text`, and a start of it at the end of `text`, which is
+/// what remains when a message was cut short in the middle of an echoed credential.
+fn redact_secret(text: &str, secret: &str) -> String {
+    let mut redacted = text.replace(secret, "[redacted]");
+    // Four characters of a token reveal little and occur by chance in ordinary words.
+    let longest_tail = (4..secret.len())
+        .rev()
+        .filter(|&length| secret.is_char_boundary(length))
+        .find(|&length| redacted.ends_with(&secret[..length]));
+    if let Some(length) = longest_tail {
+        redacted.truncate(redacted.len() - length);
+        redacted.push_str("[redacted]");
+    }
+    redacted
+}
+
 /// Replaces every copy of `secret` in the outcome's reason, in case a provider echoed a
 /// credential back in its error message.
 pub(crate) fn scrub_secret(outcome: SendOutcome, secret: &str) -> SendOutcome {
     if secret.is_empty() {
         return outcome;
     }
-    let scrub = |reason: String| reason.replace(secret, "[redacted]");
+    let scrub = |reason: String| redact_secret(&reason, secret);
     match outcome {
         SendOutcome::Accepted { .. } => outcome,
         SendOutcome::Retryable { reason, retry_after } => {
@@ -124,5 +149,29 @@ pub(crate) fn scrub_secret(outcome: SendOutcome, secret: &str) -> SendOutcome {
         }
         SendOutcome::Permanent { reason } => SendOutcome::Permanent { reason: scrub(reason) },
         SendOutcome::Unauthorized { reason } => SendOutcome::Unauthorized { reason: scrub(reason) },
+        SendOutcome::InDoubt { reason } => SendOutcome::InDoubt { reason: scrub(reason) },
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_secret;
+
+    #[test]
+    fn whole_secret_is_redacted() {
+        assert_eq!(
+            redact_secret("bad token ya29.abcdef here", "ya29.abcdef"),
+            "bad token [redacted] here"
+        );
+    }
+
+    #[test]
+    fn cut_secret_at_the_end_is_redacted() {
+        assert_eq!(redact_secret("xxxxya29.ab", "ya29.abcdef"), "xxxx[redacted]");
+    }
+
+    #[test]
+    fn short_common_tails_are_kept() {
+        assert_eq!(redact_secret("sent to ya2", "ya29.abcdef"), "sent to ya2");
     }
 }

@@ -41,6 +41,9 @@ pub enum SendOutcome {
     Permanent { reason: String },
     /// The credentials were refused: refresh the token or pause the connection.
     Unauthorized { reason: String },
+    /// The request may or may not have reached the provider (a timeout or reset after it was
+    /// sent). Sending it again could deliver it twice.
+    InDoubt { reason: String },
 }
 
 /// Credentials a client attaches to one request. `Debug` prints no secret.

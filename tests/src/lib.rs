@@ -38,7 +38,7 @@ impl TestEngine {
         configure: impl FnOnce(&mut Config),
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
-        Self::start_full(configure, metrics, ErrorPlan::default()).await
+        Self::start_full(configure, metrics, None, ErrorPlan::default()).await
     }
 
     /// Starts an engine whose built-in fakes inject the errors of `errors`.
@@ -46,12 +46,23 @@ impl TestEngine {
         configure: impl FnOnce(&mut Config),
         errors: ErrorPlan,
     ) -> anyhow::Result<Self> {
-        Self::start_full(configure, None, errors).await
+        Self::start_full(configure, None, None, errors).await
+    }
+
+    /// Starts an engine whose built-in fakes use `fakes` (latency, errors, clock). The fakes'
+    /// clock may differ from the engine's virtual clock only for tests that do not check
+    /// rate limits.
+    pub async fn start_with_fakes(
+        configure: impl FnOnce(&mut Config),
+        fakes: FakeConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start_full(configure, None, Some(fakes), ErrorPlan::default()).await
     }
 
     async fn start_full(
         configure: impl FnOnce(&mut Config),
         metrics: Option<PrometheusHandle>,
+        fakes: Option<FakeConfig>,
         errors: ErrorPlan,
     ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -67,7 +78,7 @@ impl TestEngine {
         };
         configure(&mut config);
         let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
-        let fakes = FakeConfig::new(clock.clone()).with_errors(errors);
+        let fakes = fakes.unwrap_or_else(|| FakeConfig::new(clock.clone()).with_errors(errors));
         let running =
             RunningEngine::start_with_fakes(config, store, clock.clone(), metrics, fakes).await?;
         Ok(Self { running, clock, http: reqwest::Client::new(), data_dir })

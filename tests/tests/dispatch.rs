@@ -222,3 +222,28 @@ async fn cancelled_schedule_sends_nothing_more() -> anyhow::Result<()> {
     assert_eq!(engine.running.fakes()?.stats().received(Provider::Gmail), 0);
     Ok(())
 }
+
+#[actix_rt::test]
+async fn timeout_after_sending_settles_in_doubt_without_resending() -> anyhow::Result<()> {
+    let engine = TestEngine::start_with_fakes(
+        |config| config.providers.request_timeout_seconds = 1,
+        followup_adapters::fakes::FakeConfig::new(std::sync::Arc::new(
+            followup_core::clock::SystemClock,
+        ))
+        .with_latency(std::time::Duration::from_millis(2_500)),
+    )
+    .await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", "email\nslow@example.com\n").await?;
+
+    engine.settle(1).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "slow@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "in_doubt", "{follow_ups}");
+    assert_eq!(follow_ups[0]["attempts"], 1, "not sent again");
+    let reason = follow_ups[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("may have been delivered"), "{reason}");
+    Ok(())
+}

@@ -487,6 +487,11 @@ impl TenantRound {
                 settle(follow_up, FollowUpState::Failed, reason.clone(), now);
                 Some(reason.clone())
             }
+            SendOutcome::InDoubt { reason } => {
+                // Sending again could deliver twice, so it is settled as in doubt.
+                settle(follow_up, FollowUpState::InDoubt, reason.clone(), now);
+                Some(reason.clone())
+            }
             SendOutcome::Unauthorized { reason } => {
                 // The send waits for the connection to be reconnected; this attempt does not
                 // count against its retry budget.
