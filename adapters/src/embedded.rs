@@ -42,6 +42,11 @@ pub struct EmbeddedStore {
     writer: Writer,
 }
 
+/// Memory redb may use to cache pages. Its default is 1 GiB, which an engine that also runs
+/// actors and HTTP workers should not give a cache by default.
+/// NOTE: a fixed size, not yet configurable; measured neither way under a large store.
+const CACHE_BYTES: usize = 256 * 1024 * 1024;
+
 /// Makes the database file, and the data directory when the store created it, readable by
 /// their owner only, because the file contains contact data and provider credentials. A
 /// directory that existed before keeps its permissions: it may be shared, like `/tmp`.
@@ -70,7 +75,10 @@ pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|error| fail("creating data directory", &error))?;
     let path = dir.join(FILE_NAME);
-    let db = Database::create(&path).map_err(|error| fail("opening database in", &error))?;
+    let db = redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(&path)
+        .map_err(|error| fail("opening database in", &error))?;
     restrict_to_owner(created.then_some(dir), &path)
         .map_err(|error| fail("restricting permissions of", &error))?;
     create_tables(&db)?;

@@ -117,6 +117,7 @@ pub enum Credentials {
 
 /// Sending limits of one connection; each `None` takes the provider's published default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     /// Sends per minute.
     pub per_minute: Option<u32>,

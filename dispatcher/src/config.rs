@@ -105,6 +105,9 @@ pub struct IngestConfig {
     pub max_record_bytes: usize,
     /// Rows written to the store per durable batch.
     pub batch_rows: usize,
+    /// Most row errors listed in one upload's report; rejected rows beyond it are counted but
+    /// not listed, so that a file of bad rows cannot make the answer (and memory) unbounded.
+    pub max_errors_listed: usize,
 }
 
 impl Default for IngestConfig {
@@ -115,6 +118,7 @@ impl Default for IngestConfig {
             max_rows: limits.max_rows,
             max_record_bytes: limits.max_record_bytes,
             batch_rows: 2_000,
+            max_errors_listed: 100_000,
         }
     }
 }

@@ -33,8 +33,11 @@ pub struct IngestReport {
     /// Accepted rows whose schedule already existed, left unchanged.
     pub duplicates: u64,
     pub rejected: u64,
-    /// Every problem of every rejected row.
+    /// Every problem of every rejected row, up to the configured maximum.
     pub errors: Vec<RowError>,
+    /// Row problems left out of `errors` once it reached its maximum.
+    #[serde(default)]
+    pub errors_not_listed: u64,
     /// Contact field each column of the upload was read as.
     pub mapping: Vec<MappedColumn>,
 }
@@ -66,6 +69,7 @@ pub struct IngestJob<'a> {
     pub explicit_mapping: Option<BTreeMap<String, ContactField>>,
     pub limits: IngestLimits,
     pub batch_rows: usize,
+    pub max_errors_listed: usize,
     pub now: DateTime<Utc>,
     /// Size of the body from Content-Length, when the client sent one; gives progress an ETA.
     pub expected_bytes: Option<u64>,
@@ -212,7 +216,10 @@ impl<'a> IngestRun<'a> {
                 Err(errors) => {
                     self.report.rejected += 1;
                     metrics::counter!(telemetry::INGEST_ROWS, "result" => "rejected").increment(1);
-                    self.report.errors.extend(errors);
+                    let room = self.job.max_errors_listed.saturating_sub(self.report.errors.len());
+                    let total = errors.len();
+                    self.report.errors.extend(errors.into_iter().take(room));
+                    self.report.errors_not_listed += total.saturating_sub(room) as u64;
                 }
             }
             if self.batch.len() >= self.job.batch_rows.max(1) {
@@ -231,9 +238,17 @@ impl<'a> IngestRun<'a> {
             (None, Format::Csv) => return Err(self.missing_header()),
         };
         let mapping = match &self.job.explicit_mapping {
-            Some(explicit) => ColumnMapping::from_explicit(headers, explicit).map_err(|error| {
-                IngestFailure::Input { error, report: Box::new(self.report.clone()) }
-            })?,
+            Some(explicit) => {
+                // NDJSON keys can first appear in any later line, so a mapped key that the
+                // first object lacks is not an error there.
+                let mut known = headers.to_vec();
+                if self.job.format == Format::Ndjson {
+                    known.extend(explicit.keys().filter(|key| !headers.contains(key)).cloned());
+                }
+                ColumnMapping::from_explicit(&known, explicit).map_err(|error| {
+                    IngestFailure::Input { error, report: Box::new(self.report.clone()) }
+                })?
+            }
             None => ColumnMapping::guess(headers),
         };
         self.report.mapping = mapping

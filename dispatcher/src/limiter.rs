@@ -6,6 +6,12 @@
 //! one minute longer than 24 hours, because the provider measures at its own clock, after
 //! network delay: two sends paced exactly one interval apart here may arrive closer together
 //! there.
+//!
+//! The pace allows a burst of just under 1% of the per-minute limit (at least one send). A
+//! GCRA with burst `b` lets through at most `b` plus the rate's share of any window, so a
+//! sliding minute sees at most `per_minute * 0.0099 + per_minute / 1.01`, which stays below
+//! `per_minute`. A slow limit (60 a minute) gets a burst of one, exact spacing; a fast one
+//! (6,000 a minute) lets a round take 59 at once instead of one.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -118,11 +124,12 @@ impl ConnectionLimiter {
 }
 
 fn pace_quota(per_minute: u32) -> Quota {
+    let burst = NonZeroU32::new(per_minute.saturating_mul(99) / 10_000).unwrap_or(NonZeroU32::MIN);
     let per_minute = u64::from(per_minute.max(1));
     let nanos = 60_000_000_000 / per_minute * u64::from(1_000 + PACE_MARGIN_PER_MILLE) / 1_000;
     Quota::with_period(Duration::from_nanos(nanos.max(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::MIN)
+        .allow_burst(burst)
 }
 
 #[cfg(test)]
@@ -147,6 +154,31 @@ mod tests {
         assert_eq!(next - start(), chrono::Duration::milliseconds(1_010));
         clock.advance_to(next);
         assert_eq!(limiter.admit(5).granted, 1);
+    }
+
+    #[test]
+    fn fast_pace_never_exceeds_a_sliding_minute() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let per_minute = 6_000;
+        let mut limiter =
+            ConnectionLimiter::new(SendLimits { per_minute, per_day: u32::MAX }, clock.clone());
+        let mut sent_at = Vec::new();
+        // Ask for far more than allowed, at every instant the limiter names, for 3 minutes.
+        while clock.now() < start() + chrono::Duration::minutes(3) {
+            let admission = limiter.admit(10_000);
+            sent_at.extend(std::iter::repeat_n(clock.now(), admission.granted as usize));
+            clock.advance_to(admission.next_free_at.expect("a next instant"));
+        }
+        assert!(sent_at.len() > 17_000, "the pace is close to the limit: {}", sent_at.len());
+        // Sends are in time order, so the window's first send only moves forward.
+        let mut first = 0;
+        for (index, &at) in sent_at.iter().enumerate() {
+            while sent_at[first] <= at - chrono::Duration::minutes(1) {
+                first += 1;
+            }
+            let in_window = index - first + 1;
+            assert!(in_window <= per_minute as usize, "{in_window} sends in the minute to {at}");
+        }
     }
 
     #[test]

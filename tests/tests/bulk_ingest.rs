@@ -149,3 +149,83 @@ async fn sequence_with_bad_template_is_400() -> anyhow::Result<()> {
     assert!(answer["error"]["message"].as_str().unwrap_or("").starts_with("step 1: body"));
     Ok(())
 }
+
+#[actix_rt::test]
+async fn listed_errors_stop_at_the_maximum() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|config| config.ingest.max_errors_listed = 3).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let mut body = String::from("email\n");
+    for n in 0..10 {
+        body.push_str(&format!("bad{n}\n"));
+    }
+
+    let (status, report) = engine.upload(&key, &sequence, "text/csv", body).await?;
+
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rejected"], 10);
+    assert_eq!(report["errors"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["errors_not_listed"], 7);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn email_case_does_not_make_a_new_contact() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+
+    let body = "email\nana@example.com\nANA@EXAMPLE.COM\nAna@Example.com\n";
+    let (_, report) = engine.upload(&key, &sequence, "text/csv", body).await?;
+
+    assert_eq!(report["accepted"], 3, "{report}");
+    assert_eq!(report["created"], 1);
+    assert_eq!(report["duplicates"], 2);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn ndjson_mapping_may_name_a_later_key() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let body = "[1]\n{\"Mail\":\"m1@example.com\"}\n{\"Mail\":\"m2@example.com\"}\n";
+
+    let response = engine
+        .http
+        .post(engine.url("/v1/schedules/bulk"))
+        .query(&[("sequence", sequence.as_str()), ("mapping", "{\"Mail\":\"email\"}")])
+        .bearer_auth(&key)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await?;
+
+    assert_eq!(response.status(), 200);
+    let report: Value = response.json().await?;
+    assert_eq!(report["accepted"], 2, "{report}");
+    assert_eq!(report["rejected"], 1);
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn delay_over_a_year_is_400_in_any_form() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    for delay in [
+        serde_json::json!(31_622_401u64),
+        serde_json::json!("31622401"),
+        serde_json::json!(u64::MAX),
+    ] {
+        let response = engine
+            .http
+            .post(engine.url("/v1/sequences"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"name": "x", "steps": [
+                {"channel": "sms", "delay": delay, "body": "Hi"}]}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 400, "delay {delay}");
+    }
+    Ok(())
+}

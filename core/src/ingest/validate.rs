@@ -343,8 +343,15 @@ fn join_names(row: &RowValues<'_>) -> Option<String> {
     }
 }
 
+/// The key that identifies a contact within a tenant: its external id, else its email address
+/// in lowercase (mail systems treat addresses without regard to case in practice, so
+/// `Ana@x.org` and `ana@x.org` are one person), else its E.164 number.
 fn contact_key(contact: &ValidContact) -> Option<String> {
-    contact.external_id.clone().or_else(|| contact.email.clone()).or_else(|| contact.phone.clone())
+    contact
+        .external_id
+        .clone()
+        .or_else(|| contact.email.as_ref().map(|email| email.to_lowercase()))
+        .or_else(|| contact.phone.clone())
 }
 
 /// Reads a start time: an RFC 3339 timestamp, or a date, which means midnight in `timezone`.

@@ -27,6 +27,12 @@ use crate::ingest::{IngestFailure, IngestJob, ingest};
 /// Maximum number of steps in one sequence.
 const MAX_STEPS: usize = 50;
 
+/// Longest delay of one step: a year, leap day included.
+const MAX_DELAY_SECONDS: u64 = 366 * 86_400;
+
+/// Longest sequence or tenant name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SequenceRequest {
@@ -65,10 +71,16 @@ pub async fn create_sequence(
     body: web::Json<SequenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "name must have 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
     let sequence = Sequence {
         id: SequenceId::generate(),
         tenant: tenant.id,
-        name: request.name,
+        name: name.to_owned(),
         steps: parse_steps(request.steps)?,
         window: match request.window {
             Some(window) => parse_window(window)?,
@@ -138,7 +150,9 @@ fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
 /// Reads a delay: a number of seconds, or digits followed by `s`, `m`, `h` or `d`.
 fn parse_delay(value: &serde_json::Value) -> Result<u64, String> {
     if let Some(seconds) = value.as_u64() {
-        return Ok(seconds);
+        return (seconds <= MAX_DELAY_SECONDS)
+            .then_some(seconds)
+            .ok_or_else(|| format!("delay of {seconds} seconds is longer than a year"));
     }
     let text = value.as_str().ok_or("delay must be seconds or a string like \"2d\"")?.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -157,7 +171,7 @@ fn parse_delay(value: &serde_json::Value) -> Result<u64, String> {
     };
     amount
         .checked_mul(unit_seconds)
-        .filter(|&seconds| seconds <= 366 * 86_400)
+        .filter(|&seconds| seconds <= MAX_DELAY_SECONDS)
         .ok_or_else(|| format!("delay {text:?} is longer than a year"))
 }
 
@@ -224,6 +238,7 @@ pub async fn bulk_upload(
         explicit_mapping,
         limits,
         batch_rows: config.ingest.batch_rows,
+        max_errors_listed: config.ingest.max_errors_listed,
         now: state.engine.clock().now(),
         expected_bytes: content_length(&request),
     };
@@ -402,18 +417,13 @@ pub async fn find_schedules(
     Ok(HttpResponse::Ok().json(json!({"schedules": schedules, "next_after": next_after})))
 }
 
-/// The keys an upload may have derived a contact's schedule from: the value as given, and for
-/// an email address, the address with its domain in lowercase, as ingest stores it.
+/// The keys an upload may have derived a contact's schedule from: the value as given (an
+/// external id or an E.164 number), and the value in lowercase, as ingest keys an email
+/// address.
 fn contact_key_candidates(contact: &str) -> Vec<String> {
     let trimmed = contact.trim().to_owned();
-    let mut keys = vec![trimmed.clone()];
-    if let Some((local, domain)) = trimmed.rsplit_once('@') {
-        let normalised = format!("{local}@{}", domain.to_ascii_lowercase());
-        if normalised != trimmed {
-            keys.push(normalised);
-        }
-    }
-    keys
+    let lowercase = trimmed.to_lowercase();
+    if lowercase == trimmed { vec![trimmed] } else { vec![trimmed, lowercase] }
 }
 
 pub async fn get_schedule(
@@ -558,9 +568,9 @@ pub async fn put_connection(
                 .ok_or_else(|| {
                     ApiError::BadRequest("twilio needs account_sid: AC followed by 32 hex".into())
                 })?,
-            auth_token: request
-                .auth_token
-                .ok_or_else(|| ApiError::BadRequest("twilio needs auth_token".into()))?,
+            auth_token: request.auth_token.filter(|t| !t.expose().is_empty()).ok_or_else(|| {
+                ApiError::BadRequest("twilio needs a non-empty auth_token".into())
+            })?,
         },
     };
     let store = state.engine.store();
