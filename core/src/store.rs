@@ -61,6 +61,10 @@ pub struct RecoveryReport {
     pub in_doubt: u64,
 }
 
+/// Reason recorded on a follow-up that recovery moves to in-doubt.
+pub const IN_DOUBT_AFTER_STOP: &str = "the engine stopped while the request was in flight; it \
+     may have been delivered, so it is not sent again";
+
 /// Number of follow-ups per channel and state.
 pub type FollowUpCounts = BTreeMap<(Channel, FollowUpState), u64>;
 
@@ -151,7 +155,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>>;
 
     /// Settles what a stop interrupted, for every tenant: claimed follow-ups return to pending
-    /// and sending ones become in-doubt. Run once at start-up, before dispatch.
+    /// and sending ones become in-doubt with the reason [`IN_DOUBT_AFTER_STOP`]. Run once at
+    /// start-up, before dispatch.
     fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport>;
 
     /// Counts follow-ups by channel and state, for one tenant or for all.

@@ -8,7 +8,9 @@
 
 use followup_core::domain::{Attempt, Connection, FollowUp, FollowUpState, Sequence, Tenant};
 use followup_core::ids::{FollowUpId, TenantId};
-use followup_core::store::{Enrolment, InsertReport, RecoveryReport, StoreError};
+use followup_core::store::{
+    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, RecoveryReport, StoreError,
+};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
@@ -284,19 +286,19 @@ impl<'txn> WriteTables<'txn> {
                 .ok_or_else(|| corrupt(format!("malformed key of {} bytes", key.len())))?;
             let previous: FollowUp = tables::get(&self.follow_ups, FOLLOW_UPS, &key)?
                 .ok_or_else(|| corrupt(format!("key names missing follow-up {id}")))?;
-            let state = match previous.state {
+            let (state, reason) = match previous.state {
                 FollowUpState::Claimed => {
                     report.released_claims += 1;
-                    FollowUpState::Pending
+                    (FollowUpState::Pending, previous.reason.clone())
                 }
                 FollowUpState::Sending => {
                     report.in_doubt += 1;
-                    FollowUpState::InDoubt
+                    (FollowUpState::InDoubt, Some(IN_DOUBT_AFTER_STOP.to_owned()))
                 }
                 // Not in flight after all: only the stale index entry needs to go.
-                other => other,
+                other => (other, previous.reason.clone()),
             };
-            let recovered = FollowUp { state, ..previous.clone() };
+            let recovered = FollowUp { state, reason, ..previous.clone() };
             self.put_follow_up(tenant, Some(&previous), &recovered)?;
         }
         Ok(report)

@@ -501,6 +501,10 @@ pub async fn recovery_settles_interrupted(store: &dyn Store) {
             assert_eq!(new.state, expected_state, "state after recovery, was {}", old.state);
             assert_eq!(new.due_at, old.due_at, "due instant kept, state was {}", old.state);
             assert_eq!(new.attempts, old.attempts, "attempts kept, state was {}", old.state);
+            if old.state == FollowUpState::Sending {
+                let reason = new.reason.as_deref();
+                assert_eq!(reason, Some(super::IN_DOUBT_AFTER_STOP), "in-doubt reason recorded");
+            }
         }
     }
 
