@@ -19,14 +19,16 @@ use followup_adapters::outlook::GraphClient;
 use followup_adapters::twilio::TwilioClient;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
-use followup_core::ids::TenantId;
+use followup_core::ids::{ScheduleId, TenantId};
 use followup_core::store::Store;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use crate::actors::billing::{BillingActor, RegisterTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient};
-use crate::actors::tenant::{DispatchDeps, RoundReport, RunDue, TenantActor, earliest};
+use crate::actors::tenant::{
+    CancelSchedule, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
+};
 use crate::config::Config;
 use crate::telemetry::{self, LatenessHistogram};
 
@@ -142,6 +144,24 @@ impl Engine {
         drop(tenants);
         self.notify_new_work();
         Ok(())
+    }
+
+    /// Cancels the follow-ups of a schedule that have not left yet, through the tenant's actor
+    /// so that it cannot interleave with a dispatch round. Returns how many were cancelled.
+    pub async fn cancel_schedule(
+        &self,
+        tenant: TenantId,
+        schedule: ScheduleId,
+    ) -> anyhow::Result<usize> {
+        let actor = self
+            .tenants
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
+            .get(&tenant)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("tenant {tenant} has no actor"))?;
+        let now = self.deps.clock.now();
+        Ok(actor.send(CancelSchedule { schedule, now }).await??)
     }
 
     /// Wakes the dispatch loop early, after an upload or a change of connection.

@@ -15,7 +15,7 @@ use followup_adapters::outbound::{OutboundMessage, SendOutcome};
 use followup_core::domain::{
     Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, Sequence,
 };
-use followup_core::ids::{SequenceId, TenantId};
+use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::limits::SendLimits;
 use followup_core::store::{Store, StoreError};
 use followup_core::template::Template;
@@ -25,6 +25,9 @@ use super::billing::{BillingActor, Reserve, Settle};
 use super::provider::{Admit, Deliver, ProviderActor};
 use crate::config::{DispatchConfig, OverQuota};
 use crate::telemetry::{self, LatenessHistogram};
+
+/// Reason recorded on follow-ups cancelled through the API.
+const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
 
 /// What every tenant actor shares.
 #[derive(Debug)]
@@ -137,6 +140,26 @@ impl Handler<RunDue> for TenantActor {
     }
 }
 
+/// Cancels every follow-up of a schedule that has not left yet, and returns how many. Like a
+/// round, it runs alone in the actor, so a round never writes back a follow-up that was
+/// cancelled while the round held it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, DispatchError>")]
+pub struct CancelSchedule {
+    pub schedule: ScheduleId,
+    pub now: DateTime<Utc>,
+}
+
+impl Handler<CancelSchedule> for TenantActor {
+    type Result = AtomicResponse<Self, Result<usize, DispatchError>>;
+
+    fn handle(&mut self, msg: CancelSchedule, _: &mut Self::Context) -> Self::Result {
+        let round = self.round.clone();
+        let cancel = async move { round.cancel(msg.schedule, msg.now).await };
+        AtomicResponse::new(Box::pin(cancel.into_actor(self)))
+    }
+}
+
 /// The state a round works with; shared with the round's future.
 #[derive(Debug)]
 struct TenantRound {
@@ -152,6 +175,24 @@ struct Sendable {
 }
 
 impl TenantRound {
+    async fn cancel(
+        &self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> Result<usize, DispatchError> {
+        let store = &self.deps.store;
+        let mut cancelled = Vec::new();
+        for mut follow_up in store.follow_ups_of_schedule(self.tenant, schedule).await? {
+            if follow_up.state.is_due_kind() {
+                settle(&mut follow_up, FollowUpState::Cancelled, CANCELLED_REASON.into(), now);
+                cancelled.push(follow_up);
+            }
+        }
+        let count = cancelled.len();
+        store.update_follow_ups(self.tenant, cancelled, Vec::new()).await?;
+        Ok(count)
+    }
+
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
         let connections = self.deps.store.connections(self.tenant).await?;
         let mut report = RoundReport::default();

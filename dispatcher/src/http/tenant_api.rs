@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{NaiveTime, Utc, Weekday};
 use followup_core::domain::{
-    Channel, Connection, Credentials, FollowUpState, LimitOverrides, Provider, SendWindow,
-    Sequence, Step,
+    Channel, Connection, Credentials, LimitOverrides, Provider, SendWindow, Sequence, Step,
 };
 use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId, SequenceId};
 use followup_core::ingest::{ContactField, Format, IngestError};
@@ -450,18 +449,7 @@ pub async fn cancel_schedule(
     if store.schedule(tenant.id, id).await?.is_none() {
         return Err(ApiError::NotFound(format!("schedule {id}")));
     }
-    let now = state.engine.clock().now();
-    let mut cancelled = Vec::new();
-    for mut follow_up in store.follow_ups_of_schedule(tenant.id, id).await? {
-        if follow_up.state.is_due_kind() {
-            follow_up.state = FollowUpState::Cancelled;
-            follow_up.reason = Some("schedule cancelled by the tenant".into());
-            follow_up.updated_at = now;
-            cancelled.push(follow_up);
-        }
-    }
-    let count = cancelled.len();
-    store.update_follow_ups(tenant.id, cancelled, Vec::new()).await?;
+    let count = state.engine.cancel_schedule(tenant.id, id).await?;
     Ok(HttpResponse::Ok().json(json!({"schedule": id, "cancelled": count})))
 }
 
