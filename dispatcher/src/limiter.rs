@@ -116,6 +116,17 @@ impl ConnectionLimiter {
         Admission { granted, next_free_at: None }
     }
 
+    /// Gives back the daily-window places of the last `count` permits, for follow-ups that
+    /// were admitted but not sent. The per-minute pace keeps them spent: it only delays the
+    /// next sends by at most `count` intervals.
+    pub fn refund(&mut self, count: u32) {
+        for _ in 0..count {
+            if self.sent_today.pop_back().is_none() {
+                break;
+            }
+        }
+    }
+
     fn forget_sends_before(&mut self, cutoff: DateTime<Utc>) {
         while self.sent_today.front().is_some_and(|&sent| sent <= cutoff) {
             self.sent_today.pop_front();
@@ -179,6 +190,17 @@ mod tests {
             let in_window = index - first + 1;
             assert!(in_window <= per_minute as usize, "{in_window} sends in the minute to {at}");
         }
+    }
+
+    #[test]
+    fn refund_frees_daily_places() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut limiter =
+            ConnectionLimiter::new(SendLimits { per_minute: 6_000, per_day: 2 }, clock.clone());
+        assert_eq!(limiter.admit(2).granted, 2);
+        limiter.refund(1);
+        clock.advance(chrono::Duration::seconds(1));
+        assert_eq!(limiter.admit(2).granted, 1, "one refunded place, one still used");
     }
 
     #[test]

@@ -50,12 +50,15 @@ impl ProviderClient {
     }
 }
 
+/// NOTE: limiters start empty, so after a restart a connection's daily window forgets the
+/// sends of the last 24 hours and may send up to a second day's cap within them. Rebuilding
+/// it from the sent follow-ups of the last day needs a store query by send time.
 #[derive(Debug)]
 pub struct ProviderActor {
     provider: Provider,
     client: Arc<ProviderClient>,
     clock: Arc<dyn Clock>,
-    /// Sends in flight at once through this actor.
+    /// Sends in flight at once per `Deliver` batch; concurrent batches each get this many.
     concurrency: usize,
     limiters: HashMap<(ConnectionId, Channel), ConnectionLimiter>,
 }
@@ -111,6 +114,26 @@ impl Handler<Admit> for ProviderActor {
                 .increment(1);
         }
         MessageResult(admission)
+    }
+}
+
+/// Gives back `count` daily-window permits of a connection, taken by [`Admit`] for follow-ups
+/// that did not go out after all.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Refund {
+    pub connection: ConnectionId,
+    pub channel: Channel,
+    pub count: u32,
+}
+
+impl Handler<Refund> for ProviderActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Refund, _: &mut Self::Context) {
+        if let Some(limiter) = self.limiters.get_mut(&(msg.connection, msg.channel)) {
+            limiter.refund(msg.count);
+        }
     }
 }
 

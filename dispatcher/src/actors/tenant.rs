@@ -22,7 +22,7 @@ use followup_core::template::Template;
 use rand::Rng as _;
 
 use super::billing::{BillingActor, Reserve, Settle};
-use super::provider::{Admit, Deliver, ProviderActor};
+use super::provider::{Admit, Deliver, ProviderActor, Refund};
 use crate::config::{DispatchConfig, OverQuota};
 use crate::telemetry::{self, LatenessHistogram};
 
@@ -49,6 +49,13 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error("actor mailbox closed: {0}")]
     Mailbox(#[from] MailboxError),
+}
+
+/// An error after some sends may have been accepted, with how many were.
+#[derive(Debug)]
+struct DeliveryFailure {
+    accepted: u64,
+    error: DispatchError,
 }
 
 /// Runs one dispatch round at instant `now`.
@@ -197,7 +204,15 @@ impl TenantRound {
         let connections = self.deps.store.connections(self.tenant).await?;
         let mut report = RoundReport::default();
         for channel in Channel::ALL {
-            report.merge(self.run_channel(channel, &connections, now).await?);
+            // One channel's error must not stop the others; it is tried again a tick later.
+            match self.run_channel(channel, &connections, now).await {
+                Ok(channel_report) => report.merge(channel_report),
+                Err(error) => {
+                    tracing::error!(tenant = %self.tenant, %channel, %error, "dispatch failed");
+                    let retry_at = now + chrono::Duration::seconds(1);
+                    report.merge(RoundReport { settled_or_sent: 0, next_wake: Some(retry_at) });
+                }
+            }
         }
         Ok(report)
     }
@@ -228,32 +243,27 @@ impl TenantRound {
 
         // Admission comes first, so that only follow-ups that may go out now are prepared: a
         // paced connection admits one at a time, and preparing the whole batch each time
-        // would redo the same work. A follow-up settled in preparation (no address, quota used
-        // up) leaves its permit unused, which can only slow the connection, never overrun it.
+        // would redo the same work. Permits of follow-ups settled in preparation (no address,
+        // quota used up) are given back to the daily window.
         let admission = self.admit(connection, channel, &mut due).await?;
+        let admitted = due.len();
         let (mut sendable, mut settled) = self.prepare(due, channel, connection, now).await?;
         let reservation = self.reserve_quota(channel, &mut sendable, &mut settled, now).await?;
+        self.refund(connection, channel, admitted - sendable.len()).await?;
+        let count = settled.len() + sendable.len();
 
-        // Follow-ups settled without a send, and the ones about to leave, are written in one
-        // durable batch before any request goes out: after a crash a sending follow-up becomes
-        // in-doubt instead of being sent again.
-        for item in &mut sendable {
-            item.follow_up.state = FollowUpState::Sending;
-            item.follow_up.attempts += 1;
-            item.follow_up.updated_at = now;
-        }
-        let mut written: Vec<FollowUp> = settled;
-        written.extend(sendable.iter().map(|item| item.follow_up.clone()));
-        let count = written.len();
-        if !written.is_empty() {
-            store.update_follow_ups(self.tenant, written, Vec::new()).await?;
-        }
-
-        let sent = self.deliver(connection, channel, sendable, now).await?;
+        // The reservation is settled whatever happens after it, so that an error cannot keep
+        // quota reserved until a restart.
+        let delivered = self.write_and_deliver(connection, channel, settled, sendable, now).await;
+        let sent = match &delivered {
+            Ok(accepted) => *accepted,
+            Err(failure) => failure.accepted,
+        };
         self.deps
             .billing
             .send(Settle { tenant: self.tenant, channel, reserved: reservation, sent, now })
             .await?;
+        delivered.map_err(|failure| failure.error)?;
 
         // Work held back by a rate limit waits for the limit; otherwise more may be due now.
         let next_wake = admission.next_free_at.or(Some(now));
@@ -431,6 +441,48 @@ impl TenantRound {
         Ok(admission)
     }
 
+    /// Gives back daily-window permits taken for follow-ups that did not go out.
+    async fn refund(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+        unused: usize,
+    ) -> Result<(), DispatchError> {
+        if unused == 0 {
+            return Ok(());
+        }
+        if let Some(provider) = self.deps.providers.get(&connection.provider) {
+            let count = u32::try_from(unused).unwrap_or(u32::MAX);
+            provider.send(Refund { connection: connection.id, channel, count }).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the settled follow-ups and the ones about to leave in one durable batch, then
+    /// sends. The write comes before any request goes out: after a crash a sending follow-up
+    /// becomes in-doubt instead of being sent again. Returns how many the provider accepted.
+    async fn write_and_deliver(
+        &self,
+        connection: &Connection,
+        channel: Channel,
+        settled: Vec<FollowUp>,
+        mut sendable: Vec<Sendable>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DeliveryFailure> {
+        for item in &mut sendable {
+            item.follow_up.state = FollowUpState::Sending;
+            item.follow_up.attempts += 1;
+            item.follow_up.updated_at = now;
+        }
+        let mut written = settled;
+        written.extend(sendable.iter().map(|item| item.follow_up.clone()));
+        if !written.is_empty() {
+            let result = self.deps.store.update_follow_ups(self.tenant, written, Vec::new()).await;
+            result.map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
+        }
+        self.deliver(connection, channel, sendable, now).await
+    }
+
     /// Sends through the provider actor and writes each outcome. Returns how many the
     /// provider accepted.
     async fn deliver(
@@ -439,7 +491,7 @@ impl TenantRound {
         channel: Channel,
         sendable: Vec<Sendable>,
         started_at: DateTime<Utc>,
-    ) -> Result<u64, DispatchError> {
+    ) -> Result<u64, DeliveryFailure> {
         if sendable.is_empty() {
             return Ok(0);
         }
@@ -450,7 +502,8 @@ impl TenantRound {
             sendable.into_iter().map(|item| (item.follow_up, item.message)).unzip();
         let outcomes = provider
             .send(Deliver { credentials: connection.credentials.clone(), messages })
-            .await?;
+            .await
+            .map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
         let finished_at = self.deps.clock.now();
         let mut accepted = 0;
         let mut pause_reason = None;
@@ -481,9 +534,11 @@ impl TenantRound {
             });
             written.push(follow_up);
         }
-        self.deps.store.update_follow_ups(self.tenant, written, attempts).await?;
+        let failure = |error: DispatchError| DeliveryFailure { accepted, error };
+        let result = self.deps.store.update_follow_ups(self.tenant, written, attempts).await;
+        result.map_err(|error| failure(error.into()))?;
         if let Some(reason) = pause_reason {
-            self.pause_connection(connection, channel, &reason).await?;
+            self.pause_connection(connection, channel, &reason).await.map_err(failure)?;
         }
         Ok(accepted)
     }
@@ -534,10 +589,9 @@ impl TenantRound {
                 Some(reason.clone())
             }
             SendOutcome::Unauthorized { reason } => {
-                // The send waits for the connection to be reconnected; this attempt does not
-                // count against its retry budget.
+                // The send waits for the connection to be reconnected. The attempt stays
+                // counted, so that attempt numbers never repeat.
                 follow_up.state = FollowUpState::Pending;
-                follow_up.attempts = follow_up.attempts.saturating_sub(1);
                 follow_up.reason = Some(format!("waiting for reconnection: {reason}"));
                 Some(reason.clone())
             }
@@ -547,7 +601,8 @@ impl TenantRound {
     /// Exponential backoff with jitter: `2^(attempt-1)` seconds plus up to one second, capped,
     /// and never shorter than what the provider asked for.
     fn backoff(&self, attempt: u32, retry_after: Option<std::time::Duration>) -> chrono::Duration {
-        let cap = self.deps.config.max_backoff_seconds.max(1);
+        // Capped at a day, so that a huge configured maximum cannot overflow the arithmetic.
+        let cap = self.deps.config.max_backoff_seconds.clamp(1, 86_400);
         let exponential = 1u64.checked_shl(attempt.saturating_sub(1)).unwrap_or(u64::MAX).min(cap);
         let jitter_ms = rand::rng().random_range(0..1_000);
         let mut wait = chrono::Duration::seconds(exponential as i64)
