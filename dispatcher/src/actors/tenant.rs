@@ -225,21 +225,25 @@ impl TenantRound {
     ) -> Result<RoundReport, DispatchError> {
         let store = &self.deps.store;
         let batch_size = self.deps.config.batch_size.max(1);
+        let connection = connections.iter().find(|c| c.provider.carries(channel));
+
+        // A paused connection waits for the tenant to replace its credentials, which wakes
+        // the engine; reading its due follow-ups every tick would be wasted.
+        if connection.is_some_and(|c| c.paused_reason.is_some()) {
+            return Ok(RoundReport::default());
+        }
         let mut due = store.due_follow_ups(self.tenant, channel, now, batch_size).await?;
         if due.is_empty() {
             let next_wake = store.next_due_at(self.tenant, channel).await?;
             return Ok(RoundReport { settled_or_sent: 0, next_wake });
         }
 
-        // A channel without a connection cannot send; a paused one waits for its resume.
-        let Some(connection) = connections.iter().find(|c| c.provider.carries(channel)) else {
+        // A channel without a connection cannot send.
+        let Some(connection) = connection else {
             let reason = format!("no {channel} connection: connect one to send this channel");
             let settled = self.settle_all(due, FollowUpState::Skipped, &reason, now).await?;
             return Ok(RoundReport { settled_or_sent: settled, next_wake: Some(now) });
         };
-        if connection.paused_reason.is_some() {
-            return Ok(RoundReport::default());
-        }
 
         // Admission comes first, so that only follow-ups that may go out now are prepared: a
         // paced connection admits one at a time, and preparing the whole batch each time
