@@ -180,10 +180,7 @@ impl Engine {
         let mut report = RoundReport::default();
         for ((tenant, _), result) in actors.iter().zip(join_all(rounds).await) {
             match result {
-                Ok(Ok(round)) => {
-                    report.settled_or_sent += round.settled_or_sent;
-                    report.next_wake = earliest(report.next_wake, round.next_wake);
-                }
+                Ok(Ok(round)) => report.merge(round),
                 Ok(Err(error)) => {
                     tracing::error!(%tenant, %error, "dispatch round failed; retrying next tick");
                     report.next_wake = earliest(report.next_wake, Some(now + tick(&self.config)));

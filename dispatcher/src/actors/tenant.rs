@@ -76,7 +76,8 @@ pub struct RoundReport {
 }
 
 impl RoundReport {
-    fn merge(&mut self, other: RoundReport) {
+    /// Adds another report: counts add up, the earlier wake wins.
+    pub fn merge(&mut self, other: RoundReport) {
         self.settled_or_sent += other.settled_or_sent;
         self.next_wake = earliest(self.next_wake, other.next_wake);
     }
@@ -196,7 +197,9 @@ impl TenantRound {
             }
         }
         let count = cancelled.len();
-        store.update_follow_ups(self.tenant, cancelled, Vec::new()).await?;
+        if count > 0 {
+            store.update_follow_ups(self.tenant, cancelled, Vec::new()).await?;
+        }
         Ok(count)
     }
 
@@ -263,10 +266,10 @@ impl TenantRound {
             Ok(accepted) => *accepted,
             Err(failure) => failure.accepted,
         };
-        self.deps
-            .billing
-            .send(Settle { tenant: self.tenant, channel, reserved: reservation, sent, now })
-            .await?;
+        if reservation > 0 {
+            let settle = Settle { tenant: self.tenant, channel, reserved: reservation, sent, now };
+            self.deps.billing.send(settle).await?;
+        }
         delivered.map_err(|failure| failure.error)?;
 
         // Work held back by a rate limit waits for the limit; otherwise more may be due now.
