@@ -46,7 +46,7 @@ impl Provider {
         }
     }
 
-    /// Whether this provider carries `channel`.
+    /// Returns whether this provider carries `channel`.
     pub fn carries(self, channel: Channel) -> bool {
         match self {
             Provider::Gmail | Provider::Outlook => channel == Channel::Email,
@@ -136,7 +136,7 @@ pub struct Connection {
     pub credentials: Credentials,
     #[serde(default)]
     pub limits: LimitOverrides,
-    /// Why sending through this connection is paused, if it is.
+    /// Reason sending through this connection is paused, if it is.
     #[serde(default)]
     pub paused_reason: Option<String>,
 }
@@ -177,7 +177,7 @@ impl Contact {
         value.filter(|v| !v.is_empty())
     }
 
-    /// The address this contact is reached at on `channel`, if it has one.
+    /// Returns the address this contact is reached at on `channel`, if it has one.
     pub fn address(&self, channel: Channel) -> Option<&str> {
         match channel {
             Channel::Email => self.email.as_deref(),
@@ -197,7 +197,7 @@ pub struct SendWindow {
 }
 
 impl SendWindow {
-    /// Every day, every hour.
+    /// Returns a window open every day, every hour.
     pub fn always() -> Self {
         Self {
             weekdays: vec![
@@ -256,7 +256,7 @@ pub struct Schedule {
 
 /// Where a follow-up is in its life. A follow-up moves
 /// pending -> claimed -> sending -> sent | retry | failed | dead | skipped | cancelled,
-/// and to in-doubt when the engine stopped after a request left and before its answer was
+/// and to in-doubt when the engine stopped after a request left and before its response was
 /// stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -313,12 +313,12 @@ impl FollowUpState {
         }
     }
 
-    /// Whether the follow-up waits to be dispatched at its due instant.
+    /// Returns whether the follow-up waits to be dispatched at its due instant.
     pub fn is_due_kind(self) -> bool {
         matches!(self, FollowUpState::Pending | FollowUpState::Retry)
     }
 
-    /// Whether the follow-up has reached an end state.
+    /// Returns whether the follow-up has reached an end state.
     pub fn is_settled(self) -> bool {
         matches!(
             self,
@@ -353,7 +353,7 @@ pub struct FollowUp {
     pub planned_at: DateTime<Utc>,
     /// Number of attempts made so far.
     pub attempts: u32,
-    /// Why it ended as it did, or why the last attempt failed.
+    /// Reason it ended as it did, or the last attempt's failure.
     pub reason: Option<String>,
     /// The provider's id of the sent message or call.
     pub provider_message_id: Option<String>,

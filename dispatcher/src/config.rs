@@ -21,7 +21,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
-    /// Bearer token of the operator endpoints under `/admin`; they answer 401 while it is unset.
+    /// Bearer token of the operator endpoints under `/admin`; they return 401 while it is unset.
     pub admin_token: Option<Sensitive<String>>,
     pub log_format: LogFormat,
     pub providers: ProvidersConfig,
@@ -56,7 +56,7 @@ impl Config {
     }
 }
 
-/// Where provider requests go.
+/// Destination of provider requests.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersConfig {
@@ -101,12 +101,12 @@ pub struct IngestConfig {
     pub max_bytes: u64,
     /// Most data rows in one upload.
     pub max_rows: u64,
-    /// Longest single record, in bytes.
+    /// Maximum size of a single record, in bytes.
     pub max_record_bytes: usize,
     /// Rows written to the store per durable batch.
     pub batch_rows: usize,
     /// Most row errors listed in one upload's report; rejected rows beyond it are counted but
-    /// not listed, so that a file of bad rows cannot make the answer (and memory) unbounded.
+    /// not listed, so that a file of bad rows cannot make the response (and memory) unbounded.
     pub max_errors_listed: usize,
 }
 
@@ -133,7 +133,7 @@ impl IngestConfig {
     }
 }
 
-/// How follow-ups are dispatched.
+/// Settings of dispatch.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
@@ -141,9 +141,9 @@ pub struct DispatchConfig {
     pub batch_size: usize,
     /// Attempts per follow-up before it is dead.
     pub retry_budget: u32,
-    /// Longest wait between retries, in seconds.
+    /// Maximum wait between retries, in seconds.
     pub max_backoff_seconds: u64,
-    /// Longest pause between dispatch rounds under the system clock, in milliseconds.
+    /// Maximum pause between dispatch rounds under the system clock, in milliseconds.
     pub tick_millis: u64,
 }
 
@@ -153,14 +153,14 @@ impl Default for DispatchConfig {
     }
 }
 
-/// What a tenant's plan allows per calendar month (UTC).
+/// Monthly allowance of a tenant's plan, per calendar month (UTC).
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     pub monthly_email: u64,
     pub monthly_sms: u64,
     pub monthly_call: u64,
-    /// What happens to a follow-up once the month's quota is used up.
+    /// Treatment of a follow-up once the month's quota is used up.
     #[serde(default)]
     pub over_quota: OverQuota,
 }

@@ -30,7 +30,7 @@ const DEMO_TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const DEMO_TWILIO_TOKEN: &str = "demo-twilio-auth-token";
 const DEMO_TWILIO_NUMBER: &str = "+15005550006";
 
-/// Longest stretch of virtual time the demo runs before giving up.
+/// Maximum stretch of virtual time the demo runs before giving up.
 const VIRTUAL_DEADLINE_DAYS: i64 = 400;
 
 /// Options of `followup demo`.
@@ -224,7 +224,7 @@ impl DemoClient {
             .send()
             .await?;
         let created: serde_json::Value = expect_ok(response, "create the demo sequence").await?;
-        created["id"].as_str().map(str::to_owned).context("sequence answer has no id")
+        created["id"].as_str().map(str::to_owned).context("sequence response has no id")
     }
 
     async fn upload(
@@ -391,7 +391,7 @@ async fn summarize(
     })
 }
 
-/// The most common reasons follow-ups were skipped or failed.
+/// Returns the most common reasons follow-ups were skipped or failed.
 async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<ReasonCount>> {
     const PAGE: usize = 5_000;
     let mut reasons = Vec::new();

@@ -48,7 +48,7 @@ impl GovernorClock for EngineClock {
 
 type PaceLimiter = RateLimiter<NotKeyed, InMemoryState, EngineClock, NoOpMiddleware<Nanos>>;
 
-/// What [`ConnectionLimiter::admit`] allowed.
+/// Result of [`ConnectionLimiter::admit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
     /// Sends that may go out now. Their permits are already taken.

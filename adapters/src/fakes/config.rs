@@ -21,14 +21,14 @@ pub struct FakeConfig {
     pub accounts: Accounts,
 }
 
-/// Which credentials the fakes accept.
+/// Kinds of credentials the fakes accept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Accounts {
-    /// Only credentials registered with `register_*`; anything else answers 401.
+    /// Only credentials registered with `register_*`; anything else gets 401.
     #[default]
     Registered,
     /// Any well-formed credentials: an unknown token, Twilio account or sender number is
-    /// registered on first use, so that an engine with tenants the fakes were never told about
+    /// registered on first use, so that an engine with tenants never registered with the fakes
     /// can still send. Each such account gets `limits`, or its provider's published limits.
     Open { limits: Option<SendLimits> },
 }

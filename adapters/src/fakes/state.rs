@@ -162,7 +162,7 @@ impl FakeState {
             });
     }
 
-    /// The limits an account registered on first use gets, or `None` when only registered
+    /// Returns the limits an account registered on first use gets, or `None` when only registered
     /// accounts are accepted.
     fn open_limits(&self, provider: Provider, channel: Channel) -> Option<SendLimits> {
         match self.accounts {
@@ -173,7 +173,7 @@ impl FakeState {
         }
     }
 
-    /// The lowercase address of the mailbox `access_token` belongs to. With open accounts, an
+    /// Returns the lowercase address of the mailbox `access_token` belongs to. With open accounts, an
     /// unknown token becomes a mailbox of its own, named after a hash of the token so that the
     /// token itself is never kept as a name.
     pub(crate) fn mailbox_of(&self, provider: Provider, access_token: &str) -> Option<String> {
@@ -187,7 +187,7 @@ impl FakeState {
         Some(mailbox)
     }
 
-    /// Whether `auth_token` is the token of the Twilio account `account_sid`. With open
+    /// Returns whether `auth_token` is the token of the Twilio account `account_sid`. With open
     /// accounts, an unknown account is registered with the token it first shows.
     pub(crate) fn twilio_authenticates(&self, account_sid: &str, auth_token: &str) -> bool {
         let mut inner = self.inner.lock();
@@ -204,7 +204,7 @@ impl FakeState {
         true
     }
 
-    /// Whether `from` is a registered number of the Twilio account `account_sid`. With open
+    /// Returns whether `from` is a registered number of the Twilio account `account_sid`. With open
     /// accounts, an unknown number of a known account is registered on first use.
     pub(crate) fn twilio_owns_number(&self, account_sid: &str, from: &str) -> bool {
         let sms = self.open_limits(Provider::Twilio, Channel::Sms);
@@ -346,7 +346,7 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// A stable, non-reversible name for a token, so that an open account can be keyed by it.
+/// Returns a stable, non-reversible name for a token, so that an open account can be keyed by it.
 fn token_hash(token: &str) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

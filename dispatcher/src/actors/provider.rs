@@ -137,7 +137,7 @@ impl Handler<Refund> for ProviderActor {
     }
 }
 
-/// Sends admitted follow-ups; answers one outcome per message, in order.
+/// Sends admitted follow-ups and returns one outcome per message, in order.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<SendOutcome>")]
 pub struct Deliver {

@@ -29,7 +29,7 @@ use crate::telemetry::{self, LatenessHistogram};
 /// Reason recorded on follow-ups cancelled through the API.
 const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
 
-/// What every tenant actor shares.
+/// Dependencies every tenant actor shares.
 #[derive(Debug)]
 pub struct DispatchDeps {
     pub store: Arc<dyn Store>,
@@ -65,7 +65,7 @@ pub struct RunDue {
     pub now: DateTime<Utc>,
 }
 
-/// What a round did and when the tenant next has work.
+/// Result of a round: follow-ups changed and the instant the tenant next has work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RoundReport {
     /// Follow-ups whose state the round changed.
@@ -83,7 +83,7 @@ impl RoundReport {
     }
 }
 
-/// The earlier of two optional instants.
+/// Returns the earlier of two optional instants.
 pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -313,7 +313,7 @@ impl TenantRound {
         Ok((sendable, settled))
     }
 
-    /// Renders the message of one follow-up, or says why it cannot be sent.
+    /// Renders the message of one follow-up, or returns the state and reason it settles with.
     async fn render(
         &self,
         follow_up: &FollowUp,
@@ -379,8 +379,8 @@ impl TenantRound {
         Ok(Some(Ok(compiled)))
     }
 
-    /// Reserves quota for `sendable`; follow-ups beyond the plan are skipped or held, as the
-    /// plan says. Returns the number reserved.
+    /// Reserves quota for `sendable`. Follow-ups beyond the plan are skipped or held, as the
+    /// plan sets. Returns the number reserved.
     async fn reserve_quota(
         &self,
         channel: Channel,

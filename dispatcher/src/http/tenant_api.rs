@@ -26,10 +26,10 @@ use crate::ingest::{IngestFailure, IngestJob, ingest};
 /// Maximum number of steps in one sequence.
 const MAX_STEPS: usize = 50;
 
-/// Longest delay of one step: a year, leap day included.
+/// Maximum delay of one step: a year, leap day included.
 const MAX_DELAY_SECONDS: u64 = 366 * 86_400;
 
-/// Longest sequence or tenant name, in characters.
+/// Maximum length of a sequence or tenant name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 
 #[derive(Debug, Deserialize)]
@@ -416,7 +416,7 @@ pub async fn find_schedules(
     Ok(HttpResponse::Ok().json(json!({"schedules": schedules, "next_after": next_after})))
 }
 
-/// The keys an upload may have derived a contact's schedule from: the value as given (an
+/// Returns the keys an upload may have derived a contact's schedule from: the value as given (an
 /// external id or an E.164 number), and the value in lowercase, as ingest keys an email
 /// address.
 fn contact_key_candidates(contact: &str) -> Vec<String> {
