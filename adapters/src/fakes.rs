@@ -147,12 +147,12 @@ impl FakeProviders {
         self.state.register_twilio(account_sid, auth_token, from_number, sms, call);
     }
 
-    /// Every send accepted so far, in the order accepted.
+    /// Returns every send accepted so far, in the order accepted.
     pub fn received(&self) -> Vec<ReceivedMessage> {
         self.state.received()
     }
 
-    /// The counters so far.
+    /// Returns the counters so far.
     pub fn stats(&self) -> FakeStats {
         self.state.stats()
     }

@@ -105,7 +105,7 @@ pub(crate) fn transport_outcome(provider: &str, err: &reqwest::Error) -> SendOut
     }
 }
 
-/// Longest provider message kept in a reason, in characters.
+/// Maximum length of a provider message kept in a reason, in characters.
 const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Formats a reason as `<provider> <status> <code>: <message>`, the message cut short.

@@ -1,5 +1,5 @@
-//! What every provider client takes and returns, so that the provider actors treat Gmail,
-//! Outlook and Twilio alike.
+//! Inputs and outputs shared by every provider client, so that the provider actors treat
+//! Gmail, Outlook and Twilio alike.
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub struct OutboundMessage {
     pub body: String,
 }
 
-/// How a provider answered one send.
+/// Result of one send, as the provider responded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
     /// The provider accepted the message or call.
@@ -34,7 +34,7 @@ pub enum SendOutcome {
     /// A transient failure: rate limited, server error, timeout. Safe to try again.
     Retryable {
         reason: String,
-        /// When the provider said to try again, from a Retry-After header or the error text.
+        /// Wait the provider requested, from a Retry-After header or the error text.
         retry_after: Option<Duration>,
     },
     /// The provider rejected the message for good (invalid recipient, unsubscribed, ...).

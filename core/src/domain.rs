@@ -254,7 +254,7 @@ pub struct Schedule {
     pub created_at: DateTime<Utc>,
 }
 
-/// Where a follow-up is in its life. A follow-up moves
+/// Stage of a follow-up's life. A follow-up moves
 /// pending -> claimed -> sending -> sent | retry | failed | dead | skipped | cancelled,
 /// and to in-doubt when the engine stopped after a request left and before its response was
 /// stored.

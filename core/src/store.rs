@@ -43,7 +43,7 @@ pub struct Enrolment {
     pub follow_ups: Vec<FollowUp>,
 }
 
-/// What an ingest batch did.
+/// Outcome of an ingest batch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InsertReport {
     /// Schedules written for the first time.
@@ -52,7 +52,7 @@ pub struct InsertReport {
     pub duplicates: u64,
 }
 
-/// What start-up recovery changed.
+/// Changes made by start-up recovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Claimed follow-ups whose request had not left, returned to pending.

@@ -105,8 +105,9 @@ pub struct IngestConfig {
     pub max_record_bytes: usize,
     /// Rows written to the store per durable batch.
     pub batch_rows: usize,
-    /// Most row errors listed in one upload's report; rejected rows beyond it are counted but
-    /// not listed, so that a file of bad rows cannot make the response (and memory) unbounded.
+    /// Maximum number of row errors listed in one upload's report. Rejected rows beyond it
+    /// are counted but not listed, so that a file of bad rows cannot make the response (and
+    /// memory) unbounded.
     pub max_errors_listed: usize,
 }
 

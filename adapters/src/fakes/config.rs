@@ -87,20 +87,21 @@ pub struct ErrorPlan {
 }
 
 impl ErrorPlan {
-    /// Answers a fraction of sends with a retryable 503, drawn from `seed`.
+    /// Rejects a fraction of sends with a retryable 503, drawn from `seed`.
     pub fn with_retryable_fraction(mut self, fraction: f64, seed: u64) -> Self {
         self.retryable_fraction = fraction.clamp(0.0, 1.0);
         self.seed = seed;
         self
     }
 
-    /// Answers every send to `recipient` with `outcome`.
+    /// Responds to every send to `recipient` with `outcome`.
     pub fn force(mut self, recipient: impl Into<String>, outcome: ForcedOutcome) -> Self {
         self.forced.push(ForcedRule { recipient: recipient.into(), outcome, times: None });
         self
     }
 
-    /// Answers the next `times` sends to `recipient` with `outcome`, then lets sends through.
+    /// Responds to the next `times` sends to `recipient` with `outcome`, then lets sends
+    /// through.
     pub fn force_times(
         mut self,
         recipient: impl Into<String>,

@@ -343,7 +343,7 @@ fn join_names(row: &RowValues<'_>) -> Option<String> {
     }
 }
 
-/// The key that identifies a contact within a tenant: its external id, else its email address
+/// Returns the key that identifies a contact within a tenant: its external id, else its email address
 /// in lowercase (mail systems treat addresses without regard to case in practice, so
 /// `Ana@x.org` and `ana@x.org` are one person), else its E.164 number.
 fn contact_key(contact: &ValidContact) -> Option<String> {

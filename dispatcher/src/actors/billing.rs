@@ -101,7 +101,7 @@ pub struct Reserve {
 #[derive(Clone, Debug, PartialEq, Eq, MessageResponse)]
 pub struct Reservation {
     pub granted: u64,
-    /// What to do with the follow-ups that got no quota.
+    /// Treatment of the follow-ups that got no quota.
     pub over_quota: OverQuota,
     /// The month's quota on this channel, for the skip reason.
     pub monthly_limit: u64,

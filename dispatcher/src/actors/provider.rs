@@ -50,8 +50,8 @@ impl ProviderClient {
     }
 }
 
-/// NOTE: limiters start empty, so after a restart a connection's daily window forgets the
-/// sends of the last 24 hours and may send up to a second day's cap within them. Rebuilding
+/// NOTE: limiters start empty, so after a restart a connection's daily window does not count
+/// the sends of the last 24 hours and may send up to a second day's cap within them. Rebuilding
 /// it from the sent follow-ups of the last day needs a store query by send time.
 #[derive(Debug)]
 pub struct ProviderActor {

@@ -259,8 +259,8 @@ impl TenantRound {
         self.refund(connection, channel, admitted - sendable.len()).await?;
         let count = settled.len() + sendable.len();
 
-        // The reservation is settled whatever happens after it, so that an error cannot keep
-        // quota reserved until a restart.
+        // The reservation is settled on every path after it, errors included, so that a failed
+        // write or send cannot keep quota reserved until a restart.
         let delivered = self.write_and_deliver(connection, channel, settled, sendable, now).await;
         let sent = match &delivered {
             Ok(accepted) => *accepted,
@@ -359,7 +359,7 @@ impl TenantRound {
         }))
     }
 
-    /// The sequence with its templates compiled, cached for the actor's life. Sequences are
+    /// Returns the sequence with its templates compiled, cached for the actor's life. Sequences are
     /// never changed once created, so the cache needs no invalidation.
     async fn sequence(
         &self,

@@ -20,13 +20,7 @@ pub async fn create_tenant(
     body: web::Json<CreateTenantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > super::tenant_api::MAX_NAME_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "name must have 1 to {} characters",
-            super::tenant_api::MAX_NAME_CHARS
-        )));
-    }
+    let name = super::tenant_api::checked_name(&request.name)?.to_owned();
     let region = request.default_region.unwrap_or_else(|| "US".into()).to_ascii_uppercase();
     if region.len() != 2 || !region.chars().all(|c| c.is_ascii_alphabetic()) {
         return Err(ApiError::BadRequest(format!(

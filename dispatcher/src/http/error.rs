@@ -1,4 +1,4 @@
-//! API errors: every error answers JSON `{"error": {"code", "message"}}` with a status that
+//! API errors: every error returns JSON `{"error": {"code", "message"}}` with a status that
 //! says whose fault it is.
 
 use actix_web::http::StatusCode;
@@ -71,7 +71,7 @@ impl ResponseError for ApiError {
     }
 }
 
-/// The answer to a path that matches no route, distinct from a 404 for a missing record so
+/// Responds to a path that matches no route, distinct from a 404 for a missing record so
 /// that tests can tell an unknown route from an unknown id.
 pub async fn route_not_found() -> HttpResponse {
     HttpResponse::NotFound().json(json!({

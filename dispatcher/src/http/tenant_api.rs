@@ -30,7 +30,19 @@ const MAX_STEPS: usize = 50;
 const MAX_DELAY_SECONDS: u64 = 366 * 86_400;
 
 /// Maximum length of a sequence or tenant name, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
+const MAX_NAME_CHARS: usize = 200;
+
+/// Returns `name` without surrounding whitespace, or an error if that leaves it empty or
+/// longer than [`MAX_NAME_CHARS`].
+pub fn checked_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "name must have 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(name)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,12 +82,7 @@ pub async fn create_sequence(
     body: web::Json<SequenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
-    let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::BadRequest(format!(
-            "name must have 1 to {MAX_NAME_CHARS} characters"
-        )));
-    }
+    let name = checked_name(&request.name)?;
     let sequence = Sequence {
         id: SequenceId::generate(),
         tenant: tenant.id,
