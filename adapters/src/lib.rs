@@ -5,6 +5,7 @@
 //! - [`fakes`]: wire-level fakes of those APIs on loopback, for tests, the demo and the load
 //!   harness;
 //! - [`http`]: the shared HTTP client and the steps of a send common to all providers;
+//! - [`mime`]: the RFC 5322 message of an email follow-up;
 //! - [`retry_after`]: parsing of `Retry-After` and of Gmail's "Retry after <instant>" text;
 //! - [`embedded`]: the default store, a crash-safe file store in the data directory.
 
@@ -12,6 +13,7 @@ pub mod embedded;
 pub mod fakes;
 pub mod gmail;
 pub mod http;
+pub mod mime;
 pub mod outbound;
 pub mod outlook;
 pub mod retry_after;

@@ -21,6 +21,11 @@ pub struct OutboundMessage {
     pub subject: Option<String>,
     /// Email body (plain text), SMS text, or the words a call speaks.
     pub body: String,
+    /// HTML alternative of an email body, sent beside the plain text.
+    pub html_body: Option<String>,
+    /// The recipient's own unsubscribe URL (HTTPS), for the List-Unsubscribe headers of an
+    /// email (RFC 8058 one-click).
+    pub unsubscribe_url: Option<String>,
 }
 
 /// Result of one send, as the provider responded.

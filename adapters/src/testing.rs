@@ -42,6 +42,8 @@ pub(crate) fn email(from: &str, to: &str, subject: &str, body: &str) -> Outbound
         to_name: Some("Ann Example".to_owned()),
         subject: Some(subject.to_owned()),
         body: body.to_owned(),
+        html_body: None,
+        unsubscribe_url: None,
     }
 }
 
@@ -54,6 +56,8 @@ pub(crate) fn phone(channel: Channel, from: &str, to: &str, body: &str) -> Outbo
         to_name: None,
         subject: None,
         body: body.to_owned(),
+        html_body: None,
+        unsubscribe_url: None,
     }
 }
 

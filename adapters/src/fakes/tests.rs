@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::limiter::SlidingWindowLimiter;
 use super::{ErrorPlan, FakeStats, ForcedOutcome, ReceivedMessage};
 use crate::gmail::GmailClient;
-use crate::gmail::request::build_message;
+use crate::mime::build_message;
 use crate::outbound::{SendCredentials, SendOutcome};
 use crate::testing::{email, http, start_fakes, start_instant, virtual_clock};
 

@@ -6,10 +6,11 @@ use followup_core::limits::SendLimits;
 use mail_parser::MessageParser;
 
 use super::GmailClient;
-use super::request::{GmailSendRequest, message_id};
+use super::request::GmailSendRequest;
 use super::response::classify;
 use crate::fakes::{ErrorPlan, ForcedOutcome};
 use crate::http::RawResponse;
+use crate::mime::message_id;
 use crate::outbound::{SendCredentials, SendOutcome};
 use crate::testing::{email, http, spec_file, start_fakes, start_instant, virtual_clock};
 

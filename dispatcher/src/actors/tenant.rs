@@ -356,6 +356,8 @@ impl TenantRound {
             }),
             subject,
             body,
+            html_body: None,
+            unsubscribe_url: None,
         }))
     }
 
