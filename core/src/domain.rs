@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use crate::limits::AccountKind;
 use crate::sensitive::Sensitive;
 
 /// One customer account of the service.
@@ -123,6 +124,12 @@ pub struct LimitOverrides {
     pub per_minute: Option<u32>,
     /// Sends per rolling 24 hours.
     pub per_day: Option<u32>,
+    /// The tenant's own cap per calendar day in the connection's timezone; none by default.
+    #[serde(default)]
+    pub per_local_day: Option<u32>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
 }
 
 /// One sending identity of a tenant.
@@ -136,9 +143,29 @@ pub struct Connection {
     pub credentials: Credentials,
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// The kind of account, which decides the published limits; the provider's most common
+    /// kind when `None`.
+    #[serde(default)]
+    pub account_kind: Option<AccountKind>,
+    /// IANA timezone of the mailbox or number, whose midnight resets a per-local-day cap; UTC
+    /// when `None`.
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// Reason sending through this connection is paused, if it is.
     #[serde(default)]
     pub paused_reason: Option<String>,
+}
+
+impl Connection {
+    pub fn account_kind(&self) -> AccountKind {
+        self.account_kind.unwrap_or_else(|| AccountKind::default_for(self.provider))
+    }
+
+    /// The connection's timezone. A name that does not parse (the API checks names, so only a
+    /// hand-edited record has one) counts as UTC.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone.as_deref().and_then(|name| name.parse().ok()).unwrap_or(chrono_tz::UTC)
+    }
 }
 
 /// A person a tenant follows up with.

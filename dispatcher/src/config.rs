@@ -68,8 +68,23 @@ pub struct ProvidersConfig {
     pub twilio_base_url: String,
     /// Timeout of one provider request, in seconds.
     pub request_timeout_seconds: u64,
-    /// Sends in flight at once per provider.
+    /// Requests in flight at once per provider; a batch request counts as one.
     pub concurrency: usize,
+    /// Sends per Gmail batch request; 1 turns batching off. Google allows 100 and advises
+    /// at most 50.
+    pub gmail_batch_size: usize,
+    /// Sends per Graph `$batch` request, at most 20; 1 turns batching off.
+    pub graph_batch_size: usize,
+    /// How long a send waits for others to share its batch request, in milliseconds. A full
+    /// batch leaves at once, so this only delays sends that arrive alone.
+    pub batch_linger_millis: u64,
+    /// Consecutive failed sends (retryable errors, timeouts) of one connection that open its
+    /// circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long an opened breaker stops a connection's sends, in seconds; it doubles each time
+    /// the trial send after it fails, up to `breaker_max_open_seconds`.
+    pub breaker_open_seconds: u64,
+    pub breaker_max_open_seconds: u64,
 }
 
 impl Default for ProvidersConfig {
@@ -81,6 +96,12 @@ impl Default for ProvidersConfig {
             twilio_base_url: "https://api.twilio.com".into(),
             request_timeout_seconds: 30,
             concurrency: 16,
+            gmail_batch_size: 50,
+            graph_batch_size: 20,
+            batch_linger_millis: 2,
+            breaker_failure_threshold: 5,
+            breaker_open_seconds: 30,
+            breaker_max_open_seconds: 600,
         }
     }
 }

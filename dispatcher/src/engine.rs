@@ -1,9 +1,11 @@
 //! The engine: the actors, the store and the clock, and the loop that runs dispatch rounds.
 //!
-//! Under the system clock the loop runs a round for every tenant, then sleeps until the
-//! earliest instant any tenant has work, at most one tick, or until new work arrives. Under a
-//! virtual clock ([`Engine::run_until_settled`]) it jumps the clock to that instant instead of
-//! sleeping, which compresses days into seconds.
+//! Under the system clock ([`Engine::run_forever`]) every tenant has a driver of its own: a
+//! task that runs the tenant's round, then sleeps until the tenant next has work, at most one
+//! tick, or until new work arrives for it. One tenant's slow round (a provider answering
+//! slowly, a round full of work) therefore never delays another tenant's. Under a virtual clock
+//! ([`Engine::run_until_settled`]) one loop runs every tenant's round and then jumps the clock
+//! to the earliest instant any tenant has work, which compresses days into seconds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,11 +27,12 @@ use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use crate::actors::billing::{BillingActor, RegisterTenant};
-use crate::actors::provider::{ProviderActor, ProviderClient};
+use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings};
 use crate::actors::tenant::{
     CancelSchedule, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
 };
-use crate::config::Config;
+use crate::breaker::BreakerSettings;
+use crate::config::{Config, ProvidersConfig};
 use crate::telemetry::{self, LatenessHistogram};
 
 /// Base URLs the provider clients send to.
@@ -44,13 +47,21 @@ pub struct ProviderUrls {
 pub struct Engine {
     deps: Arc<DispatchDeps>,
     config: Config,
-    tenants: Mutex<HashMap<TenantId, Addr<TenantActor>>>,
+    tenants: Mutex<HashMap<TenantId, TenantHandle>>,
     /// One arbiter (thread with its own event loop) per core; tenant actors are spread over
     /// them round-robin.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
-    /// Woken when new work arrives, so the loop does not wait out its tick.
-    new_work: Notify,
+    /// Woken when a tenant is added, so that [`Engine::run_forever`] starts its driver.
+    new_tenant: Notify,
+}
+
+/// A tenant's actor and the signal that wakes its driver.
+#[derive(Clone, Debug)]
+struct TenantHandle {
+    actor: Addr<TenantActor>,
+    /// Woken when new work arrives for the tenant, so its driver does not wait out its tick.
+    wake: Arc<Notify>,
 }
 
 impl Engine {
@@ -92,7 +103,7 @@ impl Engine {
             tenants: Mutex::default(),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
-            new_work: Notify::new(),
+            new_tenant: Notify::new(),
         });
         for tenant in engine.deps.store.tenants().await? {
             engine.add_tenant(&tenant).await?;
@@ -139,10 +150,11 @@ impl Engine {
             let actor = TenantActor::start_in_arbiter(&self.arbiters[index], move |_| {
                 TenantActor::new(id, deps)
             });
-            slot.insert(actor);
+            slot.insert(TenantHandle { actor, wake: Arc::new(Notify::new()) });
         }
         drop(tenants);
-        self.notify_new_work();
+        self.new_tenant.notify_one();
+        self.notify_tenant(tenant.id);
         Ok(())
     }
 
@@ -158,27 +170,36 @@ impl Engine {
             .lock()
             .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
             .get(&tenant)
-            .cloned()
+            .map(|handle| handle.actor.clone())
             .ok_or_else(|| anyhow::anyhow!("tenant {tenant} has no actor"))?;
         let now = self.deps.clock.now();
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
     }
 
-    /// Wakes the dispatch loop early, after an upload or a change of connection.
-    pub fn notify_new_work(&self) {
-        self.new_work.notify_one();
+    /// Wakes the driver of `tenant` early, after an upload or a change of connection.
+    pub fn notify_tenant(&self, tenant: TenantId) {
+        if let Ok(tenants) = self.tenants.lock()
+            && let Some(handle) = tenants.get(&tenant)
+        {
+            handle.wake.notify_one();
+        }
     }
 
-    /// Runs one round for every tenant at the clock's current instant.
+    fn handles(&self) -> Vec<(TenantId, TenantHandle)> {
+        match self.tenants.lock() {
+            Ok(tenants) => tenants.iter().map(|(id, handle)| (*id, handle.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Runs one round for every tenant at the clock's current instant, all at once, and
+    /// returns when the slowest is done.
     pub async fn run_round(&self) -> RoundReport {
         let now = self.deps.clock.now();
-        let actors: Vec<(TenantId, Addr<TenantActor>)> = match self.tenants.lock() {
-            Ok(tenants) => tenants.iter().map(|(id, addr)| (*id, addr.clone())).collect(),
-            Err(_) => return RoundReport::default(),
-        };
-        let rounds = actors.iter().map(|(_, actor)| actor.send(RunDue { now }));
+        let handles = self.handles();
+        let rounds = handles.iter().map(|(_, handle)| handle.actor.send(RunDue { now }));
         let mut report = RoundReport::default();
-        for ((tenant, _), result) in actors.iter().zip(join_all(rounds).await) {
+        for ((tenant, _), result) in handles.iter().zip(join_all(rounds).await) {
             match result {
                 Ok(Ok(round)) => report.merge(round),
                 Ok(Err(error)) => {
@@ -193,24 +214,29 @@ impl Engine {
         report
     }
 
-    /// Dispatches under the system clock until `shutdown` completes.
+    /// Dispatches under the system clock until `shutdown` completes: starts a driver per
+    /// tenant, and one for each tenant added later. On shutdown every driver finishes the
+    /// round it is in, so that no round is cut off between its writes.
     pub async fn run_forever(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut drivers = HashMap::new();
         loop {
-            let report = self.run_round().await;
-            let now = self.deps.clock.now();
-            let mut wait = tick(&self.config);
-            if let Some(next) = report.next_wake {
-                let until_next = (next - now).to_std().unwrap_or(Duration::ZERO);
-                wait = wait.min(until_next);
-            }
-            if wait.is_zero() {
-                continue;
+            for (tenant, handle) in self.handles() {
+                drivers.entry(tenant).or_insert_with(|| {
+                    let driver = drive_tenant(self.clone(), tenant, handle, stopped.clone());
+                    actix_rt::spawn(driver)
+                });
             }
             tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
-                () = self.new_work.notified() => {}
+                () = &mut shutdown => break,
+                () = self.new_tenant.notified() => {}
+            }
+        }
+        let _ = stop.send(true);
+        for (tenant, driver) in drivers {
+            if let Err(error) = driver.await {
+                tracing::error!(%tenant, %error, "tenant driver ended abnormally");
             }
         }
     }
@@ -263,8 +289,69 @@ impl Engine {
     }
 }
 
+/// Most calls in one Gmail batch request.
+const GMAIL_MAX_BATCH: usize = 100;
+/// Most requests in one Graph `$batch`.
+const GRAPH_MAX_BATCH: usize = 20;
+
+/// Runs the rounds of one tenant under the system clock until `stopped` turns true.
+async fn drive_tenant(
+    engine: Arc<Engine>,
+    tenant: TenantId,
+    handle: TenantHandle,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let tick = tick(&engine.config);
+    while !*stopped.borrow() {
+        let now = engine.deps.clock.now();
+        let next_wake = match handle.actor.send(RunDue { now }).await {
+            Ok(Ok(report)) => report.next_wake,
+            Ok(Err(error)) => {
+                tracing::error!(%tenant, %error, "dispatch round failed; retrying next tick");
+                Some(now + tick)
+            }
+            Err(error) => {
+                tracing::error!(%tenant, %error, "tenant actor unreachable; its driver stops");
+                return;
+            }
+        };
+        let now = engine.deps.clock.now();
+        let until_next = next_wake.map_or(tick, |next| (next - now).to_std().unwrap_or_default());
+        let wait = tick.min(until_next);
+        if wait.is_zero() {
+            // More work is due at once; let other tasks of this thread run first.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = handle.wake.notified() => {}
+        }
+    }
+}
+
 fn tick(config: &Config) -> Duration {
     Duration::from_millis(config.dispatch.tick_millis.max(10))
+}
+
+fn provider_settings(config: &ProvidersConfig, provider: Provider) -> ProviderSettings {
+    let batch_size = match provider {
+        Provider::Gmail => config.gmail_batch_size.clamp(1, GMAIL_MAX_BATCH),
+        Provider::Outlook => config.graph_batch_size.clamp(1, GRAPH_MAX_BATCH),
+        Provider::Twilio => 1,
+    };
+    let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX).max(1));
+    ProviderSettings {
+        max_requests_in_flight: config.concurrency,
+        batch_size,
+        linger: Duration::from_millis(config.batch_linger_millis),
+        breaker: BreakerSettings {
+            failure_threshold: config.breaker_failure_threshold,
+            open_for: seconds(config.breaker_open_seconds),
+            max_open_for: seconds(config.breaker_max_open_seconds.max(config.breaker_open_seconds)),
+        },
+    }
 }
 
 fn start_providers(
@@ -298,10 +385,10 @@ fn start_providers(
             ),
         };
         let clock = clock.clone();
-        let concurrency = config.providers.concurrency;
+        let settings = provider_settings(&config.providers, provider);
         let arbiter = &arbiters[(index + 1) % arbiters.len()];
         let actor = ProviderActor::start_in_arbiter(arbiter, move |_| {
-            ProviderActor::new(provider, client, clock, concurrency)
+            ProviderActor::new(provider, client, clock, settings)
         });
         providers.insert(provider, actor);
     }

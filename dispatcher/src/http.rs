@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use followup_adapters::fakes::FakeProviders;
 use followup_core::domain::{Channel, Connection, Credentials, Provider};
-use followup_core::limits::SendLimits;
+use followup_core::limits::ConnectionLimits;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::Engine;
@@ -29,9 +29,7 @@ pub struct AppState {
 
 /// Registers a connection with the built-in fakes, with its effective limits.
 pub fn register_with_fakes(fakes: &FakeProviders, connection: &Connection) {
-    let limits = |channel| {
-        SendLimits::published(connection.provider, channel).with_overrides(&connection.limits)
-    };
+    let limits = |channel| ConnectionLimits::of(connection, channel).send;
     match (&connection.credentials, connection.provider) {
         (Credentials::OAuth { access_token, .. }, Provider::Gmail) => {
             fakes.register_gmail(access_token.expose(), &connection.sender, limits(Channel::Email));

@@ -2,6 +2,7 @@
 //! `followup` binary.
 
 pub mod actors;
+pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -1,5 +1,6 @@
 //! The rate limit of one connection on one channel: an even pace per minute (governor's GCRA
-//! with a burst of one) and a cap per rolling 24 hours.
+//! with a small burst), a cap per rolling 24 hours, the tenant's optional cap per calendar day
+//! in the mailbox's timezone, and a pause the provider asked for with a retry hint.
 //!
 //! Both run on the engine's clock, so under the virtual clock of `followup demo` the limits
 //! hold in virtual time. The pace is 1% slower than the published rate and the daily window
@@ -18,9 +19,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone as _, Utc};
 use followup_core::clock::Clock;
-use followup_core::limits::SendLimits;
+use followup_core::limits::ConnectionLimits;
 use governor::clock::Clock as GovernorClock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -60,46 +61,73 @@ pub struct Admission {
 /// Rate limit state of one connection on one channel.
 #[derive(Debug)]
 pub struct ConnectionLimiter {
-    limits: SendLimits,
+    limits: ConnectionLimits,
     clock: EngineClock,
     pace: PaceLimiter,
     /// Instants of the sends inside the current daily window, oldest first. Holds at most
-    /// `limits.per_day` entries.
+    /// `limits.send.per_day` entries.
     sent_today: VecDeque<DateTime<Utc>>,
+    /// The local date of the last send in the connection's timezone, and the sends on it.
+    local_day: Option<(NaiveDate, u32)>,
+    /// No send before this instant: the provider asked for the pause.
+    paused_until: Option<DateTime<Utc>>,
 }
 
 impl ConnectionLimiter {
-    pub fn new(limits: SendLimits, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(limits: ConnectionLimits, clock: Arc<dyn Clock>) -> Self {
         let clock = EngineClock(clock);
         Self {
             limits,
-            pace: PaceLimiter::direct_with_clock(pace_quota(limits.per_minute), clock.clone()),
+            pace: PaceLimiter::direct_with_clock(pace_quota(limits.send.per_minute), clock.clone()),
             clock,
             sent_today: VecDeque::new(),
+            local_day: None,
+            paused_until: None,
         }
     }
 
-    pub fn limits(&self) -> SendLimits {
+    pub fn limits(&self) -> ConnectionLimits {
         self.limits
     }
 
-    /// Replaces the limits, keeping the daily count: a changed override must not reset how
+    /// Replaces the limits, keeping the daily counts: a changed override must not reset how
     /// much the mailbox already sent today.
-    pub fn set_limits(&mut self, limits: SendLimits) {
-        if limits != self.limits {
-            self.limits = limits;
-            self.pace =
-                PaceLimiter::direct_with_clock(pace_quota(limits.per_minute), self.clock.clone());
+    pub fn set_limits(&mut self, limits: ConnectionLimits) {
+        if limits.send.per_minute != self.limits.send.per_minute {
+            let quota = pace_quota(limits.send.per_minute);
+            self.pace = PaceLimiter::direct_with_clock(quota, self.clock.clone());
         }
+        self.limits = limits;
+    }
+
+    /// Stops sends until `until`, as a provider's retry hint asks. A later pause replaces an
+    /// earlier one; an earlier one is ignored.
+    pub fn pause_until(&mut self, until: DateTime<Utc>) {
+        self.paused_until = Some(self.paused_until.map_or(until, |current| current.max(until)));
     }
 
     /// Takes up to `wanted` permits for sends at the current instant.
     pub fn admit(&mut self, wanted: u32) -> Admission {
         let now = self.clock.0.now();
+        if let Some(until) = self.paused_until {
+            if now < until {
+                return Admission { granted: 0, next_free_at: Some(until) };
+            }
+            self.paused_until = None;
+        }
         self.forget_sends_before(now - chrono::Duration::days(1) - DAILY_WINDOW_MARGIN);
+        let today = now.with_timezone(&self.limits.timezone).date_naive();
+        if self.local_day.is_some_and(|(day, _)| day != today) {
+            self.local_day = None;
+        }
         let mut granted = 0;
         while granted < wanted {
-            if self.sent_today.len() >= self.limits.per_day as usize {
+            let sent_locally = self.local_day.map_or(0, |(_, sent)| sent);
+            if self.limits.per_local_day.is_some_and(|cap| sent_locally >= cap) {
+                let next = next_local_midnight(today, self.limits.timezone).unwrap_or(now);
+                return Admission { granted, next_free_at: Some(next.max(now)) };
+            }
+            if self.sent_today.len() >= self.limits.send.per_day as usize {
                 let oldest = self.sent_today.front().copied().unwrap_or(now);
                 let next = oldest + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN;
                 return Admission { granted, next_free_at: Some(next) };
@@ -111,19 +139,23 @@ impl ConnectionLimiter {
                 return Admission { granted, next_free_at: Some(now + wait) };
             }
             self.sent_today.push_back(now);
+            self.local_day = Some((today, sent_locally + 1));
             granted += 1;
         }
         Admission { granted, next_free_at: None }
     }
 
-    /// Gives back the daily-window places of the last `count` permits, for follow-ups that
-    /// were admitted but not sent. The per-minute pace keeps them spent: it only delays the
-    /// next sends by at most `count` intervals.
+    /// Gives back the daily places of the last `count` permits, for follow-ups that were
+    /// admitted but not sent. The per-minute pace keeps them spent: it only delays the next
+    /// sends by at most `count` intervals.
     pub fn refund(&mut self, count: u32) {
         for _ in 0..count {
             if self.sent_today.pop_back().is_none() {
                 break;
             }
+        }
+        if let Some((_, sent)) = &mut self.local_day {
+            *sent = sent.saturating_sub(count);
         }
     }
 
@@ -132,6 +164,16 @@ impl ConnectionLimiter {
             self.sent_today.pop_front();
         }
     }
+}
+
+/// The first instant of the day after `today` in `timezone`. Where a DST change skips local
+/// midnight, the day starts at the first local time that exists.
+fn next_local_midnight(today: NaiveDate, timezone: chrono_tz::Tz) -> Option<DateTime<Utc>> {
+    let tomorrow = today.succ_opt()?;
+    (0..=3 * 60).find_map(|minutes| {
+        let local = tomorrow.and_hms_opt(0, 0, 0)? + chrono::Duration::minutes(minutes);
+        timezone.from_local_datetime(&local).earliest().map(|at| at.with_timezone(&Utc))
+    })
 }
 
 fn pace_quota(per_minute: u32) -> Quota {
@@ -147,6 +189,7 @@ fn pace_quota(per_minute: u32) -> Quota {
 mod tests {
     use chrono::TimeZone;
     use followup_core::clock::VirtualClock;
+    use followup_core::limits::SendLimits;
 
     use super::*;
 
@@ -154,11 +197,19 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("valid instant")
     }
 
+    fn limits(per_minute: u32, per_day: u32) -> ConnectionLimits {
+        ConnectionLimits {
+            send: SendLimits { per_minute, per_day },
+            per_local_day: None,
+            timezone: chrono_tz::UTC,
+            max_in_flight: 4,
+        }
+    }
+
     #[test]
     fn pace_spaces_sends_evenly() {
         let clock = Arc::new(VirtualClock::new(start()));
-        let mut limiter =
-            ConnectionLimiter::new(SendLimits { per_minute: 60, per_day: 1_000 }, clock.clone());
+        let mut limiter = ConnectionLimiter::new(limits(60, 1_000), clock.clone());
         let first = limiter.admit(5);
         assert_eq!(first.granted, 1);
         let next = first.next_free_at.expect("a next instant");
@@ -171,8 +222,7 @@ mod tests {
     fn fast_pace_never_exceeds_a_sliding_minute() {
         let clock = Arc::new(VirtualClock::new(start()));
         let per_minute = 6_000;
-        let mut limiter =
-            ConnectionLimiter::new(SendLimits { per_minute, per_day: u32::MAX }, clock.clone());
+        let mut limiter = ConnectionLimiter::new(limits(per_minute, u32::MAX), clock.clone());
         let mut sent_at = Vec::new();
         // Ask for far more than allowed, at every instant the limiter names, for 3 minutes.
         while clock.now() < start() + chrono::Duration::minutes(3) {
@@ -195,8 +245,7 @@ mod tests {
     #[test]
     fn refund_frees_daily_places() {
         let clock = Arc::new(VirtualClock::new(start()));
-        let mut limiter =
-            ConnectionLimiter::new(SendLimits { per_minute: 6_000, per_day: 2 }, clock.clone());
+        let mut limiter = ConnectionLimiter::new(limits(6_000, 2), clock.clone());
         assert_eq!(limiter.admit(2).granted, 2);
         limiter.refund(1);
         clock.advance(chrono::Duration::seconds(1));
@@ -206,8 +255,7 @@ mod tests {
     #[test]
     fn daily_cap_waits_for_the_window_to_roll() {
         let clock = Arc::new(VirtualClock::new(start()));
-        let mut limiter =
-            ConnectionLimiter::new(SendLimits { per_minute: 6_000, per_day: 3 }, clock.clone());
+        let mut limiter = ConnectionLimiter::new(limits(6_000, 3), clock.clone());
         for _ in 0..3 {
             assert_eq!(limiter.admit(1).granted, 1);
             clock.advance(chrono::Duration::seconds(1));
@@ -218,5 +266,47 @@ mod tests {
         assert_eq!(reopens, start() + chrono::Duration::days(1) + DAILY_WINDOW_MARGIN);
         clock.advance_to(reopens);
         assert_eq!(limiter.admit(1).granted, 1);
+    }
+
+    #[test]
+    fn local_day_cap_resets_at_the_mailboxs_midnight() {
+        // 09:00 UTC is 01:00 in Tokyo, so the local day ends at 15:00 UTC.
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut connection_limits = limits(6_000, 10_000);
+        connection_limits.per_local_day = Some(2);
+        connection_limits.timezone = chrono_tz::Asia::Tokyo;
+        let mut limiter = ConnectionLimiter::new(connection_limits, clock.clone());
+        assert_eq!(limiter.admit(5).granted, 2);
+        clock.advance(chrono::Duration::seconds(1));
+        let blocked = limiter.admit(1);
+        assert_eq!(blocked.granted, 0);
+        let midnight_in_tokyo =
+            Utc.with_ymd_and_hms(2026, 12, 1, 15, 0, 0).single().expect("valid instant");
+        assert_eq!(blocked.next_free_at, Some(midnight_in_tokyo));
+        clock.advance_to(midnight_in_tokyo);
+        assert_eq!(limiter.admit(5).granted, 2, "a new local day, a new cap");
+    }
+
+    #[test]
+    fn local_midnight_skipped_by_dst_starts_the_day_at_the_first_valid_time() {
+        // Santiago moves its clocks from 00:00 to 01:00 on 2026-09-06.
+        let santiago = chrono_tz::America::Santiago;
+        let day = NaiveDate::from_ymd_opt(2026, 9, 5).expect("valid date");
+        let next = next_local_midnight(day, santiago).expect("a next day");
+        let local = next.with_timezone(&santiago);
+        assert_eq!(local.date_naive(), day.succ_opt().expect("a next day"));
+        assert_eq!(local.format("%H:%M").to_string(), "01:00");
+    }
+
+    #[test]
+    fn provider_pause_holds_every_send_until_it_ends() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut limiter = ConnectionLimiter::new(limits(6_000, 10_000), clock.clone());
+        let until = start() + chrono::Duration::seconds(90);
+        limiter.pause_until(until);
+        limiter.pause_until(start() + chrono::Duration::seconds(10));
+        assert_eq!(limiter.admit(3), Admission { granted: 0, next_free_at: Some(until) });
+        clock.advance_to(until);
+        assert!(limiter.admit(3).granted > 0);
     }
 }

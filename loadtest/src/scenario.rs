@@ -176,7 +176,11 @@ impl Default for SequenceSpec {
 
 impl From<Limits> for LimitOverrides {
     fn from(limits: Limits) -> Self {
-        LimitOverrides { per_minute: limits.per_minute, per_day: limits.per_day }
+        LimitOverrides {
+            per_minute: limits.per_minute,
+            per_day: limits.per_day,
+            ..LimitOverrides::default()
+        }
     }
 }
 

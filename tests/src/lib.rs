@@ -1,13 +1,14 @@
 //! Shared helpers of the end-to-end tests. Each test starts an engine in-process on loopback,
-//! with the embedded store in a temporary directory, a virtual clock and the built-in fakes,
-//! and talks to its API over HTTP as a tenant or as the operator would.
+//! with the embedded store in a temporary directory and the built-in fakes, and talks to its
+//! API over HTTP as a tenant or as the operator would. Most engines run on a virtual clock that
+//! the test advances; a real-time engine dispatches on its own, as `followup serve` does.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use followup_adapters::fakes::{ErrorPlan, FakeConfig};
-use followup_core::clock::{Clock as _, VirtualClock};
+use followup_core::clock::{Clock, SystemClock, VirtualClock};
 use followup_core::sensitive::Sensitive;
 use followup_dispatcher::config::Config;
 use followup_dispatcher::server::RunningEngine;
@@ -21,9 +22,12 @@ pub const OPERATOR_TOKEN: &str = "test-operator-token";
 #[derive(Debug)]
 pub struct TestEngine {
     pub running: RunningEngine,
-    pub clock: Arc<VirtualClock>,
+    /// The engine's clock, unless it runs in real time.
+    pub clock: Option<Arc<VirtualClock>>,
     pub http: reqwest::Client,
     pub data_dir: tempfile::TempDir,
+    /// Stops the dispatch loop of a real-time engine when dropped.
+    _stop_dispatch: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TestEngine {
@@ -59,35 +63,51 @@ impl TestEngine {
         Self::start_full(configure, None, Some(fakes), ErrorPlan::default()).await
     }
 
+    /// Starts an engine on the system clock whose dispatch loop runs by itself until the
+    /// engine is dropped, with built-in fakes on the system clock too.
+    pub async fn start_real_time(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let (data_dir, config) = test_config(configure)?;
+        let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
+        let fakes = FakeConfig::new(clock.clone());
+        let running = RunningEngine::start_with_fakes(config, store, clock, None, fakes).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let engine = running.engine.clone();
+        actix_rt::spawn(engine.run_forever(async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        Ok(Self { running, clock: None, http, data_dir, _stop_dispatch: Some(stop) })
+    }
+
     async fn start_full(
         configure: impl FnOnce(&mut Config),
         metrics: Option<PrometheusHandle>,
         fakes: Option<FakeConfig>,
         errors: ErrorPlan,
     ) -> anyhow::Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let data_dir = tempfile::tempdir()?;
+        let (data_dir, config) = test_config(configure)?;
         // A Monday morning in New York, so that windowed steps are due at once.
         let start = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant");
         let clock = Arc::new(VirtualClock::new(start));
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            data_dir: data_dir.path().to_path_buf(),
-            admin_token: Some(Sensitive::new(OPERATOR_TOKEN.to_owned())),
-            ..Config::default()
-        };
-        configure(&mut config);
         let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
         let fakes = fakes.unwrap_or_else(|| FakeConfig::new(clock.clone()).with_errors(errors));
         let running =
             RunningEngine::start_with_fakes(config, store, clock.clone(), metrics, fakes).await?;
-        Ok(Self { running, clock, http: reqwest::Client::new(), data_dir })
+        let http = reqwest::Client::new();
+        Ok(Self { running, clock: Some(clock), http, data_dir, _stop_dispatch: None })
+    }
+
+    /// The virtual clock; panics for a real-time engine, which has none.
+    pub fn virtual_clock(&self) -> &Arc<VirtualClock> {
+        self.clock.as_ref().expect("a virtual clock: this engine runs in real time")
     }
 
     /// Runs the virtual clock until nothing is due, for at most `days` of virtual time.
     pub async fn settle(&self, days: i64) -> anyhow::Result<()> {
-        let deadline = self.clock.now() + chrono::Duration::days(days);
-        self.running.engine.run_until_settled(&self.clock, deadline, |_| {}).await
+        let clock = self.virtual_clock();
+        let deadline = clock.now() + chrono::Duration::days(days);
+        self.running.engine.run_until_settled(clock, deadline, |_| {}).await
     }
 
     /// Sends a GET with the tenant's key and returns the JSON response.
@@ -172,6 +192,20 @@ impl TestEngine {
         let status = response.status().as_u16();
         Ok((status, response.json().await?))
     }
+}
+
+/// A temporary data directory and the configuration of a test engine in it.
+fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile::TempDir, Config)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data_dir = tempfile::tempdir()?;
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data_dir.path().to_path_buf(),
+        admin_token: Some(Sensitive::new(OPERATOR_TOKEN.to_owned())),
+        ..Config::default()
+    };
+    configure(&mut config);
+    Ok((data_dir, config))
 }
 
 /// Returns a one-step email sequence that sends at once, any day, any hour.

@@ -117,9 +117,21 @@ async fn connection_checks_sender_and_limits() -> anyhow::Result<()> {
     )
     .await?;
     let unknown = put("yahoo", json!({"sender": "a@example.com"})).await?;
+    let wrong_kind = put(
+        "gmail",
+        json!({"sender": "a@example.com", "access_token": "t", "account_kind": "exchange_online"}),
+    )
+    .await?;
+    let bad_timezone = put(
+        "gmail",
+        json!({"sender": "a@example.com", "access_token": "t", "timezone": "Mars/Olympus"}),
+    )
+    .await?;
     let good = put(
         "gmail",
-        json!({"sender": "a@example.com", "access_token": "t", "limits": {"per_day": 500}}),
+        json!({"sender": "a@example.com", "access_token": "t", "limits": {"per_day": 1500,
+               "per_local_day": 200}, "account_kind": "google_workspace_trial",
+               "timezone": "Europe/Berlin"}),
     )
     .await?;
 
@@ -127,8 +139,18 @@ async fn connection_checks_sender_and_limits() -> anyhow::Result<()> {
     assert_eq!(bad_number.status(), 400);
     assert_eq!(zero.status(), 400);
     assert_eq!(unknown.status(), 404);
+    assert_eq!(wrong_kind.status(), 400);
+    let wrong_kind: Value = wrong_kind.json().await?;
+    let message = wrong_kind["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("google_workspace_trial"), "lists the gmail kinds: {message}");
+    assert_eq!(bad_timezone.status(), 400);
     assert_eq!(good.status(), 200);
     let view: Value = good.json().await?;
-    assert_eq!(view["effective_limits"]["email"], json!({"per_minute": 60, "per_day": 500}));
+    assert_eq!(
+        view["effective_limits"]["email"],
+        json!({"per_minute": 60, "per_day": 1500, "per_local_day": 200,
+               "timezone": "Europe/Berlin", "max_in_flight": 8})
+    );
+    assert_eq!(view["account_kind"], "google_workspace_trial");
     Ok(())
 }

@@ -5,8 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::Duration;
-use followup_core::clock::Clock as _;
 use followup_dispatcher::telemetry::install_metrics;
 use followup_tests::{TestEngine, email_now_sequence};
 
@@ -20,8 +18,7 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     let csv = "email,first_name\na@example.com,Ann\nb@example.com,Bo\nbad,Cy\n";
     let (status, _) = engine.upload(&key, &sequence, "text/csv", csv).await?;
     assert_eq!(status, 200);
-    let deadline = engine.clock.now() + Duration::days(1);
-    engine.running.engine.run_until_settled(&engine.clock, deadline, |_| {}).await?;
+    engine.settle(1).await?;
 
     let text = engine.http.get(engine.url("/metrics")).send().await?.text().await?;
     let lines = text.lines().map(|line| Ok(line.to_owned()));

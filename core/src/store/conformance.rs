@@ -653,7 +653,9 @@ fn new_connection(tenant: TenantId, provider: Provider, sender: &str) -> Connect
         provider,
         sender: sender.to_owned(),
         credentials,
-        limits: LimitOverrides { per_minute: Some(30), per_day: None },
+        limits: LimitOverrides { per_minute: Some(30), ..LimitOverrides::default() },
+        account_kind: None,
+        timezone: None,
         paused_reason: None,
     }
 }

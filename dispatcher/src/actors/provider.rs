@@ -1,14 +1,22 @@
-//! Provider actors: one per provider kind. Each holds the rate limiters of every connection it
-//! serves and sends with bounded concurrency over one pooled HTTP client.
+//! Provider actors: one per provider kind. Each holds the rate limiters and circuit breakers of
+//! every connection it serves, groups sends into the provider's batch requests, and bounds the
+//! requests in flight, per provider and per connection, over one pooled HTTP client.
 //!
 //! Admission and sending are separate messages: a tenant actor first asks how many of its due
 //! follow-ups may go out now, records them as sending, and only then hands them over. Work
-//! that a limit holds back stays pending in the store with its due instant, and the tenant
-//! actor is told when the connection frees up, so no task sleeps on throttled work.
+//! that a limit or an open breaker holds back stays pending in the store with its due instant,
+//! and the tenant actor is told when the connection frees up, so no task sleeps on throttled
+//! work.
+//!
+//! Batching: Gmail's batch endpoint takes parts with their own `Authorization`, so one batch
+//! carries sends of many mailboxes and sends of all tenants share it. Graph's `$batch` runs
+//! under one token, so its batches are per connection. A send waits at most the linger for
+//! others to join its batch; a full batch leaves at once. Twilio has no batch endpoint: each
+//! send is its own request on the pooled keep-alive connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use followup_adapters::gmail::GmailClient;
@@ -18,9 +26,11 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::clock::Clock;
 use followup_core::domain::{Channel, Credentials, Provider};
 use followup_core::ids::ConnectionId;
-use followup_core::limits::SendLimits;
-use futures_util::StreamExt as _;
+use followup_core::limits::ConnectionLimits;
+use futures_util::future::join_all;
+use tokio::sync::{Semaphore, oneshot};
 
+use crate::breaker::{BreakerAdmission, BreakerSettings, CircuitBreaker, Transition};
 use crate::limiter::{Admission, ConnectionLimiter};
 use crate::telemetry;
 
@@ -32,35 +42,83 @@ pub enum ProviderClient {
     Twilio(TwilioClient),
 }
 
+fn send_credentials(credentials: &Credentials) -> SendCredentials<'_> {
+    match credentials {
+        Credentials::OAuth { access_token, .. } => SendCredentials::Bearer(access_token.expose()),
+        Credentials::Twilio { account_sid, auth_token } => {
+            SendCredentials::Basic { account_sid, auth_token: auth_token.expose() }
+        }
+    }
+}
+
 impl ProviderClient {
     async fn send(&self, credentials: &Credentials, message: &OutboundMessage) -> SendOutcome {
-        let credentials = match credentials {
-            Credentials::OAuth { access_token, .. } => {
-                SendCredentials::Bearer(access_token.expose())
-            }
-            Credentials::Twilio { account_sid, auth_token } => {
-                SendCredentials::Basic { account_sid, auth_token: auth_token.expose() }
-            }
-        };
+        let credentials = send_credentials(credentials);
         match self {
             ProviderClient::Gmail(client) => client.send(credentials, message).await,
             ProviderClient::Outlook(client) => client.send(credentials, message).await,
             ProviderClient::Twilio(client) => client.send(credentials, message).await,
         }
     }
+
+    /// Sends a group formed by the batcher: one outcome per item, in order.
+    async fn send_group(&self, items: &[QueuedSend]) -> Vec<SendOutcome> {
+        if let [item] = items {
+            return vec![self.send(&item.credentials, &item.message).await];
+        }
+        // TODO(batching): replaced by the batch requests of the Gmail and Graph clients.
+        join_all(items.iter().map(|item| self.send(&item.credentials, &item.message))).await
+    }
 }
 
-/// NOTE: limiters start empty, so after a restart a connection's daily window does not count
-/// the sends of the last 24 hours and may send up to a second day's cap within them. Rebuilding
-/// it from the sent follow-ups of the last day needs a store query by send time.
+/// Settings of a provider actor.
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderSettings {
+    /// Requests in flight at once for the whole provider; a batch request counts as one.
+    pub max_requests_in_flight: usize,
+    /// Sends per batch request; 1 sends each on its own.
+    pub batch_size: usize,
+    /// How long a send waits for others to share its batch.
+    pub linger: Duration,
+    pub breaker: BreakerSettings,
+}
+
+/// Which sends may share a batch request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum BatchKey {
+    /// Any sends of the provider (Gmail parts carry their own credentials).
+    Provider,
+    /// Sends of one connection (Graph runs a batch under one token).
+    Connection(ConnectionId),
+}
+
+/// A send waiting in a batch.
+#[derive(Debug)]
+struct QueuedSend {
+    credentials: Credentials,
+    message: OutboundMessage,
+    reply: oneshot::Sender<SendOutcome>,
+}
+
+/// Limits, breaker and request slots of one connection.
+#[derive(Debug)]
+struct ConnectionState {
+    limiters: HashMap<Channel, ConnectionLimiter>,
+    breaker: CircuitBreaker,
+    /// Requests of this connection in flight; sized by `max_in_flight`.
+    in_flight: Arc<Semaphore>,
+    max_in_flight: u32,
+}
+
 #[derive(Debug)]
 pub struct ProviderActor {
     provider: Provider,
     client: Arc<ProviderClient>,
     clock: Arc<dyn Clock>,
-    /// Sends in flight at once per `Deliver` batch; concurrent batches each get this many.
-    concurrency: usize,
-    limiters: HashMap<(ConnectionId, Channel), ConnectionLimiter>,
+    settings: ProviderSettings,
+    requests: Arc<Semaphore>,
+    connections: HashMap<ConnectionId, ConnectionState>,
+    batches: HashMap<BatchKey, Vec<QueuedSend>>,
 }
 
 impl ProviderActor {
@@ -68,15 +126,137 @@ impl ProviderActor {
         provider: Provider,
         client: ProviderClient,
         clock: Arc<dyn Clock>,
-        concurrency: usize,
+        mut settings: ProviderSettings,
     ) -> Self {
+        settings.max_requests_in_flight = settings.max_requests_in_flight.max(1);
+        settings.batch_size = settings.batch_size.max(1);
         Self {
             provider,
             client: Arc::new(client),
             clock,
-            concurrency: concurrency.max(1),
-            limiters: HashMap::new(),
+            requests: Arc::new(Semaphore::new(settings.max_requests_in_flight)),
+            settings,
+            connections: HashMap::new(),
+            batches: HashMap::new(),
         }
+    }
+
+    fn connection(&mut self, id: ConnectionId, limits: ConnectionLimits) -> &mut ConnectionState {
+        let breaker = &self.settings.breaker;
+        let state = self.connections.entry(id).or_insert_with(|| ConnectionState {
+            limiters: HashMap::new(),
+            breaker: CircuitBreaker::new(breaker),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+            max_in_flight: limits.max_in_flight,
+        });
+        if state.max_in_flight != limits.max_in_flight {
+            // Requests holding permits of the old semaphore give them back to it, harmlessly.
+            state.in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1) as usize));
+            state.max_in_flight = limits.max_in_flight;
+        }
+        state
+    }
+
+    fn batch_key(&self, connection: ConnectionId) -> Option<BatchKey> {
+        if self.settings.batch_size <= 1 {
+            return None;
+        }
+        match self.provider {
+            Provider::Gmail => Some(BatchKey::Provider),
+            Provider::Outlook => Some(BatchKey::Connection(connection)),
+            Provider::Twilio => None,
+        }
+    }
+
+    /// Sends the queued sends of `key` now, in requests of at most `batch_size`.
+    fn flush(&mut self, key: BatchKey, connection_slots: Option<Arc<Semaphore>>) {
+        let Some(mut queued) = self.batches.remove(&key) else {
+            return;
+        };
+        while !queued.is_empty() {
+            let rest = queued.split_off(queued.len().min(self.settings.batch_size));
+            let group = std::mem::replace(&mut queued, rest);
+            self.spawn_request(group, connection_slots.clone());
+        }
+    }
+
+    /// Sends one group as one request, once a provider slot (and a slot of the connection, for
+    /// per-connection groups) is free, and hands each outcome to its waiting sender.
+    fn spawn_request(&self, group: Vec<QueuedSend>, connection_slots: Option<Arc<Semaphore>>) {
+        let client = self.client.clone();
+        let requests = self.requests.clone();
+        let provider = self.provider.as_str();
+        actix::spawn(async move {
+            // The connection's slot comes first, so that a request waiting for its busy
+            // connection holds no provider slot that other connections could use.
+            let _connection_slot = match connection_slots {
+                Some(slots) => Some(slots.acquire_owned().await),
+                None => None,
+            };
+            let _provider_slot = requests.acquire_owned().await;
+            let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "provider" => provider);
+            in_flight.increment(1.0);
+            let started = Instant::now();
+            let outcomes = client.send_group(&group).await;
+            metrics::histogram!(telemetry::PROVIDER_REQUEST_DURATION, "provider" => provider)
+                .record(started.elapsed().as_secs_f64());
+            in_flight.decrement(1.0);
+            for (queued, outcome) in group.into_iter().zip(outcomes) {
+                // The tenant actor waiting for it may be gone after a restart; nothing to do.
+                let _ = queued.reply.send(outcome);
+            }
+        });
+    }
+
+    /// Feeds the outcomes of one connection's sends to its breaker and limiter.
+    fn record_outcomes(
+        &mut self,
+        connection: ConnectionId,
+        channel: Channel,
+        outcomes: &[SendOutcome],
+    ) {
+        let now = self.clock.now();
+        let provider = self.provider;
+        let settings = self.settings.breaker;
+        let Some(state) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        for outcome in outcomes {
+            let transition = match outcome {
+                SendOutcome::Accepted { .. } | SendOutcome::Permanent { .. } => {
+                    state.breaker.record_success(&settings)
+                }
+                SendOutcome::Retryable { retry_after, .. } => {
+                    if let Some(wait) = retry_after.and_then(|d| chrono::Duration::from_std(d).ok())
+                        && let Some(limiter) = state.limiters.get_mut(&channel)
+                    {
+                        limiter.pause_until(now + wait);
+                    }
+                    state.breaker.record_failure(&settings, now)
+                }
+                SendOutcome::InDoubt { .. } => state.breaker.record_failure(&settings, now),
+                // The connection is paused by its tenant actor until new credentials come.
+                SendOutcome::Unauthorized { .. } => None,
+            };
+            log_transition(provider, connection, transition);
+        }
+    }
+}
+
+fn log_transition(provider: Provider, connection: ConnectionId, transition: Option<Transition>) {
+    match transition {
+        Some(Transition::Opened { until, failures }) => {
+            tracing::warn!(
+                %provider, %connection, failures, reopens_at = %until,
+                "circuit breaker opened: sends of this connection stop until then"
+            );
+            metrics::counter!(telemetry::BREAKER_OPENINGS, "provider" => provider.as_str())
+                .increment(1);
+        }
+        Some(Transition::Closed) => {
+            tracing::info!(%provider, %connection, "circuit breaker closed: sends resume");
+        }
+        None => {}
     }
 }
 
@@ -94,7 +274,7 @@ impl Actor for ProviderActor {
 pub struct Admit {
     pub connection: ConnectionId,
     pub channel: Channel,
-    pub limits: SendLimits,
+    pub limits: ConnectionLimits,
     pub wanted: u32,
 }
 
@@ -102,23 +282,40 @@ impl Handler<Admit> for ProviderActor {
     type Result = MessageResult<Admit>;
 
     fn handle(&mut self, msg: Admit, _: &mut Self::Context) -> Self::Result {
-        let clock = &self.clock;
-        let limiter = self
+        let now = self.clock.now();
+        let clock = self.clock.clone();
+        let provider = self.provider;
+        let state = self.connection(msg.connection, msg.limits);
+        let allowed = match state.breaker.admit(msg.wanted, now) {
+            BreakerAdmission::Allow(allowed) => allowed,
+            BreakerAdmission::WaitUntil(until) => {
+                return MessageResult(Admission { granted: 0, next_free_at: Some(until) });
+            }
+        };
+        let limiter = state
             .limiters
-            .entry((msg.connection, msg.channel))
-            .or_insert_with(|| ConnectionLimiter::new(msg.limits, clock.clone()));
+            .entry(msg.channel)
+            .or_insert_with(|| ConnectionLimiter::new(msg.limits, clock));
         limiter.set_limits(msg.limits);
-        let admission = limiter.admit(msg.wanted);
+        let mut admission = limiter.admit(allowed);
+        if allowed < msg.wanted {
+            // Only a trial send is allowed; the others wait for its outcome.
+            let trial_known_by = now + chrono::Duration::seconds(1);
+            admission.next_free_at = Some(admission.next_free_at.unwrap_or(trial_known_by));
+            if admission.granted == 0 {
+                state.breaker.release_trial();
+            }
+        }
         if admission.granted < msg.wanted {
-            metrics::counter!(telemetry::RATE_LIMIT_WAITS, "provider" => self.provider.as_str())
+            metrics::counter!(telemetry::RATE_LIMIT_WAITS, "provider" => provider.as_str())
                 .increment(1);
         }
         MessageResult(admission)
     }
 }
 
-/// Gives back `count` daily-window permits of a connection, taken by [`Admit`] for follow-ups
-/// that did not go out after all.
+/// Gives back `count` daily permits of a connection, taken by [`Admit`] for follow-ups that did
+/// not go out after all.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct Refund {
@@ -131,47 +328,71 @@ impl Handler<Refund> for ProviderActor {
     type Result = ();
 
     fn handle(&mut self, msg: Refund, _: &mut Self::Context) {
-        if let Some(limiter) = self.limiters.get_mut(&(msg.connection, msg.channel)) {
-            limiter.refund(msg.count);
+        if let Some(state) = self.connections.get_mut(&msg.connection) {
+            if let Some(limiter) = state.limiters.get_mut(&msg.channel) {
+                limiter.refund(msg.count);
+            }
+            // A half-open breaker admits one send, so a refund means the trial never left.
+            if msg.count > 0 {
+                state.breaker.release_trial();
+            }
         }
     }
 }
 
-/// Sends admitted follow-ups and returns one outcome per message, in order.
+/// Sends admitted follow-ups of one connection and returns one outcome per message, in order.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<SendOutcome>")]
 pub struct Deliver {
+    pub connection: ConnectionId,
+    pub channel: Channel,
     pub credentials: Credentials,
     pub messages: Vec<OutboundMessage>,
 }
 
 impl Handler<Deliver> for ProviderActor {
-    type Result = ResponseFuture<Vec<SendOutcome>>;
+    type Result = ResponseActFuture<Self, Vec<SendOutcome>>;
 
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) -> Self::Result {
-        let client = self.client.clone();
-        let provider = self.provider.as_str();
-        let concurrency = self.concurrency;
-        Box::pin(async move {
-            let credentials = &msg.credentials;
-            let client = &client;
-            futures_util::stream::iter(msg.messages.iter())
-                .map(|message| async move {
-                    let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "provider" => provider);
-                    in_flight.increment(1.0);
-                    let started = Instant::now();
-                    let outcome = client.send(credentials, message).await;
-                    metrics::histogram!(
-                        telemetry::PROVIDER_REQUEST_DURATION,
-                        "provider" => provider
-                    )
-                    .record(started.elapsed().as_secs_f64());
-                    in_flight.decrement(1.0);
-                    outcome
-                })
-                .buffered(concurrency)
-                .collect()
-                .await
-        })
+    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) -> Self::Result {
+        let Deliver { connection, channel, credentials, messages } = msg;
+        let connection_slots =
+            self.connections.get(&connection).map(|state| state.in_flight.clone());
+        let mut replies = Vec::with_capacity(messages.len());
+        let batch_key = self.batch_key(connection);
+        for message in messages {
+            let (reply, outcome) = oneshot::channel();
+            replies.push(outcome);
+            let queued = QueuedSend { credentials: credentials.clone(), message, reply };
+            let Some(key) = batch_key else {
+                self.spawn_request(vec![queued], connection_slots.clone());
+                continue;
+            };
+            // Per-connection batches take a slot of their connection; provider-wide ones
+            // mix connections, so only the provider's slots bound them.
+            let slots = match key {
+                BatchKey::Connection(_) => connection_slots.clone(),
+                BatchKey::Provider => None,
+            };
+            let queue = self.batches.entry(key).or_default();
+            queue.push(queued);
+            if queue.len() >= self.settings.batch_size {
+                self.flush(key, slots);
+            } else if queue.len() == 1 {
+                ctx.run_later(self.settings.linger, move |actor, _| actor.flush(key, slots));
+            }
+        }
+        let outcomes = async move {
+            let mut outcomes = Vec::with_capacity(replies.len());
+            for reply in replies {
+                outcomes.push(reply.await.unwrap_or_else(|_| SendOutcome::InDoubt {
+                    reason: "the send task ended without an outcome".into(),
+                }));
+            }
+            outcomes
+        };
+        Box::pin(outcomes.into_actor(self).map(move |outcomes, actor, _| {
+            actor.record_outcomes(connection, channel, &outcomes);
+            outcomes
+        }))
     }
 }

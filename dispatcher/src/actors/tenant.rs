@@ -16,7 +16,7 @@ use followup_core::domain::{
     Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, Sequence,
 };
 use followup_core::ids::{ScheduleId, SequenceId, TenantId};
-use followup_core::limits::SendLimits;
+use followup_core::limits::ConnectionLimits;
 use followup_core::store::{Store, StoreError};
 use followup_core::template::Template;
 use rand::Rng as _;
@@ -431,8 +431,7 @@ impl TenantRound {
         channel: Channel,
         due: &mut Vec<FollowUp>,
     ) -> Result<crate::limiter::Admission, DispatchError> {
-        let limits =
-            SendLimits::published(connection.provider, channel).with_overrides(&connection.limits);
+        let limits = ConnectionLimits::of(connection, channel);
         let Some(provider) = self.deps.providers.get(&connection.provider) else {
             // Every provider has an actor from start-up, so this is unreachable in practice;
             // a far wake keeps the driver from spinning if it ever happens.
@@ -510,7 +509,12 @@ impl TenantRound {
         let (follow_ups, messages): (Vec<_>, Vec<_>) =
             sendable.into_iter().map(|item| (item.follow_up, item.message)).unzip();
         let outcomes = provider
-            .send(Deliver { credentials: connection.credentials.clone(), messages })
+            .send(Deliver {
+                connection: connection.id,
+                channel,
+                credentials: connection.credentials.clone(),
+                messages,
+            })
             .await
             .map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
         let finished_at = self.deps.clock.now();

@@ -11,7 +11,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId, SequenceId};
 use followup_core::ingest::{ContactField, Format, IngestError};
-use followup_core::limits::SendLimits;
+use followup_core::limits::{AccountKind, ConnectionLimits};
 use followup_core::plan::validate_window;
 use followup_core::sensitive::Sensitive;
 use followup_core::template::Template;
@@ -250,7 +250,7 @@ pub async fn bulk_upload(
     };
     let started = std::time::Instant::now();
     let result = ingest(store.as_ref(), job, body).await;
-    state.engine.notify_new_work();
+    state.engine.notify_tenant(tenant.id);
     let report = match &result {
         Ok(report) => report,
         Err(
@@ -475,6 +475,12 @@ pub struct ConnectionRequest {
     pub auth_token: Option<Sensitive<String>>,
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// The kind of account; the provider's most common kind when absent.
+    #[serde(default)]
+    pub account_kind: Option<AccountKind>,
+    /// IANA timezone of the mailbox or number; UTC when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// Checks that a sender is a mailbox address (Gmail, Outlook) or an E.164 number (Twilio).
@@ -505,8 +511,11 @@ pub struct ConnectionView {
     pub sender: String,
     /// The overrides the tenant set.
     pub limits: LimitOverrides,
-    /// The limits in force per channel: the overrides over the provider's published limits.
-    pub effective_limits: BTreeMap<Channel, SendLimits>,
+    pub account_kind: AccountKind,
+    pub timezone: String,
+    /// The limits in force per channel: the overrides over the account kind's published
+    /// limits.
+    pub effective_limits: BTreeMap<Channel, ConnectionLimits>,
     pub paused_reason: Option<String>,
 }
 
@@ -515,16 +524,15 @@ impl From<&Connection> for ConnectionView {
         let effective_limits = Channel::ALL
             .into_iter()
             .filter(|&channel| connection.provider.carries(channel))
-            .map(|channel| {
-                let published = SendLimits::published(connection.provider, channel);
-                (channel, published.with_overrides(&connection.limits))
-            })
+            .map(|channel| (channel, ConnectionLimits::of(connection, channel)))
             .collect();
         Self {
             id: connection.id,
             provider: connection.provider,
             sender: connection.sender.clone(),
             limits: connection.limits,
+            account_kind: connection.account_kind(),
+            timezone: connection.timezone().name().to_owned(),
             effective_limits,
             paused_reason: connection.paused_reason.clone(),
         }
@@ -542,11 +550,34 @@ pub async fn put_connection(
     })?;
     let request = body.into_inner();
     validate_sender(provider, request.sender.trim())?;
-    if request.limits.per_minute == Some(0) || request.limits.per_day == Some(0) {
+    let limits = &request.limits;
+    let zero = [limits.per_minute, limits.per_day, limits.per_local_day, limits.max_in_flight]
+        .contains(&Some(0));
+    if zero {
         return Err(ApiError::BadRequest(
             "limits must be at least 1; leave a limit out to use the provider's published one"
                 .into(),
         ));
+    }
+    if let Some(kind) = request.account_kind
+        && kind.provider() != provider
+    {
+        let kinds: Vec<&str> = AccountKind::ALL
+            .iter()
+            .filter(|kind| kind.provider() == provider)
+            .map(|kind| kind.as_str())
+            .collect();
+        return Err(ApiError::BadRequest(format!(
+            "account_kind {kind} is not a {provider} account; use one of: {}",
+            kinds.join(", ")
+        )));
+    }
+    if let Some(name) = &request.timezone
+        && name.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "timezone {name:?} is not an IANA timezone name such as Europe/Berlin"
+        )));
     }
     let credentials = match provider {
         Provider::Gmail | Provider::Outlook => Credentials::OAuth {
@@ -581,13 +612,15 @@ pub async fn put_connection(
         sender: request.sender.trim().to_owned(),
         credentials,
         limits: request.limits,
+        account_kind: request.account_kind,
+        timezone: request.timezone,
         paused_reason: None,
     };
     store.put_connection(connection.clone()).await?;
     if let Some(fakes) = &state.fakes {
         super::register_with_fakes(fakes, &connection);
     }
-    state.engine.notify_new_work();
+    state.engine.notify_tenant(tenant.id);
     Ok(HttpResponse::Ok().json(ConnectionView::from(&connection)))
 }
 
