@@ -52,7 +52,12 @@ pub struct DemoSummary {
     pub top_rejection_reasons: Vec<ReasonCount>,
     pub followups: u64,
     pub sent: u64,
+    /// Rejected for good by a provider, or unsendable (no sequence, template field missing).
     pub failed: u64,
+    /// Retried until the retry budget ran out; each carries its last error.
+    pub dead: u64,
+    /// Send attempts beyond each follow-up's first.
+    pub retries: u64,
     pub skipped: u64,
     pub cancelled: u64,
     pub in_doubt: u64,
@@ -355,6 +360,7 @@ async fn summarize(
     }
     let stats = running.fakes()?.stats();
     let lateness = engine.lateness();
+    let scan = scan_follow_ups(engine).await?;
     Ok(DemoSummary {
         rows: report.rows,
         accepted: report.accepted,
@@ -367,12 +373,14 @@ async fn summarize(
         })),
         followups: counts.values().sum(),
         sent: state_total(&[FollowUpState::Sent]),
-        failed: state_total(&[FollowUpState::Failed, FollowUpState::Dead]),
+        failed: state_total(&[FollowUpState::Failed]),
+        dead: state_total(&[FollowUpState::Dead]),
+        retries: scan.retries,
         skipped: state_total(&[FollowUpState::Skipped]),
         cancelled: state_total(&[FollowUpState::Cancelled]),
         in_doubt: state_total(&[FollowUpState::InDoubt]),
         by_channel,
-        top_settle_reasons: settle_reasons(engine).await?,
+        top_settle_reasons: scan.top_settle_reasons,
         provider_received: stats.received_by_provider.values().sum(),
         provider_received_by_provider: stats
             .received_by_provider
@@ -391,10 +399,17 @@ async fn summarize(
     })
 }
 
-/// Returns the most common reasons follow-ups were skipped or failed.
-async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<ReasonCount>> {
+/// What a pass over every follow-up finds.
+struct FollowUpScan {
+    /// The most common reasons follow-ups did not end sent.
+    top_settle_reasons: Vec<ReasonCount>,
+    retries: u64,
+}
+
+async fn scan_follow_ups(engine: &crate::engine::Engine) -> anyhow::Result<FollowUpScan> {
     const PAGE: usize = 5_000;
     let mut reasons = Vec::new();
+    let mut retries = 0;
     for tenant in engine.store().tenants().await? {
         let mut after = None;
         loop {
@@ -402,6 +417,7 @@ async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<Re
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             for follow_up in page {
+                retries += u64::from(follow_up.attempts.saturating_sub(1));
                 if follow_up.state != FollowUpState::Sent
                     && let Some(reason) = follow_up.reason
                 {
@@ -412,7 +428,7 @@ async fn settle_reasons(engine: &crate::engine::Engine) -> anyhow::Result<Vec<Re
             }
         }
     }
-    Ok(top_reasons(reasons.into_iter()))
+    Ok(FollowUpScan { top_settle_reasons: top_reasons(reasons.into_iter()), retries })
 }
 
 /// Replaces the first double-quoted part of a reason, which is the rejected value in every
@@ -456,13 +472,16 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
         println!("                  e.g. {}", reason.example);
     }
     println!(
-        "follow-ups: {} total: {} sent, {} failed, {} skipped, {} cancelled, {} in doubt",
+        "follow-ups: {} total: {} sent, {} failed, {} dead, {} skipped, {} cancelled, {} in \
+         doubt; {} retries",
         summary.followups,
         summary.sent,
         summary.failed,
+        summary.dead,
         summary.skipped,
         summary.cancelled,
-        summary.in_doubt
+        summary.in_doubt,
+        summary.retries
     );
     for (channel, states) in &summary.by_channel {
         let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
@@ -496,8 +515,12 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
 /// Fails the demo if the books do not balance: every row and follow-up accounted for, every
 /// send received once, no rate limit broken.
 fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
-    let settled =
-        summary.sent + summary.failed + summary.skipped + summary.cancelled + summary.in_doubt;
+    let settled = summary.sent
+        + summary.failed
+        + summary.dead
+        + summary.skipped
+        + summary.cancelled
+        + summary.in_doubt;
     let mut broken = Vec::new();
     if summary.rows != summary.accepted + summary.rejected {
         broken.push("rows != accepted + rejected");

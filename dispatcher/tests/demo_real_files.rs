@@ -47,7 +47,7 @@ fn demo_balances_on_every_sample_file() {
         let rows = number(&summary, "rows");
         assert!(rows >= 100, "{name}: only {rows} rows read");
         assert_eq!(rows, number(&summary, "accepted") + number(&summary, "rejected"), "{name}");
-        let settled = ["sent", "failed", "skipped", "cancelled", "in_doubt"]
+        let settled = ["sent", "failed", "dead", "skipped", "cancelled", "in_doubt"]
             .iter()
             .map(|key| number(&summary, key))
             .sum::<u64>();
@@ -55,6 +55,8 @@ fn demo_balances_on_every_sample_file() {
         assert_eq!(number(&summary, "sent"), number(&summary, "provider_received"), "{name}");
         assert_eq!(number(&summary, "rate_limit_violations"), 0, "{name}");
         assert!(number(&summary, "sent") > 0, "{name}: nothing was sent");
+        assert_eq!(number(&summary, "dead"), 0, "{name}: the fakes inject no error here");
+        assert_eq!(number(&summary, "retries"), 0, "{name}: the fakes inject no error here");
         assert!(summary["lateness_ms"]["p50"].is_u64(), "{name}: no lateness");
         assert!(summary["lateness_ms"]["p99"].is_u64(), "{name}: no lateness");
         assert!(summary["lateness_ms"]["max"].is_u64(), "{name}: no lateness");

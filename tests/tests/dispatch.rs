@@ -2,6 +2,7 @@
 //! errors, and each follow-up's final state read back through the API.
 
 use followup_adapters::fakes::{ErrorPlan, ForcedOutcome};
+use followup_core::clock::Clock as _;
 use followup_core::domain::Provider;
 use followup_core::ids::ScheduleId;
 use followup_dispatcher::config::{OverQuota, Plan};
@@ -245,5 +246,48 @@ async fn timeout_after_sending_settles_in_doubt_without_resending() -> anyhow::R
     assert_eq!(follow_ups[0]["attempts"], 1, "not sent again");
     let reason = follow_ups[0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("may have been delivered"), "{reason}");
+    Ok(())
+}
+
+/// Runs a tenant of 20 follow-ups against a Gmail fake that fails every send, for two minutes
+/// of virtual time, and returns the requests the fake saw in that time.
+async fn requests_in_two_failing_minutes(breaker_threshold: u32) -> anyhow::Result<u64> {
+    let errors = ErrorPlan::default().with_retryable_fraction(1.0, 7);
+    let engine = TestEngine::start_with_errors(
+        |config| {
+            config.dispatch.retry_budget = 5;
+            config.providers.breaker_failure_threshold = breaker_threshold;
+            config.providers.breaker_open_seconds = 30;
+        },
+        errors,
+    )
+    .await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let csv: String = std::iter::once("email\n".to_owned())
+        .chain((0..20).map(|n| format!("down{n}@example.com\n")))
+        .collect();
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+
+    let clock = engine.virtual_clock();
+    let deadline = clock.now() + chrono::Duration::minutes(2);
+    // Follow-ups are still waiting at the deadline when the breaker holds them back.
+    let _ = engine.running.engine.run_until_settled(clock, deadline, |_| {}).await;
+    Ok(engine.running.fakes()?.stats().injected_errors)
+}
+
+#[actix_rt::test]
+async fn circuit_breaker_stops_hammering_a_failing_mailbox() -> anyhow::Result<()> {
+    let without_breaker = requests_in_two_failing_minutes(u32::MAX).await?;
+    let with_breaker = requests_in_two_failing_minutes(5).await?;
+    // Without a breaker every follow-up spends its 5 attempts within the backoff of about
+    // 15 s. With one, the first round's 20 failures open it for 30 s, then one trial a
+    // period (30 s, then 60 s) goes out.
+    assert_eq!(without_breaker, 100, "every attempt of every follow-up");
+    assert!(
+        (20..=23).contains(&with_breaker),
+        "{with_breaker} requests reached the failing mailbox in two minutes"
+    );
     Ok(())
 }
