@@ -85,6 +85,15 @@ pub struct ProvidersConfig {
     /// the trial send after it fails, up to `breaker_max_open_seconds`.
     pub breaker_open_seconds: u64,
     pub breaker_max_open_seconds: u64,
+    /// Sends per minute of the engine's Google Cloud project across all mailboxes: 1,200,000
+    /// quota units a minute at 100 units per send.
+    pub gmail_project_per_minute: u32,
+    /// Sends per rolling day of the project: 80,000,000 units a day at 100 units per send.
+    /// Google bills beyond it; raise it if the project accepts the charges.
+    pub gmail_project_per_day: u32,
+    /// Requests per minute of the engine's Entra application across all mailboxes: Graph
+    /// allows 130,000 per 10 seconds.
+    pub graph_app_per_minute: u32,
 }
 
 impl Default for ProvidersConfig {
@@ -102,6 +111,9 @@ impl Default for ProvidersConfig {
             breaker_failure_threshold: 5,
             breaker_open_seconds: 30,
             breaker_max_open_seconds: 600,
+            gmail_project_per_minute: 12_000,
+            gmail_project_per_day: 800_000,
+            graph_app_per_minute: 780_000,
         }
     }
 }

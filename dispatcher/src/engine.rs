@@ -22,6 +22,7 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
 use followup_core::ids::{ScheduleId, TenantId};
+use followup_core::limits::SendLimits;
 use followup_core::store::Store;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
@@ -342,7 +343,19 @@ fn provider_settings(config: &ProvidersConfig, provider: Provider) -> ProviderSe
         Provider::Twilio => 1,
     };
     let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX).max(1));
+    let provider_limits = match provider {
+        Provider::Gmail => Some(SendLimits {
+            per_minute: config.gmail_project_per_minute,
+            per_day: config.gmail_project_per_day,
+        }),
+        Provider::Outlook => {
+            Some(SendLimits { per_minute: config.graph_app_per_minute, per_day: u32::MAX })
+        }
+        // Twilio's limits are per sender and per account, which connections already carry.
+        Provider::Twilio => None,
+    };
     ProviderSettings {
+        provider_limits,
         max_requests_in_flight: config.concurrency,
         batch_size,
         linger: Duration::from_millis(config.batch_linger_millis),

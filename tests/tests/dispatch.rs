@@ -291,3 +291,55 @@ async fn circuit_breaker_stops_hammering_a_failing_mailbox() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[actix_rt::test]
+async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
+    // Each mailbox may send 6,000 a minute, but the engine's project only 60 in all.
+    let engine =
+        TestEngine::start(|config| config.providers.gmail_project_per_minute = 60).await?;
+    let mut csv = String::from("email\n");
+    for n in 0..60 {
+        csv.push_str(&format!("p{n}@example.com\n"));
+    }
+    for (tenant, token) in [("acme", "acme-token"), ("globex", "globex-token")] {
+        let key = engine.create_tenant(tenant, "pro").await?;
+        let connection = json!({"sender": format!("sales@{tenant}.example"),
+                                "access_token": token,
+                                "limits": {"per_minute": 6000, "per_day": 100000}});
+        let response = engine
+            .http
+            .put(engine.url("/v1/connections/gmail"))
+            .bearer_auth(&key)
+            .json(&connection)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+        engine.upload(&key, &sequence, "text/csv", csv.clone()).await?;
+    }
+
+    engine.settle(1).await?;
+
+    let received = engine.running.fakes()?.received();
+    assert_eq!(received.len(), 120);
+    let mut instants: Vec<_> = received.iter().map(|message| message.received_at).collect();
+    instants.sort();
+    let most_in_a_minute = instants
+        .iter()
+        .enumerate()
+        .map(|(index, &at)| {
+            instants[index..]
+                .iter()
+                .take_while(|&&later| later - at < chrono::Duration::minutes(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most_in_a_minute <= 60, "{most_in_a_minute} sends in one minute");
+    assert!(most_in_a_minute >= 55, "the shared pace is close to its limit: {most_in_a_minute}");
+    for tenant in ["acme", "globex"] {
+        let sent = received.iter().filter(|m| m.from.ends_with(&format!("@{tenant}.example")));
+        assert_eq!(sent.count(), 60, "{tenant} sent all its follow-ups");
+    }
+    Ok(())
+}

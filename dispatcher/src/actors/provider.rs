@@ -26,10 +26,11 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::clock::Clock;
 use followup_core::domain::{Channel, Credentials, Provider};
 use followup_core::ids::ConnectionId;
-use followup_core::limits::ConnectionLimits;
+use followup_core::limits::{ConnectionLimits, SendLimits};
 use futures_util::future::join_all;
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::actors::tenant::earliest;
 use crate::breaker::{BreakerAdmission, BreakerSettings, CircuitBreaker, Transition};
 use crate::limiter::{Admission, ConnectionLimiter};
 use crate::telemetry;
@@ -74,6 +75,9 @@ impl ProviderClient {
 /// Settings of a provider actor.
 #[derive(Clone, Copy, Debug)]
 pub struct ProviderSettings {
+    /// Limits of the engine's own account at the provider, shared by every connection: the
+    /// Google Cloud project or the Entra application.
+    pub provider_limits: Option<SendLimits>,
     /// Requests in flight at once for the whole provider; a batch request counts as one.
     pub max_requests_in_flight: usize,
     /// Sends per batch request; 1 sends each on its own.
@@ -117,6 +121,8 @@ pub struct ProviderActor {
     clock: Arc<dyn Clock>,
     settings: ProviderSettings,
     requests: Arc<Semaphore>,
+    /// The pace and daily cap of `settings.provider_limits`.
+    provider_limiter: Option<ConnectionLimiter>,
     connections: HashMap<ConnectionId, ConnectionState>,
     batches: HashMap<BatchKey, Vec<QueuedSend>>,
 }
@@ -130,31 +136,25 @@ impl ProviderActor {
     ) -> Self {
         settings.max_requests_in_flight = settings.max_requests_in_flight.max(1);
         settings.batch_size = settings.batch_size.max(1);
+        let provider_limiter = settings.provider_limits.map(|send| {
+            let limits = ConnectionLimits {
+                send,
+                per_local_day: None,
+                timezone: chrono_tz::UTC,
+                max_in_flight: u32::MAX,
+            };
+            ConnectionLimiter::new(limits, clock.clone())
+        });
         Self {
             provider,
             client: Arc::new(client),
             clock,
             requests: Arc::new(Semaphore::new(settings.max_requests_in_flight)),
+            provider_limiter,
             settings,
             connections: HashMap::new(),
             batches: HashMap::new(),
         }
-    }
-
-    fn connection(&mut self, id: ConnectionId, limits: ConnectionLimits) -> &mut ConnectionState {
-        let breaker = &self.settings.breaker;
-        let state = self.connections.entry(id).or_insert_with(|| ConnectionState {
-            limiters: HashMap::new(),
-            breaker: CircuitBreaker::new(breaker),
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
-            max_in_flight: limits.max_in_flight,
-        });
-        if state.max_in_flight != limits.max_in_flight {
-            // Requests holding permits of the old semaphore give them back to it, harmlessly.
-            state.in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1) as usize));
-            state.max_in_flight = limits.max_in_flight;
-        }
-        state
     }
 
     fn batch_key(&self, connection: ConnectionId) -> Option<BatchKey> {
@@ -243,6 +243,28 @@ impl ProviderActor {
     }
 }
 
+/// The state of connection `id`, created on first use, with its request slots resized to
+/// `limits`.
+fn connection_state<'a>(
+    connections: &'a mut HashMap<ConnectionId, ConnectionState>,
+    breaker: &BreakerSettings,
+    id: ConnectionId,
+    limits: ConnectionLimits,
+) -> &'a mut ConnectionState {
+    let state = connections.entry(id).or_insert_with(|| ConnectionState {
+        limiters: HashMap::new(),
+        breaker: CircuitBreaker::new(breaker),
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+        max_in_flight: limits.max_in_flight,
+    });
+    if state.max_in_flight != limits.max_in_flight {
+        // Requests holding permits of the old semaphore give them back to it, harmlessly.
+        state.in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1) as usize));
+        state.max_in_flight = limits.max_in_flight;
+    }
+    state
+}
+
 fn log_transition(provider: Provider, connection: ConnectionId, transition: Option<Transition>) {
     match transition {
         Some(Transition::Opened { until, failures }) => {
@@ -285,7 +307,12 @@ impl Handler<Admit> for ProviderActor {
         let now = self.clock.now();
         let clock = self.clock.clone();
         let provider = self.provider;
-        let state = self.connection(msg.connection, msg.limits);
+        let state = connection_state(
+            &mut self.connections,
+            &self.settings.breaker,
+            msg.connection,
+            msg.limits,
+        );
         let allowed = match state.breaker.admit(msg.wanted, now) {
             BreakerAdmission::Allow(allowed) => allowed,
             BreakerAdmission::WaitUntil(until) => {
@@ -298,6 +325,20 @@ impl Handler<Admit> for ProviderActor {
             .or_insert_with(|| ConnectionLimiter::new(msg.limits, clock));
         limiter.set_limits(msg.limits);
         let mut admission = limiter.admit(allowed);
+        // The provider-wide limit comes second: the connection's own is usually the tighter,
+        // and its daily places taken for sends the provider limit holds back are given back.
+        if let Some(shared) = &mut self.provider_limiter
+            && admission.granted > 0
+        {
+            let shared_admission = shared.admit(admission.granted);
+            if shared_admission.granted < admission.granted {
+                limiter.refund(admission.granted - shared_admission.granted);
+                admission = Admission {
+                    granted: shared_admission.granted,
+                    next_free_at: earliest(admission.next_free_at, shared_admission.next_free_at),
+                };
+            }
+        }
         if allowed < msg.wanted {
             // Only a trial send is allowed; the others wait for its outcome.
             let trial_known_by = now + chrono::Duration::seconds(1);
