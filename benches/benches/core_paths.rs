@@ -1,18 +1,24 @@
-//! Benchmarks of the CPU-bound hot paths of ingest and planning: reading CSV, validating rows,
-//! planning due instants and rendering templates.
+//! Benchmarks of the CPU-bound hot paths of ingest, planning and dispatch: reading CSV,
+//! validating rows, planning due instants, rendering templates and checking a connection's rate
+//! limit.
 //!
 //! Run with `cargo bench -p followup-benches`; record figures in BENCHMARKS.md.
 
 use std::hint::black_box;
 
+use std::sync::Arc;
+
 use chrono::{NaiveTime, TimeZone, Utc, Weekday};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use followup_core::clock::{SystemClock, VirtualClock};
 use followup_core::domain::{Channel, SendWindow, Step};
 use followup_core::ingest::{
     ColumnMapping, Format, IngestLimits, RecordReader, ValidationContext, validate,
 };
+use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::plan::plan_steps;
 use followup_core::template::Template;
+use followup_dispatcher::limiter::ConnectionLimiter;
 
 const ROWS: usize = 10_000;
 
@@ -115,5 +121,36 @@ fn rendering(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, csv_reading, row_validation, planning, rendering);
+/// The cost of one admission check of a connection's limiter (governor's GCRA pace, the
+/// rolling daily window and the local-day cap), when it grants a send and when the pace
+/// holds it back.
+fn rate_limit_check(c: &mut Criterion) {
+    let limits = |per_minute| ConnectionLimits {
+        send: SendLimits { per_minute, per_day: u32::MAX },
+        per_local_day: Some(u32::MAX),
+        timezone: chrono_tz::America::New_York,
+        max_in_flight: 8,
+    };
+    // A pace far above the check rate grants every send. The daily window then fills, so it
+    // is cleared every 100,000 checks, as sends age out of the window in a real run.
+    let mut open = ConnectionLimiter::new(limits(u32::MAX), Arc::new(SystemClock));
+    let mut checks = 0u32;
+    c.bench_function("limiter/admit_granted", |b| {
+        b.iter(|| {
+            checks += 1;
+            if checks == 100_000 {
+                checks = 0;
+                open = ConnectionLimiter::new(limits(u32::MAX), Arc::new(SystemClock));
+            }
+            black_box(open.admit(black_box(1)))
+        })
+    });
+    // A stopped virtual clock: after the first send, every check is held back by the pace.
+    let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("valid instant");
+    let mut held = ConnectionLimiter::new(limits(60), Arc::new(VirtualClock::new(start)));
+    held.admit(1);
+    c.bench_function("limiter/admit_held_back", |b| b.iter(|| black_box(held.admit(black_box(1)))));
+}
+
+criterion_group!(benches, csv_reading, row_validation, planning, rendering, rate_limit_check);
 criterion_main!(benches);

@@ -179,11 +179,22 @@ pub struct DispatchConfig {
     pub max_backoff_seconds: u64,
     /// Maximum pause between dispatch rounds under the system clock, in milliseconds.
     pub tick_millis: u64,
+    /// Channels whose follow-ups are sent again after an answer was lost (a timeout or a reset
+    /// after the request left), accepting that the recipient may get two. Follow-ups of
+    /// other channels settle `in_doubt`. None by default: Gmail, Graph and Twilio take no
+    /// idempotency key, so a resend cannot be deduplicated.
+    pub resend_in_doubt: Vec<Channel>,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        Self { batch_size: 100, retry_budget: 6, max_backoff_seconds: 64, tick_millis: 500 }
+        Self {
+            batch_size: 100,
+            retry_budget: 6,
+            max_backoff_seconds: 64,
+            tick_millis: 500,
+            resend_in_doubt: Vec::new(),
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub const DISPATCH_LATENESS: &str = "followup_dispatch_lateness_seconds";
 pub const PROVIDER_REQUEST_DURATION: &str = "followup_provider_request_duration_seconds";
 /// Times a connection's rate limit held sends back, by `provider`.
 pub const RATE_LIMIT_WAITS: &str = "followup_rate_limit_waits_total";
+/// Follow-ups sent again after a lost answer, by `channel`, where the configuration allows it.
+pub const IN_DOUBT_RESENDS: &str = "followup_in_doubt_resends_total";
 /// Times a connection's circuit breaker opened, by `provider`.
 pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";
 /// Follow-ups skipped because the tenant's plan quota was used up, by `channel`.
@@ -54,6 +56,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Duration of requests to providers."
     );
     describe_counter!(RATE_LIMIT_WAITS, Unit::Count, "Sends held back by a rate limit.");
+    describe_counter!(
+        IN_DOUBT_RESENDS,
+        Unit::Count,
+        "Follow-ups sent again after a lost answer; each may have arrived twice."
+    );
     describe_counter!(
         BREAKER_OPENINGS,
         Unit::Count,

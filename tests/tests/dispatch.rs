@@ -295,8 +295,7 @@ async fn circuit_breaker_stops_hammering_a_failing_mailbox() -> anyhow::Result<(
 #[actix_rt::test]
 async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
     // Each mailbox may send 6,000 a minute, but the engine's project only 60 in all.
-    let engine =
-        TestEngine::start(|config| config.providers.gmail_project_per_minute = 60).await?;
+    let engine = TestEngine::start(|config| config.providers.gmail_project_per_minute = 60).await?;
     let mut csv = String::from("email\n");
     for n in 0..60 {
         csv.push_str(&format!("p{n}@example.com\n"));
@@ -341,5 +340,34 @@ async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
         let sent = received.iter().filter(|m| m.from.ends_with(&format!("@{tenant}.example")));
         assert_eq!(sent.count(), 60, "{tenant} sent all its follow-ups");
     }
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn channels_configured_to_resend_in_doubt_try_again() -> anyhow::Result<()> {
+    let engine = TestEngine::start_with_fakes(
+        |config| {
+            config.providers.request_timeout_seconds = 1;
+            config.dispatch.retry_budget = 2;
+            config.dispatch.resend_in_doubt = vec![followup_core::domain::Channel::Email];
+        },
+        followup_adapters::fakes::FakeConfig::new(std::sync::Arc::new(
+            followup_core::clock::SystemClock,
+        ))
+        .with_latency(std::time::Duration::from_millis(2_500)),
+    )
+    .await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", "email\nslow@example.com\n").await?;
+
+    engine.settle(1).await?;
+
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "slow@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "dead", "{follow_ups}");
+    assert_eq!(follow_ups[0]["attempts"], 2, "sent again once, then the budget ran out");
+    let reason = follow_ups[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("resent after a lost answer"), "{reason}");
     Ok(())
 }

@@ -578,23 +578,22 @@ impl TenantRound {
                 None
             }
             SendOutcome::Retryable { reason, retry_after } => {
-                if follow_up.attempts >= self.deps.config.retry_budget {
-                    let reason = format!(
-                        "gave up after {} attempts; last error: {reason}",
-                        follow_up.attempts
-                    );
-                    settle(follow_up, FollowUpState::Dead, reason, now);
-                } else {
-                    let wait = self.backoff(follow_up.attempts, *retry_after);
-                    follow_up.state = FollowUpState::Retry;
-                    follow_up.due_at = now + wait;
-                    follow_up.reason = Some(reason.clone());
-                }
+                self.retry_or_bury(follow_up, reason.clone(), *retry_after, now);
                 Some(reason.clone())
             }
             SendOutcome::Permanent { reason } => {
                 settle(follow_up, FollowUpState::Failed, reason.clone(), now);
                 Some(reason.clone())
+            }
+            SendOutcome::InDoubt { reason }
+                if self.deps.config.resend_in_doubt.contains(&follow_up.channel) =>
+            {
+                let reason =
+                    format!("resent after a lost answer, so it may arrive twice: {reason}");
+                metrics::counter!(telemetry::IN_DOUBT_RESENDS, "channel" => follow_up.channel.as_str())
+                    .increment(1);
+                self.retry_or_bury(follow_up, reason.clone(), None, now);
+                Some(reason)
             }
             SendOutcome::InDoubt { reason } => {
                 // Sending again could deliver twice, so it is settled as in doubt.
@@ -608,6 +607,27 @@ impl TenantRound {
                 follow_up.reason = Some(format!("waiting for reconnection: {reason}"));
                 Some(reason.clone())
             }
+        }
+    }
+
+    /// Schedules another attempt after a backoff, or settles the follow-up dead with `reason`
+    /// once its retry budget is spent.
+    fn retry_or_bury(
+        &self,
+        follow_up: &mut FollowUp,
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+        now: DateTime<Utc>,
+    ) {
+        if follow_up.attempts >= self.deps.config.retry_budget {
+            let reason =
+                format!("gave up after {} attempts; last error: {reason}", follow_up.attempts);
+            settle(follow_up, FollowUpState::Dead, reason, now);
+        } else {
+            let wait = self.backoff(follow_up.attempts, retry_after);
+            follow_up.state = FollowUpState::Retry;
+            follow_up.due_at = now + wait;
+            follow_up.reason = Some(reason);
         }
     }
 
