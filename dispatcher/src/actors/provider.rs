@@ -9,10 +9,13 @@
 //! work.
 //!
 //! Batching: Gmail's batch endpoint takes parts with their own `Authorization`, so one batch
-//! carries sends of many mailboxes and sends of all tenants share it. Graph's `$batch` runs
-//! under one token, so its batches are per connection. A send waits at most the linger for
-//! others to join its batch; a full batch leaves at once. Twilio has no batch endpoint: each
-//! send is its own request on the pooled keep-alive connections.
+//! carries sends of many mailboxes and sends of all tenants share it. A send waits at most the
+//! linger for others to join its batch, and only while other connections are sending (a lone
+//! connection would wait for nobody); a full batch leaves at once. Graph's `$batch` runs under
+//! one token, so its batches are per connection, and a connection's admitted sends arrive
+//! together in one round: its batch is complete on arrival and leaves without a linger.
+//! Twilio has no batch endpoint: each send is its own request on the pooled keep-alive
+//! connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,6 +99,18 @@ enum BatchKey {
     Connection(ConnectionId),
 }
 
+impl BatchKey {
+    /// The request slots a batch of this key takes: per-connection batches take a slot of
+    /// their connection; provider-wide ones mix connections, so only the provider's slots
+    /// bound them.
+    fn connection_slots(self, slots: &Option<Arc<Semaphore>>) -> Option<Arc<Semaphore>> {
+        match self {
+            BatchKey::Connection(_) => slots.clone(),
+            BatchKey::Provider => None,
+        }
+    }
+}
+
 /// A send waiting in a batch.
 #[derive(Debug)]
 struct QueuedSend {
@@ -125,6 +140,9 @@ pub struct ProviderActor {
     provider_limiter: Option<ConnectionLimiter>,
     connections: HashMap<ConnectionId, ConnectionState>,
     batches: HashMap<BatchKey, Vec<QueuedSend>>,
+    /// When each connection last handed over sends, to tell whether a send arriving now could
+    /// share a provider-wide batch with another connection's.
+    last_delivery: HashMap<ConnectionId, Instant>,
 }
 
 impl ProviderActor {
@@ -154,7 +172,24 @@ impl ProviderActor {
             settings,
             connections: HashMap::new(),
             batches: HashMap::new(),
+            last_delivery: HashMap::new(),
         }
+    }
+
+    /// Records a delivery of `connection` and returns whether another connection delivered
+    /// within the last `SENDING_RECENTLY`.
+    fn others_sending(&mut self, connection: ConnectionId) -> bool {
+        const SENDING_RECENTLY: Duration = Duration::from_secs(1);
+        let now = Instant::now();
+        if self.last_delivery.len() > 4_096 {
+            self.last_delivery.retain(|_, at| now.duration_since(*at) < SENDING_RECENTLY);
+        }
+        let others = self
+            .last_delivery
+            .iter()
+            .any(|(id, at)| *id != connection && now.duration_since(*at) < SENDING_RECENTLY);
+        self.last_delivery.insert(connection, now);
+        others
     }
 
     fn batch_key(&self, connection: ConnectionId) -> Option<BatchKey> {
@@ -400,6 +435,7 @@ impl Handler<Deliver> for ProviderActor {
             self.connections.get(&connection).map(|state| state.in_flight.clone());
         let mut replies = Vec::with_capacity(messages.len());
         let batch_key = self.batch_key(connection);
+        let linger = batch_key == Some(BatchKey::Provider) && self.others_sending(connection);
         for message in messages {
             let (reply, outcome) = oneshot::channel();
             replies.push(outcome);
@@ -408,19 +444,17 @@ impl Handler<Deliver> for ProviderActor {
                 self.spawn_request(vec![queued], connection_slots.clone());
                 continue;
             };
-            // Per-connection batches take a slot of their connection; provider-wide ones
-            // mix connections, so only the provider's slots bound them.
-            let slots = match key {
-                BatchKey::Connection(_) => connection_slots.clone(),
-                BatchKey::Provider => None,
-            };
+            let slots = key.connection_slots(&connection_slots);
             let queue = self.batches.entry(key).or_default();
             queue.push(queued);
             if queue.len() >= self.settings.batch_size {
                 self.flush(key, slots);
-            } else if queue.len() == 1 {
+            } else if queue.len() == 1 && linger {
                 ctx.run_later(self.settings.linger, move |actor, _| actor.flush(key, slots));
             }
+        }
+        if !linger && let Some(key) = batch_key {
+            self.flush(key, key.connection_slots(&connection_slots));
         }
         let outcomes = async move {
             let mut outcomes = Vec::with_capacity(replies.len());
