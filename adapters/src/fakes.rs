@@ -16,6 +16,7 @@
 pub mod config;
 mod gmail;
 mod graph;
+mod graph_batch;
 mod limiter;
 mod server;
 mod state;
@@ -50,6 +51,10 @@ pub struct ReceivedMessage {
     /// Email text body (line ends as LF), SMS text, or the words of the call's `<Say>` (the whole TwiML when it
     /// is not a single `<Say>`).
     pub body: String,
+    /// The List-Unsubscribe header value of an email the Graph fake received in MIME form;
+    /// `None` for other sends.
+    #[serde(default)]
+    pub list_unsubscribe: Option<String>,
     /// The id the fake returned: Gmail message id, Graph request id, Twilio `SM`/`CA` sid.
     pub provider_message_id: String,
     /// When the fake accepted it, on the fake's clock.
@@ -68,6 +73,10 @@ pub struct FakeStats {
     pub rejected_requests: u64,
     /// Sends rejected with an error of the [`ErrorPlan`].
     pub injected_errors: u64,
+    /// Batch requests received, of every provider, counted on arrival whatever their outcome.
+    /// Their inner sends are counted like single sends.
+    #[serde(default)]
+    pub batch_requests: u64,
 }
 
 impl FakeStats {

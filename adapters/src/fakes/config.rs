@@ -134,4 +134,8 @@ pub enum ForcedOutcome {
     RecipientRejected,
     /// 401: Gmail `authError`, Graph `InvalidAuthenticationToken`, Twilio 20003.
     Unauthorized,
+    /// The Twilio error with this code, in Twilio's error form and with the HTTP status
+    /// Twilio gives it, such as 21211 (400), 20429 (429) or 20003 (401). Gmail and Graph have
+    /// no such codes and respond with their 500 error.
+    TwilioError(u32),
 }

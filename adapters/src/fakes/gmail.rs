@@ -83,6 +83,7 @@ async fn send(
         to: parsed.to,
         subject: parsed.subject,
         body: parsed.body,
+        list_unsubscribe: None,
         provider_message_id: random_hex(16),
         received_at: state.now(),
     };
@@ -189,5 +190,11 @@ fn injected(outcome: ForcedOutcome) -> HttpResponse {
             "Invalid To header",
         ),
         ForcedOutcome::Unauthorized => unauthenticated(),
+        ForcedOutcome::TwilioError(code) => google_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "backendError",
+            "INTERNAL",
+            &format!("The fake has no Gmail form of Twilio error {code}."),
+        ),
     }
 }

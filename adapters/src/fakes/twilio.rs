@@ -4,7 +4,9 @@
 //!
 //! NOTE: the codes 21602, 21603, 21604, 21606, 21617 (messages) and 21201, 21205, 21210,
 //! 21213, 21215 (calls) follow Twilio's error catalogue as we remember it. The checks behind
-//! them match the documented API, but a code or its wording may differ from the live one.
+//! them match the documented API, but a code or its wording may differ from the live one. The
+//! same holds for the statuses and messages of the errors that [`ForcedOutcome::TwilioError`]
+//! forces.
 
 use std::collections::HashMap;
 
@@ -274,6 +276,7 @@ fn received(
         to,
         subject: None,
         body,
+        list_unsubscribe: None,
         provider_message_id: sid,
         received_at: now,
     }
@@ -306,7 +309,44 @@ fn injected(outcome: ForcedOutcome, channel: Channel, to: &str) -> TwilioError {
             status: StatusCode::UNAUTHORIZED,
             message: "Authenticate".to_owned(),
         },
+        (ForcedOutcome::TwilioError(code), _) => forced_error(code, to),
     }
+}
+
+/// Builds the error with `code` as Twilio sends it. A code the fake does not know gets status
+/// 400 and a message naming it.
+fn forced_error(code: u32, to: &str) -> TwilioError {
+    let (status, message) = match code {
+        20003 => (StatusCode::UNAUTHORIZED, "Authenticate".to_owned()),
+        20429 => return too_many_requests(),
+        20500 => (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error".to_owned()),
+        20503 => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable".to_owned()),
+        21211 => (StatusCode::BAD_REQUEST, format!("Invalid 'To' Phone Number: {to}")),
+        21408 => {
+            let message =
+                format!("Permission to send an SMS is not enabled for the region of {to}");
+            (StatusCode::BAD_REQUEST, message)
+        }
+        21606 => {
+            let message = "The 'From' number cannot send messages to this destination.";
+            (StatusCode::BAD_REQUEST, message.to_owned())
+        }
+        21608 => {
+            let message = format!("Trial accounts cannot send messages to the unverified {to}.");
+            (StatusCode::BAD_REQUEST, message)
+        }
+        21610 => (StatusCode::BAD_REQUEST, "Attempt to send to unsubscribed recipient".to_owned()),
+        21611 => (
+            StatusCode::BAD_REQUEST,
+            "This 'From' number has exceeded the maximum number of queued messages".to_owned(),
+        ),
+        21614 => {
+            (StatusCode::BAD_REQUEST, format!("'To' number {to} is not a valid mobile number"))
+        }
+        22005 => (StatusCode::BAD_REQUEST, "Call Queue Full".to_owned()),
+        _ => (StatusCode::BAD_REQUEST, format!("Twilio error {code}")),
+    };
+    TwilioError { code, status, message }
 }
 
 /// Dates in Twilio resources are RFC 2822.

@@ -33,7 +33,16 @@ impl GraphError {
     }
 }
 
-/// Classifies Graph's response, reading `Retry-After` relative to `now`.
+/// Classifies Graph's response, reading `Retry-After` relative to `now`. Single sends and the
+/// inner responses of a `$batch` go through it alike.
+///
+/// - any 2xx is accepted, with or without `Retry-After` (`sendMail` answers 202);
+/// - 401 and 403 are [`SendOutcome::Unauthorized`]: an invalid token, a missing `Mail.Send`
+///   permission or a mailbox barred from sending fails every send of the connection alike;
+/// - 408, 424 (a `$batch` dependency failed, so the request never ran), 429, 5xx and the
+///   MailboxConcurrency error are retryable, with the `Retry-After` wait when one is sent;
+/// - anything else, such as 400 `ErrorInvalidRecipients` or a malformed MIME body, is
+///   permanent.
 ///
 /// Graph returns no message id, so an accepted send uses the `request-id` header, or a fresh
 /// UUID when the header is missing.
@@ -54,8 +63,8 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
         response.header("retry-after").and_then(|value| parse_retry_after(value, now));
 
     match status {
-        401 => SendOutcome::Unauthorized { reason },
-        408 | 429 | 500..=599 => SendOutcome::Retryable { reason, retry_after },
+        401 | 403 => SendOutcome::Unauthorized { reason },
+        408 | 424 | 429 | 500..=599 => SendOutcome::Retryable { reason, retry_after },
         _ if error.is_mailbox_concurrency() => SendOutcome::Retryable { reason, retry_after },
         _ => SendOutcome::Permanent { reason },
     }

@@ -1,3 +1,8 @@
+mod batch;
+mod classify;
+mod conformance;
+mod shape;
+
 use std::time::Duration;
 
 use followup_core::limits::SendLimits;
@@ -5,14 +10,31 @@ use followup_core::limits::SendLimits;
 use super::GraphClient;
 use super::request::SendMailRequest;
 use crate::fakes::{ErrorPlan, ForcedOutcome};
-use crate::outbound::{SendCredentials, SendOutcome};
+use crate::outbound::{OutboundMessage, SendCredentials, SendOutcome};
 use crate::testing::{email, http, start_fakes, start_instant, virtual_clock};
 
 const TOKEN: &str = "eyJ0eXAiOiJKV1Qi.graph-test-token";
 const MAILBOX: &str = "owner@contoso.example";
+const UNSUBSCRIBE: &str = "https://app.example/u/opaque-token-1";
 
 fn limits(per_minute: u32, per_day: u32) -> SendLimits {
     SendLimits { per_minute, per_day }
+}
+
+fn with_unsubscribe(mut msg: OutboundMessage) -> OutboundMessage {
+    msg.unsubscribe_url = Some(UNSUBSCRIBE.to_owned());
+    msg
+}
+
+/// Returns the class of an outcome, to compare outcomes whose reasons differ.
+fn kind(outcome: &SendOutcome) -> &'static str {
+    match outcome {
+        SendOutcome::Accepted { .. } => "accepted",
+        SendOutcome::Retryable { .. } => "retryable",
+        SendOutcome::Permanent { .. } => "permanent",
+        SendOutcome::Unauthorized { .. } => "unauthorized",
+        SendOutcome::InDoubt { .. } => "in doubt",
+    }
 }
 
 #[test]
@@ -139,5 +161,92 @@ async fn fifth_concurrent_request_is_throttled() {
     assert!(accepted <= 4, "at most 4 run at once, accepted {accepted}");
     assert_eq!(accepted + throttled.len(), 6, "outcomes {outcomes:?}");
     assert_eq!(fakes.stats().rate_limit_violations, throttled.len() as u64);
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
+async fn mime_send_records_list_unsubscribe() {
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config).await;
+    fakes.register_outlook(TOKEN, MAILBOX, limits(30, 10_000));
+    let client = GraphClient::new(http(), fakes.graph_url()).with_clock(clock.clone());
+
+    let msg = with_unsubscribe(email(MAILBOX, "ann@example.org", "Checking in", "Any news?"));
+    let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
+
+    let SendOutcome::Accepted { provider_message_id } = outcome else {
+        panic!("expected accepted, got {outcome:?}");
+    };
+    let received = fakes.received();
+    assert_eq!(received.len(), 1);
+    let message = &received[0];
+    assert_eq!(message.provider_message_id, provider_message_id);
+    assert_eq!(message.list_unsubscribe.as_deref(), Some(format!("<{UNSUBSCRIBE}>").as_str()));
+    assert_eq!(message.to, "ann@example.org");
+    assert_eq!(message.subject.as_deref(), Some("Checking in"));
+    assert_eq!(message.body.trim_end(), "Any news?");
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
+async fn html_send_uses_json_html_body() {
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config).await;
+    fakes.register_outlook(TOKEN, MAILBOX, limits(30, 10_000));
+    let client = GraphClient::new(http(), fakes.graph_url()).with_clock(clock.clone());
+
+    let mut msg = email(MAILBOX, "ann@example.org", "Checking in", "Any news?");
+    msg.html_body = Some("<p>Any <b>news</b>?</p>".to_owned());
+    let outcome = client.send(SendCredentials::Bearer(TOKEN), &msg).await;
+
+    assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
+    let received = fakes.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].body, "<p>Any <b>news</b>?</p>");
+    assert_eq!(received[0].list_unsubscribe, None, "the JSON form carries no List-Unsubscribe");
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
+async fn five_concurrent_sends_lose_none() {
+    let clock = virtual_clock();
+    let latency = Duration::from_millis(300);
+    let fakes = start_fakes(&clock, |config| config.with_latency(latency)).await;
+    fakes.register_outlook(TOKEN, MAILBOX, limits(1_000, 10_000));
+    let client = GraphClient::new(http(), fakes.graph_url()).with_clock(clock.clone());
+    let messages: Vec<_> =
+        (0..5).map(|i| email(MAILBOX, &format!("c{i}@example.org"), "s", "b")).collect();
+
+    let sends = messages.iter().map(|msg| client.send(SendCredentials::Bearer(TOKEN), msg));
+    let outcomes = futures_util::future::join_all(sends).await;
+
+    let mut throttled = Vec::new();
+    for (msg, outcome) in messages.iter().zip(&outcomes) {
+        match outcome {
+            SendOutcome::Accepted { .. } => {}
+            SendOutcome::Retryable { reason, .. } => {
+                let expected = "outlook 429 ApplicationThrottled: Application is over its \
+                                MailboxConcurrency limit.";
+                assert_eq!(reason, expected);
+                throttled.push(msg);
+            }
+            other => panic!("expected accepted or retryable, got {other:?}"),
+        }
+    }
+    assert!(!throttled.is_empty(), "a fifth concurrent request is throttled: {outcomes:?}");
+
+    // Retried one at a time, the throttled sends go through: none is lost.
+    for msg in throttled {
+        let outcome = client.send(SendCredentials::Bearer(TOKEN), msg).await;
+        assert!(
+            matches!(outcome, SendOutcome::Accepted { .. }),
+            "retry of {}: {outcome:?}",
+            msg.to
+        );
+    }
+    let mut recipients: Vec<String> = fakes.received().into_iter().map(|m| m.to).collect();
+    recipients.sort();
+    let expected: Vec<String> = messages.iter().map(|msg| msg.to.clone()).collect();
+    assert_eq!(recipients, expected, "each message received exactly once");
     fakes.shutdown().await;
 }

@@ -1,5 +1,7 @@
 //! Classifying Twilio's response to CreateMessage and CreateCall.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -30,15 +32,37 @@ pub struct TwilioError {
     pub more_info: Option<String>,
 }
 
-/// Error codes that mean the recipient cannot be reached, ever: 21211 invalid To number,
-/// 21610 recipient replied STOP, 21614 To is not a mobile number.
-const PERMANENT_RECIPIENT_CODES: [u32; 3] = [21211, 21610, 21614];
+/// Error codes after which the same message can never be sent as it is:
+///
+/// - the recipient: 21211 invalid To number, 21610 the recipient replied STOP, 21614 To is
+///   not a mobile number;
+/// - the account: 21606 From is not a valid sender for this destination, 21608 a trial
+///   account sending to an unverified number, 21408 sending to the To number's region is not
+///   enabled. These need a change in the Twilio console, not a retry.
+const PERMANENT_CODES: [u32; 6] = [21211, 21610, 21614, 21606, 21608, 21408];
 
-/// Error codes of a full queue (21611 for a sender's messages, 22005 for calls): the send was
-/// not taken, and the queue drains at the sender's rate, so trying later succeeds.
+/// Error codes of a full queue: 21611 when a sender's message queue contains more than 10
+/// hours of traffic, 22005 when the account's call queue contains more than 24 hours of calls. Twilio
+/// did not take the send, so it is safe to retry, but not soon.
 const QUEUE_FULL_CODES: [u32; 2] = [21611, 22005];
 
+/// Wait before retrying into a full queue, when Twilio sends no `Retry-After` (it documents
+/// none). The queue drains at the sender's rate, about one message segment or one call per
+/// second on a long code. A retry within seconds therefore meets the same full queue, and a
+/// send accepted at the edge would still wait hours in it. Half an hour drains about 1,800
+/// sends, room for the retries and for other traffic of the sender.
+pub const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(30 * 60);
+
 /// Classifies Twilio's response, reading any `Retry-After` relative to `now`.
+///
+/// - 2xx is accepted;
+/// - 401 or code 20003 is [`SendOutcome::Unauthorized`];
+/// - [`PERMANENT_CODES`] are permanent;
+/// - [`QUEUE_FULL_CODES`] are retryable after [`QUEUE_FULL_RETRY_AFTER`];
+/// - 429 or code 20429 (too many concurrent requests) is retryable: Twilio processed nothing,
+///   so no message can be sent twice;
+/// - 408 and 5xx are retryable;
+/// - anything else is permanent.
 pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcome {
     let status = response.status.as_u16();
     if response.status.is_success() {
@@ -53,12 +77,13 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
 
     match (status, error.code) {
         (401, _) | (_, Some(20003)) => SendOutcome::Unauthorized { reason },
-        (_, Some(code)) if PERMANENT_RECIPIENT_CODES.contains(&code) => {
-            SendOutcome::Permanent { reason }
-        }
+        (_, Some(code)) if PERMANENT_CODES.contains(&code) => SendOutcome::Permanent { reason },
         (_, Some(code)) if QUEUE_FULL_CODES.contains(&code) => {
+            let retry_after = retry_after.or(Some(QUEUE_FULL_RETRY_AFTER));
             SendOutcome::Retryable { reason, retry_after }
         }
+        // NOTE: Twilio offers no idempotency key for creates, so if a 5xx ever came after the
+        // message was created, this retry would send it twice. Twilio documents no such case.
         (408 | 429 | 500..=599, _) | (_, Some(20429)) => {
             SendOutcome::Retryable { reason, retry_after }
         }

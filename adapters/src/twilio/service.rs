@@ -13,6 +13,11 @@ use crate::http::{endpoint, execute, scrub_secret};
 use crate::outbound::{OutboundMessage, SendCredentials, SendOutcome};
 
 /// A Twilio REST client. Cheap to clone: the HTTP pool is shared.
+///
+/// Twilio's REST API has no batch endpoint, so every SMS and call is one request. The client
+/// keeps them cheap by reusing the pooled keep-alive connections of the `reqwest::Client` it
+/// is given, which should be the one from [`build_http_client`](crate::http::build_http_client)
+/// that every provider client shares.
 #[derive(Clone, Debug)]
 pub struct TwilioClient {
     http: reqwest::Client,
@@ -21,8 +26,9 @@ pub struct TwilioClient {
     clock: Arc<dyn Clock>,
 }
 
-/// Account SID and auth token, checked and borrowed from [`SendCredentials::Basic`].
-struct BasicAuth<'a> {
+/// Account SID and auth token, checked and borrowed from [`SendCredentials::Basic`]. It has no
+/// `Debug`, so that the token cannot be printed.
+pub(crate) struct BasicAuth<'a> {
     account_sid: &'a str,
     auth_token: &'a str,
 }
@@ -52,16 +58,8 @@ impl TwilioClient {
 
     /// Sends `msg.body` as an SMS from `msg.from` to `msg.to`.
     pub async fn send_sms(&self, creds: SendCredentials<'_>, msg: &OutboundMessage) -> SendOutcome {
-        let auth = match basic_auth(creds) {
-            Ok(auth) => auth,
-            Err(outcome) => return outcome,
-        };
-        let form = CreateMessageForm {
-            to: msg.to.clone(),
-            from: msg.from.clone(),
-            body: msg.body.clone(),
-        };
-        self.post_form(&auth, &messages_path(auth.account_sid), &form).await
+        let request = basic_auth(creds).map(|auth| (self.sms_request(&auth, msg), auth));
+        self.execute(request).await
     }
 
     /// Places a call from `msg.from` to `msg.to` that speaks `msg.body`.
@@ -70,31 +68,60 @@ impl TwilioClient {
         creds: SendCredentials<'_>,
         msg: &OutboundMessage,
     ) -> SendOutcome {
-        let auth = match basic_auth(creds) {
-            Ok(auth) => auth,
-            Err(outcome) => return outcome,
-        };
-        let twiml = match say_twiml(&msg.body) {
-            Ok(twiml) => twiml,
-            Err(err) => {
-                return SendOutcome::Permanent { reason: err.to_string() };
-            }
-        };
-        let form = CreateCallForm { to: msg.to.clone(), from: msg.from.clone(), twiml };
-        self.post_form(&auth, &calls_path(auth.account_sid), &form).await
+        let request = basic_auth(creds)
+            .and_then(|auth| self.call_request(&auth, msg).map(|request| (request, auth)));
+        self.execute(request).await
     }
 
-    async fn post_form(
+    /// Builds the CreateMessage request of `msg`.
+    pub(crate) fn sms_request(
+        &self,
+        auth: &BasicAuth<'_>,
+        msg: &OutboundMessage,
+    ) -> reqwest::RequestBuilder {
+        let form = CreateMessageForm {
+            to: msg.to.clone(),
+            from: msg.from.clone(),
+            body: msg.body.clone(),
+        };
+        self.form_request(auth, &messages_path(auth.account_sid), &form)
+    }
+
+    /// Builds the CreateCall request of `msg`, or the permanent outcome of a text too long for
+    /// a call.
+    pub(crate) fn call_request(
+        &self,
+        auth: &BasicAuth<'_>,
+        msg: &OutboundMessage,
+    ) -> Result<reqwest::RequestBuilder, SendOutcome> {
+        let twiml = say_twiml(&msg.body)
+            .map_err(|err| SendOutcome::Permanent { reason: err.to_string() })?;
+        let form = CreateCallForm { to: msg.to.clone(), from: msg.from.clone(), twiml };
+        Ok(self.form_request(auth, &calls_path(auth.account_sid), &form))
+    }
+
+    fn form_request(
         &self,
         auth: &BasicAuth<'_>,
         path: &str,
         form: &impl Serialize,
-    ) -> SendOutcome {
-        let request = self
-            .http
+    ) -> reqwest::RequestBuilder {
+        self.http
             .post(endpoint(&self.base_url, path))
             .basic_auth(auth.account_sid, Some(auth.auth_token))
-            .form(form);
+            .form(form)
+    }
+
+    /// Sends a built request and classifies the response, with the auth token scrubbed from
+    /// the reason.
+    async fn execute(
+        &self,
+        request: Result<(reqwest::RequestBuilder, BasicAuth<'_>), SendOutcome>,
+    ) -> SendOutcome {
+        let (request, auth) = match request {
+            Ok(built) => built,
+            Err(outcome) => return outcome,
+        };
         let outcome = match execute("twilio", request).await {
             Ok(response) => classify(&response, self.clock.now()),
             Err(outcome) => outcome,
@@ -105,7 +132,7 @@ impl TwilioClient {
 
 /// Takes the Account SID and token out of `creds`. The SID goes into the URL path, so it must
 /// be plain letters and digits, as every Twilio SID is.
-fn basic_auth(creds: SendCredentials<'_>) -> Result<BasicAuth<'_>, SendOutcome> {
+pub(crate) fn basic_auth(creds: SendCredentials<'_>) -> Result<BasicAuth<'_>, SendOutcome> {
     let SendCredentials::Basic { account_sid, auth_token } = creds else {
         let reason = "twilio: credentials are not an account sid and auth token".to_owned();
         return Err(SendOutcome::Unauthorized { reason });

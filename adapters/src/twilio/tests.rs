@@ -1,10 +1,14 @@
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 use followup_core::domain::Channel;
 use followup_core::limits::SendLimits;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::Value;
 
 use super::TwilioClient;
-use super::request::{CreateCallForm, CreateMessageForm, escape_xml, say_twiml};
+use super::request::{escape_xml, say_twiml};
+use super::response::QUEUE_FULL_RETRY_AFTER;
+use super::service::basic_auth;
 use crate::fakes::{ErrorPlan, FakeProviders, ForcedOutcome};
 use crate::outbound::{SendCredentials, SendOutcome};
 use crate::testing::{http, phone, spec_file, start_fakes, virtual_clock};
@@ -164,59 +168,187 @@ async fn overlong_call_is_not_sent() {
     fakes.shutdown().await;
 }
 
-/// Returns the property names and the required list of the form schema of `path`.
-fn request_schema(spec: &serde_json::Value, path: &str) -> (Vec<String>, Vec<String>) {
-    let schema = &spec["paths"][path]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
-        ["schema"];
-    let properties =
-        schema["properties"].as_object().expect("properties").keys().cloned().collect();
-    let required = schema["required"]
-        .as_array()
-        .map(|names| names.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default();
-    (properties, required)
+/// Returns the class of an outcome, to compare outcomes whose reasons differ.
+fn kind(outcome: &SendOutcome) -> &'static str {
+    match outcome {
+        SendOutcome::Accepted { .. } => "accepted",
+        SendOutcome::Retryable { .. } => "retryable",
+        SendOutcome::Permanent { .. } => "permanent",
+        SendOutcome::Unauthorized { .. } => "unauthorized",
+        SendOutcome::InDoubt { .. } => "in doubt",
+    }
 }
 
-fn form_fields(form: &impl serde::Serialize) -> Vec<String> {
-    let encoded = serde_urlencoded::to_string(form).expect("form encodes");
-    let pairs: BTreeMap<String, String> =
-        serde_urlencoded::from_str(&encoded).expect("form decodes");
-    pairs.into_keys().collect()
+fn reason(outcome: &SendOutcome) -> &str {
+    match outcome {
+        SendOutcome::Accepted { .. } => "",
+        SendOutcome::Retryable { reason, .. }
+        | SendOutcome::Permanent { reason }
+        | SendOutcome::Unauthorized { reason }
+        | SendOutcome::InDoubt { reason } => reason,
+    }
+}
+
+#[tokio::test]
+async fn error_codes_are_classified() {
+    // (code, channel, HTTP status, class, wait)
+    let cases: [(u32, Channel, u16, &str, Option<Duration>); 13] = [
+        (21211, Channel::Sms, 400, "permanent", None),
+        (21610, Channel::Sms, 400, "permanent", None),
+        (21614, Channel::Sms, 400, "permanent", None),
+        (21606, Channel::Sms, 400, "permanent", None),
+        (21608, Channel::Sms, 400, "permanent", None),
+        (21408, Channel::Sms, 400, "permanent", None),
+        (20429, Channel::Sms, 429, "retryable", None),
+        (21611, Channel::Sms, 400, "retryable", Some(QUEUE_FULL_RETRY_AFTER)),
+        (22005, Channel::Call, 400, "retryable", Some(QUEUE_FULL_RETRY_AFTER)),
+        (20003, Channel::Sms, 401, "unauthorized", None),
+        (20003, Channel::Call, 401, "unauthorized", None),
+        (20500, Channel::Sms, 500, "retryable", None),
+        (20503, Channel::Call, 503, "retryable", None),
+    ];
+    let recipient = |index: usize| format!("+1415555{:04}", 100 + index);
+    let plan = cases.iter().enumerate().fold(ErrorPlan::default(), |plan, (index, case)| {
+        plan.force(recipient(index), ForcedOutcome::TwilioError(case.0))
+    });
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config.with_errors(plan)).await;
+    register(&fakes, 60);
+    let client = TwilioClient::new(http(), fakes.twilio_url()).with_clock(clock.clone());
+
+    for (index, (code, channel, status, class, wait)) in cases.into_iter().enumerate() {
+        let outcome = client.send(creds(), &phone(channel, NUMBER, &recipient(index), "hi")).await;
+        assert_eq!(kind(&outcome), class, "code {code}: {outcome:?}");
+        let prefix = format!("twilio {status} code {code}");
+        assert!(reason(&outcome).starts_with(&prefix), "code {code}: {outcome:?}");
+        if let SendOutcome::Retryable { retry_after, .. } = outcome {
+            assert_eq!(retry_after, wait, "code {code}");
+        }
+    }
+    assert!(fakes.received().is_empty());
+    assert_eq!(fakes.stats().injected_errors, 13);
+    fakes.shutdown().await;
+}
+
+/// Checks `request` against the operation that its method and path name in the Twilio
+/// OpenAPI description `spec`, and returns every mismatch. A mismatch is a missing operation,
+/// a content type the operation does not accept, a form field it does not define, a missing
+/// required field, or missing HTTP Basic credentials.
+fn openapi_problems(spec: &Value, request: &reqwest::Request) -> Vec<String> {
+    let method = request.method().as_str().to_ascii_lowercase();
+    let path = request.url().path();
+    let Some((template, operation)) = find_operation(spec, path, &method) else {
+        return vec![format!("no operation {method} {path} in the description")];
+    };
+
+    let mut problems = Vec::new();
+    let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !authorization.is_some_and(|value| value.starts_with("Basic ")) {
+        problems.push(format!("{template}: no HTTP Basic credentials"));
+    }
+
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let essence = content_type.unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    let media = &operation["requestBody"]["content"][essence];
+    if !media.is_object() {
+        problems.push(format!("{template}: content type {essence:?} is not accepted"));
+        return problems;
+    }
+
+    let body = request.body().and_then(reqwest::Body::as_bytes).unwrap_or_default();
+    let fields: Vec<(String, String)> = match serde_urlencoded::from_bytes(body) {
+        Ok(fields) => fields,
+        Err(err) => {
+            problems.push(format!("{template}: the body is not a form: {err}"));
+            return problems;
+        }
+    };
+    let schema = &media["schema"];
+    for (name, _) in &fields {
+        if !schema["properties"][name].is_object() {
+            problems.push(format!("{template}: unknown field {name}"));
+        }
+    }
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    for name in required.iter().filter_map(Value::as_str) {
+        if !fields.iter().any(|(field, _)| field == name) {
+            problems.push(format!("{template}: required field {name} is missing"));
+        }
+    }
+    problems
+}
+
+/// Finds the path template of `spec` that `path` matches, a `{name}` segment matching any
+/// segment, and its operation for `method`.
+fn find_operation<'a>(spec: &'a Value, path: &str, method: &str) -> Option<(&'a str, &'a Value)> {
+    let segments: Vec<&str> = path.split('/').collect();
+    spec["paths"].as_object()?.iter().find_map(|(template, item)| {
+        let pattern: Vec<&str> = template.split('/').collect();
+        let matches = pattern.len() == segments.len()
+            && pattern.iter().zip(&segments).all(|(expected, actual)| {
+                (expected.starts_with('{') && !actual.is_empty()) || expected == actual
+            });
+        let operation = item.get(method).filter(|_| matches)?;
+        Some((template.as_str(), operation))
+    })
+}
+
+fn twilio_spec() -> Value {
+    let text =
+        std::fs::read_to_string(spec_file("twilio/twilio_api_v2010.json")).expect("spec readable");
+    serde_json::from_str(&text).expect("spec is JSON")
 }
 
 #[test]
-fn forms_match_openapi_description() {
-    let text =
-        std::fs::read_to_string(spec_file("twilio/twilio_api_v2010.json")).expect("spec readable");
-    let spec: serde_json::Value = serde_json::from_str(&text).expect("spec is JSON");
+fn client_requests_match_openapi() {
+    let spec = twilio_spec();
+    let base = reqwest::Url::parse("https://api.twilio.com").expect("url");
+    let client = TwilioClient::new(http(), base);
+    let auth = basic_auth(creds()).expect("valid credentials");
 
-    let message = CreateMessageForm { to: CONTACT.into(), from: NUMBER.into(), body: "hi".into() };
-    let call =
-        CreateCallForm { to: CONTACT.into(), from: NUMBER.into(), twiml: "<Response/>".into() };
-    let cases = [
-        (super::messages_path("{AccountSid}"), "CreateMessage", form_fields(&message)),
-        (super::calls_path("{AccountSid}"), "CreateCall", form_fields(&call)),
-    ];
-
-    for (path, operation_id, fields) in cases {
-        assert_eq!(spec["paths"][&path]["post"]["operationId"], operation_id, "path {path}");
-        assert!(
-            spec["paths"][&path]["post"]["responses"]["201"].is_object(),
-            "{path} creates with 201"
-        );
-        let (properties, required) = request_schema(&spec, &path);
-        for field in &fields {
-            assert!(properties.contains(field), "{operation_id} has no field {field}");
-        }
-        for field in &required {
-            assert!(
-                fields.contains(field),
-                "{operation_id} requires {field}, the client sends {fields:?}"
-            );
-        }
+    let sms = client.sms_request(&auth, &phone(Channel::Sms, NUMBER, CONTACT, "hi"));
+    let call = client
+        .call_request(&auth, &phone(Channel::Call, NUMBER, CONTACT, "hi"))
+        .expect("call builds");
+    for (request, operation_id) in [(sms, "CreateMessage"), (call, "CreateCall")] {
+        let request = request.build().expect("request builds");
+        let path = request.url().path().to_owned();
+        let (template, operation) = find_operation(&spec, &path, "post").expect("operation");
+        assert_eq!(operation["operationId"], operation_id, "path {template}");
+        assert!(operation["responses"]["201"].is_object(), "{template} creates with 201");
+        let problems = openapi_problems(&spec, &request);
+        assert!(problems.is_empty(), "{operation_id}: {problems:?}");
     }
 
     let message_schema = &spec["components"]["schemas"]["api.v2010.account.message"]["properties"];
     assert!(message_schema["sid"].is_object(), "message resource has sid");
     assert!(message_schema["status"].is_object(), "message resource has status");
+}
+
+#[test]
+fn openapi_check_rejects_bad_requests() {
+    let spec = twilio_spec();
+    let http = http();
+    let url = format!("https://api.twilio.com{}", super::messages_path(SID));
+    let post = || http.post(&url).basic_auth(SID, Some(AUTH_TOKEN));
+
+    let lowercase = post().form(&[("to", CONTACT), ("From", NUMBER), ("Body", "hi")]);
+    let problems = openapi_problems(&spec, &lowercase.build().expect("builds"));
+    assert!(problems.iter().any(|p| p.ends_with("unknown field to")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.ends_with("required field To is missing")), "{problems:?}");
+
+    let json = post().json(&serde_json::json!({"To": CONTACT, "From": NUMBER, "Body": "hi"}));
+    let problems = openapi_problems(&spec, &json.build().expect("builds"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("\"application/json\" is not accepted"), "{problems:?}");
+
+    let anonymous = http.post(&url).form(&[("To", CONTACT), ("From", NUMBER), ("Body", "hi")]);
+    let problems = openapi_problems(&spec, &anonymous.build().expect("builds"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].ends_with("no HTTP Basic credentials"), "{problems:?}");
+
+    let unknown_path = post().form(&[("To", CONTACT)]).build().expect("builds");
+    let mut wrong = unknown_path;
+    wrong.url_mut().set_path("/2010-04-01/Accounts/AC1/Mesages.json");
+    assert_eq!(openapi_problems(&spec, &wrong).len(), 1);
 }
