@@ -371,3 +371,34 @@ async fn channels_configured_to_resend_in_doubt_try_again() -> anyhow::Result<()
     assert!(reason.contains("resent after a lost answer"), "{reason}");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn outlook_sends_go_out_in_graph_batches() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let connection = json!({"sender": "sales@acme.example", "access_token": "graph-token",
+                            "limits": {"per_minute": 6000, "per_day": 100000}});
+    let response = engine
+        .http
+        .put(engine.url("/v1/connections/outlook"))
+        .bearer_auth(&key)
+        .json(&connection)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let csv: String = std::iter::once("email\n".to_owned())
+        .chain((0..100).map(|n| format!("b{n}@example.com\n")))
+        .collect();
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+
+    engine.settle(1).await?;
+
+    let stats = engine.running.fakes()?.stats();
+    assert_eq!(stats.received(Provider::Outlook), 100);
+    assert_eq!(stats.rate_limit_violations, 0, "no limit, concurrency included, was exceeded");
+    // The pace lets about 59 through at once, then one at a time: the first burst goes out
+    // in $batch requests of at most 20, the paced rest alone.
+    assert!(stats.batch_requests >= 3, "{} batch requests", stats.batch_requests);
+    Ok(())
+}

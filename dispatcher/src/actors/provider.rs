@@ -65,13 +65,22 @@ impl ProviderClient {
         }
     }
 
-    /// Sends a group formed by the batcher: one outcome per item, in order.
+    /// Sends a group formed by the batcher as one request where the provider has batches:
+    /// one outcome per item, in order.
     async fn send_group(&self, items: &[QueuedSend]) -> Vec<SendOutcome> {
-        if let [item] = items {
-            return vec![self.send(&item.credentials, &item.message).await];
+        match (self, items) {
+            (_, [item]) => vec![self.send(&item.credentials, &item.message).await],
+            // Graph groups hold one connection's sends, so the first item's token is theirs.
+            (ProviderClient::Outlook(client), [first, ..]) => {
+                let messages: Vec<OutboundMessage> =
+                    items.iter().map(|item| item.message.clone()).collect();
+                client.send_batch(send_credentials(&first.credentials), &messages).await
+            }
+            // TODO(batching): Gmail's batch request replaces this.
+            _ => {
+                join_all(items.iter().map(|item| self.send(&item.credentials, &item.message))).await
+            }
         }
-        // TODO(batching): replaced by the batch requests of the Gmail and Graph clients.
-        join_all(items.iter().map(|item| self.send(&item.credentials, &item.message))).await
     }
 }
 
