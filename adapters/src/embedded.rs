@@ -245,6 +245,15 @@ impl Store for EmbeddedStore {
         self.read(move |db| read::next_due_at(db, tenant, channel))
     }
 
+    fn sends_since(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        since: DateTime<Utc>,
+    ) -> StoreFuture<'_, Vec<DateTime<Utc>>> {
+        self.read(move |db| read::sends_since(db, tenant, channel, since))
+    }
+
     fn update_follow_ups(
         &self,
         tenant: TenantId,

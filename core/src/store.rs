@@ -142,6 +142,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         channel: Channel,
     ) -> StoreFuture<'_, Option<DateTime<Utc>>>;
 
+    /// Returns the instants at which follow-ups of `tenant` on `channel` were sent, or left in
+    /// doubt, at or after `since`, oldest first. Rate limiters rebuild their daily windows
+    /// from it after a restart. A store may forget instants older than two days.
+    fn sends_since(
+        &self,
+        tenant: TenantId,
+        channel: Channel,
+        since: DateTime<Utc>,
+    ) -> StoreFuture<'_, Vec<DateTime<Utc>>>;
+
     /// Replaces follow-ups (matched by id within `tenant`; unknown ids are an error) and
     /// appends attempts, in one durable batch.
     fn update_follow_ups(

@@ -75,6 +75,13 @@ pub(super) fn due_end(tenant: TenantId, channel: Channel, until: DateTime<Utc>) 
     join(&[&due_prefix(tenant, channel), &instant_bytes(micros)])
 }
 
+/// Reads the instant back out of a due key, to the microsecond.
+pub(super) fn instant_of_due(key: &[u8]) -> Option<DateTime<Utc>> {
+    let bytes: [u8; 8] = key.get(16 + 1..16 + 1 + 8)?.try_into().ok()?;
+    let micros = (u64::from_be_bytes(bytes) ^ SIGN_BIT).cast_signed();
+    DateTime::from_timestamp_micros(micros)
+}
+
 /// Reads the follow-up id back out of a due key.
 pub(super) fn follow_up_of_due(key: &[u8]) -> Option<FollowUpId> {
     let id_bytes = key.get(16 + 1 + 8..)?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SEQUENCES,
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SENT, SEQUENCES,
     TENANTS, Table,
 };
 
@@ -205,6 +205,33 @@ pub(super) fn next_due_at(
     // The record stores the instant at full precision, the key only to the microsecond.
     let follow_up = load_indexed(&open(&txn, FOLLOW_UPS)?, tenant, key.value())?;
     Ok(Some(follow_up.due_at))
+}
+
+pub(super) fn sends_since(
+    db: &Database,
+    tenant: TenantId,
+    channel: Channel,
+    since: DateTime<Utc>,
+) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    let txn = begin(db)?;
+    let sent = open(&txn, SENT)?;
+    let prefix = keys::due_prefix(tenant, channel);
+    // The key keeps microseconds, so an instant within the microsecond before `since` counts.
+    let start = keys::due_end(tenant, channel, since - chrono::Duration::microseconds(1));
+    let mut instants = Vec::new();
+    let range = sent.range(start.as_slice()..).map_err(|error| tables::read_error(SENT, error))?;
+    for entry in range {
+        let (key, _) = entry.map_err(|error| tables::read_error(SENT, error))?;
+        if !key.value().starts_with(&prefix) {
+            break;
+        }
+        let instant = keys::instant_of_due(key.value()).ok_or_else(|| StoreError::Corrupt {
+            table: SENT.name,
+            reason: format!("malformed key of {} bytes", key.value().len()),
+        })?;
+        instants.push(instant);
+    }
+    Ok(instants)
 }
 
 /// Loads the follow-up a due key names. A key without its record means the index is damaged.

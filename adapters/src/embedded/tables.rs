@@ -48,6 +48,12 @@ pub(super) const DUE: Table = Table { name: "due" };
 /// Index of the claimed and sending follow-ups by follow-up key, with empty values, so that
 /// start-up recovery visits only those instead of every follow-up.
 pub(super) const IN_FLIGHT: Table = Table { name: "in_flight" };
+/// Index of the instants follow-ups were sent (or left in doubt) by (tenant, channel, instant,
+/// schedule, step), with empty values, from which rate limiters rebuild their daily windows.
+/// Entries older than `SENT_KEPT_FOR` are dropped as new ones arrive.
+pub(super) const SENT: Table = Table { name: "sent" };
+/// How long an entry of `SENT` is kept: longer than any daily window.
+pub(super) const SENT_KEPT_FOR: chrono::Duration = chrono::Duration::days(2);
 /// Attempts by (tenant, schedule, step, number).
 pub(super) const ATTEMPTS: Table = Table { name: "attempts" };
 

@@ -15,7 +15,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES,
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES, SENT,
     SEQUENCES, TENANTS, Table,
 };
 
@@ -61,6 +61,7 @@ pub(super) struct WriteTables<'txn> {
     follow_ups: RawTable<'txn>,
     due: RawTable<'txn>,
     in_flight: RawTable<'txn>,
+    sent: RawTable<'txn>,
     attempts: RawTable<'txn>,
 }
 
@@ -81,6 +82,7 @@ impl<'txn> WriteTables<'txn> {
             follow_ups: open(FOLLOW_UPS)?,
             due: open(DUE)?,
             in_flight: open(IN_FLIGHT)?,
+            sent: open(SENT)?,
             attempts: open(ATTEMPTS)?,
         })
     }
@@ -334,8 +336,43 @@ impl<'txn> WriteTables<'txn> {
             let inserted = self.in_flight.insert(key.as_slice(), empty);
             inserted.map_err(|e| tables::write_error(IN_FLIGHT, e))?;
         }
+        let newly_sent = is_maybe_sent(follow_up.state)
+            && !previous.is_some_and(|previous| is_maybe_sent(previous.state));
+        if newly_sent {
+            self.record_send(tenant, follow_up)?;
+        }
         Ok(())
     }
+
+    /// Adds a follow-up to the sent index, and drops a few of its channel's entries that are
+    /// older than `SENT_KEPT_FOR`, so that the index holds about two days of sends without a
+    /// separate sweep.
+    fn record_send(&mut self, tenant: TenantId, follow_up: &FollowUp) -> Result<(), StoreError> {
+        const DROPPED_PER_SEND: usize = 4;
+        let at = follow_up.sent_at.unwrap_or(follow_up.updated_at);
+        let sent_key = keys::due(tenant, follow_up.channel, at, follow_up.id);
+        let empty: &[u8] = &[];
+        self.sent.insert(sent_key.as_slice(), empty).map_err(|e| tables::write_error(SENT, e))?;
+
+        let start = keys::due_prefix(tenant, follow_up.channel);
+        let end = keys::due_end(tenant, follow_up.channel, at - tables::SENT_KEPT_FOR);
+        let mut stale = Vec::new();
+        let range = self.sent.range(start.as_slice()..end.as_slice());
+        for entry in range.map_err(|e| tables::read_error(SENT, e))?.take(DROPPED_PER_SEND) {
+            let (key, _) = entry.map_err(|e| tables::read_error(SENT, e))?;
+            stale.push(key.value().to_vec());
+        }
+        for key in stale {
+            self.sent.remove(key.as_slice()).map_err(|e| tables::write_error(SENT, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Tells whether a follow-up in this state may have reached its provider, and so counts
+/// against the connection's limits.
+fn is_maybe_sent(state: FollowUpState) -> bool {
+    matches!(state, FollowUpState::Sent | FollowUpState::InDoubt)
 }
 
 /// Tells whether a stop in this state leaves something for start-up recovery to settle.

@@ -35,6 +35,54 @@ pub async fn run_all(store: &dyn Store) {
     recovery_settles_interrupted(store).await;
     counts_per_tenant_and_overall(store).await;
     pages_cover_every_follow_up_once(store).await;
+    sends_are_indexed_by_instant(store).await;
+}
+
+/// Checks that `sends_since` returns the instants of sent and in-doubt follow-ups of one tenant
+/// and channel, oldest first, from `since` on, each once even when rewritten.
+pub async fn sends_are_indexed_by_instant(store: &dyn Store) {
+    let tenant = put_new_tenant(store).await;
+    let other = put_new_tenant(store).await;
+    let sequence = new_sequence(tenant.id, &[Channel::Email, Channel::Sms]);
+    let other_sequence = new_sequence(other.id, &[Channel::Email]);
+    let enrolments: Vec<Enrolment> = (0..4)
+        .map(|n| new_enrolment(tenant.id, &sequence, &format!("sent-{n}"), base_time()))
+        .collect();
+    store.insert_enrolments(tenant.id, enrolments.clone()).await.expect("insert_enrolments");
+    let foreign = new_enrolment(other.id, &other_sequence, "sent-x", base_time());
+    store.insert_enrolments(other.id, vec![foreign.clone()]).await.expect("insert_enrolments");
+
+    let at = |minutes: i64| base_time() + chrono::Duration::minutes(minutes);
+    let settle = |follow_up: &FollowUp, state: FollowUpState, minutes: i64| {
+        let mut follow_up = follow_up.clone();
+        follow_up.state = state;
+        follow_up.updated_at = at(minutes);
+        follow_up.sent_at = (state == FollowUpState::Sent).then(|| at(minutes));
+        follow_up
+    };
+    let email = |enrolment: &Enrolment| enrolment.follow_ups[0].clone();
+    let updates = vec![
+        settle(&email(&enrolments[0]), FollowUpState::Sent, 30),
+        settle(&email(&enrolments[1]), FollowUpState::Sent, 10),
+        settle(&email(&enrolments[2]), FollowUpState::InDoubt, 20),
+        settle(&email(&enrolments[3]), FollowUpState::Failed, 25),
+        // The SMS step of the first enrolment: another channel.
+        settle(&enrolments[0].follow_ups[1], FollowUpState::Sent, 15),
+    ];
+    store.update_follow_ups(tenant.id, updates.clone(), Vec::new()).await.expect("update");
+    // Writing a sent follow-up again (as a later update of its record would) adds nothing.
+    store.update_follow_ups(tenant.id, vec![updates[0].clone()], Vec::new()).await.expect("again");
+    let foreign_sent = settle(&email(&foreign), FollowUpState::Sent, 12);
+    store.update_follow_ups(other.id, vec![foreign_sent], Vec::new()).await.expect("update");
+
+    let all = store.sends_since(tenant.id, Channel::Email, at(0)).await.expect("sends_since");
+    assert_eq!(all, vec![at(10), at(20), at(30)], "sent and in-doubt email, oldest first");
+    let later = store.sends_since(tenant.id, Channel::Email, at(20)).await.expect("sends_since");
+    assert_eq!(later, vec![at(20), at(30)], "from `since` on, inclusive");
+    let sms = store.sends_since(tenant.id, Channel::Sms, at(0)).await.expect("sends_since");
+    assert_eq!(sms, vec![at(15)]);
+    let calls = store.sends_since(tenant.id, Channel::Call, at(0)).await.expect("sends_since");
+    assert!(calls.is_empty());
 }
 
 /// Checks that paging with `follow_ups_page` visits every follow-up of one tenant exactly
