@@ -3,8 +3,8 @@
 //! mail-builder (2.0) does the encoding. It writes non-ASCII or control characters in the
 //! Subject and display names as RFC 2047 encoded words and folds long headers. It writes a body
 //! part whose lines are too long or not ASCII in quoted-printable or base64. So every header is
-//! 7-bit and no line exceeds RFC 5322's 998 octets. The one header it cannot fold is `List-Unsubscribe`,
-//! which is why the URL's length is checked here.
+//! 7-bit and no line exceeds RFC 5322's 998 octets. The one header it cannot fold is
+//! `List-Unsubscribe`, which is why the URL's length is checked here.
 
 use std::io;
 
