@@ -64,19 +64,6 @@ fn message_id_uses_sender_domain() {
 }
 
 #[test]
-fn classify_rate_limit_reasons() {
-    let now = start_instant();
-    let user_rate = response(403, &google_error(403, "userRateLimitExceeded", "slow down"));
-    assert!(matches!(classify(&user_rate, now), SendOutcome::Retryable { .. }));
-
-    let project_rate = response(403, &google_error(403, "rateLimitExceeded", "Quota exceeded"));
-    assert!(matches!(classify(&project_rate, now), SendOutcome::Retryable { .. }));
-
-    let daily = response(403, &google_error(403, "dailyLimitExceeded", "Daily Limit Exceeded"));
-    assert!(matches!(classify(&daily, now), SendOutcome::Permanent { .. }));
-}
-
-#[test]
 fn classify_429_reads_retry_text() {
     let message = "User-rate limit exceeded.  Retry after 2026-03-02T09:00:42.500Z (Mail sending)";
     let throttled = response(429, &google_error(429, "rateLimitExceeded", message));
@@ -88,22 +75,77 @@ fn classify_429_reads_retry_text() {
     assert!(reason.starts_with("gmail 429 rateLimitExceeded: "), "reason {reason}");
 }
 
+/// The kind of an outcome and its retry wait, for comparing outcomes without their reasons.
+fn kind_and_wait(outcome: &SendOutcome) -> (&'static str, Option<Duration>) {
+    match outcome {
+        SendOutcome::Accepted { .. } => ("accepted", None),
+        SendOutcome::Retryable { retry_after, .. } => ("retryable", *retry_after),
+        SendOutcome::Permanent { .. } => ("permanent", None),
+        SendOutcome::Unauthorized { .. } => ("unauthorized", None),
+        SendOutcome::InDoubt { .. } => ("in doubt", None),
+    }
+}
+
 #[test]
-fn classify_server_and_client_errors() {
+fn classify_error_table() {
+    const SENDING_LIMIT: &str =
+        "User-rate limit exceeded.  Retry after 2026-03-02T09:00:42.500Z (Mail sending)";
+    const EXHAUSTED: &str = "Resource has been exhausted (e.g. check quota).";
+    const IN_A_MINUTE: &str = "Mon, 02 Mar 2026 09:01:00 GMT";
+    let secs = |seconds| Some(Duration::from_secs(seconds));
+    let millis = |millis| Some(Duration::from_millis(millis));
+    // (status, reason, message, Retry-After header, expected kind, expected wait)
+    let cases: [(u16, &str, &str, Option<&str>, &str, Option<Duration>); 20] = [
+        (401, "authError", "Invalid Credentials", None, "unauthorized", None),
+        (401, "", "", None, "unauthorized", None),
+        (403, "insufficientPermissions", "Insufficient Permission", None, "unauthorized", None),
+        (403, "rateLimitExceeded", "Quota exceeded for quota metric", None, "retryable", None),
+        (403, "userRateLimitExceeded", "User Rate Limit Exceeded", None, "retryable", None),
+        (403, "userRateLimitExceeded", "slow down", Some("7"), "retryable", secs(7)),
+        (403, "dailyLimitExceeded", "Daily Limit Exceeded", None, "retryable", secs(3600)),
+        (403, "dailyLimitExceeded", "Daily Limit Exceeded", Some("7200"), "retryable", secs(7200)),
+        (429, "dailyLimitExceeded", "Daily Limit Exceeded", None, "retryable", secs(3600)),
+        (403, "forbidden", "Delegation denied", None, "permanent", None),
+        (429, "rateLimitExceeded", SENDING_LIMIT, None, "retryable", millis(42_500)),
+        (429, "rateLimitExceeded", EXHAUSTED, None, "retryable", None),
+        (429, "rateLimitExceeded", SENDING_LIMIT, Some("3"), "retryable", secs(3)),
+        (429, "rateLimitExceeded", EXHAUSTED, Some(IN_A_MINUTE), "retryable", secs(60)),
+        (400, "invalidArgument", "Invalid To header", None, "permanent", None),
+        (400, "failedPrecondition", "Precondition check failed.", None, "permanent", None),
+        (404, "notFound", "Requested entity was not found.", None, "permanent", None),
+        (500, "backendError", "Backend Error", None, "retryable", None),
+        (503, "backendError", "Service unavailable", Some("30"), "retryable", secs(30)),
+        (408, "", "Request timeout", None, "retryable", None),
+    ];
+    for (status, reason, message, retry_after, kind, wait) in cases {
+        let mut raw = response(status, &google_error(status, reason, message));
+        if let Some(value) = retry_after {
+            let value = reqwest::header::HeaderValue::from_static(value);
+            raw.headers.insert(reqwest::header::RETRY_AFTER, value);
+        }
+        let outcome = classify(&raw, start_instant());
+        assert_eq!(
+            kind_and_wait(&outcome),
+            (kind, wait),
+            "{status} {reason} {message:?} retry-after {retry_after:?}: {outcome:?}"
+        );
+    }
+}
+
+#[test]
+fn classify_keeps_reason_text() {
     let now = start_instant();
-    let backend = response(503, &google_error(503, "backendError", "Backend Error"));
-    assert!(matches!(classify(&backend, now), SendOutcome::Retryable { .. }));
+    let invalid = response(400, &google_error(400, "invalidArgument", "Invalid To header"));
+    let expected = "gmail 400 invalidArgument: Invalid To header".to_owned();
+    assert_eq!(classify(&invalid, now), SendOutcome::Permanent { reason: expected });
 
     let not_json = response(502, "<html>bad gateway</html>");
-    assert!(matches!(classify(&not_json, now), SendOutcome::Retryable { .. }));
+    let expected = SendOutcome::Retryable { reason: "gmail 502".to_owned(), retry_after: None };
+    assert_eq!(classify(&not_json, now), expected);
 
-    let invalid = response(400, &google_error(400, "invalidArgument", "Invalid To header"));
-    let outcome = classify(&invalid, now);
-    let expected = "gmail 400 invalidArgument: Invalid To header".to_owned();
-    assert_eq!(outcome, SendOutcome::Permanent { reason: expected });
-
-    let auth = response(401, &google_error(401, "authError", "Invalid Credentials"));
-    assert!(matches!(classify(&auth, now), SendOutcome::Unauthorized { .. }));
+    let ok_without_id = response(200, "{}");
+    let expected = SendOutcome::Accepted { provider_message_id: String::new() };
+    assert_eq!(classify(&ok_without_id, now), expected);
 }
 
 #[tokio::test]
