@@ -10,11 +10,13 @@
 //! [`FakeProviders::stats`], for tests that run the fakes in another process.
 //!
 //! - [`config`]: clock, latency and the errors to inject;
-//! - `gmail`, `graph`, `twilio`: the request handlers of each provider;
+//! - `gmail`, `graph`, `twilio`: the request handlers of each provider, and `gmail_batch` for
+//!   Gmail's batch endpoint;
 //! - `state` and `limiter`: accounts, counters and the sliding windows.
 
 pub mod config;
 mod gmail;
+pub(crate) mod gmail_batch;
 mod graph;
 mod limiter;
 mod server;
@@ -68,6 +70,10 @@ pub struct FakeStats {
     pub rejected_requests: u64,
     /// Sends rejected with an error of the [`ErrorPlan`].
     pub injected_errors: u64,
+    /// Requests to a batch endpoint (Gmail's `/batch/gmail/v1`), valid or not. The calls in
+    /// them count in the other counters like single requests.
+    #[serde(default)]
+    pub batch_requests: u64,
 }
 
 impl FakeStats {

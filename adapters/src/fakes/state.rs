@@ -48,6 +48,7 @@ struct Inner {
     rate_limit_violations: u64,
     rejected_requests: u64,
     injected_errors: u64,
+    batch_requests: u64,
     errors: ErrorState,
 }
 
@@ -98,6 +99,7 @@ impl FakeState {
             rate_limit_violations: 0,
             rejected_requests: 0,
             injected_errors: 0,
+            batch_requests: 0,
             errors,
         };
         Self {
@@ -234,6 +236,11 @@ impl FakeState {
         self.inner.lock().rejected_requests += 1;
     }
 
+    /// Counts a request to a batch endpoint.
+    pub(crate) fn count_batch(&self) {
+        self.inner.lock().batch_requests += 1;
+    }
+
     /// Draws the injected error, if any, for a send to `recipient`, and counts it.
     pub(crate) fn injected_error(&self, recipient: &str) -> Option<ForcedOutcome> {
         let mut inner = self.inner.lock();
@@ -289,6 +296,7 @@ impl FakeState {
             rate_limit_violations: inner.rate_limit_violations,
             rejected_requests: inner.rejected_requests,
             injected_errors: inner.injected_errors,
+            batch_requests: inner.batch_requests,
         }
     }
 }
