@@ -95,7 +95,7 @@ fn classify_error_table() {
     let secs = |seconds| Some(Duration::from_secs(seconds));
     let millis = |millis| Some(Duration::from_millis(millis));
     // (status, reason, message, Retry-After header, expected kind, expected wait)
-    let cases: [(u16, &str, &str, Option<&str>, &str, Option<Duration>); 20] = [
+    let cases = [
         (401, "authError", "Invalid Credentials", None, "unauthorized", None),
         (401, "", "", None, "unauthorized", None),
         (403, "insufficientPermissions", "Insufficient Permission", None, "unauthorized", None),
