@@ -1,19 +1,26 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use followup_core::limits::SendLimits;
 use mail_parser::MessageParser;
 
 use super::GmailClient;
+use super::multipart::RequestPart;
 use super::request::GmailSendRequest;
 use super::response::classify;
+use crate::fakes::gmail_batch::read_batch;
 use crate::fakes::{ErrorPlan, ForcedOutcome};
 use crate::http::RawResponse;
 use crate::mime::message_id;
 use crate::outbound::{SendCredentials, SendOutcome};
 use crate::testing::{email, http, spec_file, start_fakes, start_instant, virtual_clock};
+use conformance::{Discovery, WireRequest};
 
+mod conformance;
+
+/// The dotted name of `users.messages.send` in the discovery document.
+const SEND_METHOD: &str = "users.messages.send";
 const TOKEN: &str = "ya29.gmail-test-token";
 const MAILBOX: &str = "owner@shop.example";
 
@@ -275,29 +282,157 @@ async fn dead_server_is_retryable() {
     assert_eq!(outcome, expected);
 }
 
+fn discovery() -> Discovery {
+    let text = std::fs::read_to_string(spec_file("gmail/gmail.v1.json")).expect("spec readable");
+    Discovery::new(serde_json::from_str(&text).expect("spec is JSON"))
+}
+
+/// A client aimed at a loopback port that nothing listens on: these tests build requests and
+/// never send them.
+fn unsent_client() -> GmailClient {
+    let base = reqwest::Url::parse("http://127.0.0.1:9/").expect("valid URL");
+    GmailClient::new(http(), base).with_clock(virtual_clock())
+}
+
+fn wire_request(request: &reqwest::Request) -> WireRequest {
+    let url = request.url();
+    let path = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let content_type = request.headers().get(reqwest::header::CONTENT_TYPE);
+    WireRequest {
+        method: request.method().to_string(),
+        path,
+        content_type: content_type.and_then(|value| value.to_str().ok()).map(str::to_owned),
+        body: request.body().and_then(reqwest::Body::as_bytes).unwrap_or_default().to_vec(),
+    }
+}
+
+/// The request `send` puts on the wire for a message to Ann.
+fn single_send_request(client: &GmailClient) -> reqwest::Request {
+    let msg = email(MAILBOX, "ann@example.org", "Checking in", "Hello Ann");
+    let prepared = client.prepare(SendCredentials::Bearer(TOKEN), &msg).expect("send prepares");
+    client.send_request(&prepared).build().expect("request builds")
+}
+
 #[test]
 fn send_method_matches_discovery_document() {
-    let text = std::fs::read_to_string(spec_file("gmail/gmail.v1.json")).expect("spec readable");
-    let discovery: serde_json::Value = serde_json::from_str(&text).expect("spec is JSON");
+    let discovery = discovery();
+    let request = single_send_request(&unsent_client());
+    let wire = wire_request(&request);
 
-    let send = &discovery["resources"]["users"]["resources"]["messages"]["methods"]["send"];
-    assert_eq!(send["path"], "gmail/v1/users/{userId}/messages/send");
-    assert_eq!(send["httpMethod"], "POST");
-    assert_eq!(send["request"]["$ref"], "Message");
-    let client_path = super::SEND_PATH.trim_start_matches('/');
-    assert_eq!(client_path, "gmail/v1/users/me/messages/send");
-    assert_eq!(
-        send["path"].as_str().map(|p| p.replace("{userId}", "me")),
-        Some(client_path.into())
-    );
+    assert_eq!(discovery.check(SEND_METHOD, &wire), Vec::<String>::new());
+    assert_eq!(wire.path, super::SEND_PATH);
+    let authorization = request.headers().get(reqwest::header::AUTHORIZATION);
+    let expected = format!("Bearer {TOKEN}");
+    assert_eq!(authorization.and_then(|value| value.to_str().ok()), Some(expected.as_str()));
+}
 
-    let raw = &discovery["schemas"]["Message"]["properties"]["raw"];
-    assert_eq!(raw["type"], "string");
-    assert_eq!(raw["format"], "byte");
-    let required_for = raw["annotations"]["required"].as_array().expect("required list");
-    assert!(required_for.iter().any(|method| method == "gmail.users.messages.send"));
+#[test]
+fn batch_matches_discovery_document() {
+    let discovery = discovery();
+    let client = unsent_client();
+    let messages = [
+        email(MAILBOX, "ann@example.org", "Checking in", "Hello Ann"),
+        email("sales@shop.example", "bob@example.org", "Grüße", "Hallo Bob"),
+    ];
+    let tokens = [TOKEN, "ya29.second-mailbox"];
+    let prepared: Vec<_> = tokens
+        .iter()
+        .zip(&messages)
+        .map(|(token, msg)| client.prepare(SendCredentials::Bearer(token), msg).expect("prepares"))
+        .collect();
+    let parts: Vec<RequestPart<'_>> = prepared
+        .iter()
+        .enumerate()
+        .map(|(index, prepared)| RequestPart {
+            content_id: format!("test+{index}"),
+            token: prepared.token,
+            body: &prepared.body,
+        })
+        .collect();
+    let request = client.batch_request(&parts).build().expect("request builds");
 
-    let body = serde_json::to_value(GmailSendRequest { raw: "eA".to_owned() }).expect("serialises");
-    let fields: Vec<&String> = body.as_object().expect("object").keys().collect();
-    assert_eq!(fields, ["raw"]);
+    assert_eq!(request.method().as_str(), "POST");
+    assert_eq!(request.url().path(), discovery.batch_path());
+    assert_eq!(super::BATCH_PATH, discovery.batch_path());
+    assert!(request.headers().get(reqwest::header::AUTHORIZATION).is_none(), "two mailboxes");
+    let wire = wire_request(&request);
+    let content_type = wire.content_type.clone().expect("content type");
+    assert!(content_type.starts_with("multipart/mixed; boundary="), "{content_type}");
+
+    // The fake's batch reader is a separate parser (mail-parser and httparse).
+    let framed = [format!("Content-Type: {content_type}\r\n\r\n").as_bytes(), &wire.body].concat();
+    let calls = read_batch(&framed).expect("batch parses");
+    assert_eq!(calls.len(), 2);
+    for (index, call) in calls.iter().enumerate() {
+        let call_request = WireRequest {
+            method: call.method.clone(),
+            path: call.path.clone(),
+            content_type: call.header("content-type").map(str::to_owned),
+            body: call.body.to_vec(),
+        };
+        assert_eq!(
+            discovery.check(SEND_METHOD, &call_request),
+            Vec::<String>::new(),
+            "call {index}"
+        );
+        assert_eq!(call.content_id.as_deref(), Some(format!("test+{index}").as_str()));
+        let expected = format!("Bearer {}", tokens[index]);
+        assert_eq!(call.header("authorization"), Some(expected.as_str()), "call {index}");
+    }
+}
+
+#[test]
+fn discovery_check_can_fail() {
+    let discovery = discovery();
+    let good = wire_request(&single_send_request(&unsent_client()));
+    let body: serde_json::Value = serde_json::from_slice(&good.body).expect("JSON body");
+    let raw = body["raw"].as_str().expect("raw").to_owned();
+    let check = |request: &WireRequest| discovery.check(SEND_METHOD, request);
+    let has = |violations: &[String], text: &str| violations.iter().any(|v| v.contains(text));
+
+    let mut renamed = good.clone();
+    renamed.body = serde_json::json!({ "rawMessage": raw }).to_string().into_bytes();
+    let violations = check(&renamed);
+    assert!(has(&violations, "unknown field `rawMessage` in Message"), "{violations:?}");
+    assert!(has(&violations, "missing field `raw`"), "{violations:?}");
+
+    let mut plain_text = good.clone();
+    plain_text.content_type = Some("text/plain".to_owned());
+    let violations = check(&plain_text);
+    assert!(has(&violations, "\"text/plain\" is not application/json"), "{violations:?}");
+
+    // Bytes chosen so that standard base64 uses its two characters outside base64url.
+    let message = URL_SAFE.decode(&raw).expect("raw decodes");
+    let standard = STANDARD.encode([b"\xfb\xff\xbf".as_slice(), &message].concat());
+    assert!(standard.starts_with("+/+/"), "{standard}");
+    let mut not_url_safe = good.clone();
+    not_url_safe.body = serde_json::json!({ "raw": standard }).to_string().into_bytes();
+    let violations = check(&not_url_safe);
+    assert_eq!(violations, ["Message.raw is not base64url"]);
+
+    let mut number = good.clone();
+    number.body = serde_json::json!({ "raw": 42 }).to_string().into_bytes();
+    assert_eq!(check(&number), ["Message.raw is 42, not of type string"]);
+
+    let mut wrong_path = good.clone();
+    wrong_path.path = "/gmail/v1/users/me/messages/sent".to_owned();
+    assert!(has(&check(&wrong_path), "matches no path"), "{:?}", check(&wrong_path));
+    let mut wrong_method = good.clone();
+    wrong_method.method = "PUT".to_owned();
+    assert_eq!(check(&wrong_method), ["HTTP method PUT is not POST"]);
+
+    // The upload path takes the message itself, as the document's mediaUpload says.
+    let upload = WireRequest {
+        method: "POST".to_owned(),
+        path: "/upload/gmail/v1/users/me/messages/send?uploadType=media".to_owned(),
+        content_type: Some("message/rfc822".to_owned()),
+        body: message.clone(),
+    };
+    assert_eq!(check(&upload), Vec::<String>::new());
+    let mut rfc822_as_json = good.clone();
+    rfc822_as_json.content_type = Some("message/rfc822".to_owned());
+    assert!(has(&check(&rfc822_as_json), "is not application/json"));
 }
