@@ -131,7 +131,7 @@ pub(crate) fn read_batch(multipart: &[u8]) -> Result<Vec<BatchCall<'_>>, String>
             return Err(format!("Part {index} must have Content-Type application/http"));
         }
         let content_id = part.content_id().map(|id| id.trim_matches(['<', '>']).to_owned());
-        // Two parts with one id could not be told apart in the response.
+        // Two parts with one id would be indistinguishable in the response.
         if let Some(id) = &content_id
             && !seen_ids.insert(id.clone())
         {
@@ -232,17 +232,24 @@ async fn write_response_part(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    // The handlers build their bodies in memory, so reading one cannot fail.
-    let body = actix_web::body::to_bytes(response.into_body()).await.unwrap_or_default();
+    // The handlers build their bodies in memory, so reading one does not fail in practice.
+    let body = match actix_web::body::to_bytes(response.into_body()).await {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::warn!(error = %err, "gmail fake: reading a part's response body failed");
+            web::Bytes::new()
+        }
+    };
     out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(&body);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Google's 400 for a batch that cannot be read; no call of it runs.
+/// Builds Google's 400 for a batch that cannot be read. No call of such a batch runs.
 ///
-/// NOTE: the status and the texts are guesses. Google's batch guide does not say how it
-/// answers a malformed batch, so the fake answers as Google does for other invalid requests.
+/// NOTE: the status and the texts are guesses. Google's batch guide does not describe its
+/// response to a malformed batch, so the fake responds as Google does to other invalid
+/// requests.
 fn bad_batch(message: &str) -> HttpResponse {
     google_error(StatusCode::BAD_REQUEST, "badRequest", "INVALID_ARGUMENT", message)
 }

@@ -81,7 +81,7 @@ pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
     parse_bearer(request.headers().get("authorization")?.to_str().ok()?)
 }
 
-/// The token of an `Authorization` header value of the Bearer scheme.
+/// Returns the token of an `Authorization` header value of the Bearer scheme.
 pub(crate) fn parse_bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())

@@ -19,9 +19,9 @@ impl GmailClient {
     /// Sends every `(credentials, message)` of `items` through Gmail's batch endpoint and
     /// returns one outcome per item, in the order of `items`.
     ///
-    /// - **Local checks first.** An item whose credentials are not a bearer token gets
-    ///   `Unauthorized`, and one that is not an email or whose message cannot be built gets
-    ///   `Permanent`, without a request.
+    /// - **Local checks first.** An item whose credentials are not a bearer token, or whose
+    ///   token is empty or not valid in a header, gets `Unauthorized`. One that is not an
+    ///   email or whose message cannot be built gets `Permanent`. Neither makes a request.
     /// - **Chunks.** The other items go out in batches of at most the
     ///   [`with_max_batch`](Self::with_max_batch) size, one batch after another, each one
     ///   `POST /batch/gmail/v1`. A lone item, or a chunk of one, is sent with
@@ -32,10 +32,11 @@ impl GmailClient {
     /// - **Per-call outcomes.** Each call's response is classified like the response of
     ///   `send`, on its own: one call's 429 does not fail the others. A call the response has
     ///   no part for is `InDoubt`, because it may have run.
-    /// - **Whole-batch failures** apply to every call of that batch with the classification of
-    ///   a single send: a failed connection is `Retryable` (nothing was sent), a timeout or a
-    ///   reset after sending is `InDoubt`, an outer non-2xx status is classified like a send's
-    ///   (401 makes every call `Unauthorized`), and an unreadable 2xx body is `InDoubt`.
+    /// - **Whole-batch failures** apply to every call of that batch, classified as for a
+    ///   single send. A failed connection is `Retryable`, because nothing was sent. A timeout
+    ///   or a reset after sending is `InDoubt`. An outer non-2xx status is classified like a
+    ///   send's response, so an outer 401 makes every call `Unauthorized`. An unreadable 2xx
+    ///   body is `InDoubt`.
     ///
     /// No reason contains a token of the batch. Google runs the calls of a batch in any order,
     /// and each call counts against quota and against its mailbox's sending limits like a
@@ -71,7 +72,7 @@ impl GmailClient {
             .collect()
     }
 
-    /// Sends one chunk, as a batch unless it holds a single call, and returns an outcome for
+    /// Sends one chunk, as a batch unless it contains a single call, and returns an outcome for
     /// each of its calls, in order.
     async fn send_chunk(&self, chunk: &[&PreparedSend<'_>]) -> Vec<SendOutcome> {
         if let [prepared] = chunk {
@@ -172,14 +173,14 @@ fn shared_token<'a>(parts: &[RequestPart<'a>]) -> Option<&'a str> {
     parts.iter().all(|part| part.token == first).then_some(first)
 }
 
-/// Removes and returns the answer to the call `content_id`.
+/// Removes and returns the response part for the call `content_id`.
 fn take_answer(answers: &mut Vec<ResponsePart>, content_id: &str) -> Option<ResponsePart> {
     let position =
         answers.iter().position(|answer| answer.content_id.as_deref() == Some(content_id))?;
     Some(answers.swap_remove(position))
 }
 
-/// The outcome of a call the batch response has no part for.
+/// Returns the outcome of a call that the batch response has no part for.
 fn unanswered() -> SendOutcome {
     let reason = format!(
         "{PROVIDER}: the batch response has no part for this message; it may have been delivered"

@@ -27,7 +27,7 @@ pub(crate) struct RequestPart<'a> {
     pub(crate) body: &'a [u8],
 }
 
-/// One part of a batch response, with the id of the request part it answers.
+/// One part of a batch response, with the id of the request part it belongs to.
 #[derive(Debug)]
 pub(crate) struct ResponsePart {
     /// The `Content-ID` without angle brackets and without the `response-` prefix.
@@ -35,7 +35,7 @@ pub(crate) struct ResponsePart {
     pub(crate) response: RawResponse,
 }
 
-/// Why a batch response could not be read.
+/// An error reading a batch response.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum BatchResponseError {
     #[error("batch response content type {0:?} is not multipart with a boundary")]
@@ -101,9 +101,9 @@ pub(crate) fn contains_boundary(boundary: &str, parts: &[RequestPart<'_>]) -> bo
 
 /// Reads a batch response whose `Content-Type` is `content_type`.
 ///
-/// Returns the readable parts. A part that cannot be read is left out, so that the call it
-/// answers counts as unanswered, and so is content after the last delimiter when the closing
-/// delimiter is missing, because it may be cut short.
+/// Returns the readable parts. A part that cannot be read is left out, so its call counts as
+/// unanswered. Content after the last delimiter is left out too when the closing delimiter is
+/// missing, because it may be cut short.
 pub(crate) fn decode_response(
     content_type: &str,
     body: &[u8],

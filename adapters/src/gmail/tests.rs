@@ -287,8 +287,8 @@ fn discovery() -> Discovery {
     Discovery::new(serde_json::from_str(&text).expect("spec is JSON"))
 }
 
-/// A client aimed at a loopback port that nothing listens on: these tests build requests and
-/// never send them.
+/// Returns a client aimed at a loopback port that nothing listens on, because these tests
+/// build requests and never send them.
 fn unsent_client() -> GmailClient {
     let base = reqwest::Url::parse("http://127.0.0.1:9/").expect("valid URL");
     GmailClient::new(http(), base).with_clock(virtual_clock())
@@ -309,7 +309,7 @@ fn wire_request(request: &reqwest::Request) -> WireRequest {
     }
 }
 
-/// The request `send` puts on the wire for a message to Ann.
+/// Builds the request that `send` puts on the wire for a message to Ann.
 fn single_send_request(client: &GmailClient) -> reqwest::Request {
     let msg = email(MAILBOX, "ann@example.org", "Checking in", "Hello Ann");
     let prepared = client.prepare(SendCredentials::Bearer(TOKEN), &msg).expect("send prepares");
@@ -424,7 +424,7 @@ fn discovery_check_can_fail() {
     wrong_method.method = "PUT".to_owned();
     assert_eq!(check(&wrong_method), ["HTTP method PUT is not POST"]);
 
-    // The upload path takes the message itself, as the document's mediaUpload says.
+    // The upload path takes the message itself, as the document's mediaUpload declares.
     let upload = WireRequest {
         method: "POST".to_owned(),
         path: "/upload/gmail/v1/users/me/messages/send?uploadType=media".to_owned(),

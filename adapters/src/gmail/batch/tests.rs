@@ -28,11 +28,11 @@ fn to(recipient: &str) -> OutboundMessage {
     email(MAILBOX_A, recipient, "Checking in", &format!("Hello {recipient}"))
 }
 
-fn assert_accepted(outcome: &SendOutcome, what: &str) -> String {
+fn assert_accepted(outcome: &SendOutcome, item: &str) -> String {
     let SendOutcome::Accepted { provider_message_id } = outcome else {
-        panic!("{what}: expected accepted, got {outcome:?}");
+        panic!("{item}: expected accepted, got {outcome:?}");
     };
-    assert!(!provider_message_id.is_empty(), "{what}: accepted with an id");
+    assert!(!provider_message_id.is_empty(), "{item}: accepted with an id");
     provider_message_id.clone()
 }
 
@@ -386,14 +386,15 @@ async fn part_inherits_outer_token() {
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.expect("body");
     let (inherits, own) = text.split_once("<response-own-basic>").expect("second part");
-    assert!(inherits.contains("<response-inherits>") && inherits.contains("HTTP/1.1 200 OK"));
+    assert!(inherits.contains("<response-inherits>"), "{inherits}");
+    assert!(inherits.contains("HTTP/1.1 200 OK"), "{inherits}");
     assert!(own.contains("HTTP/1.1 401 Unauthorized"), "{own}");
     assert_eq!(fakes.received().len(), 1);
     fakes.shutdown().await;
 }
 
-/// A scripted HTTP server on loopback: for each request it reads, `reply` gives the whole
-/// response to write, or `None` to hold the connection open without answering.
+/// Starts a scripted HTTP server on loopback. For each request it reads, `reply` returns the
+/// whole response to write, or `None` to hold the connection open without a response.
 async fn scripted_server(
     reply: impl Fn(&str, &[u8]) -> Option<String> + Send + Sync + 'static,
 ) -> reqwest::Url {
@@ -506,7 +507,7 @@ async fn outer_429_fails_every_part() {
 
 #[tokio::test]
 async fn missing_part_is_in_doubt() {
-    // Answers every part but the last, and checks the outer request on the way.
+    // Responds to every part but the last, and checks the outer request on the way.
     let url = scripted_server(|head, body| {
         let head = head.to_ascii_lowercase();
         assert!(head.starts_with("post /batch/gmail/v1 http/1.1"), "{head}");
@@ -534,7 +535,8 @@ async fn missing_part_is_in_doubt() {
     let outcomes = client.send_batch(&items).await;
 
     let first = assert_accepted(&outcomes[0], "ann");
-    assert!(first.starts_with("m-") && first.ends_with("+0"), "id of the first part: {first}");
+    assert!(first.starts_with("m-"), "id of the first part: {first}");
+    assert!(first.ends_with("+0"), "id of the first part: {first}");
     let second = assert_accepted(&outcomes[1], "bob");
     assert!(second.ends_with("+1"), "id of the second part: {second}");
     let SendOutcome::InDoubt { reason } = &outcomes[2] else {

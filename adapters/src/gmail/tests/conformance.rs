@@ -231,7 +231,7 @@ impl Discovery {
     }
 }
 
-/// A schema description that refers to the schema `name`.
+/// Returns a schema description that refers to the schema `name`.
 fn json_ref(name: &str) -> Value {
     serde_json::json!({ "$ref": name })
 }
@@ -239,7 +239,7 @@ fn json_ref(name: &str) -> Value {
 /// Checks the string formats of discovery documents that a body can get wrong.
 fn check_format(at: &str, schema: &Value, text: &str, violations: &mut Vec<String>) {
     match schema["format"].as_str() {
-        // Format `byte` is base64. A description that says base64url narrows it to the
+        // Format `byte` is base64. A description that names base64url narrows it to the
         // URL-safe alphabet, as `Message.raw`'s does.
         Some("byte") => {
             let description = schema["description"].as_str().unwrap_or_default();
