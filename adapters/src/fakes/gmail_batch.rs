@@ -43,8 +43,8 @@ pub(crate) struct BatchCall<'a> {
 impl BatchCall<'_> {
     /// Returns the value of the embedded request's header `name`, compared without case.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        let mut matching = self.headers.iter().filter(|(key, _)| key.eq_ignore_ascii_case(name));
-        matching.next().map(|(_, value)| value.as_str())
+        let header = self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name));
+        header.map(|(_, value)| value.as_str())
     }
 }
 

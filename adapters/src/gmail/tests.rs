@@ -82,7 +82,7 @@ fn classify_429_reads_retry_text() {
     assert!(reason.starts_with("gmail 429 rateLimitExceeded: "), "reason {reason}");
 }
 
-/// The kind of an outcome and its retry wait, for comparing outcomes without their reasons.
+/// Returns the kind of an outcome and its retry wait, to compare outcomes without reasons.
 fn kind_and_wait(outcome: &SendOutcome) -> (&'static str, Option<Duration>) {
     match outcome {
         SendOutcome::Accepted { .. } => ("accepted", None),
