@@ -10,11 +10,13 @@
 //! [`FakeProviders::stats`], for tests that run the fakes in another process.
 //!
 //! - [`config`]: clock, latency and the errors to inject;
-//! - `gmail`, `graph`, `twilio`: the request handlers of each provider;
+//! - `gmail`, `graph`, `twilio`: the request handlers of each provider, and `gmail_batch` for
+//!   Gmail's batch endpoint;
 //! - `state` and `limiter`: accounts, counters and the sliding windows.
 
 pub mod config;
 mod gmail;
+pub(crate) mod gmail_batch;
 mod graph;
 mod graph_batch;
 mod limiter;
@@ -73,8 +75,9 @@ pub struct FakeStats {
     pub rejected_requests: u64,
     /// Sends rejected with an error of the [`ErrorPlan`].
     pub injected_errors: u64,
-    /// Batch requests received, of every provider, counted on arrival whatever their outcome.
-    /// Their inner sends are counted like single sends.
+    /// Requests to a batch endpoint (Gmail's `/batch/gmail/v1`, Graph's `$batch`), valid or
+    /// not, counted on arrival. The calls in them count in the other counters like single
+    /// requests.
     #[serde(default)]
     pub batch_requests: u64,
 }

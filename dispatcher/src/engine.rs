@@ -386,7 +386,8 @@ fn start_providers(
         let client = match provider {
             Provider::Gmail => ProviderClient::Gmail(
                 GmailClient::new(http.clone(), parse("gmail", &urls.gmail)?)
-                    .with_clock(clock.clone()),
+                    .with_clock(clock.clone())
+                    .with_max_batch(config.providers.gmail_batch_size),
             ),
             Provider::Outlook => ProviderClient::Outlook(
                 GraphClient::new(http.clone(), parse("graph", &urls.graph)?)

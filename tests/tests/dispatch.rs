@@ -402,3 +402,45 @@ async fn outlook_sends_go_out_in_graph_batches() -> anyhow::Result<()> {
     assert!(stats.batch_requests >= 3, "{} batch requests", stats.batch_requests);
     Ok(())
 }
+
+#[actix_rt::test]
+async fn gmail_sends_of_several_tenants_share_batch_requests() -> anyhow::Result<()> {
+    // A linger long enough that the five tenants' sends surely meet, even on a loaded machine.
+    let engine = TestEngine::start(|config| config.providers.batch_linger_millis = 100).await?;
+    let csv: String = std::iter::once("email\n".to_owned())
+        .chain((0..10).map(|n| format!("g{n}@example.com\n")))
+        .collect();
+    for tenant in ["t1", "t2", "t3", "t4", "t5"] {
+        let key = engine.create_tenant(tenant, "pro").await?;
+        let connection = json!({"sender": format!("sales@{tenant}.example"),
+                                "access_token": format!("{tenant}-token"),
+                                "limits": {"per_minute": 6000, "per_day": 100000}});
+        let response = engine
+            .http
+            .put(engine.url("/v1/connections/gmail"))
+            .bearer_auth(&key)
+            .json(&connection)
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+        engine.upload(&key, &sequence, "text/csv", csv.clone()).await?;
+    }
+
+    engine.settle(1).await?;
+
+    let fakes = engine.running.fakes()?;
+    let stats = fakes.stats();
+    assert_eq!(stats.received(Provider::Gmail), 50);
+    assert_eq!(stats.rate_limit_violations, 0);
+    // Each tenant hands over its 10 sends at once. Kept apart, they would take 5 batch
+    // requests; fewer means sends of different mailboxes shared a request.
+    assert!(stats.batch_requests >= 1, "no batch request");
+    assert!(stats.batch_requests < 5, "{} batch requests for 50 sends", stats.batch_requests);
+    for tenant in ["t1", "t2", "t3", "t4", "t5"] {
+        let from = format!("sales@{tenant}.example");
+        let sent = fakes.received().iter().filter(|m| m.from == from).count();
+        assert_eq!(sent, 10, "{tenant}: each message under its own mailbox");
+    }
+    Ok(())
+}

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SENT, SEQUENCES,
-    TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SENT,
+    SEQUENCES, TENANTS, Table,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {

@@ -15,8 +15,8 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES, SENT,
-    SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES,
+    SENT, SEQUENCES, TENANTS, Table,
 };
 
 /// A write request from one caller.

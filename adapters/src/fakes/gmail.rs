@@ -24,7 +24,9 @@ const RAW_ENGINE: GeneralPurpose = GeneralPurpose::new(
 );
 
 pub(crate) fn routes(config: &mut web::ServiceConfig) {
-    config.route("/gmail/v1/users/{user_id}/messages/send", web::post().to(send));
+    config
+        .route("/gmail/v1/users/{user_id}/messages/send", web::post().to(send))
+        .route(super::gmail_batch::BATCH_PATH, web::post().to(super::gmail_batch::batch));
 }
 
 /// The body of `users.messages.send`; `raw` is optional here so that its absence gets Gmail's
@@ -42,6 +44,7 @@ struct ParsedMessage {
     to: String,
     subject: Option<String>,
     body: String,
+    list_unsubscribe: Option<String>,
 }
 
 async fn send(
@@ -51,19 +54,29 @@ async fn send(
     body: web::Bytes,
 ) -> HttpResponse {
     pause(&state).await;
+    send_message(&state, bearer_token(&request), &user_id, &body).await
+}
 
-    let Some(mailbox) = bearer_token(&request).and_then(|t| state.mailbox_of(Provider::Gmail, t))
-    else {
+/// Runs one `users.messages.send` call with the bearer `token`, for a request of its own or
+/// for one part of a batch: authentication, the message checks, injected errors, the
+/// mailbox's limits and the record of what was received.
+pub(super) async fn send_message(
+    state: &FakeState,
+    token: Option<&str>,
+    user_id: &str,
+    body: &[u8],
+) -> HttpResponse {
+    let Some(mailbox) = token.and_then(|t| state.mailbox_of(Provider::Gmail, t)) else {
         state.count_rejected();
         return unauthenticated();
     };
-    if user_id.as_str() != "me" && !user_id.eq_ignore_ascii_case(&mailbox) {
+    if user_id != "me" && !user_id.eq_ignore_ascii_case(&mailbox) {
         state.count_rejected();
         let message = "Delegation denied for the requested user";
         return google_error(StatusCode::FORBIDDEN, "forbidden", "PERMISSION_DENIED", message);
     }
 
-    let parsed = match read_message(&body) {
+    let parsed = match read_message(body) {
         Ok(parsed) => parsed,
         Err(message) => {
             state.count_rejected();
@@ -83,7 +96,7 @@ async fn send(
         to: parsed.to,
         subject: parsed.subject,
         body: parsed.body,
-        list_unsubscribe: None,
+        list_unsubscribe: parsed.list_unsubscribe,
         provider_message_id: random_hex(16),
         received_at: state.now(),
     };
@@ -119,6 +132,7 @@ fn read_message(body: &[u8]) -> Result<ParsedMessage, &'static str> {
         to,
         subject: message.subject().map(str::to_owned),
         body: message.body_text(0).map(|text| text.replace("\r\n", "\n")).unwrap_or_default(),
+        list_unsubscribe: message.header_raw("List-Unsubscribe").map(super::graph::unfold),
     })
 }
 
@@ -132,7 +146,7 @@ fn first_address(address: &Address<'_>) -> Option<String> {
 }
 
 /// Builds the Google error envelope with one detail.
-fn google_error(
+pub(super) fn google_error(
     status: StatusCode,
     reason: &str,
     status_name: &str,

@@ -310,7 +310,7 @@ fn first_recipient(message: &Message<'_>) -> Option<String> {
 }
 
 /// Returns a raw header value without its folding line breaks and surrounding space.
-fn unfold(raw: &str) -> String {
+pub(super) fn unfold(raw: &str) -> String {
     raw.replace(['\r', '\n'], "").trim().to_owned()
 }
 

@@ -78,7 +78,11 @@ pub(crate) async fn pause(state: &FakeState) {
 
 /// The token of an `Authorization: Bearer` header.
 pub(crate) fn bearer_token(request: &HttpRequest) -> Option<&str> {
-    let value = request.headers().get("authorization")?.to_str().ok()?;
+    parse_bearer(request.headers().get("authorization")?.to_str().ok()?)
+}
+
+/// Returns the token of an `Authorization` header value of the Bearer scheme.
+pub(crate) fn parse_bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
 }

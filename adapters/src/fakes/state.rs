@@ -236,7 +236,7 @@ impl FakeState {
         self.inner.lock().rejected_requests += 1;
     }
 
-    /// Counts a batch request.
+    /// Counts a request to a batch endpoint.
     pub(crate) fn count_batch_request(&self) {
         self.inner.lock().batch_requests += 1;
     }

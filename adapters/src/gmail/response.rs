@@ -63,7 +63,28 @@ impl GoogleError {
     }
 }
 
+/// Wait after a `403 dailyLimitExceeded` that came without a retry hint.
+///
+/// That error means the project's daily quota is used up. The quota is shared by every mailbox
+/// of the app and the response does not say when it resets, so a retry after the usual backoff
+/// of seconds fails the same way for every queued send and only adds load. Waiting an hour
+/// still notices a raised quota the same day.
+pub const DAILY_LIMIT_WAIT: Duration = Duration::from_secs(60 * 60);
+
 /// Classifies Gmail's response, reading any retry hint relative to `now`.
+///
+/// | status | reason | outcome |
+/// | --- | --- | --- |
+/// | 2xx | | Accepted |
+/// | 401 | any (`authError`) | Unauthorized |
+/// | 403 | `insufficientPermissions` | Unauthorized |
+/// | 403 | `rateLimitExceeded`, `userRateLimitExceeded` | Retryable |
+/// | 403, 429 | `dailyLimitExceeded` | Retryable, after the hint or else [`DAILY_LIMIT_WAIT`] |
+/// | 408, 429, 5xx | any | Retryable |
+/// | other | any | Permanent |
+///
+/// A Retryable outcome carries the wait from a `Retry-After` header if one came, else from the
+/// "Retry after <instant>" text of a mail-sending 429.
 pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcome {
     let status = response.status.as_u16();
     if response.status.is_success() {
@@ -76,13 +97,20 @@ pub(crate) fn classify(response: &RawResponse, now: DateTime<Utc>) -> SendOutcom
     let reason_code = error.reason();
     let reason = error_reason(PROVIDER, status, reason_code, &error.message);
 
-    match status {
-        401 => SendOutcome::Unauthorized { reason },
-        403 if matches!(reason_code, "rateLimitExceeded" | "userRateLimitExceeded") => {
+    match (status, reason_code) {
+        (401, _) => SendOutcome::Unauthorized { reason },
+        // The token lacks the gmail.send scope. A refresh keeps the same scopes, so only a new
+        // consent helps, which is what an unauthorized connection leads to.
+        (403, "insufficientPermissions") => SendOutcome::Unauthorized { reason },
+        (403, "rateLimitExceeded" | "userRateLimitExceeded") => {
             let retry_after = retry_hint(response, &error, now);
             SendOutcome::Retryable { reason, retry_after }
         }
-        408 | 429 | 500..=599 => {
+        (403 | 429, "dailyLimitExceeded") => {
+            let retry_after = retry_hint(response, &error, now).unwrap_or(DAILY_LIMIT_WAIT);
+            SendOutcome::Retryable { reason, retry_after: Some(retry_after) }
+        }
+        (408 | 429 | 500..=599, _) => {
             let retry_after = retry_hint(response, &error, now);
             SendOutcome::Retryable { reason, retry_after }
         }

@@ -15,9 +15,6 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 /// Content type of the MIME form, whose body is an RFC 5322 message in base64.
 pub const MIME_CONTENT_TYPE: &str = "text/plain";
 
-/// Maximum length of a header line, in octets, without its CRLF (RFC 5322 section 2.1.1).
-const MAX_HEADER_LINE: usize = 998;
-
 /// The body of `POST /me/sendMail` in the JSON form.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -84,12 +81,6 @@ impl SendMailRequest {
 /// Returned when the body of a `sendMail` request cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum SendMailBodyError {
-    /// The URL is left out of the message because it identifies the recipient.
-    #[error(
-        "outlook: the unsubscribe url is not an absolute https url that fits a header line \
-         without spaces or angle brackets; fix the url the follow-up was rendered with"
-    )]
-    InvalidUnsubscribeUrl,
     #[error("outlook: building the MIME message failed: {0}")]
     Mime(#[from] std::io::Error),
 }
@@ -108,12 +99,11 @@ pub enum SendMailBody {
 impl SendMailBody {
     /// Builds the body that sends `msg`. A MIME message is dated `date`.
     pub fn new(msg: &OutboundMessage, date: DateTime<Utc>) -> Result<Self, SendMailBodyError> {
-        let Some(url) = &msg.unsubscribe_url else {
+        if msg.unsubscribe_url.is_none() {
             return Ok(Self::Json(SendMailRequest::new(msg)));
-        };
-        check_unsubscribe_url(url)?;
-        let message = with_list_unsubscribe(build_message(msg, date)?, url);
-        Ok(Self::Mime(STANDARD.encode(message)))
+        }
+        // The builder checks the URL and writes both one-click headers.
+        Ok(Self::Mime(STANDARD.encode(build_message(msg, date)?)))
     }
 
     /// Returns the `Content-Type` this body is sent with.
@@ -131,87 +121,5 @@ impl SendMailBody {
             Self::Json(request) => serde_json::to_value(request),
             Self::Mime(base64) => Ok(serde_json::Value::String(base64.clone())),
         }
-    }
-}
-
-/// Checks that `url` can go into a List-Unsubscribe header as `<url>`: RFC 8058 one-click
-/// needs an HTTPS URI, and a space, an angle bracket or a line break would break the header
-/// or inject another one.
-fn check_unsubscribe_url(url: &str) -> Result<(), SendMailBodyError> {
-    let fits_header = url.len() + "List-Unsubscribe: <>".len() <= MAX_HEADER_LINE;
-    let plain = !url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
-    let https = reqwest::Url::parse(url).is_ok_and(|parsed| parsed.scheme() == "https");
-    if fits_header && plain && https {
-        Ok(())
-    } else {
-        Err(SendMailBodyError::InvalidUnsubscribeUrl)
-    }
-}
-
-/// Adds the RFC 8058 one-click headers to `message` when its header block lacks them. They are
-/// the reason the MIME form is used, so they must be present whether or not
-/// [`build_message`] writes them.
-fn with_list_unsubscribe(message: Vec<u8>, url: &str) -> Vec<u8> {
-    let mut missing = String::new();
-    if !has_header(&message, "List-Unsubscribe") {
-        missing.push_str(&format!("List-Unsubscribe: <{url}>\r\n"));
-    }
-    if !has_header(&message, "List-Unsubscribe-Post") {
-        missing.push_str("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
-    }
-    if missing.is_empty() {
-        return message;
-    }
-
-    // Header order carries no meaning in RFC 5322, so the headers go first.
-    let mut complete = missing.into_bytes();
-    complete.extend_from_slice(&message);
-    complete
-}
-
-/// Returns whether the header block of `message` has a field named `name`.
-fn has_header(message: &[u8], name: &str) -> bool {
-    message
-        .split(|&byte| byte == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.iter().position(|&byte| byte == b':').map(|end| &line[..end]))
-        .any(|field| field.eq_ignore_ascii_case(name.as_bytes()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_lookup_stops_at_body() {
-        let message = b"From: a@b.example\r\nSubject: x\r\n\r\nList-Unsubscribe: <https://u>\r\n";
-        assert!(has_header(message, "subject"));
-        assert!(!has_header(message, "List-Unsubscribe"), "a body line is no header");
-    }
-
-    #[test]
-    fn existing_headers_are_kept_once() {
-        let message = b"List-Unsubscribe: <https://u.example/1>\r\nFrom: a@b.example\r\n\r\nb";
-        let completed = with_list_unsubscribe(message.to_vec(), "https://u.example/1");
-        let text = String::from_utf8(completed).expect("ascii");
-        assert_eq!(text.matches("List-Unsubscribe:").count(), 1, "{text}");
-        assert!(text.starts_with("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
-    }
-
-    #[test]
-    fn unsafe_unsubscribe_urls_are_rejected() {
-        let long = format!("https://u.example/{}", "a".repeat(1_000));
-        for url in [
-            "http://u.example/1",
-            "https://u.example/1>\r\nBcc: x@y.example",
-            "https://u.example/a b",
-            "mailto:u@u.example",
-            "/relative",
-            long.as_str(),
-        ] {
-            assert!(check_unsubscribe_url(url).is_err(), "url {url:?}");
-        }
-        assert!(check_unsubscribe_url("https://u.example/u/tok_123?l=2").is_ok());
     }
 }

@@ -69,6 +69,7 @@ impl ProviderClient {
     /// one outcome per item, in order.
     async fn send_group(&self, items: &[QueuedSend]) -> Vec<SendOutcome> {
         match (self, items) {
+            (_, []) => Vec::new(),
             (_, [item]) => vec![self.send(&item.credentials, &item.message).await],
             // Graph groups hold one connection's sends, so the first item's token is theirs.
             (ProviderClient::Outlook(client), [first, ..]) => {
@@ -76,8 +77,16 @@ impl ProviderClient {
                     items.iter().map(|item| item.message.clone()).collect();
                 client.send_batch(send_credentials(&first.credentials), &messages).await
             }
-            // TODO(batching): Gmail's batch request replaces this.
-            _ => {
+            // Gmail parts carry their own token, so one batch mixes mailboxes.
+            (ProviderClient::Gmail(client), _) => {
+                let parts: Vec<(SendCredentials<'_>, &OutboundMessage)> = items
+                    .iter()
+                    .map(|item| (send_credentials(&item.credentials), &item.message))
+                    .collect();
+                client.send_batch(&parts).await
+            }
+            // The batcher never groups Twilio sends; if it did, each would go on its own.
+            (ProviderClient::Twilio(_), _) => {
                 join_all(items.iter().map(|item| self.send(&item.credentials, &item.message))).await
             }
         }

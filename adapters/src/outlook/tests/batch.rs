@@ -170,7 +170,7 @@ async fn unsendable_messages_fail_alone() {
     let kinds: Vec<&str> = outcomes.iter().map(kind).collect();
     assert_eq!(kinds, ["accepted", "permanent", "permanent"], "{outcomes:?}");
     assert!(reason(&outcomes[1]).contains("cannot send on channel"), "{outcomes:?}");
-    assert!(reason(&outcomes[2]).contains("unsubscribe url"), "{outcomes:?}");
+    assert!(reason(&outcomes[2]).contains("unsubscribe URL"), "{outcomes:?}");
     assert!(!reason(&outcomes[2]).contains("app.example"), "the url stays out of reasons");
     assert_eq!(fakes.stats().batch_requests, 0, "one sendable message goes through sendMail");
     assert_eq!(fakes.received().len(), 1);
