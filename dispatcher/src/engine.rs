@@ -22,13 +22,13 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
 use followup_core::ids::{ScheduleId, TenantId};
-use followup_core::limits::SendLimits;
+use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::store::Store;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use crate::actors::billing::{BillingActor, RegisterTenant};
-use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings};
+use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
     CancelSchedule, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
 };
@@ -124,8 +124,34 @@ impl Engine {
         &self.config
     }
 
+    /// Hands each connection of `tenant` the sends it made in the last day, so that its daily
+    /// caps hold across a restart.
+    async fn restore_recent_sends(&self, tenant: TenantId) -> anyhow::Result<()> {
+        let since = self.deps.clock.now() - chrono::Duration::days(1) - chrono::Duration::hours(1);
+        let connections = self.deps.store.connections(tenant).await?;
+        for channel in Channel::ALL {
+            // The connection a round sends this channel through (`TenantRound::run_channel`).
+            let Some(connection) = connections.iter().find(|c| c.provider.carries(channel)) else {
+                continue;
+            };
+            let sent_at = self.deps.store.sends_since(tenant, channel, since).await?;
+            if sent_at.is_empty() {
+                continue;
+            }
+            let Some(provider) = self.deps.providers.get(&connection.provider) else {
+                continue;
+            };
+            let limits = ConnectionLimits::of(connection, channel);
+            provider
+                .send(RestoreSends { connection: connection.id, channel, limits, sent_at })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Starts the tenant's actor (if it has none) and registers its plan with billing.
     pub async fn add_tenant(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        self.restore_recent_sends(tenant.id).await?;
         let counts = self.deps.store.count_follow_ups(Some(tenant.id)).await?;
         let already_sent: BTreeMap<Channel, u64> = counts
             .iter()

@@ -100,6 +100,24 @@ impl ConnectionLimiter {
         self.limits = limits;
     }
 
+    /// Counts sends made before this limiter existed, at the instants `sent_at` (oldest
+    /// first), so that a restarted engine keeps its daily caps. Instants outside the current
+    /// windows are ignored.
+    pub fn restore(&mut self, sent_at: &[DateTime<Utc>]) {
+        let now = self.clock.0.now();
+        let window_start = now - chrono::Duration::days(1) - DAILY_WINDOW_MARGIN;
+        let today = now.with_timezone(&self.limits.timezone).date_naive();
+        let mut sent_locally = self.local_day.map_or(0, |(_, sent)| sent);
+        for &at in sent_at.iter().filter(|&&at| at > window_start && at <= now) {
+            self.sent_today.push_back(at);
+            if at.with_timezone(&self.limits.timezone).date_naive() == today {
+                sent_locally += 1;
+            }
+        }
+        self.sent_today.make_contiguous().sort_unstable();
+        self.local_day = Some((today, sent_locally));
+    }
+
     /// Stops sends until `until`, as a provider's retry hint asks. A later pause replaces an
     /// earlier one; an earlier one is ignored.
     pub fn pause_until(&mut self, until: DateTime<Utc>) {
@@ -308,5 +326,21 @@ mod tests {
         assert_eq!(limiter.admit(3), Admission { granted: 0, next_free_at: Some(until) });
         clock.advance_to(until);
         assert!(limiter.admit(3).granted > 0);
+    }
+
+    #[test]
+    fn restored_sends_count_against_the_windows() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut connection_limits = limits(6_000, 3);
+        connection_limits.per_local_day = Some(2);
+        let mut limiter = ConnectionLimiter::new(connection_limits, clock.clone());
+        let hours_ago = |hours| start() - chrono::Duration::hours(hours);
+        // Two days ago (outside every window), yesterday evening, and this morning.
+        limiter.restore(&[hours_ago(48), hours_ago(12), hours_ago(1)]);
+        assert_eq!(limiter.admit(5).granted, 1, "one more today, by the local-day cap of 2");
+        clock.advance_to(start() + chrono::Duration::hours(15));
+        // Midnight: a new local day, but the rolling day still holds the restored send of
+        // 08:00 and the one admitted at 09:00, so one more fits its cap of 3.
+        assert_eq!(limiter.admit(5).granted, 1);
     }
 }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use chrono::{DateTime, Utc};
 use followup_adapters::gmail::GmailClient;
 use followup_adapters::outbound::{OutboundMessage, SendCredentials, SendOutcome};
 use followup_adapters::outlook::GraphClient;
@@ -405,6 +406,35 @@ impl Handler<Admit> for ProviderActor {
                 .increment(1);
         }
         MessageResult(admission)
+    }
+}
+
+/// Counts sends a connection made before the engine started, so that its daily caps hold
+/// across a restart. Ignored when the connection's limiter on that channel already exists.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RestoreSends {
+    pub connection: ConnectionId,
+    pub channel: Channel,
+    pub limits: ConnectionLimits,
+    /// Instants of the sends, oldest first.
+    pub sent_at: Vec<DateTime<Utc>>,
+}
+
+impl Handler<RestoreSends> for ProviderActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RestoreSends, _: &mut Self::Context) {
+        let clock = self.clock.clone();
+        let state = connection_state(
+            &mut self.connections,
+            &self.settings.breaker,
+            msg.connection,
+            msg.limits,
+        );
+        if let std::collections::hash_map::Entry::Vacant(slot) = state.limiters.entry(msg.channel) {
+            slot.insert(ConnectionLimiter::new(msg.limits, clock)).restore(&msg.sent_at);
+        }
     }
 }
 
