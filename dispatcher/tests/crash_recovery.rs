@@ -1,5 +1,5 @@
-//! `followup serve` killed with SIGKILL during dispatch loses no accepted schedule and sends
-//! no follow-up twice after it restarts.
+//! `followup serve` killed with SIGKILL during dispatch loses no accepted schedule, sends no
+//! follow-up twice and keeps its connections' daily caps after it restarts.
 //!
 //! The fakes run in their own process (`followup fakes`), so that what they received
 //! survives the engine's death.
@@ -31,9 +31,10 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-fn start_fakes() -> (ChildGuard, Value) {
+fn start_fakes(per_day: u32) -> (ChildGuard, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["fakes", "--per-minute", "1200", "--per-day", "100000"])
+        .args(["fakes", "--per-minute", "1200", "--per-day"])
+        .arg(per_day.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -99,7 +100,13 @@ async fn received(http: &reqwest::Client, urls: &Value) -> Vec<Value> {
         .expect("received list is JSON")
 }
 
-async fn enroll(http: &reqwest::Client, base: &str) {
+async fn fake_stats(http: &reqwest::Client, urls: &Value) -> Value {
+    let gmail = urls["gmail"].as_str().unwrap_or_default().trim_end_matches('/');
+    let response = http.get(format!("{gmail}/_fake/stats")).send().await.expect("fake answers");
+    response.json().await.expect("stats are JSON")
+}
+
+async fn enroll(http: &reqwest::Client, base: &str, per_day: u32) {
     let created: Value = http
         .post(format!("{base}/admin/v1/tenants"))
         .bearer_auth(OPERATOR_TOKEN)
@@ -112,7 +119,7 @@ async fn enroll(http: &reqwest::Client, base: &str) {
         .expect("tenant JSON");
     let key = created["api_key"].as_str().expect("api key").to_owned();
     let connection = json!({"sender": "crash@example.com", "access_token": "crash-token",
-                            "limits": {"per_minute": 1200, "per_day": 100000}});
+                            "limits": {"per_minute": 1200, "per_day": per_day}});
     let response = http
         .put(format!("{base}/v1/connections/gmail"))
         .bearer_auth(&key)
@@ -156,13 +163,13 @@ async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
     let http =
         followup_adapters::http::build_http_client(&Default::default()).expect("HTTP client");
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let (_fakes, urls) = start_fakes();
+    let (_fakes, urls) = start_fakes(100_000);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
 
     let mut engine = start_engine(data_dir.path(), port, &urls);
     wait_ready(&http, &base).await;
-    enroll(&http, &base).await;
+    enroll(&http, &base, 100_000).await;
 
     // Kill the engine once part of the follow-ups reached the fake: mid-dispatch.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -209,4 +216,46 @@ async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
         received_count >= sent && received_count <= sent + in_doubt,
         "fakes received {received_count}, engine counts {sent} sent and {in_doubt} in doubt"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_cap_holds_across_a_sigkill_and_restart() {
+    const PER_DAY: u32 = 60;
+    let http =
+        followup_adapters::http::build_http_client(&Default::default()).expect("HTTP client");
+    let data_dir = tempfile::tempdir().expect("temporary data dir");
+    // The fakes enforce the same cap over a rolling day and count every send beyond it.
+    let (_fakes, urls) = start_fakes(PER_DAY);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let mut engine = start_engine(data_dir.path(), port, &urls);
+    wait_ready(&http, &base).await;
+    enroll(&http, &base, PER_DAY).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received(&http, &urls).await.len() < PER_DAY as usize / 2 {
+        assert!(Instant::now() < deadline, "dispatch did not start within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.0.kill().expect("SIGKILL the engine");
+    engine.0.wait().expect("reap the engine");
+
+    engine = start_engine(data_dir.path(), port, &urls);
+    wait_ready(&http, &base).await;
+    // The cap is reached within a second at 1,200 a minute; give the restarted engine a few
+    // seconds to overshoot it, as it would if it had forgotten the sends before the kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received(&http, &urls).await.len() < PER_DAY as usize {
+        assert!(Instant::now() < deadline, "the cap was not reached within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let totals = snapshot_totals(&http, &base).await;
+    drop(engine);
+
+    let stats = fake_stats(&http, &urls).await;
+    assert_eq!(stats["rate_limit_violations"], 0, "the restarted engine broke the cap: {stats}");
+    assert_eq!(received(&http, &urls).await.len(), PER_DAY as usize, "{totals:?}");
+    let waiting = totals.get("pending").copied().unwrap_or(0);
+    assert!(waiting >= (CONTACTS as u64) - u64::from(PER_DAY), "{totals:?}");
 }
