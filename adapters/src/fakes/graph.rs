@@ -81,7 +81,8 @@ async fn send(
         }
     };
 
-    if let Some(outcome) = state.injected_error(&parsed.to) {
+    let key = LimitKey::Mailbox(Provider::Outlook, mailbox.clone());
+    if let Some(outcome) = state.injected_error(&key, &parsed.to).await {
         return respond.injected(outcome);
     }
 
@@ -95,7 +96,7 @@ async fn send(
         provider_message_id: request_id.clone(),
         received_at: state.now(),
     };
-    match state.accept(&LimitKey::Mailbox(Provider::Outlook, mailbox), received) {
+    match state.accept(&key, received) {
         Ok(()) => respond.builder(StatusCode::ACCEPTED).finish(),
         Err(wait) => respond.throttled(wait),
     }
@@ -201,13 +202,19 @@ impl GraphResponder<'_> {
 
     fn injected(&self, outcome: ForcedOutcome) -> HttpResponse {
         match outcome {
-            ForcedOutcome::ServiceUnavailable => {
+            // After a stall the client has usually given up, so the late response is a plain 503.
+            ForcedOutcome::ServiceUnavailable | ForcedOutcome::Timeout => {
                 let status = StatusCode::SERVICE_UNAVAILABLE;
                 let retry_at = self.now + chrono::Duration::seconds(1);
                 self.builder(status)
                     .insert_header(("retry-after", format_http_date(retry_at)))
                     .json(self.envelope(status, "ServiceNotAvailable", "Service unavailable."))
             }
+            ForcedOutcome::InternalError => {
+                let message = "An unspecified error has occurred.";
+                self.error(StatusCode::INTERNAL_SERVER_ERROR, "generalException", message)
+            }
+            ForcedOutcome::RateLimited { retry_after } => self.throttled(retry_after),
             ForcedOutcome::RecipientRejected => {
                 let message = "At least one recipient is not valid.";
                 self.error(StatusCode::BAD_REQUEST, "ErrorInvalidRecipients", message)
