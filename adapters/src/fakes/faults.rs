@@ -166,7 +166,7 @@ impl FaultProfile {
         Ok(profile)
     }
 
-    /// Returns the profile without faults, which leaves the fakes as they are without one.
+    /// Returns the profile without faults, with which the fakes behave as without a profile.
     pub fn none() -> FaultProfile {
         FaultProfile {
             name: "none",
@@ -193,7 +193,7 @@ impl FaultProfile {
         self
     }
 
-    /// Holds stalled requests for `stall_for`.
+    /// Delays stalled requests by `stall_for`.
     pub fn with_stall_for(mut self, stall_for: Duration) -> Self {
         self.stall_for = stall_for;
         self
