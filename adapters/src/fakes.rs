@@ -10,11 +10,13 @@
 //! [`FakeProviders::stats`], for tests that run the fakes in another process.
 //!
 //! - [`config`]: clock, latency and the errors to inject;
+//! - [`faults`]: named fault profiles (retryable errors, 429 bursts, stalls, latency);
 //! - `gmail`, `graph`, `twilio`: the request handlers of each provider, and `gmail_batch` for
 //!   Gmail's batch endpoint;
 //! - `state` and `limiter`: accounts, counters and the sliding windows.
 
 pub mod config;
+pub mod faults;
 mod gmail;
 pub(crate) mod gmail_batch;
 mod graph;
@@ -37,6 +39,7 @@ use followup_core::limits::SendLimits;
 use serde::{Deserialize, Serialize};
 
 pub use config::{Accounts, ErrorPlan, FakeConfig, ForcedOutcome, ForcedRule};
+pub use faults::{FaultProfile, UnknownProfile};
 use state::FakeState;
 
 /// One send a fake accepted.
@@ -73,13 +76,21 @@ pub struct FakeStats {
     pub rate_limit_violations: u64,
     /// Requests refused for bad credentials or as invalid (any 4xx other than 429).
     pub rejected_requests: u64,
-    /// Sends rejected with an error of the [`ErrorPlan`].
+    /// Sends that got an injected fault of the [`ErrorPlan`] or the [`FaultProfile`], stalls
+    /// included.
     pub injected_errors: u64,
     /// Requests to a batch endpoint (Gmail's `/batch/gmail/v1`, Graph's `$batch`), valid or
     /// not, counted on arrival. The calls in them count in the other counters like single
     /// requests.
     #[serde(default)]
     pub batch_requests: u64,
+    /// Injected stalls ([`ForcedOutcome::Timeout`]), also counted in `injected_errors`.
+    #[serde(default)]
+    pub injected_timeouts: u64,
+    /// Injected 429s ([`ForcedOutcome::RateLimited`]), bursts included, also counted in
+    /// `injected_errors`. Unlike `rate_limit_violations`, they break no limit of the engine's.
+    #[serde(default)]
+    pub injected_rate_limits: u64,
 }
 
 impl FakeStats {
@@ -110,12 +121,13 @@ impl std::fmt::Debug for FakeProviders {
 impl FakeProviders {
     /// Starts the three fakes on free loopback ports, on the current Tokio runtime.
     pub async fn start(config: FakeConfig) -> std::io::Result<FakeProviders> {
+        let faults = config.faults.to_string();
         let state = Arc::new(FakeState::new(config));
         let gmail = server::serve(Arc::clone(&state), gmail::routes)?;
         let graph = server::serve(Arc::clone(&state), graph::routes)?;
         let twilio = server::serve(Arc::clone(&state), twilio::routes)?;
         tracing::info!(
-            gmail = %gmail.url, graph = %graph.url, twilio = %twilio.url,
+            gmail = %gmail.url, graph = %graph.url, twilio = %twilio.url, %faults,
             "provider fakes started"
         );
         Ok(FakeProviders { state, gmail, graph, twilio })

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
+use followup_adapters::fakes::{FakeConfig, FaultProfile};
 use followup_core::api::{CreateTenantRequest, CreateTenantResponse};
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::FollowUpState;
@@ -40,6 +41,8 @@ pub struct DemoOptions {
     pub json: bool,
     pub data_dir: Option<PathBuf>,
     pub plan: String,
+    /// Faults the built-in fakes apply to valid sends.
+    pub faults: FaultProfile,
 }
 
 /// The summary `--json` prints.
@@ -115,7 +118,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         bail!("the demo sends only to the built-in fakes");
     }
     let store = Arc::new(followup_adapters::embedded::open(&data_dir)?);
-    let running = RunningEngine::start(config, store, clock.clone(), None).await?;
+    let fakes = FakeConfig::new(clock.clone()).with_faults(options.faults.clone());
+    if options.faults.name() != FaultProfile::none().name() {
+        eprintln!("[demo] the fakes apply the fault profile {}", options.faults);
+    }
+    let running =
+        RunningEngine::start_with_fakes(config, store, clock.clone(), None, fakes).await?;
     let client = DemoClient { http: reqwest::Client::new(), base: running.url() };
     let api_key = client.create_tenant(&admin_token, &options.plan).await?;
     client.connect(&api_key).await?;

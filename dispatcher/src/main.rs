@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
-use followup_adapters::fakes::{Accounts, FakeConfig, FakeProviders};
+use followup_adapters::fakes::{Accounts, FakeConfig, FakeProviders, FaultProfile};
 use followup_core::clock::SystemClock;
 use followup_core::limits::SendLimits;
 use followup_core::sensitive::Sensitive;
@@ -73,6 +74,8 @@ struct DemoArgs {
     /// Billing plan of the demo tenant.
     #[arg(long, default_value = "pro")]
     plan: String,
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +86,36 @@ struct FakesArgs {
     /// Sends per rolling 24 hours each account may make; published limit when absent.
     #[arg(long)]
     per_day: Option<u32>,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+/// The fault profile the provider fakes apply to valid sends.
+#[derive(Debug, clap::Args)]
+struct FaultArgs {
+    /// Named fault profile of the fakes: retryable errors, 429 bursts, stalls or latency.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "none",
+        value_parser = fault_profile_parser()
+    )]
+    faults: FaultProfile,
+    /// Seed of the fault profile's random draws; the same seed repeats the same faults.
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    fault_seed: u64,
+}
+
+impl FaultArgs {
+    fn profile(self) -> FaultProfile {
+        self.faults.with_seed(self.fault_seed)
+    }
+}
+
+/// Accepts the names of [`FaultProfile::NAMES`], so that `--help` lists them and an unknown
+/// name is rejected with the list.
+fn fault_profile_parser() -> impl TypedValueParser<Value = FaultProfile> {
+    PossibleValuesParser::new(FaultProfile::NAMES).try_map(|name| FaultProfile::named(&name))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +134,7 @@ fn main() -> anyhow::Result<()> {
                     json: args.json,
                     data_dir: args.data_dir,
                     plan: args.plan,
+                    faults: args.faults.profile(),
                 })
                 .await
             }
@@ -170,7 +204,9 @@ async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
             per_day: per_day.unwrap_or(u32::MAX),
         }),
     };
-    let config = FakeConfig::new(Arc::new(SystemClock)).with_accounts(Accounts::Open { limits });
+    let config = FakeConfig::new(Arc::new(SystemClock))
+        .with_accounts(Accounts::Open { limits })
+        .with_faults(args.faults.profile());
     let fakes = FakeProviders::start(config).await?;
     let urls = serde_json::json!({
         "gmail": fakes.gmail_url().as_str(),
@@ -205,5 +241,52 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+    use followup_adapters::fakes::FaultProfile;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn faults_flag_selects_profile() {
+        let cli =
+            Cli::try_parse_from(["followup", "fakes", "--faults", "flaky", "--fault-seed", "7"])
+                .expect("valid flags");
+        let Command::Fakes(args) = cli.command else {
+            panic!("parsed {:?}", cli.command);
+        };
+        let profile = args.faults.profile();
+        assert_eq!(profile.name(), "flaky");
+        assert_eq!(profile.seed, 7);
+    }
+
+    #[test]
+    fn faults_flag_defaults_to_none() {
+        let cli = Cli::try_parse_from(["followup", "demo", "--csv", "contacts.csv"])
+            .expect("valid flags");
+        let Command::Demo(args) = cli.command else {
+            panic!("parsed {:?}", cli.command);
+        };
+        assert_eq!(args.faults.profile(), FaultProfile::none());
+    }
+
+    #[test]
+    fn unknown_fault_profile_lists_names() {
+        for command in ["fakes", "demo"] {
+            let mut argv = vec!["followup", command, "--faults", "flakey"];
+            if command == "demo" {
+                argv.extend(["--csv", "contacts.csv"]);
+            }
+            let error = Cli::try_parse_from(argv).expect_err("unknown profile");
+            let message = error.to_string();
+            assert!(message.contains("flakey"), "{command}: {message}");
+            for name in FaultProfile::NAMES {
+                assert!(message.contains(name), "{command}: {name} missing from {message}");
+            }
+        }
     }
 }

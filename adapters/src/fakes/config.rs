@@ -6,6 +6,8 @@ use std::time::Duration;
 use followup_core::clock::{Clock, SystemClock};
 use followup_core::limits::SendLimits;
 
+use super::faults::FaultProfile;
+
 /// Settings of [`FakeProviders`](super::FakeProviders).
 #[derive(Clone, Debug)]
 pub struct FakeConfig {
@@ -17,6 +19,8 @@ pub struct FakeConfig {
     pub latency: Duration,
     /// Errors to inject into otherwise valid sends.
     pub errors: ErrorPlan,
+    /// Faults to apply to otherwise valid sends after those of `errors`.
+    pub faults: FaultProfile,
     /// Whether unknown credentials are accepted as new accounts; see [`Accounts`].
     pub accounts: Accounts,
 }
@@ -40,6 +44,7 @@ impl FakeConfig {
             clock,
             latency: Duration::ZERO,
             errors: ErrorPlan::default(),
+            faults: FaultProfile::none(),
             accounts: Accounts::Registered,
         }
     }
@@ -64,6 +69,12 @@ impl FakeConfig {
     /// Injects the errors of `plan`.
     pub fn with_errors(mut self, plan: ErrorPlan) -> Self {
         self.errors = plan;
+        self
+    }
+
+    /// Applies the faults of `profile`, after those of the error plan.
+    pub fn with_faults(mut self, profile: FaultProfile) -> Self {
+        self.faults = profile;
         self
     }
 }
@@ -129,6 +140,16 @@ pub struct ForcedRule {
 pub enum ForcedOutcome {
     /// 503: Gmail `backendError`, Graph `ServiceNotAvailable`, Twilio 20503.
     ServiceUnavailable,
+    /// 500: Gmail `backendError`, Graph `generalException`, Twilio 20500.
+    InternalError,
+    /// 429 with a hint to retry after `retry_after`. Gmail sends `rateLimitExceeded` with the
+    /// instant to retry at in its message and no `Retry-After` header. Graph sends
+    /// `TooManyRequests` with a `Retry-After` in seconds, fractional when the wait is. Twilio
+    /// sends 20429 without a hint, because Twilio documents none.
+    RateLimited { retry_after: Duration },
+    /// No response in time: the fake sleeps the fault profile's `stall_for` before it responds
+    /// with the provider's 503, to a client that has usually given up by then.
+    Timeout,
     /// 400 for the recipient: Gmail `invalidArgument`, Graph `ErrorInvalidRecipients`,
     /// Twilio 21610 (unsubscribed) for messages and 21215 (not allowed) for calls.
     RecipientRejected,

@@ -1,12 +1,14 @@
 //! The Gmail fake: `POST /gmail/v1/users/{userId}/messages/send` with a JSON `Message` whose
 //! `raw` is a base64url RFC 5322 message.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use followup_core::domain::{Channel, Provider};
 use mail_parser::{Address, Message, MessageParser};
 use serde::Deserialize;
@@ -85,8 +87,9 @@ pub(super) async fn send_message(
         }
     };
 
-    if let Some(outcome) = state.injected_error(&parsed.to) {
-        return injected(outcome);
+    let key = LimitKey::Mailbox(Provider::Gmail, mailbox);
+    if let Some(outcome) = state.injected_error(&key, &parsed.to).await {
+        return injected(outcome, state.now());
     }
 
     let received = ReceivedMessage {
@@ -102,12 +105,9 @@ pub(super) async fn send_message(
     };
     let id = received.provider_message_id.clone();
     let received_at = received.received_at;
-    match state.accept(&LimitKey::Mailbox(Provider::Gmail, mailbox), received) {
+    match state.accept(&key, received) {
         Ok(()) => HttpResponse::Ok().json(json!({"id": id, "threadId": id, "labelIds": ["SENT"]})),
-        Err(wait) => {
-            let retry_at = received_at + chrono::Duration::from_std(wait).unwrap_or_default();
-            rate_limited(&retry_at.to_rfc3339_opts(SecondsFormat::Millis, true))
-        }
+        Err(wait) => rate_limited(received_at, wait),
     }
 }
 
@@ -182,21 +182,31 @@ fn unauthenticated() -> HttpResponse {
         }))
 }
 
-/// Gmail's 429 for the per-user mail-sending limit: the instant to retry at is only in the
-/// text, after two spaces, and no `Retry-After` header comes with it.
-fn rate_limited(retry_at: &str) -> HttpResponse {
+/// Gmail's 429 for the per-user mail-sending limit: the instant to retry at (`now` plus
+/// `wait`) is only in the text, after two spaces, and no `Retry-After` header comes with it.
+fn rate_limited(now: DateTime<Utc>, wait: Duration) -> HttpResponse {
+    let retry_at = now + chrono::Duration::from_std(wait).unwrap_or_default();
+    let retry_at = retry_at.to_rfc3339_opts(SecondsFormat::Millis, true);
     let message = format!("User-rate limit exceeded.  Retry after {retry_at} (Mail sending)");
     google_error(StatusCode::TOO_MANY_REQUESTS, "rateLimitExceeded", "RESOURCE_EXHAUSTED", &message)
 }
 
-fn injected(outcome: ForcedOutcome) -> HttpResponse {
+fn injected(outcome: ForcedOutcome, now: DateTime<Utc>) -> HttpResponse {
     match outcome {
-        ForcedOutcome::ServiceUnavailable => google_error(
+        // After a stall the client has usually given up, so the late response is a plain 503.
+        ForcedOutcome::ServiceUnavailable | ForcedOutcome::Timeout => google_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "backendError",
             "UNAVAILABLE",
             "The service is currently unavailable.",
         ),
+        ForcedOutcome::InternalError => google_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "backendError",
+            "INTERNAL",
+            "Backend Error",
+        ),
+        ForcedOutcome::RateLimited { retry_after } => rate_limited(now, retry_after),
         ForcedOutcome::RecipientRejected => google_error(
             StatusCode::BAD_REQUEST,
             "invalidArgument",

@@ -163,7 +163,8 @@ pub(super) async fn send_mail(state: &Arc<FakeState>, call: SendMailCall<'_>) ->
         }
     };
 
-    if let Some(outcome) = state.injected_error(&parsed.to) {
+    let key = LimitKey::Mailbox(Provider::Outlook, call.mailbox.to_owned());
+    if let Some(outcome) = state.injected_error(&key, &parsed.to).await {
         return respond.injected(outcome);
     }
 
@@ -178,7 +179,7 @@ pub(super) async fn send_mail(state: &Arc<FakeState>, call: SendMailCall<'_>) ->
         provider_message_id: respond.request_id.clone(),
         received_at: state.now(),
     };
-    match state.accept(&LimitKey::Mailbox(Provider::Outlook, call.mailbox.to_owned()), received) {
+    match state.accept(&key, received) {
         Ok(()) => respond.reply(StatusCode::ACCEPTED),
         Err(wait) => respond.throttled(wait),
     }
@@ -388,13 +389,19 @@ impl GraphResponder {
 
     fn injected(&self, outcome: ForcedOutcome) -> GraphReply {
         match outcome {
-            ForcedOutcome::ServiceUnavailable => {
+            // After a stall the client has usually given up, so the late response is a plain 503.
+            ForcedOutcome::ServiceUnavailable | ForcedOutcome::Timeout => {
                 let status = StatusCode::SERVICE_UNAVAILABLE;
                 let retry_at = self.now + chrono::Duration::seconds(1);
                 let mut reply = self.error(status, "ServiceNotAvailable", "Service unavailable.");
                 reply.headers.push(("Retry-After", format_http_date(retry_at)));
                 reply
             }
+            ForcedOutcome::InternalError => {
+                let message = "An unspecified error has occurred.";
+                self.error(StatusCode::INTERNAL_SERVER_ERROR, "generalException", message)
+            }
+            ForcedOutcome::RateLimited { retry_after } => self.throttled(retry_after),
             ForcedOutcome::RecipientRejected => {
                 let message = "At least one recipient is not valid.";
                 self.error(StatusCode::BAD_REQUEST, "ErrorInvalidRecipients", message)

@@ -69,10 +69,11 @@ async fn stats(state: web::Data<FakeState>) -> HttpResponse {
     HttpResponse::Ok().json(state.stats())
 }
 
-/// Waits the configured latency, in real time.
+/// Waits the configured latency plus the fault profile's draw, in real time.
 pub(crate) async fn pause(state: &FakeState) {
-    if !state.latency.is_zero() {
-        tokio::time::sleep(state.latency).await;
+    let delay = state.latency + state.faults.draw_latency();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -11,10 +11,9 @@ use followup_core::clock::Clock;
 use followup_core::domain::{Channel, Provider};
 use followup_core::limits::SendLimits;
 use parking_lot::Mutex;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-use super::config::{Accounts, FakeConfig, ForcedOutcome, ForcedRule};
+use super::config::{Accounts, FakeConfig, ForcedOutcome};
+use super::faults::Faults;
 use super::limiter::SlidingWindowLimiter;
 use super::{FakeStats, ReceivedMessage};
 
@@ -26,6 +25,8 @@ pub(crate) struct FakeState {
     accounts: Accounts,
     pub clock: Arc<dyn Clock>,
     pub latency: Duration,
+    /// The error plan and fault profile, with their own lock and counters.
+    pub faults: Faults,
     inner: Mutex<Inner>,
 }
 
@@ -47,9 +48,7 @@ struct Inner {
     received_by_provider: BTreeMap<Provider, u64>,
     rate_limit_violations: u64,
     rejected_requests: u64,
-    injected_errors: u64,
     batch_requests: u64,
-    errors: ErrorState,
 }
 
 struct Mailbox {
@@ -68,12 +67,6 @@ struct TwilioNumber {
     call: SlidingWindowLimiter,
 }
 
-struct ErrorState {
-    retryable_fraction: f64,
-    rng: StdRng,
-    forced: Vec<ForcedRule>,
-}
-
 /// The limiter a send counts against.
 #[derive(Clone, Debug)]
 pub(crate) enum LimitKey {
@@ -85,11 +78,6 @@ pub(crate) enum LimitKey {
 
 impl FakeState {
     pub(crate) fn new(config: FakeConfig) -> Self {
-        let errors = ErrorState {
-            retryable_fraction: config.errors.retryable_fraction.clamp(0.0, 1.0),
-            rng: StdRng::seed_from_u64(config.errors.seed),
-            forced: config.errors.forced,
-        };
         let inner = Inner {
             mailboxes: HashMap::new(),
             tokens: HashMap::new(),
@@ -98,14 +86,13 @@ impl FakeState {
             received_by_provider: BTreeMap::new(),
             rate_limit_violations: 0,
             rejected_requests: 0,
-            injected_errors: 0,
             batch_requests: 0,
-            errors,
         };
         Self {
             accounts: config.accounts,
             clock: config.clock,
             latency: config.latency,
+            faults: Faults::new(config.errors, config.faults),
             inner: Mutex::new(inner),
         }
     }
@@ -241,14 +228,14 @@ impl FakeState {
         self.inner.lock().batch_requests += 1;
     }
 
-    /// Draws the injected error, if any, for a send to `recipient`, and counts it.
-    pub(crate) fn injected_error(&self, recipient: &str) -> Option<ForcedOutcome> {
-        let mut inner = self.inner.lock();
-        let outcome = inner.errors.draw(recipient);
-        if outcome.is_some() {
-            inner.injected_errors += 1;
-        }
-        outcome
+    /// Draws the injected error, if any, for a send from `key` to `recipient`, and counts
+    /// it. For [`ForcedOutcome::Timeout`] it first sleeps the profile's `stall_for`.
+    pub(crate) async fn injected_error(
+        &self,
+        key: &LimitKey,
+        recipient: &str,
+    ) -> Option<ForcedOutcome> {
+        self.faults.inject(key, recipient, self.now()).await
     }
 
     /// Counts a send against `key` and records `message`, or, when the limit is reached,
@@ -290,12 +277,15 @@ impl FakeState {
     }
 
     pub(crate) fn stats(&self) -> FakeStats {
+        let injected = self.faults.counts();
         let inner = self.inner.lock();
         FakeStats {
             received_by_provider: inner.received_by_provider.clone(),
             rate_limit_violations: inner.rate_limit_violations,
             rejected_requests: inner.rejected_requests,
-            injected_errors: inner.injected_errors,
+            injected_errors: injected.errors,
+            injected_timeouts: injected.timeouts,
+            injected_rate_limits: injected.rate_limits,
             batch_requests: inner.batch_requests,
         }
     }
@@ -316,25 +306,6 @@ impl Inner {
                 }
             }
         }
-    }
-}
-
-impl ErrorState {
-    fn draw(&mut self, recipient: &str) -> Option<ForcedOutcome> {
-        let rule = self
-            .forced
-            .iter_mut()
-            .find(|rule| rule.recipient.eq_ignore_ascii_case(recipient) && rule.times != Some(0));
-        if let Some(rule) = rule {
-            if let Some(times) = rule.times.as_mut() {
-                *times -= 1;
-            }
-            return Some(rule.outcome);
-        }
-
-        let draw_503 =
-            self.retryable_fraction > 0.0 && self.rng.random_bool(self.retryable_fraction);
-        draw_503.then_some(ForcedOutcome::ServiceUnavailable)
     }
 }
 

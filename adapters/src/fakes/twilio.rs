@@ -70,7 +70,7 @@ async fn create_message(
     body: web::Bytes,
 ) -> HttpResponse {
     pause(&state).await;
-    match accept_message(&state, &request, &sid, &body) {
+    match accept_message(&state, &request, &sid, &body).await {
         Ok(resource) => HttpResponse::Created().json(resource),
         Err(error) => error.into_response(),
     }
@@ -83,13 +83,13 @@ async fn create_call(
     body: web::Bytes,
 ) -> HttpResponse {
     pause(&state).await;
-    match accept_call(&state, &request, &sid, &body) {
+    match accept_call(&state, &request, &sid, &body).await {
         Ok(resource) => HttpResponse::Created().json(resource),
         Err(error) => error.into_response(),
     }
 }
 
-fn accept_message(
+async fn accept_message(
     state: &FakeState,
     request: &HttpRequest,
     path_sid: &str,
@@ -100,20 +100,24 @@ fn accept_message(
         state.count_rejected();
     })?;
 
-    if let Some(outcome) = state.injected_error(&to) {
+    let key = LimitKey::TwilioNumber {
+        account_sid: account_sid.clone(),
+        from: from.clone(),
+        channel: Channel::Sms,
+    };
+    if let Some(outcome) = state.injected_error(&key, &to).await {
         return Err(injected(outcome, Channel::Sms, &to));
     }
 
     let sid = format!("SM{}", random_hex(32));
     let now = state.now();
     let resource = message_resource(&account_sid, &sid, &from, &to, &text, now);
-    let received = received(Channel::Sms, from.clone(), to, text, sid, now);
-    let key = LimitKey::TwilioNumber { account_sid, from, channel: Channel::Sms };
+    let received = received(Channel::Sms, from, to, text, sid, now);
     state.accept(&key, received).map_err(|_| too_many_requests())?;
     Ok(resource)
 }
 
-fn accept_call(
+async fn accept_call(
     state: &FakeState,
     request: &HttpRequest,
     path_sid: &str,
@@ -124,15 +128,19 @@ fn accept_call(
         state.count_rejected();
     })?;
 
-    if let Some(outcome) = state.injected_error(&to) {
+    let key = LimitKey::TwilioNumber {
+        account_sid: account_sid.clone(),
+        from: from.clone(),
+        channel: Channel::Call,
+    };
+    if let Some(outcome) = state.injected_error(&key, &to).await {
         return Err(injected(outcome, Channel::Call, &to));
     }
 
     let sid = format!("CA{}", random_hex(32));
     let now = state.now();
     let resource = call_resource(&account_sid, &sid, &from, &to, now);
-    let received = received(Channel::Call, from.clone(), to, spoken, sid, now);
-    let key = LimitKey::TwilioNumber { account_sid, from, channel: Channel::Call };
+    let received = received(Channel::Call, from, to, spoken, sid, now);
     state.accept(&key, received).map_err(|_| too_many_requests())?;
     Ok(resource)
 }
@@ -293,11 +301,18 @@ fn too_many_requests() -> TwilioError {
 
 fn injected(outcome: ForcedOutcome, channel: Channel, to: &str) -> TwilioError {
     match (outcome, channel) {
-        (ForcedOutcome::ServiceUnavailable, _) => TwilioError {
+        // After a stall the client has usually given up, so the late response is a plain 503.
+        (ForcedOutcome::ServiceUnavailable | ForcedOutcome::Timeout, _) => TwilioError {
             code: 20503,
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: "Service Unavailable".to_owned(),
         },
+        (ForcedOutcome::InternalError, _) => TwilioError {
+            code: 20500,
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "Internal Server Error".to_owned(),
+        },
+        (ForcedOutcome::RateLimited { .. }, _) => too_many_requests(),
         (ForcedOutcome::RecipientRejected, Channel::Call) => {
             TwilioError::bad_request(21215, format!("Account not authorized to call {to}."))
         }
