@@ -31,6 +31,9 @@ const DEMO_TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const DEMO_TWILIO_TOKEN: &str = "demo-twilio-auth-token";
 const DEMO_TWILIO_NUMBER: &str = "+15005550006";
 
+/// Timeout of the demo's requests to the fakes.
+const DEMO_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Maximum stretch of virtual time the demo runs before giving up.
 const VIRTUAL_DEADLINE_DAYS: i64 = 400;
 
@@ -108,7 +111,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let start = Utc::now();
     let clock = Arc::new(VirtualClock::new(start));
     let admin_token = random_token()?;
-    let config = Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.clone(),
         admin_token: Some(Sensitive::new(admin_token.clone())),
@@ -117,8 +120,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     if config.providers.mode != ProvidersMode::Fake {
         bail!("the demo sends only to the built-in fakes");
     }
+    // A stalled request costs its timeout in wall time even under the virtual clock, so the
+    // demo gives up after one second, and the fakes stall a little longer than that.
+    config.providers.request_timeout_seconds = DEMO_REQUEST_TIMEOUT.as_secs();
+    let faults = options.faults.clone().with_stall_for(DEMO_REQUEST_TIMEOUT * 2);
     let store = Arc::new(followup_adapters::embedded::open(&data_dir)?);
-    let fakes = FakeConfig::new(clock.clone()).with_faults(options.faults.clone());
+    let fakes = FakeConfig::new(clock.clone()).with_faults(faults);
     if options.faults.name() != FaultProfile::none().name() {
         eprintln!("[demo] the fakes apply the fault profile {}", options.faults);
     }
