@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use followup_adapters::fakes::{Accounts, FakeConfig, FakeProviders, FaultProfile};
-use followup_core::clock::SystemClock;
+use followup_core::clock::{Clock, SystemClock};
 use followup_core::limits::SendLimits;
 use followup_core::sensitive::Sensitive;
 use followup_dispatcher::config::{Config, ProvidersMode};
@@ -58,6 +58,9 @@ struct ServeArgs {
     graph_base_url: Option<String>,
     #[arg(long, env = "FOLLOWUP_TWILIO_BASE_URL")]
     twilio_base_url: Option<String>,
+    /// Fault profile of the built-in fakes (fake mode only), for load and fault tests.
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,7 +190,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_api = config.admin_token.is_some(),
         "starting followup"
     );
-    let running = RunningEngine::start(config, store, Arc::new(SystemClock), Some(metrics)).await?;
+    let faults = args.faults.profile();
+    if config.providers.mode == ProvidersMode::Live && faults != FaultProfile::none() {
+        anyhow::bail!("--faults applies to the built-in fakes; drop it or use --providers fake");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let fakes = FakeConfig::new(clock.clone()).with_faults(faults);
+    let running =
+        RunningEngine::start_with_fakes(config, store, clock, Some(metrics), fakes).await?;
     let engine = running.engine.clone();
     engine.run_forever(shutdown_signal()).await;
     tracing::info!("stopping followup");
