@@ -157,6 +157,27 @@ impl TestEngine {
         Ok(())
     }
 
+    /// Connects the tenant's account at `provider` with the connection request `body` and
+    /// returns the connection as the API shows it.
+    pub async fn connect(
+        &self,
+        api_key: &str,
+        provider: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .put(self.url(&format!("/v1/connections/{provider}")))
+            .bearer_auth(api_key)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let view: Value = response.json().await?;
+        anyhow::ensure!(status == 200, "connect {provider} answered {status}: {view}");
+        Ok(view)
+    }
+
     /// Creates a sequence from `body` and returns its id.
     pub async fn create_sequence(&self, api_key: &str, body: &Value) -> anyhow::Result<String> {
         let response = self
@@ -206,6 +227,13 @@ fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile:
     };
     configure(&mut config);
     Ok((data_dir, config))
+}
+
+/// A CSV of `count` contacts with only an email address, `{prefix}{n}@example.com`.
+pub fn email_csv(prefix: &str, count: usize) -> String {
+    std::iter::once("email\n".to_owned())
+        .chain((0..count).map(|n| format!("{prefix}{n}@example.com\n")))
+        .collect()
 }
 
 /// Returns a one-step email sequence that sends at once, any day, any hour.

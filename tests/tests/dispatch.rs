@@ -6,7 +6,7 @@ use followup_core::clock::Clock as _;
 use followup_core::domain::Provider;
 use followup_core::ids::ScheduleId;
 use followup_dispatcher::config::{OverQuota, Plan};
-use followup_tests::{TestEngine, email_now_sequence};
+use followup_tests::{TestEngine, email_csv, email_now_sequence};
 use serde_json::{Value, json};
 
 /// Fetches the follow-ups of the schedule that enrolled `email` in `sequence`, found through
@@ -224,14 +224,21 @@ async fn cancelled_schedule_sends_nothing_more() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[actix_rt::test]
-async fn timeout_after_sending_settles_in_doubt_without_resending() -> anyhow::Result<()> {
+/// Sends one email to a fake that answers after the engine's one-second timeout, and returns
+/// the follow-up as the API shows it once settled.
+async fn send_through_a_fake_slower_than_the_timeout(
+    configure: impl FnOnce(&mut followup_dispatcher::config::Config),
+) -> anyhow::Result<Value> {
+    let slow = followup_adapters::fakes::FakeConfig::new(std::sync::Arc::new(
+        followup_core::clock::SystemClock,
+    ))
+    .with_latency(std::time::Duration::from_millis(2_500));
     let engine = TestEngine::start_with_fakes(
-        |config| config.providers.request_timeout_seconds = 1,
-        followup_adapters::fakes::FakeConfig::new(std::sync::Arc::new(
-            followup_core::clock::SystemClock,
-        ))
-        .with_latency(std::time::Duration::from_millis(2_500)),
+        |config| {
+            config.providers.request_timeout_seconds = 1;
+            configure(config);
+        },
+        slow,
     )
     .await?;
     let key = engine.create_tenant("acme", "pro").await?;
@@ -242,9 +249,15 @@ async fn timeout_after_sending_settles_in_doubt_without_resending() -> anyhow::R
     engine.settle(1).await?;
 
     let follow_ups = follow_ups_of(&engine, &key, &sequence, "slow@example.com").await;
-    assert_eq!(follow_ups[0]["state"], "in_doubt", "{follow_ups}");
-    assert_eq!(follow_ups[0]["attempts"], 1, "not sent again");
-    let reason = follow_ups[0]["reason"].as_str().unwrap_or_default();
+    Ok(follow_ups[0].clone())
+}
+
+#[actix_rt::test]
+async fn timeout_after_sending_settles_in_doubt_without_resending() -> anyhow::Result<()> {
+    let follow_up = send_through_a_fake_slower_than_the_timeout(|_| {}).await?;
+    assert_eq!(follow_up["state"], "in_doubt", "{follow_up}");
+    assert_eq!(follow_up["attempts"], 1, "not sent again");
+    let reason = follow_up["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("may have been delivered"), "{reason}");
     Ok(())
 }
@@ -265,9 +278,7 @@ async fn requests_in_two_failing_minutes(breaker_threshold: u32) -> anyhow::Resu
     let key = engine.create_tenant("acme", "pro").await?;
     engine.connect_fakes(&key).await?;
     let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
-    let csv: String = std::iter::once("email\n".to_owned())
-        .chain((0..20).map(|n| format!("down{n}@example.com\n")))
-        .collect();
+    let csv = email_csv("down", 20);
     engine.upload(&key, &sequence, "text/csv", csv).await?;
 
     let clock = engine.virtual_clock();
@@ -296,23 +307,13 @@ async fn circuit_breaker_stops_hammering_a_failing_mailbox() -> anyhow::Result<(
 async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
     // Each mailbox may send 6,000 a minute, but the engine's project only 60 in all.
     let engine = TestEngine::start(|config| config.providers.gmail_project_per_minute = 60).await?;
-    let mut csv = String::from("email\n");
-    for n in 0..60 {
-        csv.push_str(&format!("p{n}@example.com\n"));
-    }
+    let csv = email_csv("p", 60);
     for (tenant, token) in [("acme", "acme-token"), ("globex", "globex-token")] {
         let key = engine.create_tenant(tenant, "pro").await?;
         let connection = json!({"sender": format!("sales@{tenant}.example"),
                                 "access_token": token,
                                 "limits": {"per_minute": 6000, "per_day": 100000}});
-        let response = engine
-            .http
-            .put(engine.url("/v1/connections/gmail"))
-            .bearer_auth(&key)
-            .json(&connection)
-            .send()
-            .await?;
-        assert_eq!(response.status(), 200);
+        engine.connect(&key, "gmail", &connection).await?;
         let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
         engine.upload(&key, &sequence, "text/csv", csv.clone()).await?;
     }
@@ -345,29 +346,14 @@ async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn channels_configured_to_resend_in_doubt_try_again() -> anyhow::Result<()> {
-    let engine = TestEngine::start_with_fakes(
-        |config| {
-            config.providers.request_timeout_seconds = 1;
-            config.dispatch.retry_budget = 2;
-            config.dispatch.resend_in_doubt = vec![followup_core::domain::Channel::Email];
-        },
-        followup_adapters::fakes::FakeConfig::new(std::sync::Arc::new(
-            followup_core::clock::SystemClock,
-        ))
-        .with_latency(std::time::Duration::from_millis(2_500)),
-    )
+    let follow_up = send_through_a_fake_slower_than_the_timeout(|config| {
+        config.dispatch.retry_budget = 2;
+        config.dispatch.resend_in_doubt = vec![followup_core::domain::Channel::Email];
+    })
     .await?;
-    let key = engine.create_tenant("acme", "pro").await?;
-    engine.connect_fakes(&key).await?;
-    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
-    engine.upload(&key, &sequence, "text/csv", "email\nslow@example.com\n").await?;
-
-    engine.settle(1).await?;
-
-    let follow_ups = follow_ups_of(&engine, &key, &sequence, "slow@example.com").await;
-    assert_eq!(follow_ups[0]["state"], "dead", "{follow_ups}");
-    assert_eq!(follow_ups[0]["attempts"], 2, "sent again once, then the budget ran out");
-    let reason = follow_ups[0]["reason"].as_str().unwrap_or_default();
+    assert_eq!(follow_up["state"], "dead", "{follow_up}");
+    assert_eq!(follow_up["attempts"], 2, "sent again once, then the budget ran out");
+    let reason = follow_up["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("resent after a lost answer"), "{reason}");
     Ok(())
 }
@@ -378,18 +364,9 @@ async fn outlook_sends_go_out_in_graph_batches() -> anyhow::Result<()> {
     let key = engine.create_tenant("acme", "pro").await?;
     let connection = json!({"sender": "sales@acme.example", "access_token": "graph-token",
                             "limits": {"per_minute": 6000, "per_day": 100000}});
-    let response = engine
-        .http
-        .put(engine.url("/v1/connections/outlook"))
-        .bearer_auth(&key)
-        .json(&connection)
-        .send()
-        .await?;
-    assert_eq!(response.status(), 200);
+    engine.connect(&key, "outlook", &connection).await?;
     let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
-    let csv: String = std::iter::once("email\n".to_owned())
-        .chain((0..100).map(|n| format!("b{n}@example.com\n")))
-        .collect();
+    let csv = email_csv("b", 100);
     engine.upload(&key, &sequence, "text/csv", csv).await?;
 
     engine.settle(1).await?;
@@ -407,22 +384,13 @@ async fn outlook_sends_go_out_in_graph_batches() -> anyhow::Result<()> {
 async fn gmail_sends_of_several_tenants_share_batch_requests() -> anyhow::Result<()> {
     // A linger long enough that the five tenants' sends surely meet, even on a loaded machine.
     let engine = TestEngine::start(|config| config.providers.batch_linger_millis = 100).await?;
-    let csv: String = std::iter::once("email\n".to_owned())
-        .chain((0..10).map(|n| format!("g{n}@example.com\n")))
-        .collect();
+    let csv = email_csv("g", 10);
     for tenant in ["t1", "t2", "t3", "t4", "t5"] {
         let key = engine.create_tenant(tenant, "pro").await?;
         let connection = json!({"sender": format!("sales@{tenant}.example"),
                                 "access_token": format!("{tenant}-token"),
                                 "limits": {"per_minute": 6000, "per_day": 100000}});
-        let response = engine
-            .http
-            .put(engine.url("/v1/connections/gmail"))
-            .bearer_auth(&key)
-            .json(&connection)
-            .send()
-            .await?;
-        assert_eq!(response.status(), 200);
+        engine.connect(&key, "gmail", &connection).await?;
         let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
         engine.upload(&key, &sequence, "text/csv", csv.clone()).await?;
     }

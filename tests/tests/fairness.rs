@@ -26,14 +26,7 @@ async fn connect_gmail(
 ) -> anyhow::Result<()> {
     let body = json!({"sender": sender, "access_token": token,
                       "limits": {"per_minute": per_minute, "per_day": 1_000_000}});
-    let response = engine
-        .http
-        .put(engine.url("/v1/connections/gmail"))
-        .bearer_auth(api_key)
-        .json(&body)
-        .send()
-        .await?;
-    anyhow::ensure!(response.status() == 200, "connect gmail: {}", response.status());
+    engine.connect(api_key, "gmail", &body).await?;
     Ok(())
 }
 

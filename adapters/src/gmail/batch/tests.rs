@@ -449,6 +449,16 @@ fn http_response(status: &str, headers: &str, body: &str) -> String {
     )
 }
 
+/// Asserts that every outcome is in doubt with a reason containing `expected`.
+fn assert_all_in_doubt(outcomes: &[SendOutcome], expected: &str) {
+    for outcome in outcomes {
+        let SendOutcome::InDoubt { reason } = outcome else {
+            panic!("expected in doubt, got {outcome:?}");
+        };
+        assert!(reason.contains(expected), "{reason}");
+    }
+}
+
 fn three_items() -> Vec<OutboundMessage> {
     ["ann@example.org", "bob@example.org", "carl@example.org"].map(to).to_vec()
 }
@@ -556,12 +566,7 @@ async fn unreadable_success_is_in_doubt() {
     let items: Vec<_> = messages.iter().map(|m| (SendCredentials::Bearer(TOKEN_A), m)).collect();
     let outcomes = client.send_batch(&items).await;
 
-    for outcome in &outcomes {
-        let SendOutcome::InDoubt { reason } = outcome else {
-            panic!("expected in doubt, got {outcome:?}");
-        };
-        assert!(reason.contains("batch response is unreadable"), "{reason}");
-    }
+    assert_all_in_doubt(&outcomes, "batch response is unreadable");
 }
 
 #[tokio::test]
@@ -574,12 +579,7 @@ async fn timeout_after_sending_is_in_doubt() {
     let items: Vec<_> = messages.iter().map(|m| (SendCredentials::Bearer(TOKEN_A), m)).collect();
     let outcomes = client.send_batch(&items).await;
 
-    for outcome in &outcomes {
-        let SendOutcome::InDoubt { reason } = outcome else {
-            panic!("expected in doubt, got {outcome:?}");
-        };
-        assert!(reason.contains("timed out"), "{reason}");
-    }
+    assert_all_in_doubt(&outcomes, "timed out");
 }
 
 #[tokio::test]
