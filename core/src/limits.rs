@@ -2,10 +2,10 @@
 //!
 //! Sources, as read in late 2026:
 //! - Gmail: 6,000 quota units per minute per user for Cloud projects created from 2026-05-01
-//!   (15,000 for projects that used the Gmail API before), and `messages.send` costs 100 units,
-//!   so 60 sends a minute (150 on an older project: set a per-minute override). Google
-//!   Workspace mailboxes may send 2,000 messages per rolling 24 hours, trial Workspace accounts
-//!   500. Google publishes no firm number for consumer @gmail.com accounts; 500 a day is a
+//!   (15,000 for projects that used the Gmail API before). `messages.send` costs 100 units,
+//!   so a mailbox may send 60 a minute, or 150 on an older project (set a per-minute
+//!   override). Google Workspace mailboxes may send 2,000 messages per rolling 24 hours,
+//!   trial Workspace accounts 500. Google publishes no firm number for consumer @gmail.com accounts; 500 a day is a
 //!   cautious estimate, not a published figure.
 //! - Outlook (Exchange Online): 30 messages per minute and 10,000 recipients per rolling 24
 //!   hours per mailbox, one recipient per follow-up, so 10,000 messages; at most 4 concurrent

@@ -1,5 +1,5 @@
-//! A circuit breaker per connection: after a run of failed sends it stops the connection's
-//! sends for a while, then lets one trial send through, so that a mailbox that keeps failing is
+//! A circuit breaker per connection. After a run of failed sends it stops the connection's
+//! sends for a while, then lets one trial send through. A mailbox that keeps failing is then
 //! not hammered by every due follow-up of its tenant.
 
 use chrono::{DateTime, Utc};

@@ -1,12 +1,12 @@
-//! Provider actors: one per provider kind. Each holds the rate limiters and circuit breakers of
-//! every connection it serves, groups sends into the provider's batch requests, and bounds the
+//! Provider actors: one per provider kind. Each keeps the rate limiters and circuit breakers of
+//! the connections it serves and groups sends into the provider's batch requests. It bounds the
 //! requests in flight, per provider and per connection, over one pooled HTTP client.
 //!
 //! Admission and sending are separate messages: a tenant actor first asks how many of its due
 //! follow-ups may go out now, records them as sending, and only then hands them over. Work
-//! that a limit or an open breaker holds back stays pending in the store with its due instant,
-//! and the tenant actor is told when the connection frees up, so no task sleeps on throttled
-//! work.
+//! that a limit or an open breaker keeps back stays pending in the store with its due
+//! instant. The admission returns when the connection frees up, so no task sleeps on
+//! throttled work.
 //!
 //! Batching: Gmail's batch endpoint takes parts with their own `Authorization`, so one batch
 //! carries sends of many mailboxes and sends of all tenants share it. A send waits at most the
