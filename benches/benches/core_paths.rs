@@ -80,18 +80,26 @@ fn row_validation(c: &mut Criterion) {
 
 fn planning(c: &mut Criterion) {
     let steps = [
-        Step { channel: Channel::Email, delay_seconds: 0, subject: None, body: String::new() },
+        Step {
+            channel: Channel::Email,
+            delay_seconds: 0,
+            subject: None,
+            body: String::new(),
+            html_body: None,
+        },
         Step {
             channel: Channel::Sms,
             delay_seconds: 2 * 86_400,
             subject: None,
             body: String::new(),
+            html_body: None,
         },
         Step {
             channel: Channel::Call,
             delay_seconds: 5 * 86_400,
             subject: None,
             body: String::new(),
+            html_body: None,
         },
     ];
     let window = SendWindow {

@@ -254,6 +254,9 @@ pub struct Step {
     pub subject: Option<String>,
     /// Body template: the email body, the SMS text, or the words spoken on the call.
     pub body: String,
+    /// Template of an HTML alternative of an email body, sent beside the plain text.
+    #[serde(default)]
+    pub html_body: Option<String>,
 }
 
 /// An ordered list of steps that schedules enroll contacts in.
@@ -264,6 +267,11 @@ pub struct Sequence {
     pub name: String,
     pub steps: Vec<Step>,
     pub window: SendWindow,
+    /// Template of each recipient's HTTPS unsubscribe URL, such as
+    /// `https://example.com/unsubscribe?id={{external_id}}`. Emails carry it in the
+    /// List-Unsubscribe headers (RFC 8058 one-click); field values are percent-encoded.
+    #[serde(default)]
+    pub unsubscribe_url: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 

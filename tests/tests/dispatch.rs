@@ -412,3 +412,41 @@ async fn gmail_sends_of_several_tenants_share_batch_requests() -> anyhow::Result
     }
     Ok(())
 }
+
+#[actix_rt::test]
+async fn emails_carry_the_sequences_unsubscribe_url_and_html() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let limits = json!({"per_minute": 6000, "per_day": 100000});
+    let gmail = json!({"sender": "sales@acme.example", "access_token": "g-token", "limits": limits});
+    engine.connect(&key, "gmail", &gmail).await?;
+    let plain_http = json!({"name": "news", "unsubscribe_url": "http://acme.example/u",
+                            "steps": [{"channel": "email", "subject": "Hi", "body": "Hello"}]});
+    let refused = engine
+        .http
+        .post(engine.url("/v1/sequences"))
+        .bearer_auth(&key)
+        .json(&plain_http)
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 400, "one-click unsubscribe needs https");
+    let sequence = json!({
+        "name": "news",
+        "unsubscribe_url": "https://acme.example/unsubscribe?id={{external_id}}",
+        "steps": [{"channel": "email", "subject": "Hi {{first_name}}", "body": "Hello",
+                   "html_body": "<p>Hello <b>{{first_name}}</b></p>"}]
+    });
+    let sequence = engine.create_sequence(&key, &sequence).await?;
+    let csv = "id,email,first_name\nA&B 7,ann@example.com,Ann\n";
+    let (status, report) = engine.upload(&key, &sequence, "text/csv", csv).await?;
+    assert_eq!(status, 200, "{report}");
+
+    engine.settle(1).await?;
+
+    let received = engine.running.fakes()?.received();
+    assert_eq!(received.len(), 1);
+    let unsubscribe = received[0].list_unsubscribe.as_deref().unwrap_or_default();
+    assert_eq!(unsubscribe, "<https://acme.example/unsubscribe?id=A%26B%207>");
+    assert_eq!(received[0].body.trim_end(), "Hello", "the plain text part is the body");
+    Ok(())
+}

@@ -36,7 +36,13 @@ fn every_day(start: NaiveTime, end: NaiveTime) -> SendWindow {
 }
 
 fn step(channel: Channel, delay_seconds: u64) -> Step {
-    Step { channel, delay_seconds, subject: None, body: "Hi {{first_name|there}}".to_owned() }
+    Step {
+        channel,
+        delay_seconds,
+        subject: None,
+        body: "Hi {{first_name|there}}".to_owned(),
+        html_body: None,
+    }
 }
 
 #[test]

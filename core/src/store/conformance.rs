@@ -716,6 +716,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
             delay_seconds: 86_400,
             subject: (channel == Channel::Email).then(|| "Following up, {{first_name}}".to_owned()),
             body: "Hello {{first_name}}, any news?".to_owned(),
+            html_body: None,
         })
         .collect();
     Sequence {
@@ -724,6 +725,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
         name: "conformance sequence".to_owned(),
         steps,
         window: SendWindow::always(),
+        unsubscribe_url: None,
         created_at: base_time(),
     }
 }

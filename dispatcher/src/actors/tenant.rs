@@ -95,29 +95,59 @@ pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<Da
 #[derive(Debug)]
 struct CompiledSequence {
     steps: Vec<CompiledStep>,
+    unsubscribe_url: Option<Template>,
 }
 
 #[derive(Debug)]
 struct CompiledStep {
     subject: Option<Template>,
     body: Template,
+    html_body: Option<Template>,
 }
 
 impl CompiledSequence {
     fn compile(sequence: &Sequence) -> Result<Self, String> {
+        let parse = |source: &str| Template::parse(source).map_err(|e| e.to_string());
+        let parse_optional = |source: Option<&str>| source.map(parse).transpose();
         let steps = sequence
             .steps
             .iter()
             .map(|step| {
-                let subject = step.subject.as_deref().map(Template::parse).transpose();
                 Ok(CompiledStep {
-                    subject: subject.map_err(|e| e.to_string())?,
-                    body: Template::parse(&step.body).map_err(|e| e.to_string())?,
+                    subject: parse_optional(step.subject.as_deref())?,
+                    body: parse(&step.body)?,
+                    html_body: parse_optional(step.html_body.as_deref())?,
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { steps })
+        Ok(Self { steps, unsubscribe_url: parse_optional(sequence.unsubscribe_url.as_deref())? })
     }
+}
+
+/// Renders a URL template with each field value percent-encoded, so that a value with spaces
+/// or reserved characters stays one URL component.
+fn render_url(
+    template: &Template,
+    contact: &Contact,
+) -> Result<String, followup_core::template::MissingField> {
+    let encoded: HashMap<&str, String> = template
+        .fields()
+        .filter_map(|name| contact.field(name).map(|value| (name, percent_encode(value))))
+        .collect();
+    template.render(|name| encoded.get(name).map(String::as_str))
+}
+
+/// Percent-encodes every byte outside RFC 3986's unreserved characters.
+fn percent_encode(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 #[derive(Debug)]
@@ -336,11 +366,25 @@ impl TenantRound {
             return Ok(Err((FollowUpState::Failed, "sequence has no such step".to_owned())));
         };
         let lookup = |name: &str| contact.field(name);
-        let body = step.body.render(lookup);
-        let subject = step.subject.as_ref().map(|subject| subject.render(lookup)).transpose();
-        let (body, subject) = match (body, subject) {
-            (Ok(body), Ok(subject)) => (body, subject),
-            (Err(missing), _) | (_, Err(missing)) => {
+        let is_email = channel == Channel::Email;
+        let rendered = (|| {
+            let body = step.body.render(lookup)?;
+            let subject =
+                step.subject.as_ref().map(|subject| subject.render(lookup)).transpose()?;
+            let html_body = match &step.html_body {
+                Some(html) if is_email => Some(html.render(lookup)?),
+                _ => None,
+            };
+            let unsubscribe_url = match &sequence.unsubscribe_url {
+                Some(url) if is_email => Some(render_url(url, contact)?),
+                _ => None,
+            };
+            Ok((body, subject, html_body, unsubscribe_url))
+        })();
+        let (body, subject, html_body, unsubscribe_url) = match rendered {
+            Ok(rendered) => rendered,
+            Err(missing) => {
+                let missing: followup_core::template::MissingField = missing;
                 return Ok(Err((FollowUpState::Failed, format!("template: {missing}"))));
             }
         };
@@ -356,8 +400,8 @@ impl TenantRound {
             }),
             subject,
             body,
-            html_body: None,
-            unsubscribe_url: None,
+            html_body,
+            unsubscribe_url,
         }))
     }
 

@@ -51,6 +51,9 @@ pub struct SequenceRequest {
     pub steps: Vec<StepRequest>,
     #[serde(default)]
     pub window: Option<WindowRequest>,
+    /// Template of each recipient's HTTPS unsubscribe URL, for the List-Unsubscribe headers.
+    #[serde(default)]
+    pub unsubscribe_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +66,9 @@ pub struct StepRequest {
     #[serde(default)]
     pub subject: Option<String>,
     pub body: String,
+    /// HTML alternative of an email body.
+    #[serde(default)]
+    pub html_body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +98,7 @@ pub async fn create_sequence(
             Some(window) => parse_window(window)?,
             None => SendWindow::always(),
         },
+        unsubscribe_url: request.unsubscribe_url.map(checked_unsubscribe_url).transpose()?,
         created_at: Utc::now(),
     };
     state.engine.store().put_sequence(sequence.clone()).await?;
@@ -116,6 +123,21 @@ pub async fn get_sequence(
     Ok(HttpResponse::Ok().json(sequence))
 }
 
+/// Checks an unsubscribe URL template: HTTPS, as one-click unsubscribe requires, and a
+/// template that parses.
+fn checked_unsubscribe_url(url: String) -> Result<String, ApiError> {
+    let url = url.trim().to_owned();
+    let invalid = |why: String| ApiError::BadRequest(format!("unsubscribe_url: {why}"));
+    if !url.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://")) {
+        return Err(invalid("must start with https:// (one-click unsubscribe needs HTTPS)".into()));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c == '<' || c == '>') {
+        return Err(invalid("must not contain spaces or angle brackets".into()));
+    }
+    Template::parse(&url).map_err(|e| invalid(e.to_string()))?;
+    Ok(url)
+}
+
 fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
     if steps.is_empty() || steps.len() > MAX_STEPS {
         return Err(ApiError::BadRequest(format!(
@@ -133,6 +155,15 @@ fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
             if let Some(subject) = &step.subject {
                 Template::parse(subject).map_err(|e| invalid(format!("subject: {e}")))?;
             }
+            if let Some(html) = &step.html_body {
+                if step.channel != Channel::Email {
+                    return Err(invalid(format!(
+                        "html_body is for email steps, not {}",
+                        step.channel
+                    )));
+                }
+                Template::parse(html).map_err(|e| invalid(format!("html_body: {e}")))?;
+            }
             if step.channel == Channel::Email && step.subject.as_deref().is_none_or(str::is_empty) {
                 return Err(invalid("an email step needs a subject".into()));
             }
@@ -148,6 +179,7 @@ fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
                 delay_seconds,
                 subject: step.subject,
                 body: step.body,
+                html_body: step.html_body,
             })
         })
         .collect()
