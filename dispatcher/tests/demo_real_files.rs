@@ -18,10 +18,11 @@ fn sample_files() -> Vec<PathBuf> {
     files
 }
 
-fn run_demo(csv: &PathBuf) -> Value {
+fn run_demo(csv: &PathBuf, extra_args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_followup"))
         .args(["demo", "--json", "--csv"])
         .arg(csv)
+        .args(extra_args)
         .output()
         .expect("followup binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -37,21 +38,25 @@ fn number(summary: &Value, key: &str) -> u64 {
     summary[key].as_u64().unwrap_or_else(|| panic!("summary lacks {key}: {summary}"))
 }
 
+/// Follow-ups in a final state.
+fn settled(summary: &Value) -> u64 {
+    ["sent", "failed", "dead", "skipped", "cancelled", "in_doubt"]
+        .iter()
+        .map(|key| number(summary, key))
+        .sum()
+}
+
 #[test]
 fn demo_balances_on_every_sample_file() {
     let files = sample_files();
     assert!(files.len() >= 4, "expected the four sample files, found {files:?}");
     for csv in files {
-        let summary = run_demo(&csv);
+        let summary = run_demo(&csv, &[]);
         let name = csv.display();
         let rows = number(&summary, "rows");
         assert!(rows >= 100, "{name}: only {rows} rows read");
         assert_eq!(rows, number(&summary, "accepted") + number(&summary, "rejected"), "{name}");
-        let settled = ["sent", "failed", "dead", "skipped", "cancelled", "in_doubt"]
-            .iter()
-            .map(|key| number(&summary, key))
-            .sum::<u64>();
-        assert_eq!(number(&summary, "followups"), settled, "{name}: unsettled follow-ups");
+        assert_eq!(number(&summary, "followups"), settled(&summary), "{name}: unsettled");
         assert_eq!(number(&summary, "sent"), number(&summary, "provider_received"), "{name}");
         assert_eq!(number(&summary, "rate_limit_violations"), 0, "{name}");
         assert!(number(&summary, "sent") > 0, "{name}: nothing was sent");
@@ -61,4 +66,29 @@ fn demo_balances_on_every_sample_file() {
         assert!(summary["lateness_ms"]["p99"].is_u64(), "{name}: no lateness");
         assert!(summary["lateness_ms"]["max"].is_u64(), "{name}: no lateness");
     }
+}
+
+#[test]
+fn demo_under_flaky_providers_settles_everything_without_violation() {
+    // The two smaller sample files: the stalled requests of the profile cost a second each.
+    let small: Vec<PathBuf> = sample_files()
+        .into_iter()
+        .filter(|path| std::fs::metadata(path).is_ok_and(|meta| meta.len() < 100_000))
+        .collect();
+    assert!(!small.is_empty(), "no small sample file");
+    let mut retries = 0;
+    for csv in small {
+        let summary = run_demo(&csv, &["--faults", "flaky", "--fault-seed", "11"]);
+        let name = csv.display();
+        assert_eq!(number(&summary, "followups"), settled(&summary), "{name}: unsettled");
+        assert_eq!(number(&summary, "rate_limit_violations"), 0, "{name}");
+        let sent = number(&summary, "sent");
+        let in_doubt = number(&summary, "in_doubt");
+        let received = number(&summary, "provider_received");
+        assert_eq!(received, sent, "{name}: a stalled send is never recorded by the fakes");
+        assert!(sent > 0, "{name}: nothing was sent");
+        assert!(in_doubt <= sent / 10, "{name}: {in_doubt} in doubt of {sent} sent");
+        retries += number(&summary, "retries");
+    }
+    assert!(retries > 0, "the flaky profile caused no retry at all");
 }

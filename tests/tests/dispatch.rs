@@ -418,7 +418,8 @@ async fn emails_carry_the_sequences_unsubscribe_url_and_html() -> anyhow::Result
     let engine = TestEngine::start(|_| {}).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     let limits = json!({"per_minute": 6000, "per_day": 100000});
-    let gmail = json!({"sender": "sales@acme.example", "access_token": "g-token", "limits": limits});
+    let gmail =
+        json!({"sender": "sales@acme.example", "access_token": "g-token", "limits": limits});
     engine.connect(&key, "gmail", &gmail).await?;
     let plain_http = json!({"name": "news", "unsubscribe_url": "http://acme.example/u",
                             "steps": [{"channel": "email", "subject": "Hi", "body": "Hello"}]});
