@@ -119,6 +119,15 @@ impl AccountKind {
         }
     }
 
+    /// The most requests in flight an override may set: Graph's four per mailbox for Outlook,
+    /// no published bound for the others.
+    pub fn max_in_flight_allowed(self) -> u32 {
+        match self.provider() {
+            Provider::Outlook => 4,
+            Provider::Gmail | Provider::Twilio => u32::MAX,
+        }
+    }
+
     /// Requests one connection of this kind may have in flight at once.
     pub fn max_in_flight(self) -> u32 {
         match self.provider() {
@@ -179,7 +188,7 @@ impl ConnectionLimits {
             max_in_flight: overrides
                 .max_in_flight
                 .filter(|&n| n > 0)
-                .unwrap_or_else(|| kind.max_in_flight()),
+                .map_or_else(|| kind.max_in_flight(), |n| n.min(kind.max_in_flight_allowed())),
         }
     }
 }

@@ -73,6 +73,11 @@ pub struct ProvidersConfig {
     /// Sends per Gmail batch request; 1 turns batching off. Google allows 100 and advises
     /// at most 50.
     pub gmail_batch_size: usize,
+    /// Whether one Gmail batch request may carry the sends of several connections (tenants).
+    /// Fewer requests, but when one call of a shared batch stalls, the whole batch times out
+    /// and the sends of every tenant in it end in doubt. Connections that failed lately
+    /// send alone even then.
+    pub gmail_shared_batches: bool,
     /// Sends per Graph `$batch` request, at most 20; 1 turns batching off.
     pub graph_batch_size: usize,
     /// How long a send waits for others to share its batch request, in milliseconds. A full
@@ -106,6 +111,7 @@ impl Default for ProvidersConfig {
             request_timeout_seconds: 30,
             concurrency: 16,
             gmail_batch_size: 50,
+            gmail_shared_batches: false,
             graph_batch_size: 20,
             batch_linger_millis: 2,
             breaker_failure_threshold: 5,

@@ -384,6 +384,7 @@ fn provider_settings(config: &ProvidersConfig, provider: Provider) -> ProviderSe
         provider_limits,
         max_requests_in_flight: config.concurrency,
         batch_size,
+        shared_batches: config.gmail_shared_batches,
         linger: Duration::from_millis(config.batch_linger_millis),
         breaker: BreakerSettings {
             failure_threshold: config.breaker_failure_threshold,

@@ -4,6 +4,7 @@
 pub mod admin_api;
 pub mod auth;
 pub mod error;
+pub mod json;
 pub mod routes;
 pub mod tenant_api;
 

@@ -90,14 +90,44 @@ impl ConnectionLimiter {
         self.limits
     }
 
-    /// Replaces the limits, keeping the daily counts: a changed override must not reset how
-    /// much the mailbox already sent today.
+    /// Replaces the limits, keeping the counts: a changed override must not reset how much the
+    /// mailbox already sent today or in the last minute.
     pub fn set_limits(&mut self, limits: ConnectionLimits) {
-        if limits.send.per_minute != self.limits.send.per_minute {
+        let pace_changed = limits.send.per_minute != self.limits.send.per_minute;
+        let timezone_changed = limits.timezone != self.limits.timezone;
+        self.limits = limits;
+        if pace_changed {
             let quota = pace_quota(limits.send.per_minute);
             self.pace = PaceLimiter::direct_with_clock(quota, self.clock.clone());
+            self.spend_pace_on_last_minute();
         }
-        self.limits = limits;
+        if timezone_changed {
+            self.recount_local_day();
+        }
+    }
+
+    /// Takes a pace permit for every send of the last minute, so that a new pace limiter
+    /// starts where the old one (or the engine before a restart) left off. Spending them all
+    /// at once is stricter than spacing them out as they were, never looser.
+    fn spend_pace_on_last_minute(&mut self) {
+        let minute_ago = self.clock.0.now() - chrono::Duration::minutes(1);
+        let recent = self.sent_today.iter().rev().take_while(|&&at| at > minute_ago).count();
+        for _ in 0..recent {
+            let _ = self.pace.check();
+        }
+    }
+
+    /// Counts the sends of the current local day again from the daily window, which covers
+    /// more than a day, after the timezone that decides the day changed.
+    fn recount_local_day(&mut self) {
+        let timezone = self.limits.timezone;
+        let today = self.clock.0.now().with_timezone(&timezone).date_naive();
+        let sent = self
+            .sent_today
+            .iter()
+            .filter(|at| at.with_timezone(&timezone).date_naive() == today)
+            .count();
+        self.local_day = Some((today, u32::try_from(sent).unwrap_or(u32::MAX)));
     }
 
     /// Counts sends made before this limiter existed, at the instants `sent_at` (oldest
@@ -106,16 +136,10 @@ impl ConnectionLimiter {
     pub fn restore(&mut self, sent_at: &[DateTime<Utc>]) {
         let now = self.clock.0.now();
         let window_start = now - chrono::Duration::days(1) - DAILY_WINDOW_MARGIN;
-        let today = now.with_timezone(&self.limits.timezone).date_naive();
-        let mut sent_locally = self.local_day.map_or(0, |(_, sent)| sent);
-        for &at in sent_at.iter().filter(|&&at| at > window_start && at <= now) {
-            self.sent_today.push_back(at);
-            if at.with_timezone(&self.limits.timezone).date_naive() == today {
-                sent_locally += 1;
-            }
-        }
+        self.sent_today.extend(sent_at.iter().filter(|&&at| at > window_start && at <= now));
         self.sent_today.make_contiguous().sort_unstable();
-        self.local_day = Some((today, sent_locally));
+        self.recount_local_day();
+        self.spend_pace_on_last_minute();
     }
 
     /// Stops sends until `until`, as a provider's retry hint asks. A later pause replaces an
@@ -342,5 +366,29 @@ mod tests {
         // Midnight: a new local day, but the rolling day still holds the restored send of
         // 08:00 and the one admitted at 09:00, so one more fits its cap of 3.
         assert_eq!(limiter.admit(5).granted, 1);
+    }
+
+    #[test]
+    fn changed_limits_keep_the_last_minute_and_the_local_day() {
+        let clock = Arc::new(VirtualClock::new(start()));
+        let mut connection_limits = limits(6_000, 10_000);
+        connection_limits.per_local_day = Some(3);
+        let mut limiter = ConnectionLimiter::new(connection_limits, clock.clone());
+        assert_eq!(limiter.admit(3).granted, 3);
+
+        // A slower pace counts the three sends of the last minute at once.
+        connection_limits.send.per_minute = 2;
+        limiter.set_limits(connection_limits);
+        clock.advance(chrono::Duration::seconds(1));
+        connection_limits.per_local_day = Some(10);
+        limiter.set_limits(connection_limits);
+        assert_eq!(limiter.admit(1).granted, 0, "three sends already spent the slow pace");
+
+        // Another timezone, in which the three sends fall on the same local day.
+        connection_limits.per_local_day = Some(3);
+        connection_limits.timezone = chrono_tz::Europe::Berlin;
+        limiter.set_limits(connection_limits);
+        clock.advance(chrono::Duration::minutes(5));
+        assert_eq!(limiter.admit(1).granted, 0, "the local-day cap still counts them");
     }
 }

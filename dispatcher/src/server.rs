@@ -16,9 +16,6 @@ use crate::engine::{Engine, ProviderUrls};
 use crate::http::error::ApiError;
 use crate::http::{AppState, register_with_fakes, routes};
 
-/// Largest JSON request body outside bulk uploads, in bytes.
-const JSON_LIMIT_BYTES: usize = 1 << 20;
-
 /// A started engine with its HTTP server.
 #[derive(Debug)]
 pub struct RunningEngine {
@@ -84,17 +81,12 @@ impl RunningEngine {
         }
         let state =
             web::Data::new(AppState { engine: engine.clone(), metrics, fakes: fakes.clone() });
-        let json_config =
-            web::JsonConfig::default().limit(JSON_LIMIT_BYTES).error_handler(|error, _| {
-                ApiError::BadRequest(format!("invalid JSON body: {error}")).into()
-            });
         let query_config = web::QueryConfig::default().error_handler(|error, _| {
             ApiError::BadRequest(format!("invalid query string: {error}")).into()
         });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .app_data(json_config.clone())
                 .app_data(query_config.clone())
                 .configure(routes::configure)
         })

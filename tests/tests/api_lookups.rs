@@ -152,5 +152,40 @@ async fn connection_checks_sender_and_limits() -> anyhow::Result<()> {
                "timezone": "Europe/Berlin", "max_in_flight": 8})
     );
     assert_eq!(view["account_kind"], "google_workspace_trial");
+
+    let message_of = |body: Value| body["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let injected = put(
+        "outlook",
+        json!({"sender": "a@example.com\r\nBcc: x@example.org", "access_token": "t"}),
+    )
+    .await?;
+    assert_eq!(injected.status(), 400, "a line break in the sender");
+    let spaced_token =
+        put("gmail", json!({"sender": "a@example.com", "access_token": "two words"})).await?;
+    assert_eq!(spaced_token.status(), 400);
+    assert!(message_of(spaced_token.json().await?).contains("access_token"));
+    let too_concurrent = put(
+        "outlook",
+        json!({"sender": "a@example.com", "access_token": "t", "limits": {"max_in_flight": 5}}),
+    )
+    .await?;
+    assert_eq!(too_concurrent.status(), 400, "Graph allows 4 requests per mailbox");
+    let negative = put(
+        "gmail",
+        json!({"sender": "a@example.com", "access_token": "t", "limits": {"per_day": -1}}),
+    )
+    .await?;
+    assert_eq!(negative.status(), 400);
+    let message = message_of(negative.json().await?);
+    assert!(message.starts_with("limits.per_day: "), "names the field: {message}");
+    let not_json = engine
+        .http
+        .put(engine.url("/v1/connections/gmail"))
+        .bearer_auth(&key)
+        .header("content-type", "text/plain")
+        .body("sender=a@example.com")
+        .send()
+        .await?;
+    assert_eq!(not_json.status(), 415);
     Ok(())
 }

@@ -383,7 +383,11 @@ async fn outlook_sends_go_out_in_graph_batches() -> anyhow::Result<()> {
 #[actix_rt::test]
 async fn gmail_sends_of_several_tenants_share_batch_requests() -> anyhow::Result<()> {
     // A linger long enough that the five tenants' sends surely meet, even on a loaded machine.
-    let engine = TestEngine::start(|config| config.providers.batch_linger_millis = 100).await?;
+    let engine = TestEngine::start(|config| {
+        config.providers.gmail_shared_batches = true;
+        config.providers.batch_linger_millis = 100;
+    })
+    .await?;
     let csv = email_csv("g", 10);
     for tenant in ["t1", "t2", "t3", "t4", "t5"] {
         let key = engine.create_tenant(tenant, "pro").await?;

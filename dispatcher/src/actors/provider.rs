@@ -8,12 +8,13 @@
 //! instant. The admission returns when the connection frees up, so no task sleeps on
 //! throttled work.
 //!
-//! Batching: Gmail's batch endpoint takes parts with their own `Authorization`, so one batch
-//! carries sends of many mailboxes and sends of all tenants share it. A send waits at most the
-//! linger for others to join its batch, and only while other connections are sending (a lone
-//! connection would wait for nobody); a full batch leaves at once. Graph's `$batch` runs under
-//! one token, so its batches are per connection, and a connection's admitted sends arrive
-//! together in one round: its batch is complete on arrival and leaves without a linger.
+//! Batching: a batch holds the sends of one connection, which arrive together in one round, so
+//! it is complete on arrival and leaves without a linger. Gmail's batch endpoint also takes
+//! parts with their own `Authorization`, so with `shared_batches` one batch carries the sends
+//! of many mailboxes. A send then waits at most the linger for others to join its batch, and
+//! only while other connections are sending (a lone connection would wait for nobody); a full
+//! batch leaves at once. Sharing is off by default: when one call of a batch stalls, the whole
+//! batch times out, and every send in it, other tenants' included, ends in doubt.
 //! Twilio has no batch endpoint: each send is its own request on the pooled keep-alive
 //! connections.
 
@@ -104,6 +105,9 @@ pub struct ProviderSettings {
     pub max_requests_in_flight: usize,
     /// Sends per batch request; 1 sends each on its own.
     pub batch_size: usize,
+    /// Whether Gmail batches may mix the sends of several connections (each part carries its
+    /// own token). Otherwise a batch holds one connection's sends.
+    pub shared_batches: bool,
     /// How long a send waits for others to share its batch.
     pub linger: Duration,
     pub breaker: BreakerSettings,
@@ -119,15 +123,22 @@ enum BatchKey {
 }
 
 impl BatchKey {
-    /// The request slots a batch of this key takes: per-connection batches take a slot of
-    /// their connection; provider-wide ones mix connections, so only the provider's slots
-    /// bound them.
-    fn connection_slots(self, slots: &Option<Arc<Semaphore>>) -> Option<Arc<Semaphore>> {
+    /// The request slots a batch of this key takes: per-connection batches take slots of their
+    /// connection; provider-wide ones mix connections, so only the provider's slots bound them.
+    fn connection_slots(self, slots: &Option<ConnectionSlots>) -> Option<ConnectionSlots> {
         match self {
             BatchKey::Connection(_) => slots.clone(),
             BatchKey::Provider => None,
         }
     }
+}
+
+/// The request slots of one connection.
+#[derive(Clone, Debug)]
+struct ConnectionSlots {
+    semaphore: Arc<Semaphore>,
+    /// Slots in all: the connection's `max_in_flight`.
+    total: u32,
 }
 
 /// A send waiting in a batch.
@@ -143,9 +154,8 @@ struct QueuedSend {
 struct ConnectionState {
     limiters: HashMap<Channel, ConnectionLimiter>,
     breaker: CircuitBreaker,
-    /// Requests of this connection in flight; sized by `max_in_flight`.
-    in_flight: Arc<Semaphore>,
-    max_in_flight: u32,
+    /// Requests of this connection in flight, at most `max_in_flight`.
+    slots: ConnectionSlots,
 }
 
 #[derive(Debug)]
@@ -215,15 +225,20 @@ impl ProviderActor {
         if self.settings.batch_size <= 1 {
             return None;
         }
+        // A connection that failed lately sends alone: one stalled call stalls its whole batch,
+        // and would leave the sends of healthy mailboxes sharing it in doubt.
+        let healthy = self.connections.get(&connection).is_none_or(|state| {
+            state.breaker.state() == crate::breaker::BreakerState::Closed { failures: 0 }
+        });
         match self.provider {
-            Provider::Gmail => Some(BatchKey::Provider),
-            Provider::Outlook => Some(BatchKey::Connection(connection)),
+            Provider::Gmail if self.settings.shared_batches && healthy => Some(BatchKey::Provider),
+            Provider::Gmail | Provider::Outlook => Some(BatchKey::Connection(connection)),
             Provider::Twilio => None,
         }
     }
 
     /// Sends the queued sends of `key` now, in requests of at most `batch_size`.
-    fn flush(&mut self, key: BatchKey, connection_slots: Option<Arc<Semaphore>>) {
+    fn flush(&mut self, key: BatchKey, connection_slots: Option<ConnectionSlots>) {
         let Some(mut queued) = self.batches.remove(&key) else {
             return;
         };
@@ -234,17 +249,22 @@ impl ProviderActor {
         }
     }
 
-    /// Sends one group as one request, once a provider slot (and a slot of the connection, for
-    /// per-connection groups) is free, and hands each outcome to its waiting sender.
-    fn spawn_request(&self, group: Vec<QueuedSend>, connection_slots: Option<Arc<Semaphore>>) {
+    /// Sends one group as one request, once a provider slot (and slots of the connection, for
+    /// per-connection groups) are free, and hands each outcome to its waiting sender.
+    fn spawn_request(&self, group: Vec<QueuedSend>, connection_slots: Option<ConnectionSlots>) {
         let client = self.client.clone();
         let requests = self.requests.clone();
         let provider = self.provider.as_str();
         actix::spawn(async move {
-            // The connection's slot comes first, so that a request waiting for its busy
-            // connection holds no provider slot that other connections could use.
-            let _connection_slot = match connection_slots {
-                Some(slots) => Some(slots.acquire_owned().await),
+            // The connection's slots come first, so that a request waiting for its busy
+            // connection holds no provider slot that other connections could use. A batch
+            // takes a slot per call it carries, up to all of them: Graph runs the calls of a
+            // `$batch` side by side, and they count against the mailbox's concurrency.
+            let _connection_slots = match connection_slots {
+                Some(slots) => {
+                    let calls = u32::try_from(group.len()).unwrap_or(u32::MAX);
+                    Some(slots.semaphore.acquire_many_owned(calls.clamp(1, slots.total)).await)
+                }
                 None => None,
             };
             let _provider_slot = requests.acquire_owned().await;
@@ -289,8 +309,12 @@ impl ProviderActor {
                     state.breaker.record_failure(&settings, now)
                 }
                 SendOutcome::InDoubt { .. } => state.breaker.record_failure(&settings, now),
-                // The connection is paused by its tenant actor until new credentials come.
-                SendOutcome::Unauthorized { .. } => None,
+                // The connection is paused by its tenant actor until new credentials come. A
+                // trial send ends here too, so that the new credentials get a trial of their own.
+                SendOutcome::Unauthorized { .. } => {
+                    state.breaker.release_trial();
+                    None
+                }
             };
             log_transition(provider, connection, transition);
         }
@@ -305,17 +329,21 @@ fn connection_state<'a>(
     id: ConnectionId,
     limits: ConnectionLimits,
 ) -> &'a mut ConnectionState {
+    let total = limits.max_in_flight.max(1);
     let state = connections.entry(id).or_insert_with(|| ConnectionState {
         limiters: HashMap::new(),
         breaker: CircuitBreaker::new(breaker),
-        in_flight: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
-        max_in_flight: limits.max_in_flight,
+        slots: ConnectionSlots { semaphore: Arc::new(Semaphore::new(total as usize)), total },
     });
-    if state.max_in_flight != limits.max_in_flight {
-        // Requests holding permits of the old semaphore give them back to it, harmlessly.
-        state.in_flight = Arc::new(Semaphore::new(limits.max_in_flight.max(1) as usize));
-        state.max_in_flight = limits.max_in_flight;
+    let slots = &mut state.slots;
+    if slots.total < total {
+        slots.semaphore.add_permits((total - slots.total) as usize);
+    } else if slots.total > total {
+        // NOTE: only free slots can be taken away; while more requests than the new limit are
+        // in flight, the excess returns with them and the limit is exceeded until they end.
+        slots.semaphore.forget_permits((slots.total - total) as usize);
     }
+    slots.total = total;
     state
 }
 
@@ -434,6 +462,10 @@ impl Handler<RestoreSends> for ProviderActor {
         );
         if let std::collections::hash_map::Entry::Vacant(slot) = state.limiters.entry(msg.channel) {
             slot.insert(ConnectionLimiter::new(msg.limits, clock)).restore(&msg.sent_at);
+            // The shared limit counts every connection's sends, so each adds its own.
+            if let Some(shared) = &mut self.provider_limiter {
+                shared.restore(&msg.sent_at);
+            }
         }
     }
 }
@@ -461,6 +493,9 @@ impl Handler<Refund> for ProviderActor {
                 state.breaker.release_trial();
             }
         }
+        if let Some(shared) = &mut self.provider_limiter {
+            shared.refund(msg.count);
+        }
     }
 }
 
@@ -479,8 +514,7 @@ impl Handler<Deliver> for ProviderActor {
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) -> Self::Result {
         let Deliver { connection, channel, credentials, messages } = msg;
-        let connection_slots =
-            self.connections.get(&connection).map(|state| state.in_flight.clone());
+        let connection_slots = self.connections.get(&connection).map(|state| state.slots.clone());
         let mut replies = Vec::with_capacity(messages.len());
         let batch_key = self.batch_key(connection);
         let linger = batch_key == Some(BatchKey::Provider) && self.others_sending(connection);

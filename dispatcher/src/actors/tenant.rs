@@ -574,10 +574,15 @@ impl TenantRound {
             if let SendOutcome::Unauthorized { reason } = &outcome {
                 pause_reason = Some(reason.clone());
             }
+            // A refused send stays pending; its own label keeps it apart from the others.
+            let outcome_label = match outcome {
+                SendOutcome::Unauthorized { .. } => "unauthorized",
+                _ => follow_up.state.as_str(),
+            };
             metrics::counter!(
                 telemetry::SENDS,
                 "provider" => connection.provider.as_str(),
-                "outcome" => follow_up.state.as_str()
+                "outcome" => outcome_label
             )
             .increment(1);
             attempts.push(Attempt {
@@ -696,7 +701,23 @@ impl TenantRound {
         channel: Channel,
         reason: &str,
     ) -> Result<(), DispatchError> {
-        let mut paused = connection.clone();
+        // The tenant may have replaced the connection while the send was out: the record is
+        // read again and paused only if it still holds the refused credentials, and then with
+        // every other change kept.
+        // NOTE: the store has no compare-and-set, so a replacement landing between this read
+        // and the write below is still overwritten; the window is one store round trip.
+        let current = self.deps.store.connections(self.tenant).await?;
+        let Some(mut paused) = current.into_iter().find(|c| c.id == connection.id) else {
+            return Ok(());
+        };
+        if paused.credentials != connection.credentials {
+            tracing::info!(
+                tenant = %self.tenant,
+                provider = %connection.provider,
+                "credentials were refused, but the tenant has replaced them since; not pausing"
+            );
+            return Ok(());
+        }
         paused.paused_reason =
             Some(format!("{} refused the credentials: {reason}", paused.provider));
         tracing::warn!(

@@ -13,13 +13,14 @@ use followup_core::store::FollowUpCounts;
 use super::AppState;
 use super::auth::{Operator, generate_api_key};
 use super::error::ApiError;
+use super::json::ApiJson;
 
 pub async fn create_tenant(
     state: web::Data<AppState>,
     _operator: Operator,
-    body: web::Json<CreateTenantRequest>,
+    body: ApiJson<CreateTenantRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner();
+    let request = body.0;
     let name = super::tenant_api::checked_name(&request.name)?.to_owned();
     let region = request.default_region.unwrap_or_else(|| "US".into()).to_ascii_uppercase();
     if region.len() != 2 || !region.chars().all(|c| c.is_ascii_alphabetic()) {

@@ -21,6 +21,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::AuthenticatedTenant;
 use super::error::ApiError;
+use super::json::ApiJson;
 use crate::ingest::{IngestFailure, IngestJob, ingest};
 
 /// Maximum number of steps in one sequence.
@@ -85,9 +86,9 @@ pub struct WindowRequest {
 pub async fn create_sequence(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant): AuthenticatedTenant,
-    body: web::Json<SequenceRequest>,
+    body: ApiJson<SequenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.into_inner();
+    let request = body.0;
     let name = checked_name(&request.name)?;
     let sequence = Sequence {
         id: SequenceId::generate(),
@@ -515,16 +516,40 @@ pub struct ConnectionRequest {
     pub timezone: Option<String>,
 }
 
+/// Checks an OAuth access token: it goes into an `Authorization` header as is.
+fn checked_token(token: Sensitive<String>) -> Result<Sensitive<String>, ApiError> {
+    /// Longer than the tokens Google and Microsoft issue, short enough for a header.
+    const MAX_TOKEN_BYTES: usize = 8_192;
+    let value = token.expose();
+    let usable = !value.is_empty()
+        && value.len() <= MAX_TOKEN_BYTES
+        && value.bytes().all(|byte| byte.is_ascii_graphic());
+    if usable {
+        Ok(token)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "access_token must be 1 to {MAX_TOKEN_BYTES} printable ASCII characters without \
+             spaces"
+        )))
+    }
+}
+
 /// Checks that a sender is a mailbox address (Gmail, Outlook) or an E.164 number (Twilio).
 fn validate_sender(provider: Provider, sender: &str) -> Result<(), ApiError> {
-    let valid = match provider {
-        Provider::Gmail | Provider::Outlook => sender
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.')),
-        Provider::Twilio => sender.strip_prefix('+').is_some_and(|digits| {
-            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
-        }),
-    };
+    // Printable ASCII without spaces or angle brackets: the sender goes into a From header,
+    // where a line break would start a header of its own. 254 octets is the longest address
+    // SMTP carries (RFC 5321).
+    let plain = sender.len() <= 254
+        && sender.bytes().all(|byte| byte.is_ascii_graphic() && !matches!(byte, b'<' | b'>'));
+    let valid = plain
+        && match provider {
+            Provider::Gmail | Provider::Outlook => sender
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.')),
+            Provider::Twilio => sender.strip_prefix('+').is_some_and(|digits| {
+                (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            }),
+        };
     if valid {
         return Ok(());
     }
@@ -532,7 +557,8 @@ fn validate_sender(provider: Provider, sender: &str) -> Result<(), ApiError> {
         Provider::Twilio => "an E.164 number such as +15005550006",
         Provider::Gmail | Provider::Outlook => "a mailbox address such as sales@example.com",
     };
-    Err(ApiError::BadRequest(format!("invalid sender {sender:?}: expected {expected}")))
+    let shown = super::json::shorten(sender);
+    Err(ApiError::BadRequest(format!("invalid sender {shown:?}: expected {expected}")))
 }
 
 /// A connection as the API shows it: never a secret.
@@ -575,12 +601,12 @@ pub async fn put_connection(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant): AuthenticatedTenant,
     path: web::Path<String>,
-    body: web::Json<ConnectionRequest>,
+    body: ApiJson<ConnectionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let provider: Provider = path.parse().map_err(|_| {
         ApiError::NotFound(format!("provider {:?} (use gmail, outlook or twilio)", *path))
     })?;
-    let request = body.into_inner();
+    let request = body.0;
     validate_sender(provider, request.sender.trim())?;
     let limits = &request.limits;
     let zero = [limits.per_minute, limits.per_day, limits.per_local_day, limits.max_in_flight]
@@ -604,25 +630,41 @@ pub async fn put_connection(
             kinds.join(", ")
         )));
     }
+    let kind = request.account_kind.unwrap_or_else(|| AccountKind::default_for(provider));
+    if let Some(requested) = request.limits.max_in_flight
+        && requested > kind.max_in_flight_allowed()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "limits.max_in_flight {requested} is above the {} a {provider} connection allows",
+            kind.max_in_flight_allowed()
+        )));
+    }
     if let Some(name) = &request.timezone
         && name.parse::<chrono_tz::Tz>().is_err()
     {
+        let shown = super::json::shorten(name);
         return Err(ApiError::BadRequest(format!(
-            "timezone {name:?} is not an IANA timezone name such as Europe/Berlin"
+            "timezone {shown:?} is not an IANA timezone name such as Europe/Berlin"
         )));
     }
     let credentials = match provider {
-        Provider::Gmail | Provider::Outlook => Credentials::OAuth {
-            access_token: request
-                .access_token
-                .ok_or_else(|| ApiError::BadRequest(format!("{provider} needs access_token")))?,
-            refresh_token: request.refresh_token,
-            expires_at: None,
-        },
+        Provider::Gmail | Provider::Outlook => {
+            Credentials::OAuth {
+                access_token: request.access_token.map(checked_token).transpose()?.ok_or_else(
+                    || ApiError::BadRequest(format!("{provider} needs access_token")),
+                )?,
+                refresh_token: request.refresh_token,
+                expires_at: None,
+            }
+        }
         Provider::Twilio => Credentials::Twilio {
             account_sid: request
                 .account_sid
-                .filter(|sid| sid.starts_with("AC") && sid.len() == 34)
+                .filter(|sid| {
+                    sid.len() == 34
+                        && sid.starts_with("AC")
+                        && sid[2..].bytes().all(|byte| byte.is_ascii_hexdigit())
+                })
                 .ok_or_else(|| {
                     ApiError::BadRequest("twilio needs account_sid: AC followed by 32 hex".into())
                 })?,

@@ -1,0 +1,88 @@
+//! [`ApiJson`]: a JSON request body whose errors name the field at fault, such as
+//! `limits.per_day: invalid value: integer -1, expected u32`, and which answers 413 to a body
+//! over the limit and 415 to a body that is not JSON.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Largest JSON request body, in bytes. Uploads of contacts use their own endpoint.
+pub const JSON_LIMIT_BYTES: usize = 1 << 20;
+
+/// Longest part of a rejected value quoted back in an error message.
+const QUOTED_VALUE_CHARS: usize = 80;
+
+/// A request body deserialized from JSON.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = request
+            .headers()
+            .get(actix_web::http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let media_type = content_type.split(';').next().unwrap_or_default().trim();
+            if media_type != "application/json" && !media_type.ends_with("+json") {
+                let shown = if media_type.is_empty() { "none" } else { media_type };
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "content type {}: send the body as JSON with Content-Type: application/json",
+                    shorten(shown)
+                ))
+                .into());
+            }
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|error| {
+                    ApiError::BadRequest(format!("reading the request body failed: {error}"))
+                })?;
+                if body.len() + chunk.len() > JSON_LIMIT_BYTES {
+                    return Err(ApiError::PayloadTooLarge(format!(
+                        "JSON body over {JSON_LIMIT_BYTES} bytes"
+                    ))
+                    .into());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut deserializer = serde_json::Deserializer::from_slice(&body);
+            let value = serde_path_to_error::deserialize(&mut deserializer)
+                .map_err(|error| ApiError::BadRequest(describe(&error)))?;
+            Ok(ApiJson(value))
+        })
+    }
+}
+
+/// Describes a deserialization error with the path of the field at fault.
+fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = error.path().to_string();
+    let inner = error.inner();
+    let reason = shorten(&inner.to_string());
+    if path.is_empty() || path == "." {
+        format!("invalid JSON body: {reason}")
+    } else {
+        format!("{path}: {reason}")
+    }
+}
+
+/// Cuts a message part to `QUOTED_VALUE_CHARS` characters, so that a huge rejected value is not
+/// sent back whole.
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= QUOTED_VALUE_CHARS {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(QUOTED_VALUE_CHARS).collect();
+    format!("{head}… ({} characters)", text.chars().count())
+}
