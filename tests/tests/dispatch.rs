@@ -380,11 +380,12 @@ async fn outlook_sends_go_out_in_graph_batches() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[actix_rt::test]
-async fn gmail_sends_of_several_tenants_share_batch_requests() -> anyhow::Result<()> {
+/// Sends 10 emails for each of five tenants at once, with Gmail batch sharing on or off, and
+/// returns the batch requests the fake received.
+async fn gmail_batch_requests_of_five_tenants(shared: bool) -> anyhow::Result<u64> {
     // A linger long enough that the five tenants' sends surely meet, even on a loaded machine.
     let engine = TestEngine::start(|config| {
-        config.providers.gmail_shared_batches = true;
+        config.providers.gmail_shared_batches = shared;
         config.providers.batch_linger_millis = 100;
     })
     .await?;
@@ -405,15 +406,23 @@ async fn gmail_sends_of_several_tenants_share_batch_requests() -> anyhow::Result
     let stats = fakes.stats();
     assert_eq!(stats.received(Provider::Gmail), 50);
     assert_eq!(stats.rate_limit_violations, 0);
-    // Each tenant hands over its 10 sends at once. Kept apart, they would take 5 batch
-    // requests; fewer means sends of different mailboxes shared a request.
-    assert!(stats.batch_requests >= 1, "no batch request");
-    assert!(stats.batch_requests < 5, "{} batch requests for 50 sends", stats.batch_requests);
     for tenant in ["t1", "t2", "t3", "t4", "t5"] {
         let from = format!("sales@{tenant}.example");
         let sent = fakes.received().iter().filter(|m| m.from == from).count();
         assert_eq!(sent, 10, "{tenant}: each message under its own mailbox");
     }
+    Ok(stats.batch_requests)
+}
+
+#[actix_rt::test]
+async fn gmail_batches_hold_one_tenant_unless_shared() -> anyhow::Result<()> {
+    // Each tenant hands over its 10 sends at once: one batch request each when kept apart,
+    // fewer when sends of different mailboxes share a request.
+    let separate = gmail_batch_requests_of_five_tenants(false).await?;
+    assert_eq!(separate, 5, "one batch request per tenant");
+    let shared = gmail_batch_requests_of_five_tenants(true).await?;
+    assert!(shared >= 1, "no batch request");
+    assert!(shared < 5, "{shared} batch requests for 50 sends of five tenants");
     Ok(())
 }
 
