@@ -464,3 +464,40 @@ async fn emails_carry_the_sequences_unsubscribe_url_and_html() -> anyhow::Result
     assert_eq!(received[0].body.trim_end(), "Hello", "the plain text part is the body");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn a_stalled_email_does_not_hold_back_the_same_tenants_sms() -> anyhow::Result<()> {
+    use followup_adapters::fakes::{FakeConfig, FaultProfile};
+    // The email's request stalls past the engine's 3 s timeout; the SMS is due at the same
+    // instant through another connection.
+    let errors = ErrorPlan::default().force("stuck@example.com", ForcedOutcome::Timeout);
+    let fakes = FakeConfig::new(std::sync::Arc::new(followup_core::clock::SystemClock))
+        .with_errors(errors)
+        .with_faults(FaultProfile::none().with_stall_for(std::time::Duration::from_secs(5)));
+    let engine =
+        TestEngine::start_with_fakes(|config| config.providers.request_timeout_seconds = 3, fakes)
+            .await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = json!({"name": "both", "steps": [
+        {"channel": "email", "subject": "Hi", "body": "Hello"},
+        {"channel": "sms", "body": "Hello"}]});
+    let sequence = engine.create_sequence(&key, &sequence).await?;
+    let csv = "email,phone\nstuck@example.com,+14155550123\n";
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+
+    let started = chrono::Utc::now();
+    engine.settle(1).await?;
+
+    let received = engine.running.fakes()?.received();
+    let sms = received.iter().find(|m| m.provider == Provider::Twilio).expect("the SMS arrived");
+    let waited = sms.received_at - started;
+    assert!(
+        waited < chrono::Duration::seconds(2),
+        "the SMS waited {waited} for the stalled email's 3 s timeout"
+    );
+    let follow_ups = follow_ups_of(&engine, &key, &sequence, "stuck@example.com").await;
+    assert_eq!(follow_ups[0]["state"], "in_doubt", "{follow_ups}");
+    assert_eq!(follow_ups[1]["state"], "sent", "{follow_ups}");
+    Ok(())
+}

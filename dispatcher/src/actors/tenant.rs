@@ -235,10 +235,14 @@ impl TenantRound {
 
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
         let connections = self.deps.store.connections(self.tenant).await?;
+        // The channels run side by side: they take disjoint follow-ups, and a send that stalls
+        // on one channel must not hold the others back until its timeout.
+        let channels = Channel::ALL.map(|channel| self.run_channel(channel, &connections, now));
+        let results = futures_util::future::join_all(channels).await;
         let mut report = RoundReport::default();
-        for channel in Channel::ALL {
+        for (channel, result) in Channel::ALL.into_iter().zip(results) {
             // One channel's error must not stop the others; it is tried again a tick later.
-            match self.run_channel(channel, &connections, now).await {
+            match result {
                 Ok(channel_report) => report.merge(channel_report),
                 Err(error) => {
                     tracing::error!(tenant = %self.tenant, %channel, %error, "dispatch failed");
