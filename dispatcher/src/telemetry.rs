@@ -16,7 +16,8 @@ pub const IN_FLIGHT: &str = "followup_in_flight";
 pub const DISPATCH_LATENESS: &str = "followup_dispatch_lateness_seconds";
 /// Duration of provider requests, by `provider`.
 pub const PROVIDER_REQUEST_DURATION: &str = "followup_provider_request_duration_seconds";
-/// Times a connection's rate limit held sends back, by `provider`.
+/// Admission checks in which a connection's rate limit or breaker held back some due
+/// follow-ups, by `provider`. A follow-up held for long is counted at every check.
 pub const RATE_LIMIT_WAITS: &str = "followup_rate_limit_waits_total";
 /// Follow-ups sent again after a lost answer, by `channel`, where the configuration allows it.
 pub const IN_DOUBT_RESENDS: &str = "followup_in_doubt_resends_total";
@@ -55,7 +56,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         Unit::Seconds,
         "Duration of requests to providers."
     );
-    describe_counter!(RATE_LIMIT_WAITS, Unit::Count, "Sends held back by a rate limit.");
+    describe_counter!(
+        RATE_LIMIT_WAITS,
+        Unit::Count,
+        "Admission checks in which a rate limit or an open breaker held back due follow-ups."
+    );
     describe_counter!(
         IN_DOUBT_RESENDS,
         Unit::Count,
