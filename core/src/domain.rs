@@ -211,6 +211,12 @@ impl Contact {
             Channel::Sms | Channel::Call => self.phone.as_deref(),
         }
     }
+
+    /// The reason a follow-up on `channel` is skipped when the contact has no address for it.
+    pub fn missing_address_reason(channel: Channel) -> String {
+        let what = if channel == Channel::Email { "email address" } else { "phone number" };
+        format!("contact has no {what}")
+    }
 }
 
 /// The days and local hours in which a sequence may send, read in the contact's timezone.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use followup_core::domain::{FollowUp, FollowUpState, Schedule, Sequence, Tenant};
+use followup_core::domain::{Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant};
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId};
 use followup_core::ingest::{
     ColumnMapping, ContactField, Format, IngestError, IngestLimits, RawRecord, RecordReader,
@@ -309,40 +309,7 @@ fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
     let schedule_id = ScheduleId::derive(tenant, sequence.id, &valid.contact_key);
     let contact_id = ContactId::derive(tenant, &valid.contact_key);
     let due = plan_steps(valid.start_at, valid.timezone, &sequence.steps, &sequence.window);
-    let follow_ups = sequence
-        .steps
-        .iter()
-        .zip(due)
-        .enumerate()
-        .map(|(index, (step, due_at))| FollowUp {
-            id: FollowUpId {
-                schedule: schedule_id,
-                step: u16::try_from(index).unwrap_or(u16::MAX),
-            },
-            tenant,
-            sequence: sequence.id,
-            contact: contact_id,
-            channel: step.channel,
-            state: FollowUpState::Pending,
-            due_at,
-            planned_at: due_at,
-            attempts: 0,
-            reason: None,
-            provider_message_id: None,
-            sent_at: None,
-            updated_at: job.now,
-        })
-        .collect();
-    let schedule = Schedule {
-        id: schedule_id,
-        tenant,
-        sequence: sequence.id,
-        contact: contact_id,
-        start_at: valid.start_at,
-        source_line: valid.line,
-        created_at: job.now,
-    };
-    let contact = followup_core::domain::Contact {
+    let contact = Contact {
         id: contact_id,
         tenant,
         external_id: valid.external_id,
@@ -353,6 +320,50 @@ fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
         phone: valid.phone,
         timezone: valid.timezone.name().to_owned(),
         custom: valid.custom,
+    };
+    let follow_ups = sequence
+        .steps
+        .iter()
+        .zip(due)
+        .enumerate()
+        .map(|(index, (step, due_at))| {
+            // A step the contact has no address for is settled now, so that dispatch never
+            // spends a rate-limit permit on it.
+            let (state, reason) = match contact.address(step.channel) {
+                Some(_) => (FollowUpState::Pending, None),
+                None => {
+                    let reason = Contact::missing_address_reason(step.channel);
+                    (FollowUpState::Skipped, Some(reason))
+                }
+            };
+            FollowUp {
+                id: FollowUpId {
+                    schedule: schedule_id,
+                    step: u16::try_from(index).unwrap_or(u16::MAX),
+                },
+                tenant,
+                sequence: sequence.id,
+                contact: contact_id,
+                channel: step.channel,
+                state,
+                due_at,
+                planned_at: due_at,
+                attempts: 0,
+                reason,
+                provider_message_id: None,
+                sent_at: None,
+                updated_at: job.now,
+            }
+        })
+        .collect();
+    let schedule = Schedule {
+        id: schedule_id,
+        tenant,
+        sequence: sequence.id,
+        contact: contact_id,
+        start_at: valid.start_at,
+        source_line: valid.line,
+        created_at: job.now,
     };
     Enrolment { contact, schedule, follow_ups }
 }

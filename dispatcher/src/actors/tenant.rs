@@ -356,8 +356,8 @@ impl TenantRound {
         connection: &Connection,
     ) -> Result<Result<OutboundMessage, (FollowUpState, String)>, DispatchError> {
         let Some(to) = contact.address(channel) else {
-            let what = if channel == Channel::Email { "email address" } else { "phone number" };
-            return Ok(Err((FollowUpState::Skipped, format!("contact has no {what}"))));
+            let reason = Contact::missing_address_reason(channel);
+            return Ok(Err((FollowUpState::Skipped, reason)));
         };
         let Some(sequence) = self.sequence(follow_up.sequence).await? else {
             return Ok(Err((FollowUpState::Failed, "sequence not found".to_owned())));
