@@ -1,6 +1,6 @@
 //! [`ApiJson`]: a JSON request body whose errors name the field at fault, such as
-//! `limits.per_day: invalid value: integer -1, expected u32`, and which answers 413 to a body
-//! over the limit and 415 to a body that is not JSON.
+//! `limits.per_day: invalid value: integer -1, expected u32`. A body over the limit gets 413,
+//! and a body that is not JSON gets 415.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use super::error::ApiError;
 /// Largest JSON request body, in bytes. Uploads of contacts use their own endpoint.
 pub const JSON_LIMIT_BYTES: usize = 1 << 20;
 
-/// Longest part of a rejected value quoted back in an error message.
+/// Maximum characters of a rejected value quoted back in an error message.
 const QUOTED_VALUE_CHARS: usize = 80;
 
 /// A request body deserialized from JSON.
@@ -37,10 +37,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
         Box::pin(async move {
             let media_type = content_type.split(';').next().unwrap_or_default().trim();
             if media_type != "application/json" && !media_type.ends_with("+json") {
-                let shown = if media_type.is_empty() { "none" } else { media_type };
+                let received = if media_type.is_empty() { "none" } else { media_type };
                 return Err(ApiError::UnsupportedMediaType(format!(
                     "content type {}: send the body as JSON with Content-Type: application/json",
-                    shorten(shown)
+                    shorten(received)
                 ))
                 .into());
             }
