@@ -77,7 +77,7 @@ pub fn build_message(msg: &OutboundMessage, date: DateTime<Utc>) -> io::Result<V
     builder.write_to_vec()
 }
 
-/// The Message-ID of `msg`, without angle brackets: `<follow-up id>@<sender's domain>`.
+/// Returns the Message-ID of `msg`, without angle brackets: `<follow-up id>@<sender's domain>`.
 pub fn message_id(msg: &OutboundMessage) -> String {
     let domain = msg.from.rsplit_once('@').map_or("followup.invalid", |(_, domain)| domain);
     format!("{}@{domain}", msg.follow_up)

@@ -131,7 +131,7 @@ fn rendering(c: &mut Criterion) {
 
 /// The cost of one admission check of a connection's limiter (governor's GCRA pace, the
 /// rolling daily window and the local-day cap), when it grants a send and when the pace
-/// holds it back.
+/// keeps it back.
 fn rate_limit_check(c: &mut Criterion) {
     let limits = |per_minute| ConnectionLimits {
         send: SendLimits { per_minute, per_day: u32::MAX },
@@ -155,9 +155,11 @@ fn rate_limit_check(c: &mut Criterion) {
     });
     // A stopped virtual clock: after the first send, every check is held back by the pace.
     let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().expect("valid instant");
-    let mut held = ConnectionLimiter::new(limits(60), Arc::new(VirtualClock::new(start)));
-    held.admit(1);
-    c.bench_function("limiter/admit_held_back", |b| b.iter(|| black_box(held.admit(black_box(1)))));
+    let mut paced = ConnectionLimiter::new(limits(60), Arc::new(VirtualClock::new(start)));
+    paced.admit(1);
+    c.bench_function("limiter/admit_held_back", |b| {
+        b.iter(|| black_box(paced.admit(black_box(1))))
+    });
 }
 
 criterion_group!(benches, csv_reading, row_validation, planning, rendering, rate_limit_check);

@@ -1,6 +1,6 @@
-//! Sends per second from the provider clients to the loopback fakes, each send its own request
-//! versus batch requests (Gmail batch of 50, Graph `$batch` of 20), over the same pooled HTTP
-//! client and the same number of requests in flight.
+//! Measures sends per second from the provider clients to the loopback fakes: each send as its
+//! own request, then in batch requests (Gmail batch of 50, Graph `$batch` of 20). Both modes use
+//! the same pooled HTTP client and the same number of requests in flight.
 //!
 //! Run with `cargo run --release -p followup-benches --example batch_throughput`; figures go
 //! in BENCHMARKS.md. The fakes run in this process, so the figure is the cost of building,

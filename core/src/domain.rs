@@ -161,7 +161,7 @@ impl Connection {
         self.account_kind.unwrap_or_else(|| AccountKind::default_for(self.provider))
     }
 
-    /// The connection's timezone. A name that does not parse (the API checks names, so only a
+    /// Returns the connection's timezone. A name that does not parse (the API checks names, so only a
     /// hand-edited record has one) counts as UTC.
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.timezone.as_deref().and_then(|name| name.parse().ok()).unwrap_or(chrono_tz::UTC)
@@ -212,10 +212,11 @@ impl Contact {
         }
     }
 
-    /// The reason a follow-up on `channel` is skipped when the contact has no address for it.
+    /// Returns the reason a follow-up on `channel` is skipped when the contact has no address
+    /// for it.
     pub fn missing_address_reason(channel: Channel) -> String {
-        let what = if channel == Channel::Email { "email address" } else { "phone number" };
-        format!("contact has no {what}")
+        let address = if channel == Channel::Email { "email address" } else { "phone number" };
+        format!("contact has no {address}")
     }
 }
 

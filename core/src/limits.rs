@@ -8,8 +8,8 @@
 //!   trial Workspace accounts 500. Google publishes no firm number for consumer @gmail.com accounts; 500 a day is a
 //!   cautious estimate, not a published figure.
 //! - Outlook (Exchange Online): 30 messages per minute and 10,000 recipients per rolling 24
-//!   hours per mailbox, one recipient per follow-up, so 10,000 messages; at most 4 concurrent
-//!   requests per mailbox.
+//!   hours per mailbox. A follow-up has one recipient, so that is 10,000 messages. Graph
+//!   allows at most 4 concurrent requests per mailbox.
 //! - Twilio: message segments per second per sender by number type: a US long code 1, a
 //!   toll-free number 3, a short code 100. Outbound calls leave at 1 call per second per
 //!   account. Twilio sets no daily cap on these numbers.
@@ -62,7 +62,7 @@ impl AccountKind {
         AccountKind::TwilioShortCode,
     ];
 
-    /// The kind a connection of `provider` has when the tenant names none.
+    /// Returns the kind a connection of `provider` has when the tenant names none.
     pub fn default_for(provider: Provider) -> Self {
         match provider {
             Provider::Gmail => AccountKind::GoogleWorkspace,
@@ -71,7 +71,7 @@ impl AccountKind {
         }
     }
 
-    /// The provider accounts of this kind belong to.
+    /// Returns the provider that accounts of this kind belong to.
     pub fn provider(self) -> Provider {
         match self {
             AccountKind::GoogleWorkspace
@@ -96,7 +96,7 @@ impl AccountKind {
         }
     }
 
-    /// The published limits of an account of this kind on `channel`.
+    /// Returns the published limits of an account of this kind on `channel`.
     pub fn published(self, channel: Channel) -> SendLimits {
         const NO_DAILY_CAP: u32 = u32::MAX;
         match (self, channel) {
@@ -119,8 +119,8 @@ impl AccountKind {
         }
     }
 
-    /// The most requests in flight an override may set: Graph's four per mailbox for Outlook,
-    /// no published bound for the others.
+    /// Returns the maximum requests in flight an override may set: Graph's four per mailbox
+    /// for Outlook, and no published bound for the others.
     pub fn max_in_flight_allowed(self) -> u32 {
         match self.provider() {
             Provider::Outlook => 4,
@@ -131,7 +131,7 @@ impl AccountKind {
     /// Requests one connection of this kind may have in flight at once.
     pub fn max_in_flight(self) -> u32 {
         match self.provider() {
-            // Graph answers a fifth concurrent request on a mailbox with MailboxConcurrency.
+            // Graph rejects a fifth concurrent request on a mailbox with MailboxConcurrency.
             Provider::Outlook => 4,
             Provider::Gmail | Provider::Twilio => 8,
         }
@@ -177,7 +177,7 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// The limits in force for `connection` on `channel`.
+    /// Returns the limits in force for `connection` on `channel`.
     pub fn of(connection: &Connection, channel: Channel) -> Self {
         let kind = connection.account_kind();
         let overrides = &connection.limits;

@@ -11,7 +11,7 @@ pub struct BreakerSettings {
     pub failure_threshold: u32,
     /// How long the breaker first stays open.
     pub open_for: chrono::Duration,
-    /// Longest it stays open after repeated failed trials.
+    /// Maximum time it stays open after repeated failed trials.
     pub max_open_for: chrono::Duration,
 }
 
@@ -26,7 +26,7 @@ pub enum BreakerState {
     HalfOpen { trial_in_flight: bool },
 }
 
-/// What [`CircuitBreaker::admit`] allows.
+/// The sends [`CircuitBreaker::admit`] lets through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BreakerAdmission {
     /// Up to this many sends may go out.
@@ -86,7 +86,7 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a send that reached the provider and got a clear answer.
+    /// Records a send that reached the provider and got a definite response.
     pub fn record_success(&mut self, settings: &BreakerSettings) -> Option<Transition> {
         let was_closed = matches!(self.state, BreakerState::Closed { .. });
         self.state = BreakerState::Closed { failures: 0 };
@@ -138,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn opens_after_the_threshold_and_lets_one_trial_through() {
+    fn threshold_opens_then_one_trial() {
         let settings = settings();
         let mut breaker = CircuitBreaker::new(&settings);
         assert_eq!(breaker.record_failure(&settings, at(0)), None);
@@ -153,7 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_trials_double_the_open_time_up_to_the_cap() {
+    fn failed_trials_double_open_time() {
         let settings = settings();
         let mut breaker = CircuitBreaker::new(&settings);
         for second in 0..3 {
@@ -172,7 +172,7 @@ mod tests {
     }
 
     #[test]
-    fn a_success_between_failures_restarts_the_count() {
+    fn success_resets_failure_count() {
         let settings = settings();
         let mut breaker = CircuitBreaker::new(&settings);
         breaker.record_failure(&settings, at(0));
@@ -184,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn an_unsent_trial_is_given_back() {
+    fn unsent_trial_is_released() {
         let settings = settings();
         let mut breaker = CircuitBreaker::new(&settings);
         for second in 0..3 {

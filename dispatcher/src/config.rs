@@ -185,7 +185,7 @@ pub struct DispatchConfig {
     pub max_backoff_seconds: u64,
     /// Maximum pause between dispatch rounds under the system clock, in milliseconds.
     pub tick_millis: u64,
-    /// Channels whose follow-ups are sent again after an answer was lost (a timeout or a reset
+    /// Channels whose follow-ups are sent again after a response was lost (a timeout or a reset
     /// after the request left), accepting that the recipient may get two. Follow-ups of
     /// other channels settle `in_doubt`. None by default: Gmail, Graph and Twilio take no
     /// idempotency key, so a resend cannot be deduplicated.

@@ -425,7 +425,7 @@ async fn summarize(
     })
 }
 
-/// What a pass over every follow-up finds.
+/// The findings of a pass over every follow-up.
 struct FollowUpScan {
     /// The most common reasons follow-ups did not end sent.
     top_settle_reasons: Vec<ReasonCount>,
@@ -554,7 +554,7 @@ fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
     if summary.followups != settled {
         broken.push("some follow-ups are not settled");
     }
-    // A send whose answer was lost may or may not have arrived, so the fakes received every
+    // A send whose response was lost may or may not have arrived, so the fakes received every
     // sent follow-up and at most the in-doubt ones besides.
     let received = summary.provider_received;
     if received < summary.sent || received > summary.sent + summary.in_doubt {

@@ -2,8 +2,8 @@
 //!
 //! Under the system clock ([`Engine::run_forever`]) every tenant has a driver of its own: a
 //! task that runs the tenant's round, then sleeps until the tenant next has work, at most one
-//! tick, or until new work arrives for it. One tenant's slow round (a provider answering
-//! slowly, a round full of work) therefore never delays another tenant's. Under a virtual clock
+//! tick, or until new work arrives for it. One tenant's slow round (a slow provider, a round
+//! full of work) therefore never delays another tenant's. Under a virtual clock
 //! ([`Engine::run_until_settled`]) one loop runs every tenant's round and then jumps the clock
 //! to the earliest instant any tenant has work, which compresses days into seconds.
 
@@ -316,9 +316,9 @@ impl Engine {
     }
 }
 
-/// Most calls in one Gmail batch request.
+/// Maximum calls in one Gmail batch request.
 const GMAIL_MAX_BATCH: usize = 100;
-/// Most requests in one Graph `$batch`.
+/// Maximum requests in one Graph `$batch`.
 const GRAPH_MAX_BATCH: usize = 20;
 
 /// Runs the rounds of one tenant under the system clock until `stopped` turns true.

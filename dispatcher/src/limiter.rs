@@ -142,8 +142,8 @@ impl ConnectionLimiter {
         self.spend_pace_on_last_minute();
     }
 
-    /// Stops sends until `until`, as a provider's retry hint asks. A later pause replaces an
-    /// earlier one; an earlier one is ignored.
+    /// Stops sends until `until`, as a provider's retry hint requests. A pause ending later
+    /// replaces one ending sooner, and never the other way round.
     pub fn pause_until(&mut self, until: DateTime<Utc>) {
         self.paused_until = Some(self.paused_until.map_or(until, |current| current.max(until)));
     }
@@ -208,7 +208,7 @@ impl ConnectionLimiter {
     }
 }
 
-/// The first instant of the day after `today` in `timezone`. Where a DST change skips local
+/// Returns the first instant of the day after `today` in `timezone`. Where a DST change skips local
 /// midnight, the day starts at the first local time that exists.
 fn next_local_midnight(today: NaiveDate, timezone: chrono_tz::Tz) -> Option<DateTime<Utc>> {
     let tomorrow = today.succ_opt()?;
@@ -330,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn local_midnight_skipped_by_dst_starts_the_day_at_the_first_valid_time() {
+    fn dst_skipped_midnight_starts_day_later() {
         // Santiago moves its clocks from 00:00 to 01:00 on 2026-09-06.
         let santiago = chrono_tz::America::Santiago;
         let day = NaiveDate::from_ymd_opt(2026, 9, 5).expect("valid date");
@@ -363,13 +363,13 @@ mod tests {
         limiter.restore(&[hours_ago(48), hours_ago(12), hours_ago(1)]);
         assert_eq!(limiter.admit(5).granted, 1, "one more today, by the local-day cap of 2");
         clock.advance_to(start() + chrono::Duration::hours(15));
-        // Midnight: a new local day, but the rolling day still holds the restored send of
+        // Midnight: a new local day, but the rolling day still contains the restored send of
         // 08:00 and the one admitted at 09:00, so one more fits its cap of 3.
         assert_eq!(limiter.admit(5).granted, 1);
     }
 
     #[test]
-    fn changed_limits_keep_the_last_minute_and_the_local_day() {
+    fn changed_limits_keep_recent_sends() {
         let clock = Arc::new(VirtualClock::new(start()));
         let mut connection_limits = limits(6_000, 10_000);
         connection_limits.per_local_day = Some(3);

@@ -19,7 +19,7 @@ pub const PROVIDER_REQUEST_DURATION: &str = "followup_provider_request_duration_
 /// Admission checks in which a connection's rate limit or breaker held back some due
 /// follow-ups, by `provider`. A follow-up held for long is counted at every check.
 pub const RATE_LIMIT_WAITS: &str = "followup_rate_limit_waits_total";
-/// Follow-ups sent again after a lost answer, by `channel`, where the configuration allows it.
+/// Follow-ups sent again after a lost response, by `channel`, where the configuration allows it.
 pub const IN_DOUBT_RESENDS: &str = "followup_in_doubt_resends_total";
 /// Times a connection's circuit breaker opened, by `provider`.
 pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";

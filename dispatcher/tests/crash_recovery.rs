@@ -242,7 +242,7 @@ async fn daily_cap_holds_across_a_sigkill_and_restart() {
 
     engine = start_engine(data_dir.path(), port, &urls);
     wait_ready(&http, &base).await;
-    // The cap is reached within a second at 1,200 a minute; give the restarted engine a few
+    // The cap is reached within a second at 1,200 a minute. The restarted engine gets a few
     // seconds to overshoot it, as it would if it had forgotten the sends before the kill.
     let deadline = Instant::now() + Duration::from_secs(30);
     while received(&http, &urls).await.len() < PER_DAY as usize {

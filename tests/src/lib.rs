@@ -98,7 +98,7 @@ impl TestEngine {
         Ok(Self { running, clock: Some(clock), http, data_dir, _stop_dispatch: None })
     }
 
-    /// The virtual clock; panics for a real-time engine, which has none.
+    /// Returns the virtual clock. Panics for a real-time engine, which has none.
     pub fn virtual_clock(&self) -> &Arc<VirtualClock> {
         self.clock.as_ref().expect("a virtual clock: this engine runs in real time")
     }
@@ -215,7 +215,7 @@ impl TestEngine {
     }
 }
 
-/// A temporary data directory and the configuration of a test engine in it.
+/// Creates a temporary data directory and the configuration of a test engine in it.
 fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile::TempDir, Config)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = tempfile::tempdir()?;
@@ -229,7 +229,7 @@ fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile:
     Ok((data_dir, config))
 }
 
-/// A CSV of `count` contacts with only an email address, `{prefix}{n}@example.com`.
+/// Builds a CSV of `count` contacts with only an email address, `{prefix}{n}@example.com`.
 pub fn email_csv(prefix: &str, count: usize) -> String {
     std::iter::once("email\n".to_owned())
         .chain((0..count).map(|n| format!("{prefix}{n}@example.com\n")))

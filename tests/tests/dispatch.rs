@@ -224,7 +224,7 @@ async fn cancelled_schedule_sends_nothing_more() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one email to a fake that answers after the engine's one-second timeout, and returns
+/// Sends one email to a fake that responds after the engine's one-second timeout, and returns
 /// the follow-up as the API shows it once settled.
 async fn send_through_a_fake_slower_than_the_timeout(
     configure: impl FnOnce(&mut followup_dispatcher::config::Config),
@@ -283,7 +283,7 @@ async fn requests_in_two_failing_minutes(breaker_threshold: u32) -> anyhow::Resu
 
     let clock = engine.virtual_clock();
     let deadline = clock.now() + chrono::Duration::minutes(2);
-    // Follow-ups are still waiting at the deadline when the breaker holds them back.
+    // Follow-ups are still waiting at the deadline when the breaker keeps them back.
     let _ = engine.running.engine.run_until_settled(clock, deadline, |_| {}).await;
     Ok(engine.running.fakes()?.stats().injected_errors)
 }
@@ -324,7 +324,7 @@ async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
     assert_eq!(received.len(), 120);
     let mut instants: Vec<_> = received.iter().map(|message| message.received_at).collect();
     instants.sort();
-    let most_in_a_minute = instants
+    let max_in_a_minute = instants
         .iter()
         .enumerate()
         .map(|(index, &at)| {
@@ -335,8 +335,8 @@ async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
         })
         .max()
         .unwrap_or(0);
-    assert!(most_in_a_minute <= 60, "{most_in_a_minute} sends in one minute");
-    assert!(most_in_a_minute >= 55, "the shared pace is close to its limit: {most_in_a_minute}");
+    assert!(max_in_a_minute <= 60, "{max_in_a_minute} sends in one minute");
+    assert!(max_in_a_minute >= 55, "the shared pace is close to its limit: {max_in_a_minute}");
     for tenant in ["acme", "globex"] {
         let sent = received.iter().filter(|m| m.from.ends_with(&format!("@{tenant}.example")));
         assert_eq!(sent.count(), 60, "{tenant} sent all its follow-ups");
@@ -436,14 +436,14 @@ async fn emails_carry_the_sequences_unsubscribe_url_and_html() -> anyhow::Result
     engine.connect(&key, "gmail", &gmail).await?;
     let plain_http = json!({"name": "news", "unsubscribe_url": "http://acme.example/u",
                             "steps": [{"channel": "email", "subject": "Hi", "body": "Hello"}]});
-    let refused = engine
+    let rejected = engine
         .http
         .post(engine.url("/v1/sequences"))
         .bearer_auth(&key)
         .json(&plain_http)
         .send()
         .await?;
-    assert_eq!(refused.status(), 400, "one-click unsubscribe needs https");
+    assert_eq!(rejected.status(), 400, "one-click unsubscribe needs https");
     let sequence = json!({
         "name": "news",
         "unsubscribe_url": "https://acme.example/unsubscribe?id={{external_id}}",

@@ -50,7 +50,7 @@ async fn a_large_upload_does_not_delay_another_tenants_due_follow_ups() -> anyho
     connect_gmail(&engine, &small, "owner@small.example", "small-token", SMALL_PER_MINUTE).await?;
     let small_sequence = engine.create_sequence(&small, &email_now_sequence()).await?;
 
-    // The large upload runs in the background; the small one starts once the large tenant's
+    // The large upload runs in the background. The small one starts once the large tenant's
     // sends are flowing, so that both ingest and dispatch of the large tenant compete.
     let large_upload = {
         let client = engine.http.clone();

@@ -345,7 +345,7 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// Adds a follow-up to the sent index, and drops a few of its channel's entries that are
-    /// older than `SENT_KEPT_FOR`, so that the index holds about two days of sends without a
+    /// older than `SENT_KEPT_FOR`, so that the index contains about two days of sends without a
     /// separate sweep.
     fn record_send(&mut self, tenant: TenantId, follow_up: &FollowUp) -> Result<(), StoreError> {
         const DROPPED_PER_SEND: usize = 4;

@@ -89,6 +89,26 @@ async fn create_call(
     }
 }
 
+/// Returns the limit key of the sender `from` on `channel`, or the error a fault profile or
+/// error plan injects into this send.
+async fn sender_key(
+    state: &FakeState,
+    account_sid: &str,
+    from: &str,
+    to: &str,
+    channel: Channel,
+) -> Result<LimitKey, TwilioError> {
+    let key = LimitKey::TwilioNumber {
+        account_sid: account_sid.to_owned(),
+        from: from.to_owned(),
+        channel,
+    };
+    match state.injected_error(&key, to).await {
+        Some(outcome) => Err(injected(outcome, channel, to)),
+        None => Ok(key),
+    }
+}
+
 async fn accept_message(
     state: &FakeState,
     request: &HttpRequest,
@@ -100,14 +120,7 @@ async fn accept_message(
         state.count_rejected();
     })?;
 
-    let key = LimitKey::TwilioNumber {
-        account_sid: account_sid.clone(),
-        from: from.clone(),
-        channel: Channel::Sms,
-    };
-    if let Some(outcome) = state.injected_error(&key, &to).await {
-        return Err(injected(outcome, Channel::Sms, &to));
-    }
+    let key = sender_key(state, &account_sid, &from, &to, Channel::Sms).await?;
 
     let sid = format!("SM{}", random_hex(32));
     let now = state.now();
@@ -128,14 +141,7 @@ async fn accept_call(
         state.count_rejected();
     })?;
 
-    let key = LimitKey::TwilioNumber {
-        account_sid: account_sid.clone(),
-        from: from.clone(),
-        channel: Channel::Call,
-    };
-    if let Some(outcome) = state.injected_error(&key, &to).await {
-        return Err(injected(outcome, Channel::Call, &to));
-    }
+    let key = sender_key(state, &account_sid, &from, &to, Channel::Call).await?;
 
     let sid = format!("CA{}", random_hex(32));
     let now = state.now();

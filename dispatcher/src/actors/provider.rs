@@ -8,7 +8,7 @@
 //! instant. The admission returns when the connection frees up, so no task sleeps on
 //! throttled work.
 //!
-//! Batching: a batch holds the sends of one connection, which arrive together in one round, so
+//! Batching: a batch contains the sends of one connection, which arrive together in one round, so
 //! it is complete on arrival and leaves without a linger. Gmail's batch endpoint also takes
 //! parts with their own `Authorization`, so with `shared_batches` one batch carries the sends
 //! of many mailboxes. A send then waits at most the linger for others to join its batch, and
@@ -106,14 +106,14 @@ pub struct ProviderSettings {
     /// Sends per batch request; 1 sends each on its own.
     pub batch_size: usize,
     /// Whether Gmail batches may mix the sends of several connections (each part carries its
-    /// own token). Otherwise a batch holds one connection's sends.
+    /// own token). Otherwise a batch contains one connection's sends.
     pub shared_batches: bool,
     /// How long a send waits for others to share its batch.
     pub linger: Duration,
     pub breaker: BreakerSettings,
 }
 
-/// Which sends may share a batch request.
+/// The scope of the sends that may share a batch request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum BatchKey {
     /// Any sends of the provider (Gmail parts carry their own credentials).
@@ -123,8 +123,9 @@ enum BatchKey {
 }
 
 impl BatchKey {
-    /// The request slots a batch of this key takes: per-connection batches take slots of their
-    /// connection; provider-wide ones mix connections, so only the provider's slots bound them.
+    /// Returns the connection slots a batch of this key takes. A per-connection batch takes
+    /// slots of its connection. A provider-wide batch mixes connections, so only the provider's
+    /// slots bound it.
     fn connection_slots(self, slots: &Option<ConnectionSlots>) -> Option<ConnectionSlots> {
         match self {
             BatchKey::Connection(_) => slots.clone(),
@@ -257,7 +258,7 @@ impl ProviderActor {
         let provider = self.provider.as_str();
         actix::spawn(async move {
             // The connection's slots come first, so that a request waiting for its busy
-            // connection holds no provider slot that other connections could use. A batch
+            // connection keeps no provider slot that other connections could use. A batch
             // takes a slot per call it carries, up to all of them: Graph runs the calls of a
             // `$batch` side by side, and they count against the mailbox's concurrency.
             let _connection_slots = match connection_slots {
@@ -321,8 +322,8 @@ impl ProviderActor {
     }
 }
 
-/// The state of connection `id`, created on first use, with its request slots resized to
-/// `limits`.
+/// Returns the state of connection `id`, created on first use, with its request slots resized
+/// to `limits`.
 fn connection_state<'a>(
     connections: &'a mut HashMap<ConnectionId, ConnectionState>,
     breaker: &BreakerSettings,
@@ -339,8 +340,8 @@ fn connection_state<'a>(
     if slots.total < total {
         slots.semaphore.add_permits((total - slots.total) as usize);
     } else if slots.total > total {
-        // NOTE: only free slots can be taken away; while more requests than the new limit are
-        // in flight, the excess returns with them and the limit is exceeded until they end.
+        // NOTE: only free slots can be taken away. While more requests than the new limit are
+        // in flight, their slots come back with them, so the limit is exceeded until they end.
         slots.semaphore.forget_permits((slots.total - total) as usize);
     }
     slots.total = total;

@@ -124,6 +124,42 @@ impl CompiledSequence {
     }
 }
 
+/// The texts of one step rendered for one contact.
+struct RenderedStep {
+    body: String,
+    subject: Option<String>,
+    html_body: Option<String>,
+    unsubscribe_url: Option<String>,
+}
+
+impl RenderedStep {
+    /// Renders `step` of `sequence` for `contact`. The HTML body and the unsubscribe URL are
+    /// rendered for email only.
+    fn render(
+        sequence: &CompiledSequence,
+        step: &CompiledStep,
+        contact: &Contact,
+        channel: Channel,
+    ) -> Result<Self, followup_core::template::MissingField> {
+        let lookup = |name: &str| contact.field(name);
+        let is_email = channel == Channel::Email;
+        let html_body = match &step.html_body {
+            Some(html) if is_email => Some(html.render(lookup)?),
+            _ => None,
+        };
+        let unsubscribe_url = match &sequence.unsubscribe_url {
+            Some(url) if is_email => Some(render_url(url, contact)?),
+            _ => None,
+        };
+        Ok(Self {
+            body: step.body.render(lookup)?,
+            subject: step.subject.as_ref().map(|subject| subject.render(lookup)).transpose()?,
+            html_body,
+            unsubscribe_url,
+        })
+    }
+}
+
 /// Renders a URL template with each field value percent-encoded, so that a value with spaces
 /// or reserved characters stays one URL component.
 fn render_url(
@@ -369,29 +405,13 @@ impl TenantRound {
         let Some(step) = sequence.steps.get(usize::from(follow_up.id.step)) else {
             return Ok(Err((FollowUpState::Failed, "sequence has no such step".to_owned())));
         };
-        let lookup = |name: &str| contact.field(name);
-        let is_email = channel == Channel::Email;
-        let rendered = (|| {
-            let body = step.body.render(lookup)?;
-            let subject =
-                step.subject.as_ref().map(|subject| subject.render(lookup)).transpose()?;
-            let html_body = match &step.html_body {
-                Some(html) if is_email => Some(html.render(lookup)?),
-                _ => None,
-            };
-            let unsubscribe_url = match &sequence.unsubscribe_url {
-                Some(url) if is_email => Some(render_url(url, contact)?),
-                _ => None,
-            };
-            Ok((body, subject, html_body, unsubscribe_url))
-        })();
-        let (body, subject, html_body, unsubscribe_url) = match rendered {
+        let rendered = match RenderedStep::render(&sequence, step, contact, channel) {
             Ok(rendered) => rendered,
             Err(missing) => {
-                let missing: followup_core::template::MissingField = missing;
                 return Ok(Err((FollowUpState::Failed, format!("template: {missing}"))));
             }
         };
+        let RenderedStep { body, subject, html_body, unsubscribe_url } = rendered;
         Ok(Ok(OutboundMessage {
             follow_up: follow_up.id,
             channel,
@@ -706,7 +726,7 @@ impl TenantRound {
         reason: &str,
     ) -> Result<(), DispatchError> {
         // The tenant may have replaced the connection while the send was out: the record is
-        // read again and paused only if it still holds the refused credentials, and then with
+        // read again and paused only if it still contains the refused credentials, and then with
         // every other change kept.
         // NOTE: the store has no compare-and-set, so a replacement landing between this read
         // and the write below is still overwritten; the window is one store round trip.

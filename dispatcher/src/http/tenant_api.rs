@@ -557,8 +557,8 @@ fn validate_sender(provider: Provider, sender: &str) -> Result<(), ApiError> {
         Provider::Twilio => "an E.164 number such as +15005550006",
         Provider::Gmail | Provider::Outlook => "a mailbox address such as sales@example.com",
     };
-    let shown = super::json::shorten(sender);
-    Err(ApiError::BadRequest(format!("invalid sender {shown:?}: expected {expected}")))
+    let quoted = super::json::shorten(sender);
+    Err(ApiError::BadRequest(format!("invalid sender {quoted:?}: expected {expected}")))
 }
 
 /// A connection as the API shows it: never a secret.
@@ -642,9 +642,9 @@ pub async fn put_connection(
     if let Some(name) = &request.timezone
         && name.parse::<chrono_tz::Tz>().is_err()
     {
-        let shown = super::json::shorten(name);
+        let quoted = super::json::shorten(name);
         return Err(ApiError::BadRequest(format!(
-            "timezone {shown:?} is not an IANA timezone name such as Europe/Berlin"
+            "timezone {quoted:?} is not an IANA timezone name such as Europe/Berlin"
         )));
     }
     let credentials = match provider {
