@@ -86,10 +86,6 @@ impl ConnectionLimiter {
         }
     }
 
-    pub fn limits(&self) -> ConnectionLimits {
-        self.limits
-    }
-
     /// Replaces the limits, keeping the counts: a changed override must not reset how much the
     /// mailbox already sent today or in the last minute.
     pub fn set_limits(&mut self, limits: ConnectionLimits) {
