@@ -5,46 +5,17 @@
 //! survives the engine's death.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{ChildGuard, free_port, start_fakes, wait_ready};
+
+mod support;
 
 const OPERATOR_TOKEN: &str = "crash-test-operator-token";
 const CONTACTS: usize = 300;
-
-/// Kills the child when dropped, so that a failed assertion leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-fn start_fakes(per_day: u32) -> (ChildGuard, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["fakes", "--per-minute", "1200", "--per-day"])
-        .arg(per_day.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start followup fakes");
-    let stdout = child.stdout.take().expect("fakes stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("fakes print their URLs");
-    let urls: Value = serde_json::from_str(&line).expect("fakes URLs are JSON");
-    (ChildGuard(child), urls)
-}
 
 fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
     let child = Command::new(env!("CARGO_BIN_EXE_followup"))
@@ -61,19 +32,6 @@ fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
         .spawn()
         .expect("start followup serve");
     ChildGuard(child)
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("engine at {base} not ready within 30 s");
 }
 
 async fn snapshot_totals(http: &reqwest::Client, base: &str) -> BTreeMap<String, u64> {
@@ -163,7 +121,7 @@ async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
     let http =
         followup_adapters::http::build_http_client(&Default::default()).expect("HTTP client");
     let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let (_fakes, urls) = start_fakes(100_000);
+    let (_fakes, urls) = start_fakes(1200, 100_000);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
 
@@ -225,7 +183,7 @@ async fn daily_cap_holds_across_a_sigkill_and_restart() {
         followup_adapters::http::build_http_client(&Default::default()).expect("HTTP client");
     let data_dir = tempfile::tempdir().expect("temporary data dir");
     // The fakes enforce the same cap over a rolling day and count every send beyond it.
-    let (_fakes, urls) = start_fakes(PER_DAY);
+    let (_fakes, urls) = start_fakes(1200, PER_DAY);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
 

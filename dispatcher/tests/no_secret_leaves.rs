@@ -2,13 +2,11 @@
 //! an API response, a metrics scrape or a console frame.
 //!
 //! The engine and the provider fakes run as separate processes, as in production, with debug
-//! logs on; the test drives every route a tenant and the operator use, lets follow-ups go out by
-//! email and SMS, then searches everything the engine emitted for each secret.
+//! logs on. The test drives every route a tenant and the operator use and lets follow-ups go
+//! out by email and SMS. Then it searches everything the engine emitted for each secret.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,9 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::layout::Rect;
 use serde_json::{Value, json};
+use support::{ChildGuard, free_port, start_fakes, wait_ready};
+
+mod support;
 
 const OPERATOR_TOKEN: &str = "op-planted-7d41c9e2a05b88f3";
 const GMAIL_ACCESS_TOKEN: &str = "ya29.planted-gmail-access-5c0e91d7";
@@ -30,37 +31,7 @@ const TWILIO_ACCOUNT_SID: &str = "AC7e0a5c3b1d9f8e6a4c2b0d9e8f7a6b5c";
 const FORGED_API_KEY: &str = "fu_planted-forged-key-0c6f2e8a4b1d";
 const CONTACTS: usize = 40;
 
-/// Kills the child when dropped, so that a failed assertion leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-fn start_fakes() -> (ChildGuard, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["fakes", "--per-minute", "6000", "--per-day", "100000"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start followup fakes");
-    let stdout = child.stdout.take().expect("fakes stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("fakes print their URLs");
-    let urls: Value = serde_json::from_str(&line).expect("fakes URLs are JSON");
-    (ChildGuard(child), urls)
-}
-
-/// Starts the engine with debug logs of both formats' worth of detail, writing stdout and
-/// stderr to `log`.
+/// Starts the engine with debug logs in JSON, writing its stdout and stderr to `log`.
 fn start_engine(data_dir: &Path, log: &Path, port: u16, urls: &Value) -> ChildGuard {
     let log_file = std::fs::File::create(log).expect("create the engine log");
     let child = Command::new(env!("CARGO_BIN_EXE_followup"))
@@ -101,19 +72,6 @@ impl Emitted {
         self.add(origin, body.clone());
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("engine at {base} not ready within 30 s");
 }
 
 /// Draws each console view once from the engine's snapshot and returns the frames as text.
@@ -158,18 +116,18 @@ async fn planted_secrets_never_leave_the_engine() {
     let data_dir = tempfile::tempdir().expect("temporary data dir");
     let log = data_dir.path().join("engine.log");
     let store_dir = data_dir.path().join("store");
-    let (_fakes, urls) = start_fakes();
+    let (_fakes, urls) = start_fakes(6000, 100_000);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let engine = start_engine(&store_dir, &log, port, &urls);
     wait_ready(&http, &base).await;
 
     let mut emitted = Emitted::default();
-    let admin = |path: &str| format!("{base}{path}");
+    let url = |path: &str| format!("{base}{path}");
     let (status, created) = emitted
         .send(
             "create tenant",
-            http.post(admin("/admin/v1/tenants"))
+            http.post(url("/admin/v1/tenants"))
                 .bearer_auth(OPERATOR_TOKEN)
                 .json(&json!({"name": "Leak check", "plan": "pro"})),
         )
@@ -199,13 +157,13 @@ async fn planted_secrets_never_leave_the_engine() {
     ];
     for (provider, body) in &connections {
         let path = format!("/v1/connections/{provider}");
-        let request = http.put(admin(&path)).bearer_auth(&api_key).json(body);
+        let request = http.put(url(&path)).bearer_auth(&api_key).json(body);
         let (status, view) = emitted.send(&format!("connect {provider}"), request).await;
         assert_eq!(status, 200, "{view}");
         // The same secrets inside a rejected request must not be echoed in the error.
         let mut invalid = body.clone();
         invalid["sender"] = json!("not an address or number");
-        let request = http.put(admin(&path)).bearer_auth(&api_key).json(&invalid);
+        let request = http.put(url(&path)).bearer_auth(&api_key).json(&invalid);
         let (status, _) = emitted.send(&format!("invalid connect {provider}"), request).await;
         assert_eq!(status, 400, "an invalid sender is rejected");
     }
@@ -213,7 +171,7 @@ async fn planted_secrets_never_leave_the_engine() {
     let sequence = json!({"name": "Leak check", "steps": [
         {"channel": "email", "subject": "Hello {{first_name|there}}", "body": "Hi"},
         {"channel": "sms", "delay": "1s", "body": "Hi again"}]});
-    let request = http.post(admin("/v1/sequences")).bearer_auth(&api_key).json(&sequence);
+    let request = http.post(url("/v1/sequences")).bearer_auth(&api_key).json(&sequence);
     let (status, sequence) = emitted.send("create sequence", request).await;
     assert_eq!(status, 201, "{sequence}");
     let sequence_id = sequence["id"].as_str().expect("sequence id").to_owned();
@@ -222,7 +180,7 @@ async fn planted_secrets_never_leave_the_engine() {
         csv.push_str(&format!("leak{n}@example.com,+1415555{n:04},P{n}\n"));
     }
     let request = http
-        .post(admin("/v1/schedules/bulk"))
+        .post(url("/v1/schedules/bulk"))
         .query(&[("sequence", sequence_id.as_str())])
         .bearer_auth(&api_key)
         .header("content-type", "text/csv")
@@ -235,7 +193,7 @@ async fn planted_secrets_never_leave_the_engine() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let snapshot: Value = http
-            .get(admin("/admin/v1/snapshot"))
+            .get(url("/admin/v1/snapshot"))
             .bearer_auth(OPERATOR_TOKEN)
             .send()
             .await
@@ -258,27 +216,27 @@ async fn planted_secrets_never_leave_the_engine() {
     ];
     let mut schedules = Value::Null;
     for path in &tenant_routes {
-        let (status, body) = emitted.send(path, http.get(admin(path)).bearer_auth(&api_key)).await;
+        let (status, body) = emitted.send(path, http.get(url(path)).bearer_auth(&api_key)).await;
         assert_eq!(status, 200, "{path}: {body}");
         schedules = body;
     }
     let schedule =
         schedules["schedules"][0]["schedule"].as_str().expect("a schedule id in {schedules}");
     let path = format!("/v1/schedules/{schedule}");
-    let (status, body) = emitted.send(&path, http.get(admin(&path)).bearer_auth(&api_key)).await;
+    let (status, body) = emitted.send(&path, http.get(url(&path)).bearer_auth(&api_key)).await;
     assert_eq!(status, 200, "{path}: {body}");
     for path in ["/admin/v1/tenants", "/admin/v1/snapshot"] {
         let (status, body) =
-            emitted.send(path, http.get(admin(path)).bearer_auth(OPERATOR_TOKEN)).await;
+            emitted.send(path, http.get(url(path)).bearer_auth(OPERATOR_TOKEN)).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
     for path in ["/metrics", "/healthz", "/readyz"] {
-        emitted.send(path, http.get(admin(path))).await;
+        emitted.send(path, http.get(url(path))).await;
     }
     for (origin, request) in [
-        ("forged API key", http.get(admin("/v1/connections")).bearer_auth(FORGED_API_KEY)),
-        ("tenant key on admin", http.get(admin("/admin/v1/tenants")).bearer_auth(&api_key)),
-        ("forged operator token", http.get(admin("/admin/v1/tenants")).bearer_auth(FORGED_API_KEY)),
+        ("forged API key", http.get(url("/v1/connections")).bearer_auth(FORGED_API_KEY)),
+        ("tenant key on admin", http.get(url("/admin/v1/tenants")).bearer_auth(&api_key)),
+        ("forged operator token", http.get(url("/admin/v1/tenants")).bearer_auth(FORGED_API_KEY)),
     ] {
         let (status, _) = emitted.send(origin, request).await;
         assert_eq!(status, 401, "{origin} is refused");

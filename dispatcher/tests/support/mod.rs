@@ -1,0 +1,55 @@
+//! Process helpers shared by the tests that run `followup serve` and `followup fakes` as
+//! separate processes.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Kills the child when dropped, so that a failed assertion leaves no process behind.
+pub(crate) struct ChildGuard(pub(crate) Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Starts `followup fakes` allowing each account `per_minute` and `per_day` sends, and returns
+/// it with the JSON object of its base URLs by provider.
+pub(crate) fn start_fakes(per_minute: u32, per_day: u32) -> (ChildGuard, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_followup"))
+        .arg("fakes")
+        .args(["--per-minute", &per_minute.to_string(), "--per-day", &per_day.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start followup fakes");
+    let stdout = child.stdout.take().expect("fakes stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("fakes print their URLs");
+    let urls: Value = serde_json::from_str(&line).expect("fakes URLs are JSON");
+    (ChildGuard(child), urls)
+}
+
+/// Waits up to 30 s for the engine at `base` to answer `/readyz` with success.
+pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("engine at {base} not ready within 30 s");
+}
