@@ -32,6 +32,8 @@ pub struct RunningEngine {
     pub fakes: Option<Arc<FakeProviders>>,
     /// `http` or `https`.
     scheme: &'static str,
+    /// Every verified webhook.
+    pub webhook_log: WebhookLog,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -103,7 +105,7 @@ impl RunningEngine {
             metrics,
             fakes: fakes.clone(),
             limits,
-            webhooks,
+            webhooks: webhooks.clone(),
         });
         let query_config = web::QueryConfig::default().error_handler(|error, _| {
             ApiError::BadRequest(format!("invalid query string: {error}")).into()
@@ -127,7 +129,7 @@ impl RunningEngine {
         let handle = server.handle();
         actix_rt::spawn(server);
         tracing::info!(%addr, scheme, "followup listening");
-        Ok(Self { engine, addr, scheme, fakes, server: handle })
+        Ok(Self { engine, addr, scheme, fakes, webhook_log: webhooks.log.clone(), server: handle })
     }
 
     /// Returns the base URL of the API, `https://` when TLS is configured.
