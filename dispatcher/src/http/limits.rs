@@ -140,3 +140,46 @@ fn per_second_quota(per_second: u32, burst: u32) -> anyhow::Result<Quota> {
 fn nonzero(value: u32, name: &str) -> anyhow::Result<NonZeroU32> {
     NonZeroU32::new(value).with_context(|| format!("{name} must be at least 1"))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::TenantLimits;
+
+    use super::*;
+
+    fn config_with(tenant: &str, limits: TenantLimits) -> ApiLimitsConfig {
+        let mut config = ApiLimitsConfig { requests_per_second: 1, burst: 1, ..Default::default() };
+        config.tenants.insert(tenant.to_owned(), limits);
+        config
+    }
+
+    #[test]
+    fn tenant_override_replaces_rate_and_upload_size() -> anyhow::Result<()> {
+        let generous = TenantId::generate();
+        let plain = TenantId::generate();
+        let limits =
+            TenantLimits { burst: Some(5), max_upload_bytes: Some(1_000), ..Default::default() };
+        let limiter = ApiLimiter::new(&config_with(&generous.to_string(), limits))?;
+
+        for request in 1..=5 {
+            assert!(limiter.check_tenant(generous).is_ok(), "request {request} within its burst");
+        }
+        assert!(limiter.check_tenant(generous).is_err(), "over its own burst");
+        assert!(limiter.check_tenant(plain).is_ok());
+        assert!(limiter.check_tenant(plain).is_err(), "the default burst is 1");
+        assert_eq!(limiter.max_upload_bytes(generous, 50), 1_000);
+        assert_eq!(limiter.max_upload_bytes(plain, 50), 50);
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_limits_are_rejected_with_their_key() {
+        let error = ApiLimiter::new(&config_with("acme", TenantLimits::default()))
+            .expect_err("not a tenant id");
+        assert!(format!("{error:#}").contains("\"acme\""), "{error:#}");
+
+        let zero = ApiLimitsConfig { failed_auth_per_minute: 0, ..Default::default() };
+        let error = ApiLimiter::new(&zero).expect_err("zero rate");
+        assert!(format!("{error:#}").contains("failed_auth_per_minute"), "{error:#}");
+    }
+}
