@@ -285,6 +285,17 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
             .await?;
     assert_eq!((status, text.as_str()), (403, forged_text.as_str()), "invalid connection id");
 
+    // A JSON body is not covered by the signature, so it is not accepted.
+    let json_body = engine
+        .http
+        .post(&status_url.replace(PUBLIC_BASE_URL, &engine.running.url()))
+        .header("content-type", "application/json")
+        .header("X-Twilio-Signature", twilio_signature(TWILIO_TOKEN, &status_url, &[]))
+        .body(r#"{"MessageSid":"SM3","MessageStatus":"failed"}"#)
+        .send()
+        .await?;
+    assert_eq!(json_body.status(), 400, "JSON body");
+
     let inbound_path = format!("/webhooks/twilio/{id}/inbound");
     let inbound = [("MessageSid", "SM2"), ("From", "+15558675310"), ("Body", "stop please")];
     let inbound_signature =
@@ -299,10 +310,11 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
     assert!(record.get("body").is_none(), "the text of the message is not kept");
 
     let counts = rejections(&engine, "twilio").await?;
-    let expected: BTreeMap<String, f64> = [("forged", 4.0), ("replayed", 1.0), ("unsigned", 1.0)]
-        .into_iter()
-        .map(|(reason, count)| (reason.to_owned(), count))
-        .collect();
+    let expected: BTreeMap<String, f64> =
+        [("forged", 4.0), ("malformed", 1.0), ("replayed", 1.0), ("unsigned", 1.0)]
+            .into_iter()
+            .map(|(reason, count)| (reason.to_owned(), count))
+            .collect();
     assert_eq!(counts, expected);
     Ok(())
 }

@@ -173,11 +173,14 @@ async fn verify_twilio(
         .get(actix_web::http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    let params: Vec<(String, String)> = if is_form {
-        serde_urlencoded::from_bytes(body).map_err(|_| reject(source, Rejection::Malformed))?
-    } else {
-        Vec::new()
-    };
+    // Only a form body is covered by the signature. Twilio's JSON webhooks sign the URL alone
+    // and carry the body's hash in a query parameter, which is not checked here, so they are
+    // rejected rather than accepted with an unverified body.
+    if !is_form {
+        return Err(reject(source, Rejection::Malformed));
+    }
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|_| reject(source, Rejection::Malformed))?;
     let account = match connection.parse::<ConnectionId>() {
         Ok(id) => state.webhooks.twilio_accounts.find(state.engine.store().as_ref(), id).await,
         Err(_) => None,

@@ -10,8 +10,8 @@ use ring::digest;
 /// Digests of requests seen within a time window, at most `capacity` of them.
 ///
 /// NOTE: the cache lives in this process only. Another engine node, or this one after a
-/// restart, accepts a replay once; Stripe events are still applied once because the event log
-/// deduplicates them by id, but a replayed Twilio callback is recorded again.
+/// restart, accepts a replay once. The webhook log already holds the replayed event or status
+/// under the same key, so it is neither applied nor recorded twice.
 #[derive(Debug)]
 pub struct ReplayCache {
     window: Duration,
