@@ -297,7 +297,7 @@ impl ProvidersConfig {
     }
 }
 
-/// Whether `host` names this machine: `localhost` or a loopback IP address.
+/// Returns whether `host` names this machine: `localhost` or a loopback IP address.
 fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")

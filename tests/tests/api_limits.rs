@@ -1,6 +1,6 @@
-//! The API's abuse limits over HTTP: a tenant over its request rate gets 429 with
-//! `Retry-After` while another tenant goes on; an upload over the tenant's own size limit gets
-//! 413 naming the limit; a client address that fails to authenticate too often is refused even
+//! The API's abuse limits over HTTP. A tenant over its request rate gets 429 with
+//! `Retry-After` while another tenant goes on. An upload over the tenant's own size limit gets
+//! 413 naming the limit. A client address that fails to authenticate too often is rejected even
 //! with a valid key, while another address is not.
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,6 +1,6 @@
-//! Transport security: the API serves HTTPS with the configured certificate; the engine's
-//! outbound client trusts only the web PKI roots, so it rejects a certificate it does not know;
-//! bad TLS files and plain-HTTP provider URLs to other machines stop the engine at start.
+//! Transport security. The API serves HTTPS with the configured certificate. The engine's
+//! outbound client trusts only the web PKI roots, so it rejects a certificate it does not know.
+//! Bad TLS files, and plain-HTTP provider URLs to other machines, stop the engine at start.
 
 use std::path::Path;
 use std::sync::Arc;

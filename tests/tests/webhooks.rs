@@ -67,7 +67,7 @@ fn stripe_v1(secret: &str, timestamp: i64, body: &str) -> String {
     hex(hmac::sign(&key, format!("{timestamp}.{body}").as_bytes()).as_ref())
 }
 
-/// A subscription event in the shape of Stripe's published fixtures.
+/// Builds a subscription event in the shape of Stripe's published fixtures.
 fn subscription_event(id: &str, created: i64) -> anyhow::Result<String> {
     let path = followup_tests::shared_data_dir().join("../specs/stripe/fixtures3.json");
     let fixtures: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
@@ -272,7 +272,7 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
     let (status, text) = post_twilio(&engine, &status_path, None, form(&sent)).await?;
     assert_eq!(status, 403, "unsigned: {text}");
 
-    // An unknown connection gets exactly the answer of a wrong signature.
+    // An unknown connection gets exactly the response to a wrong signature.
     let unknown_path = "/webhooks/twilio/0190f3c4-0000-7000-8000-000000000000/status";
     let unknown_signature =
         twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC_BASE_URL}{unknown_path}"), &sent);

@@ -1,6 +1,6 @@
 //! Authentication: tenant API keys on `/v1` and the operator token on `/admin`.
 //!
-//! A client address that fails to authenticate too often is refused for a while (see
+//! A client address that fails to authenticate too often is rejected for a while (see
 //! `limits`), and an authenticated tenant's requests count against its rate.
 //!
 //! A tenant API key is 32 random bytes shown once, at tenant creation; the store keeps only its

@@ -29,7 +29,8 @@ pub struct ApiLimiter {
     tenant_rate_overrides: HashMap<TenantId, DefaultDirectRateLimiter>,
     upload_overrides: HashMap<TenantId, u64>,
     failed_auth: DefaultKeyedRateLimiter<IpAddr>,
-    /// Client addresses over the failed-authentication rate, until when they are refused.
+    /// Client addresses over the failed-authentication rate, each with the instant until which
+    /// its requests are rejected.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
     clock: DefaultClock,
 }
@@ -123,7 +124,7 @@ fn failed_auth_error(wait: Duration) -> ApiError {
 
 fn throttled(limit: &'static str, wait: Duration, what: &str) -> ApiError {
     metrics::counter!(API_THROTTLED, "limit" => limit).increment(1);
-    // Rounded up, so a client that waits as told is admitted.
+    // Rounded up, so a client that waits the advertised time is admitted.
     let retry_after_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let retry_after_seconds = retry_after_seconds.max(1);
     ApiError::TooManyRequests {

@@ -22,7 +22,7 @@ use crate::webhooks::replay::ReplayCache;
 use crate::webhooks::stripe::{self, StripeEvent};
 use crate::webhooks::{Rejection, WebhookSource, count_rejection, twilio};
 
-/// What the webhook routes keep between requests.
+/// State of the webhook routes, shared between requests.
 #[derive(Debug)]
 pub struct WebhookState {
     pub log: WebhookLog,
@@ -168,19 +168,8 @@ async fn verify_twilio(
         Some(Err(reason)) => return Err(reject(source, reason)),
         Some(Ok(value)) => value,
     };
-    let is_form = request
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    // Only a form body is covered by the signature. Twilio's JSON webhooks sign the URL alone
-    // and carry the body's hash in a query parameter, which is not checked here, so they are
-    // rejected rather than accepted with an unverified body.
-    if !is_form {
-        return Err(reject(source, Rejection::Malformed));
-    }
-    let params: Vec<(String, String)> =
-        serde_urlencoded::from_bytes(body).map_err(|_| reject(source, Rejection::Malformed))?;
+    let params = form_params(request, body).map_err(|reason| reject(source, reason))?;
+
     let account = match connection.parse::<ConnectionId>() {
         Ok(id) => state.webhooks.twilio_accounts.find(state.engine.store().as_ref(), id).await,
         Err(_) => None,
@@ -188,6 +177,7 @@ async fn verify_twilio(
     let Some(account) = account else {
         return Err(reject(source, Rejection::Forged));
     };
+
     let path_and_query = request.uri().path_and_query().map_or("", |value| value.as_str());
     let url = format!("{}{path_and_query}", base_url.trim_end_matches('/'));
     if let Err(reason) = twilio::verify(signature, &url, &params, account.auth_token.expose()) {
@@ -209,11 +199,28 @@ async fn verify_twilio(
     })
 }
 
+/// Reads the form parameters of a Twilio webhook.
+///
+/// Only a form body is covered by the signature. Twilio's JSON webhooks sign the URL alone and
+/// carry the body's hash in a query parameter, which is not checked here, so they are rejected
+/// rather than accepted with an unverified body.
+fn form_params(request: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>, Rejection> {
+    let is_form = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(Rejection::Malformed);
+    }
+    serde_urlencoded::from_bytes(body).map_err(|_| Rejection::Malformed)
+}
+
 /// `POST /webhooks/twilio/{connection}/status`: a message or call status callback.
 ///
 /// The status is written to the webhook log under the message or call SID and the status.
-/// NOTE: it is not written onto the follow-up, because the store cannot look a follow-up up by
-/// its provider message id; that index is the missing piece.
+/// NOTE: it is not written onto the follow-up, because the store cannot find a follow-up by
+/// its provider message id. That index is the missing piece.
 pub async fn twilio_status(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -267,7 +274,8 @@ pub async fn twilio_inbound(
     Ok(HttpResponse::Ok().content_type("text/xml").body(EMPTY_TWIML))
 }
 
-/// Keywords with which a recipient opts out of or back into a Twilio sender's messages.
+/// Keywords with which a recipient opts out of or back into a sender's messages. The list is
+/// Twilio's default keywords as recalled, not checked against its current documentation.
 const OPT_KEYWORDS: &[&str] =
     &["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START", "UNSTOP", "YES"];
 

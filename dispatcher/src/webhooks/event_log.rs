@@ -5,9 +5,9 @@
 //! by `<source>/<id>` (a Stripe event id, or a Twilio resource SID with its status) whose
 //! values are the JSON records.
 //!
-//! NOTE: the log is a file of this node. Engine nodes sharing a MongoDB store do not share it,
-//! so each node would accept a Stripe event once; it belongs in the Store once that has a
-//! place for provider events.
+//! NOTE: the log is a file of this node, which engine nodes sharing a MongoDB store do not
+//! share, so each node would accept a Stripe event once. It belongs in the Store once that has
+//! a place for provider events.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,7 +1,8 @@
-//! Twilio's `X-Twilio-Signature`: the base64 (standard alphabet, padded) HMAC-SHA1, keyed with
-//! the account's auth token, of the URL Twilio requested (scheme through query string) followed
-//! by every POST parameter as name then value, sorted by name and then value in byte order,
-//! with no separators. Source: twilio.com/docs/usage/webhooks/webhooks-security.
+//! Twilio's `X-Twilio-Signature` is the base64 (standard alphabet, padded) HMAC-SHA1, keyed
+//! with the account's auth token, of a text built from the request. The text is the URL Twilio
+//! requested (scheme through query string), then every POST parameter as name then value with
+//! no separators, sorted by name and then value in byte order.
+//! Source: twilio.com/docs/usage/webhooks/webhooks-security.
 
 use base64::Engine as _;
 use ring::hmac;
