@@ -288,7 +288,7 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
     // A JSON body is not covered by the signature, so it is not accepted.
     let json_body = engine
         .http
-        .post(&status_url.replace(PUBLIC_BASE_URL, &engine.running.url()))
+        .post(engine.url(&status_path))
         .header("content-type", "application/json")
         .header("X-Twilio-Signature", twilio_signature(TWILIO_TOKEN, &status_url, &[]))
         .body(r#"{"MessageSid":"SM3","MessageStatus":"failed"}"#)
