@@ -318,3 +318,48 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
     assert_eq!(counts, expected);
     Ok(())
 }
+
+#[actix_rt::test]
+async fn twilio_status_names_its_follow_up() -> anyhow::Result<()> {
+    let engine = start_engine().await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let connections = engine.get_json(&key, "/v1/connections").await?;
+    let twilio = connections
+        .as_array()
+        .and_then(|all| all.iter().find(|connection| connection["provider"] == "twilio"))
+        .expect("a Twilio connection");
+    let connection = twilio["id"].as_str().expect("connection id").to_owned();
+    let sequence = json!({"name": "sms", "steps": [{"channel": "sms", "body": "Hello"}]});
+    let sequence = engine.create_sequence(&key, &sequence).await?;
+    engine.upload(&key, &sequence, "text/csv", "phone\n+14155550123\n").await?;
+    engine.settle(1).await?;
+
+    let path = format!("/v1/schedules?sequence={sequence}&contact=%2B14155550123");
+    let schedule = engine.get_json(&key, &path).await?;
+    let follow_up = &schedule["follow_ups"][0];
+    assert_eq!(follow_up["state"], "sent", "{schedule}");
+    let sid = follow_up["provider_message_id"].as_str().expect("sent with a SID");
+    let id = format!(
+        "{}.{}",
+        follow_up["id"]["schedule"].as_str().unwrap_or_default(),
+        follow_up["id"]["step"]
+    );
+
+    let status_path = format!("/webhooks/twilio/{connection}/status?follow_up={id}");
+    let status_url = format!("{PUBLIC_BASE_URL}{status_path}");
+    for (message_sid, status, expected) in
+        [(sid, "delivered", follow_up["id"].clone()), ("SMother", "delivered", Value::Null)]
+    {
+        let params = [("MessageSid", message_sid), ("MessageStatus", status)];
+        let signature = twilio_signature(TWILIO_TOKEN, &status_url, &params);
+        let (code, text) =
+            post_twilio(&engine, &status_path, Some(&signature), form(&params)).await?;
+        assert_eq!(code, 204, "{text}");
+        let record_key = format!("twilio/{message_sid}/{status}");
+        let record = engine.running.webhook_log.get(record_key).await?;
+        let record: Value = serde_json::from_slice(&record.expect("the status is recorded"))?;
+        assert_eq!(record["follow_up"], expected, "{message_sid}: {record}");
+    }
+    Ok(())
+}

@@ -387,12 +387,18 @@ impl TenantRound {
     }
 
     /// Returns the URL of the connection's Twilio status webhook for an SMS or call, if the
-    /// engine has a public base URL.
-    fn status_callback(&self, channel: Channel, connection: &Connection) -> Option<String> {
-        let base = self.deps.public_base_url.as_deref()?;
+    /// engine has a public base URL. It names the follow-up, and Twilio signs the whole URL, so
+    /// the webhook can match the status to its follow-up.
+    fn status_callback(
+        &self,
+        channel: Channel,
+        connection: &Connection,
+        follow_up: &FollowUp,
+    ) -> Option<String> {
+        let base = self.deps.public_base_url.as_deref()?.trim_end_matches('/');
         let twilio = connection.provider == Provider::Twilio && channel != Channel::Email;
         twilio.then(|| {
-            format!("{}/webhooks/twilio/{}/status", base.trim_end_matches('/'), connection.id)
+            format!("{base}/webhooks/twilio/{}/status?follow_up={}", connection.id, follow_up.id)
         })
     }
 
@@ -439,7 +445,7 @@ impl TenantRound {
             body,
             html_body,
             unsubscribe_url,
-            status_callback: self.status_callback(channel, connection),
+            status_callback: self.status_callback(channel, connection, follow_up),
         }))
     }
 

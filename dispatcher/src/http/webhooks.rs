@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use followup_core::domain::{Credentials, Provider};
-use followup_core::ids::{ConnectionId, TenantId};
+use followup_core::ids::{ConnectionId, FollowUpId, TenantId};
 use followup_core::sensitive::Sensitive;
 use followup_core::store::Store;
 use serde_json::json;
@@ -218,9 +218,12 @@ fn form_params(request: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String
 
 /// `POST /webhooks/twilio/{connection}/status`: a message or call status callback.
 ///
-/// The status is written to the webhook log under the message or call SID and the status.
-/// NOTE: it is not written onto the follow-up, because the store cannot find a follow-up by
-/// its provider message id. That index is the missing piece.
+/// The status is written to the webhook log under the message or call SID and the status. The
+/// engine's sends name their follow-up in the callback URL's `follow_up` query parameter, so
+/// the record names the follow-up when its provider message id is this SID.
+/// NOTE: the status is not written onto the follow-up record, which has no field for it, and
+/// a callback URL without the parameter cannot be matched: the store has no index of
+/// follow-ups by provider message id.
 pub async fn twilio_status(
     request: HttpRequest,
     state: web::Data<AppState>,
@@ -241,9 +244,12 @@ pub async fn twilio_status(
         }
     };
     let status = status.unwrap_or("unknown");
+    let follow_up =
+        matching_follow_up(&request, state.engine.store().as_ref(), &callback, sid).await?;
     let record = json!({
         "tenant": callback.tenant,
         "connection": callback.connection,
+        "follow_up": follow_up,
         "sid": sid,
         "status": status,
         "error_code": callback.param("ErrorCode"),
@@ -254,6 +260,29 @@ pub async fn twilio_status(
     let first = state.webhooks.log.insert_new(format!("twilio/{sid}/{status}"), record).await?;
     tracing::info!(tenant = %callback.tenant, sid, status, first, "Twilio status callback");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Returns the follow-up named by the callback URL's `follow_up` parameter if it belongs to
+/// the connection's tenant and was sent as `sid`.
+async fn matching_follow_up(
+    request: &HttpRequest,
+    store: &dyn Store,
+    callback: &TwilioRequest,
+    sid: &str,
+) -> Result<Option<FollowUpId>, ApiError> {
+    let query: Vec<(String, String)> =
+        serde_urlencoded::from_str(request.query_string()).unwrap_or_default();
+    let named = query.iter().find(|(name, _)| name == "follow_up");
+    let Some(id) = named.and_then(|(_, value)| value.parse::<FollowUpId>().ok()) else {
+        return Ok(None);
+    };
+    let follow_up = store.follow_up(callback.tenant, id).await?;
+    let sent_as_sid = follow_up.and_then(|f| f.provider_message_id).is_some_and(|s| s == sid);
+    if !sent_as_sid {
+        tracing::warn!(tenant = %callback.tenant, follow_up = %id, sid,
+            "Twilio status names a follow-up not sent with this SID");
+    }
+    Ok(sent_as_sid.then_some(id))
 }
 
 /// Empty TwiML: Twilio sends no reply to the inbound message.
