@@ -239,7 +239,7 @@ pub async fn twilio_status(
         (None, Some(sid)) => (sid, callback.param("CallStatus")),
         (None, None) => {
             return Err(ApiError::BadRequest(
-                "status callback without MessageSid or CallSid".into(),
+                "invalid status callback: it has neither MessageSid nor CallSid".into(),
             ));
         }
     };
@@ -372,8 +372,8 @@ impl TwilioAccounts {
                 return cached.cloned();
             }
         }
-        // NOTE: a reload reads every tenant's connections; fine for thousands of tenants, and
-        // the store has no lookup of a connection by id alone yet.
+        // NOTE: a reload reads every tenant's connections, which is fine for thousands of
+        // tenants. The store has no lookup of a connection by id alone yet.
         let accounts = match load_twilio_accounts(store).await {
             Ok(accounts) => accounts,
             Err(error) => {
