@@ -32,6 +32,9 @@ impl Default for HttpSettings {
 /// Builds the one `reqwest::Client` that every provider client clones: its pool keeps
 /// connections alive between sends.
 ///
+/// Server certificates are verified against the web PKI roots compiled into the binary
+/// ([`web_pki_roots`]) and nothing else: not the host's trust store, and never no verification.
+///
 /// Installs rustls' ring crypto provider as the process default if no provider is installed
 /// yet, because the workspace builds reqwest without a provider of its own.
 pub fn build_http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Client> {
@@ -39,12 +42,26 @@ pub fn build_http_client(settings: &HttpSettings) -> reqwest::Result<reqwest::Cl
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     reqwest::Client::builder()
+        .tls_certs_only(web_pki_roots()?)
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.request_timeout)
         .pool_idle_timeout(settings.pool_idle_timeout)
         .pool_max_idle_per_host(settings.pool_max_idle_per_host)
         .tcp_keepalive(Duration::from_secs(60))
         .build()
+}
+
+/// Returns the Mozilla root certificates of the `webpki-root-certs` crate, the roots every
+/// provider's certificate must chain to.
+///
+/// They are compiled in rather than read from the host (`/etc/ssl/certs`), so a slim container
+/// without a CA bundle still verifies, every machine trusts the same set, and a root added to
+/// one host's store is not trusted by accident. The set changes with a `cargo update`.
+pub fn web_pki_roots() -> reqwest::Result<Vec<reqwest::Certificate>> {
+    webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der.as_ref()))
+        .collect()
 }
 
 /// Joins `path` (which starts with `/`) to `base`, which may or may not end with `/`.

@@ -26,6 +26,9 @@ pub struct OutboundMessage {
     /// The recipient's own unsubscribe URL (HTTPS), for the List-Unsubscribe headers of an
     /// email (RFC 8058 one-click).
     pub unsubscribe_url: Option<String>,
+    /// URL to which the provider reports the delivery status of an SMS or call (Twilio's
+    /// `StatusCallback`). None for email, or when the engine has no public URL.
+    pub status_callback: Option<String>,
 }
 
 /// Result of one send, as the provider responded.

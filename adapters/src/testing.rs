@@ -44,6 +44,7 @@ pub(crate) fn email(from: &str, to: &str, subject: &str, body: &str) -> Outbound
         body: body.to_owned(),
         html_body: None,
         unsubscribe_url: None,
+        status_callback: None,
     }
 }
 
@@ -58,6 +59,7 @@ pub(crate) fn phone(channel: Channel, from: &str, to: &str, body: &str) -> Outbo
         body: body.to_owned(),
         html_body: None,
         unsubscribe_url: None,
+        status_callback: None,
     }
 }
 

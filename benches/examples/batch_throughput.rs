@@ -39,6 +39,7 @@ fn message(mailbox: usize, n: usize) -> OutboundMessage {
         body: "Hi, thanks for your time yesterday. Here is the summary we discussed.".repeat(4),
         html_body: None,
         unsubscribe_url: Some(format!("https://bench.example/u/{n}")),
+        status_callback: None,
     }
 }
 

@@ -29,6 +29,11 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// Billing plans by name.
     pub plans: BTreeMap<String, Plan>,
+    /// HTTPS for the API listener; plain HTTP while unset.
+    pub tls: TlsConfig,
+    pub webhooks: WebhooksConfig,
+    /// Request rates and upload sizes allowed per tenant, and failed logins per client address.
+    pub api_limits: ApiLimitsConfig,
 }
 
 impl Default for Config {
@@ -42,6 +47,9 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             dispatch: DispatchConfig::default(),
             plans: default_plans(),
+            tls: TlsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            api_limits: ApiLimitsConfig::default(),
         }
     }
 }
@@ -99,6 +107,9 @@ pub struct ProvidersConfig {
     /// Requests per minute of the engine's Entra application across all mailboxes: Graph
     /// allows 130,000 per 10 seconds.
     pub graph_app_per_minute: u32,
+    /// Hosts to which a base URL may use plain `http://`: each must be a loopback address or
+    /// `localhost`, for the built-in fakes and tests. Every other base URL must be `https://`.
+    pub plain_http_hosts: Vec<String>,
 }
 
 impl Default for ProvidersConfig {
@@ -120,6 +131,7 @@ impl Default for ProvidersConfig {
             gmail_project_per_minute: 12_000,
             gmail_project_per_day: 800_000,
             graph_app_per_minute: 780_000,
+            plain_http_hosts: vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
         }
     }
 }
@@ -250,6 +262,132 @@ fn default_plans() -> BTreeMap<String, Plan> {
     ])
 }
 
+impl ProvidersConfig {
+    /// Checks that a provider base URL is HTTPS, or plain HTTP to a host listed in
+    /// `plain_http_hosts`. Only the configuration is read: nothing is connected to.
+    pub fn check_base_url(&self, provider: &str, url: &str) -> anyhow::Result<()> {
+        for host in &self.plain_http_hosts {
+            if !is_loopback_host(host) {
+                anyhow::bail!(
+                    "providers.plain_http_hosts lists {host:?}, which is not a loopback address: \
+                     plain HTTP is allowed only to this machine, so remove it"
+                );
+            }
+        }
+        let parsed = reqwest::Url::parse(url)
+            .with_context(|| format!("invalid {provider} base URL {url:?}"))?;
+        match parsed.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let host = parsed.host_str().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if self.plain_http_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
+                    Ok(())
+                } else {
+                    anyhow::bail!(
+                        "{provider} base URL {url:?} uses plain http to {host:?}: use https, or \
+                         for a loopback test server list the host in providers.plain_http_hosts"
+                    )
+                }
+            }
+            other => {
+                anyhow::bail!("{provider} base URL {url:?} has scheme {other:?}: it must be https")
+            }
+        }
+    }
+}
+
+/// Returns whether `host` names this machine: `localhost` or a loopback IP address.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// HTTPS for the API listener. Both files are PEM; the listener serves HTTPS when both are
+/// set and refuses to start when only one is.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// The private key of the leaf certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+/// Verification of the webhooks Stripe and Twilio send.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The URL at which providers reach this engine, scheme to path prefix without a trailing
+    /// slash (such as `https://followup.example.com`). Twilio signs the URL it called, so
+    /// Twilio webhooks are rejected while this is unset, and sends ask for status callbacks
+    /// only when it is set.
+    pub public_base_url: Option<String>,
+    /// Signing secrets (`whsec_...`) of the Stripe endpoint. Several are allowed while a
+    /// secret is being rolled; a request signed with any of them is accepted.
+    pub stripe_signing_secrets: Vec<Sensitive<String>>,
+    /// Largest difference between a Stripe signature's timestamp and the engine's clock, in
+    /// either direction, in seconds. Stripe's libraries default to 300.
+    pub stripe_tolerance_seconds: u64,
+    /// How long an identical Twilio request (same signature and body) is remembered and
+    /// rejected as a replay, in seconds.
+    pub twilio_replay_window_seconds: u64,
+    /// Requests remembered for replay detection, per provider. The oldest is forgotten first
+    /// when it is full.
+    pub replay_cache_entries: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            public_base_url: None,
+            stripe_signing_secrets: Vec::new(),
+            stripe_tolerance_seconds: 300,
+            twilio_replay_window_seconds: 3_600,
+            replay_cache_entries: 100_000,
+        }
+    }
+}
+
+/// Limits that protect the API from one tenant's load and from guessed credentials.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimitsConfig {
+    /// Sustained API requests per second of one tenant.
+    pub requests_per_second: u32,
+    /// Requests a tenant may send at once above the sustained rate.
+    pub burst: u32,
+    /// Failed authentications (401) one client IP address may make per minute, sustained.
+    pub failed_auth_per_minute: u32,
+    /// Failed authentications one client IP address may make at once before the limit applies.
+    pub failed_auth_burst: u32,
+    /// Overrides for single tenants, keyed by tenant id.
+    pub tenants: BTreeMap<String, TenantLimits>,
+}
+
+impl Default for ApiLimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 50,
+            burst: 100,
+            failed_auth_per_minute: 10,
+            failed_auth_burst: 10,
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// Limits of one tenant that differ from the defaults; an unset field keeps the default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    pub requests_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    /// Largest upload, in bytes, instead of `ingest.max_bytes`.
+    pub max_upload_bytes: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +405,29 @@ mod tests {
         assert_eq!(parsed.plans["tiny"].over_quota, OverQuota::Hold);
         assert!(!parsed.plans.contains_key("free"));
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn plain_http_allowed_only_to_listed_loopback_hosts() {
+        let providers = ProvidersConfig::default();
+        assert!(providers.check_base_url("twilio", "https://api.twilio.com").is_ok());
+        assert!(providers.check_base_url("twilio", "http://127.0.0.1:9000").is_ok());
+        assert!(providers.check_base_url("twilio", "http://[::1]:9000").is_ok());
+        assert!(providers.check_base_url("twilio", "http://localhost:9000").is_ok());
+        let remote = providers.check_base_url("twilio", "http://api.twilio.com");
+        let message = format!("{:#}", remote.expect_err("plain http to a remote host"));
+        assert!(message.contains("api.twilio.com"), "{message}");
+        assert!(message.contains("providers.plain_http_hosts"), "{message}");
+        assert!(providers.check_base_url("twilio", "ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn plain_http_hosts_must_be_loopback() {
+        let providers = ProvidersConfig {
+            plain_http_hosts: vec!["10.0.0.5".into()],
+            ..ProvidersConfig::default()
+        };
+        let error = providers.check_base_url("gmail", "http://10.0.0.5").expect_err("not loopback");
+        assert!(format!("{error:#}").contains("10.0.0.5"), "{error:#}");
     }
 }

@@ -142,7 +142,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
     let running =
         RunningEngine::start_with_fakes(config, store, clock.clone(), None, fakes).await?;
-    let client = DemoClient { http: reqwest::Client::new(), base: running.url() };
+    let http = followup_adapters::http::build_http_client(&Default::default())?;
+    let client = DemoClient { http, base: running.url() };
     let api_key = client.create_tenant(&admin_token, &options.plan).await?;
     client.connect(&api_key).await?;
     let sequence = client.create_sequence(&api_key).await?;

@@ -96,6 +96,7 @@ impl Engine {
             providers,
             billing,
             config: config.dispatch.clone(),
+            public_base_url: config.webhooks.public_base_url.clone(),
             lateness: Mutex::new(LatenessHistogram::default()),
         });
         let engine = Arc::new(Self {

@@ -1,12 +1,15 @@
 //! The HTTP surface (actix-web): the tenant API under `/v1`, the operator API under
-//! `/admin/v1`, `/metrics`, `/healthz` and `/readyz`. Every route is listed in [`routes`].
+//! `/admin/v1`, the provider webhooks under `/webhooks`, `/metrics`, `/healthz` and `/readyz`.
+//! Every route is listed in [`routes`].
 
 pub mod admin_api;
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod routes;
 pub mod tenant_api;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -26,6 +29,8 @@ pub struct AppState {
     /// The built-in fakes, in fake mode. Every connection is registered with them, as the
     /// tenant's real account would exist at the real provider.
     pub fakes: Option<Arc<FakeProviders>>,
+    pub limits: Arc<limits::ApiLimiter>,
+    pub webhooks: Arc<webhooks::WebhookState>,
 }
 
 /// Registers a connection with the built-in fakes, with its effective limits.

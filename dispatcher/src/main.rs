@@ -178,6 +178,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         config.admin_token = Some(Sensitive::new(token));
     }
+    // Comma-separated, so that a secret can be rolled: the old and the new one both verify.
+    if let Ok(secrets) = std::env::var("FOLLOWUP_STRIPE_SIGNING_SECRETS")
+        && !secrets.is_empty()
+    {
+        config.webhooks.stripe_signing_secrets =
+            secrets.split(',').map(|secret| Sensitive::new(secret.trim().to_owned())).collect();
+    }
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
     let store =
@@ -188,6 +195,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         providers = ?config.providers.mode,
         admin_api = config.admin_token.is_some(),
+        https = config.tls.cert_file.is_some(),
+        stripe_webhooks = !config.webhooks.stripe_signing_secrets.is_empty(),
+        twilio_webhooks = config.webhooks.public_base_url.is_some(),
         "starting followup"
     );
     let faults = args.faults.profile();

@@ -1,7 +1,8 @@
-//! Starting and stopping a whole engine: store, clock, actors, HTTP server and, in fake mode,
-//! the built-in provider fakes.
+//! Starting and stopping a whole engine: store, clock, actors, HTTP (or HTTPS) server and, in
+//! fake mode, the built-in provider fakes.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
@@ -10,11 +11,16 @@ use followup_adapters::fakes::{FakeConfig, FakeProviders};
 use followup_core::clock::Clock;
 use followup_core::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{Config, ProvidersMode};
 use crate::engine::{Engine, ProviderUrls};
 use crate::http::error::ApiError;
+use crate::http::limits::ApiLimiter;
+use crate::http::webhooks::WebhookState;
 use crate::http::{AppState, register_with_fakes, routes};
+use crate::webhooks::event_log::WebhookLog;
 
 /// A started engine with its HTTP server.
 #[derive(Debug)]
@@ -24,6 +30,10 @@ pub struct RunningEngine {
     pub addr: SocketAddr,
     /// The built-in fakes, in fake mode.
     pub fakes: Option<Arc<FakeProviders>>,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// Every verified webhook.
+    pub webhook_log: WebhookLog,
     server: actix_web::dev::ServerHandle,
 }
 
@@ -70,6 +80,17 @@ impl RunningEngine {
                 (urls, Some(Arc::new(fakes)))
             }
         };
+        config.providers.check_base_url("gmail", &urls.gmail)?;
+        config.providers.check_base_url("graph", &urls.graph)?;
+        config.providers.check_base_url("twilio", &urls.twilio)?;
+        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("tls.cert_file and tls.key_file must be set together"),
+        };
+        let limits = Arc::new(ApiLimiter::new(&config.api_limits)?);
+        let log = WebhookLog::open(&config.data_dir)?;
+        let webhooks = Arc::new(WebhookState::new(&config.webhooks, log));
         let listen = config.listen;
         let engine = Engine::start(store, clock, config, urls).await?;
         if let Some(fakes) = &fakes {
@@ -79,8 +100,13 @@ impl RunningEngine {
                 }
             }
         }
-        let state =
-            web::Data::new(AppState { engine: engine.clone(), metrics, fakes: fakes.clone() });
+        let state = web::Data::new(AppState {
+            engine: engine.clone(),
+            metrics,
+            fakes: fakes.clone(),
+            limits,
+            webhooks: webhooks.clone(),
+        });
         let query_config = web::QueryConfig::default().error_handler(|error, _| {
             ApiError::BadRequest(format!("invalid query string: {error}")).into()
         });
@@ -91,19 +117,24 @@ impl RunningEngine {
                 .configure(routes::configure)
         })
         .workers(2)
-        .disable_signals()
-        .bind(listen)
+        .disable_signals();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let server = match tls {
+            Some(tls) => server.bind_rustls_0_23(listen, tls),
+            None => server.bind(listen),
+        }
         .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = server.addrs().first().copied().context("server bound no address")?;
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
-        tracing::info!(%addr, "followup listening");
-        Ok(Self { engine, addr, fakes, server: handle })
+        tracing::info!(%addr, scheme, "followup listening");
+        Ok(Self { engine, addr, scheme, fakes, webhook_log: webhooks.log.clone(), server: handle })
     }
 
+    /// Returns the base URL of the API, `https://` when TLS is configured.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Returns the built-in fakes, or an error in live mode.
@@ -118,4 +149,33 @@ impl RunningEngine {
             fakes.shutdown().await;
         }
     }
+}
+
+/// Builds the TLS settings of the listener from a PEM certificate chain and a PEM private key.
+/// Each error names the file at fault.
+fn tls_server_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!("cannot read TLS certificates from tls.cert_file {}", cert_file.display())
+        })?;
+    if chain.is_empty() {
+        anyhow::bail!("tls.cert_file {} contains no PEM certificate", cert_file.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
+        format!("cannot read a TLS private key from tls.key_file {}", key_file.display())
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| {
+            format!(
+                "the key in tls.key_file {} does not fit the certificate in tls.cert_file {}",
+                key_file.display(),
+                cert_file.display()
+            )
+        })
 }

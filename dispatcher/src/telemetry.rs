@@ -25,6 +25,12 @@ pub const IN_DOUBT_RESENDS: &str = "followup_in_doubt_resends_total";
 pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";
 /// Follow-ups skipped because the tenant's plan quota was used up, by `channel`.
 pub const QUOTA_REJECTIONS: &str = "followup_quota_rejections_total";
+/// Webhooks rejected before they were acted on, by `source` (stripe, twilio) and `reason`
+/// (unsigned, malformed, forged, stale, replayed).
+pub const WEBHOOK_REJECTIONS: &str = "followup_webhook_rejections_total";
+/// API requests answered 429, by `limit`: `tenant_rate` (a tenant's request rate) or
+/// `failed_auth` (a client address that failed to authenticate too often).
+pub const API_THROTTLED: &str = "followup_api_throttled_requests_total";
 
 /// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
 /// follow-up can be late by a network round trip or by a daily cap.
@@ -72,6 +78,12 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Times a connection's circuit breaker opened after repeated failures."
     );
     describe_counter!(QUOTA_REJECTIONS, Unit::Count, "Follow-ups skipped for plan quota.");
+    describe_counter!(
+        WEBHOOK_REJECTIONS,
+        Unit::Count,
+        "Webhooks rejected before use, by source and reason."
+    );
+    describe_counter!(API_THROTTLED, Unit::Count, "API requests answered 429, by limit.");
     Ok(handle)
 }
 

@@ -59,7 +59,10 @@ async fn every_documented_route_is_served() -> anyhow::Result<()> {
     let engine = TestEngine::start(|_| {}).await?;
     let any_id = "0190f3c4-0000-7000-8000-000000000000";
     for (method, path) in documented_routes()? {
-        let concrete = path.replace("{id}", any_id).replace("{provider}", "gmail");
+        let concrete = path
+            .replace("{id}", any_id)
+            .replace("{connection}", any_id)
+            .replace("{provider}", "gmail");
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes())?;
         let response = engine.http.request(method.clone(), engine.url(&concrete)).send().await?;
         let status = response.status();

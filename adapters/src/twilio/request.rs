@@ -15,6 +15,9 @@ pub struct CreateMessageForm {
     pub from: String,
     /// The text, at most 1,600 characters.
     pub body: String,
+    /// URL to which Twilio posts each status change after the initial one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status_callback: Option<String>,
 }
 
 /// The form of `POST /Accounts/{sid}/Calls.json`.
@@ -25,6 +28,10 @@ pub struct CreateCallForm {
     pub from: String,
     /// The TwiML run when the call is answered.
     pub twiml: String,
+    /// URL to which Twilio posts the call's status; without `StatusCallbackEvent` only the
+    /// `completed` event is sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status_callback: Option<String>,
 }
 
 /// Returned when a call's TwiML would exceed [`MAX_TWIML_CHARS`].

@@ -83,6 +83,7 @@ impl TwilioClient {
             to: msg.to.clone(),
             from: msg.from.clone(),
             body: msg.body.clone(),
+            status_callback: msg.status_callback.clone(),
         };
         self.form_request(auth, &messages_path(auth.account_sid), &form)
     }
@@ -96,7 +97,12 @@ impl TwilioClient {
     ) -> Result<reqwest::RequestBuilder, SendOutcome> {
         let twiml = say_twiml(&msg.body)
             .map_err(|err| SendOutcome::Permanent { reason: err.to_string() })?;
-        let form = CreateCallForm { to: msg.to.clone(), from: msg.from.clone(), twiml };
+        let form = CreateCallForm {
+            to: msg.to.clone(),
+            from: msg.from.clone(),
+            twiml,
+            status_callback: msg.status_callback.clone(),
+        };
         Ok(self.form_request(auth, &calls_path(auth.account_sid), &form))
     }
 

@@ -352,3 +352,35 @@ fn openapi_check_rejects_bad_requests() {
     wrong.url_mut().set_path("/2010-04-01/Accounts/AC1/Mesages.json");
     assert_eq!(openapi_problems(&spec, &wrong).len(), 1);
 }
+
+#[test]
+fn status_callback_is_sent_only_when_set() {
+    let spec = twilio_spec();
+    let client =
+        TwilioClient::new(http(), reqwest::Url::parse("https://api.twilio.com").expect("url"));
+    let auth = basic_auth(creds()).expect("valid credentials");
+    let callback = "https://followup.example.test/webhooks/twilio/abc/status";
+
+    for channel in [Channel::Sms, Channel::Call] {
+        let mut msg = phone(channel, NUMBER, CONTACT, "hi");
+        let without = match channel {
+            Channel::Sms => client.sms_request(&auth, &msg),
+            _ => client.call_request(&auth, &msg).expect("call builds"),
+        };
+        msg.status_callback = Some(callback.to_owned());
+        let with = match channel {
+            Channel::Sms => client.sms_request(&auth, &msg),
+            _ => client.call_request(&auth, &msg).expect("call builds"),
+        };
+        for (request, expected) in [(without, None), (with, Some(callback))] {
+            let request = request.build().expect("request builds");
+            let problems = openapi_problems(&spec, &request);
+            assert!(problems.is_empty(), "{channel:?}: {problems:?}");
+            let body = request.body().and_then(reqwest::Body::as_bytes).unwrap_or_default();
+            let fields: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(body).expect("form body");
+            let sent = fields.iter().find(|(name, _)| name == "StatusCallback");
+            assert_eq!(sent.map(|(_, value)| value.as_str()), expected, "{channel:?}");
+        }
+    }
+}

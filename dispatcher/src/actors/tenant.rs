@@ -37,6 +37,9 @@ pub struct DispatchDeps {
     pub providers: HashMap<Provider, Addr<ProviderActor>>,
     pub billing: Addr<BillingActor>,
     pub config: DispatchConfig,
+    /// The engine's public base URL, to which Twilio reports delivery status; none turns
+    /// status callbacks off.
+    pub public_base_url: Option<String>,
     /// Lateness of every accepted send since start, for summaries.
     pub lateness: Mutex<LatenessHistogram>,
 }
@@ -383,6 +386,22 @@ impl TenantRound {
         Ok((sendable, settled))
     }
 
+    /// Returns the URL of the connection's Twilio status webhook for an SMS or call, if the
+    /// engine has a public base URL. It names the follow-up, and Twilio signs the whole URL, so
+    /// the webhook can match the status to its follow-up.
+    fn status_callback(
+        &self,
+        channel: Channel,
+        connection: &Connection,
+        follow_up: &FollowUp,
+    ) -> Option<String> {
+        let base = self.deps.public_base_url.as_deref()?.trim_end_matches('/');
+        let twilio = connection.provider == Provider::Twilio && channel != Channel::Email;
+        twilio.then(|| {
+            format!("{base}/webhooks/twilio/{}/status?follow_up={}", connection.id, follow_up.id)
+        })
+    }
+
     /// Renders the message of one follow-up, or returns the state and reason it settles with.
     async fn render(
         &self,
@@ -426,6 +445,7 @@ impl TenantRound {
             body,
             html_body,
             unsubscribe_url,
+            status_callback: self.status_callback(channel, connection, follow_up),
         }))
     }
 

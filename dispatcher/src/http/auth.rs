@@ -1,5 +1,8 @@
 //! Authentication: tenant API keys on `/v1` and the operator token on `/admin`.
 //!
+//! A client address that fails to authenticate too often is rejected for a while (see
+//! `limits`), and an authenticated tenant's requests count against its rate.
+//!
 //! A tenant API key is 32 random bytes shown once, at tenant creation; the store keeps only its
 //! SHA-256, so a copy of the store does not give access.
 
@@ -56,15 +59,20 @@ impl FromRequest for AuthenticatedTenant {
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let key = bearer(request).map(str::to_owned);
+        let client = request.peer_addr().map(|addr| addr.ip());
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("app state missing".into()))?;
+            state.limits.check_client(client)?;
             let key = key.ok_or_else(|| {
                 ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())
             })?;
             let tenant = state.engine.store().tenant_by_api_key(sha256_hex(&key)).await?;
-            tenant
-                .map(AuthenticatedTenant)
-                .ok_or_else(|| ApiError::Unauthorized("invalid API key".into()))
+            let Some(tenant) = tenant else {
+                let unauthorized = ApiError::Unauthorized("invalid API key".into());
+                return Err(state.limits.record_failed_auth(client, unauthorized));
+            };
+            state.limits.check_tenant(tenant.id)?;
+            Ok(AuthenticatedTenant(tenant))
         })
     }
 }
@@ -78,9 +86,12 @@ impl FromRequest for Operator {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let expected = request
-            .app_data::<web::Data<AppState>>()
-            .and_then(|state| state.engine.config().admin_token.clone());
+        let state = request.app_data::<web::Data<AppState>>();
+        let client = request.peer_addr().map(|addr| addr.ip());
+        if let Some(Err(error)) = state.map(|state| state.limits.check_client(client)) {
+            return std::future::ready(Err(error));
+        }
+        let expected = state.and_then(|state| state.engine.config().admin_token.clone());
         let result = match (expected, bearer(request)) {
             (None, _) => Err(ApiError::Unauthorized(
                 "operator API disabled: set FOLLOWUP_ADMIN_TOKEN to enable it".into(),
@@ -94,7 +105,11 @@ impl FromRequest for Operator {
                 if sha256_hex(expected.expose()) == sha256_hex(given) {
                     Ok(Operator)
                 } else {
-                    Err(ApiError::Unauthorized("invalid operator token".into()))
+                    let unauthorized = ApiError::Unauthorized("invalid operator token".into());
+                    Err(match state {
+                        Some(state) => state.limits.record_failed_auth(client, unauthorized),
+                        None => unauthorized,
+                    })
                 }
             }
         };

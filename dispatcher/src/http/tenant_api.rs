@@ -261,7 +261,8 @@ pub async fn bulk_upload(
         ),
     };
     let config = state.engine.config();
-    let limits = config.ingest.limits();
+    let mut limits = config.ingest.limits();
+    limits.max_bytes = state.limits.max_upload_bytes(tenant.id, limits.max_bytes);
     if let Some(length) = content_length(&request)
         && length > limits.max_bytes
     {

@@ -1,0 +1,90 @@
+//! [`WebhookLog`]: every verified webhook, kept durably so that none is lost before the engine
+//! acts on it, and so that a second delivery of one event is recognised.
+//!
+//! It is a redb file of its own in the data directory, beside the store, with one table keyed
+//! by `<source>/<id>` (a Stripe event id, or a Twilio resource SID with its status) whose
+//! values are the JSON records.
+//!
+//! NOTE: the log is a file of this node, which engine nodes sharing a MongoDB store do not
+//! share, so each node would accept a Stripe event once. It belongs in the Store once that has
+//! a place for provider events.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+/// File name of the log in the data directory.
+pub const FILE_NAME: &str = "webhook-events.redb";
+
+const EVENTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("webhook_events");
+
+/// The durable log of verified webhooks.
+#[derive(Clone, Debug)]
+pub struct WebhookLog {
+    db: Arc<redb::Database>,
+    path: PathBuf,
+}
+
+impl WebhookLog {
+    /// Opens or creates the log in `data_dir`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let path = data_dir.join(FILE_NAME);
+        let db = redb::Database::create(&path)
+            .with_context(|| format!("cannot open webhook log {}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(EVENTS)?;
+        txn.commit().with_context(|| format!("cannot create tables in {}", path.display()))?;
+        Ok(Self { db: Arc::new(db), path })
+    }
+
+    /// Writes `record` under `key` unless the key is already there, durably. Returns whether
+    /// it was written, so `false` means a second delivery.
+    pub async fn insert_new(&self, key: String, record: Vec<u8>) -> anyhow::Result<bool> {
+        let db = Arc::clone(&self.db);
+        let path = self.path.clone();
+        let write = move || -> Result<bool, redb::Error> {
+            let txn = db.begin_write()?;
+            let inserted = {
+                let mut table = txn.open_table(EVENTS)?;
+                if table.get(key.as_str())?.is_some() {
+                    false
+                } else {
+                    table.insert(key.as_str(), record.as_slice())?;
+                    true
+                }
+            };
+            txn.commit()?;
+            Ok(inserted)
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .context("webhook log writer stopped")?
+            .with_context(|| format!("cannot write webhook log {}", path.display()))
+    }
+
+    /// Returns the record under `key`, if any.
+    pub async fn get(&self, key: String) -> anyhow::Result<Option<Vec<u8>>> {
+        let db = Arc::clone(&self.db);
+        let read = move || -> Result<Option<Vec<u8>>, redb::Error> {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            Ok(table.get(key.as_str())?.map(|value| value.value().to_vec()))
+        };
+        Ok(tokio::task::spawn_blocking(read).await.context("webhook log reader stopped")??)
+    }
+
+    /// Number of records, for tests and the operator.
+    pub async fn len(&self) -> anyhow::Result<u64> {
+        let db = Arc::clone(&self.db);
+        let count = move || -> Result<u64, redb::Error> {
+            use redb::ReadableTableMetadata as _;
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(EVENTS)?.len()?)
+        };
+        Ok(tokio::task::spawn_blocking(count).await.context("webhook log reader stopped")??)
+    }
+}
