@@ -308,9 +308,11 @@ pub async fn twilio_inbound(
 const OPT_KEYWORDS: &[&str] =
     &["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START", "UNSTOP", "YES"];
 
-/// Records an inbound message: its SID, sender, recipient and opt keyword, but not its text.
+/// Records an inbound message: its SID and opt keyword. The sender's number and the text are not
+/// kept, because the webhook log is not encrypted the way the store is.
 ///
-/// NOTE: a STOP does not yet stop the contact's follow-ups; this is where that belongs.
+/// NOTE: a STOP does not yet stop the contact's follow-ups; this is where that belongs, acting
+/// on the `From` number while the request is in hand.
 async fn handle_inbound_message(log: &WebhookLog, message: &TwilioRequest) -> anyhow::Result<()> {
     let sid = message.param("MessageSid").unwrap_or_default();
     let first_word = message.param("Body").unwrap_or_default().split_whitespace().next();
@@ -321,8 +323,6 @@ async fn handle_inbound_message(log: &WebhookLog, message: &TwilioRequest) -> an
         "tenant": message.tenant,
         "connection": message.connection,
         "sid": sid,
-        "from": message.param("From"),
-        "to": message.param("To"),
         "keyword": keyword,
         "received_at": message.received_at,
     }))?;
