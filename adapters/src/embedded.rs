@@ -11,11 +11,13 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use followup_core::domain::{
-    Attempt, Channel, Connection, Contact, FollowUp, Schedule, Sequence, Tenant,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, Schedule, Sequence, Tenant,
+    TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::{
-    Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, StoreError, StoreFuture,
+    AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
+    StoreError, StoreFuture,
 };
 use redb::Database;
 
@@ -278,5 +280,71 @@ impl Store for EmbeddedStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         self.read(move |db| read::count_follow_ups(db, tenant))
+    }
+
+    fn contacts_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ContactId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Contact>> {
+        self.read(move |db| read::contacts_page(db, tenant, after, limit))
+    }
+
+    fn schedules_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Schedule>> {
+        self.read(move |db| read::schedules_page(db, tenant, after, limit))
+    }
+
+    fn attempts_page(
+        &self,
+        tenant: TenantId,
+        after: Option<AttemptCursor>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Attempt>> {
+        self.read(move |db| read::attempts_page(db, tenant, after, limit))
+    }
+
+    fn begin_tenant_deletion(&self, deletion: TenantDeletion) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::BeginTenantDeletion(deletion))
+    }
+
+    fn tenant_deletions(&self) -> StoreFuture<'_, Vec<TenantDeletion>> {
+        self.read(read::tenant_deletions)
+    }
+
+    fn purge_tenant_chunk(
+        &self,
+        tenant: TenantId,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> StoreFuture<'_, PurgeProgress> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::PurgeTenantChunk { tenant, limit, now }).await? {
+                Applied::Purged(progress) => Ok(progress),
+                other => Err(unexpected_outcome("purge_tenant_chunk", &other)),
+            }
+        })
+    }
+
+    fn put_billing_record(&self, record: BillingRecord) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutBillingRecord(record))
+    }
+
+    fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>> {
+        self.read(move |db| read::billing_record(db, tenant))
+    }
+
+    fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::PurgeSentMessages { before, limit }).await? {
+                Applied::Counted(count) => Ok(count),
+                other => Err(unexpected_outcome("purge_sent_messages", &other)),
+            }
+        })
     }
 }
