@@ -19,7 +19,7 @@ use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture,
 };
-use redb::Database;
+use redb::{Database, ReadableDatabase as _};
 
 use self::write::{Applied, WriteOp, WriteTables};
 use self::writer::Writer;
@@ -84,6 +84,8 @@ pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     restrict_to_owner(created.then_some(dir), &path)
         .map_err(|error| fail("restricting permissions of", &error))?;
     create_tables(&db)?;
+    let mut db = db;
+    compact_after_purge(&mut db)?;
     let db = Arc::new(db);
     let writer = Writer::start(Arc::clone(&db))?;
     Ok(EmbeddedStore { path, db, writer })
@@ -96,6 +98,39 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         .map_err(|error| tables::unavailable("starting a write transaction", error))?;
     drop(WriteTables::open(&txn)?);
     txn.commit().map_err(|error| tables::unavailable("creating tables", error))
+}
+
+/// Compacts the file when a purge finished since the last opening, so that the purged records'
+/// bytes, which redb leaves in freed pages, are overwritten or cut off.
+///
+/// NOTE: compaction needs the database to itself, so it runs here, at start-up, and purged
+/// bytes stay in the file's free pages until the engine restarts. Encryption at rest with a
+/// destroyed tenant key is what makes them unreadable before that.
+fn compact_after_purge(db: &mut Database) -> Result<(), StoreError> {
+    let pending = {
+        let txn = db.begin_read().map_err(|e| tables::unavailable("starting a read", e))?;
+        let table = txn
+            .open_table(tables::MAINTENANCE.definition())
+            .map_err(|e| tables::unavailable("opening maintenance", e))?;
+        tables::contains(&table, tables::MAINTENANCE, tables::COMPACT_AFTER_PURGE)?
+    };
+    if !pending {
+        return Ok(());
+    }
+    tracing::info!("compacting the store file after a tenant purge");
+    while db
+        .compact(redb::CompactionMode::Maximum)
+        .map_err(|e| tables::unavailable("compacting the file after a purge", e))?
+    {}
+    let txn = db.begin_write().map_err(|e| tables::unavailable("starting a write", e))?;
+    {
+        let mut table = txn
+            .open_table(tables::MAINTENANCE.definition())
+            .map_err(|e| tables::unavailable("opening maintenance", e))?;
+        let removed = table.remove(tables::COMPACT_AFTER_PURGE);
+        removed.map_err(|e| tables::write_error(tables::MAINTENANCE, e))?;
+    }
+    txn.commit().map_err(|e| tables::unavailable("committing after compaction", e))
 }
 
 impl EmbeddedStore {

@@ -63,6 +63,11 @@ pub(super) const SENT_MESSAGES: Table = Table { name: "sent_messages" };
 pub(super) const DELETIONS: Table = Table { name: "tenant_deletions" };
 /// Billing records of deleted tenants by tenant. Never purged.
 pub(super) const BILLING: Table = Table { name: "billing_records" };
+/// Work left for the next opening of the file, by name, with empty values.
+pub(super) const MAINTENANCE: Table = Table { name: "maintenance" };
+/// Key in `MAINTENANCE` set when a purge finished: the file still holds the purged bytes in
+/// freed pages, which redb does not zero, until it is compacted.
+pub(super) const COMPACT_AFTER_PURGE: &[u8] = b"compact_after_purge";
 
 /// Builds the error for a failed redb call, naming what was being done.
 pub(super) fn unavailable(action: impl Display, error: impl Display) -> StoreError {

@@ -19,7 +19,7 @@ use redb::{ReadableTable, WriteTransaction};
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DELETIONS, DUE, FOLLOW_UPS,
-    IN_FLIGHT, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
+    IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
 };
 
 mod lifecycle;
@@ -97,6 +97,7 @@ pub(super) struct WriteTables<'txn> {
     sent_messages: RawTable<'txn>,
     deletions: RawTable<'txn>,
     billing: RawTable<'txn>,
+    maintenance: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -121,6 +122,7 @@ impl<'txn> WriteTables<'txn> {
             sent_messages: open(SENT_MESSAGES)?,
             deletions: open(DELETIONS)?,
             billing: open(BILLING)?,
+            maintenance: open(MAINTENANCE)?,
         })
     }
 

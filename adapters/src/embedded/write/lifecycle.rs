@@ -10,8 +10,8 @@ use redb::ReadableTable;
 use super::{ApplyError, RawTable, WriteTables, put};
 use crate::embedded::keys;
 use crate::embedded::tables::{
-    self, API_KEYS, ATTEMPTS, CONNECTIONS, CONTACTS, DELETIONS, DUE, FOLLOW_UPS, IN_FLIGHT,
-    SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, COMPACT_AFTER_PURGE, CONNECTIONS, CONTACTS, DELETIONS, DUE,
+    FOLLOW_UPS, IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
 };
 
 impl<'txn> WriteTables<'txn> {
@@ -80,6 +80,9 @@ impl<'txn> WriteTables<'txn> {
             marker.records_purged += removed as u64;
             if done && marker.completed_at.is_none() {
                 marker.completed_at = Some(now);
+                let empty: &[u8] = &[];
+                let flagged = tables.maintenance.insert(COMPACT_AFTER_PURGE, empty);
+                flagged.map_err(|e| tables::write_error(MAINTENANCE, e))?;
             }
             put(&mut tables.deletions, DELETIONS, &marker_key, &marker)?;
             Ok(PurgeProgress { removed: removed as u64, done })
