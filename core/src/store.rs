@@ -236,9 +236,5 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes the message of up to `limit` attempts that finished before `before`, across
     /// every tenant; the attempts themselves stay. Returns how many messages were removed.
-    fn purge_sent_messages(
-        &self,
-        before: DateTime<Utc>,
-        limit: usize,
-    ) -> StoreFuture<'_, u64>;
+    fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64>;
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface (actix-web): the tenant API under `/v1`, the operator API under
 //! `/admin/v1`, `/metrics`, `/healthz` and `/readyz`. Every route is listed in [`routes`].
 
+pub mod account_api;
 pub mod admin_api;
 pub mod auth;
 pub mod error;

@@ -72,6 +72,7 @@ impl RunningEngine {
         };
         let listen = config.listen;
         let engine = Engine::start(store, clock, config, urls).await?;
+        crate::lifecycle::spawn_background(engine.clone());
         if let Some(fakes) = &fakes {
             for tenant in engine.store().tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {

@@ -25,6 +25,12 @@ pub const IN_DOUBT_RESENDS: &str = "followup_in_doubt_resends_total";
 pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";
 /// Follow-ups skipped because the tenant's plan quota was used up, by `channel`.
 pub const QUOTA_REJECTIONS: &str = "followup_quota_rejections_total";
+/// Deleted tenants whose records are not all purged yet.
+pub const TENANT_DELETIONS_PENDING: &str = "followup_tenant_deletions_pending";
+/// Records of deleted tenants purged from the store.
+pub const PURGED_RECORDS: &str = "followup_purged_records_total";
+/// Sent messages removed from their attempts after the retention period.
+pub const SENT_MESSAGES_EXPIRED: &str = "followup_sent_messages_expired_total";
 
 /// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
 /// follow-up can be late by a network round trip or by a daily cap.
@@ -72,6 +78,17 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Times a connection's circuit breaker opened after repeated failures."
     );
     describe_counter!(QUOTA_REJECTIONS, Unit::Count, "Follow-ups skipped for plan quota.");
+    describe_gauge!(
+        TENANT_DELETIONS_PENDING,
+        Unit::Count,
+        "Deleted tenants whose records are still being purged."
+    );
+    describe_counter!(PURGED_RECORDS, Unit::Count, "Records of deleted tenants purged.");
+    describe_counter!(
+        SENT_MESSAGES_EXPIRED,
+        Unit::Count,
+        "Sent messages removed after the retention period."
+    );
     Ok(handle)
 }
 

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::route_not_found;
-use super::{admin_api, tenant_api};
+use super::{account_api, admin_api, tenant_api};
 
 /// Registers every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -25,6 +25,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/schedules/{id}", web::delete().to(tenant_api::cancel_schedule))
         .route("/v1/connections", web::get().to(tenant_api::list_connections))
         .route("/v1/connections/{provider}", web::put().to(tenant_api::put_connection))
+        .route("/v1/tenant", web::delete().to(account_api::delete_tenant))
+        .route("/v1/export", web::get().to(account_api::export))
         .default_service(web::to(route_not_found));
 }
 

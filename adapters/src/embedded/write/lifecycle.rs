@@ -96,7 +96,8 @@ impl<'txn> WriteTables<'txn> {
         tenant: TenantId,
         attempt: &Attempt,
     ) -> Result<(), StoreError> {
-        let key = keys::sent_message(tenant, attempt.finished_at, attempt.follow_up, attempt.number);
+        let key =
+            keys::sent_message(tenant, attempt.finished_at, attempt.follow_up, attempt.number);
         let empty: &[u8] = &[];
         let inserted = self.sent_messages.insert(key.as_slice(), empty);
         inserted.map_err(|e| tables::write_error(SENT_MESSAGES, e))?;

@@ -3,9 +3,7 @@
 
 use chrono::Duration;
 
-use super::{
-    base_time, new_attempt, new_connection, new_enrolment, new_sequence, put_new_tenant,
-};
+use super::{base_time, new_attempt, new_connection, new_enrolment, new_sequence, put_new_tenant};
 use crate::domain::{
     Attempt, BillingRecord, Channel, FollowUp, FollowUpState, Provider, SentMessage, Tenant,
     TenantDeletion,
