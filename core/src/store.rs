@@ -71,7 +71,7 @@ pub const IN_DOUBT_AFTER_STOP: &str = "the engine stopped while the request was 
 pub struct PurgeProgress {
     /// Records removed by this chunk.
     pub removed: u64,
-    /// Whether the tenant has no record left; its deletion marker is then completed.
+    /// Whether the tenant has no record left, in which case its deletion marker is completed.
     pub done: bool,
 }
 

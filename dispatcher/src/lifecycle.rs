@@ -22,7 +22,7 @@ const BILLING_PAGE: usize = 1_000;
 /// Messages removed per write by the retention sweep.
 const SWEEP_CHUNK: usize = 1_000;
 
-/// Longest wait of the purge task between two looks for unfinished deletions. A deletion wakes
+/// Maximum wait of the purge task between two looks for unfinished deletions. A deletion wakes
 /// it at once, so this only matters if a wake-up were lost.
 const PURGE_POLL: Duration = Duration::from_secs(60);
 
@@ -59,7 +59,7 @@ impl SendGate {
     }
 }
 
-/// Stops the tenant's sends and records its deletion, which revokes its API key at once; the
+/// Stops the tenant's sends and records its deletion, which revokes its API key at once. The
 /// purge of its records then runs in the background. The tenant's data key is destroyed here,
 /// right after its sends stop, once tenants have keys of their own.
 ///

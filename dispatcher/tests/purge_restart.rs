@@ -1,32 +1,19 @@
 //! A tenant's purge cut short by SIGKILL finishes after `followup serve` restarts, and then
 //! nothing of the tenant is left: not through the store's API, and not in the file's bytes.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use followup_core::ids::TenantId;
 use followup_core::store::Store as _;
 use serde_json::{Value, json};
+use support::{ChildGuard, free_port, wait_ready};
+
+mod support;
 
 const OPERATOR_TOKEN: &str = "purge-test-operator-token";
 const CONTACTS: usize = 500;
-
-/// Kills the child when dropped, so that a failed assertion leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 /// Starts `followup serve` with the built-in fakes and the configuration file `config`.
 fn start_engine(data_dir: &Path, port: u16, config: &Path) -> ChildGuard {
@@ -44,19 +31,6 @@ fn start_engine(data_dir: &Path, port: u16, config: &Path) -> ChildGuard {
         .spawn()
         .expect("start followup serve");
     ChildGuard(child)
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("engine at {base} not ready within 30 s");
 }
 
 /// Returns the deletion entry of `tenant` in the operator's tenant listing, if there is one.

@@ -67,7 +67,7 @@ pub async fn export(
     HttpResponse::Ok().content_type("application/x-ndjson").streaming(stream)
 }
 
-/// Where an export stands: the next kind of record to write, and the last key written.
+/// Progress of an export: the next kind of record to write, and the last key written.
 enum ExportStage {
     Tenant(Tenant),
     Connections(Tenant),

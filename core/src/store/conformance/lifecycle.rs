@@ -57,7 +57,7 @@ pub async fn export_pages_cover_each_record_once(store: &dyn Store) {
 }
 
 /// Checks that beginning a deletion removes the tenant and its API key at once, keeps a
-/// marker, rejects writes for the tenant, and refuses a second deletion.
+/// marker, rejects writes for the tenant, and rejects a second deletion.
 pub async fn deletion_revokes_key_and_blocks_writes(store: &dyn Store) {
     let tenant = put_new_tenant(store).await;
     let deletion = new_deletion(&tenant);
