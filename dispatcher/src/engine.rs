@@ -212,8 +212,8 @@ impl Engine {
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
     }
 
-    /// Stops the tenant's sends for good and forgets its actor. Returns once the sends under
-    /// way have finished; its driver ends, and its actor with it.
+    /// Stops the tenant's sends for good and removes its actor from the engine. Returns once
+    /// the sends under way have finished. The tenant's driver then ends, and its actor with it.
     pub async fn stop_tenant(&self, tenant: TenantId) {
         let handle = self.tenants.lock().ok().and_then(|mut tenants| tenants.remove(&tenant));
         if let Some(handle) = handle {
