@@ -70,6 +70,7 @@ pub async fn stop_and_mark_deleted(
     tenant: &Tenant,
 ) -> anyhow::Result<TenantDeletion> {
     engine.stop_tenant(tenant.id).await;
+    // The tenant's data key is to be destroyed here, before the marker is written.
     let deletion = TenantDeletion {
         id: DeletionId::generate(),
         tenant: tenant.id,
