@@ -3,15 +3,22 @@
 use followup_tests::{OPERATOR_TOKEN, TestEngine, email_now_sequence};
 use serde_json::Value;
 
-#[actix_rt::test]
-async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
-    let engine = TestEngine::start(|_| {}).await?;
+/// Creates an owner with one contact enrolled in a sequence, and an intruder with nothing.
+/// Returns both API keys and the sequence id.
+async fn owner_and_intruder(engine: &TestEngine) -> anyhow::Result<(String, String, String)> {
     let owner = engine.create_tenant("owner", "pro").await?;
     let intruder = engine.create_tenant("intruder", "pro").await?;
     let sequence = engine.create_sequence(&owner, &email_now_sequence()).await?;
     let (_, report) =
         engine.upload(&owner, &sequence, "text/csv", "email\nowner1@example.com\n").await?;
     assert_eq!(report["accepted"], 1);
+    Ok((owner, intruder, sequence))
+}
+
+#[actix_rt::test]
+async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let (owner, intruder, sequence) = owner_and_intruder(&engine).await?;
     let schedule = {
         let tenants = engine.running.engine.store().tenants().await?;
         let owner_tenant = tenants.iter().find(|t| t.name == "owner").expect("owner exists");
@@ -93,12 +100,7 @@ async fn connection_answers_never_echo_secrets() -> anyhow::Result<()> {
 #[actix_rt::test]
 async fn export_and_deletion_stay_within_tenant() -> anyhow::Result<()> {
     let engine = TestEngine::start(|_| {}).await?;
-    let owner = engine.create_tenant("owner", "pro").await?;
-    let intruder = engine.create_tenant("intruder", "pro").await?;
-    let sequence = engine.create_sequence(&owner, &email_now_sequence()).await?;
-    let (_, report) =
-        engine.upload(&owner, &sequence, "text/csv", "email\nowner1@example.com\n").await?;
-    assert_eq!(report["accepted"], 1);
+    let (owner, intruder, sequence) = owner_and_intruder(&engine).await?;
     let owner_schedules: Value = engine.get_json(&owner, "/v1/schedules").await?;
     let schedule = owner_schedules["schedules"][0]["schedule"].as_str().unwrap_or_default();
     assert!(!schedule.is_empty(), "{owner_schedules}");
