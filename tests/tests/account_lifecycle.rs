@@ -318,3 +318,42 @@ async fn zero_retention_stores_no_message() -> anyhow::Result<()> {
     assert!(attempts.iter().all(|a| a["message"].is_null()), "without their message");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn deletion_waits_for_sends_in_flight() -> anyhow::Result<()> {
+    // Every fake response takes 200 ms, so a send is in flight most of the time.
+    let latency = Duration::from_millis(200);
+    let engine = TestEngine::start_real_time_with_latency(|_| {}, latency).await?;
+    let doomed = engine.create_tenant("doomed", "pro").await?;
+    let kept = engine.create_tenant("kept", "pro").await?;
+    for (key, name) in [(&doomed, "doomed"), (&kept, "kept")] {
+        // Ten sends a second, so that sends keep going for the whole test.
+        let body = json!({"sender": format!("{name}@example.com"),
+                          "access_token": format!("{name}-access-token"),
+                          "limits": {"per_minute": 600, "per_day": 1_000_000}});
+        engine.connect(key, "gmail", &body).await?;
+        let sequence = engine.create_sequence(key, &followup_tests::email_now_sequence()).await?;
+        let (status, report) =
+            engine.upload(key, &sequence, "text/csv", email_csv(name, 200)).await?;
+        assert_eq!(status, 200, "{report}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received_by(&engine, "doomed")? == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "no send of the tenant within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first batch's response has just arrived; the next batch leaves within a few
+    // milliseconds and waits 200 ms for its response, so the deletion lands in the middle.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let response = engine.http.delete(engine.url("/v1/tenant")).bearer_auth(&doomed).send().await?;
+    assert_eq!(response.status(), 202);
+    let at_answer = received_by(&engine, "doomed")?;
+    let kept_at_answer = received_by(&engine, "kept")?;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(at_answer < 200, "the deletion came before every send was made");
+    assert_eq!(received_by(&engine, "doomed")?, at_answer, "nothing sent after the answer");
+    assert!(received_by(&engine, "kept")? > kept_at_answer, "the other tenant keeps sending");
+    Ok(())
+}
