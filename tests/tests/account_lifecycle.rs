@@ -357,3 +357,15 @@ async fn deletion_waits_for_sends_in_flight() -> anyhow::Result<()> {
     assert!(received_by(&engine, "kept")? > kept_at_answer, "the other tenant keeps sending");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn concurrent_deletions_accept_one() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("twice", "pro").await?;
+    let delete = || engine.http.delete(engine.url("/v1/tenant")).bearer_auth(&key).send();
+    let (first, second) = tokio::join!(delete(), delete());
+    let mut statuses = [first?.status().as_u16(), second?.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 401], "one deletion begins, the other finds the key revoked");
+    Ok(())
+}

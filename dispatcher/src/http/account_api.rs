@@ -28,7 +28,17 @@ pub async fn delete_tenant(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant): AuthenticatedTenant,
 ) -> Result<HttpResponse, ApiError> {
-    let deletion = lifecycle::stop_and_mark_deleted(&state.engine, &tenant).await?;
+    let deletion = match lifecycle::stop_and_mark_deleted(&state.engine, &tenant).await {
+        Ok(deletion) => deletion,
+        // A deletion that began after this request was authenticated revoked its key.
+        Err(error) if matches!(error.downcast_ref(), Some(StoreError::Conflict(_))) => {
+            tracing::info!(tenant = %tenant.id, %error, "second deletion request rejected");
+            return Err(ApiError::Unauthorized(
+                "invalid API key: the tenant is already being deleted".into(),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
     Ok(HttpResponse::Accepted().json(deletion_response(&deletion)))
 }
 
