@@ -11,7 +11,7 @@ use followup_core::ids::TenantId;
 use followup_tests::{OPERATOR_TOKEN, TestEngine, email_csv};
 use serde_json::{Value, json};
 
-/// An email at once, then a second one an hour later.
+/// Returns a sequence of an email at once and a second one an hour later.
 fn two_emails_sequence() -> Value {
     json!({
         "name": "two emails",
@@ -40,7 +40,7 @@ fn received_by(engine: &TestEngine, prefix: &str) -> anyhow::Result<usize> {
 }
 
 /// Runs dispatch rounds, moving the virtual clock to each next instant with work, until no
-/// work is due within the next 30 minutes; the second email of `two_emails_sequence` stays
+/// work is due within the next 30 minutes. The second email of `two_emails_sequence` stays
 /// pending.
 async fn dispatch_due_now(engine: &TestEngine) {
     let clock = engine.virtual_clock();
@@ -343,7 +343,7 @@ async fn deletion_waits_for_sends_in_flight() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "no send of the tenant within 20 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The first batch's response has just arrived; the next batch leaves within a few
+    // The first batch's response has just arrived. The next batch leaves within a few
     // milliseconds and waits 200 ms for its response, so the deletion lands in the middle.
     tokio::time::sleep(Duration::from_millis(60)).await;
     let response = engine.http.delete(engine.url("/v1/tenant")).bearer_auth(&doomed).send().await?;
