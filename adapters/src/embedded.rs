@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use followup_core::domain::{
-    Attempt, Channel, Connection, Contact, FollowUp, Schedule, Sequence, Tenant,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, Schedule, Sequence, Tenant,
+    TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::{
-    Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, StoreError, StoreFuture,
+    AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
+    StoreError, StoreFuture,
 };
-use redb::Database;
+use redb::{Database, ReadableDatabase as _};
 
 use self::write::{Applied, WriteOp, WriteTables};
 use self::writer::Writer;
@@ -82,6 +84,8 @@ pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     restrict_to_owner(created.then_some(dir), &path)
         .map_err(|error| fail("restricting permissions of", &error))?;
     create_tables(&db)?;
+    let mut db = db;
+    compact_after_purge(&mut db)?;
     let db = Arc::new(db);
     let writer = Writer::start(Arc::clone(&db))?;
     Ok(EmbeddedStore { path, db, writer })
@@ -94,6 +98,39 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         .map_err(|error| tables::unavailable("starting a write transaction", error))?;
     drop(WriteTables::open(&txn)?);
     txn.commit().map_err(|error| tables::unavailable("creating tables", error))
+}
+
+/// Compacts the file when a purge finished since the last opening, so that the purged records'
+/// bytes, which redb leaves in freed pages, are overwritten or cut off.
+///
+/// NOTE: compaction needs the database to itself, so it runs here, at start-up, and purged
+/// bytes stay in the file's free pages until the engine restarts. Encryption at rest with a
+/// destroyed tenant key is what makes them unreadable before that.
+fn compact_after_purge(db: &mut Database) -> Result<(), StoreError> {
+    let pending = {
+        let txn = db.begin_read().map_err(|e| tables::unavailable("starting a read", e))?;
+        let table = txn
+            .open_table(tables::MAINTENANCE.definition())
+            .map_err(|e| tables::unavailable("opening maintenance", e))?;
+        tables::contains(&table, tables::MAINTENANCE, tables::COMPACT_AFTER_PURGE)?
+    };
+    if !pending {
+        return Ok(());
+    }
+    tracing::info!("compacting the store file after a tenant purge");
+    while db
+        .compact(redb::CompactionMode::Maximum)
+        .map_err(|e| tables::unavailable("compacting the file after a purge", e))?
+    {}
+    let txn = db.begin_write().map_err(|e| tables::unavailable("starting a write", e))?;
+    {
+        let mut table = txn
+            .open_table(tables::MAINTENANCE.definition())
+            .map_err(|e| tables::unavailable("opening maintenance", e))?;
+        let removed = table.remove(tables::COMPACT_AFTER_PURGE);
+        removed.map_err(|e| tables::write_error(tables::MAINTENANCE, e))?;
+    }
+    txn.commit().map_err(|e| tables::unavailable("committing after compaction", e))
 }
 
 impl EmbeddedStore {
@@ -278,5 +315,71 @@ impl Store for EmbeddedStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         self.read(move |db| read::count_follow_ups(db, tenant))
+    }
+
+    fn contacts_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ContactId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Contact>> {
+        self.read(move |db| read::contacts_page(db, tenant, after, limit))
+    }
+
+    fn schedules_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Schedule>> {
+        self.read(move |db| read::schedules_page(db, tenant, after, limit))
+    }
+
+    fn attempts_page(
+        &self,
+        tenant: TenantId,
+        after: Option<AttemptCursor>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Attempt>> {
+        self.read(move |db| read::attempts_page(db, tenant, after, limit))
+    }
+
+    fn begin_tenant_deletion(&self, deletion: TenantDeletion) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::BeginTenantDeletion(deletion))
+    }
+
+    fn tenant_deletions(&self) -> StoreFuture<'_, Vec<TenantDeletion>> {
+        self.read(read::tenant_deletions)
+    }
+
+    fn purge_tenant_chunk(
+        &self,
+        tenant: TenantId,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> StoreFuture<'_, PurgeProgress> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::PurgeTenantChunk { tenant, limit, now }).await? {
+                Applied::Purged(progress) => Ok(progress),
+                other => Err(unexpected_outcome("purge_tenant_chunk", &other)),
+            }
+        })
+    }
+
+    fn put_billing_record(&self, record: BillingRecord) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutBillingRecord(record))
+    }
+
+    fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>> {
+        self.read(move |db| read::billing_record(db, tenant))
+    }
+
+    fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::PurgeSentMessages { before, limit }).await? {
+                Applied::Counted(count) => Ok(count),
+                other => Err(unexpected_outcome("purge_sent_messages", &other)),
+            }
+        })
     }
 }

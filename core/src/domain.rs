@@ -7,7 +7,9 @@ use std::fmt;
 use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use crate::ids::{
+    ConnectionId, ContactId, DeletionId, FollowUpId, ScheduleId, SequenceId, TenantId,
+};
 use crate::limits::AccountKind;
 use crate::sensitive::Sensitive;
 
@@ -416,4 +418,43 @@ pub struct Attempt {
     /// The state the attempt left the follow-up in.
     pub result: FollowUpState,
     pub detail: Option<String>,
+    /// The message as rendered for the contact, on an attempt that sent it or may have; kept
+    /// for `retention.sent_message_days` and then removed by the retention sweep.
+    #[serde(default)]
+    pub message: Option<SentMessage>,
+}
+
+/// The texts of a message that went out: what the tenant and its support see of it later.
+/// The HTML alternative of an email is left out to keep the record small.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SentMessage {
+    /// Email subject; `None` for SMS and calls.
+    pub subject: Option<String>,
+    /// Email body (plain text), SMS text, or the words the call spoke.
+    pub body: String,
+}
+
+/// Record of a tenant's deletion. It outlives the tenant's data, so it holds no personal
+/// data: ids, the plan and instants only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantDeletion {
+    pub id: DeletionId,
+    pub tenant: TenantId,
+    /// The tenant's billing plan when it was deleted.
+    pub plan: String,
+    pub requested_at: DateTime<Utc>,
+    /// Records purged so far.
+    pub records_purged: u64,
+    /// When the last record was purged; `None` while the purge runs.
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// What a deleted tenant was billed on, kept after its data is purged. No personal data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BillingRecord {
+    pub tenant: TenantId,
+    pub plan: String,
+    /// Follow-ups sent per calendar month (`YYYY-MM`, UTC) and channel.
+    pub sends: BTreeMap<String, BTreeMap<Channel, u64>>,
+    pub deleted_at: DateTime<Utc>,
 }

@@ -55,6 +55,10 @@ uuid_id!(
     ContactId
 );
 uuid_id!(
+    /// One deletion of a tenant's account.
+    DeletionId
+);
+uuid_id!(
     /// One sequence of steps.
     SequenceId
 );

@@ -12,7 +12,8 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
+    Sequence, Tenant, TenantDeletion,
 };
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 
@@ -64,6 +65,18 @@ pub struct RecoveryReport {
 /// Reason recorded on a follow-up that recovery moves to in-doubt.
 pub const IN_DOUBT_AFTER_STOP: &str = "the engine stopped while the request was in flight; it \
      may have been delivered, so it is not sent again";
+
+/// Result of one chunk of a tenant's purge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeProgress {
+    /// Records removed by this chunk.
+    pub removed: u64,
+    /// Whether the tenant has no record left, in which case its deletion marker is completed.
+    pub done: bool,
+}
+
+/// Position of an attempt in paging order: its follow-up, then its number.
+pub type AttemptCursor = (FollowUpId, u32);
 
 /// Number of follow-ups per channel and state.
 pub type FollowUpCounts = BTreeMap<(Channel, FollowUpState), u64>;
@@ -171,4 +184,57 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts follow-ups by channel and state, for one tenant or for all.
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts>;
+
+    /// Returns up to `limit` contacts of `tenant` in id order, starting after `after`.
+    fn contacts_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ContactId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Contact>>;
+
+    /// Returns up to `limit` schedules of `tenant` in id order, starting after `after`.
+    fn schedules_page(
+        &self,
+        tenant: TenantId,
+        after: Option<ScheduleId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Schedule>>;
+
+    /// Returns up to `limit` attempts of `tenant` ordered by follow-up id and number, starting
+    /// after `after`.
+    fn attempts_page(
+        &self,
+        tenant: TenantId,
+        after: Option<AttemptCursor>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Attempt>>;
+
+    /// Starts the deletion of `deletion.tenant` in one durable write: removes the tenant record
+    /// and its API key, so that no request authenticates as the tenant any more, and stores the
+    /// deletion marker. From then on every write for the tenant is rejected except the purge.
+    /// A tenant that does not exist, or is already being deleted, is a conflict.
+    fn begin_tenant_deletion(&self, deletion: TenantDeletion) -> StoreFuture<'_, ()>;
+
+    /// Returns every deletion marker, finished or not.
+    fn tenant_deletions(&self) -> StoreFuture<'_, Vec<TenantDeletion>>;
+
+    /// Removes up to `limit` records of a tenant that has a deletion marker (anything else is a
+    /// conflict) and adds them to the marker's count, in one durable write. When nothing of the
+    /// tenant is left, the marker is completed at `now`. Billing records and the marker stay.
+    fn purge_tenant_chunk(
+        &self,
+        tenant: TenantId,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> StoreFuture<'_, PurgeProgress>;
+
+    /// Inserts or replaces the billing record of a deleted tenant. The purge never removes it.
+    fn put_billing_record(&self, record: BillingRecord) -> StoreFuture<'_, ()>;
+
+    fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>>;
+
+    /// Removes the message of up to `limit` attempts that finished before `before`, across
+    /// every tenant; the attempts themselves stay. Returns how many messages were removed.
+    fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64>;
 }

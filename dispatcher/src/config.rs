@@ -27,6 +27,7 @@ pub struct Config {
     pub providers: ProvidersConfig,
     pub ingest: IngestConfig,
     pub dispatch: DispatchConfig,
+    pub retention: RetentionConfig,
     /// Billing plans by name.
     pub plans: BTreeMap<String, Plan>,
     /// HTTPS for the API listener; plain HTTP while unset.
@@ -46,6 +47,7 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             ingest: IngestConfig::default(),
             dispatch: DispatchConfig::default(),
+            retention: RetentionConfig::default(),
             plans: default_plans(),
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
@@ -212,6 +214,33 @@ impl Default for DispatchConfig {
             max_backoff_seconds: 64,
             tick_millis: 500,
             resend_in_doubt: Vec::new(),
+        }
+    }
+}
+
+/// How long data is kept, and how a deleted tenant's records are purged.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days the subject and text of each sent message are kept with its attempt; 0 keeps
+    /// none.
+    pub sent_message_days: u32,
+    /// Seconds between two sweeps that remove expired messages; one also runs at start-up.
+    pub sweep_interval_seconds: u64,
+    /// Records removed per write while a deleted tenant is purged.
+    pub purge_chunk_records: usize,
+    /// Pause between two purge writes, in milliseconds, which leaves the store's writer to
+    /// other tenants' work in between.
+    pub purge_pause_millis: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            sent_message_days: 30,
+            sweep_interval_seconds: 3_600,
+            purge_chunk_records: 1_000,
+            purge_pause_millis: 20,
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::actors::tenant::{
 };
 use crate::breaker::BreakerSettings;
 use crate::config::{Config, ProvidersConfig};
+use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
 
 /// Base URLs the provider clients send to.
@@ -55,6 +56,8 @@ pub struct Engine {
     next_arbiter: AtomicUsize,
     /// Woken when a tenant is added, so that [`Engine::run_forever`] starts its driver.
     new_tenant: Notify,
+    /// Woken when a tenant's deletion begins, so that its purge starts at once.
+    purge_wake: Notify,
 }
 
 /// A tenant's actor and the signal that wakes its driver.
@@ -63,6 +66,8 @@ struct TenantHandle {
     actor: Addr<TenantActor>,
     /// Woken when new work arrives for the tenant, so its driver does not wait out its tick.
     wake: Arc<Notify>,
+    /// Stopped when the tenant is deleted.
+    gate: Arc<SendGate>,
 }
 
 impl Engine {
@@ -97,6 +102,7 @@ impl Engine {
             billing,
             config: config.dispatch.clone(),
             public_base_url: config.webhooks.public_base_url.clone(),
+            keep_sent_messages: config.retention.sent_message_days > 0,
             lateness: Mutex::new(LatenessHistogram::default()),
         });
         let engine = Arc::new(Self {
@@ -106,6 +112,7 @@ impl Engine {
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             new_tenant: Notify::new(),
+            purge_wake: Notify::new(),
         });
         for tenant in engine.deps.store.tenants().await? {
             engine.add_tenant(&tenant).await?;
@@ -175,10 +182,12 @@ impl Engine {
             let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
             let deps = self.deps.clone();
             let id = tenant.id;
+            let gate = Arc::new(SendGate::new());
+            let actor_gate = gate.clone();
             let actor = TenantActor::start_in_arbiter(&self.arbiters[index], move |_| {
-                TenantActor::new(id, deps)
+                TenantActor::new(id, deps, actor_gate)
             });
-            slot.insert(TenantHandle { actor, wake: Arc::new(Notify::new()) });
+            slot.insert(TenantHandle { actor, wake: Arc::new(Notify::new()), gate });
         }
         drop(tenants);
         self.new_tenant.notify_one();
@@ -202,6 +211,26 @@ impl Engine {
             .ok_or_else(|| anyhow::anyhow!("tenant {tenant} has no actor"))?;
         let now = self.deps.clock.now();
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
+    }
+
+    /// Stops the tenant's sends for good and removes its actor from the engine. Returns once
+    /// the sends under way have finished. The tenant's driver then ends, and its actor with it.
+    pub async fn stop_tenant(&self, tenant: TenantId) {
+        let handle = self.tenants.lock().ok().and_then(|mut tenants| tenants.remove(&tenant));
+        if let Some(handle) = handle {
+            handle.gate.stop().await;
+            handle.wake.notify_one();
+        }
+    }
+
+    /// Wakes the purge task, after a deletion began.
+    pub fn wake_purge(&self) {
+        self.purge_wake.notify_one();
+    }
+
+    /// Completes when [`Engine::wake_purge`] is called.
+    pub async fn purge_requested(&self) {
+        self.purge_wake.notified().await;
     }
 
     /// Wakes the driver of `tenant` early, after an upload or a change of connection.
@@ -330,7 +359,7 @@ async fn drive_tenant(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let tick = tick(&engine.config);
-    while !*stopped.borrow() {
+    while !*stopped.borrow() && !handle.gate.is_stopped() {
         let now = engine.deps.clock.now();
         let next_wake = match handle.actor.send(RunDue { now }).await {
             Ok(Ok(report)) => report.next_wake,

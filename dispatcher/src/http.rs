@@ -2,6 +2,7 @@
 //! `/admin/v1`, the provider webhooks under `/webhooks`, `/metrics`, `/healthz` and `/readyz`.
 //! Every route is listed in [`routes`].
 
+pub mod account_api;
 pub mod admin_api;
 pub mod auth;
 pub mod error;

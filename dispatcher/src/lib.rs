@@ -8,6 +8,7 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod ingest;
+pub mod lifecycle;
 pub mod limiter;
 pub mod server;
 pub mod telemetry;

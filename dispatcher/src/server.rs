@@ -93,6 +93,7 @@ impl RunningEngine {
         let webhooks = Arc::new(WebhookState::new(&config.webhooks, log));
         let listen = config.listen;
         let engine = Engine::start(store, clock, config, urls).await?;
+        crate::lifecycle::spawn_background(engine.clone());
         if let Some(fakes) = &fakes {
             for tenant in engine.store().tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {

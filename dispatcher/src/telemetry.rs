@@ -31,6 +31,12 @@ pub const WEBHOOK_REJECTIONS: &str = "followup_webhook_rejections_total";
 /// API requests answered 429, by `limit`: `tenant_rate` (a tenant's request rate) or
 /// `failed_auth` (a client address that failed to authenticate too often).
 pub const API_THROTTLED: &str = "followup_api_throttled_requests_total";
+/// Deleted tenants whose records are not all purged yet.
+pub const TENANT_DELETIONS_PENDING: &str = "followup_tenant_deletions_pending";
+/// Records of deleted tenants purged from the store.
+pub const PURGED_RECORDS: &str = "followup_purged_records_total";
+/// Sent messages removed from their attempts after the retention period.
+pub const SENT_MESSAGES_EXPIRED: &str = "followup_sent_messages_expired_total";
 
 /// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
 /// follow-up can be late by a network round trip or by a daily cap.
@@ -84,6 +90,17 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Webhooks rejected before use, by source and reason."
     );
     describe_counter!(API_THROTTLED, Unit::Count, "API requests answered 429, by limit.");
+    describe_gauge!(
+        TENANT_DELETIONS_PENDING,
+        Unit::Count,
+        "Deleted tenants whose records are still being purged."
+    );
+    describe_counter!(PURGED_RECORDS, Unit::Count, "Records of deleted tenants purged.");
+    describe_counter!(
+        SENT_MESSAGES_EXPIRED,
+        Unit::Count,
+        "Sent messages removed after the retention period."
+    );
     Ok(handle)
 }
 

@@ -66,10 +66,18 @@ impl TestEngine {
     /// Starts an engine on the system clock whose dispatch loop runs by itself until the
     /// engine is dropped, with built-in fakes on the system clock too.
     pub async fn start_real_time(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::start_real_time_with_latency(configure, std::time::Duration::ZERO).await
+    }
+
+    /// Starts a real-time engine whose built-in fakes wait `latency` before each response.
+    pub async fn start_real_time_with_latency(
+        configure: impl FnOnce(&mut Config),
+        latency: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (data_dir, config) = test_config(configure)?;
         let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
-        let fakes = FakeConfig::new(clock.clone());
+        let fakes = FakeConfig::new(clock.clone()).with_latency(latency);
         let running = RunningEngine::start_with_fakes(config, store, clock, None, fakes).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let engine = running.engine.clone();

@@ -19,6 +19,7 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     let (status, _) = engine.upload(&key, &sequence, "text/csv", csv).await?;
     assert_eq!(status, 200);
     engine.settle(1).await?;
+    delete_tenant_and_wait(&engine).await?;
 
     let text = engine.http.get(engine.url("/metrics")).send().await?.text().await?;
     let lines = text.lines().map(|line| Ok(line.to_owned()));
@@ -47,6 +48,9 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     assert_eq!(samples.get("followup_ingest_rows_total,result=rejected"), Some(&1.0));
     assert_eq!(samples.get("followup_sends_total,outcome=sent,provider=gmail"), Some(&2.0));
     assert_eq!(samples.get("followup_queue_depth,channel=email"), Some(&0.0));
+    assert_eq!(samples.get("followup_tenant_deletions_pending"), Some(&0.0), "purge finished");
+    let purged = samples.get("followup_purged_records_total").copied().unwrap_or_default();
+    assert_eq!(purged, 3.0, "the deleted tenant's sequence and two connections");
     assert!(
         scrape.samples.iter().any(|s| s.metric == "followup_dispatch_lateness_seconds"),
         "lateness histogram missing"
@@ -62,4 +66,23 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     }
     assert!(!text.contains("test-gmail-token"), "a token leaked into /metrics");
     Ok(())
+}
+
+/// Creates a tenant with a sequence and two connections, deletes it and waits at most 30
+/// seconds for its purge. It uploads nothing, which keeps the ingest counts above as they are.
+async fn delete_tenant_and_wait(engine: &TestEngine) -> anyhow::Result<()> {
+    let key = engine.create_tenant("leaver", "pro").await?;
+    engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.connect_fakes(&key).await?;
+    let response = engine.http.delete(engine.url("/v1/tenant")).bearer_auth(&key).send().await?;
+    assert_eq!(response.status(), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let deletions = engine.running.engine.store().tenant_deletions().await?;
+        if deletions.iter().all(|deletion| deletion.completed_at.is_some()) {
+            return Ok(());
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "purge unfinished after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

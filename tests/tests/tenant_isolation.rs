@@ -3,15 +3,22 @@
 use followup_tests::{OPERATOR_TOKEN, TestEngine, email_now_sequence};
 use serde_json::Value;
 
-#[actix_rt::test]
-async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
-    let engine = TestEngine::start(|_| {}).await?;
+/// Creates an owner with one contact enrolled in a sequence, and an intruder with nothing.
+/// Returns both API keys and the sequence id.
+async fn owner_and_intruder(engine: &TestEngine) -> anyhow::Result<(String, String, String)> {
     let owner = engine.create_tenant("owner", "pro").await?;
     let intruder = engine.create_tenant("intruder", "pro").await?;
     let sequence = engine.create_sequence(&owner, &email_now_sequence()).await?;
     let (_, report) =
         engine.upload(&owner, &sequence, "text/csv", "email\nowner1@example.com\n").await?;
     assert_eq!(report["accepted"], 1);
+    Ok((owner, intruder, sequence))
+}
+
+#[actix_rt::test]
+async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let (owner, intruder, sequence) = owner_and_intruder(&engine).await?;
     let schedule = {
         let tenants = engine.running.engine.store().tenants().await?;
         let owner_tenant = tenants.iter().find(|t| t.name == "owner").expect("owner exists");
@@ -87,5 +94,49 @@ async fn connection_answers_never_echo_secrets() -> anyhow::Result<()> {
     assert!(text.contains("sales@example.com"));
     assert!(!text.contains("test-gmail-token"));
     assert!(!text.contains("test-twilio-token"));
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn export_and_deletion_stay_within_tenant() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let (owner, intruder, sequence) = owner_and_intruder(&engine).await?;
+    let owner_schedules: Value = engine.get_json(&owner, "/v1/schedules").await?;
+    let schedule = owner_schedules["schedules"][0]["schedule"].as_str().unwrap_or_default();
+    assert!(!schedule.is_empty(), "{owner_schedules}");
+
+    let export = engine.http.get(engine.url("/v1/export")).bearer_auth(&intruder).send().await?;
+    assert_eq!(export.status(), 200);
+    let text = export.text().await?;
+    assert!(!text.contains("owner1@example.com"), "no contact of another tenant");
+    assert!(!text.contains(&sequence), "no sequence of another tenant");
+    assert!(!text.contains(schedule), "no schedule of another tenant");
+    let tenants: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["type"] == "tenant")
+        .collect();
+    assert_eq!(tenants.len(), 1);
+    assert_eq!(tenants[0]["name"], "intruder");
+
+    let deleted =
+        engine.http.delete(engine.url("/v1/tenant")).bearer_auth(&intruder).send().await?;
+    assert_eq!(deleted.status(), 202, "a tenant deletes its own account");
+    let owner_view = engine
+        .http
+        .get(engine.url(&format!("/v1/schedules/{schedule}")))
+        .bearer_auth(&owner)
+        .send()
+        .await?;
+    assert_eq!(owner_view.status(), 200, "the other tenant's schedule is untouched");
+    let owner_export = engine.http.get(engine.url("/v1/export")).bearer_auth(&owner).send().await?;
+    assert!(owner_export.text().await?.contains("owner1@example.com"), "nor its contacts");
+    let after = engine
+        .http
+        .get(engine.url(&format!("/v1/schedules/{schedule}")))
+        .bearer_auth(&intruder)
+        .send()
+        .await?;
+    assert_eq!(after.status(), 401, "the deleted tenant's key reaches nothing");
     Ok(())
 }

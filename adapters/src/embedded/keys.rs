@@ -48,6 +48,44 @@ pub(super) fn attempt(tenant: TenantId, id: FollowUpId, number: u32) -> Vec<u8> 
     join(&[&follow_up(tenant, id), &number.to_be_bytes()])
 }
 
+/// Key of an attempt in the sent-messages index: tenant, finish instant, schedule, step,
+/// number.
+pub(super) fn sent_message(
+    tenant: TenantId,
+    finished_at: DateTime<Utc>,
+    id: FollowUpId,
+    number: u32,
+) -> Vec<u8> {
+    join(&[
+        tenant.as_bytes(),
+        &instant_bytes(finished_at.timestamp_micros()),
+        id.schedule.as_bytes(),
+        &id.step.to_be_bytes(),
+        &number.to_be_bytes(),
+    ])
+}
+
+/// Exclusive upper bound of the sent-messages keys of `tenant` that finished before `before`.
+pub(super) fn sent_message_end(tenant: TenantId, before: DateTime<Utc>) -> Vec<u8> {
+    join(&[tenant.as_bytes(), &instant_bytes(before.timestamp_micros())])
+}
+
+/// Turns a sent-messages key into the key of its attempt, by dropping the instant.
+pub(super) fn attempt_of_sent_message(key: &[u8]) -> Option<Vec<u8>> {
+    if key.len() != 16 + 8 + 16 + 2 + 4 {
+        return None;
+    }
+    Some(join(&[&key[..16], &key[16 + 8..]]))
+}
+
+/// Returns the first possible key of the tenant after the one `key` starts with, or `None`
+/// after the last tenant id.
+pub(super) fn next_tenant_prefix(key: &[u8]) -> Option<Vec<u8>> {
+    let tenant: [u8; 16] = key.get(..16)?.try_into().ok()?;
+    let next = u128::from_be_bytes(tenant).checked_add(1)?;
+    Some(next.to_be_bytes().to_vec())
+}
+
 /// Key of a follow-up in the due index: tenant, channel, due instant, schedule, step.
 pub(super) fn due(
     tenant: TenantId,

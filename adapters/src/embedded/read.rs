@@ -3,17 +3,18 @@
 
 use chrono::{DateTime, Utc};
 use followup_core::domain::{
-    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
+    Sequence, Tenant, TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
-use followup_core::store::{FollowUpCounts, StoreError};
+use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SENT,
-    SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DELETIONS, DUE, FOLLOW_UPS,
+    SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
@@ -121,35 +122,87 @@ pub(super) fn follow_up(
     get_one(db, FOLLOW_UPS, &keys::follow_up(tenant, id))
 }
 
-/// Walks the follow-ups table from just after `after` (or the tenant's first key) while keys
-/// stay inside the tenant's prefix.
 pub(super) fn follow_ups_page(
     db: &Database,
     tenant: TenantId,
     after: Option<FollowUpId>,
     limit: usize,
 ) -> Result<Vec<FollowUp>, StoreError> {
+    let after = after.map(|id| keys::follow_up(tenant, id));
+    page(db, FOLLOW_UPS, tenant, after, limit)
+}
+
+pub(super) fn contacts_page(
+    db: &Database,
+    tenant: TenantId,
+    after: Option<ContactId>,
+    limit: usize,
+) -> Result<Vec<Contact>, StoreError> {
+    let after = after.map(|id| keys::tenant_record(tenant, &id.0));
+    page(db, CONTACTS, tenant, after, limit)
+}
+
+pub(super) fn schedules_page(
+    db: &Database,
+    tenant: TenantId,
+    after: Option<ScheduleId>,
+    limit: usize,
+) -> Result<Vec<Schedule>, StoreError> {
+    let after = after.map(|id| keys::tenant_record(tenant, &id.0));
+    page(db, SCHEDULES, tenant, after, limit)
+}
+
+pub(super) fn attempts_page(
+    db: &Database,
+    tenant: TenantId,
+    after: Option<AttemptCursor>,
+    limit: usize,
+) -> Result<Vec<Attempt>, StoreError> {
+    let after = after.map(|(id, number)| keys::attempt(tenant, id, number));
+    page(db, ATTEMPTS, tenant, after, limit)
+}
+
+/// Reads up to `limit` records of `tenant` in key order, from just after the key `after` (or
+/// the tenant's first key) while keys stay inside the tenant's prefix.
+fn page<T: serde::de::DeserializeOwned>(
+    db: &Database,
+    table: Table,
+    tenant: TenantId,
+    after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
     let txn = begin(db)?;
-    let table = open(&txn, FOLLOW_UPS)?;
+    let source = open(&txn, table)?;
     let prefix = keys::tenant(tenant);
     let start = match after {
-        // A key one byte longer than `after`'s sorts right after it and before any other.
-        Some(id) => [keys::follow_up(tenant, id).as_slice(), &[0]].concat(),
+        // A key one byte longer than `after` sorts right after it and before any other.
+        Some(after) => [after.as_slice(), &[0]].concat(),
         None => prefix.clone(),
     };
-    let range = table.range(start.as_slice()..).map_err(|e| tables::read_error(FOLLOW_UPS, e))?;
+    let range = source.range(start.as_slice()..).map_err(|e| tables::read_error(table, e))?;
     let mut page = Vec::new();
     for entry in range {
         if page.len() == limit {
             break;
         }
-        let (key, value) = entry.map_err(|e| tables::read_error(FOLLOW_UPS, e))?;
+        let (key, value) = entry.map_err(|e| tables::read_error(table, e))?;
         if !key.value().starts_with(&prefix) {
             break;
         }
-        page.push(tables::decode(FOLLOW_UPS, value.value())?);
+        page.push(tables::decode(table, value.value())?);
     }
     Ok(page)
+}
+
+pub(super) fn tenant_deletions(db: &Database) -> Result<Vec<TenantDeletion>, StoreError> {
+    scan_one(db, DELETIONS, &[])
+}
+
+pub(super) fn billing_record(
+    db: &Database,
+    tenant: TenantId,
+) -> Result<Option<BillingRecord>, StoreError> {
+    get_one(db, BILLING, &keys::tenant(tenant))
 }
 
 /// Walks the due index from the tenant's earliest instant on `channel` and loads each

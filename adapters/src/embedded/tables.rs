@@ -56,6 +56,18 @@ pub(super) const SENT: Table = Table { name: "sent" };
 pub(super) const SENT_KEPT_FOR: chrono::Duration = chrono::Duration::days(2);
 /// Attempts by (tenant, schedule, step, number).
 pub(super) const ATTEMPTS: Table = Table { name: "attempts" };
+/// Index of the attempts that keep a sent message, by (tenant, finish instant, schedule, step,
+/// number), with empty values, so that the retention sweep visits only expired messages.
+pub(super) const SENT_MESSAGES: Table = Table { name: "sent_messages" };
+/// Deletion markers by tenant. Never purged.
+pub(super) const DELETIONS: Table = Table { name: "tenant_deletions" };
+/// Billing records of deleted tenants by tenant. Never purged.
+pub(super) const BILLING: Table = Table { name: "billing_records" };
+/// Work left for the next opening of the file, by name, with empty values.
+pub(super) const MAINTENANCE: Table = Table { name: "maintenance" };
+/// Key in `MAINTENANCE` set when a purge finished: the file still holds the purged bytes in
+/// freed pages, which redb does not zero, until it is compacted.
+pub(super) const COMPACT_AFTER_PURGE: &[u8] = b"compact_after_purge";
 
 /// Builds the error for a failed redb call, naming what was being done.
 pub(super) fn unavailable(action: impl Display, error: impl Display) -> StoreError {

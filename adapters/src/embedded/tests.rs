@@ -219,3 +219,37 @@ async fn embedded_store_retries_group_without_failed_op() {
     let schedule = store.schedule(tenant_id, good.schedule.id).await.expect("schedule");
     assert_eq!(schedule, Some(good.schedule), "schedule committed after the retry");
 }
+
+/// A purged tenant's contact addresses are gone from the file's bytes once the store has been
+/// reopened: redb does not zero freed pages, and opening compacts the file after a purge.
+#[tokio::test]
+async fn purged_contacts_leave_no_bytes_in_file() {
+    let (dir, store) = open_temp();
+    let id = TenantId::generate();
+    store.put_tenant(tenant(id)).await.expect("put tenant");
+    let sequence = SequenceId::generate();
+    let enrolments: Vec<Enrolment> =
+        (0..200).map(|n| enrolment(id, sequence, &format!("purgeme-{n:04}"))).collect();
+    store.insert_enrolments(id, enrolments).await.expect("insert");
+    let now = Utc::now();
+    let deletion = followup_core::domain::TenantDeletion {
+        id: followup_core::ids::DeletionId::generate(),
+        tenant: id,
+        plan: "starter".to_owned(),
+        requested_at: now,
+        records_purged: 0,
+        completed_at: None,
+    };
+    store.begin_tenant_deletion(deletion).await.expect("begin deletion");
+    while !store.purge_tenant_chunk(id, 50, now).await.expect("purge").done {}
+    let path = store.path().to_path_buf();
+    drop(store);
+    let before_reopen = std::fs::read(&path).expect("read the store file");
+    let stale = before_reopen.windows(8).filter(|window| window == b"purgeme-").count();
+    assert!(stale > 0, "freed pages keep the bytes until the file is compacted");
+    drop(open(dir.path()).expect("reopen, which compacts after a purge"));
+
+    let bytes = std::fs::read(&path).expect("read the store file");
+    let found = bytes.windows(8).filter(|window| window == b"purgeme-").count();
+    assert_eq!(found, 0, "contact addresses still in the file at {}", dir.path().display());
+}

@@ -6,18 +6,23 @@
 //! operations of the same commit go ahead. An error while writing is a storage failure, which
 //! the writer handles by aborting and retrying the commit without that operation.
 
-use followup_core::domain::{Attempt, Connection, FollowUp, FollowUpState, Sequence, Tenant};
+use chrono::{DateTime, Utc};
+use followup_core::domain::{
+    Attempt, BillingRecord, Connection, FollowUp, FollowUpState, Sequence, Tenant, TenantDeletion,
+};
 use followup_core::ids::{FollowUpId, TenantId};
 use followup_core::store::{
-    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, RecoveryReport, StoreError,
+    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
 };
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES,
-    SENT, SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DELETIONS, DUE, FOLLOW_UPS,
+    IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
 };
+
+mod lifecycle;
 
 /// A write request from one caller.
 #[derive(Debug)]
@@ -28,6 +33,30 @@ pub(super) enum WriteOp {
     InsertEnrolments { tenant: TenantId, enrolments: Vec<Enrolment> },
     UpdateFollowUps { tenant: TenantId, follow_ups: Vec<FollowUp>, attempts: Vec<Attempt> },
     RecoverInterrupted,
+    BeginTenantDeletion(TenantDeletion),
+    PurgeTenantChunk { tenant: TenantId, limit: usize, now: DateTime<Utc> },
+    PutBillingRecord(BillingRecord),
+    PurgeSentMessages { before: DateTime<Utc>, limit: usize },
+}
+
+impl WriteOp {
+    /// The tenant whose records the operation writes, for the check that refuses writes for a
+    /// tenant being deleted. `None` for operations allowed on such a tenant, or on none.
+    fn tenant(&self) -> Option<TenantId> {
+        match self {
+            WriteOp::PutTenant(tenant) => Some(tenant.id),
+            WriteOp::PutConnection(connection) => Some(connection.tenant),
+            WriteOp::PutSequence(sequence) => Some(sequence.tenant),
+            WriteOp::InsertEnrolments { tenant, .. } | WriteOp::UpdateFollowUps { tenant, .. } => {
+                Some(*tenant)
+            }
+            WriteOp::RecoverInterrupted
+            | WriteOp::BeginTenantDeletion(_)
+            | WriteOp::PurgeTenantChunk { .. }
+            | WriteOp::PutBillingRecord(_)
+            | WriteOp::PurgeSentMessages { .. } => None,
+        }
+    }
 }
 
 /// Result of an applied operation, sent back to its caller.
@@ -36,6 +65,8 @@ pub(super) enum Applied {
     Done,
     Inserted(InsertReport),
     Recovered(RecoveryReport),
+    Purged(PurgeProgress),
+    Counted(u64),
 }
 
 /// Reason an operation did not apply.
@@ -63,6 +94,10 @@ pub(super) struct WriteTables<'txn> {
     in_flight: RawTable<'txn>,
     sent: RawTable<'txn>,
     attempts: RawTable<'txn>,
+    sent_messages: RawTable<'txn>,
+    deletions: RawTable<'txn>,
+    billing: RawTable<'txn>,
+    maintenance: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -84,10 +119,17 @@ impl<'txn> WriteTables<'txn> {
             in_flight: open(IN_FLIGHT)?,
             sent: open(SENT)?,
             attempts: open(ATTEMPTS)?,
+            sent_messages: open(SENT_MESSAGES)?,
+            deletions: open(DELETIONS)?,
+            billing: open(BILLING)?,
+            maintenance: open(MAINTENANCE)?,
         })
     }
 
     pub(super) fn apply(&mut self, op: &WriteOp) -> Result<Applied, ApplyError> {
+        if let Some(tenant) = op.tenant() {
+            self.check_not_deleted(tenant).map_err(ApplyError::Rejected)?;
+        }
         match op {
             WriteOp::PutTenant(tenant) => self.put_tenant(tenant).map(|()| Applied::Done),
             WriteOp::PutConnection(connection) => {
@@ -110,6 +152,21 @@ impl<'txn> WriteTables<'txn> {
             WriteOp::RecoverInterrupted => {
                 self.recover_interrupted().map(Applied::Recovered).map_err(ApplyError::Failed)
             }
+            WriteOp::BeginTenantDeletion(deletion) => {
+                self.begin_tenant_deletion(deletion).map(|()| Applied::Done)
+            }
+            WriteOp::PurgeTenantChunk { tenant, limit, now } => {
+                self.purge_tenant_chunk(*tenant, *limit, *now).map(Applied::Purged)
+            }
+            WriteOp::PutBillingRecord(record) => {
+                let key = keys::tenant(record.tenant);
+                put(&mut self.billing, BILLING, &key, record).map_err(ApplyError::Failed)?;
+                Ok(Applied::Done)
+            }
+            WriteOp::PurgeSentMessages { before, limit } => self
+                .purge_sent_messages(*before, *limit)
+                .map(Applied::Counted)
+                .map_err(ApplyError::Failed),
         }
     }
 
@@ -227,6 +284,9 @@ impl<'txn> WriteTables<'txn> {
         for attempt in attempts {
             let key = keys::attempt(tenant, attempt.follow_up, attempt.number);
             put(&mut self.attempts, ATTEMPTS, &key, attempt)?;
+            if attempt.message.is_some() {
+                self.index_sent_message(tenant, attempt)?;
+            }
         }
         Ok(())
     }

@@ -21,6 +21,12 @@ use crate::domain::{
 };
 use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 
+mod lifecycle;
+pub use lifecycle::{
+    deletion_revokes_key_and_blocks_writes, export_pages_cover_each_record_once,
+    purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
+};
+
 /// Runs every check of the suite, one after the other.
 pub async fn run_all(store: &dyn Store) {
     tenants_round_trip(store).await;
@@ -36,6 +42,10 @@ pub async fn run_all(store: &dyn Store) {
     counts_per_tenant_and_overall(store).await;
     pages_cover_every_follow_up_once(store).await;
     sends_are_indexed_by_instant(store).await;
+    export_pages_cover_each_record_once(store).await;
+    deletion_revokes_key_and_blocks_writes(store).await;
+    purge_removes_only_the_deleted_tenant(store).await;
+    sent_messages_expire_before_cutoff(store).await;
 }
 
 /// Checks that `sends_since` returns the instants of sent and in-doubt follow-ups of one tenant
@@ -832,5 +842,6 @@ fn new_attempt(follow_up: FollowUpId, number: u32, result: FollowUpState) -> Att
         finished_at: started_at + Duration::seconds(1),
         result,
         detail: Some(format!("attempt {number}")),
+        message: None,
     }
 }

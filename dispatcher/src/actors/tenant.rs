@@ -13,7 +13,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use followup_adapters::outbound::{OutboundMessage, SendOutcome};
 use followup_core::domain::{
-    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, Sequence,
+    Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, SentMessage, Sequence,
 };
 use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
@@ -24,6 +24,7 @@ use rand::Rng as _;
 use super::billing::{BillingActor, Reserve, Settle};
 use super::provider::{Admit, Deliver, ProviderActor, Refund};
 use crate::config::{DispatchConfig, OverQuota};
+use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
 
 /// Reason recorded on follow-ups cancelled through the API.
@@ -40,6 +41,8 @@ pub struct DispatchDeps {
     /// The engine's public base URL, to which Twilio reports delivery status; none turns
     /// status callbacks off.
     pub public_base_url: Option<String>,
+    /// Whether attempts keep the subject and text of the message they sent.
+    pub keep_sent_messages: bool,
     /// Lateness of every accepted send since start, for summaries.
     pub lateness: Mutex<LatenessHistogram>,
 }
@@ -195,8 +198,9 @@ pub struct TenantActor {
 }
 
 impl TenantActor {
-    pub fn new(tenant: TenantId, deps: Arc<DispatchDeps>) -> Self {
-        Self { round: Arc::new(TenantRound { tenant, deps, sequences: Mutex::default() }) }
+    pub fn new(tenant: TenantId, deps: Arc<DispatchDeps>, gate: Arc<SendGate>) -> Self {
+        let round = TenantRound { tenant, deps, gate, sequences: Mutex::default() };
+        Self { round: Arc::new(round) }
     }
 }
 
@@ -242,6 +246,8 @@ impl Handler<CancelSchedule> for TenantActor {
 struct TenantRound {
     tenant: TenantId,
     deps: Arc<DispatchDeps>,
+    /// Closed for good when the tenant is deleted; sends go out only while it is open.
+    gate: Arc<SendGate>,
     sequences: Mutex<HashMap<SequenceId, Arc<CompiledSequence>>>,
 }
 
@@ -273,6 +279,9 @@ impl TenantRound {
     }
 
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
+        if self.gate.is_stopped() {
+            return Ok(RoundReport::default());
+        }
         let connections = self.deps.store.connections(self.tenant).await?;
         // The channels run side by side: they take disjoint follow-ups, and a send that stalls
         // on one channel must not hold the others back until its timeout.
@@ -565,6 +574,11 @@ impl TenantRound {
         mut sendable: Vec<Sendable>,
         now: DateTime<Utc>,
     ) -> Result<u64, DeliveryFailure> {
+        // Held until every outcome is written, so that stopping the tenant waits for sends
+        // already under way and none starts after it.
+        let Some(_open) = self.gate.enter().await else {
+            return Ok(0);
+        };
         for item in &mut sendable {
             item.follow_up.state = FollowUpState::Sending;
             item.follow_up.attempts += 1;
@@ -596,6 +610,15 @@ impl TenantRound {
         };
         let (follow_ups, messages): (Vec<_>, Vec<_>) =
             sendable.into_iter().map(|item| (item.follow_up, item.message)).unzip();
+        let mut kept_messages: Vec<Option<SentMessage>> = messages
+            .iter()
+            .map(|message| {
+                self.deps.keep_sent_messages.then(|| SentMessage {
+                    subject: message.subject.clone(),
+                    body: message.body.clone(),
+                })
+            })
+            .collect();
         let outcomes = provider
             .send(Deliver {
                 connection: connection.id,
@@ -610,7 +633,9 @@ impl TenantRound {
         let mut pause_reason = None;
         let mut written = Vec::with_capacity(follow_ups.len());
         let mut attempts = Vec::with_capacity(follow_ups.len());
-        for (mut follow_up, outcome) in follow_ups.into_iter().zip(outcomes) {
+        for ((mut follow_up, outcome), kept) in
+            follow_ups.into_iter().zip(outcomes).zip(&mut kept_messages)
+        {
             let detail = self.apply_outcome(&mut follow_up, &outcome, finished_at);
             if follow_up.state == FollowUpState::Sent {
                 accepted += 1;
@@ -637,6 +662,10 @@ impl TenantRound {
                 finished_at,
                 result: follow_up.state,
                 detail,
+                // Only a message that reached the contact, or may have, is worth keeping.
+                message: kept.take().filter(|_| {
+                    matches!(follow_up.state, FollowUpState::Sent | FollowUpState::InDoubt)
+                }),
             });
             written.push(follow_up);
         }

@@ -55,14 +55,14 @@ pub async fn create_tenant(
     Ok(HttpResponse::Created().json(CreateTenantResponse { id: tenant.id, api_key }))
 }
 
-/// Lists every tenant, without API key hashes.
+/// Lists every tenant, without API key hashes, then every deleted tenant with the progress
+/// of its purge. A deleted tenant shows only its id and plan: its name went with its records.
 pub async fn list_tenants(
     state: web::Data<AppState>,
     _operator: Operator,
 ) -> Result<HttpResponse, ApiError> {
-    let tenants: Vec<serde_json::Value> = state
-        .engine
-        .store()
+    let store = state.engine.store();
+    let mut tenants: Vec<serde_json::Value> = store
         .tenants()
         .await?
         .into_iter()
@@ -74,9 +74,22 @@ pub async fn list_tenants(
                 "default_region": tenant.default_region,
                 "default_timezone": tenant.default_timezone,
                 "created_at": tenant.created_at,
+                "deletion": null,
             })
         })
         .collect();
+    tenants.extend(store.tenant_deletions().await?.into_iter().map(|deletion| {
+        serde_json::json!({
+            "id": deletion.tenant,
+            "plan": deletion.plan,
+            "deletion": {
+                "id": deletion.id,
+                "requested_at": deletion.requested_at,
+                "records_purged": deletion.records_purged,
+                "completed_at": deletion.completed_at,
+            },
+        })
+    }));
     Ok(HttpResponse::Ok().json(tenants))
 }
 

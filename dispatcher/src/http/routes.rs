@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::route_not_found;
-use super::{admin_api, tenant_api, webhooks};
+use super::{account_api, admin_api, tenant_api, webhooks};
 
 /// Registers every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -28,6 +28,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/webhooks/stripe", web::post().to(webhooks::stripe_event))
         .route("/webhooks/twilio/{connection}/status", web::post().to(webhooks::twilio_status))
         .route("/webhooks/twilio/{connection}/inbound", web::post().to(webhooks::twilio_inbound))
+        .route("/v1/tenant", web::delete().to(account_api::delete_tenant))
+        .route("/v1/export", web::get().to(account_api::export))
         .default_service(web::to(route_not_found));
 }
 

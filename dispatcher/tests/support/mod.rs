@@ -1,6 +1,8 @@
 //! Process helpers shared by the tests that run `followup serve` and `followup fakes` as
 //! separate processes.
 
+#![allow(dead_code, reason = "each test binary uses its own part of these helpers")]
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
