@@ -106,18 +106,29 @@ impl OAuthRefresher {
 
     /// Runs the `refresh_token` grant for a `provider` connection. `microsoft_tenant` fills
     /// `{tenant}` of Microsoft's endpoint; [`DEFAULT_MICROSOFT_TENANT`] when `None`.
-    pub async fn refresh(
+    pub fn refresh(
         &self,
         provider: Provider,
-        refresh_token: &Sensitive<String>,
-        microsoft_tenant: Option<&str>,
+        refresh_token: Sensitive<String>,
+        microsoft_tenant: Option<String>,
+    ) -> impl Future<Output = Result<RefreshedTokens, RefreshError>> + Send + 'static {
+        // Owned, so that the future can run on a task of its own.
+        let refresher = self.clone();
+        async move { refresher.run_refresh(provider, refresh_token, microsoft_tenant).await }
+    }
+
+    async fn run_refresh(
+        &self,
+        provider: Provider,
+        refresh_token: Sensitive<String>,
+        microsoft_tenant: Option<String>,
     ) -> Result<RefreshedTokens, RefreshError> {
         let Some(settings) = self.settings(provider) else {
             return Err(RefreshError::Rejected(format!(
                 "no OAuth client is configured for {provider}; set its client id and secret"
             )));
         };
-        let tenant = microsoft_tenant.unwrap_or(DEFAULT_MICROSOFT_TENANT);
+        let tenant = microsoft_tenant.as_deref().unwrap_or(DEFAULT_MICROSOFT_TENANT);
         let url = settings.token_url.replace("{tenant}", tenant);
         let token_url = TokenUrl::new(url.clone()).map_err(|error| {
             RefreshError::Rejected(format!("invalid {provider} token endpoint {url:?}: {error}"))
@@ -132,7 +143,8 @@ impl OAuthRefresher {
         if provider == Provider::Outlook {
             request = request.add_scopes(MICROSOFT_SCOPES.map(|scope| Scope::new(scope.into())));
         }
-        let send = |request: oauth2::HttpRequest| self.send(request);
+        let http = self.http.clone();
+        let send = move |request: oauth2::HttpRequest| send(http.clone(), request);
         let response = request.request_async(&send).await.map_err(|e| classify(provider, e))?;
 
         Ok(RefreshedTokens {
@@ -149,28 +161,27 @@ impl OAuthRefresher {
             Provider::Twilio => None,
         }
     }
+}
 
-    /// Sends one request of `oauth2` with our client. A 5xx answer becomes an error here.
-    async fn send(
-        &self,
-        request: oauth2::HttpRequest,
-    ) -> Result<oauth2::HttpResponse, TransportError> {
-        let (parts, body) = request.into_parts();
-        let url = reqwest::Url::parse(&parts.uri.to_string())
-            .map_err(|error| TransportError::Request(error.to_string()))?;
-        let response =
-            self.http.request(parts.method, url).headers(parts.headers).body(body).send().await?;
-        let status = response.status();
-        if status.is_server_error() {
-            return Err(TransportError::ServerError(status.as_u16()));
-        }
-        let headers = response.headers().clone();
-        let body = response.bytes().await?;
-        let mut answer = oauth2::HttpResponse::new(body.to_vec());
-        *answer.status_mut() = status;
-        *answer.headers_mut() = headers;
-        Ok(answer)
+/// Sends one request of `oauth2` with our client. A 5xx answer becomes an error here.
+async fn send(
+    http: reqwest::Client,
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, TransportError> {
+    let (parts, body) = request.into_parts();
+    let url = reqwest::Url::parse(&parts.uri.to_string())
+        .map_err(|error| TransportError::Request(error.to_string()))?;
+    let response = http.request(parts.method, url).headers(parts.headers).body(body).send().await?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(TransportError::ServerError(status.as_u16()));
     }
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    let mut answer = oauth2::HttpResponse::new(body.to_vec());
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    Ok(answer)
 }
 
 /// Sorts a failed refresh into revoked grant, transient failure or rejected request. The

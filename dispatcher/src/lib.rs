@@ -11,3 +11,4 @@ pub mod ingest;
 pub mod limiter;
 pub mod server;
 pub mod telemetry;
+pub mod tokens;

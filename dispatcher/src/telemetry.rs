@@ -26,6 +26,10 @@ pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";
 /// Follow-ups skipped because the tenant's plan quota was used up, by `channel`.
 pub const QUOTA_REJECTIONS: &str = "followup_quota_rejections_total";
 
+/// OAuth access-token refreshes, by `provider` (gmail, outlook) and `outcome`: refreshed,
+/// invalid_grant, transient_error or rejected.
+pub const TOKEN_REFRESHES: &str = "followup_token_refreshes_total";
+
 /// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
 /// follow-up can be late by a network round trip or by a daily cap.
 const LATENESS_BUCKETS: &[f64] = &[
@@ -72,6 +76,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Times a connection's circuit breaker opened after repeated failures."
     );
     describe_counter!(QUOTA_REJECTIONS, Unit::Count, "Follow-ups skipped for plan quota.");
+    describe_counter!(
+        TOKEN_REFRESHES,
+        Unit::Count,
+        "OAuth access-token refreshes by provider and outcome."
+    );
     Ok(handle)
 }
 
