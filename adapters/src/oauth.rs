@@ -18,6 +18,9 @@ use oauth2::{
 
 use crate::http::HttpSettings;
 
+#[cfg(test)]
+mod tests;
+
 /// Microsoft tenant used when a connection names none: any work, school or personal account.
 pub const DEFAULT_MICROSOFT_TENANT: &str = "common";
 
