@@ -46,14 +46,14 @@ pub struct RefreshedTokens {
     pub refresh_token: Option<Sensitive<String>>,
 }
 
-/// Why a refresh failed.
+/// The reason a refresh failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RefreshError {
     /// The grant is revoked or expired (`invalid_grant`), or Microsoft needs the user to sign
     /// in again (`interaction_required`, `consent_required`): only a new consent helps.
     #[error("{0}")]
     GrantRevoked(String),
-    /// The endpoint could not answer now (5xx, `temporarily_unavailable`, timeout, connection
+    /// The endpoint could not respond now (5xx, `temporarily_unavailable`, timeout, connection
     /// failure); trying again later may succeed.
     #[error("{0}")]
     Transient(String),
@@ -72,13 +72,13 @@ pub struct OAuthRefresher {
     microsoft: Option<OAuthClientSettings>,
 }
 
-/// A transport failure, or a 5xx answer, which `oauth2` would otherwise try to read as an
+/// A transport failure, or a 5xx response, which `oauth2` would otherwise try to read as an
 /// OAuth error body and lose the status of.
 #[derive(Debug, thiserror::Error)]
 enum TransportError {
     #[error("token endpoint request failed: {0}")]
     Send(#[from] reqwest::Error),
-    #[error("token endpoint answered HTTP {0}")]
+    #[error("token endpoint returned HTTP {0}")]
     ServerError(u16),
     #[error("invalid token endpoint request: {0}")]
     Request(String),
@@ -166,7 +166,7 @@ impl OAuthRefresher {
     }
 }
 
-/// Sends one request of `oauth2` with our client. A 5xx answer becomes an error here.
+/// Sends one request of `oauth2` with our client. A 5xx response becomes an error here.
 async fn send(
     http: reqwest::Client,
     request: oauth2::HttpRequest,
@@ -181,10 +181,10 @@ async fn send(
     }
     let headers = response.headers().clone();
     let body = response.bytes().await?;
-    let mut answer = oauth2::HttpResponse::new(body.to_vec());
-    *answer.status_mut() = status;
-    *answer.headers_mut() = headers;
-    Ok(answer)
+    let mut converted = oauth2::HttpResponse::new(body.to_vec());
+    *converted.status_mut() = status;
+    *converted.headers_mut() = headers;
+    Ok(converted)
 }
 
 /// Sorts a failed refresh into revoked grant, transient failure or rejected request. The
@@ -197,7 +197,7 @@ fn classify(
         RequestTokenError::ServerResponse(response) => {
             let code = response.error().to_string();
             let description = response.error_description().cloned().unwrap_or_default();
-            let reason = format!("{provider} token endpoint answered {code}: {description}");
+            let reason = format!("{provider} token endpoint returned {code}: {description}");
             match response.error() {
                 BasicErrorResponseType::InvalidGrant => RefreshError::GrantRevoked(reason),
                 BasicErrorResponseType::Extension(name) => match name.as_str() {
@@ -213,9 +213,9 @@ fn classify(
         RequestTokenError::Request(transport) => {
             RefreshError::Transient(format!("{provider} {transport}"))
         }
-        RequestTokenError::Parse(error, _) => {
-            RefreshError::Transient(format!("{provider} token endpoint answer unreadable: {error}"))
-        }
+        RequestTokenError::Parse(error, _) => RefreshError::Transient(format!(
+            "{provider} token endpoint response unreadable: {error}"
+        )),
         RequestTokenError::Other(message) => {
             RefreshError::Transient(format!("{provider} token endpoint: {message}"))
         }

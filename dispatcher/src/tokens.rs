@@ -1,6 +1,6 @@
 //! Access tokens of Gmail and Outlook connections, kept fresh.
 //!
-//! A tenant round asks [`TokenKeeper::credentials_for_send`] for the credentials to send with.
+//! A tenant round gets the credentials to send with from [`TokenKeeper::credentials_for_send`].
 //! An access token within the refresh margin of its expiry, or one the provider refused with
 //! 401, is refreshed first. Refreshes are single-flight per connection: the first caller
 //! starts one on its own task, and every caller that arrives while it runs waits for the same
@@ -60,7 +60,7 @@ enum RefreshFailure {
     RetryAt(DateTime<Utc>),
 }
 
-/// What the keeper remembers of one connection between rounds.
+/// The keeper's record of one connection, kept between rounds.
 #[derive(Default)]
 struct TokenState {
     /// The refresh in progress, which later callers join.
@@ -261,7 +261,7 @@ impl TokenKeeper {
     }
 
     /// Writes the refreshed tokens into the connection. A rotated refresh token replaces the
-    /// old one; an answer without one keeps it.
+    /// old one; a response without one keeps it.
     async fn store_tokens(&self, refreshed: &Connection, tokens: RefreshedTokens) -> RefreshResult {
         let Credentials::OAuth { refresh_token, microsoft_tenant, .. } = &refreshed.credentials
         else {

@@ -141,7 +141,7 @@ async fn answer_without_refresh_token_keeps_old_one() -> anyhow::Result<()> {
     engine.upload(&key, &sequence, "text/csv", email_csv("keep", 2)).await?;
     engine.settle(3).await?;
 
-    // Google answers without a refresh token: both refreshes presented the original one.
+    // Google's responses carry no refresh token, so both refreshes presented the original one.
     let fakes = engine.running.fakes()?;
     let requests = fakes.token_requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
@@ -207,7 +207,7 @@ async fn many_sends_share_one_refresh() -> anyhow::Result<()> {
 async fn concurrent_waiters_share_one_refresh() -> anyhow::Result<()> {
     let start = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant");
     let clock = Arc::new(VirtualClock::new(start));
-    // The endpoint answers slowly, so that every waiter arrives while the refresh runs.
+    // The endpoint responds slowly, so that every waiter arrives while the refresh runs.
     let fakes = FakeConfig::new(clock.clone()).with_latency(Duration::from_millis(200));
     let engine = TestEngine::start_with_fakes(|_| {}, fakes).await?;
     let key = engine.create_tenant("acme", "pro").await?;

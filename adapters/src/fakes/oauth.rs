@@ -5,7 +5,7 @@
 //!
 //! An access token it issues is accepted by the Gmail or Graph fake for the refresh token's
 //! mailbox until it expires, then refused with 401. Each provider has a [`TokenMode`] that
-//! decides the answer.
+//! decides the response.
 
 use std::collections::HashMap;
 use std::time::Duration;

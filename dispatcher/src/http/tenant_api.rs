@@ -644,9 +644,9 @@ pub struct ConnectionView {
     /// The limits in force per channel: the overrides over the account kind's published
     /// limits.
     pub effective_limits: BTreeMap<Channel, ConnectionLimits>,
-    /// Why sending is paused, e.g. a revoked grant; sends wait until the tenant connects again.
+    /// Reason sending is paused, e.g. a revoked grant; sends wait until the tenant connects again.
     pub paused_reason: Option<String>,
-    /// Whether the engine holds a refresh token and so renews the access token by itself
+    /// Whether the engine stores a refresh token and so renews the access token by itself
     /// (OAuth connections only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub has_refresh_token: Option<bool>,
