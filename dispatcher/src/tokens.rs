@@ -67,6 +67,9 @@ struct TokenState {
     in_flight: Option<Shared<BoxFuture<'static, RefreshResult>>>,
     /// An access token the provider refused; it is refreshed even if not yet expired.
     refused_access_token: Option<Sensitive<String>>,
+    /// The access token the last refresh issued, and when: a refusal of it right away means
+    /// that a new token will not help either (a missing scope, a disabled mailbox).
+    issued_access_token: Option<(Sensitive<String>, DateTime<Utc>)>,
     /// Consecutive failed refreshes, and the refresh token they used: a new grant from the
     /// tenant starts without a backoff.
     failures: u32,
@@ -133,8 +136,9 @@ impl TokenKeeper {
 
     /// Handles a 401 from the provider for `connection`'s credentials: refreshes them when a
     /// refresh token and an OAuth client exist and returns true, so that the refused sends
-    /// wait for the new token. Returns false when nothing can be refreshed; the caller then
-    /// pauses the connection.
+    /// wait for the new token. Returns false when nothing can be refreshed, or when the
+    /// refused token came from a refresh within the margin, so another would not help; the
+    /// caller then pauses the connection.
     pub async fn refresh_refused(self: &Arc<Self>, connection: &Connection) -> bool {
         let Credentials::OAuth { access_token, refresh_token: Some(_), .. } =
             &connection.credentials
@@ -144,9 +148,21 @@ impl TokenKeeper {
         if !self.refresher.can_refresh(connection.provider) {
             return false;
         }
-        self.with_state(connection.id, |state| {
+        let fresh_since = self.clock.now() - self.policy.margin;
+        let refused_fresh = self.with_state(connection.id, |state| {
             state.refused_access_token = Some(access_token.clone());
+            state
+                .issued_access_token
+                .as_ref()
+                .is_some_and(|(issued, at)| issued == access_token && *at >= fresh_since)
         });
+        if refused_fresh {
+            tracing::warn!(
+                tenant = %connection.tenant, provider = %connection.provider,
+                "a freshly refreshed access token was refused; not refreshing again"
+            );
+            return false;
+        }
         // The outcome is in the store (new tokens or a pause) and in the backoff state, which
         // the next round reads.
         let _ = self.refresh(connection).await;
@@ -194,6 +210,9 @@ impl TokenKeeper {
         let mut states = self.states.lock().unwrap_or_else(|poison| poison.into_inner());
         let state = states.entry(connection.id).or_default();
         state.in_flight = None;
+        if let Ok(Credentials::OAuth { access_token, .. }) = &result {
+            state.issued_access_token = Some((access_token.clone(), now));
+        }
         match &result {
             Ok(_) | Err(RefreshFailure::Paused) => {
                 state.failures = 0;

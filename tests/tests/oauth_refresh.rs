@@ -183,6 +183,35 @@ async fn refresh_follows_a_refused_token() -> anyhow::Result<()> {
 }
 
 #[actix_rt::test]
+async fn refused_fresh_token_pauses() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine
+        .connect(&key, "gmail", &gmail_request("gmail-access-1", "gmail-refresh-1", None))
+        .await?;
+    // The first token is refused, and so is every token the endpoint issues: a refresh does
+    // not help, as with a grant that lacks the send scope.
+    let fakes = engine.running.fakes()?;
+    let now = engine.virtual_clock().now();
+    fakes.set_access_token_expiry(Provider::Gmail, "gmail-access-1", Some(now));
+    fakes.set_access_token_lifetime(Duration::ZERO);
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", email_csv("scope", 2)).await?;
+
+    engine.settle(1).await?;
+
+    // One refresh after the first 401 and one because the issued token expired at once; the
+    // refusal of that fresh token pauses instead of refreshing in a loop.
+    assert_eq!(fakes.stats().token_requests(Provider::Gmail), 2);
+    assert_eq!(fakes.stats().received(Provider::Gmail), 0);
+    let listed = listed_connection(&engine, &key, "gmail").await?;
+    let reason = listed["paused_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("refused the credentials"), "{listed}");
+    assert_eq!(count_in_state(engine.running.engine.store(), "pending").await?, 2);
+    Ok(())
+}
+
+#[actix_rt::test]
 async fn many_sends_share_one_refresh() -> anyhow::Result<()> {
     let engine = TestEngine::start(|config| config.providers.graph_batch_size = 20).await?;
     let key = engine.create_tenant("acme", "pro").await?;

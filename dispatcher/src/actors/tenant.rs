@@ -694,7 +694,7 @@ impl TenantRound {
                 // The send waits for the connection to be reconnected. The attempt stays
                 // counted, so that attempt numbers never repeat.
                 follow_up.state = FollowUpState::Pending;
-                follow_up.reason = Some(format!("waiting for reconnection: {reason}"));
+                follow_up.reason = Some(format!("waiting for valid credentials: {reason}"));
                 Some(reason.clone())
             }
         }
