@@ -2,7 +2,8 @@
 //! Graph fakes, whose access tokens expire on the same clock, and refreshes them at the token
 //! endpoint fake. Every check reads the engine's HTTP API, the store or the fakes' records.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -21,6 +22,45 @@ use serde_json::{Value, json};
 
 const GMAIL_SENDER: &str = "sales@example.com";
 const OUTLOOK_SENDER: &str = "sales@contoso.example";
+
+/// Log output of every engine in this process, our crates at debug level.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+/// Sends this process's logs into [`LOGS`]; the first call installs the subscriber.
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let filter = "info,followup_dispatcher=debug,followup_adapters=debug";
+        let installed = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init();
+        installed.expect("no other subscriber in this test process");
+        buffer
+    });
+}
+
+/// A writer that appends to the shared log buffer.
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().map_err(|_| std::io::Error::other("log buffer poisoned"))?.extend(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Returns the logs captured so far.
+fn captured_logs() -> String {
+    let buffer = LOGS.get().expect("capture_logs ran").lock().expect("log buffer");
+    String::from_utf8_lossy(&buffer).into_owned()
+}
 
 /// Limits high enough that no test waits for them.
 fn limits() -> Value {
@@ -74,10 +114,10 @@ async fn count_in_state(store: &Arc<dyn Store>, state: &str) -> anyhow::Result<u
     Ok(counts.iter().filter(|((_, s), _)| s.as_str() == state).map(|(_, n)| n).sum())
 }
 
-/// Asserts that none of `secrets` appears in `text`.
+/// Asserts that none of `secrets` appears in `text`, an API response or the logs.
 fn assert_no_secret(text: &str, secrets: &[&str]) {
     for secret in secrets {
-        assert!(!text.contains(secret), "a token leaked into an API answer: {text}");
+        assert!(!text.contains(secret), "a token leaked: {text}");
     }
 }
 
@@ -106,6 +146,7 @@ async fn tenant_with_two_steps(engine: &TestEngine) -> anyhow::Result<(String, S
 
 #[actix_rt::test]
 async fn refresh_runs_before_expiry() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|_| {}).await?;
     let (key, sequence) = tenant_with_two_steps(&engine).await?;
     let view = engine
@@ -128,11 +169,15 @@ async fn refresh_runs_before_expiry() -> anyhow::Result<()> {
     let listed = listed_connection(&engine, &key, "gmail").await?;
     assert!(listed["paused_reason"].is_null(), "{listed}");
     assert_ne!(listed["access_token_expires_at"], view["access_token_expires_at"]);
+    let logs = captured_logs();
+    assert!(logs.contains("access token refreshed"), "the refresh was not logged");
+    assert_no_secret(&logs, &["gmail-access-1", "gmail-refresh-1", "fake-gmail-access-"]);
     Ok(())
 }
 
 #[actix_rt::test]
 async fn answer_without_refresh_token_keeps_old_one() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|_| {}).await?;
     let (key, sequence) = tenant_with_two_steps(&engine).await?;
     engine
@@ -157,6 +202,7 @@ async fn answer_without_refresh_token_keeps_old_one() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn refresh_follows_a_refused_token() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|_| {}).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     // No expiry given, so only the provider's 401 can show that the token is gone.
@@ -184,6 +230,7 @@ async fn refresh_follows_a_refused_token() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn refused_fresh_token_pauses() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|_| {}).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     engine
@@ -213,6 +260,7 @@ async fn refused_fresh_token_pauses() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn many_sends_share_one_refresh() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|config| config.providers.graph_batch_size = 20).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     let request = json!({"sender": OUTLOOK_SENDER, "access_token": "outlook-access-1",
@@ -234,6 +282,7 @@ async fn many_sends_share_one_refresh() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn concurrent_waiters_share_one_refresh() -> anyhow::Result<()> {
+    capture_logs();
     let start = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant");
     let clock = Arc::new(VirtualClock::new(start));
     // The endpoint responds slowly, so that every waiter arrives while the refresh runs.
@@ -277,6 +326,7 @@ async fn concurrent_waiters_share_one_refresh() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn invalid_grant_pauses_until_reconnected() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|_| {}).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     let fakes = engine.running.fakes()?;
@@ -311,11 +361,15 @@ async fn invalid_grant_pauses_until_reconnected() -> anyhow::Result<()> {
     assert_eq!(fakes.stats().received(Provider::Gmail), 4);
     assert_each_sent_once(fakes);
     assert_eq!(count_in_state(store, "sent").await?, 4);
+    let logs = captured_logs();
+    assert!(logs.contains("connection paused"), "the pause was not logged");
+    assert_no_secret(&logs, &["gmail-refresh-1", "gmail-refresh-2", "gmail-access-2"]);
     Ok(())
 }
 
 #[actix_rt::test]
 async fn transient_token_errors_do_not_pause() -> anyhow::Result<()> {
+    capture_logs();
     let engine = TestEngine::start(|_| {}).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     let fakes = engine.running.fakes()?;
@@ -377,6 +431,7 @@ async fn settle(engine: &RunningEngine, clock: &Arc<VirtualClock>) -> anyhow::Re
 
 #[actix_rt::test]
 async fn rotated_refresh_token_survives_restart() -> anyhow::Result<()> {
+    capture_logs();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let start = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant");
     let clock = Arc::new(VirtualClock::new(start));
