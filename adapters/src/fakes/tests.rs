@@ -189,7 +189,8 @@ async fn token_fake_checks_the_request() {
     fakes.register_oauth_client(Provider::Gmail, "client", "secret");
     fakes.register_refresh_token(Provider::Gmail, "refresh", MAILBOX);
     let url = fakes.google_token_url();
-    let cases: [(&[(&str, &str)], u16, &str); 4] = [
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Form, u16, &str); 4] = [
         (
             &[("grant_type", "password"), ("client_id", "client"), ("client_secret", "secret")],
             400,
