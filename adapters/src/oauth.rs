@@ -1,10 +1,11 @@
 //! The OAuth 2.0 `refresh_token` grant against Google's and Microsoft's token endpoints, with
 //! the `oauth2` crate over our own reqwest client.
 //!
-//! `oauth2` 5 ships an adapter only for reqwest 0.12; with its default features it would add
-//! a second reqwest (and hyper) beside the workspace's 0.13. It is therefore built without
-//! features, and [`OAuthRefresher`] hands it a closure that sends the request with a reqwest
-//! 0.13 client on the workspace's rustls setup.
+//! `oauth2` 5.0 implements its HTTP client trait only for a reqwest 0.12 `Client`, so our
+//! reqwest 0.13 client cannot be passed to it, and its default features add reqwest 0.12.28
+//! beside 0.13 (a scratch crate with both resolved 120 crates against 117 without them). It
+//! is therefore built without features, and [`OAuthRefresher`] hands it a closure that sends
+//! the request with a reqwest 0.13 client on the workspace's rustls setup.
 
 use std::time::Duration;
 
