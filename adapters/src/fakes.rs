@@ -13,6 +13,8 @@
 //! - [`faults`]: named fault profiles (retryable errors, 429 bursts, stalls, latency);
 //! - `gmail`, `graph`, `twilio`: the request handlers of each provider, and `gmail_batch` for
 //!   Gmail's batch endpoint;
+//! - [`oauth`]: the token endpoints of Google and Microsoft (the `refresh_token` grant), whose
+//!   access tokens the Gmail and Graph fakes accept until they expire;
 //! - `state` and `limiter`: accounts, counters and the sliding windows.
 
 pub mod config;
@@ -22,6 +24,7 @@ pub(crate) mod gmail_batch;
 mod graph;
 mod graph_batch;
 mod limiter;
+pub mod oauth;
 mod server;
 mod state;
 mod twilio;
@@ -40,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{Accounts, ErrorPlan, FakeConfig, ForcedOutcome, ForcedRule};
 pub use faults::{FaultProfile, UnknownProfile};
+pub use oauth::{TokenMode, TokenRequestRecord};
 use state::FakeState;
 
 /// One send a fake accepted.
@@ -91,6 +95,9 @@ pub struct FakeStats {
     /// `injected_errors`. Unlike `rate_limit_violations`, they break no limit of the engine's.
     #[serde(default)]
     pub injected_rate_limits: u64,
+    /// Requests to the token endpoints, per provider, valid or not.
+    #[serde(default)]
+    pub token_requests_by_provider: BTreeMap<Provider, u64>,
 }
 
 impl FakeStats {
@@ -98,14 +105,26 @@ impl FakeStats {
     pub fn received(&self, provider: Provider) -> u64 {
         self.received_by_provider.get(&provider).copied().unwrap_or(0)
     }
+
+    /// Requests to `provider`'s token endpoint.
+    pub fn token_requests(&self, provider: Provider) -> u64 {
+        self.token_requests_by_provider.get(&provider).copied().unwrap_or(0)
+    }
 }
 
-/// The three running fakes and their shared state.
+/// Client id of the OAuth client the engine uses against the token fakes when none is
+/// configured.
+pub const FAKE_OAUTH_CLIENT_ID: &str = "followup-fake-client";
+/// Secret of [`FAKE_OAUTH_CLIENT_ID`]; it protects nothing, the fakes run on loopback only.
+pub const FAKE_OAUTH_CLIENT_SECRET: &str = "followup-fake-client-secret";
+
+/// The running fakes and their shared state.
 pub struct FakeProviders {
     state: Arc<FakeState>,
     gmail: server::RunningServer,
     graph: server::RunningServer,
     twilio: server::RunningServer,
+    oauth: server::RunningServer,
 }
 
 impl std::fmt::Debug for FakeProviders {
@@ -114,23 +133,25 @@ impl std::fmt::Debug for FakeProviders {
             .field("gmail_url", &self.gmail.url.as_str())
             .field("graph_url", &self.graph.url.as_str())
             .field("twilio_url", &self.twilio.url.as_str())
+            .field("oauth_url", &self.oauth.url.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl FakeProviders {
-    /// Starts the three fakes on free loopback ports, on the current Tokio runtime.
+    /// Starts the fakes on free loopback ports, on the current Tokio runtime.
     pub async fn start(config: FakeConfig) -> std::io::Result<FakeProviders> {
         let faults = config.faults.to_string();
         let state = Arc::new(FakeState::new(config));
         let gmail = server::serve(Arc::clone(&state), gmail::routes)?;
         let graph = server::serve(Arc::clone(&state), graph::routes)?;
         let twilio = server::serve(Arc::clone(&state), twilio::routes)?;
+        let oauth = server::serve(Arc::clone(&state), oauth::routes)?;
         tracing::info!(
-            gmail = %gmail.url, graph = %graph.url, twilio = %twilio.url, %faults,
-            "provider fakes started"
+            gmail = %gmail.url, graph = %graph.url, twilio = %twilio.url, oauth = %oauth.url,
+            %faults, "provider fakes started"
         );
-        Ok(FakeProviders { state, gmail, graph, twilio })
+        Ok(FakeProviders { state, gmail, graph, twilio, oauth })
     }
 
     /// Base URL of the Gmail fake, for [`GmailClient`](crate::gmail::GmailClient).
@@ -146,6 +167,57 @@ impl FakeProviders {
     /// Base URL of the Twilio fake, for [`TwilioClient`](crate::twilio::TwilioClient).
     pub fn twilio_url(&self) -> reqwest::Url {
         self.twilio.url.clone()
+    }
+
+    /// Base URL of the token endpoint fake: Google's endpoint is `/token` under it and
+    /// Microsoft's `/{tenant}/oauth2/v2.0/token`.
+    pub fn oauth_url(&self) -> reqwest::Url {
+        self.oauth.url.clone()
+    }
+
+    /// Google's token endpoint on the fake.
+    pub fn google_token_url(&self) -> String {
+        server::join(&self.oauth.url, "/token")
+    }
+
+    /// Microsoft's token endpoint on the fake, with `{tenant}` left for the caller to fill.
+    pub fn microsoft_token_url(&self) -> String {
+        server::join(&self.oauth.url, "/{tenant}/oauth2/v2.0/token")
+    }
+
+    /// Accepts `client_id` with `client_secret` at `provider`'s token endpoint.
+    pub fn register_oauth_client(&self, provider: Provider, client_id: &str, client_secret: &str) {
+        self.state.with_oauth(|oauth| oauth.register_client(provider, client_id, client_secret));
+    }
+
+    /// Lets `refresh_token` obtain access tokens for the `provider` mailbox `email`.
+    pub fn register_refresh_token(&self, provider: Provider, refresh_token: &str, email: &str) {
+        self.state.with_oauth(|oauth| oauth.register_refresh_token(provider, refresh_token, email));
+    }
+
+    /// Sets the instant from which the registered `access_token` gets 401; `None` for never.
+    pub fn set_access_token_expiry(
+        &self,
+        provider: Provider,
+        access_token: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) {
+        self.state.set_token_expiry(provider, access_token, expires_at);
+    }
+
+    /// Sets how `provider`'s token endpoint answers from now on.
+    pub fn set_token_mode(&self, provider: Provider, mode: TokenMode) {
+        self.state.with_oauth(|oauth| oauth.set_mode(provider, mode));
+    }
+
+    /// Sets the lifetime of the access tokens the token endpoints issue from now on.
+    pub fn set_access_token_lifetime(&self, lifetime: std::time::Duration) {
+        self.state.with_oauth(|oauth| oauth.set_lifetime(lifetime));
+    }
+
+    /// Returns every request the token endpoints received, in order.
+    pub fn token_requests(&self) -> Vec<TokenRequestRecord> {
+        self.state.with_oauth(|oauth| oauth.requests.clone())
     }
 
     /// Lets `access_token` send as the Gmail mailbox `email`, within `limits`.
@@ -181,11 +253,12 @@ impl FakeProviders {
         self.state.stats()
     }
 
-    /// Stops the three servers, letting running requests finish.
+    /// Stops the servers, letting running requests finish.
     pub async fn shutdown(self) {
         stop(&self.gmail.handle).await;
         stop(&self.graph.handle).await;
         stop(&self.twilio.handle).await;
+        stop(&self.oauth.handle).await;
         tracing::info!("provider fakes stopped");
     }
 }

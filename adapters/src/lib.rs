@@ -6,6 +6,7 @@
 //!   harness;
 //! - [`http`]: the shared HTTP client and the steps of a send common to all providers;
 //! - [`mime`]: the RFC 5322 message of an email follow-up;
+//! - [`oauth`]: refreshing the access tokens of Gmail and Outlook connections;
 //! - [`retry_after`]: parsing of `Retry-After` and of Gmail's "Retry after <instant>" text;
 //! - [`embedded`]: the default store, a crash-safe file store in the data directory.
 
@@ -14,6 +15,7 @@ pub mod fakes;
 pub mod gmail;
 pub mod http;
 pub mod mime;
+pub mod oauth;
 pub mod outbound;
 pub mod outlook;
 pub mod retry_after;

@@ -112,7 +112,13 @@ pub enum Credentials {
     OAuth {
         access_token: Sensitive<String>,
         refresh_token: Option<Sensitive<String>>,
+        /// When the access token expires; unknown when `None`, and then it is refreshed only
+        /// after the provider refuses it.
         expires_at: Option<DateTime<Utc>>,
+        /// The Microsoft tenant whose token endpoint refreshes an Outlook grant (`common`,
+        /// `organizations`, `consumers`, or a tenant id or domain); `common` when `None`.
+        #[serde(default)]
+        microsoft_tenant: Option<String>,
     },
     /// Twilio account credentials: the Account SID and its auth token.
     Twilio { account_sid: String, auth_token: Sensitive<String> },

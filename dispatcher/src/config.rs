@@ -28,6 +28,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub dispatch: DispatchConfig,
     pub retention: RetentionConfig,
+    pub oauth: OAuthConfig,
     /// Billing plans by name.
     pub plans: BTreeMap<String, Plan>,
     /// HTTPS for the API listener; plain HTTP while unset.
@@ -48,6 +49,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             dispatch: DispatchConfig::default(),
             retention: RetentionConfig::default(),
+            oauth: OAuthConfig::default(),
             plans: default_plans(),
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
@@ -241,6 +243,47 @@ impl Default for RetentionConfig {
             sweep_interval_seconds: 3_600,
             purge_chunk_records: 1_000,
             purge_pause_millis: 20,
+        }
+    }
+}
+
+/// The engine's OAuth clients, which refresh the access tokens of Gmail and Outlook
+/// connections, and when they do. In fake mode the token endpoints are the built-in fake's,
+/// and a client left unset gets the fake's own.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// Google's token endpoint.
+    pub google_token_url: String,
+    /// Client id of the engine's Google Cloud OAuth client; Gmail tokens are not refreshed
+    /// while it is unset.
+    pub google_client_id: Option<String>,
+    pub google_client_secret: Option<Sensitive<String>>,
+    /// Microsoft's token endpoint; `{tenant}` is replaced by the connection's Microsoft tenant.
+    pub microsoft_token_url: String,
+    /// Application (client) id of the engine's Entra app; Outlook tokens are not refreshed
+    /// while it is unset.
+    pub microsoft_client_id: Option<String>,
+    pub microsoft_client_secret: Option<Sensitive<String>>,
+    /// How long before its expiry an access token is refreshed, in seconds.
+    pub refresh_margin_seconds: u64,
+    /// Maximum wait between failed refreshes of one connection, in seconds. The first wait is
+    /// 5 seconds and doubles per failure.
+    pub max_backoff_seconds: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            google_token_url: "https://oauth2.googleapis.com/token".into(),
+            google_client_id: None,
+            google_client_secret: None,
+            microsoft_token_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+                .into(),
+            microsoft_client_id: None,
+            microsoft_client_secret: None,
+            refresh_margin_seconds: 300,
+            max_backoff_seconds: 300,
         }
     }
 }

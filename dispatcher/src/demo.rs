@@ -26,6 +26,11 @@ use crate::server::RunningEngine;
 
 /// Credentials of the demo's connections; only the built-in fakes ever see them.
 const DEMO_GMAIL_TOKEN: &str = "demo-gmail-access-token";
+const DEMO_GMAIL_REFRESH_TOKEN: &str = "demo-gmail-refresh-token";
+/// Lifetime of the demo's first Gmail access token, in seconds: within the refresh margin, so
+/// the first round refreshes it, and later rounds refresh the tokens the fake issues as the
+/// virtual clock passes their expiry.
+const DEMO_GMAIL_TOKEN_LIFETIME: u64 = 60;
 const DEMO_MAILBOX: &str = "demo@followup.test";
 const DEMO_TWILIO_SID: &str = "AC0123456789abcdef0123456789abcdef";
 const DEMO_TWILIO_TOKEN: &str = "demo-twilio-auth-token";
@@ -72,6 +77,8 @@ pub struct DemoSummary {
     pub provider_received: u64,
     pub provider_received_by_provider: BTreeMap<String, u64>,
     pub rate_limit_violations: u64,
+    /// Requests to the fakes' OAuth token endpoints: the access-token refreshes.
+    pub token_refreshes: u64,
     pub lateness_ms: LatenessSummary,
     pub virtual_start: String,
     pub virtual_end: String,
@@ -208,7 +215,15 @@ impl DemoClient {
 
     async fn connect(&self, api_key: &str) -> anyhow::Result<()> {
         let connections = [
-            ("gmail", json!({"sender": DEMO_MAILBOX, "access_token": DEMO_GMAIL_TOKEN})),
+            (
+                "gmail",
+                json!({
+                    "sender": DEMO_MAILBOX,
+                    "access_token": DEMO_GMAIL_TOKEN,
+                    "refresh_token": DEMO_GMAIL_REFRESH_TOKEN,
+                    "expires_in": DEMO_GMAIL_TOKEN_LIFETIME,
+                }),
+            ),
             (
                 "twilio",
                 json!({
@@ -415,6 +430,7 @@ async fn summarize(
             .map(|(provider, n)| (provider.to_string(), *n))
             .collect(),
         rate_limit_violations: stats.rate_limit_violations,
+        token_refreshes: stats.token_requests_by_provider.values().sum(),
         lateness_ms: LatenessSummary {
             p50: lateness.quantile_ms(0.5),
             p99: lateness.quantile_ms(0.99),
@@ -527,10 +543,11 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
         .map(|(provider, n)| format!("{provider} {n}"))
         .collect();
     println!(
-        "fakes received {} ({}), rate-limit violations {}",
+        "fakes received {} ({}), rate-limit violations {}, token refreshes {}",
         summary.provider_received,
         received.join(", "),
-        summary.rate_limit_violations
+        summary.rate_limit_violations,
+        summary.token_refreshes
     );
     println!(
         "virtual time {} to {}, {:.1} s of wall time",

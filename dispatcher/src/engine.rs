@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use followup_adapters::gmail::GmailClient;
 use followup_adapters::http::{HttpSettings, build_http_client};
+use followup_adapters::oauth::{OAuthClientSettings, OAuthRefresher};
 use followup_adapters::outlook::GraphClient;
 use followup_adapters::twilio::TwilioClient;
 use followup_core::clock::{Clock, VirtualClock};
@@ -36,6 +37,7 @@ use crate::breaker::BreakerSettings;
 use crate::config::{Config, ProvidersConfig};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
+use crate::tokens::{RefreshPolicy, TokenKeeper};
 
 /// Base URLs the provider clients send to.
 #[derive(Clone, Debug)]
@@ -95,9 +97,11 @@ impl Engine {
             let plans = config.plans.clone();
             move |_| BillingActor::new(plans)
         });
+        let tokens = Arc::new(start_token_keeper(&config, &store, &clock)?);
         let deps = Arc::new(DispatchDeps {
             store,
             clock,
+            tokens,
             providers,
             billing,
             config: config.dispatch.clone(),
@@ -422,6 +426,56 @@ fn provider_settings(config: &ProvidersConfig, provider: Provider) -> ProviderSe
             max_open_for: seconds(config.breaker_max_open_seconds.max(config.breaker_open_seconds)),
         },
     }
+}
+
+/// Builds the token keeper from the configured OAuth clients. A client without both an id
+/// and a secret is left out, and its provider's tokens are not refreshed.
+fn start_token_keeper(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> anyhow::Result<TokenKeeper> {
+    let oauth = &config.oauth;
+    let client = |name: &str, id: &Option<String>, secret: &Option<_>, url: &str| {
+        let settings = match (id, secret) {
+            (Some(id), Some(secret)) => Some(OAuthClientSettings {
+                client_id: id.clone(),
+                client_secret: Clone::clone(secret),
+                token_url: url.to_owned(),
+            }),
+            _ => None,
+        };
+        if settings.is_none() {
+            tracing::warn!(
+                provider = name,
+                "no OAuth client id and secret configured; access tokens are not refreshed"
+            );
+        }
+        settings
+    };
+    let google = client(
+        "gmail",
+        &oauth.google_client_id,
+        &oauth.google_client_secret,
+        &oauth.google_token_url,
+    );
+    let microsoft = client(
+        "outlook",
+        &oauth.microsoft_client_id,
+        &oauth.microsoft_client_secret,
+        &oauth.microsoft_token_url,
+    );
+    let settings = HttpSettings {
+        request_timeout: Duration::from_secs(config.providers.request_timeout_seconds.max(1)),
+        ..HttpSettings::default()
+    };
+    let refresher = OAuthRefresher::new(&settings, google, microsoft)?;
+    let policy = RefreshPolicy {
+        margin: chrono::Duration::seconds(oauth.refresh_margin_seconds.min(86_400) as i64),
+        first_backoff: chrono::Duration::seconds(5),
+        max_backoff: chrono::Duration::seconds(oauth.max_backoff_seconds.clamp(5, 86_400) as i64),
+    };
+    Ok(TokenKeeper::new(refresher, store.clone(), clock.clone(), policy))
 }
 
 fn start_providers(

@@ -38,15 +38,18 @@ pub struct AppState {
 pub fn register_with_fakes(fakes: &FakeProviders, connection: &Connection) {
     let limits = |channel| ConnectionLimits::of(connection, channel).send;
     match (&connection.credentials, connection.provider) {
-        (Credentials::OAuth { access_token, .. }, Provider::Gmail) => {
-            fakes.register_gmail(access_token.expose(), &connection.sender, limits(Channel::Email));
-        }
-        (Credentials::OAuth { access_token, .. }, Provider::Outlook) => {
-            fakes.register_outlook(
-                access_token.expose(),
-                &connection.sender,
-                limits(Channel::Email),
-            );
+        (Credentials::OAuth { access_token, refresh_token, expires_at, .. }, provider) => {
+            let token = access_token.expose();
+            if provider == Provider::Outlook {
+                fakes.register_outlook(token, &connection.sender, limits(Channel::Email));
+            } else {
+                fakes.register_gmail(token, &connection.sender, limits(Channel::Email));
+            }
+            // The fake refuses the token from its expiry on, as the provider would.
+            fakes.set_access_token_expiry(provider, token, *expires_at);
+            if let Some(refresh_token) = refresh_token {
+                fakes.register_refresh_token(provider, refresh_token.expose(), &connection.sender);
+            }
         }
         (Credentials::Twilio { account_sid, auth_token }, Provider::Twilio) => {
             fakes.register_twilio(

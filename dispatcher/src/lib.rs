@@ -13,3 +13,4 @@ pub mod limiter;
 pub mod server;
 pub mod telemetry;
 pub mod webhooks;
+pub mod tokens;

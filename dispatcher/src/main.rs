@@ -30,8 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run the main job end to end on a CSV file, under a virtual clock, against the fakes.
     Demo(DemoArgs),
-    /// Run the wire-level fakes of Gmail, Graph and Twilio on loopback until stopped; prints
-    /// their base URLs as one JSON line on stdout.
+    /// Run the wire-level fakes of Gmail, Graph, Twilio and the OAuth token endpoints on
+    /// loopback until stopped; prints their URLs as one JSON line on stdout.
     Fakes(FakesArgs),
 }
 
@@ -58,6 +58,20 @@ struct ServeArgs {
     graph_base_url: Option<String>,
     #[arg(long, env = "FOLLOWUP_TWILIO_BASE_URL")]
     twilio_base_url: Option<String>,
+    /// Google's OAuth token endpoint.
+    #[arg(long, env = "FOLLOWUP_GOOGLE_TOKEN_URL")]
+    google_token_url: Option<String>,
+    /// Microsoft's OAuth token endpoint, with `{tenant}` where the tenant goes.
+    #[arg(long, env = "FOLLOWUP_MICROSOFT_TOKEN_URL")]
+    microsoft_token_url: Option<String>,
+    /// Client id of the engine's Google OAuth client; its secret is read from
+    /// FOLLOWUP_GOOGLE_CLIENT_SECRET only.
+    #[arg(long, env = "FOLLOWUP_GOOGLE_CLIENT_ID")]
+    google_client_id: Option<String>,
+    /// Application id of the engine's Entra app; its secret is read from
+    /// FOLLOWUP_MICROSOFT_CLIENT_SECRET only.
+    #[arg(long, env = "FOLLOWUP_MICROSOFT_CLIENT_ID")]
+    microsoft_client_id: Option<String>,
     /// Fault profile of the built-in fakes (fake mode only), for load and fault tests.
     #[command(flatten)]
     faults: FaultArgs,
@@ -172,11 +186,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = args.twilio_base_url {
         config.providers.twilio_base_url = url;
     }
-    // Read from the environment only, never a flag, so that it stays out of `ps` output.
-    if let Ok(token) = std::env::var("FOLLOWUP_ADMIN_TOKEN")
-        && !token.is_empty()
-    {
-        config.admin_token = Some(Sensitive::new(token));
+    let oauth = &mut config.oauth;
+    let overrides = [
+        (args.google_token_url, &mut oauth.google_token_url),
+        (args.microsoft_token_url, &mut oauth.microsoft_token_url),
+    ];
+    for (value, field) in overrides {
+        if let Some(value) = value {
+            *field = value;
+        }
+    }
+    if let Some(id) = args.google_client_id {
+        oauth.google_client_id = Some(id);
+    }
+    if let Some(id) = args.microsoft_client_id {
+        oauth.microsoft_client_id = Some(id);
+    }
+    // Secrets are read from the environment only, never a flag, so that they stay out of `ps`
+    // output.
+    let secrets = [
+        ("FOLLOWUP_ADMIN_TOKEN", &mut config.admin_token),
+        ("FOLLOWUP_GOOGLE_CLIENT_SECRET", &mut config.oauth.google_client_secret),
+        ("FOLLOWUP_MICROSOFT_CLIENT_SECRET", &mut config.oauth.microsoft_client_secret),
+    ];
+    for (variable, field) in secrets {
+        if let Ok(value) = std::env::var(variable)
+            && !value.is_empty()
+        {
+            *field = Some(Sensitive::new(value));
+        }
     }
     // Comma-separated, so that a secret can be rolled: the old and the new one both verify.
     if let Ok(secrets) = std::env::var("FOLLOWUP_STRIPE_SIGNING_SECRETS")
@@ -232,6 +270,8 @@ async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
         "gmail": fakes.gmail_url().as_str(),
         "graph": fakes.graph_url().as_str(),
         "twilio": fakes.twilio_url().as_str(),
+        "google_token": fakes.google_token_url(),
+        "microsoft_token": fakes.microsoft_token_url(),
     });
     println!("{urls}");
     shutdown_signal().await;

@@ -7,20 +7,41 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use followup_adapters::fakes::{FakeConfig, FakeProviders};
+use followup_adapters::fakes::{
+    FAKE_OAUTH_CLIENT_ID, FAKE_OAUTH_CLIENT_SECRET, FakeConfig, FakeProviders,
+};
 use followup_core::clock::Clock;
+use followup_core::domain::Provider;
+use followup_core::sensitive::Sensitive;
 use followup_core::store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Config, ProvidersMode};
+use crate::config::{Config, OAuthConfig, ProvidersMode};
 use crate::engine::{Engine, ProviderUrls};
 use crate::http::error::ApiError;
 use crate::http::limits::ApiLimiter;
 use crate::http::webhooks::WebhookState;
 use crate::http::{AppState, register_with_fakes, routes};
 use crate::webhooks::event_log::WebhookLog;
+
+/// Points the OAuth configuration at the token endpoint fake, gives each provider without a
+/// configured client the fake's own client, and registers the clients with the fake.
+fn use_fake_token_endpoints(oauth: &mut OAuthConfig, fakes: &FakeProviders) {
+    oauth.google_token_url = fakes.google_token_url();
+    oauth.microsoft_token_url = fakes.microsoft_token_url();
+    let clients = [
+        (Provider::Gmail, &mut oauth.google_client_id, &mut oauth.google_client_secret),
+        (Provider::Outlook, &mut oauth.microsoft_client_id, &mut oauth.microsoft_client_secret),
+    ];
+    for (provider, id, secret) in clients {
+        let id = id.get_or_insert_with(|| FAKE_OAUTH_CLIENT_ID.to_owned());
+        let secret =
+            secret.get_or_insert_with(|| Sensitive::new(FAKE_OAUTH_CLIENT_SECRET.to_owned()));
+        fakes.register_oauth_client(provider, id, secret.expose());
+    }
+}
 
 /// A started engine with its HTTP server.
 #[derive(Debug)]
@@ -59,6 +80,7 @@ impl RunningEngine {
         fakes: FakeConfig,
     ) -> anyhow::Result<Self> {
         let fake_config = fakes;
+        let mut config = config;
         let (urls, fakes) = match config.providers.mode {
             ProvidersMode::Live => (
                 ProviderUrls {
@@ -77,6 +99,7 @@ impl RunningEngine {
                     graph: fakes.graph_url().to_string(),
                     twilio: fakes.twilio_url().to_string(),
                 };
+                use_fake_token_endpoints(&mut config.oauth, &fakes);
                 (urls, Some(Arc::new(fakes)))
             }
         };

@@ -38,6 +38,10 @@ pub const PURGED_RECORDS: &str = "followup_purged_records_total";
 /// Sent messages removed from their attempts after the retention period.
 pub const SENT_MESSAGES_EXPIRED: &str = "followup_sent_messages_expired_total";
 
+/// OAuth access-token refreshes, by `provider` (gmail, outlook) and `outcome`: refreshed,
+/// invalid_grant, transient_error or rejected.
+pub const TOKEN_REFRESHES: &str = "followup_token_refreshes_total";
+
 /// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
 /// follow-up can be late by a network round trip or by a daily cap.
 const LATENESS_BUCKETS: &[f64] = &[
@@ -100,6 +104,11 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         SENT_MESSAGES_EXPIRED,
         Unit::Count,
         "Sent messages removed after the retention period."
+    );
+    describe_counter!(
+        TOKEN_REFRESHES,
+        Unit::Count,
+        "OAuth access-token refreshes by provider and outcome."
     );
     Ok(handle)
 }

@@ -14,6 +14,10 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     let engine = TestEngine::start_with_metrics(|_| {}, Some(handle)).await?;
     let key = engine.create_tenant("acme", "pro").await?;
     engine.connect_fakes(&key).await?;
+    // An expired token with a refresh token, so that one refresh is counted.
+    let gmail = serde_json::json!({"sender": "sales@example.com", "access_token": "test-gmail-token",
+                                   "refresh_token": "test-gmail-refresh", "expires_in": 0});
+    engine.connect(&key, "gmail", &gmail).await?;
     let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
     let csv = "email,first_name\na@example.com,Ann\nb@example.com,Bo\nbad,Cy\n";
     let (status, _) = engine.upload(&key, &sequence, "text/csv", csv).await?;
@@ -51,6 +55,10 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     assert_eq!(samples.get("followup_tenant_deletions_pending"), Some(&0.0), "purge finished");
     let purged = samples.get("followup_purged_records_total").copied().unwrap_or_default();
     assert_eq!(purged, 3.0, "the deleted tenant's sequence and two connections");
+    assert_eq!(
+        samples.get("followup_token_refreshes_total,outcome=refreshed,provider=gmail"),
+        Some(&1.0)
+    );
     assert!(
         scrape.samples.iter().any(|s| s.metric == "followup_dispatch_lateness_seconds"),
         "lateness histogram missing"
@@ -65,6 +73,7 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
         assert!(value.len() <= 20, "a label value looks like an id: {value}");
     }
     assert!(!text.contains("test-gmail-token"), "a token leaked into /metrics");
+    assert!(!text.contains("test-gmail-refresh"), "a refresh token leaked into /metrics");
     Ok(())
 }
 

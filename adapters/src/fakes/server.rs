@@ -69,6 +69,11 @@ async fn stats(state: web::Data<FakeState>) -> HttpResponse {
     HttpResponse::Ok().json(state.stats())
 }
 
+/// Joins `path` (which starts with `/`) to a server's base URL.
+pub(crate) fn join(base: &reqwest::Url, path: &str) -> String {
+    format!("{}{path}", base.as_str().trim_end_matches('/'))
+}
+
 /// Waits the configured latency plus the fault profile's draw, in real time.
 pub(crate) async fn pause(state: &FakeState) {
     let delay = state.latency + state.faults.draw_latency();

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use super::config::{Accounts, FakeConfig, ForcedOutcome};
 use super::faults::Faults;
 use super::limiter::SlidingWindowLimiter;
+use super::oauth::OAuthState;
 use super::{FakeStats, ReceivedMessage};
 
 /// Maximum of requests one Outlook mailbox may have running at once, as Graph allows.
@@ -39,9 +40,11 @@ impl std::fmt::Debug for FakeState {
 struct Inner {
     /// Gmail and Outlook mailboxes by provider and lowercase address.
     mailboxes: HashMap<(Provider, String), Mailbox>,
-    /// Access token to mailbox address, per provider. Several tokens may name one mailbox, as
-    /// after a token refresh.
-    tokens: HashMap<(Provider, String), String>,
+    /// Access token to mailbox address and expiry, per provider. Several tokens may name one
+    /// mailbox, as after a token refresh.
+    tokens: HashMap<(Provider, String), AccessGrant>,
+    /// The token endpoint's registered clients, refresh tokens, modes and records.
+    pub(crate) oauth: OAuthState,
     /// Twilio accounts by Account SID.
     twilio: HashMap<String, TwilioAccount>,
     received: Vec<ReceivedMessage>,
@@ -49,6 +52,14 @@ struct Inner {
     rate_limit_violations: u64,
     rejected_requests: u64,
     batch_requests: u64,
+}
+
+/// What an access token lets its bearer do, and until when.
+struct AccessGrant {
+    /// Lowercase address of the mailbox.
+    mailbox: String,
+    /// The instant from which the token is refused with 401; never when `None`.
+    expires_at: Option<DateTime<Utc>>,
 }
 
 struct Mailbox {
@@ -81,6 +92,7 @@ impl FakeState {
         let inner = Inner {
             mailboxes: HashMap::new(),
             tokens: HashMap::new(),
+            oauth: OAuthState::default(),
             twilio: HashMap::new(),
             received: Vec::new(),
             received_by_provider: BTreeMap::new(),
@@ -112,7 +124,8 @@ impl FakeState {
     ) {
         let email = email.to_ascii_lowercase();
         let mut inner = self.inner.lock();
-        inner.tokens.insert((provider, access_token.to_owned()), email.clone());
+        let grant = AccessGrant { mailbox: email.clone(), expires_at: None };
+        inner.tokens.insert((provider, access_token.to_owned()), grant);
         inner
             .mailboxes
             .entry((provider, email))
@@ -162,18 +175,64 @@ impl FakeState {
         }
     }
 
-    /// Returns the lowercase address of the mailbox `access_token` belongs to. With open accounts, an
-    /// unknown token becomes a mailbox of its own, named after a hash of the token so that the
-    /// token itself is never kept as a name.
+    /// Returns the lowercase address of the mailbox `access_token` belongs to, or `None` when
+    /// the token is unknown or has expired. With open accounts, an unknown token becomes a
+    /// mailbox of its own, named after a hash of the token so that the token itself is never
+    /// kept as a name.
     pub(crate) fn mailbox_of(&self, provider: Provider, access_token: &str) -> Option<String> {
-        let known = self.inner.lock().tokens.get(&(provider, access_token.to_owned())).cloned();
-        if known.is_some() || access_token.is_empty() {
-            return known;
+        let now = self.now();
+        let known =
+            self.inner.lock().tokens.get(&(provider, access_token.to_owned())).map(|grant| {
+                let live = grant.expires_at.is_none_or(|expires_at| now < expires_at);
+                live.then(|| grant.mailbox.clone())
+            });
+        if let Some(mailbox) = known {
+            return mailbox;
+        }
+        if access_token.is_empty() {
+            return None;
         }
         let limits = self.open_limits(provider, Channel::Email)?;
         let mailbox = format!("open-{:016x}@fake.invalid", token_hash(access_token));
         self.register_mailbox(provider, access_token, &mailbox, limits);
         Some(mailbox)
+    }
+
+    /// Sets the instant from which `access_token` is refused with 401; `None` makes it last.
+    /// An unknown token is left unknown.
+    pub(crate) fn set_token_expiry(
+        &self,
+        provider: Provider,
+        access_token: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) {
+        let mut inner = self.inner.lock();
+        if let Some(grant) = inner.tokens.get_mut(&(provider, access_token.to_owned())) {
+            grant.expires_at = expires_at;
+        }
+    }
+
+    /// Lets `access_token` send as `mailbox` until `expires_at`, as a token endpoint does when
+    /// it issues one.
+    pub(crate) fn issue_access_token(
+        &self,
+        provider: Provider,
+        access_token: &str,
+        mailbox: &str,
+        expires_at: DateTime<Utc>,
+    ) {
+        let grant = AccessGrant { mailbox: mailbox.to_owned(), expires_at: Some(expires_at) };
+        self.inner.lock().tokens.insert((provider, access_token.to_owned()), grant);
+    }
+
+    /// Runs `action` on the token endpoint's state under the shared lock.
+    pub(crate) fn with_oauth<T>(&self, action: impl FnOnce(&mut OAuthState) -> T) -> T {
+        action(&mut self.inner.lock().oauth)
+    }
+
+    /// Returns whether unknown credentials are accepted as new accounts.
+    pub(crate) fn accounts_open(&self) -> bool {
+        matches!(self.accounts, Accounts::Open { .. })
     }
 
     /// Returns whether `auth_token` is the token of the Twilio account `account_sid`. With open
@@ -287,6 +346,7 @@ impl FakeState {
             injected_timeouts: injected.timeouts,
             injected_rate_limits: injected.rate_limits,
             batch_requests: inner.batch_requests,
+            token_requests_by_provider: inner.oauth.request_counts(),
         }
     }
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::TimeDelta;
+use followup_core::clock::Clock as _;
 use followup_core::domain::{Channel, Provider};
 use followup_core::limits::SendLimits;
 use serde_json::{Value, json};
@@ -127,6 +128,117 @@ async fn graph_fake_accepts_string_flag() {
     assert_eq!(response.status().as_u16(), 202);
     assert!(response.headers().contains_key("request-id"));
     assert!(response.bytes().await.expect("body").is_empty(), "202 has an empty body");
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
+async fn graph_fake_refuses_expired_accepts_issued_token() {
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config).await;
+    fakes.register_outlook(TOKEN, MAILBOX, limits(30, 10_000));
+    fakes.set_access_token_expiry(
+        Provider::Outlook,
+        TOKEN,
+        Some(clock.now() + TimeDelta::hours(1)),
+    );
+    fakes.register_oauth_client(Provider::Outlook, "client", "secret");
+    fakes.register_refresh_token(Provider::Outlook, "refresh", MAILBOX);
+    let url = format!("{}v1.0/users/{MAILBOX}/sendMail", fakes.graph_url());
+    let body = json!({"message": {"subject": "s", "body": {"contentType": "Text", "content": "b"},
+                      "toRecipients": [{"emailAddress": {"address": "ann@example.org"}}]}});
+    let send = |token: String| http().post(url.clone()).bearer_auth(token).json(&body).send();
+
+    // Valid until its expiry on the fakes' clock, refused from then on.
+    let before = send(TOKEN.into()).await.expect("fake responds");
+    assert_eq!(before.status().as_u16(), 202);
+    clock.advance(TimeDelta::hours(1));
+    let after = send(TOKEN.into()).await.expect("fake responds");
+    assert_eq!(after.status().as_u16(), 401);
+
+    // A token from the token endpoint sends as the refresh token's mailbox.
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "refresh"),
+        ("client_id", "client"),
+        ("client_secret", "secret"),
+        ("scope", "Mail.Send"),
+    ];
+    let url = fakes.microsoft_token_url().replace("{tenant}", "common");
+    let issued: Value = http()
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .expect("fake responds")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(issued["token_type"], "Bearer");
+    assert_eq!(issued["expires_in"], 3_599);
+    let access_token = issued["access_token"].as_str().expect("an access token").to_owned();
+    let refreshed = send(access_token).await.expect("fake responds");
+    assert_eq!(refreshed.status().as_u16(), 202);
+    assert_eq!(fakes.stats().received(Provider::Outlook), 2);
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_fake_checks_the_request() {
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config).await;
+    fakes.register_oauth_client(Provider::Gmail, "client", "secret");
+    fakes.register_refresh_token(Provider::Gmail, "refresh", MAILBOX);
+    let url = fakes.google_token_url();
+    type Form<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Form, u16, &str); 4] = [
+        (
+            &[("grant_type", "password"), ("client_id", "client"), ("client_secret", "secret")],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "refresh"),
+                ("client_id", "client"),
+                ("client_secret", "wrong"),
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "client"),
+                ("client_secret", "secret"),
+            ],
+            400,
+            "invalid_request",
+        ),
+        (
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "other"),
+                ("client_id", "client"),
+                ("client_secret", "secret"),
+            ],
+            400,
+            "invalid_grant",
+        ),
+    ];
+    for (form, status, error) in cases {
+        let response = http().post(&url).form(form).send().await.expect("fake responds");
+        assert_eq!(response.status().as_u16(), status, "{form:?}");
+        let body: Value = response.json().await.expect("JSON error");
+        assert_eq!(body["error"], error, "{form:?}");
+    }
+    let json_body = http()
+        .post(&url)
+        .json(&json!({"grant_type": "refresh_token", "refresh_token": "refresh"}))
+        .send()
+        .await
+        .expect("fake responds");
+    assert_eq!(json_body.status().as_u16(), 400, "a JSON body is not a form");
     fakes.shutdown().await;
 }
 

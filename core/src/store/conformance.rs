@@ -699,6 +699,7 @@ fn new_connection(tenant: TenantId, provider: Provider, sender: &str) -> Connect
             access_token: format!("access-{}", Uuid::new_v4()).into(),
             refresh_token: Some(format!("refresh-{}", Uuid::new_v4()).into()),
             expires_at: Some(base_time() + Duration::hours(1)),
+            microsoft_tenant: None,
         },
         Provider::Twilio => Credentials::Twilio {
             account_sid: format!("AC{}", Uuid::new_v4().simple()),

@@ -310,8 +310,9 @@ impl ProviderActor {
                     state.breaker.record_failure(&settings, now)
                 }
                 SendOutcome::InDoubt { .. } => state.breaker.record_failure(&settings, now),
-                // The connection is paused by its tenant actor until new credentials come. A
-                // trial send ends here too, so that the new credentials get a trial of their own.
+                // The tenant actor refreshes the token or pauses the connection, so the next send
+                // carries new credentials. A trial send ends here too, so that the new
+                // credentials get a trial of their own.
                 SendOutcome::Unauthorized { .. } => {
                     state.breaker.release_trial();
                     None

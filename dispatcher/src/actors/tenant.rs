@@ -26,6 +26,7 @@ use super::provider::{Admit, Deliver, ProviderActor, Refund};
 use crate::config::{DispatchConfig, OverQuota};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
+use crate::tokens::{TokenKeeper, TokenStatus};
 
 /// Reason recorded on follow-ups cancelled through the API.
 const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
@@ -35,6 +36,8 @@ const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
 pub struct DispatchDeps {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn followup_core::clock::Clock>,
+    /// Refreshes the OAuth access tokens of the tenants' connections.
+    pub tokens: Arc<TokenKeeper>,
     pub providers: HashMap<Provider, Addr<ProviderActor>>,
     pub billing: Addr<BillingActor>,
     pub config: DispatchConfig,
@@ -328,6 +331,16 @@ impl TenantRound {
             let reason = format!("no {channel} connection: connect one to send this channel");
             let settled = self.settle_all(due, FollowUpState::Skipped, &reason, now).await?;
             return Ok(RoundReport { settled_or_sent: settled, next_wake: Some(now) });
+        };
+
+        // An access token about to expire is refreshed before anything is admitted; while it
+        // cannot be, the due follow-ups stay pending, untouched.
+        let connection = &match self.deps.tokens.credentials_for_send(connection).await {
+            TokenStatus::Ready(credentials) => Connection { credentials, ..connection.clone() },
+            TokenStatus::WaitUntil(at) => {
+                return Ok(RoundReport { settled_or_sent: 0, next_wake: Some(at) });
+            }
+            TokenStatus::Paused => return Ok(RoundReport::default()),
         };
 
         // Admission comes first, so that only follow-ups that may go out now are prepared: a
@@ -672,7 +685,11 @@ impl TenantRound {
         let failure = |error: DispatchError| DeliveryFailure { accepted, error };
         let result = self.deps.store.update_follow_ups(self.tenant, written, attempts).await;
         result.map_err(|error| failure(error.into()))?;
-        if let Some(reason) = pause_reason {
+        // A refused OAuth token is refreshed, and the refused sends go out with the new one
+        // in the next round; without a refresh token the tenant must connect again.
+        if let Some(reason) = pause_reason
+            && !self.deps.tokens.refresh_refused(connection).await
+        {
             self.pause_connection(connection, channel, &reason).await.map_err(failure)?;
         }
         Ok(accepted)
@@ -726,7 +743,7 @@ impl TenantRound {
                 // The send waits for the connection to be reconnected. The attempt stays
                 // counted, so that attempt numbers never repeat.
                 follow_up.state = FollowUpState::Pending;
-                follow_up.reason = Some(format!("waiting for reconnection: {reason}"));
+                follow_up.reason = Some(format!("waiting for valid credentials: {reason}"));
                 Some(reason.clone())
             }
         }

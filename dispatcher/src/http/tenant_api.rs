@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{NaiveTime, Utc, Weekday};
+use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use followup_core::domain::{
     Channel, Connection, Credentials, LimitOverrides, Provider, SendWindow, Sequence, Step,
 };
@@ -503,6 +503,15 @@ pub struct ConnectionRequest {
     pub access_token: Option<Sensitive<String>>,
     #[serde(default)]
     pub refresh_token: Option<Sensitive<String>>,
+    /// Seconds the access token stays valid from now, as the token endpoint reported it.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// When the access token expires; the other way to state `expires_in`.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Outlook only: the Microsoft tenant whose token endpoint refreshes the grant.
+    #[serde(default)]
+    pub microsoft_tenant: Option<String>,
     #[serde(default)]
     pub account_sid: Option<String>,
     #[serde(default)]
@@ -517,8 +526,9 @@ pub struct ConnectionRequest {
     pub timezone: Option<String>,
 }
 
-/// Checks an OAuth access token: it goes into an `Authorization` header as is.
-fn checked_token(token: Sensitive<String>) -> Result<Sensitive<String>, ApiError> {
+/// Checks an OAuth token named `field`: an access token goes into an `Authorization` header
+/// as is, and a refresh token into a form body.
+fn checked_token(token: Sensitive<String>, field: &str) -> Result<Sensitive<String>, ApiError> {
     /// Longer than the tokens Google and Microsoft issue, short enough for a header.
     const MAX_TOKEN_BYTES: usize = 8_192;
     let value = token.expose();
@@ -529,8 +539,68 @@ fn checked_token(token: Sensitive<String>) -> Result<Sensitive<String>, ApiError
         Ok(token)
     } else {
         Err(ApiError::BadRequest(format!(
-            "access_token must be 1 to {MAX_TOKEN_BYTES} printable ASCII characters without \
-             spaces"
+            "{field} must be 1 to {MAX_TOKEN_BYTES} printable ASCII characters without spaces"
+        )))
+    }
+}
+
+/// Builds the OAuth credentials of a Gmail or Outlook connection request, checking each field.
+fn oauth_credentials(
+    provider: Provider,
+    request: &ConnectionRequest,
+    now: DateTime<Utc>,
+) -> Result<Credentials, ApiError> {
+    let access_token = request
+        .access_token
+        .clone()
+        .map(|token| checked_token(token, "access_token"))
+        .transpose()?
+        .ok_or_else(|| ApiError::BadRequest(format!("{provider} needs access_token")))?;
+    let refresh_token = request
+        .refresh_token
+        .clone()
+        .map(|token| checked_token(token, "refresh_token"))
+        .transpose()?;
+    let expires_at = match (request.expires_in, request.expires_at) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest("give expires_in or expires_at, not both".into()));
+        }
+        (Some(seconds), None) => {
+            // Ten years: longer than any access token lives, short enough for the arithmetic.
+            const MAX_EXPIRES_IN: u64 = 315_360_000;
+            if seconds > MAX_EXPIRES_IN {
+                return Err(ApiError::BadRequest(format!(
+                    "expires_in {seconds} is above {MAX_EXPIRES_IN} seconds"
+                )));
+            }
+            Some(now + chrono::Duration::seconds(seconds as i64))
+        }
+        (None, at) => at,
+    };
+    let microsoft_tenant = match (&request.microsoft_tenant, provider) {
+        (None, _) => None,
+        (Some(_), Provider::Gmail | Provider::Twilio) => {
+            return Err(ApiError::BadRequest(
+                "microsoft_tenant applies to outlook connections only".into(),
+            ));
+        }
+        (Some(name), Provider::Outlook) => Some(checked_microsoft_tenant(name)?),
+    };
+    Ok(Credentials::OAuth { access_token, refresh_token, expires_at, microsoft_tenant })
+}
+
+/// Checks a Microsoft tenant: `common`, `organizations`, `consumers`, a tenant id or a domain.
+/// It becomes a path segment of the token endpoint, so only letters, digits, `.` and `-` pass.
+fn checked_microsoft_tenant(name: &str) -> Result<String, ApiError> {
+    let valid = (1..=253).contains(&name.len())
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-'));
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        let quoted = super::json::shorten(name);
+        Err(ApiError::BadRequest(format!(
+            "microsoft_tenant {quoted:?} is not a tenant id, a domain, or one of common, \
+             organizations, consumers"
         )))
     }
 }
@@ -575,7 +645,18 @@ pub struct ConnectionView {
     /// The limits in force per channel: the overrides over the account kind's published
     /// limits.
     pub effective_limits: BTreeMap<Channel, ConnectionLimits>,
+    /// Reason sending is paused, e.g. a revoked grant; sends wait until the tenant connects again.
     pub paused_reason: Option<String>,
+    /// Whether the engine stores a refresh token and so renews the access token by itself
+    /// (OAuth connections only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub has_refresh_token: Option<bool>,
+    /// When the stored access token expires, if known (OAuth connections only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+    /// The Microsoft tenant of an Outlook grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub microsoft_tenant: Option<String>,
 }
 
 impl From<&Connection> for ConnectionView {
@@ -585,7 +666,17 @@ impl From<&Connection> for ConnectionView {
             .filter(|&channel| connection.provider.carries(channel))
             .map(|channel| (channel, ConnectionLimits::of(connection, channel)))
             .collect();
+        let (has_refresh_token, access_token_expires_at, microsoft_tenant) =
+            match &connection.credentials {
+                Credentials::OAuth { refresh_token, expires_at, microsoft_tenant, .. } => {
+                    (Some(refresh_token.is_some()), *expires_at, microsoft_tenant.clone())
+                }
+                Credentials::Twilio { .. } => (None, None, None),
+            };
         Self {
+            has_refresh_token,
+            access_token_expires_at,
+            microsoft_tenant,
             id: connection.id,
             provider: connection.provider,
             sender: connection.sender.clone(),
@@ -648,19 +739,28 @@ pub async fn put_connection(
             "timezone {quoted:?} is not an IANA timezone name such as Europe/Berlin"
         )));
     }
+    if provider == Provider::Twilio {
+        let oauth_fields = [
+            ("access_token", request.access_token.is_some()),
+            ("refresh_token", request.refresh_token.is_some()),
+            ("expires_in", request.expires_in.is_some()),
+            ("expires_at", request.expires_at.is_some()),
+            ("microsoft_tenant", request.microsoft_tenant.is_some()),
+        ];
+        if let Some((field, _)) = oauth_fields.iter().find(|(_, present)| *present) {
+            return Err(ApiError::BadRequest(format!(
+                "{field} is an OAuth field; twilio takes account_sid and auth_token"
+            )));
+        }
+    }
     let credentials = match provider {
         Provider::Gmail | Provider::Outlook => {
-            Credentials::OAuth {
-                access_token: request.access_token.map(checked_token).transpose()?.ok_or_else(
-                    || ApiError::BadRequest(format!("{provider} needs access_token")),
-                )?,
-                refresh_token: request.refresh_token,
-                expires_at: None,
-            }
+            oauth_credentials(provider, &request, state.engine.clock().now())?
         }
         Provider::Twilio => Credentials::Twilio {
             account_sid: request
                 .account_sid
+                .clone()
                 .filter(|sid| {
                     sid.len() == 34
                         && sid.starts_with("AC")
@@ -669,9 +769,9 @@ pub async fn put_connection(
                 .ok_or_else(|| {
                     ApiError::BadRequest("twilio needs account_sid: AC followed by 32 hex".into())
                 })?,
-            auth_token: request.auth_token.filter(|t| !t.expose().is_empty()).ok_or_else(|| {
-                ApiError::BadRequest("twilio needs a non-empty auth_token".into())
-            })?,
+            auth_token: request.auth_token.clone().filter(|t| !t.expose().is_empty()).ok_or_else(
+                || ApiError::BadRequest("twilio needs a non-empty auth_token".into()),
+            )?,
         },
     };
     let store = state.engine.store();
