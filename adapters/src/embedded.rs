@@ -16,6 +16,7 @@ use followup_core::domain::{
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::{
     Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, StoreError, StoreFuture,
+    WrappedDataKey,
 };
 use redb::Database;
 
@@ -278,5 +279,26 @@ impl Store for EmbeddedStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         self.read(move |db| read::count_follow_ups(db, tenant))
+    }
+
+    fn put_data_key(&self, key: WrappedDataKey) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutDataKey(key))
+    }
+
+    fn data_key(&self, tenant: TenantId) -> StoreFuture<'_, Option<WrappedDataKey>> {
+        self.read(move |db| read::data_key(db, tenant))
+    }
+
+    fn data_keys(&self) -> StoreFuture<'_, Vec<WrappedDataKey>> {
+        self.read(read::data_keys)
+    }
+
+    fn delete_data_key(&self, tenant: TenantId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::DeleteDataKey(tenant)).await? {
+                Applied::Deleted(found) => Ok(found),
+                other => Err(unexpected_outcome("delete_data_key", &other)),
+            }
+        })
     }
 }

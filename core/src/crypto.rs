@@ -82,13 +82,11 @@ impl fmt::Debug for MasterKey {
 impl MasterKey {
     /// Reads a key written as base64 of 32 bytes; `origin` names where it came from in errors.
     pub fn from_base64(text: &str, origin: &str) -> Result<Self, CryptoError> {
-        let invalid = |reason: String| CryptoError::InvalidMasterKey {
-            origin: origin.to_owned(),
-            reason,
-        };
-        let bytes = STANDARD
-            .decode(text.trim())
-            .map_err(|_| invalid("not base64; generate one with `followup keys generate`".into()))?;
+        let invalid =
+            |reason: String| CryptoError::InvalidMasterKey { origin: origin.to_owned(), reason };
+        let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+            invalid("not base64; generate one with `followup keys generate`".into())
+        })?;
         if bytes.len() != KEY_LEN {
             return Err(invalid(format!("{} bytes, expected {KEY_LEN}", bytes.len())));
         }
@@ -290,7 +288,8 @@ impl DataKey {
     /// Opens a value sealed by [`DataKey::seal`] for the same tenant and field.
     pub fn open(&self, tenant: TenantId, field: &str, sealed: &str) -> Result<String, CryptoError> {
         let what = || format!("{field} of tenant {tenant}");
-        let malformed = |reason: &str| CryptoError::Malformed { what: what(), reason: reason.into() };
+        let malformed =
+            |reason: &str| CryptoError::Malformed { what: what(), reason: reason.into() };
         let (version, body) = parse_sealed(sealed).ok_or_else(|| malformed("no version"))?;
         if version != self.version {
             return Err(malformed(&format!(
@@ -452,10 +451,8 @@ fn open_bytes(key: &LessSafeKey, aad: &[u8], mut sealed: Vec<u8>) -> Result<Vec<
     }
     let nonce: [u8; NONCE_LEN] = sealed[..NONCE_LEN].try_into().map_err(|_| ())?;
     let nonce = Nonce::assume_unique_for_key(nonce);
-    let length = key
-        .open_in_place(nonce, Aad::from(aad), &mut sealed[NONCE_LEN..])
-        .map_err(|_| ())?
-        .len();
+    let length =
+        key.open_in_place(nonce, Aad::from(aad), &mut sealed[NONCE_LEN..]).map_err(|_| ())?.len();
     sealed.drain(..NONCE_LEN);
     sealed.truncate(length);
     Ok(sealed)

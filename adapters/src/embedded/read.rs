@@ -6,14 +6,14 @@ use followup_core::domain::{
     Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
-use followup_core::store::{FollowUpCounts, StoreError};
+use followup_core::store::{FollowUpCounts, StoreError, WrappedDataKey};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, SCHEDULES, SENT,
-    SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DUE, FOLLOW_UPS, SCHEDULES,
+    SENT, SEQUENCES, TENANTS, Table,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
@@ -280,4 +280,15 @@ pub(super) fn count_follow_ups(
         Ok(())
     })?;
     Ok(counts)
+}
+
+pub(super) fn data_key(
+    db: &Database,
+    tenant: TenantId,
+) -> Result<Option<WrappedDataKey>, StoreError> {
+    get_one(db, DATA_KEYS, &keys::tenant(tenant))
+}
+
+pub(super) fn data_keys(db: &Database) -> Result<Vec<WrappedDataKey>, StoreError> {
+    scan_one(db, DATA_KEYS, &[])
 }

@@ -9,14 +9,14 @@
 use followup_core::domain::{Attempt, Connection, FollowUp, FollowUpState, Sequence, Tenant};
 use followup_core::ids::{FollowUpId, TenantId};
 use followup_core::store::{
-    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, RecoveryReport, StoreError,
+    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, RecoveryReport, StoreError, WrappedDataKey,
 };
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DUE, FOLLOW_UPS, IN_FLIGHT, SCHEDULES,
-    SENT, SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DUE, FOLLOW_UPS, IN_FLIGHT,
+    SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
 };
 
 /// A write request from one caller.
@@ -28,6 +28,8 @@ pub(super) enum WriteOp {
     InsertEnrolments { tenant: TenantId, enrolments: Vec<Enrolment> },
     UpdateFollowUps { tenant: TenantId, follow_ups: Vec<FollowUp>, attempts: Vec<Attempt> },
     RecoverInterrupted,
+    PutDataKey(WrappedDataKey),
+    DeleteDataKey(TenantId),
 }
 
 /// Result of an applied operation, sent back to its caller.
@@ -36,6 +38,8 @@ pub(super) enum Applied {
     Done,
     Inserted(InsertReport),
     Recovered(RecoveryReport),
+    /// Whether a delete found something to remove.
+    Deleted(bool),
 }
 
 /// Reason an operation did not apply.
@@ -63,6 +67,7 @@ pub(super) struct WriteTables<'txn> {
     in_flight: RawTable<'txn>,
     sent: RawTable<'txn>,
     attempts: RawTable<'txn>,
+    data_keys: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -84,6 +89,7 @@ impl<'txn> WriteTables<'txn> {
             in_flight: open(IN_FLIGHT)?,
             sent: open(SENT)?,
             attempts: open(ATTEMPTS)?,
+            data_keys: open(DATA_KEYS)?,
         })
     }
 
@@ -109,6 +115,16 @@ impl<'txn> WriteTables<'txn> {
             }
             WriteOp::RecoverInterrupted => {
                 self.recover_interrupted().map(Applied::Recovered).map_err(ApplyError::Failed)
+            }
+            WriteOp::PutDataKey(key) => {
+                put(&mut self.data_keys, DATA_KEYS, &keys::tenant(key.tenant), key)
+                    .map_err(ApplyError::Failed)?;
+                Ok(Applied::Done)
+            }
+            WriteOp::DeleteDataKey(tenant) => {
+                let removed = self.data_keys.remove(keys::tenant(*tenant).as_slice());
+                let removed = removed.map_err(|e| tables::write_error(DATA_KEYS, e));
+                Ok(Applied::Deleted(removed.map_err(ApplyError::Failed)?.is_some()))
             }
         }
     }
