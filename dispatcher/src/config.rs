@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use followup_core::crypto::{CryptoError, Keyring, MasterKey};
 use followup_core::domain::Channel;
 use followup_core::ingest::IngestLimits;
 use followup_core::sensitive::Sensitive;
@@ -23,6 +24,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Bearer token of the operator endpoints under `/admin`; they return 401 while it is unset.
     pub admin_token: Option<Sensitive<String>>,
+    /// File of master keys, one base64 key per line, newest last. `followup keys rotate` makes
+    /// the engine read it again.
+    pub master_key_file: Option<PathBuf>,
+    /// A single master key (base64), from `FOLLOWUP_MASTER_KEY`; never read from the config
+    /// file, so that the key does not sit beside the rest of the configuration.
+    #[serde(skip)]
+    pub master_key: Option<Sensitive<String>>,
     pub log_format: LogFormat,
     pub providers: ProvidersConfig,
     pub ingest: IngestConfig,
@@ -37,6 +45,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("followup-data"),
             admin_token: None,
+            master_key_file: None,
+            master_key: None,
             log_format: LogFormat::Pretty,
             providers: ProvidersConfig::default(),
             ingest: IngestConfig::default(),
@@ -53,6 +63,34 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+impl Config {
+    /// Reads the master keys: the key of `FOLLOWUP_MASTER_KEY` or the keys of the key file,
+    /// never both, because the engine could not tell which one is newest.
+    pub fn load_keyring(&self) -> Result<Keyring, CryptoError> {
+        match (&self.master_key, &self.master_key_file) {
+            (Some(_), Some(path)) => Err(CryptoError::InvalidMasterKey {
+                origin: path.display().to_string(),
+                reason: "FOLLOWUP_MASTER_KEY is set too: use either the variable or a key file"
+                    .into(),
+            }),
+            (Some(key), None) => {
+                Keyring::new(vec![MasterKey::from_base64(key.expose(), "FOLLOWUP_MASTER_KEY")?])
+            }
+            (None, Some(path)) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    CryptoError::InvalidMasterKey {
+                        origin: origin.clone(),
+                        reason: error.to_string(),
+                    }
+                })?;
+                Keyring::parse(&text, &origin)
+            }
+            (None, None) => Err(CryptoError::NoMasterKey),
+        }
     }
 }
 

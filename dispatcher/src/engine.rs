@@ -19,11 +19,13 @@ use followup_adapters::gmail::GmailClient;
 use followup_adapters::http::{HttpSettings, build_http_client};
 use followup_adapters::outlook::GraphClient;
 use followup_adapters::twilio::TwilioClient;
+use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
 use followup_core::ids::{ScheduleId, TenantId};
 use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::store::Store;
+use followup_core::store::sealed::SealedStore;
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
@@ -47,6 +49,9 @@ pub struct ProviderUrls {
 #[derive(Debug)]
 pub struct Engine {
     deps: Arc<DispatchDeps>,
+    /// The store every part of the engine uses (`deps.store` is the same object): it seals
+    /// sensitive fields under tenants' data keys.
+    sealed: Arc<SealedStore>,
     config: Config,
     tenants: Mutex<HashMap<TenantId, TenantHandle>>,
     /// One arbiter (thread with its own event loop) per core; tenant actors are spread over
@@ -67,13 +72,21 @@ struct TenantHandle {
 
 impl Engine {
     /// Starts the actors, settles what the last stop interrupted, and starts a tenant actor
-    /// for every tenant in the store. Must run inside an actix system.
+    /// for every tenant in the store. `store` is the plain store; the engine seals it under the
+    /// master keys of `config` and fails if they do not open every tenant's data key. Must run
+    /// inside an actix system.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: Config,
         urls: ProviderUrls,
     ) -> anyhow::Result<Arc<Self>> {
+        let keyring = config.load_keyring()?;
+        let sealed = Arc::new(SealedStore::new(store, keyring));
+        let tenant_keys =
+            sealed.verify_keys().await.context("cannot open the tenants' data keys")?;
+        tracing::info!(tenant_keys, "master keys open every tenant's data key");
+        let store: Arc<dyn Store> = sealed.clone();
         let recovered = store.recover_interrupted().await?;
         if recovered.in_doubt > 0 || recovered.released_claims > 0 {
             tracing::warn!(
@@ -100,6 +113,7 @@ impl Engine {
         });
         let engine = Arc::new(Self {
             deps,
+            sealed,
             config,
             tenants: Mutex::default(),
             arbiters,
@@ -114,6 +128,40 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.deps.store
+    }
+
+    /// Returns the sealed store, for what needs a tenant's keys: record ids, rotation and
+    /// [`Engine::destroy_tenant_key`].
+    pub fn sealed_store(&self) -> &Arc<SealedStore> {
+        &self.sealed
+    }
+
+    /// Destroys the data key of `tenant` (crypto-shredding): from then on no sealed field of
+    /// the tenant can be read, by this process or any other. Returns whether a key existed.
+    /// Stop the tenant's dispatch first, or its rounds fail with errors naming the missing key.
+    pub async fn destroy_tenant_key(&self, tenant: TenantId) -> anyhow::Result<bool> {
+        let destroyed = self.sealed.destroy_tenant_key(tenant).await?;
+        tracing::info!(%tenant, destroyed, "tenant data key destroyed");
+        Ok(destroyed)
+    }
+
+    /// Reads the master key file again and re-wraps every tenant's data key under its newest
+    /// key, while dispatch goes on. Without a key file there is nothing to rotate to.
+    pub async fn rotate_master_keys(&self) -> anyhow::Result<KeyRotationReport> {
+        anyhow::ensure!(
+            self.config.master_key_file.is_some(),
+            "rotation needs a master key file: the engine runs with FOLLOWUP_MASTER_KEY only; \
+             restart it with --master-key-file FILE listing the old key, then the new one"
+        );
+        let keyring = self.config.load_keyring()?;
+        let report = self.sealed.rotate(keyring).await?;
+        tracing::info!(
+            rewrapped = report.rewrapped,
+            newest = %report.newest_master_key_id,
+            in_use = ?report.master_keys_in_use,
+            "master keys rotated"
+        );
+        Ok(report)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

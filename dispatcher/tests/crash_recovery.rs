@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 const OPERATOR_TOKEN: &str = "crash-test-operator-token";
 const CONTACTS: usize = 300;
+/// Master key of every engine of the test (base64 of 32 bytes), so a restart opens the store.
+const MASTER_KEY: &str = "Y3Jhc2gtdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=";
 
 /// Kills the child when dropped, so that a failed assertion leaves no process behind.
 struct ChildGuard(Child);
@@ -56,6 +58,7 @@ fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
         .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
         .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("FOLLOWUP_MASTER_KEY", MASTER_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -80,6 +80,15 @@ pub async fn list_tenants(
     Ok(HttpResponse::Ok().json(tenants))
 }
 
+/// Re-reads the master key file and re-wraps every tenant's data key under its newest key.
+pub async fn rotate_keys(
+    state: web::Data<AppState>,
+    _operator: Operator,
+) -> Result<HttpResponse, ApiError> {
+    let report = state.engine.rotate_master_keys().await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
 pub async fn snapshot(
     state: web::Data<AppState>,
     _operator: Operator,
