@@ -72,9 +72,10 @@ struct TenantHandle {
 
 impl Engine {
     /// Starts the actors, settles what the last stop interrupted, and starts a tenant actor
-    /// for every tenant in the store. `store` is the plain store; the engine seals it under the
-    /// master keys of `config` and fails if they do not open every tenant's data key. Must run
-    /// inside an actix system.
+    /// for every tenant in the store. Must run inside an actix system.
+    ///
+    /// `store` is the plain store. The engine wraps it in a [`SealedStore`] under the master
+    /// keys of `config`, and fails when they do not open every tenant's data key.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,

@@ -54,8 +54,8 @@ enum KeysCommand {
     },
 }
 
-/// Where the master keys come from. The key itself is read only from FOLLOWUP_MASTER_KEY,
-/// never from a flag, so that it stays out of `ps` output and shell history.
+/// The source of the master keys. A key itself is read only from FOLLOWUP_MASTER_KEY, never
+/// from a flag, so that it stays out of `ps` output and shell history.
 #[derive(Debug, clap::Args)]
 struct MasterKeyArgs {
     /// File of master keys, one base64 key per line, newest last (from `followup keys
@@ -307,7 +307,7 @@ async fn rotate_keys(url: &str) -> anyhow::Result<()> {
     let status = response.status();
     let body = response.text().await.context("cannot read the engine's response")?;
     if !status.is_success() {
-        anyhow::bail!("rotation failed: {endpoint} answered {status}: {body}");
+        anyhow::bail!("rotation failed: {endpoint} returned {status}: {body}");
     }
     let report: KeyRotationReport = serde_json::from_str(&body)
         .with_context(|| format!("unexpected response from {endpoint}: {body}"))?;

@@ -4,34 +4,21 @@
 //! The fakes run in their own process (`followup fakes`), so that what they received
 //! survives the engine's death.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::{ChildGuard, free_port, wait_ready};
 
 const OPERATOR_TOKEN: &str = "crash-test-operator-token";
 const CONTACTS: usize = 300;
 /// Master key of every engine of the test (base64 of 32 bytes), so a restart opens the store.
 const MASTER_KEY: &str = "Y3Jhc2gtdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=";
-
-/// Kills the child when dropped, so that a failed assertion leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 fn start_fakes(per_day: u32) -> (ChildGuard, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_followup"))
@@ -64,19 +51,6 @@ fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
         .spawn()
         .expect("start followup serve");
     ChildGuard(child)
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("engine at {base} not ready within 30 s");
 }
 
 async fn snapshot_totals(http: &reqwest::Client, base: &str) -> BTreeMap<String, u64> {

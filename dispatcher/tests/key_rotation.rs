@@ -2,28 +2,20 @@
 //! start without one, and `keys rotate` re-wraps every data key while the engine runs, after
 //! which the old key can leave the key file.
 
+mod support;
+
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use followup_core::crypto::MasterKey;
 use serde_json::{Value, json};
+use support::{ChildGuard, free_port, wait_ready};
 
 const OPERATOR_TOKEN: &str = "rotation-test-operator-token";
 const BODY_TEXT: &str = "Rotation body text for {{email}}";
-
-/// Kills the child when dropped, so that a failed assertion leaves no process behind.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn followup() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_followup"));
@@ -50,11 +42,6 @@ fn write_keys(path: &Path, keys: &[&str]) {
     for key in keys {
         writeln!(file, "{key}").expect("write key file");
     }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 fn serve(data_dir: &Path, port: u16, key_file: &Path) -> Command {
@@ -84,19 +71,6 @@ fn failed_start(command: &mut Command) -> Output {
     let output = command.output().expect("run followup serve");
     assert!(!output.status.success(), "serve started: {output:?}");
     output
-}
-
-async fn wait_ready(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await
-            && response.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("engine at {base} not ready within 30 s");
 }
 
 /// A tenant of the test engine: its API key and its sequence.

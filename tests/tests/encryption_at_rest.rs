@@ -1,7 +1,7 @@
-//! Encryption at rest, end to end: after tenants upload contacts, connect Gmail, Outlook and
-//! Twilio and their follow-ups go out, not one email address, phone number, name, token or
-//! message text is found in the bytes of the store's files, although the API and the fakes
-//! show that every one of them was stored and used.
+//! Encryption at rest, end to end. Tenants upload contacts, connect Gmail, Outlook and Twilio,
+//! and their follow-ups go out. Afterwards the bytes of the store's files contain no email
+//! address, phone number, name, token or message text, although the API and the fakes show
+//! that every one of them was stored and used.
 
 use std::path::Path;
 

@@ -118,7 +118,8 @@ impl SealedStore {
             cache.keys.insert(tenant, Arc::new(key));
             wrapped
         };
-        self.inner
+        let stored = self
+            .inner
             .put_data_key(WrappedDataKey {
                 tenant,
                 version: DATA_KEY_VERSION,
@@ -126,7 +127,13 @@ impl SealedStore {
                 wrapped,
                 created_at: now,
             })
-            .await
+            .await;
+
+        // A key that is not stored must not seal anything, or a restart would lose that data.
+        if stored.is_err() {
+            self.cache().keys.remove(&tenant);
+        }
+        stored
     }
 
     /// Destroys the tenant's data key (crypto-shredding): removes the wrapped key from the
@@ -199,51 +206,6 @@ struct TenantCipher {
     key: Arc<DataKey>,
 }
 
-impl TenantCipher {
-    fn seal(&self, field: &str, value: &str) -> Result<String, CryptoError> {
-        self.key.seal(self.tenant, field, value)
-    }
-
-    fn seal_in_place(&self, field: &str, value: &mut String) -> Result<(), CryptoError> {
-        *value = self.seal(field, value)?;
-        Ok(())
-    }
-
-    fn seal_option(&self, field: &str, value: &mut Option<String>) -> Result<(), CryptoError> {
-        if let Some(value) = value {
-            self.seal_in_place(field, value)?;
-        }
-        Ok(())
-    }
-
-    fn seal_secret(&self, field: &str, value: &mut Sensitive<String>) -> Result<(), CryptoError> {
-        *value = Sensitive::new(self.seal(field, value.expose())?);
-        Ok(())
-    }
-
-    /// Opens a sealed value; text the store wrote itself (not sealed) is returned as it is.
-    fn open_in_place(&self, field: &str, value: &mut String) -> Result<(), CryptoError> {
-        if is_sealed(value) {
-            *value = self.key.open(self.tenant, field, value)?;
-        }
-        Ok(())
-    }
-
-    fn open_option(&self, field: &str, value: &mut Option<String>) -> Result<(), CryptoError> {
-        if let Some(value) = value {
-            self.open_in_place(field, value)?;
-        }
-        Ok(())
-    }
-
-    fn open_secret(&self, field: &str, value: &mut Sensitive<String>) -> Result<(), CryptoError> {
-        if is_sealed(value.expose()) {
-            *value = Sensitive::new(self.key.open(self.tenant, field, value.expose())?);
-        }
-        Ok(())
-    }
-}
-
 /// Direction of a pass over a record's sensitive fields.
 #[derive(Clone, Copy)]
 enum Pass {
@@ -252,11 +214,15 @@ enum Pass {
 }
 
 impl TenantCipher {
+    /// Seals or opens one field in place. Opening leaves text the store wrote itself (not
+    /// sealed) as it is.
     fn text(&self, pass: Pass, field: &str, value: &mut String) -> Result<(), CryptoError> {
         match pass {
-            Pass::Seal => self.seal_in_place(field, value),
-            Pass::Open => self.open_in_place(field, value),
+            Pass::Seal => *value = self.key.seal(self.tenant, field, value)?,
+            Pass::Open if is_sealed(value) => *value = self.key.open(self.tenant, field, value)?,
+            Pass::Open => {}
         }
+        Ok(())
     }
 
     fn optional(
@@ -265,9 +231,9 @@ impl TenantCipher {
         field: &str,
         value: &mut Option<String>,
     ) -> Result<(), CryptoError> {
-        match pass {
-            Pass::Seal => self.seal_option(field, value),
-            Pass::Open => self.open_option(field, value),
+        match value {
+            Some(value) => self.text(pass, field, value),
+            None => Ok(()),
         }
     }
 
@@ -277,10 +243,10 @@ impl TenantCipher {
         field: &str,
         value: &mut Sensitive<String>,
     ) -> Result<(), CryptoError> {
-        match pass {
-            Pass::Seal => self.seal_secret(field, value),
-            Pass::Open => self.open_secret(field, value),
-        }
+        let mut text = value.expose().clone();
+        self.text(pass, field, &mut text)?;
+        *value = Sensitive::new(text);
+        Ok(())
     }
 
     fn connection(&self, pass: Pass, connection: &mut Connection) -> Result<(), CryptoError> {
