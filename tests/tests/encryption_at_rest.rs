@@ -186,3 +186,42 @@ async fn store_files_contain_no_plaintext() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[actix_rt::test]
+async fn destroyed_tenant_key_fails_reads() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let doomed = engine.create_tenant("doomed", "pro").await?;
+    let kept = engine.create_tenant("kept", "pro").await?;
+    for key in [&doomed, &kept] {
+        let sequence = engine.create_sequence(key, &followup_tests::email_now_sequence()).await?;
+        let (status, _) =
+            engine.upload(key, &sequence, "text/csv", "email\na@example.com\n").await?;
+        assert_eq!(status, 200);
+    }
+    let tenants = engine.running.engine.store().tenants().await?;
+    let doomed_id = tenants.iter().find(|t| t.name == "doomed").expect("doomed tenant").id;
+
+    assert!(engine.running.engine.destroy_tenant_key(doomed_id).await?, "a key existed");
+    let response = engine.http.get(engine.url("/v1/sequences")).bearer_auth(&doomed).send().await?;
+    assert_eq!(response.status(), 500);
+    let body = response.text().await?;
+    assert!(body.contains("it was destroyed"), "{body}");
+    assert!(!body.contains("Hi {{first_name"), "no template text after destruction: {body}");
+    assert_eq!(status_of(&engine, &kept, "/v1/sequences").await?, 200, "other tenant unaffected");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn rotation_needs_a_key_file() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let response = engine
+        .http
+        .post(engine.url("/admin/v1/keys/rotate"))
+        .bearer_auth(followup_tests::OPERATOR_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 500);
+    let body = response.text().await?;
+    assert!(body.contains("--master-key-file"), "{body}");
+    Ok(())
+}
