@@ -220,7 +220,7 @@ async fn rotation_needs_a_key_file() -> anyhow::Result<()> {
         .bearer_auth(followup_tests::OPERATOR_TOKEN)
         .send()
         .await?;
-    assert_eq!(response.status(), 500);
+    assert_eq!(response.status(), 422);
     let body = response.text().await?;
     assert!(body.contains("--master-key-file"), "{body}");
     Ok(())
