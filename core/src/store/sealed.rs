@@ -3,8 +3,8 @@
 //!
 //! Encryption lives here, once, and not in each store, so the embedded store and the MongoDB
 //! store keep the same guarantees and their conformance suite stays about storage. The inner
-//! store sees ids, states, instants and channels in the clear (it indexes them) and sealed text
-//! in every field that could identify a contact or carry a secret:
+//! store receives ids, states, instants and channels in the clear, because it indexes them,
+//! and sealed text in every field that could identify a contact or carry a secret:
 //!
 //! - connections: OAuth access and refresh tokens, Twilio auth tokens, the pause reason;
 //! - sequences: each step's subject, body and HTML body;
@@ -94,9 +94,8 @@ impl SealedStore {
     /// master key.
     ///
     /// NOTE: two processes creating the same tenant at once could each store a key, and the
-    /// loser's sealed values would not open; within one process the cache serialises it.
-    /// Tenants are created by one engine, so this waits for a conditional insert in the store
-    /// until several nodes share one.
+    /// sealed values of the one overwritten would not open. Within one process the cache
+    /// serialises creation. Several nodes on one store will need a conditional insert here.
     async fn ensure_tenant_key(
         &self,
         tenant: TenantId,
@@ -164,7 +163,8 @@ impl SealedStore {
     /// wrapped by another. Data keys do not change, so no sealed value is rewritten.
     ///
     /// NOTE: a tenant created while this runs may keep a key wrapped by the previous newest
-    /// master key; the report lists that key as still in use, and a second rotation moves it.
+    /// master key. The report then lists that master key as still in use, and a second
+    /// rotation moves it.
     pub async fn rotate(&self, keyring: Keyring) -> Result<KeyRotationReport, StoreError> {
         let keyring = Arc::new(keyring);
         let newest = keyring.newest().id().to_owned();
@@ -484,9 +484,9 @@ impl Store for SealedStore {
         self.inner.sends_since(tenant, channel, since)
     }
 
-    /// NOTE: an attempt stored again under the same number is sealed again with a new nonce,
-    /// so a store that compares the repeat with what it holds (the embedded store does) sees
-    /// different content and rejects it whenever the attempt has a detail.
+    /// NOTE: an attempt stored again under the same number is sealed again with a new nonce.
+    /// A store that compares the repeat with the stored attempt (the embedded store does)
+    /// finds different content and rejects it whenever the attempt has a detail.
     fn update_follow_ups(
         &self,
         tenant: TenantId,

@@ -19,7 +19,7 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// Waits until the engine at `base` answers `/readyz`, for at most 30 seconds.
+/// Waits until the engine at `base` is ready (`/readyz` returns 200), for at most 30 seconds.
 pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
