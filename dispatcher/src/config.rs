@@ -306,4 +306,40 @@ mod tests {
         assert!(!parsed.plans.contains_key("free"));
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
     }
+
+    #[test]
+    fn master_key_comes_from_a_file_never_the_config() {
+        let parsed: Config =
+            toml::from_str("master_key_file = \"/etc/followup/keys\"\n").expect("valid config");
+        assert_eq!(parsed.master_key_file, Some(PathBuf::from("/etc/followup/keys")));
+        assert!(parsed.master_key.is_none());
+        let key_in_file = toml::from_str::<Config>("master_key = \"AAAA\"\n");
+        assert!(key_in_file.is_err(), "a key in the config file is rejected");
+    }
+
+    #[test]
+    fn keyring_needs_exactly_one_source() {
+        let none = Config::default().load_keyring().expect_err("no key");
+        assert!(none.to_string().contains("FOLLOWUP_MASTER_KEY"), "{none}");
+        assert!(none.to_string().contains("--master-key-file"), "{none}");
+
+        let key = followup_core::crypto::generate_master_key().expect("random key");
+        let both = Config {
+            master_key: Some(key.clone()),
+            master_key_file: Some(PathBuf::from("keys.txt")),
+            ..Config::default()
+        };
+        let error = both.load_keyring().expect_err("two sources");
+        assert!(error.to_string().contains("either the variable or a key file"), "{error}");
+
+        let missing = Config {
+            master_key_file: Some(PathBuf::from("/nonexistent/keys.txt")),
+            ..Config::default()
+        };
+        let error = missing.load_keyring().expect_err("missing file");
+        assert!(error.to_string().contains("/nonexistent/keys.txt"), "{error}");
+
+        let env_only = Config { master_key: Some(key), ..Config::default() };
+        assert_eq!(env_only.load_keyring().expect("one key").ids().len(), 1);
+    }
 }

@@ -21,11 +21,12 @@ use followup_adapters::outlook::GraphClient;
 use followup_adapters::twilio::TwilioClient;
 use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
+use followup_core::crypto::CryptoError;
 use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
 use followup_core::ids::{ScheduleId, TenantId};
 use followup_core::limits::{ConnectionLimits, SendLimits};
-use followup_core::store::Store;
 use followup_core::store::sealed::SealedStore;
+use followup_core::store::{Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
@@ -121,7 +122,7 @@ impl Engine {
             next_arbiter: AtomicUsize::new(0),
             new_tenant: Notify::new(),
         });
-        for tenant in engine.deps.store.tenants().await? {
+        for tenant in engine.live_tenants().await? {
             engine.add_tenant(&tenant).await?;
         }
         Ok(engine)
@@ -135,6 +136,22 @@ impl Engine {
     /// [`Engine::destroy_tenant_key`].
     pub fn sealed_store(&self) -> &Arc<SealedStore> {
         &self.sealed
+    }
+
+    /// Returns the tenants whose data key exists. A tenant whose key was destroyed keeps its
+    /// records until they are purged, but none of them can be read, so it gets no actor.
+    pub async fn live_tenants(&self) -> anyhow::Result<Vec<Tenant>> {
+        let mut live = Vec::new();
+        for tenant in self.deps.store.tenants().await? {
+            match self.sealed.tenant_key(tenant.id).await {
+                Ok(_) => live.push(tenant),
+                Err(StoreError::Crypto(CryptoError::NoDataKey(_))) => {
+                    tracing::info!(tenant = %tenant.id, "tenant data key destroyed; not dispatching");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(live)
     }
 
     /// Destroys the data key of `tenant` (crypto-shredding): from then on no sealed field of

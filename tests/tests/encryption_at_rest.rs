@@ -225,3 +225,22 @@ async fn rotation_needs_a_key_file() -> anyhow::Result<()> {
     assert!(body.contains("--master-key-file"), "{body}");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn destroyed_tenant_gets_no_actor_at_start() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let doomed = engine.create_tenant("doomed", "pro").await?;
+    engine.connect_fakes(&doomed).await?;
+    engine.create_tenant("kept", "pro").await?;
+    let tenants = engine.running.engine.store().tenants().await?;
+    let doomed_id = tenants.iter().find(|t| t.name == "doomed").expect("doomed tenant").id;
+    engine.running.engine.destroy_tenant_key(doomed_id).await?;
+
+    // Start-up starts actors and registers connections for these tenants only, so a store
+    // with a destroyed tenant still starts.
+    let live = engine.running.engine.live_tenants().await?;
+    assert_eq!(live.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["kept"]);
+    let error = engine.running.engine.store().connections(doomed_id).await;
+    assert!(error.is_err(), "the destroyed tenant's connections do not open");
+    Ok(())
+}
