@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use followup_adapters::embedded::{self, EmbeddedStore};
+use followup_core::crypto::RecordIdKey;
 use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState, Schedule};
-use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::ids::{FollowUpId, SequenceId, TenantId};
 use followup_core::store::{Enrolment, Store};
 
 const ENROLMENTS: usize = 100_000;
@@ -80,7 +81,7 @@ fn enrolment(
 ) -> Enrolment {
     let key = format!("contact-{row}");
     let contact = Contact {
-        id: ContactId::derive(tenant, &key),
+        id: RecordIdKey::from_bytes(tenant.as_bytes()).contact(&key),
         tenant,
         external_id: Some(key.clone()),
         first_name: Some("Ada".to_owned()),
@@ -92,7 +93,7 @@ fn enrolment(
         custom: [("company".to_owned(), "Analytical Engines".to_owned())].into(),
     };
     let schedule = Schedule {
-        id: ScheduleId::derive(tenant, sequence, &key),
+        id: RecordIdKey::from_bytes(tenant.as_bytes()).schedule(sequence, &key),
         tenant,
         sequence,
         contact: contact.id,

@@ -17,7 +17,7 @@ use followup_core::domain::{
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
-    StoreError, StoreFuture,
+    StoreError, StoreFuture, WrappedDataKey,
 };
 use redb::{Database, ReadableDatabase as _};
 
@@ -379,6 +379,27 @@ impl Store for EmbeddedStore {
             match self.writer.submit(WriteOp::PurgeSentMessages { before, limit }).await? {
                 Applied::Counted(count) => Ok(count),
                 other => Err(unexpected_outcome("purge_sent_messages", &other)),
+            }
+        })
+    }
+
+    fn put_data_key(&self, key: WrappedDataKey) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutDataKey(key))
+    }
+
+    fn data_key(&self, tenant: TenantId) -> StoreFuture<'_, Option<WrappedDataKey>> {
+        self.read(move |db| read::data_key(db, tenant))
+    }
+
+    fn data_keys(&self) -> StoreFuture<'_, Vec<WrappedDataKey>> {
+        self.read(read::data_keys)
+    }
+
+    fn delete_data_key(&self, tenant: TenantId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::DeleteDataKey(tenant)).await? {
+                Applied::Deleted(found) => Ok(found),
+                other => Err(unexpected_outcome("delete_data_key", &other)),
             }
         })
     }

@@ -30,6 +30,20 @@ pub struct CreateTenantResponse {
     pub api_key: String,
 }
 
+/// Answer to `POST /admin/v1/keys/rotate`: what a rotation of master keys did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotationReport {
+    /// Data keys re-wrapped under the newest master key by this rotation.
+    pub rewrapped: u64,
+    /// Id of the newest master key, which now wraps every data key.
+    pub newest_master_key_id: String,
+    /// Ids of the master keys read from the key file, oldest first.
+    pub master_keys_loaded: Vec<String>,
+    /// Ids of the master keys that still wrap a data key. A loaded key not listed here may be
+    /// removed from the key file.
+    pub master_keys_in_use: Vec<String>,
+}
+
 /// `GET /admin/v1/snapshot`: the state of the engine at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AdminSnapshot {

@@ -50,8 +50,9 @@ uuid_id!(
     ConnectionId
 );
 uuid_id!(
-    /// One person a tenant follows up with. Derived from the tenant and the contact's key, so
-    /// the same person uploaded twice gets the same id.
+    /// One person a tenant follows up with. Derived from the contact's key under the tenant's
+    /// record id key (`crypto::RecordIdKey`), so the same person uploaded twice gets the same
+    /// id and the id does not reveal the person.
     ContactId
 );
 uuid_id!(
@@ -63,25 +64,10 @@ uuid_id!(
     SequenceId
 );
 uuid_id!(
-    /// One contact enrolled in one sequence. Derived from the tenant, the sequence and the
-    /// contact's key, which makes bulk ingest idempotent.
+    /// One contact enrolled in one sequence. Derived from the sequence and the contact's key
+    /// under the tenant's record id key, which makes bulk ingest idempotent.
     ScheduleId
 );
-
-impl ContactId {
-    /// Derives the id of the contact with `contact_key` (an external id or a normalised address)
-    /// in `tenant`. The derivation is a UUID v5 in the tenant's namespace.
-    pub fn derive(tenant: TenantId, contact_key: &str) -> Self {
-        Self(Uuid::new_v5(&tenant.0, format!("contact:{contact_key}").as_bytes()))
-    }
-}
-
-impl ScheduleId {
-    /// Derives the id of the schedule enrolling `contact_key` in `sequence` for `tenant`.
-    pub fn derive(tenant: TenantId, sequence: SequenceId, contact_key: &str) -> Self {
-        Self(Uuid::new_v5(&tenant.0, format!("schedule:{sequence}:{contact_key}").as_bytes()))
-    }
-}
 
 /// One follow-up: the step with index `step` of one schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,28 +103,6 @@ impl FromStr for FollowUpId {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn derived_ids_are_stable() {
-        let tenant = TenantId::generate();
-        let sequence = SequenceId::generate();
-        assert_eq!(
-            ContactId::derive(tenant, "a@example.com"),
-            ContactId::derive(tenant, "a@example.com")
-        );
-        assert_ne!(
-            ContactId::derive(tenant, "a@example.com"),
-            ContactId::derive(tenant, "b@example.com")
-        );
-        assert_eq!(
-            ScheduleId::derive(tenant, sequence, "x1"),
-            ScheduleId::derive(tenant, sequence, "x1")
-        );
-        assert_ne!(
-            ScheduleId::derive(tenant, sequence, "x1"),
-            ScheduleId::derive(TenantId::generate(), sequence, "x1")
-        );
-    }
 
     #[test]
     fn follow_up_id_round_trips() {

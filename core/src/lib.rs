@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod crypto;
 pub mod domain;
 pub mod ids;
 pub mod ingest;

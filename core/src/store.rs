@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{
     Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
@@ -18,6 +19,7 @@ use crate::domain::{
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 
 pub mod conformance;
+pub mod sealed;
 
 /// The future every store method returns. Boxed so that `dyn Store` works.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -34,6 +36,9 @@ pub enum StoreError {
     /// A write conflicts with an existing record, other than an idempotent duplicate.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A sealed field could not be sealed or opened, or the tenant's data key is missing.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
 }
 
 /// A contact enrolled in a sequence, with the follow-ups planned for it. The unit of ingest.
@@ -77,6 +82,19 @@ pub struct PurgeProgress {
 
 /// Position of an attempt in paging order: its follow-up, then its number.
 pub type AttemptCursor = (FollowUpId, u32);
+
+/// A tenant's data key as the store keeps it: sealed by a master key, which is not stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedDataKey {
+    pub tenant: TenantId,
+    /// Version of the data key, named in every value sealed under it.
+    pub version: u32,
+    /// Id of the master key that wrapped it (see `crypto::MasterKey::id`).
+    pub master_key_id: String,
+    /// The data key sealed by the master key, base64url.
+    pub wrapped: String,
+    pub created_at: DateTime<Utc>,
+}
 
 /// Number of follow-ups per channel and state.
 pub type FollowUpCounts = BTreeMap<(Channel, FollowUpState), u64>;
@@ -237,4 +255,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Removes the message of up to `limit` attempts that finished before `before`, across
     /// every tenant; the attempts themselves stay. Returns how many messages were removed.
     fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64>;
+    /// Inserts or replaces the wrapped data key of `key.tenant`.
+    fn put_data_key(&self, key: WrappedDataKey) -> StoreFuture<'_, ()>;
+
+    fn data_key(&self, tenant: TenantId) -> StoreFuture<'_, Option<WrappedDataKey>>;
+
+    /// Returns every tenant's wrapped data key.
+    fn data_keys(&self) -> StoreFuture<'_, Vec<WrappedDataKey>>;
+
+    /// Removes the tenant's wrapped data key, durably; returns whether there was one. Without
+    /// it the tenant's sealed values can never be opened again.
+    fn delete_data_key(&self, tenant: TenantId) -> StoreFuture<'_, bool>;
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use followup_core::crypto::{CryptoError, Keyring, MasterKey};
 use followup_core::domain::Channel;
 use followup_core::ingest::IngestLimits;
 use followup_core::sensitive::Sensitive;
@@ -23,6 +24,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Bearer token of the operator endpoints under `/admin`; they return 401 while it is unset.
     pub admin_token: Option<Sensitive<String>>,
+    /// File of master keys, one base64 key per line, newest last. `followup keys rotate` makes
+    /// the engine read it again.
+    pub master_key_file: Option<PathBuf>,
+    /// A single master key (base64), from `FOLLOWUP_MASTER_KEY`; never read from the config
+    /// file, so that the key does not sit beside the rest of the configuration.
+    #[serde(skip)]
+    pub master_key: Option<Sensitive<String>>,
     pub log_format: LogFormat,
     pub providers: ProvidersConfig,
     pub ingest: IngestConfig,
@@ -44,6 +52,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("followup-data"),
             admin_token: None,
+            master_key_file: None,
+            master_key: None,
             log_format: LogFormat::Pretty,
             providers: ProvidersConfig::default(),
             ingest: IngestConfig::default(),
@@ -65,6 +75,34 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+impl Config {
+    /// Reads the master keys: the key of `FOLLOWUP_MASTER_KEY` or the keys of the key file,
+    /// never both, because the engine could not tell which one is newest.
+    pub fn load_keyring(&self) -> Result<Keyring, CryptoError> {
+        match (&self.master_key, &self.master_key_file) {
+            (Some(_), Some(path)) => Err(CryptoError::InvalidMasterKey {
+                origin: path.display().to_string(),
+                reason: "FOLLOWUP_MASTER_KEY is set too: use either the variable or a key file"
+                    .into(),
+            }),
+            (Some(key), None) => {
+                Keyring::new(vec![MasterKey::from_base64(key.expose(), "FOLLOWUP_MASTER_KEY")?])
+            }
+            (None, Some(path)) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    CryptoError::InvalidMasterKey {
+                        origin: origin.clone(),
+                        reason: error.to_string(),
+                    }
+                })?;
+                Keyring::parse(&text, &origin)
+            }
+            (None, None) => Err(CryptoError::NoMasterKey),
+        }
     }
 }
 
@@ -501,5 +539,41 @@ mod tests {
         };
         let error = providers.check_base_url("gmail", "http://10.0.0.5").expect_err("not loopback");
         assert!(format!("{error:#}").contains("10.0.0.5"), "{error:#}");
+    }
+
+    #[test]
+    fn master_key_comes_from_a_file_never_the_config() {
+        let parsed: Config =
+            toml::from_str("master_key_file = \"/etc/followup/keys\"\n").expect("valid config");
+        assert_eq!(parsed.master_key_file, Some(PathBuf::from("/etc/followup/keys")));
+        assert!(parsed.master_key.is_none());
+        let key_in_file = toml::from_str::<Config>("master_key = \"AAAA\"\n");
+        assert!(key_in_file.is_err(), "a key in the config file is rejected");
+    }
+
+    #[test]
+    fn keyring_needs_exactly_one_source() {
+        let none = Config::default().load_keyring().expect_err("no key");
+        assert!(none.to_string().contains("FOLLOWUP_MASTER_KEY"), "{none}");
+        assert!(none.to_string().contains("--master-key-file"), "{none}");
+
+        let key = followup_core::crypto::generate_master_key().expect("random key");
+        let both = Config {
+            master_key: Some(key.clone()),
+            master_key_file: Some(PathBuf::from("keys.txt")),
+            ..Config::default()
+        };
+        let error = both.load_keyring().expect_err("two sources");
+        assert!(error.to_string().contains("either the variable or a key file"), "{error}");
+
+        let missing = Config {
+            master_key_file: Some(PathBuf::from("/nonexistent/keys.txt")),
+            ..Config::default()
+        };
+        let error = missing.load_keyring().expect_err("missing file");
+        assert!(error.to_string().contains("/nonexistent/keys.txt"), "{error}");
+
+        let env_only = Config { master_key: Some(key), ..Config::default() };
+        assert_eq!(env_only.load_keyring().expect("one key").ids().len(), 1);
     }
 }

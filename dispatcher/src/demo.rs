@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::config::{Config, ProvidersMode};
 use crate::ingest::IngestReport;
 use crate::server::RunningEngine;
+use followup_core::crypto::generate_master_key;
 
 /// Credentials of the demo's connections; only the built-in fakes ever see them.
 const DEMO_GMAIL_TOKEN: &str = "demo-gmail-access-token";
@@ -51,6 +52,10 @@ pub struct DemoOptions {
     pub plan: String,
     /// Faults the built-in fakes apply to valid sends.
     pub faults: FaultProfile,
+    /// Master key (`FOLLOWUP_MASTER_KEY`); a throwaway key when neither it nor a key file is
+    /// given.
+    pub master_key: Option<Sensitive<String>>,
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// The summary `--json` prints.
@@ -137,6 +142,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     if config.providers.mode != ProvidersMode::Fake {
         bail!("the demo sends only to the built-in fakes");
+    }
+    config.master_key_file = options.master_key_file.clone();
+    config.master_key = options.master_key.clone();
+    if config.master_key.is_none() && config.master_key_file.is_none() {
+        // The key is dropped at exit, so a store kept with --data-dir cannot be read again.
+        eprintln!(
+            "[demo] no master key given: sealing the store with a throwaway key, which is not \
+             kept (set FOLLOWUP_MASTER_KEY or --master-key-file to keep the store readable)"
+        );
+        config.master_key = Some(generate_master_key()?);
     }
     // A stalled request costs its timeout in wall time even under the virtual clock, so the
     // demo gives up after one second, and the fakes stall a little longer than that.

@@ -20,11 +20,14 @@ use followup_adapters::http::{HttpSettings, build_http_client};
 use followup_adapters::oauth::{OAuthClientSettings, OAuthRefresher};
 use followup_adapters::outlook::GraphClient;
 use followup_adapters::twilio::TwilioClient;
+use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
+use followup_core::crypto::CryptoError;
 use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
 use followup_core::ids::{ScheduleId, TenantId};
 use followup_core::limits::{ConnectionLimits, SendLimits};
-use followup_core::store::Store;
+use followup_core::store::sealed::SealedStore;
+use followup_core::store::{Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
@@ -50,6 +53,9 @@ pub struct ProviderUrls {
 #[derive(Debug)]
 pub struct Engine {
     deps: Arc<DispatchDeps>,
+    /// The store every part of the engine uses (`deps.store` is the same object): it seals
+    /// sensitive fields under tenants' data keys.
+    sealed: Arc<SealedStore>,
     config: Config,
     tenants: Mutex<HashMap<TenantId, TenantHandle>>,
     /// One arbiter (thread with its own event loop) per core; tenant actors are spread over
@@ -75,12 +81,21 @@ struct TenantHandle {
 impl Engine {
     /// Starts the actors, settles what the last stop interrupted, and starts a tenant actor
     /// for every tenant in the store. Must run inside an actix system.
+    ///
+    /// `store` is the plain store. The engine wraps it in a [`SealedStore`] under the master
+    /// keys of `config`, and fails when they do not open every tenant's data key.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         config: Config,
         urls: ProviderUrls,
     ) -> anyhow::Result<Arc<Self>> {
+        let keyring = config.load_keyring()?;
+        let sealed = Arc::new(SealedStore::new(store, keyring));
+        let tenant_keys =
+            sealed.verify_keys().await.context("cannot open the tenants' data keys")?;
+        tracing::info!(tenant_keys, "master keys open every tenant's data key");
+        let store: Arc<dyn Store> = sealed.clone();
         let recovered = store.recover_interrupted().await?;
         if recovered.in_doubt > 0 || recovered.released_claims > 0 {
             tracing::warn!(
@@ -111,6 +126,7 @@ impl Engine {
         });
         let engine = Arc::new(Self {
             deps,
+            sealed,
             config,
             tenants: Mutex::default(),
             arbiters,
@@ -118,7 +134,7 @@ impl Engine {
             new_tenant: Notify::new(),
             purge_wake: Notify::new(),
         });
-        for tenant in engine.deps.store.tenants().await? {
+        for tenant in engine.live_tenants().await? {
             engine.add_tenant(&tenant).await?;
         }
         Ok(engine)
@@ -126,6 +142,56 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.deps.store
+    }
+
+    /// Returns the sealed store, for what needs a tenant's keys: record ids, rotation and
+    /// [`Engine::destroy_tenant_key`].
+    pub fn sealed_store(&self) -> &Arc<SealedStore> {
+        &self.sealed
+    }
+
+    /// Returns the tenants whose data key exists. A tenant whose key was destroyed keeps its
+    /// records until they are purged, but none of them can be read, so it gets no actor.
+    pub async fn live_tenants(&self) -> anyhow::Result<Vec<Tenant>> {
+        let mut live = Vec::new();
+        for tenant in self.deps.store.tenants().await? {
+            match self.sealed.tenant_key(tenant.id).await {
+                Ok(_) => live.push(tenant),
+                Err(StoreError::Crypto(CryptoError::NoDataKey(_))) => {
+                    tracing::info!(tenant = %tenant.id, "tenant data key destroyed; not dispatching");
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(live)
+    }
+
+    /// Destroys the data key of `tenant` (crypto-shredding): from then on no sealed field of
+    /// the tenant can be read, by this process or any other. Returns whether a key existed.
+    /// Stop the tenant's dispatch first, or its rounds fail with errors naming the missing key.
+    pub async fn destroy_tenant_key(&self, tenant: TenantId) -> anyhow::Result<bool> {
+        let destroyed = self.sealed.destroy_tenant_key(tenant).await?;
+        tracing::info!(%tenant, destroyed, "tenant data key destroyed");
+        Ok(destroyed)
+    }
+
+    /// Reads the master key file again and re-wraps every tenant's data key under its newest
+    /// key, while dispatch goes on. Without a key file there is nothing to rotate to.
+    pub async fn rotate_master_keys(&self) -> anyhow::Result<KeyRotationReport> {
+        anyhow::ensure!(
+            self.config.master_key_file.is_some(),
+            "rotation needs a master key file: the engine runs with FOLLOWUP_MASTER_KEY only; \
+             restart it with --master-key-file FILE listing the old key, then the new one"
+        );
+        let keyring = self.config.load_keyring()?;
+        let report = self.sealed.rotate(keyring).await?;
+        tracing::info!(
+            rewrapped = report.rewrapped,
+            newest = %report.newest_master_key_id,
+            in_use = ?report.master_keys_in_use,
+            "master keys rotated"
+        );
+        Ok(report)
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use followup_core::crypto::RecordIdKey;
 use followup_core::domain::{Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant};
-use followup_core::ids::{ContactId, FollowUpId, ScheduleId};
+use followup_core::ids::FollowUpId;
 use followup_core::ingest::{
     ColumnMapping, ContactField, Format, IngestError, IngestLimits, RawRecord, RecordReader,
     RowError, ValidContact, ValidationContext, validate,
@@ -64,6 +65,8 @@ pub enum IngestFailure {
 #[derive(Debug)]
 pub struct IngestJob<'a> {
     pub tenant: &'a Tenant,
+    /// The tenant's key of contact and schedule ids.
+    pub record_ids: &'a RecordIdKey,
     pub sequence: &'a Sequence,
     pub format: Format,
     pub explicit_mapping: Option<BTreeMap<String, ContactField>>,
@@ -306,8 +309,8 @@ pub fn required_fields(sequence: &Sequence) -> Vec<String> {
 fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
     let tenant = job.tenant.id;
     let sequence = job.sequence;
-    let schedule_id = ScheduleId::derive(tenant, sequence.id, &valid.contact_key);
-    let contact_id = ContactId::derive(tenant, &valid.contact_key);
+    let schedule_id = job.record_ids.schedule(sequence.id, &valid.contact_key);
+    let contact_id = job.record_ids.contact(&valid.contact_key);
     let due = plan_steps(valid.start_at, valid.timezone, &sequence.steps, &sequence.window);
     let contact = Contact {
         id: contact_id,

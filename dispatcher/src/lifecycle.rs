@@ -70,7 +70,6 @@ pub async fn stop_and_mark_deleted(
     tenant: &Tenant,
 ) -> anyhow::Result<TenantDeletion> {
     engine.stop_tenant(tenant.id).await;
-    // The tenant's data key is to be destroyed here, before the marker is written.
     let deletion = TenantDeletion {
         id: DeletionId::generate(),
         tenant: tenant.id,
@@ -80,6 +79,8 @@ pub async fn stop_and_mark_deleted(
         completed_at: None,
     };
     engine.store().begin_tenant_deletion(deletion.clone()).await?;
+    // From here on no record of the tenant can be opened, whatever the purge has reached.
+    engine.destroy_tenant_key(tenant.id).await?;
     tracing::info!(tenant = %tenant.id, deletion = %deletion.id, "tenant deletion started");
     engine.wake_purge();
     Ok(deletion)
@@ -132,9 +133,14 @@ pub async fn purge_deleted_tenants(engine: &Engine) -> anyhow::Result<()> {
 /// time. The record is written before the first chunk, so a purge that finds none has not
 /// started yet and can still count the tenant's sends.
 async fn purge_tenant(engine: &Engine, deletion: &TenantDeletion) -> anyhow::Result<()> {
+    // A stop between the deletion marker and the key's destruction left the key in place.
+    engine.destroy_tenant_key(deletion.tenant).await?;
     let store = engine.store();
     if store.billing_record(deletion.tenant).await?.is_none() {
-        let record = count_billed_sends(store.as_ref(), deletion).await?;
+        // The data key is gone, so the count reads the store underneath: it needs only the
+        // states, channels and instants, which are not sealed.
+        let unsealed = engine.sealed_store().inner();
+        let record = count_billed_sends(unsealed.as_ref(), deletion).await?;
         store.put_billing_record(record).await?;
     }
     let retention = &engine.config().retention;

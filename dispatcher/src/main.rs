@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use followup_adapters::fakes::{Accounts, FakeConfig, FakeProviders, FaultProfile};
+use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, SystemClock};
+use followup_core::crypto::{MasterKey, generate_master_key};
 use followup_core::limits::SendLimits;
 use followup_core::sensitive::Sensitive;
 use followup_dispatcher::config::{Config, ProvidersMode};
@@ -33,6 +35,40 @@ enum Command {
     /// Run the wire-level fakes of Gmail, Graph, Twilio and the OAuth token endpoints on
     /// loopback until stopped; prints their URLs as one JSON line on stdout.
     Fakes(FakesArgs),
+    /// Manage the master keys that wrap the tenants' data keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new random master key (base64 of 32 bytes) on stdout, and its id on stderr.
+    Generate,
+    /// Make a running engine read its master key file again and re-wrap every tenant's data
+    /// key under the newest key; prints the report as JSON. Reads the operator token from
+    /// FOLLOWUP_ADMIN_TOKEN.
+    Rotate {
+        /// Base URL of the running engine's HTTP API.
+        #[arg(long, env = "FOLLOWUP_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
+}
+
+/// The source of the master keys. A key itself is read only from FOLLOWUP_MASTER_KEY, never
+/// from a flag, so that it stays out of `ps` output and shell history.
+#[derive(Debug, clap::Args)]
+struct MasterKeyArgs {
+    /// File of master keys, one base64 key per line, newest last (from `followup keys
+    /// generate`). Alternative to FOLLOWUP_MASTER_KEY.
+    #[arg(long, env = "FOLLOWUP_MASTER_KEY_FILE", value_name = "FILE")]
+    master_key_file: Option<PathBuf>,
+}
+
+impl MasterKeyArgs {
+    /// Returns the key of FOLLOWUP_MASTER_KEY, if set and not empty.
+    fn env_key() -> Option<Sensitive<String>> {
+        std::env::var("FOLLOWUP_MASTER_KEY").ok().filter(|key| !key.is_empty()).map(Sensitive::new)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +111,8 @@ struct ServeArgs {
     /// Fault profile of the built-in fakes (fake mode only), for load and fault tests.
     #[command(flatten)]
     faults: FaultArgs,
+    #[command(flatten)]
+    keys: MasterKeyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +131,8 @@ struct DemoArgs {
     plan: String,
     #[command(flatten)]
     faults: FaultArgs,
+    #[command(flatten)]
+    keys: MasterKeyArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,10 +192,14 @@ fn main() -> anyhow::Result<()> {
                     data_dir: args.data_dir,
                     plan: args.plan,
                     faults: args.faults.profile(),
+                    master_key: MasterKeyArgs::env_key(),
+                    master_key_file: args.keys.master_key_file,
                 })
                 .await
             }
             Command::Fakes(args) => fakes(args).await,
+            Command::Keys(KeysCommand::Generate) => generate_key(),
+            Command::Keys(KeysCommand::Rotate { url }) => rotate_keys(&url).await,
         }
     })
 }
@@ -223,6 +267,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.webhooks.stripe_signing_secrets =
             secrets.split(',').map(|secret| Sensitive::new(secret.trim().to_owned())).collect();
     }
+    if let Some(path) = args.keys.master_key_file {
+        config.master_key_file = Some(path);
+    }
+    config.master_key = MasterKeyArgs::env_key();
+    // Checked before anything starts, so that a missing key is the only message.
+    config.load_keyring()?;
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
     let store =
@@ -276,6 +326,52 @@ async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
     println!("{urls}");
     shutdown_signal().await;
     fakes.shutdown().await;
+    Ok(())
+}
+
+/// Prints a new master key on stdout, alone, so that `followup keys generate >> keys.txt`
+/// appends exactly one key line.
+fn generate_key() -> anyhow::Result<()> {
+    let key = generate_master_key()?;
+    let id = MasterKey::from_base64(key.expose(), "the new key")?.id().to_owned();
+    println!("{}", key.expose());
+    eprintln!(
+        "new master key {id}: append it as the last line of the key file, then run `followup keys rotate`"
+    );
+    Ok(())
+}
+
+/// Asks the running engine at `url` to re-read its key file and re-wrap every data key.
+async fn rotate_keys(url: &str) -> anyhow::Result<()> {
+    let token = std::env::var("FOLLOWUP_ADMIN_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty())
+        .context("FOLLOWUP_ADMIN_TOKEN is not set: rotation needs the engine's operator token")?;
+    let endpoint = format!("{}/admin/v1/keys/rotate", url.trim_end_matches('/'));
+    let response = reqwest::Client::new()
+        .post(&endpoint)
+        .bearer_auth(token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the engine at {endpoint}"))?;
+    let status = response.status();
+    let body = response.text().await.context("cannot read the engine's response")?;
+    if !status.is_success() {
+        anyhow::bail!("rotation failed: {endpoint} returned {status}: {body}");
+    }
+    let report: KeyRotationReport = serde_json::from_str(&body)
+        .with_context(|| format!("unexpected response from {endpoint}: {body}"))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    let removable: Vec<&String> = report
+        .master_keys_loaded
+        .iter()
+        .filter(|id| !report.master_keys_in_use.contains(id))
+        .collect();
+    eprintln!(
+        "re-wrapped {} data keys under {}; master keys no longer in use, safe to remove from \
+         the key file: {removable:?}",
+        report.rewrapped, report.newest_master_key_id
+    );
     Ok(())
 }
 

@@ -118,7 +118,7 @@ impl RunningEngine {
         let engine = Engine::start(store, clock, config, urls).await?;
         crate::lifecycle::spawn_background(engine.clone());
         if let Some(fakes) = &fakes {
-            for tenant in engine.store().tenants().await? {
+            for tenant in engine.live_tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {
                     register_with_fakes(fakes, &connection);
                 }

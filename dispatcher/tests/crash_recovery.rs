@@ -4,15 +4,15 @@
 //! The fakes run in their own process (`followup fakes`), so that what they received
 //! survives the engine's death.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ChildGuard, free_port, start_fakes, wait_ready};
-
-mod support;
+use support::{ChildGuard, MASTER_KEY, free_port, start_fakes, wait_ready};
 
 const OPERATOR_TOKEN: &str = "crash-test-operator-token";
 const CONTACTS: usize = 300;
@@ -27,6 +27,7 @@ fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
         .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
         .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("FOLLOWUP_MASTER_KEY", MASTER_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -2,7 +2,7 @@
 //! balance: every row accepted or rejected, every follow-up settled, every send received by a
 //! fake exactly once, and no rate limit broken.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -91,4 +91,69 @@ fn demo_under_flaky_providers_settles_everything_without_violation() {
         retries += number(&summary, "retries");
     }
     assert!(retries > 0, "the flaky profile caused no retry at all");
+}
+
+/// Returns the customer id, the email address (lowercased as ingest normalises it) and the last
+/// name of each row of a sample file shaped like `customers-100.csv`. The id is the second
+/// column, before any quoted field, and the address is the one field with an `@`.
+fn sample_people(csv: &Path) -> Vec<[String; 3]> {
+    let text = std::fs::read_to_string(csv).expect("read the sample file");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header");
+    assert!(header.starts_with("Index,Customer Id,First Name,Last Name,"), "{header}");
+    lines
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            let email = fields.iter().find(|field| field.contains('@'))?.to_ascii_lowercase();
+            Some([fields[1].to_owned(), email, fields[3].to_owned()])
+        })
+        .collect()
+}
+
+#[test]
+fn demo_store_holds_no_plaintext() {
+    let csv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/customers-100.csv");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().join("store");
+    let output = Command::new(env!("CARGO_BIN_EXE_followup"))
+        .args(["demo", "--json", "--csv"])
+        .arg(&csv)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .env_remove("FOLLOWUP_MASTER_KEY")
+        .output()
+        .expect("followup binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed:\n{stderr}");
+    assert!(stderr.contains("throwaway key"), "no word of the throwaway key:\n{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert!(number(&summary, "accepted") >= 25, "{summary}");
+    assert!(number(&summary, "sent") > 0, "{summary}");
+
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(&data_dir).expect("list the store") {
+        bytes.extend(std::fs::read(entry.expect("entry").path()).expect("read a store file"));
+    }
+    assert!(bytes.len() > 100_000, "the store holds {} bytes", bytes.len());
+    let contains = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+
+    // The demo's own template text and the tokens it connects with are sealed too.
+    let mut needles: Vec<String> = [
+        "thanks for your interest",
+        "demo team",
+        "demo-gmail-access-token",
+        "demo-twilio-auth-token",
+    ]
+    .map(str::to_owned)
+    .into();
+    for [customer_id, email, last_name] in sample_people(&csv) {
+        needles.extend([customer_id, email]);
+        // Short names could occur by chance in random bytes; eight letters cannot, in practice.
+        if last_name.len() >= 8 {
+            needles.push(last_name);
+        }
+    }
+    assert!(needles.len() > 200, "{} plaintexts to look for", needles.len());
+    let found: Vec<&String> = needles.iter().filter(|needle| contains(needle)).collect();
+    assert!(found.is_empty(), "plaintext in the demo's store: {found:?}");
 }

@@ -23,6 +23,8 @@ use support::{ChildGuard, free_port, start_fakes, wait_ready};
 mod support;
 
 const OPERATOR_TOKEN: &str = "op-planted-7d41c9e2a05b88f3";
+/// Master key of the engine: base64 of 32 bytes that spell a planted marker.
+const MASTER_KEY: &str = "cGxhbnRlZC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzISE=";
 const GMAIL_ACCESS_TOKEN: &str = "ya29.planted-gmail-access-5c0e91d7";
 const OUTLOOK_ACCESS_TOKEN: &str = "eyJ0planted-outlook-access-3fa8b6c2";
 const TWILIO_AUTH_TOKEN: &str = "9f3c1a7e5b2d4086a1c3e5f7092b4d6e";
@@ -43,6 +45,7 @@ fn start_engine(data_dir: &Path, log: &Path, port: u16, urls: &Value) -> ChildGu
         .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
         .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("FOLLOWUP_MASTER_KEY", MASTER_KEY)
         .env("RUST_LOG", "debug")
         .stdout(log_file.try_clone().expect("share the log file"))
         .stderr(log_file)
@@ -265,6 +268,7 @@ async fn planted_secrets_never_leave_the_engine() {
 
     let secrets = [
         ("operator token", OPERATOR_TOKEN),
+        ("master key", MASTER_KEY),
         ("tenant API key", api_key.as_str()),
         ("Gmail access token", GMAIL_ACCESS_TOKEN),
         ("Outlook access token", OUTLOOK_ACCESS_TOKEN),

@@ -26,6 +26,7 @@ fn start_engine(data_dir: &Path, port: u16, config: &Path) -> ChildGuard {
         .arg("--data-dir")
         .arg(data_dir)
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .env("FOLLOWUP_MASTER_KEY", support::MASTER_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

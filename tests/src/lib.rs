@@ -9,6 +9,8 @@ use std::sync::Arc;
 use chrono::{TimeZone, Utc};
 use followup_adapters::fakes::{ErrorPlan, FakeConfig};
 use followup_core::clock::{Clock, SystemClock, VirtualClock};
+use followup_core::crypto::generate_master_key;
+use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::sensitive::Sensitive;
 use followup_dispatcher::config::Config;
 use followup_dispatcher::server::RunningEngine;
@@ -104,6 +106,18 @@ impl TestEngine {
             RunningEngine::start_with_fakes(config, store, clock.clone(), metrics, fakes).await?;
         let http = reqwest::Client::new();
         Ok(Self { running, clock: Some(clock), http, data_dir, _stop_dispatch: None })
+    }
+
+    /// Returns the id of the schedule enrolling `contact_key` (an external id or a normalised
+    /// address) in `sequence`, derived with the tenant's key as ingest derives it.
+    pub async fn schedule_id(
+        &self,
+        tenant: TenantId,
+        sequence: SequenceId,
+        contact_key: &str,
+    ) -> anyhow::Result<ScheduleId> {
+        let key = self.running.engine.sealed_store().tenant_key(tenant).await?;
+        Ok(key.record_ids().schedule(sequence, contact_key))
     }
 
     /// Returns the virtual clock. Panics for a real-time engine, which has none.
@@ -231,6 +245,7 @@ fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile:
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.path().to_path_buf(),
         admin_token: Some(Sensitive::new(OPERATOR_TOKEN.to_owned())),
+        master_key: Some(generate_master_key()?),
         ..Config::default()
     };
     configure(&mut config);

@@ -4,7 +4,6 @@
 use followup_adapters::fakes::{ErrorPlan, ForcedOutcome};
 use followup_core::clock::Clock as _;
 use followup_core::domain::Provider;
-use followup_core::ids::ScheduleId;
 use followup_dispatcher::config::{OverQuota, Plan};
 use followup_tests::{TestEngine, email_csv, email_now_sequence};
 use serde_json::{Value, json};
@@ -207,7 +206,7 @@ async fn cancelled_schedule_sends_nothing_more() -> anyhow::Result<()> {
         .await?;
     engine.upload(&key, &sequence, "text/csv", "email\nstop@example.com\n").await?;
     let tenants = engine.running.engine.store().tenants().await?;
-    let schedule = ScheduleId::derive(tenants[0].id, sequence.parse()?, "stop@example.com");
+    let schedule = engine.schedule_id(tenants[0].id, sequence.parse()?, "stop@example.com").await?;
 
     let cancelled = engine
         .http

@@ -23,7 +23,7 @@ async fn other_tenants_records_answer_404() -> anyhow::Result<()> {
         let tenants = engine.running.engine.store().tenants().await?;
         let owner_tenant = tenants.iter().find(|t| t.name == "owner").expect("owner exists");
         let sequence_id = sequence.parse()?;
-        followup_core::ids::ScheduleId::derive(owner_tenant.id, sequence_id, "owner1@example.com")
+        engine.schedule_id(owner_tenant.id, sequence_id, "owner1@example.com").await?
     };
 
     let probes = [

@@ -7,14 +7,14 @@ use followup_core::domain::{
     Sequence, Tenant, TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
-use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError};
+use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError, WrappedDataKey};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DELETIONS, DUE, FOLLOW_UPS,
-    SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
+    FOLLOW_UPS, SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
@@ -333,4 +333,15 @@ pub(super) fn count_follow_ups(
         Ok(())
     })?;
     Ok(counts)
+}
+
+pub(super) fn data_key(
+    db: &Database,
+    tenant: TenantId,
+) -> Result<Option<WrappedDataKey>, StoreError> {
+    get_one(db, DATA_KEYS, &keys::tenant(tenant))
+}
+
+pub(super) fn data_keys(db: &Database) -> Result<Vec<WrappedDataKey>, StoreError> {
+    scan_one(db, DATA_KEYS, &[])
 }

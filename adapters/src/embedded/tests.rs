@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use chrono::{Duration, TimeZone, Utc};
+use followup_core::crypto::RecordIdKey;
 use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState, Schedule, Tenant};
-use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::ids::{FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::{Enrolment, InsertReport, Store, StoreError, conformance};
 
 use super::{EmbeddedStore, open};
@@ -29,7 +30,7 @@ fn tenant(id: TenantId) -> Tenant {
 fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
     let start = Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0).single().expect("valid instant");
     let contact = Contact {
-        id: ContactId::derive(tenant, key),
+        id: RecordIdKey::from_bytes(tenant.as_bytes()).contact(key),
         tenant,
         external_id: Some(key.to_owned()),
         first_name: Some("Grace".to_owned()),
@@ -41,7 +42,7 @@ fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
         custom: Default::default(),
     };
     let schedule = Schedule {
-        id: ScheduleId::derive(tenant, sequence, key),
+        id: RecordIdKey::from_bytes(tenant.as_bytes()).schedule(sequence, key),
         tenant,
         sequence,
         contact: contact.id,

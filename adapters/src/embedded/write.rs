@@ -13,13 +13,14 @@ use followup_core::domain::{
 use followup_core::ids::{FollowUpId, TenantId};
 use followup_core::store::{
     Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
+    WrappedDataKey,
 };
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DELETIONS, DUE, FOLLOW_UPS,
-    IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
+    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
+    FOLLOW_UPS, IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
 };
 
 mod lifecycle;
@@ -37,6 +38,8 @@ pub(super) enum WriteOp {
     PurgeTenantChunk { tenant: TenantId, limit: usize, now: DateTime<Utc> },
     PutBillingRecord(BillingRecord),
     PurgeSentMessages { before: DateTime<Utc>, limit: usize },
+    PutDataKey(WrappedDataKey),
+    DeleteDataKey(TenantId),
 }
 
 impl WriteOp {
@@ -46,6 +49,7 @@ impl WriteOp {
         match self {
             WriteOp::PutTenant(tenant) => Some(tenant.id),
             WriteOp::PutConnection(connection) => Some(connection.tenant),
+            WriteOp::PutDataKey(key) => Some(key.tenant),
             WriteOp::PutSequence(sequence) => Some(sequence.tenant),
             WriteOp::InsertEnrolments { tenant, .. } | WriteOp::UpdateFollowUps { tenant, .. } => {
                 Some(*tenant)
@@ -54,7 +58,8 @@ impl WriteOp {
             | WriteOp::BeginTenantDeletion(_)
             | WriteOp::PurgeTenantChunk { .. }
             | WriteOp::PutBillingRecord(_)
-            | WriteOp::PurgeSentMessages { .. } => None,
+            | WriteOp::PurgeSentMessages { .. }
+            | WriteOp::DeleteDataKey(_) => None,
         }
     }
 }
@@ -67,6 +72,8 @@ pub(super) enum Applied {
     Recovered(RecoveryReport),
     Purged(PurgeProgress),
     Counted(u64),
+    /// Whether a delete found something to remove.
+    Deleted(bool),
 }
 
 /// Reason an operation did not apply.
@@ -98,6 +105,7 @@ pub(super) struct WriteTables<'txn> {
     deletions: RawTable<'txn>,
     billing: RawTable<'txn>,
     maintenance: RawTable<'txn>,
+    data_keys: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -123,6 +131,7 @@ impl<'txn> WriteTables<'txn> {
             deletions: open(DELETIONS)?,
             billing: open(BILLING)?,
             maintenance: open(MAINTENANCE)?,
+            data_keys: open(DATA_KEYS)?,
         })
     }
 
@@ -167,6 +176,16 @@ impl<'txn> WriteTables<'txn> {
                 .purge_sent_messages(*before, *limit)
                 .map(Applied::Counted)
                 .map_err(ApplyError::Failed),
+            WriteOp::PutDataKey(key) => {
+                put(&mut self.data_keys, DATA_KEYS, &keys::tenant(key.tenant), key)
+                    .map_err(ApplyError::Failed)?;
+                Ok(Applied::Done)
+            }
+            WriteOp::DeleteDataKey(tenant) => {
+                let removed = self.data_keys.remove(keys::tenant(*tenant).as_slice());
+                let removed = removed.map_err(|e| tables::write_error(DATA_KEYS, e));
+                Ok(Applied::Deleted(removed.map_err(ApplyError::Failed)?.is_some()))
+            }
         }
     }
 

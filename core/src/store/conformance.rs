@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use uuid::Uuid;
 
-use super::{Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store};
+use super::{Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, WrappedDataKey};
 use crate::domain::{
     Attempt, Channel, Connection, Contact, Credentials, FollowUp, FollowUpState, LimitOverrides,
     Provider, Schedule, SendWindow, Sequence, Step, Tenant,
@@ -46,6 +46,42 @@ pub async fn run_all(store: &dyn Store) {
     deletion_revokes_key_and_blocks_writes(store).await;
     purge_removes_only_the_deleted_tenant(store).await;
     sent_messages_expire_before_cutoff(store).await;
+    data_keys_round_trip(store).await;
+}
+
+/// Checks put, get, listing, replacement and deletion of wrapped data keys, each scoped to its
+/// tenant.
+pub async fn data_keys_round_trip(store: &dyn Store) {
+    let tenant = put_new_tenant(store).await;
+    let other = put_new_tenant(store).await;
+    let key = new_data_key(tenant.id, "0a0b0c0d");
+    let other_key = new_data_key(other.id, "0a0b0c0d");
+    store.put_data_key(key.clone()).await.expect("put_data_key");
+    store.put_data_key(other_key.clone()).await.expect("put_data_key other");
+
+    let stored = store.data_key(tenant.id).await.expect("data_key");
+    assert_eq!(stored.as_ref(), Some(&key), "data key by tenant");
+    let unknown = store.data_key(TenantId::generate()).await.expect("data_key");
+    assert_eq!(unknown, None, "data key of an unknown tenant");
+    let listed = store.data_keys().await.expect("data_keys");
+    assert!(listed.contains(&key), "data_keys() lists the key");
+    assert!(listed.contains(&other_key), "data_keys() lists the other tenant's key");
+
+    // A rotation re-wraps the same data key under another master key: a replacement.
+    let rewrapped =
+        WrappedDataKey { master_key_id: "1a1b1c1d".to_owned(), ..new_data_key(tenant.id, "") };
+    store.put_data_key(rewrapped.clone()).await.expect("put_data_key replacing");
+    let stored = store.data_key(tenant.id).await.expect("data_key");
+    assert_eq!(stored.as_ref(), Some(&rewrapped), "replaced data key");
+    let listed = store.data_keys().await.expect("data_keys");
+    let copies = listed.iter().filter(|listed| listed.tenant == tenant.id).count();
+    assert_eq!(copies, 1, "data_keys() lists a replaced key once");
+
+    assert!(store.delete_data_key(tenant.id).await.expect("delete_data_key"), "deleted");
+    assert_eq!(store.data_key(tenant.id).await.expect("data_key"), None, "gone after delete");
+    assert!(!store.delete_data_key(tenant.id).await.expect("delete again"), "nothing to delete");
+    let kept = store.data_key(other.id).await.expect("data_key other");
+    assert_eq!(kept.as_ref(), Some(&other_key), "another tenant's key survives the delete");
 }
 
 /// Checks that `sends_since` returns the instants of sent and in-doubt follow-ups of one tenant
@@ -669,6 +705,16 @@ fn base_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 7, 9, 0, 0).single().expect("a valid fixed instant")
 }
 
+fn new_data_key(tenant: TenantId, master_key_id: &str) -> WrappedDataKey {
+    WrappedDataKey {
+        tenant,
+        version: 1,
+        master_key_id: master_key_id.to_owned(),
+        wrapped: format!("wrapped-{}", Uuid::new_v4().simple()),
+        created_at: base_time(),
+    }
+}
+
 /// Generates a random 64-character lowercase hex string, shaped like a SHA-256 digest.
 fn random_sha256_hex() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
@@ -743,7 +789,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
 
 fn new_contact(tenant: TenantId, key: &str) -> Contact {
     Contact {
-        id: ContactId::derive(tenant, key),
+        id: ContactId(Uuid::new_v5(&tenant.0, key.as_bytes())),
         tenant,
         external_id: Some(key.to_owned()),
         first_name: Some("Ada".to_owned()),
@@ -791,7 +837,7 @@ fn enrolment_for(
 ) -> Enrolment {
     let contact = new_contact(tenant, key);
     let schedule = Schedule {
-        id: ScheduleId::derive(tenant, sequence, key),
+        id: ScheduleId(Uuid::new_v5(&sequence.0, format!("{tenant}:{key}").as_bytes())),
         tenant,
         sequence,
         contact: contact.id,

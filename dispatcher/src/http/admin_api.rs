@@ -8,7 +8,7 @@ use followup_core::api::{
 };
 use followup_core::domain::{Channel, FollowUpState, Tenant};
 use followup_core::ids::TenantId;
-use followup_core::store::FollowUpCounts;
+use followup_core::store::{FollowUpCounts, StoreError};
 
 use super::AppState;
 use super::auth::{Operator, generate_api_key};
@@ -91,6 +91,26 @@ pub async fn list_tenants(
         })
     }));
     Ok(HttpResponse::Ok().json(tenants))
+}
+
+/// Re-reads the master key file and re-wraps every tenant's data key under its newest key.
+pub async fn rotate_keys(
+    state: web::Data<AppState>,
+    _operator: Operator,
+) -> Result<HttpResponse, ApiError> {
+    let report = state.engine.rotate_master_keys().await.map_err(|error| {
+        let message = format!("{error:#}");
+        tracing::warn!(error = %message, "master key rotation failed; nothing changed");
+        // A store that fails is the engine's fault; a key file that cannot serve is the
+        // operator's to fix.
+        match error.downcast_ref::<StoreError>() {
+            Some(StoreError::Unavailable(_) | StoreError::Corrupt { .. }) => {
+                ApiError::Internal(message)
+            }
+            _ => ApiError::Unprocessable(message),
+        }
+    })?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 pub async fn snapshot(

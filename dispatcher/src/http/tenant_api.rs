@@ -271,8 +271,10 @@ pub async fn bulk_upload(
             limits.max_bytes
         )));
     }
+    let tenant_key = state.engine.sealed_store().tenant_key(tenant.id).await?;
     let job = IngestJob {
         tenant: &tenant,
+        record_ids: tenant_key.record_ids(),
         sequence: &sequence,
         format,
         explicit_mapping,
@@ -402,8 +404,9 @@ pub async fn find_schedules(
     let store = state.engine.store();
     if let (Some(sequence), Some(contact)) = (&query.sequence, &query.contact) {
         let sequence = parse_id::<SequenceId>(sequence, "sequence")?;
+        let tenant_key = state.engine.sealed_store().tenant_key(tenant.id).await?;
         for key in contact_key_candidates(contact) {
-            let id = ScheduleId::derive(tenant.id, sequence, &key);
+            let id = tenant_key.record_ids().schedule(sequence, &key);
             if let Some(schedule) = store.schedule(tenant.id, id).await? {
                 let follow_ups = store.follow_ups_of_schedule(tenant.id, id).await?;
                 return Ok(HttpResponse::Ok()

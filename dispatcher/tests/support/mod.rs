@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Master key of the engines these tests start (base64 of 32 bytes), the same for every start
+/// so that a restarted engine opens its store.
+pub(crate) const MASTER_KEY: &str = "Y3Jhc2gtdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=";
+
 /// Kills the child when dropped, so that a failed assertion leaves no process behind.
 pub(crate) struct ChildGuard(pub(crate) Child);
 
