@@ -12,5 +12,5 @@ pub mod lifecycle;
 pub mod limiter;
 pub mod server;
 pub mod telemetry;
-pub mod webhooks;
 pub mod tokens;
+pub mod webhooks;
