@@ -26,7 +26,12 @@ const OPERATOR_TOKEN: &str = "op-planted-7d41c9e2a05b88f3";
 /// Master key of the engine: base64 of 32 bytes that spell a planted marker.
 const MASTER_KEY: &str = "cGxhbnRlZC1tYXN0ZXIta2V5LW9mLTMyLWJ5dGVzISE=";
 const GMAIL_ACCESS_TOKEN: &str = "ya29.planted-gmail-access-5c0e91d7";
+const GMAIL_REFRESH_TOKEN: &str = "1//planted-gmail-refresh-8e2d07b4";
 const OUTLOOK_ACCESS_TOKEN: &str = "eyJ0planted-outlook-access-3fa8b6c2";
+const OUTLOOK_REFRESH_TOKEN: &str = "M.C5planted-outlook-refresh-61f0a9";
+const GOOGLE_CLIENT_SECRET: &str = "GOCSPX-planted-client-secret-4b7e";
+const MICROSOFT_CLIENT_SECRET: &str = "Qx8~planted-entra-secret-93c1d5";
+const STRIPE_SIGNING_SECRET: &str = "whsec_planted-stripe-secret-a71e3c";
 const TWILIO_AUTH_TOKEN: &str = "9f3c1a7e5b2d4086a1c3e5f7092b4d6e";
 const TWILIO_ACCOUNT_SID: &str = "AC7e0a5c3b1d9f8e6a4c2b0d9e8f7a6b5c";
 /// An API key that is not any tenant's; a request carrying it must not see it echoed.
@@ -44,6 +49,13 @@ fn start_engine(data_dir: &Path, log: &Path, port: u16, urls: &Value) -> ChildGu
         .args(["--gmail-base-url", urls["gmail"].as_str().unwrap_or_default()])
         .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
         .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
+        .args(["--google-token-url", urls["google_token"].as_str().unwrap_or_default()])
+        .args(["--microsoft-token-url", urls["microsoft_token"].as_str().unwrap_or_default()])
+        .args(["--google-client-id", "leak-check.apps.example.com"])
+        .args(["--microsoft-client-id", "0b5e8f3a-leak-check"])
+        .env("FOLLOWUP_GOOGLE_CLIENT_SECRET", GOOGLE_CLIENT_SECRET)
+        .env("FOLLOWUP_MICROSOFT_CLIENT_SECRET", MICROSOFT_CLIENT_SECRET)
+        .env("FOLLOWUP_STRIPE_SIGNING_SECRETS", STRIPE_SIGNING_SECRET)
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
         .env("FOLLOWUP_MASTER_KEY", MASTER_KEY)
         .env("RUST_LOG", "debug")
@@ -244,6 +256,23 @@ async fn planted_secrets_never_leave_the_engine() {
         let (status, _) = emitted.send(origin, request).await;
         assert_eq!(status, 401, "{origin} is refused");
     }
+    let forged_webhook = http
+        .post(url("/webhooks/stripe"))
+        .header("stripe-signature", format!("t=1,v1={STRIPE_SIGNING_SECRET}"))
+        .body("{}");
+    let (status, _) = emitted.send("forged Stripe webhook", forged_webhook).await;
+    assert_eq!(status, 403, "a forged Stripe webhook is rejected");
+    let metrics = http.get(url("/metrics")).send().await.expect("metrics").text().await;
+    let metrics = metrics.expect("metrics text");
+    for provider in ["gmail", "outlook"] {
+        let provider_label = format!("provider=\"{provider}\"");
+        let refreshed = metrics.lines().any(|line| {
+            line.starts_with("followup_token_refreshes_total{")
+                && line.contains("outcome=\"refreshed\"")
+                && line.contains(&provider_label)
+        });
+        assert!(refreshed, "the {provider} refresh token was used:\n{metrics}");
+    }
     for (view, frame) in console_frames(&base).await.into_iter().enumerate() {
         emitted.add(format!("console frame {view}"), frame);
     }
@@ -271,7 +300,12 @@ async fn planted_secrets_never_leave_the_engine() {
         ("master key", MASTER_KEY),
         ("tenant API key", api_key.as_str()),
         ("Gmail access token", GMAIL_ACCESS_TOKEN),
+        ("Gmail refresh token", GMAIL_REFRESH_TOKEN),
         ("Outlook access token", OUTLOOK_ACCESS_TOKEN),
+        ("Outlook refresh token", OUTLOOK_REFRESH_TOKEN),
+        ("Google client secret", GOOGLE_CLIENT_SECRET),
+        ("Microsoft client secret", MICROSOFT_CLIENT_SECRET),
+        ("Stripe signing secret", STRIPE_SIGNING_SECRET),
         ("Twilio auth token", TWILIO_AUTH_TOKEN),
         ("forged API key", FORGED_API_KEY),
     ];
