@@ -153,23 +153,17 @@ async fn planted_secrets_never_leave_the_engine() {
     emitted.texts.pop();
 
     let limits = json!({"per_minute": 6000, "per_day": 100000});
-    let connections = [
-        (
-            "gmail",
-            json!({"sender": "sales@example.com", "access_token": GMAIL_ACCESS_TOKEN,
-                         "limits": limits}),
-        ),
-        (
-            "outlook",
-            json!({"sender": "ops@example.com", "access_token": OUTLOOK_ACCESS_TOKEN,
-                           "limits": limits}),
-        ),
-        (
-            "twilio",
-            json!({"sender": "+15005550006", "account_sid": TWILIO_ACCOUNT_SID,
-                          "auth_token": TWILIO_AUTH_TOKEN, "limits": limits}),
-        ),
-    ];
+    // Access tokens that expire at once, so that the Gmail one is refreshed before the first
+    // send. Email goes out through Gmail when both mailboxes are connected, so Outlook's refresh
+    // token is stored but not used.
+    let gmail = json!({"sender": "sales@example.com", "access_token": GMAIL_ACCESS_TOKEN,
+                       "refresh_token": GMAIL_REFRESH_TOKEN, "expires_in": 1, "limits": limits});
+    let outlook = json!({"sender": "ops@example.com", "access_token": OUTLOOK_ACCESS_TOKEN,
+                         "refresh_token": OUTLOOK_REFRESH_TOKEN, "expires_in": 1,
+                         "limits": limits});
+    let twilio = json!({"sender": "+15005550006", "account_sid": TWILIO_ACCOUNT_SID,
+                        "auth_token": TWILIO_AUTH_TOKEN, "limits": limits});
+    let connections = [("gmail", gmail), ("outlook", outlook), ("twilio", twilio)];
     for (provider, body) in &connections {
         let path = format!("/v1/connections/{provider}");
         let request = http.put(url(&path)).bearer_auth(&api_key).json(body);
@@ -264,15 +258,12 @@ async fn planted_secrets_never_leave_the_engine() {
     assert_eq!(status, 403, "a forged Stripe webhook is rejected");
     let metrics = http.get(url("/metrics")).send().await.expect("metrics").text().await;
     let metrics = metrics.expect("metrics text");
-    for provider in ["gmail", "outlook"] {
-        let provider_label = format!("provider=\"{provider}\"");
-        let refreshed = metrics.lines().any(|line| {
-            line.starts_with("followup_token_refreshes_total{")
-                && line.contains("outcome=\"refreshed\"")
-                && line.contains(&provider_label)
-        });
-        assert!(refreshed, "the {provider} refresh token was used:\n{metrics}");
-    }
+    let refreshed = metrics.lines().any(|line| {
+        line.starts_with("followup_token_refreshes_total{")
+            && line.contains("outcome=\"refreshed\"")
+            && line.contains("provider=\"gmail\"")
+    });
+    assert!(refreshed, "the Gmail refresh token was used:\n{metrics}");
     for (view, frame) in console_frames(&base).await.into_iter().enumerate() {
         emitted.add(format!("console frame {view}"), frame);
     }
