@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use followup_core::clock::SystemClock;
+use followup_core::crypto::{Keyring, generate_master_key};
 use followup_core::domain::Tenant;
 use followup_core::ids::TenantId;
+use followup_core::store::sealed::SealedStore;
 use followup_dispatcher::config::{Config, TenantLimits};
 use followup_dispatcher::http::auth::generate_api_key;
 use followup_dispatcher::server::RunningEngine;
@@ -84,12 +86,18 @@ async fn upload_over_tenant_limit_gets_413() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = tempfile::tempdir()?;
     let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
-    let (small_id, small_key) = seed_tenant(store.as_ref(), "small").await?;
-    let (_, large_key) = seed_tenant(store.as_ref(), "large").await?;
+    // The tenants are written through a sealed store under the engine's master key, as the
+    // admin API would, so that each has its data key.
+    let master_key = generate_master_key()?;
+    let keyring = Keyring::parse(master_key.expose(), "the test's master key")?;
+    let sealed = SealedStore::new(store.clone(), keyring);
+    let (small_id, small_key) = seed_tenant(&sealed, "small").await?;
+    let (_, large_key) = seed_tenant(&sealed, "large").await?;
     let limits = TenantLimits { max_upload_bytes: Some(100), ..TenantLimits::default() };
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.path().to_path_buf(),
+        master_key: Some(master_key),
         ..Config::default()
     };
     let mut config = config;

@@ -403,6 +403,9 @@ async fn transient_token_errors_do_not_pause() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Master key of the engines of `live_config`: base64 of 32 bytes.
+const MASTER_KEY: &str = "b2F1dGgtcmVmcmVzaC10ZXN0cy1tYXN0ZXIta2V5ISE=";
+
 /// Configuration of an engine that sends to fakes it does not own, so that the fakes and the
 /// store outlive it.
 fn live_config(fakes: &FakeProviders, data_dir: &std::path::Path) -> anyhow::Result<Config> {
@@ -410,6 +413,8 @@ fn live_config(fakes: &FakeProviders, data_dir: &std::path::Path) -> anyhow::Res
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.to_path_buf(),
         admin_token: Some(Sensitive::new(OPERATOR_TOKEN.to_owned())),
+        // One key for every engine of a test, so that a second engine opens the first's store.
+        master_key: Some(Sensitive::new(MASTER_KEY.to_owned())),
         ..Config::default()
     };
     config.providers.mode = ProvidersMode::Live;
@@ -505,7 +510,7 @@ async fn rotated_refresh_token_survives_restart() -> anyhow::Result<()> {
     let requests = fakes.token_requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
     let rotated = requests[0].issued_refresh_token.clone().expect("Microsoft rotates the token");
-    let stored = stored_connection(&store, Provider::Outlook).await?;
+    let stored = stored_connection(first.engine.store(), Provider::Outlook).await?;
     assert_eq!(refresh_token_of(&stored).as_deref(), Some(rotated.as_str()));
     first.stop().await;
 
