@@ -8,26 +8,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ChildGuard, MASTER_KEY, free_port, start_fakes, wait_ready};
+use support::{ChildGuard, free_port, serve_to_fakes, start_fakes, wait_ready};
 
 const OPERATOR_TOKEN: &str = "crash-test-operator-token";
 const CONTACTS: usize = 300;
 
 fn start_engine(data_dir: &Path, port: u16, urls: &Value) -> ChildGuard {
-    let child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["serve", "--providers", "live", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--gmail-base-url", urls["gmail"].as_str().unwrap_or_default()])
-        .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
-        .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
+    let child = serve_to_fakes(data_dir, port, urls)
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
-        .env("FOLLOWUP_MASTER_KEY", MASTER_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

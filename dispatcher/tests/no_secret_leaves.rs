@@ -6,7 +6,6 @@
 //! out by email and SMS. Then it searches everything the engine emitted for each secret.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::layout::Rect;
 use serde_json::{Value, json};
-use support::{ChildGuard, free_port, start_fakes, wait_ready};
+use support::{ChildGuard, free_port, serve_to_fakes, start_fakes, wait_ready};
 
 mod support;
 
@@ -41,16 +40,8 @@ const CONTACTS: usize = 40;
 /// Starts the engine with debug logs in JSON, writing its stdout and stderr to `log`.
 fn start_engine(data_dir: &Path, log: &Path, port: u16, urls: &Value) -> ChildGuard {
     let log_file = std::fs::File::create(log).expect("create the engine log");
-    let child = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["serve", "--providers", "live", "--log-format", "json", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--gmail-base-url", urls["gmail"].as_str().unwrap_or_default()])
-        .args(["--graph-base-url", urls["graph"].as_str().unwrap_or_default()])
-        .args(["--twilio-base-url", urls["twilio"].as_str().unwrap_or_default()])
-        .args(["--google-token-url", urls["google_token"].as_str().unwrap_or_default()])
-        .args(["--microsoft-token-url", urls["microsoft_token"].as_str().unwrap_or_default()])
+    let child = serve_to_fakes(data_dir, port, urls)
+        .args(["--log-format", "json"])
         .args(["--google-client-id", "leak-check.apps.example.com"])
         .args(["--microsoft-client-id", "0b5e8f3a-leak-check"])
         .env("FOLLOWUP_GOOGLE_CLIENT_SECRET", GOOGLE_CLIENT_SECRET)

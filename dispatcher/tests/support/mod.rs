@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,25 @@ pub(crate) fn start_fakes(per_minute: u32, per_day: u32) -> (ChildGuard, Value) 
     BufReader::new(stdout).read_line(&mut line).expect("fakes print their URLs");
     let urls: Value = serde_json::from_str(&line).expect("fakes URLs are JSON");
     (ChildGuard(child), urls)
+}
+
+/// Returns the command of `followup serve` on 127.0.0.1:`port` with its store in `data_dir`,
+/// sending to the separate fakes whose base URLs `urls` lists, with the test master key.
+pub(crate) fn serve_to_fakes(data_dir: &Path, port: u16, urls: &Value) -> Command {
+    let url = |name: &str| urls[name].as_str().unwrap_or_default().to_owned();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_followup"));
+    command
+        .args(["serve", "--providers", "live", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--gmail-base-url", &url("gmail")])
+        .args(["--graph-base-url", &url("graph")])
+        .args(["--twilio-base-url", &url("twilio")])
+        .args(["--google-token-url", &url("google_token")])
+        .args(["--microsoft-token-url", &url("microsoft_token")])
+        .env("FOLLOWUP_MASTER_KEY", MASTER_KEY);
+    command
 }
 
 /// Waits up to 30 s for the engine at `base` to answer `/readyz` with success.
