@@ -289,3 +289,24 @@ async fn rotation_rewraps_and_frees_old_key() {
     let contacts = store.contacts(tenant.id, vec![enrolment.contact.id]).await.expect("read");
     assert_eq!(contacts, vec![enrolment.contact]);
 }
+
+#[tokio::test]
+async fn repeated_attempt_is_accepted_once_sealed() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = sealed(dir.path(), &new_key());
+    let (tenant, enrolment) = write_records(&store).await;
+    let id = enrolment.follow_ups[0].id;
+    let stored = store.attempts(tenant.id, id).await.expect("attempts");
+    let follow_up = store.follow_up(tenant.id, id).await.expect("read").expect("follow-up");
+
+    // The same attempt again seals to other bytes, and is still a harmless repeat.
+    let repeat = store.update_follow_ups(tenant.id, vec![follow_up.clone()], stored.clone());
+    repeat.await.expect("the same attempt again");
+    assert_eq!(store.attempts(tenant.id, id).await.expect("attempts"), stored);
+
+    // Another outcome under the same number is still a conflict.
+    let mut changed = stored[0].clone();
+    changed.result = FollowUpState::Sent;
+    let conflict = store.update_follow_ups(tenant.id, vec![follow_up], vec![changed]).await;
+    assert!(matches!(conflict, Err(StoreError::Conflict(_))), "{conflict:?}");
+}

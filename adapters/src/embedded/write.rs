@@ -329,10 +329,12 @@ impl<'txn> WriteTables<'txn> {
             self.check_follow_up_exists(tenant, attempt.follow_up)?;
 
             // Appending never rewrites history: the same attempt again is a harmless repeat,
-            // but a different one under the same number is a bug in the caller.
+            // but a different one under the same number is a bug in the caller. The detail
+            // and message are left out of the comparison because a sealed store seals them
+            // with a new nonce on each write, so a true repeat differs there.
             let key = keys::attempt(tenant, attempt.follow_up, attempt.number);
             let stored: Option<Attempt> = tables::get(&self.attempts, ATTEMPTS, &key)?;
-            if stored.is_some_and(|stored| &stored != attempt) {
+            if stored.is_some_and(|stored| !same_attempt(&stored, attempt)) {
                 return Err(StoreError::Conflict(format!(
                     "attempt {} of follow-up {} is already stored with different content",
                     attempt.number, attempt.follow_up
@@ -495,4 +497,11 @@ fn put<T: serde::Serialize>(
     let value = tables::encode(table, record)?;
     target.insert(key, value.as_slice()).map_err(|error| tables::write_error(table, error))?;
     Ok(())
+}
+
+/// Returns whether `a` and `b` record the same attempt: the same follow-up, number, provider,
+/// instants and result.
+fn same_attempt(a: &Attempt, b: &Attempt) -> bool {
+    (a.follow_up, a.number, a.provider, a.started_at, a.finished_at, a.result)
+        == (b.follow_up, b.number, b.provider, b.started_at, b.finished_at, b.result)
 }

@@ -490,9 +490,8 @@ impl Store for SealedStore {
         self.inner.sends_since(tenant, channel, since)
     }
 
-    /// NOTE: an attempt stored again under the same number is sealed again with a new nonce.
-    /// A store that compares the repeat with the stored attempt (the embedded store does)
-    /// finds different content and rejects it whenever the attempt has a detail.
+    /// An attempt stored again under the same number is sealed again with a new nonce, so a
+    /// store that recognises repeats compares only the fields that are not sealed.
     fn update_follow_ups(
         &self,
         tenant: TenantId,
