@@ -149,15 +149,31 @@ impl Template {
         &self,
         lookup: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<String, MissingField> {
+        self.render_encoded(lookup, |value, output| output.push_str(value))
+    }
+
+    /// Renders the template as [`Template::render`] does, but writes each field value through
+    /// `encode`, so that a contact's value cannot become markup or syntax of the output (HTML
+    /// escaping, URL percent-encoding). Fallbacks are part of the template and are written as
+    /// they are.
+    pub fn render_encoded<'a>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'a str>,
+        encode: impl Fn(&str, &mut String),
+    ) -> Result<String, MissingField> {
         let mut output = String::with_capacity(self.source.len());
         for part in &self.parts {
             match part {
                 Part::Text(text) => output.push_str(text),
-                Part::Field { name, fallback } => {
-                    let value = value_of(&lookup, name).or(fallback.as_deref());
-                    let value = value.ok_or_else(|| MissingField { name: name.clone() })?;
-                    output.push_str(value);
-                }
+                Part::Field { name, fallback } => match value_of(&lookup, name) {
+                    Some(value) => encode(value, &mut output),
+                    None => {
+                        let fallback = fallback.as_deref();
+                        let fallback =
+                            fallback.ok_or_else(|| MissingField { name: name.clone() })?;
+                        output.push_str(fallback);
+                    }
+                },
             }
         }
         Ok(output)
@@ -169,6 +185,22 @@ impl FromStr for Template {
 
     fn from_str(source: &str) -> Result<Self, Self::Err> {
         Template::parse(source)
+    }
+}
+
+/// Appends `value` to `output` with the five characters that HTML gives meaning to (`&`, `<`,
+/// `>`, `"`, `'`) written as character references, so it reads as text in element content and
+/// in quoted attribute values.
+pub fn escape_html(value: &str, output: &mut String) {
+    for character in value.chars() {
+        match character {
+            '&' => output.push_str("&amp;"),
+            '<' => output.push_str("&lt;"),
+            '>' => output.push_str("&gt;"),
+            '"' => output.push_str("&quot;"),
+            '\'' => output.push_str("&#39;"),
+            other => output.push(other),
+        }
     }
 }
 

@@ -245,3 +245,27 @@ fn from_str_matches_parse() {
     assert_eq!(template, parse("Hi {{x}}"));
     assert!("{{".parse::<Template>().is_err());
 }
+
+#[test]
+fn html_rendering_escapes_field_values() {
+    let template =
+        parse("<p>Hi {{first_name}}, see <a href=\"{{site}}\">this</a> {{last|<b>friend</b>}}</p>");
+    let values: HashMap<&str, &str> =
+        [("first_name", "<script>alert(1)</script>"), ("site", "x\" onclick=\"steal()")]
+            .into_iter()
+            .collect();
+    let rendered =
+        template.render_encoded(|name| values.get(name).copied(), escape_html).expect("renders");
+    assert_eq!(
+        rendered,
+        "<p>Hi &lt;script&gt;alert(1)&lt;/script&gt;, see \
+         <a href=\"x&quot; onclick=&quot;steal()\">this</a> <b>friend</b></p>"
+    );
+}
+
+#[test]
+fn escape_html_covers_each_special_character() {
+    let mut output = String::new();
+    escape_html("a&b<c>d\"e'f", &mut output);
+    assert_eq!(output, "a&amp;b&lt;c&gt;d&quot;e&#39;f");
+}

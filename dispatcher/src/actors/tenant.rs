@@ -18,7 +18,7 @@ use followup_core::domain::{
 use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
 use followup_core::store::{Store, StoreError};
-use followup_core::template::Template;
+use followup_core::template::{Template, escape_html};
 use rand::Rng as _;
 
 use super::billing::{BillingActor, Reserve, Settle};
@@ -153,7 +153,9 @@ impl RenderedStep {
         let lookup = |name: &str| contact.field(name);
         let is_email = channel == Channel::Email;
         let html_body = match &step.html_body {
-            Some(html) if is_email => Some(html.render(lookup)?),
+            // A contact's values are escaped: an uploaded file must not put markup or links
+            // into mail sent from the tenant's mailbox.
+            Some(html) if is_email => Some(html.render_encoded(lookup, escape_html)?),
             _ => None,
         };
         let unsubscribe_url = match &sequence.unsubscribe_url {
@@ -175,24 +177,19 @@ fn render_url(
     template: &Template,
     contact: &Contact,
 ) -> Result<String, followup_core::template::MissingField> {
-    let encoded: HashMap<&str, String> = template
-        .fields()
-        .filter_map(|name| contact.field(name).map(|value| (name, percent_encode(value))))
-        .collect();
-    template.render(|name| encoded.get(name).map(String::as_str))
+    template.render_encoded(|name| contact.field(name), percent_encode)
 }
 
-/// Percent-encodes every byte outside RFC 3986's unreserved characters.
-fn percent_encode(value: &str) -> String {
-    let mut encoded = String::with_capacity(value.len());
+/// Appends `value` to `output` with every byte outside RFC 3986's unreserved characters
+/// percent-encoded.
+fn percent_encode(value: &str, output: &mut String) {
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
+            output.push(char::from(byte));
         } else {
-            encoded.push_str(&format!("%{byte:02X}"));
+            output.push_str(&format!("%{byte:02X}"));
         }
     }
-    encoded
 }
 
 #[derive(Debug)]
