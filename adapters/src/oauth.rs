@@ -86,9 +86,9 @@ enum TransportError {
 }
 
 impl OAuthRefresher {
-    /// Builds a refresher with its own HTTP client: the timeouts of `settings`, and no
-    /// redirects, so that a refresh token is never sent to an address other than the
-    /// configured endpoint.
+    /// Builds a refresher with its own HTTP client: the same web PKI roots and timeouts as the
+    /// provider clients, and no redirects, so that a refresh token is never sent to an address
+    /// other than the configured endpoint.
     pub fn new(
         settings: &HttpSettings,
         google: Option<OAuthClientSettings>,
@@ -96,6 +96,7 @@ impl OAuthRefresher {
     ) -> reqwest::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
+            .tls_certs_only(crate::http::web_pki_roots()?)
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -106,6 +106,11 @@ impl RunningEngine {
         config.providers.check_base_url("gmail", &urls.gmail)?;
         config.providers.check_base_url("graph", &urls.graph)?;
         config.providers.check_base_url("twilio", &urls.twilio)?;
+        // Token endpoints receive refresh tokens and client secrets, so they get the same
+        // plain-HTTP rule as the provider APIs.
+        config.providers.check_base_url("Google token", &config.oauth.google_token_url)?;
+        let microsoft = config.oauth.microsoft_token_url.replace("{tenant}", "common");
+        config.providers.check_base_url("Microsoft token", &microsoft)?;
         let tls = match (&config.tls.cert_file, &config.tls.key_file) {
             (Some(cert), Some(key)) => Some(tls_server_config(cert, key)?),
             (None, None) => None,

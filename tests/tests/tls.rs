@@ -119,3 +119,21 @@ async fn plain_http_provider_url_to_another_host_is_rejected() -> anyhow::Result
     assert!(message.contains("providers.plain_http_hosts"), "{message}");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn plain_http_token_url_to_another_host_is_rejected() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let data = tempfile::tempdir()?;
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.providers.mode = ProvidersMode::Live;
+    // Only the configuration is checked: nothing connects to this address.
+    config.oauth.google_token_url = "http://oauth2.googleapis.com/token".into();
+    let message = start_error(config, data.path()).await?;
+    assert!(message.contains("Google token base URL"), "{message}");
+    assert!(message.contains("plain http"), "{message}");
+    Ok(())
+}
