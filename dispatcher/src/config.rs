@@ -408,7 +408,8 @@ impl ProvidersConfig {
 }
 
 /// Returns whether `host` names this machine: `localhost` or a loopback IP address.
-fn is_loopback_host(host: &str) -> bool {
+/// Returns whether `host` (a name or an address, IPv6 with or without brackets) is this machine.
+pub fn is_loopback_host(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())

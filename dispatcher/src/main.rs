@@ -347,6 +347,15 @@ async fn rotate_keys(url: &str) -> anyhow::Result<()> {
         .ok()
         .filter(|token| !token.is_empty())
         .context("FOLLOWUP_ADMIN_TOKEN is not set: rotation needs the engine's operator token")?;
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid engine URL {url:?}"))?;
+    let host = parsed.host_str().unwrap_or_default();
+    // The operator token must not cross a network in clear text.
+    if parsed.scheme() != "https" && !followup_dispatcher::config::is_loopback_host(host) {
+        anyhow::bail!(
+            "refusing to send the operator token to {url}: use https, or plain http only to a \
+             loopback address (127.0.0.1, ::1, localhost)"
+        );
+    }
     let endpoint = format!("{}/admin/v1/keys/rotate", url.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&endpoint)

@@ -238,3 +238,18 @@ async fn rotation_while_running_frees_the_old_key() {
     assert!(stderr.contains(&key_id(&new_key)), "names the missing key: {stderr}");
     assert!(stderr.contains("not configured"), "{stderr}");
 }
+
+#[test]
+fn rotation_refuses_plain_http_to_another_host() {
+    // 0.0.0.0 is not a loopback address, so the URL is refused before any connection; were it
+    // not, Linux would connect to this machine, so nothing can leave it either way.
+    let output = followup()
+        .args(["keys", "rotate", "--url", "http://0.0.0.0:9"])
+        .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)
+        .output()
+        .expect("run keys rotate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("refusing to send the operator token"), "{stderr}");
+    assert!(!stderr.contains(OPERATOR_TOKEN), "{stderr}");
+}
