@@ -111,7 +111,8 @@ async fn stripe_webhooks_are_verified_deduplicated_and_counted() -> anyhow::Resu
     assert_eq!(engine.running.webhook_log.len().await?, 1);
     let record = engine.running.webhook_log.get("stripe/evt_1SubscriptionUpdated".into()).await?;
     let record: Value = serde_json::from_slice(&record.expect("the event is recorded"))?;
-    assert_eq!(record["event"]["type"], "customer.subscription.updated");
+    assert_eq!(record["type"], "customer.subscription.updated");
+    assert_eq!(record["object"]["object"], "subscription", "{record}");
 
     // The identical signed request again is a replay.
     let (status, answer) = post_stripe(&engine, Some(&signed), &body).await?;
@@ -309,9 +310,26 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
     assert_eq!(record["keyword"], "STOP");
     assert!(record.get("body").is_none(), "the text of the message is not kept");
 
+    // After the tenant is deleted, its connection may still be in the webhook cache, but its
+    // webhooks are rejected, and the purge removes the records that name it.
+    let log = &engine.running.webhook_log;
+    assert!(log.len().await? > 0, "the tenant has webhook records");
+    let response = engine.http.delete(engine.url("/v1/tenant")).bearer_auth(&key).send().await?;
+    assert_eq!(response.status(), 202);
+    let late = [("MessageSid", "SM4"), ("MessageStatus", "delivered")];
+    let late_signature = twilio_signature(TWILIO_TOKEN, &status_url, &late);
+    let (status, text) =
+        post_twilio(&engine, &status_path, Some(&late_signature), form(&late)).await?;
+    assert_eq!((status, text.as_str()), (403, forged_text.as_str()), "deleted tenant");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while log.len().await? > 0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "webhook records not purged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     let counts = rejections(&engine, "twilio").await?;
     let expected: BTreeMap<String, f64> =
-        [("forged", 4.0), ("malformed", 1.0), ("replayed", 1.0), ("unsigned", 1.0)]
+        [("forged", 5.0), ("malformed", 1.0), ("replayed", 1.0), ("unsigned", 1.0)]
             .into_iter()
             .map(|(reason, count)| (reason.to_owned(), count))
             .collect();

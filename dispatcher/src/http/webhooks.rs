@@ -107,9 +107,20 @@ pub async fn stripe_event(
     let event: StripeEvent = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!("signed body is not a Stripe event: {error}"))
     })?;
+    // The object's identifying fields only: a whole event may carry a customer's name, email
+    // and address, and the webhook log is not encrypted the way the store is.
+    let object = &event.data.object;
     let record = serde_json::to_vec(&json!({
         "received_at": now,
-        "event": serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default(),
+        "id": event.id,
+        "type": event.kind,
+        "created": event.created,
+        "object": {
+            "id": object.get("id"),
+            "object": object.get("object"),
+            "customer": object.get("customer"),
+            "status": object.get("status"),
+        },
     }))
     .map_err(|error| ApiError::Internal(format!("encoding webhook record: {error}")))?;
     let first = state.webhooks.log.insert_new(format!("stripe/{}", event.id), record).await?;
@@ -177,6 +188,16 @@ async fn verify_twilio(
     let Some(account) = account else {
         return Err(reject(source, Rejection::Forged));
     };
+    // The cache may still hold the connection of a tenant deleted since it was loaded; a
+    // deleted tenant has no tenant record, and its webhooks are refused like unknown ones.
+    match state.engine.store().tenant(account.tenant).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(reject(source, Rejection::Forged)),
+        Err(error) => {
+            tracing::error!(%error, tenant = %account.tenant, "reading a webhook's tenant failed");
+            return Err(reject(source, Rejection::Forged));
+        }
+    }
 
     let path_and_query = request.uri().path_and_query().map_or("", |value| value.as_str());
     let url = format!("{}{path_and_query}", base_url.trim_end_matches('/'));

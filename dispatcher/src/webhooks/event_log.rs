@@ -13,7 +13,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use followup_core::ids::TenantId;
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+/// Makes the log readable by its owner only: it holds the engine's view of provider events.
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict permissions of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
 
 /// File name of the log in the data directory.
 pub const FILE_NAME: &str = "webhook-events.redb";
@@ -38,7 +52,37 @@ impl WebhookLog {
         let txn = db.begin_write()?;
         txn.open_table(EVENTS)?;
         txn.commit().with_context(|| format!("cannot create tables in {}", path.display()))?;
+        restrict_to_owner(&path)?;
         Ok(Self { db: Arc::new(db), path })
+    }
+
+    /// Removes every record that names `tenant`, for the purge of a deleted tenant. Returns
+    /// how many were removed. It reads the whole log, which holds a few records per message
+    /// and event.
+    pub async fn remove_tenant(&self, tenant: TenantId) -> anyhow::Result<u64> {
+        let db = Arc::clone(&self.db);
+        let path = self.path.clone();
+        let tenant = tenant.to_string();
+        let remove = move || -> Result<u64, redb::Error> {
+            let txn = db.begin_write()?;
+            let removed = {
+                let mut table = txn.open_table(EVENTS)?;
+                let mut removed = 0;
+                table.retain(|_, record| {
+                    let names_tenant = serde_json::from_slice::<serde_json::Value>(record)
+                        .is_ok_and(|record| record["tenant"].as_str() == Some(tenant.as_str()));
+                    removed += u64::from(names_tenant);
+                    !names_tenant
+                })?;
+                removed
+            };
+            txn.commit()?;
+            Ok(removed)
+        };
+        tokio::task::spawn_blocking(remove)
+            .await
+            .context("webhook log writer stopped")?
+            .with_context(|| format!("cannot purge webhook log {}", path.display()))
     }
 
     /// Writes `record` under `key` unless the key is already there, durably. Returns whether
