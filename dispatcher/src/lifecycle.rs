@@ -186,13 +186,11 @@ async fn count_billed_sends(
     })
 }
 
-/// Removes the sent messages older than `retention.sent_message_days` by the engine's clock;
-/// with 0 days none are stored, and none are removed. Returns how many were removed.
+/// Removes the sent messages older than `retention.sent_message_days` by the engine's clock.
+/// With 0 days no new message is stored, and every message kept under an earlier setting is
+/// removed. Returns how many were removed.
 pub async fn sweep_sent_messages(engine: &Engine) -> anyhow::Result<u64> {
     let days = engine.config().retention.sent_message_days;
-    if days == 0 {
-        return Ok(0);
-    }
     let before: DateTime<Utc> = engine.clock().now() - chrono::Duration::days(i64::from(days));
     let mut total = 0;
     loop {

@@ -69,12 +69,33 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = error.path().to_string();
     let inner = error.inner();
-    let reason = shorten(&inner.to_string());
+    let reason = shorten(&without_rejected_value(&inner.to_string()));
     if path.is_empty() || path == "." {
         format!("invalid JSON body: {reason}")
     } else {
         format!("{path}: {reason}")
     }
+}
+
+/// Replaces the value serde quotes in an "invalid type" or "invalid value" message by its kind
+/// (`invalid type: string "ya29…", expected u64` becomes `invalid type: a string, expected
+/// u64`), because a value sent in the wrong field may be a token.
+fn without_rejected_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        let Some(rest) = message.strip_prefix(prefix) else { continue };
+        let Some(expected_at) = rest.find(", expected ") else { continue };
+        let (unexpected, tail) = rest.split_at(expected_at);
+        let kind = match unexpected.split([' ', '"', '`']).next().unwrap_or_default() {
+            "string" => "a string",
+            "integer" => "an integer",
+            "floating" => "a floating-point number",
+            "boolean" => "a boolean",
+            "character" => "a character",
+            _ => return message.to_owned(),
+        };
+        return format!("{prefix}{kind}{tail}");
+    }
+    message.to_owned()
 }
 
 /// Cuts a message part to `QUOTED_VALUE_CHARS` characters, so that a huge rejected value is not
@@ -85,4 +106,32 @@ pub fn shorten(text: &str) -> String {
     }
     let head: String = text.chars().take(QUOTED_VALUE_CHARS).collect();
     format!("{head}… ({} characters)", text.chars().count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_rejected_value;
+
+    #[test]
+    fn rejected_values_are_not_echoed() {
+        let cases = [
+            (
+                "invalid type: string \"ya29.secret\", expected u64 at line 1 column 30",
+                "invalid type: a string, expected u64 at line 1 column 30",
+            ),
+            (
+                "invalid type: integer `4242`, expected a string at line 1 column 9",
+                "invalid type: an integer, expected a string at line 1 column 9",
+            ),
+            (
+                "invalid value: string \"x\", expected a positive number",
+                "invalid value: a string, expected a positive number",
+            ),
+            ("invalid type: null, expected a string", "invalid type: null, expected a string"),
+            ("unknown field `tokn`, expected `token`", "unknown field `tokn`, expected `token`"),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(without_rejected_value(message), expected, "{message}");
+        }
+    }
 }
