@@ -74,7 +74,16 @@ impl Config {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+        toml::from_str(&text).map_err(|error| {
+            // toml's own Display quotes the offending line, which may hold a secret, so the
+            // message names the place and the reason only.
+            let place = error.span().map_or_else(String::new, |span| {
+                let line = text[..span.start.min(text.len())].lines().count().max(1);
+                format!(" at line {line}")
+            });
+            let reason = crate::http::json::without_rejected_value(error.message());
+            anyhow::anyhow!("invalid config file {}{place}: {reason}", path.display())
+        })
     }
 }
 
@@ -516,6 +525,21 @@ mod tests {
         assert_eq!(parsed.plans["tiny"].over_quota, OverQuota::Hold);
         assert!(!parsed.plans.contains_key("free"));
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn config_errors_name_the_line_without_quoting_it() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("followup.toml");
+        let secret = "whsec_quoted_secret_value";
+        let text = format!(
+            "listen = \"127.0.0.1:1\"\n[webhooks]\nstripe_signing_secrets = \"{secret}\"\n"
+        );
+        std::fs::write(&path, text).expect("write config");
+        let error = Config::from_file(&path).expect_err("a string where a list belongs");
+        let message = format!("{error:#}");
+        assert!(message.contains("line 3"), "{message}");
+        assert!(!message.contains(secret), "{message}");
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
 /// Replaces the value serde quotes in an "invalid type" or "invalid value" message by its kind
 /// (`invalid type: string "ya29…", expected u64` becomes `invalid type: a string, expected
 /// u64`), because a value sent in the wrong field may be a token.
-fn without_rejected_value(message: &str) -> String {
+pub(crate) fn without_rejected_value(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         let Some(rest) = message.strip_prefix(prefix) else { continue };
         let Some(expected_at) = rest.find(", expected ") else { continue };
