@@ -13,7 +13,9 @@ use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId, SequenceId};
 use followup_core::ingest::{ContactField, Format, IngestError};
 use followup_core::limits::{AccountKind, ConnectionLimits};
 use followup_core::plan::validate_window;
+use followup_core::crypto::CryptoError;
 use followup_core::sensitive::Sensitive;
+use followup_core::store::StoreError;
 use followup_core::template::Template;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -315,6 +317,24 @@ pub async fn bulk_upload(
 /// Builds the response to an upload that stopped early. The status gives the cause, and the
 /// body reports the rows already stored, so that nothing accepted goes unreported.
 fn failure_response(failure: IngestFailure) -> HttpResponse {
+    // Deleting the tenant destroys its data key and makes the store reject its writes, so an
+    // upload under way when the tenant was deleted ends here, and a retry cannot help.
+    if let IngestFailure::Store {
+        error: StoreError::Crypto(CryptoError::NoDataKey(_)) | StoreError::Conflict(_),
+        report,
+    } = &failure
+    {
+        return HttpResponse::Gone().json(json!({
+            "error": {
+                "code": "tenant_deleted",
+                "message": format!(
+                    "the tenant was deleted while this upload ran; {} rows read before that \
+                     were stored and are being purged with the rest of its data",
+                    report.accepted
+                ),
+            },
+        }));
+    }
     let message = failure.to_string();
     let (status, code, report) = match failure {
         IngestFailure::Input { error, report } => {
