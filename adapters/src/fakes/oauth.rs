@@ -301,6 +301,7 @@ fn client_authenticates(
 fn open_mailbox(state: &FakeState, provider: Provider, refresh_token: &str) -> String {
     let mailbox = format!("open-refresh-{}@fake.invalid", random_hex(16));
     state.with_oauth(|oauth| oauth.register_refresh_token(provider, refresh_token, &mailbox));
+    state.add_open_mailbox(provider, &mailbox);
     mailbox
 }
 

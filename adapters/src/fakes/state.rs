@@ -136,6 +136,17 @@ impl FakeState {
             });
     }
 
+    /// Creates the mailbox `email` with the limits of an open account unless it exists, so that
+    /// the tokens a refresh issues for it can send. Does nothing when accounts are registered.
+    pub(crate) fn add_open_mailbox(&self, provider: Provider, email: &str) {
+        let Some(limits) = self.open_limits(provider, Channel::Email) else { return };
+        let mut inner = self.inner.lock();
+        inner.mailboxes.entry((provider, email.to_ascii_lowercase())).or_insert_with(|| Mailbox {
+            limiter: SlidingWindowLimiter::new(limits),
+            in_flight: 0,
+        });
+    }
+
     /// Registers a Twilio sender number, replacing the account's token and the number's limits.
     pub(crate) fn register_twilio(
         &self,

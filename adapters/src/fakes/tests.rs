@@ -183,6 +183,40 @@ async fn graph_fake_refuses_expired_accepts_issued_token() {
 }
 
 #[tokio::test]
+async fn open_accounts_send_with_refreshed_outlook_tokens() {
+    let clock = virtual_clock();
+    let fakes =
+        start_fakes(&clock, |config| config.with_accounts(super::Accounts::Open { limits: None }))
+            .await;
+    // Any client and refresh token are accepted, and the token issued must be able to send.
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "never-registered-refresh-token"),
+        ("client_id", "any-client"),
+        ("client_secret", "any-secret"),
+        ("scope", "Mail.Send"),
+    ];
+    let url = fakes.microsoft_token_url().replace("{tenant}", "common");
+    let issued: Value = http()
+        .post(url)
+        .form(&form)
+        .send()
+        .await
+        .expect("fake responds")
+        .json()
+        .await
+        .expect("JSON");
+    let access_token = issued["access_token"].as_str().expect("an access token").to_owned();
+    let body = json!({"message": {"subject": "s", "body": {"contentType": "Text", "content": "b"},
+                      "toRecipients": [{"emailAddress": {"address": "ann@example.org"}}]}});
+    let url = format!("{}v1.0/me/sendMail", fakes.graph_url());
+    let sent = http().post(url).bearer_auth(access_token).json(&body).send().await;
+    assert_eq!(sent.expect("fake responds").status().as_u16(), 202);
+    assert_eq!(fakes.stats().rate_limit_violations, 0);
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
 async fn token_fake_checks_the_request() {
     let clock = virtual_clock();
     let fakes = start_fakes(&clock, |config| config).await;

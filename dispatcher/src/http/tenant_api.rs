@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveTime, Utc, Weekday};
+use followup_core::crypto::CryptoError;
 use followup_core::domain::{
     Channel, Connection, Credentials, LimitOverrides, Provider, SendWindow, Sequence, Step,
 };
@@ -13,7 +14,6 @@ use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId, SequenceId};
 use followup_core::ingest::{ContactField, Format, IngestError};
 use followup_core::limits::{AccountKind, ConnectionLimits};
 use followup_core::plan::validate_window;
-use followup_core::crypto::CryptoError;
 use followup_core::sensitive::Sensitive;
 use followup_core::store::StoreError;
 use followup_core::template::Template;
