@@ -207,7 +207,13 @@ impl Contact {
             "email" => self.email.as_deref(),
             "phone" => self.phone.as_deref(),
             "timezone" => Some(self.timezone.as_str()),
-            other => self.custom.get(other).map(String::as_str),
+            // Upload columns are stored under lowercase keys, so `{{Company}}` finds the
+            // `Company` column too.
+            other => self
+                .custom
+                .get(other)
+                .or_else(|| self.custom.get(&other.to_lowercase()))
+                .map(String::as_str),
         };
         value.filter(|v| !v.is_empty())
     }

@@ -105,15 +105,36 @@ impl Config {
                 let text = std::fs::read_to_string(path).map_err(|error| {
                     CryptoError::InvalidMasterKey {
                         origin: origin.clone(),
-                        reason: error.to_string(),
+                        reason: format!("the key file cannot be read: {error}"),
                     }
                 })?;
+                warn_if_others_can_access(path);
                 Keyring::parse(&text, &origin)
             }
             (None, None) => Err(CryptoError::NoMasterKey),
         }
     }
 }
+
+/// Logs a warning when users other than the owner may read or write the master key file,
+/// because either lets them read every tenant's data or swap the key. The engine still starts:
+/// the file is the operator's, and some deployments mount secrets with wider modes.
+#[cfg(unix)]
+fn warn_if_others_can_access(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(metadata) = std::fs::metadata(path)
+        && metadata.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+            "the master key file is accessible to other users; restrict it with chmod 600"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_can_access(_path: &std::path::Path) {}
 
 /// Destination of provider requests.
 #[derive(Clone, Debug, Deserialize)]

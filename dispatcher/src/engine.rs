@@ -171,7 +171,9 @@ impl Engine {
     /// Stop the tenant's dispatch first, or its rounds fail with errors naming the missing key.
     pub async fn destroy_tenant_key(&self, tenant: TenantId) -> anyhow::Result<bool> {
         let destroyed = self.sealed.destroy_tenant_key(tenant).await?;
-        tracing::info!(%tenant, destroyed, "tenant data key destroyed");
+        if destroyed {
+            tracing::info!(%tenant, "tenant data key destroyed");
+        }
         Ok(destroyed)
     }
 

@@ -229,3 +229,45 @@ async fn delay_over_a_year_is_400_in_any_form() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[actix_rt::test]
+async fn compressed_upload_is_rejected_by_name() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    let response = engine
+        .http
+        .post(engine.url("/v1/schedules/bulk"))
+        .query(&[("sequence", sequence.as_str())])
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f_u8, 0x8b, 0x08, 0x00])
+        .send()
+        .await?;
+    assert_eq!(response.status(), 415);
+    let body: Value = response.json().await?;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Content-Encoding gzip"), "{body}");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn names_with_hidden_characters_are_rejected() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    for name in ["bad\u{0}name", "invoice\u{202E}fdp.exe"] {
+        let response = engine
+            .http
+            .post(engine.url("/v1/sequences"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"name": name,
+                "steps": [{"channel": "email", "subject": "Hi", "body": "Hello"}]}))
+            .send()
+            .await?;
+        assert_eq!(response.status(), 400, "{name:?}");
+        let body: Value = response.json().await?;
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("U+"), "{body}");
+    }
+    Ok(())
+}

@@ -98,6 +98,10 @@ fn render_with_contact_field() {
     let template = parse("{{first_name}} ({{plan.tier}}) {{last_name|}}");
     let output = template.render(|name| contact.field(name));
     assert_eq!(output, Ok("Ada (gold) ".to_owned()));
+
+    // Upload columns are stored in lowercase, and a field named as the column header finds them.
+    let capitalised = parse("{{Plan.Tier}}");
+    assert_eq!(capitalised.render(|name| contact.field(name)), Ok("gold".to_owned()));
 }
 
 #[test]

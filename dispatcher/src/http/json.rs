@@ -16,7 +16,7 @@ use super::error::ApiError;
 pub const JSON_LIMIT_BYTES: usize = 1 << 20;
 
 /// Maximum characters of a rejected value quoted back in an error message.
-const QUOTED_VALUE_CHARS: usize = 80;
+const QUOTED_VALUE_CHARS: usize = 400;
 
 /// A request body deserialized from JSON.
 #[derive(Debug)]

@@ -44,7 +44,27 @@ pub fn checked_name(name: &str) -> Result<&str, ApiError> {
             "name must have 1 to {MAX_NAME_CHARS} characters"
         )));
     }
+    // Names are shown in the console and in listings, where a control character or a
+    // bidirectional override could hide or reorder what the operator reads.
+    if let Some((position, character)) =
+        name.chars().enumerate().find(|(_, character)| is_hidden_or_reordering(*character))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "name has the control or bidirectional formatting character U+{:04X} at position \
+             {}; use printable text",
+            u32::from(character),
+            position + 1
+        )));
+    }
     Ok(name)
+}
+
+/// Returns whether `character` is a control character or a bidirectional embedding, override
+/// or isolate (U+202A to U+202E, U+2066 to U+2069).
+fn is_hidden_or_reordering(character: char) -> bool {
+    character.is_control()
+        || ('\u{202A}'..='\u{202E}').contains(&character)
+        || ('\u{2066}'..='\u{2069}').contains(&character)
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +282,15 @@ pub async fn bulk_upload(
                 .map_err(|e| ApiError::BadRequest(format!("invalid mapping parameter: {e}")))?,
         ),
     };
+    // actix-web is built without decompression, so an encoded body would be read as text.
+    if let Some(encoding) = request.headers().get(actix_web::http::header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {} is not supported: send the file uncompressed",
+            String::from_utf8_lossy(encoding.as_bytes())
+        )));
+    }
     let config = state.engine.config();
     let mut limits = config.ingest.limits();
     limits.max_bytes = state.limits.max_upload_bytes(tenant.id, limits.max_bytes);
