@@ -15,7 +15,6 @@ use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::engine::Engine;
 use crate::telemetry;
-use crate::webhooks::event_log::WebhookLog;
 
 /// Follow-ups read per page while a billing record is counted.
 const BILLING_PAGE: usize = 1_000;
@@ -90,14 +89,14 @@ pub async fn stop_and_mark_deleted(
 /// Starts the background tasks of this module: the purge of deleted tenants, which first
 /// finishes any purge a stop interrupted, and the retention sweep, which runs at once and then
 /// every `retention.sweep_interval_seconds`. Must run inside an actix system.
-pub fn spawn_background(engine: Arc<Engine>, webhooks: WebhookLog) {
-    actix_rt::spawn(run_purges(engine.clone(), webhooks));
+pub fn spawn_background(engine: Arc<Engine>) {
+    actix_rt::spawn(run_purges(engine.clone()));
     actix_rt::spawn(run_sweeps(engine));
 }
 
-async fn run_purges(engine: Arc<Engine>, webhooks: WebhookLog) {
+async fn run_purges(engine: Arc<Engine>) {
     loop {
-        if let Err(error) = purge_deleted_tenants(&engine, &webhooks).await {
+        if let Err(error) = purge_deleted_tenants(&engine).await {
             tracing::error!(error = %format!("{error:#}"), "tenant purge failed; retrying");
         }
         tokio::select! {
@@ -117,17 +116,14 @@ async fn run_sweeps(engine: Arc<Engine>) {
     }
 }
 
-/// Purges every tenant whose deletion is unfinished, one after the other, to the end, with
-/// the webhook records that name it.
-pub async fn purge_deleted_tenants(engine: &Engine, webhooks: &WebhookLog) -> anyhow::Result<()> {
+/// Purges every tenant whose deletion is unfinished, one after the other, to the end.
+pub async fn purge_deleted_tenants(engine: &Engine) -> anyhow::Result<()> {
     let deletions = engine.store().tenant_deletions().await?;
     let pending: Vec<TenantDeletion> =
         deletions.into_iter().filter(|d| d.completed_at.is_none()).collect();
     metrics::gauge!(telemetry::TENANT_DELETIONS_PENDING).set(pending.len() as f64);
     for (done, deletion) in pending.iter().enumerate() {
         purge_tenant(engine, deletion).await?;
-        let removed = webhooks.remove_tenant(deletion.tenant).await?;
-        metrics::counter!(telemetry::PURGED_RECORDS).increment(removed);
         metrics::gauge!(telemetry::TENANT_DELETIONS_PENDING).set((pending.len() - done - 1) as f64);
     }
     Ok(())

@@ -118,10 +118,10 @@ impl RunningEngine {
         };
         let limits = Arc::new(ApiLimiter::new(&config.api_limits)?);
         let log = WebhookLog::open(&config.data_dir)?;
-        let webhooks = Arc::new(WebhookState::new(&config.webhooks, log.clone()));
+        let webhooks = Arc::new(WebhookState::new(&config.webhooks, log));
         let listen = config.listen;
         let engine = Engine::start(store, clock, config, urls).await?;
-        crate::lifecycle::spawn_background(engine.clone(), log);
+        crate::lifecycle::spawn_background(engine.clone());
         if let Some(fakes) = &fakes {
             for tenant in engine.live_tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {

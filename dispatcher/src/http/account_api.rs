@@ -39,6 +39,14 @@ pub async fn delete_tenant(
         }
         Err(error) => return Err(error.into()),
     };
+    // The webhook log is a file beside the store that the purge does not reach, so the
+    // tenant's records there go now; its later webhooks are rejected.
+    // NOTE: a crash between the deletion marker and this line leaves those records behind.
+    match state.webhooks.log.remove_tenant(tenant.id).await {
+        Ok(removed) => tracing::info!(tenant = %tenant.id, removed, "webhook records removed"),
+        Err(error) => tracing::error!(tenant = %tenant.id, error = %format!("{error:#}"),
+                                      "removing the tenant's webhook records failed"),
+    }
     Ok(HttpResponse::Accepted().json(deletion_response(&deletion)))
 }
 
