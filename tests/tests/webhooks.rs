@@ -161,9 +161,15 @@ async fn stripe_webhooks_are_verified_deduplicated_and_counted() -> anyhow::Resu
     }
     assert_eq!(engine.running.webhook_log.len().await?, 2, "no rejected event is recorded");
 
+    // A body over the limit is rejected before its signature is read, in the same JSON shape.
+    let huge = format!("{{\"padding\": \"{}\"}}", "x".repeat(300 * 1024));
+    let (status, answer) = post_stripe(&engine, Some(&valid), &huge).await?;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"]["code"], "payload_too_large", "{answer}");
+
     let counts = rejections(&engine, "stripe").await?;
     let expected: BTreeMap<String, f64> =
-        [("forged", 2.0), ("malformed", 1.0), ("replayed", 1.0), ("stale", 2.0), ("unsigned", 1.0)]
+        [("forged", 2.0), ("malformed", 2.0), ("replayed", 1.0), ("stale", 2.0), ("unsigned", 1.0)]
             .into_iter()
             .map(|(reason, count)| (reason.to_owned(), count))
             .collect();

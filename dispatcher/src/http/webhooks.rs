@@ -7,11 +7,13 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use followup_core::domain::{Credentials, Provider};
 use followup_core::ids::{ConnectionId, FollowUpId, TenantId};
 use followup_core::sensitive::Sensitive;
 use followup_core::store::Store;
+use futures_util::StreamExt as _;
 use serde_json::json;
 
 use super::AppState;
@@ -58,6 +60,32 @@ fn reject(source: WebhookSource, reason: Rejection) -> HttpResponse {
     }
 }
 
+/// Largest webhook body read, in bytes: Stripe events and Twilio callbacks are a few KiB.
+const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+
+/// Reads a webhook body of at most `WEBHOOK_BODY_LIMIT` bytes. A longer or broken body is
+/// rejected as malformed, with the JSON error every other rejection has.
+async fn read_body(
+    source: WebhookSource,
+    mut payload: web::Payload,
+) -> Result<Bytes, HttpResponse> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return Err(reject(source, Rejection::Malformed));
+        };
+        if body.len() + chunk.len() > WEBHOOK_BODY_LIMIT {
+            count_rejection(source, Rejection::Malformed);
+            tracing::warn!(source = source.label(), "webhook body over the size limit");
+            let message = format!("webhook bodies are limited to {WEBHOOK_BODY_LIMIT} bytes");
+            return Err(HttpResponse::PayloadTooLarge()
+                .json(json!({"error": {"code": "payload_too_large", "message": message}})));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 fn not_configured(message: &str) -> HttpResponse {
     tracing::warn!(message, "webhook received but not configured");
     HttpResponse::ServiceUnavailable()
@@ -73,9 +101,13 @@ fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<Result<&'a str, Re
 pub async fn stripe_event(
     request: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let source = WebhookSource::Stripe;
+    let body = match read_body(source, payload).await {
+        Ok(body) => body,
+        Err(response) => return Ok(response),
+    };
     let config = &state.engine.config().webhooks;
     if config.stripe_signing_secrets.is_empty() {
         return Ok(not_configured(
@@ -249,8 +281,12 @@ pub async fn twilio_status(
     request: HttpRequest,
     state: web::Data<AppState>,
     connection: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = match read_body(WebhookSource::Twilio, payload).await {
+        Ok(body) => body,
+        Err(response) => return Ok(response),
+    };
     let callback = match verify_twilio(&request, &state, &connection, &body).await {
         Ok(callback) => callback,
         Err(response) => return Ok(response),
@@ -314,8 +350,12 @@ pub async fn twilio_inbound(
     request: HttpRequest,
     state: web::Data<AppState>,
     connection: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = match read_body(WebhookSource::Twilio, payload).await {
+        Ok(body) => body,
+        Err(response) => return Ok(response),
+    };
     let message = match verify_twilio(&request, &state, &connection, &body).await {
         Ok(message) => message,
         Err(response) => return Ok(response),
