@@ -102,38 +102,30 @@ async fn bad_tls_files_stop_the_start_naming_the_file() -> anyhow::Result<()> {
 }
 
 #[actix_rt::test]
-async fn plain_http_provider_url_to_another_host_is_rejected() -> anyhow::Result<()> {
+async fn plain_http_to_another_host_is_rejected() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let data = tempfile::tempdir()?;
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.providers.mode = ProvidersMode::Live;
-    // Only the configuration is checked: nothing connects to this address.
-    config.providers.twilio_base_url = "http://api.twilio.com".into();
-    let message = start_error(config, data.path()).await?;
-    assert!(message.contains("twilio base URL"), "{message}");
-    assert!(message.contains("plain http"), "{message}");
-    assert!(message.contains("providers.plain_http_hosts"), "{message}");
-    Ok(())
-}
-
-#[actix_rt::test]
-async fn plain_http_token_url_to_another_host_is_rejected() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let data = tempfile::tempdir()?;
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data.path().to_path_buf(),
-        ..Config::default()
-    };
-    config.providers.mode = ProvidersMode::Live;
-    // Only the configuration is checked: nothing connects to this address.
-    config.oauth.google_token_url = "http://oauth2.googleapis.com/token".into();
-    let message = start_error(config, data.path()).await?;
-    assert!(message.contains("Google token base URL"), "{message}");
-    assert!(message.contains("plain http"), "{message}");
+    let cases: [(&str, fn(&mut Config)); 2] = [
+        ("twilio base URL", |config| {
+            config.providers.twilio_base_url = "http://api.twilio.com".into()
+        }),
+        ("Google token base URL", |config| {
+            config.oauth.google_token_url = "http://oauth2.googleapis.com/token".into();
+        }),
+    ];
+    for (named, configure) in cases {
+        let data = tempfile::tempdir()?;
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir: data.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.providers.mode = ProvidersMode::Live;
+        // Only the configuration is checked: nothing connects to these addresses.
+        configure(&mut config);
+        let message = start_error(config, data.path()).await?;
+        assert!(message.contains(named), "{message}");
+        assert!(message.contains("plain http"), "{message}");
+        assert!(message.contains("providers.plain_http_hosts"), "{message}");
+    }
     Ok(())
 }

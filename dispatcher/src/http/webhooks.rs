@@ -192,15 +192,17 @@ impl TwilioRequest {
     }
 }
 
-/// Verifies a Twilio webhook for the connection named in the path, or returns the response
-/// that rejects it. An unknown connection gets the same response as a wrong signature.
+/// Reads and verifies a Twilio webhook for the connection named in the path, or returns the
+/// response that rejects it. An unknown connection gets the same response as a wrong signature.
 async fn verify_twilio(
     request: &HttpRequest,
     state: &AppState,
     connection: &str,
-    body: &[u8],
+    payload: web::Payload,
 ) -> Result<TwilioRequest, HttpResponse> {
     let source = WebhookSource::Twilio;
+    let body = read_body(source, payload).await?;
+    let body = body.as_ref();
     let Some(base_url) = &state.engine.config().webhooks.public_base_url else {
         return Err(not_configured(
             "Twilio webhooks are off: set webhooks.public_base_url to the URL Twilio calls",
@@ -283,11 +285,7 @@ pub async fn twilio_status(
     connection: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = match read_body(WebhookSource::Twilio, payload).await {
-        Ok(body) => body,
-        Err(response) => return Ok(response),
-    };
-    let callback = match verify_twilio(&request, &state, &connection, &body).await {
+    let callback = match verify_twilio(&request, &state, &connection, payload).await {
         Ok(callback) => callback,
         Err(response) => return Ok(response),
     };
@@ -352,11 +350,7 @@ pub async fn twilio_inbound(
     connection: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = match read_body(WebhookSource::Twilio, payload).await {
-        Ok(body) => body,
-        Err(response) => return Ok(response),
-    };
-    let message = match verify_twilio(&request, &state, &connection, &body).await {
+    let message = match verify_twilio(&request, &state, &connection, payload).await {
         Ok(message) => message,
         Err(response) => return Ok(response),
     };
