@@ -104,7 +104,8 @@ async fn bad_tls_files_stop_the_start_naming_the_file() -> anyhow::Result<()> {
 #[actix_rt::test]
 async fn plain_http_to_another_host_is_rejected() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cases: [(&str, fn(&mut Config)); 2] = [
+    type Configure = fn(&mut Config);
+    let cases: [(&str, Configure); 2] = [
         ("twilio base URL", |config| {
             config.providers.twilio_base_url = "http://api.twilio.com".into()
         }),
