@@ -517,8 +517,12 @@ async fn rotated_refresh_token_survives_restart() -> anyhow::Result<()> {
     // Second engine on the same store, two hours later: its keeper starts empty, so the
     // refresh token it presents can only come from the store.
     clock.advance(chrono::Duration::hours(2));
+    // The store is the same object; the second engine's own files (its webhook log) go to a
+    // directory of their own, because the first engine's server may still hold its files
+    // while its workers wind down.
+    let second_dir = tempfile::tempdir()?;
     let second = RunningEngine::start(
-        live_config(&fakes, data_dir.path())?,
+        live_config(&fakes, second_dir.path())?,
         store.clone(),
         clock.clone(),
         None,
