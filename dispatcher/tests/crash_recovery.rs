@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ChildGuard, free_port, serve_to_fakes, start_fakes, wait_ready};
+use support::{ChildGuard, Enrolment, free_port, serve_to_fakes, start_fakes, wait_ready};
 
 const OPERATOR_TOKEN: &str = "crash-test-operator-token";
 const CONTACTS: usize = 300;
@@ -58,55 +58,21 @@ async fn fake_stats(http: &reqwest::Client, urls: &Value) -> Value {
 }
 
 async fn enroll(http: &reqwest::Client, base: &str, per_day: u32) {
-    let created: Value = http
-        .post(format!("{base}/admin/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": "crash", "plan": "pro"}))
-        .send()
-        .await
-        .expect("create tenant")
-        .json()
-        .await
-        .expect("tenant JSON");
-    let key = created["api_key"].as_str().expect("api key").to_owned();
-    let connection = json!({"sender": "crash@example.com", "access_token": "crash-token",
-                            "limits": {"per_minute": 1200, "per_day": per_day}});
-    let response = http
-        .put(format!("{base}/v1/connections/gmail"))
-        .bearer_auth(&key)
-        .json(&connection)
-        .send()
-        .await
-        .expect("connect gmail");
-    assert_eq!(response.status(), 200);
-    let sequence: Value = http
-        .post(format!("{base}/v1/sequences"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "crash", "steps": [
-            {"channel": "email", "subject": "Hi", "body": "Hello {{first_name|there}}"}]}))
-        .send()
-        .await
-        .expect("create sequence")
-        .json()
-        .await
-        .expect("sequence JSON");
     let mut csv = String::from("email,first_name\n");
     for n in 0..CONTACTS {
         csv.push_str(&format!("person{n}@example.com,P{n}\n"));
     }
-    let report: Value = http
-        .post(format!("{base}/v1/schedules/bulk"))
-        .query(&[("sequence", sequence["id"].as_str().unwrap_or_default())])
-        .bearer_auth(&key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("report JSON");
-    assert_eq!(report["accepted"], CONTACTS as u64, "{report}");
+    let enrolment = Enrolment {
+        operator_token: OPERATOR_TOKEN,
+        name: "crash",
+        gmail: json!({"sender": "crash@example.com", "access_token": "crash-token",
+                      "limits": {"per_minute": 1200, "per_day": per_day}}),
+        sequence: json!({"name": "crash", "steps": [
+            {"channel": "email", "subject": "Hi", "body": "Hello {{first_name|there}}"}]}),
+        csv,
+        rows: CONTACTS,
+    };
+    support::enroll(http, base, enrolment).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use followup_core::ids::TenantId;
 use followup_core::store::Store as _;
 use serde_json::{Value, json};
-use support::{ChildGuard, free_port, wait_ready};
+use support::{ChildGuard, Enrolment, free_port, wait_ready};
 
 mod support;
 
@@ -52,55 +52,19 @@ async fn deletion_of(http: &reqwest::Client, base: &str, tenant: &str) -> Option
 /// Creates a tenant with a Gmail connection and `CONTACTS` contacts due in a week; returns its
 /// id and API key.
 async fn enroll(http: &reqwest::Client, base: &str) -> (String, String) {
-    let created: Value = http
-        .post(format!("{base}/admin/v1/tenants"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": "leaving", "plan": "pro"}))
-        .send()
-        .await
-        .expect("create tenant")
-        .json()
-        .await
-        .expect("tenant JSON");
-    let id = created["id"].as_str().expect("tenant id").to_owned();
-    let key = created["api_key"].as_str().expect("api key").to_owned();
-    let connection = json!({"sender": "leaving@example.com", "access_token": "leaving-token"});
-    let response = http
-        .put(format!("{base}/v1/connections/gmail"))
-        .bearer_auth(&key)
-        .json(&connection)
-        .send()
-        .await
-        .expect("connect gmail");
-    assert_eq!(response.status(), 200);
-    let sequence: Value = http
-        .post(format!("{base}/v1/sequences"))
-        .bearer_auth(&key)
-        .json(&json!({"name": "later", "steps": [
-            {"channel": "email", "delay": "7d", "subject": "Hi", "body": "Hello"}]}))
-        .send()
-        .await
-        .expect("create sequence")
-        .json()
-        .await
-        .expect("sequence JSON");
     let csv: String = std::iter::once("email\n".to_owned())
         .chain((0..CONTACTS).map(|n| format!("purge-victim-{n}@example.com\n")))
         .collect();
-    let report: Value = http
-        .post(format!("{base}/v1/schedules/bulk"))
-        .query(&[("sequence", sequence["id"].as_str().unwrap_or_default())])
-        .bearer_auth(&key)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .expect("upload")
-        .json()
-        .await
-        .expect("report JSON");
-    assert_eq!(report["accepted"], CONTACTS, "{report}");
-    (id, key)
+    let enrolment = Enrolment {
+        operator_token: OPERATOR_TOKEN,
+        name: "leaving",
+        gmail: json!({"sender": "leaving@example.com", "access_token": "leaving-token"}),
+        sequence: json!({"name": "later", "steps": [
+            {"channel": "email", "delay": "7d", "subject": "Hi", "body": "Hello"}]}),
+        csv,
+        rows: CONTACTS,
+    };
+    support::enroll(http, base, enrolment).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

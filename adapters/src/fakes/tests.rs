@@ -131,6 +131,25 @@ async fn graph_fake_accepts_string_flag() {
     fakes.shutdown().await;
 }
 
+/// Sends a `refresh_token` grant to the Microsoft token fake and returns its JSON response.
+async fn refresh_outlook_token(
+    fakes: &super::FakeProviders,
+    refresh_token: &str,
+    client_id: &str,
+    client_secret: &str,
+) -> Value {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("scope", "Mail.Send"),
+    ];
+    let url = fakes.microsoft_token_url().replace("{tenant}", "common");
+    let response = http().post(url).form(&form).send().await.expect("fake responds");
+    response.json().await.expect("JSON")
+}
+
 #[tokio::test]
 async fn graph_fake_refuses_expired_accepts_issued_token() {
     let clock = virtual_clock();
@@ -156,23 +175,7 @@ async fn graph_fake_refuses_expired_accepts_issued_token() {
     assert_eq!(after.status().as_u16(), 401);
 
     // A token from the token endpoint sends as the refresh token's mailbox.
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", "refresh"),
-        ("client_id", "client"),
-        ("client_secret", "secret"),
-        ("scope", "Mail.Send"),
-    ];
-    let url = fakes.microsoft_token_url().replace("{tenant}", "common");
-    let issued: Value = http()
-        .post(url)
-        .form(&form)
-        .send()
-        .await
-        .expect("fake responds")
-        .json()
-        .await
-        .expect("JSON");
+    let issued = refresh_outlook_token(&fakes, "refresh", "client", "secret").await;
     assert_eq!(issued["token_type"], "Bearer");
     assert_eq!(issued["expires_in"], 3_599);
     let access_token = issued["access_token"].as_str().expect("an access token").to_owned();
@@ -189,23 +192,9 @@ async fn open_accounts_send_with_refreshed_outlook_tokens() {
         start_fakes(&clock, |config| config.with_accounts(super::Accounts::Open { limits: None }))
             .await;
     // Any client and refresh token are accepted, and the token issued must be able to send.
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", "never-registered-refresh-token"),
-        ("client_id", "any-client"),
-        ("client_secret", "any-secret"),
-        ("scope", "Mail.Send"),
-    ];
-    let url = fakes.microsoft_token_url().replace("{tenant}", "common");
-    let issued: Value = http()
-        .post(url)
-        .form(&form)
-        .send()
-        .await
-        .expect("fake responds")
-        .json()
-        .await
-        .expect("JSON");
+    let issued =
+        refresh_outlook_token(&fakes, "never-registered-refresh-token", "any-client", "any-secret")
+            .await;
     let access_token = issued["access_token"].as_str().expect("an access token").to_owned();
     let body = json!({"message": {"subject": "s", "body": {"contentType": "Text", "content": "b"},
                       "toRecipients": [{"emailAddress": {"address": "ann@example.org"}}]}});

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Master key of the engines these tests start (base64 of 32 bytes), the same for every start
 /// so that a restarted engine opens its store.
@@ -78,4 +78,70 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("engine at {base} not ready within 30 s");
+}
+
+/// A tenant to create through the API of a running engine: its Gmail connection, one sequence
+/// and a CSV upload of `rows` contacts.
+pub(crate) struct Enrolment<'a> {
+    pub(crate) operator_token: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) gmail: Value,
+    pub(crate) sequence: Value,
+    pub(crate) csv: String,
+    pub(crate) rows: usize,
+}
+
+/// Creates the tenant, connects its Gmail mailbox, creates the sequence and uploads the CSV,
+/// checking that every row was accepted. Returns the tenant's id and API key.
+pub(crate) async fn enroll(
+    http: &reqwest::Client,
+    base: &str,
+    enrolment: Enrolment<'_>,
+) -> (String, String) {
+    let created: Value = http
+        .post(format!("{base}/admin/v1/tenants"))
+        .bearer_auth(enrolment.operator_token)
+        .json(&json!({"name": enrolment.name, "plan": "pro"}))
+        .send()
+        .await
+        .expect("create tenant")
+        .json()
+        .await
+        .expect("tenant JSON");
+    let id = created["id"].as_str().expect("tenant id").to_owned();
+    let key = created["api_key"].as_str().expect("api key").to_owned();
+
+    let response = http
+        .put(format!("{base}/v1/connections/gmail"))
+        .bearer_auth(&key)
+        .json(&enrolment.gmail)
+        .send()
+        .await
+        .expect("connect gmail");
+    assert_eq!(response.status(), 200);
+
+    let sequence: Value = http
+        .post(format!("{base}/v1/sequences"))
+        .bearer_auth(&key)
+        .json(&enrolment.sequence)
+        .send()
+        .await
+        .expect("create sequence")
+        .json()
+        .await
+        .expect("sequence JSON");
+    let report: Value = http
+        .post(format!("{base}/v1/schedules/bulk"))
+        .query(&[("sequence", sequence["id"].as_str().unwrap_or_default())])
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(enrolment.csv)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("report JSON");
+    assert_eq!(report["accepted"], enrolment.rows, "{report}");
+    (id, key)
 }
