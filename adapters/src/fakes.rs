@@ -205,7 +205,7 @@ impl FakeProviders {
         self.state.set_token_expiry(provider, access_token, expires_at);
     }
 
-    /// Sets how `provider`'s token endpoint answers from now on.
+    /// Sets how `provider`'s token endpoint responds from now on.
     pub fn set_token_mode(&self, provider: Provider, mode: TokenMode) {
         self.state.with_oauth(|oauth| oauth.set_mode(provider, mode));
     }

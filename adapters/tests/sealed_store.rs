@@ -207,12 +207,13 @@ async fn sealed_fields_never_reach_the_file() {
             })
             .collect::<Vec<_>>()
     );
-    assert!(tokens.contains(SECRETS[0]) && tokens.contains(SECRETS[2]), "{tokens}");
+    assert!(tokens.contains(SECRETS[0]), "{tokens}");
+    assert!(tokens.contains(SECRETS[2]), "{tokens}");
     let id = enrolment.follow_ups[0].id;
     let reason = store.follow_up(tenant.id, id).await.expect("read").and_then(|f| f.reason);
     assert!(reason.is_some_and(|reason| reason.contains(SECRETS[5])), "reason opens");
 
-    // ...and the inner store holds sealed text only.
+    // ...and the inner store contains sealed text only.
     let raw = store.inner().contacts(tenant.id, vec![enrolment.contact.id]).await.expect("raw");
     let email = raw[0].email.clone().expect("sealed email");
     assert!(email.starts_with("$fu1$1$"), "{email}");

@@ -30,7 +30,7 @@ pub struct CreateTenantResponse {
     pub api_key: String,
 }
 
-/// Answer to `POST /admin/v1/keys/rotate`: what a rotation of master keys did.
+/// Report of `POST /admin/v1/keys/rotate`: the outcome of a rotation of master keys.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRotationReport {
     /// Data keys re-wrapped under the newest master key by this rotation.

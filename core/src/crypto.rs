@@ -321,9 +321,9 @@ fn field_aad(tenant: TenantId, field: &str) -> Vec<u8> {
     [tenant.as_bytes().as_slice(), field.as_bytes()].concat()
 }
 
-/// The key of a tenant's record ids: contact and schedule ids are HMAC-SHA256 of the contact's
-/// key (external id or normalised address) under it, so an id reveals nothing about the
-/// contact to a reader without the tenant's data key, and the same row always gets the same id.
+/// The key of a tenant's record ids. Contact and schedule ids are HMAC-SHA256 under it of the
+/// contact's key (external id or normalised address). So an id reveals nothing about the
+/// contact without the tenant's data key, and the same row always gets the same id.
 pub struct RecordIdKey(hmac::Key);
 
 impl fmt::Debug for RecordIdKey {

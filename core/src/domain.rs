@@ -446,7 +446,7 @@ pub struct SentMessage {
     pub body: String,
 }
 
-/// Record of a tenant's deletion. It outlives the tenant's data, so it holds no personal
+/// Record of a tenant's deletion. It outlives the tenant's data, so it contains no personal
 /// data: ids, the plan and instants only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantDeletion {

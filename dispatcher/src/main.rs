@@ -347,6 +347,7 @@ async fn rotate_keys(url: &str) -> anyhow::Result<()> {
         .ok()
         .filter(|token| !token.is_empty())
         .context("FOLLOWUP_ADMIN_TOKEN is not set: rotation needs the engine's operator token")?;
+
     let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid engine URL {url:?}"))?;
     let host = parsed.host_str().unwrap_or_default();
     // The operator token must not cross a network in clear text.
@@ -356,6 +357,7 @@ async fn rotate_keys(url: &str) -> anyhow::Result<()> {
              loopback address (127.0.0.1, ::1, localhost)"
         );
     }
+
     let endpoint = format!("{}/admin/v1/keys/rotate", url.trim_end_matches('/'));
     let response = reqwest::Client::new()
         .post(&endpoint)
@@ -370,6 +372,7 @@ async fn rotate_keys(url: &str) -> anyhow::Result<()> {
     }
     let report: KeyRotationReport = serde_json::from_str(&body)
         .with_context(|| format!("unexpected response from {endpoint}: {body}"))?;
+
     println!("{}", serde_json::to_string_pretty(&report)?);
     let removable: Vec<&String> = report
         .master_keys_loaded

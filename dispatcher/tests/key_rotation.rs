@@ -241,8 +241,8 @@ async fn rotation_while_running_frees_the_old_key() {
 
 #[test]
 fn rotation_refuses_plain_http_to_another_host() {
-    // 0.0.0.0 is not a loopback address, so the URL is refused before any connection; were it
-    // not, Linux would connect to this machine, so nothing can leave it either way.
+    // 0.0.0.0 is not a loopback address, so the URL is rejected before any connection. Were it
+    // not, Linux would connect to this machine, so nothing leaves it either way.
     let output = followup()
         .args(["keys", "rotate", "--url", "http://0.0.0.0:9"])
         .env("FOLLOWUP_ADMIN_TOKEN", OPERATOR_TOKEN)

@@ -140,7 +140,7 @@ async fn planted_secrets_never_leave_the_engine() {
         .await;
     assert_eq!(status, 201, "{created}");
     let api_key = created["api_key"].as_str().expect("api key").to_owned();
-    // The creation answer is the one place the API key is meant to appear.
+    // The creation response is the one place the API key is meant to appear.
     emitted.texts.pop();
 
     let limits = json!({"per_minute": 6000, "per_day": 100000});

@@ -67,7 +67,7 @@ fn limits() -> Value {
     json!({"per_minute": 6000, "per_day": 1000000})
 }
 
-/// A Gmail connection request with the given tokens and expiry in seconds.
+/// Builds a Gmail connection request with the given tokens and expiry in seconds.
 fn gmail_request(access: &str, refresh: &str, expires_in: Option<u64>) -> Value {
     let mut body = json!({"sender": GMAIL_SENDER, "access_token": access,
                           "refresh_token": refresh, "limits": limits()});
@@ -517,9 +517,8 @@ async fn rotated_refresh_token_survives_restart() -> anyhow::Result<()> {
     // Second engine on the same store, two hours later: its keeper starts empty, so the
     // refresh token it presents can only come from the store.
     clock.advance(chrono::Duration::hours(2));
-    // The store is the same object; the second engine's own files (its webhook log) go to a
-    // directory of their own, because the first engine's server may still hold its files
-    // while its workers wind down.
+    // The store is the same object. The second engine's own file (its webhook log) goes to a
+    // directory of its own, because the first engine's workers may still have it open.
     let second_dir = tempfile::tempdir()?;
     let second = RunningEngine::start(
         live_config(&fakes, second_dir.path())?,

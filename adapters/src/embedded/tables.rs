@@ -67,7 +67,7 @@ pub(super) const DELETIONS: Table = Table { name: "tenant_deletions" };
 pub(super) const BILLING: Table = Table { name: "billing_records" };
 /// Work left for the next opening of the file, by name, with empty values.
 pub(super) const MAINTENANCE: Table = Table { name: "maintenance" };
-/// Key in `MAINTENANCE` set when a purge finished: the file still holds the purged bytes in
+/// Key in `MAINTENANCE` set when a purge finished: the file still contains the purged bytes in
 /// freed pages, which redb does not zero, until it is compacted.
 pub(super) const COMPACT_AFTER_PURGE: &[u8] = b"compact_after_purge";
 

@@ -26,15 +26,15 @@ const GMAIL_SEND_SCOPE: &str = "https://www.googleapis.com/auth/gmail.send";
 /// Lifetime of issued access tokens unless a test sets another: what both providers report.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3_599);
 
-/// How a provider's token endpoint answers a valid refresh request.
+/// How a provider's token endpoint responds to a valid refresh request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenMode {
-    /// A new access token and no refresh token: Google's usual answer.
+    /// A new access token and no refresh token: Google's usual response.
     #[default]
     Normal,
     /// A new access token and a new refresh token: the Microsoft identity platform's usual
-    /// answer. The old refresh token stays valid, as Microsoft documents.
+    /// response. The old refresh token stays valid, as Microsoft documents.
     Rotating,
     /// `invalid_grant`, worded as the provider words a revoked grant.
     Revoking,

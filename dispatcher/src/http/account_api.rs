@@ -39,8 +39,8 @@ pub async fn delete_tenant(
         }
         Err(error) => return Err(error.into()),
     };
-    // The webhook log is a file beside the store that the purge does not reach, so the
-    // tenant's records there go now; its later webhooks are rejected.
+    // The purge does not reach the webhook log, a file beside the store, so the tenant's
+    // records there are removed now. Its later webhooks are rejected.
     // NOTE: a crash between the deletion marker and this line leaves those records behind.
     match state.webhooks.log.remove_tenant(tenant.id).await {
         Ok(removed) => tracing::info!(tenant = %tenant.id, removed, "webhook records removed"),

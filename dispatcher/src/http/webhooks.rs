@@ -222,8 +222,8 @@ async fn verify_twilio(
     let Some(account) = account else {
         return Err(reject(source, Rejection::Forged));
     };
-    // The cache may still hold the connection of a tenant deleted since it was loaded; a
-    // deleted tenant has no tenant record, and its webhooks are refused like unknown ones.
+    // The cache may still contain the connection of a tenant deleted since it was loaded. A
+    // deleted tenant has no tenant record, so its webhooks are rejected like unknown ones.
     match state.engine.store().tenant(account.tenant).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(reject(source, Rejection::Forged)),

@@ -16,7 +16,8 @@ use anyhow::Context as _;
 use followup_core::ids::TenantId;
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
-/// Makes the log readable by its owner only: it holds the engine's view of provider events.
+/// Makes the log readable by its owner only, because it records the provider events the engine
+/// received.
 #[cfg(unix)]
 fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -57,8 +58,8 @@ impl WebhookLog {
     }
 
     /// Removes every record that names `tenant`, for the purge of a deleted tenant. Returns
-    /// how many were removed. It reads the whole log, which holds a few records per message
-    /// and event.
+    /// how many were removed. It reads the whole log, which has a few records per message and
+    /// event.
     pub async fn remove_tenant(&self, tenant: TenantId) -> anyhow::Result<u64> {
         let db = Arc::clone(&self.db);
         let path = self.path.clone();

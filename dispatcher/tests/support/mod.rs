@@ -66,7 +66,7 @@ pub(crate) fn serve_to_fakes(data_dir: &Path, port: u16, urls: &Value) -> Comman
     command
 }
 
-/// Waits up to 30 s for the engine at `base` to answer `/readyz` with success.
+/// Waits up to 30 s for the engine at `base` to return success from `/readyz`.
 pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
