@@ -21,8 +21,14 @@ use super::collections::{ATTEMPTS, CONTACTS, DELETIONS, FOLLOW_UPS, SCHEDULES, S
 use super::{MongoStore, documents, errors};
 use crate::embedded::write::{check_enrolment, is_maybe_sent, same_attempt};
 
-/// Statements per `update` command, well under the server's 100,000 and its 16 MiB message.
-const UPDATES_PER_COMMAND: usize = 500;
+/// Statements per `update` command.
+///
+/// NOTE: FerretDB 1.24's SQLite backend keeps the cursor of each statement of an `update`
+/// command open until the whole command ends, each on a connection of a pool of 100, so a
+/// command of about 100 statements waits forever for a connection. With the driver's pool of
+/// 10 connections, 10 concurrent commands of 8 statements stay under that. MongoDB has no
+/// such limit and would take far larger commands; the small size costs it round trips.
+const UPDATES_PER_COMMAND: usize = 8;
 
 /// How long a send instant is kept in `sends`: longer than any daily window.
 const SENDS_KEPT_FOR: chrono::Duration = chrono::Duration::days(2);
