@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,6 +29,8 @@ pub(crate) struct FakeState {
     pub latency: Duration,
     /// The error plan and fault profile, with their own lock and counters.
     pub faults: Faults,
+    /// Requests to the provider routes that have arrived and not yet been answered.
+    requests_in_flight: Arc<AtomicU64>,
     inner: Mutex<Inner>,
 }
 
@@ -105,6 +108,7 @@ impl FakeState {
             clock: config.clock,
             latency: config.latency,
             faults: Faults::new(config.errors, config.faults),
+            requests_in_flight: Arc::new(AtomicU64::new(0)),
             inner: Mutex::new(inner),
         }
     }
@@ -342,6 +346,12 @@ impl FakeState {
         Some(InFlightGuard { state: Arc::clone(self), key })
     }
 
+    /// Counts a request in flight until the returned guard is dropped.
+    pub(crate) fn enter_request(&self) -> RequestGauge {
+        self.requests_in_flight.fetch_add(1, Ordering::SeqCst);
+        RequestGauge(Arc::clone(&self.requests_in_flight))
+    }
+
     pub(crate) fn received(&self) -> Vec<ReceivedMessage> {
         self.inner.lock().received.clone()
     }
@@ -357,8 +367,18 @@ impl FakeState {
             injected_timeouts: injected.timeouts,
             injected_rate_limits: injected.rate_limits,
             batch_requests: inner.batch_requests,
+            requests_in_flight: self.requests_in_flight.load(Ordering::SeqCst),
             token_requests_by_provider: inner.oauth.request_counts(),
         }
+    }
+}
+
+/// One request counted in [`FakeStats::requests_in_flight`] until dropped.
+pub(crate) struct RequestGauge(Arc<AtomicU64>);
+
+impl Drop for RequestGauge {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
