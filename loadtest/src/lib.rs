@@ -9,6 +9,7 @@
 
 mod client;
 mod contacts;
+pub mod crash;
 mod guard;
 mod ingest;
 mod progress;
