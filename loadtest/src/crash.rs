@@ -322,6 +322,7 @@ impl CrashRun {
             options.per_minute,
             options.per_day,
             options.latency,
+            &work_dir.join("fakes.log"),
         )?;
         let mut rng = StdRng::seed_from_u64(options.seed);
         let admin_token = Sensitive::new(format!("crashtest-{:032x}", rng.random::<u128>()));
@@ -424,10 +425,28 @@ impl CrashRun {
         let number = self.kills.len() as u32 + 1;
         self.kills.push(KillRecord { number, phase, landed, engine_started_at, killed_at });
 
+        self.wait_for_orphaned_requests().await?;
         let engine = EngineProcess::start(&self.settings, &self.fakes.urls, &self.http).await?;
         self.upload_unacknowledged().await?;
         self.check_after_restart().await?;
         Ok(engine)
+    }
+
+    /// Waits until the fakes have answered every request of the killed engine. The fakes go
+    /// on serving a request whose client died (a Graph batch takes its latency per call), and
+    /// such a request still holds one of the four Graph requests a mailbox may have running.
+    /// A new engine cannot know of it, so starting one before it ends would show up as a
+    /// concurrency violation that the engine had no way to avoid.
+    async fn wait_for_orphaned_requests(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.fakes.counters(&self.http).await?.requests_in_flight > 0 {
+            ensure!(
+                Instant::now() < deadline,
+                "the fakes still held requests of the killed engine 30 s after the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// Streams a fresh upload slowly and kills the engine part way through its body.

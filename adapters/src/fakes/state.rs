@@ -323,6 +323,7 @@ impl FakeState {
         };
         if let Err(wait) = admitted {
             inner.rate_limit_violations += 1;
+            tracing::warn!(limit = ?key, wait_ms = wait.as_millis(), "fake refused a send over a rate limit");
             return Err(wait);
         }
 
@@ -340,6 +341,10 @@ impl FakeState {
         let mailbox = inner.mailboxes.get_mut(&key)?;
         if mailbox.in_flight >= GRAPH_MAX_CONCURRENT_PER_MAILBOX {
             inner.rate_limit_violations += 1;
+            tracing::warn!(
+                mailbox = email,
+                "fake refused a request over Graph's concurrency limit"
+            );
             return None;
         }
         mailbox.in_flight += 1;

@@ -86,14 +86,17 @@ impl FakesProcess {
         per_minute: u32,
         per_day: u32,
         latency: Duration,
+        log_file: &Path,
     ) -> anyhow::Result<Self> {
+        let log = File::create(log_file)
+            .with_context(|| format!("failed to create {}", log_file.display()))?;
         let mut child = Command::new(followup)
             .arg("fakes")
             .args(["--per-minute", &per_minute.to_string(), "--per-day", &per_day.to_string()])
             .args(["--latency-ms", &latency.as_millis().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("failed to start {} fakes", followup.display()))?;
         let stdout = child.stdout.take().context("fakes have no stdout")?;
