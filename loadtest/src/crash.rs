@@ -14,7 +14,7 @@
 //! an upload cut by a kill may or may not be stored, and the re-upload settles that.
 
 mod checks;
-mod processes;
+pub mod processes;
 mod workload;
 
 use std::fmt;
@@ -47,7 +47,7 @@ const SLOW_UPLOAD_PAUSE: Duration = Duration::from_millis(15);
 /// How long the harness waits for the moment a dispatch or outcome kill is aimed at.
 const AIM_WITHIN: Duration = Duration::from_secs(5);
 
-/// Where the engine keeps its records.
+/// The store the engine runs on.
 #[derive(Clone, Debug)]
 pub enum StoreTarget {
     /// The embedded store in a directory; a fresh directory of the run's own when `None`.
@@ -129,15 +129,16 @@ pub struct CrashOptions {
     pub per_day: u32,
     /// How long the fakes take to answer each request.
     pub latency: Duration,
-    /// Directory of the run's files (engine log, config, embedded store); a new one under the
-    /// system's temporary directory when `None`, removed after a run that passed.
+    /// Directory of the run's files (engine and fakes logs, config, embedded store). When
+    /// `None`, the run makes one under the system's temporary directory and removes it if
+    /// every check passed.
     pub work_dir: Option<PathBuf>,
     /// Whether to print progress lines on stderr.
     pub show_progress: bool,
 }
 
 impl CrashOptions {
-    /// Options with the defaults of a long run, for `followup` at `followup`.
+    /// Returns the defaults of a long run, with the `followup` binary at `followup`.
     pub fn new(followup: PathBuf, seed: u64) -> Self {
         Self {
             followup,
@@ -177,7 +178,7 @@ pub struct PhaseCount {
     pub landed: u32,
 }
 
-/// What a crash run did and found.
+/// The outcome of a crash run: its kills, counts and failures.
 #[derive(Debug)]
 pub struct CrashReport {
     pub seed: u64,

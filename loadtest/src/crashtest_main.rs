@@ -9,17 +9,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use followup_core::domain::Channel;
+use followup_loadtest::EXIT_STATUS_HELP;
 use followup_loadtest::crash::{CrashOptions, StoreTarget, run};
 
 /// Runs `followup serve` against a separate `followup fakes` process, kills it with SIGKILL
 /// during ingest, dispatch and outcome writes, restarts it after each kill, and checks the
 /// store and what the fakes received.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    after_help = "Exit status: 0 when every check passed, 1 when a check failed, 2 when the run \
-                  could not be made."
-)]
+#[command(version, after_help = EXIT_STATUS_HELP)]
 struct Args {
     /// The `followup` binary; by default the one beside this program.
     #[arg(long)]

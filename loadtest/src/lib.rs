@@ -36,6 +36,10 @@ pub use crate::scenario::{
 };
 pub use crate::settle::Accounting;
 
+/// The `--help` note on exit statuses that `followup-loadtest` and `followup-crashtest` share.
+pub const EXIT_STATUS_HELP: &str = "Exit status: 0 when every check passed, 1 when a check \
+                                    failed, 2 when the run could not be made.";
+
 /// Run settings: the scenario and the engine it targets.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {

@@ -21,9 +21,10 @@ use super::StoreTarget;
 /// How long a started engine gets to answer `/readyz` with success.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
-/// Kills the child when dropped, so that no path out of the harness leaves a process behind.
+/// Kills the child when dropped, so that no path out of the harness (or out of a test that
+/// starts processes) leaves a process behind.
 #[derive(Debug)]
-pub(crate) struct ChildGuard(Child);
+pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -250,7 +251,7 @@ impl EngineProcess {
 }
 
 /// Returns a port on 127.0.0.1 that was free a moment ago.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("failed to bind a free port")?;
     Ok(listener.local_addr().context("bound port has no address")?.port())
 }
