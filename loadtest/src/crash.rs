@@ -568,8 +568,15 @@ impl CrashRun {
         TenantRecords::parse(&text).with_context(|| format!("export of tenant {tenant}"))
     }
 
-    /// Waits until no follow-up of the run waits any more, printing progress; returns every
-    /// tenant's records. Leaves the unsettled ones for the checks to report at the deadline.
+    async fn export_with_attempts(&self, tenant: usize) -> anyhow::Result<TenantRecords> {
+        let text = self.client.export(&self.tenants[tenant].api_key).await?;
+        TenantRecords::parse_with_attempts(&text)
+            .with_context(|| format!("export of tenant {tenant}"))
+    }
+
+    /// Waits until no follow-up of the run waits any more, printing progress, then returns
+    /// every tenant's records with attempts. Leaves the unsettled ones for the checks to
+    /// report at the deadline.
     async fn settle(&mut self) -> anyhow::Result<Vec<TenantRecords>> {
         let started = Instant::now();
         let deadline = started + self.options.settle_within;
@@ -586,7 +593,7 @@ impl CrashRun {
                 .filter(|follow_up| !follow_up.state.is_settled())
                 .count() as u64;
             if waiting == 0 || Instant::now() >= deadline {
-                return Ok(records);
+                break;
             }
             if self.options.show_progress && last_line.elapsed() >= Duration::from_secs(2) {
                 let done = total - waiting;
@@ -602,6 +609,11 @@ impl CrashRun {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let mut records = Vec::new();
+        for tenant in 0..self.tenants.len() {
+            records.push(self.export_with_attempts(tenant).await?);
+        }
+        Ok(records)
     }
 
     fn print_progress(&self, started: Instant) {

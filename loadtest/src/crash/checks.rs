@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
-use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState, Schedule};
+use followup_core::domain::{Attempt, Channel, Contact, FollowUp, FollowUpState, Schedule};
 use followup_core::ids::{ContactId, FollowUpId};
 use followup_core::store::IN_DOUBT_AFTER_STOP;
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::processes::FakeReceipt;
 use super::workload::{ContactIdentity, Upload};
 
-/// Where a kill was aimed.
+/// The moment of the engine's work that a kill is aimed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
     /// While the engine was reading an upload's body.
@@ -76,6 +76,9 @@ pub(crate) struct TenantRecords {
     pub contacts: HashMap<ContactId, Contact>,
     pub schedules: Vec<Schedule>,
     pub follow_ups: Vec<FollowUp>,
+    /// Attempts that sent their follow-up or may have (result sent or in doubt), per
+    /// follow-up; read only by [`TenantRecords::parse_with_attempts`].
+    pub maybe_sent_attempts: HashMap<FollowUpId, u32>,
 }
 
 #[derive(Deserialize)]
@@ -85,11 +88,24 @@ struct ExportType {
 }
 
 impl TenantRecords {
-    /// Reads an export; unknown record types are skipped.
+    /// Reads an export without its attempts, the most numerous lines, which only the final
+    /// checks read. Unknown record types are skipped.
     pub(crate) fn parse(export: &str) -> anyhow::Result<Self> {
+        Self::parse_lines(export, false)
+    }
+
+    /// Reads an export with its attempts.
+    pub(crate) fn parse_with_attempts(export: &str) -> anyhow::Result<Self> {
+        Self::parse_lines(export, true)
+    }
+
+    fn parse_lines(export: &str, with_attempts: bool) -> anyhow::Result<Self> {
         let mut records = Self::default();
         let mut ended = false;
         for (number, line) in export.lines().enumerate() {
+            if !with_attempts && line.starts_with(r#"{"type":"attempt""#) {
+                continue;
+            }
             let context = || format!("export line {}", number + 1);
             let kind: ExportType = serde_json::from_str(line).with_context(context)?;
             match kind.kind.as_str() {
@@ -102,6 +118,12 @@ impl TenantRecords {
                 }
                 "follow_up" => {
                     records.follow_ups.push(serde_json::from_str(line).with_context(context)?)
+                }
+                "attempt" => {
+                    let attempt: Attempt = serde_json::from_str(line).with_context(context)?;
+                    if matches!(attempt.result, FollowUpState::Sent | FollowUpState::InDoubt) {
+                        *records.maybe_sent_attempts.entry(attempt.follow_up).or_default() += 1;
+                    }
                 }
                 "end" => ended = true,
                 _ => {}
@@ -238,6 +260,13 @@ pub(crate) fn final_checks(
             let key = receipt_key(follow_up.channel, contact);
             let received = key.as_ref().and_then(|key| receipts.remove(key)).unwrap_or_default();
             failures.extend(check_follow_up(follow_up, contact, &received, facts, counts));
+            let maybe_sent = records.maybe_sent_attempts.get(&follow_up.id).copied().unwrap_or(0);
+            if maybe_sent > 1 {
+                failures.push(format!(
+                    "follow-up {} has {maybe_sent} attempts that sent it or may have",
+                    follow_up.id
+                ));
+            }
         }
     }
     for ((channel, to), left) in receipts {

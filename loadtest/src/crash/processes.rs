@@ -112,12 +112,12 @@ impl FakesProcess {
         Ok(Self { _child: guard, urls })
     }
 
-    /// The fakes' counters.
+    /// Reads the fakes' counters.
     pub(crate) async fn counters(&self, http: &reqwest::Client) -> anyhow::Result<FakeCounters> {
         self.inspect(http, "stats").await
     }
 
-    /// Every send the fakes accepted, in order.
+    /// Reads every send the fakes accepted, in order.
     pub(crate) async fn receipts(
         &self,
         http: &reqwest::Client,

@@ -73,12 +73,13 @@ pub(crate) async fn create_tenant(
     Ok(CrashTenant { api_key, sequence_id })
 }
 
-/// The provider of tenant `index`'s mailbox.
+/// Returns the provider of tenant `index`'s mailbox.
 pub(crate) fn mailbox_provider(index: u32) -> &'static str {
     if index.is_multiple_of(2) { "gmail" } else { "outlook" }
 }
 
-/// One step per channel, all due at once, so that every channel has work from the start.
+/// Builds one step per channel, all due at once, so that every channel has work from the
+/// start.
 fn sequence(channels: &[Channel]) -> SequenceSpec {
     let steps = channels
         .iter()
@@ -187,7 +188,7 @@ impl Upload {
         }
     }
 
-    /// The body of contacts `first..first + count` of this upload's tenant.
+    /// Builds the body of contacts `first..first + count` of this upload's tenant.
     fn body(&self, first: u32, count: u32) -> Vec<u8> {
         let mut text = String::new();
         if self.format == UploadFormat::Csv {
@@ -225,7 +226,8 @@ fn csv_header() -> &'static str {
 pub(crate) struct ContactIdentity {
     pub external_id: String,
     pub email: String,
-    /// E.164, in the 415-2xx-xxxx range: 800,000 numbers per tenant position.
+    /// E.164 in area code 415: tenant position 0 gets 415-2xx-xxxx, position 1 gets
+    /// 415-3xx-xxxx and so on, of which the first 800,000 numbers are used.
     pub phone: String,
 }
 
