@@ -44,6 +44,8 @@ const MASTER_KEY: &str = "Y3Jhc2h0ZXN0LW1hc3Rlci1rZXktMzItYnl0ZXMhISE=";
 const INGEST_BATCH_ROWS: u32 = 25;
 /// Pause between chunks of an upload that a kill is aimed at.
 const SLOW_UPLOAD_PAUSE: Duration = Duration::from_millis(15);
+/// A monthly quota no run reaches.
+const UNLIMITED_QUOTA: u64 = 1_000_000_000;
 /// How long the harness waits for the moment a dispatch or outcome kill is aimed at.
 const AIM_WITHIN: Duration = Duration::from_secs(5);
 
@@ -127,6 +129,9 @@ pub struct CrashOptions {
     pub per_minute: u32,
     /// Sends per rolling day each connection may make, in the engine and the fakes alike.
     pub per_day: u32,
+    /// Calls each tenant may make a month. Email and SMS get no practical limit, so that a
+    /// quota reached during the run leaves them work to dispatch.
+    pub monthly_calls: u64,
     /// How long the fakes take to answer each request.
     pub latency: Duration,
     /// Directory of the run's files (engine and fakes logs, config, embedded store). When
@@ -152,6 +157,7 @@ impl CrashOptions {
             contacts_per_upload: 150,
             per_minute: 3_000,
             per_day: 1_000_000,
+            monthly_calls: UNLIMITED_QUOTA,
             latency: Duration::from_millis(40),
             work_dir: None,
             show_progress: true,
@@ -169,6 +175,16 @@ impl CrashOptions {
         ensure!(self.per_minute > 0 && self.per_day > 0, "limits must be above zero");
         Ok(())
     }
+}
+
+/// Writes the engine's configuration: small ingest batches and the tenants' plan.
+fn engine_config(options: &CrashOptions) -> String {
+    format!(
+        "[ingest]\nbatch_rows = {INGEST_BATCH_ROWS}\n\n[plans.{}]\nmonthly_email = \
+         {UNLIMITED_QUOTA}\nmonthly_sms = {UNLIMITED_QUOTA}\nmonthly_call = {}\n",
+        workload::PLAN,
+        options.monthly_calls
+    )
 }
 
 /// Aimed and landed kills of one phase.
@@ -315,7 +331,7 @@ impl CrashRun {
             _ => work_dir.join("data"),
         };
         let config_file = work_dir.join("engine.toml");
-        std::fs::write(&config_file, format!("[ingest]\nbatch_rows = {INGEST_BATCH_ROWS}\n"))
+        std::fs::write(&config_file, engine_config(&options))
             .with_context(|| format!("failed to write {}", config_file.display()))?;
 
         let fakes = FakesProcess::start(
@@ -654,6 +670,7 @@ impl CrashRun {
             in_doubt: &self.in_doubt,
             receipts: &receipts,
             per_day: self.options.per_day,
+            monthly_calls: self.options.monthly_calls,
             latency: self.options.latency,
         };
         let mut counts = FinalCounts::default();

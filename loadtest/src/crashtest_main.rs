@@ -63,6 +63,10 @@ struct Args {
     #[arg(long, default_value_t = 1_000_000)]
     per_day: u32,
 
+    /// Calls each tenant may make a month (its plan's quota); unlimited when absent.
+    #[arg(long)]
+    monthly_calls: Option<u64>,
+
     /// Milliseconds the fakes take to answer each request.
     #[arg(long, default_value_t = 40)]
     latency_ms: u64,
@@ -95,6 +99,9 @@ impl Args {
         options.contacts_per_upload = self.contacts_per_upload;
         options.per_minute = self.per_minute;
         options.per_day = self.per_day;
+        if let Some(calls) = self.monthly_calls {
+            options.monthly_calls = calls;
+        }
         options.latency = Duration::from_millis(self.latency_ms);
         options.work_dir = self.work_dir;
         Ok(options)

@@ -201,6 +201,8 @@ pub(crate) struct FinalFacts<'a> {
     pub in_doubt: &'a InDoubtLedger,
     pub receipts: &'a [FakeReceipt],
     pub per_day: u32,
+    /// Calls each tenant may make a month; the other channels are not limited.
+    pub monthly_calls: u64,
     /// The fakes' latency: a request in flight at a kill is answered within it.
     pub latency: Duration,
 }
@@ -250,6 +252,7 @@ pub(crate) fn final_checks(
     for (tenant, records) in tenants.iter().enumerate() {
         failures.extend(acknowledged_present(tenant, facts.uploads, records, None));
         failures.extend(one_follow_up_per_step(tenant, records, facts.channels));
+        failures.extend(quota_kept(tenant, records, facts.monthly_calls));
         for follow_up in &records.follow_ups {
             counts.follow_ups += 1;
             *counts.by_state.entry(state_name(follow_up.state)).or_default() += 1;
@@ -276,6 +279,26 @@ pub(crate) fn final_checks(
         ));
     }
     failures
+}
+
+/// Checks that the follow-ups that went out, or may have (sent and in doubt), stay within the
+/// tenant's monthly call quota: billing counts both against it while the engine runs, and a
+/// restart must not forget either.
+fn quota_kept(tenant: usize, records: &TenantRecords, monthly_calls: u64) -> Vec<String> {
+    let maybe_sent = records
+        .follow_ups
+        .iter()
+        .filter(|follow_up| follow_up.channel == Channel::Call)
+        .filter(|follow_up| matches!(follow_up.state, FollowUpState::Sent | FollowUpState::InDoubt))
+        .count() as u64;
+    if maybe_sent > monthly_calls {
+        let message = format!(
+            "tenant {tenant}: {maybe_sent} calls were sent or left in doubt, over the plan's \
+             monthly quota of {monthly_calls}"
+        );
+        return vec![message];
+    }
+    Vec::new()
 }
 
 /// Checks that each scheduled contact has exactly one follow-up per step's channel.

@@ -13,6 +13,9 @@ use reqwest::Body;
 use crate::client::{ConnectionBody, EngineClient, UploadOutcome};
 use crate::scenario::{Delay, SequenceSpec, StepSpec};
 
+/// The plan of the run's tenants, which the run's engine configuration defines.
+pub(crate) const PLAN: &str = "crashtest";
+
 /// Rows per chunk of a slowly streamed upload.
 const ROWS_PER_CHUNK: u32 = 10;
 
@@ -37,7 +40,7 @@ pub(crate) async fn create_tenant(
         name: format!("crashtest-{run_tag}-{index}"),
         default_region: Some("US".to_owned()),
         default_timezone: Some("UTC".to_owned()),
-        plan: Some("pro".to_owned()),
+        plan: Some(PLAN.to_owned()),
     };
     let created = client.create_tenant(&request).await?;
     let api_key = Sensitive::new(created.api_key);
