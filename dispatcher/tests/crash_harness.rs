@@ -1,6 +1,7 @@
 //! The short form of the crash harness (`followup-crashtest`): `followup serve` on the
 //! embedded store, killed with SIGKILL 50 times during ingest, dispatch and outcome writes,
-//! loses no acknowledged schedule, settles every follow-up once and sends none twice.
+//! loses no acknowledged schedule, settles every follow-up once, sends none twice and keeps
+//! the plan's call quota.
 //!
 //! One run uses a fixed seed, so that a failure repeats; a second uses a random seed, printed
 //! on stderr, to look further each time the tests run.
@@ -16,6 +17,9 @@ const KILLS: u32 = 50;
 fn options(seed: u64) -> CrashOptions {
     let mut options = CrashOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_followup")), seed);
     options.kills = KILLS;
+    // Reached part way through a run, so that the quota is checked across kills while email
+    // and SMS still have work for the kills to land among.
+    options.monthly_calls = 500;
     options.kill_for = Duration::from_secs(90);
     options.settle_within = Duration::from_secs(90);
     options.show_progress = true;
