@@ -714,3 +714,6 @@ impl CrashRun {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests;
