@@ -440,10 +440,15 @@ impl CrashRun {
             Phase::Outcome => self.kill_after_answer(engine).await?,
         };
         let number = self.kills.len() as u32 + 1;
-        self.kills.push(KillRecord { number, phase, landed, engine_started_at, killed_at });
+        let restarted_at = killed_at;
+        let kill = KillRecord { number, phase, landed, engine_started_at, killed_at, restarted_at };
+        self.kills.push(kill);
 
         self.wait_for_orphaned_requests().await?;
         let engine = EngineProcess::start(&self.settings, &self.fakes.urls, &self.http).await?;
+        if let Some(kill) = self.kills.last_mut() {
+            kill.restarted_at = engine.started_at;
+        }
         self.upload_unacknowledged().await?;
         self.check_after_restart().await?;
         Ok(engine)
@@ -671,7 +676,6 @@ impl CrashRun {
             receipts: &receipts,
             per_day: self.options.per_day,
             monthly_calls: self.options.monthly_calls,
-            latency: self.options.latency,
         };
         let mut counts = FinalCounts::default();
         let failures = checks::final_checks(&records, &facts, &mut counts);

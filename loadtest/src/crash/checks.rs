@@ -5,10 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use followup_core::domain::{Attempt, Channel, Contact, FollowUp, FollowUpState, Schedule};
 use followup_core::ids::{ContactId, FollowUpId};
 use followup_core::store::IN_DOUBT_AFTER_STOP;
@@ -55,6 +54,9 @@ pub struct KillRecord {
     /// When the engine that was killed had been started.
     pub engine_started_at: DateTime<Utc>,
     pub killed_at: DateTime<Utc>,
+    /// When the next engine was started, after the fakes had answered every request of the
+    /// killed one; the kill instant until then.
+    pub restarted_at: DateTime<Utc>,
 }
 
 impl fmt::Display for KillRecord {
@@ -203,8 +205,6 @@ pub(crate) struct FinalFacts<'a> {
     pub per_day: u32,
     /// Calls each tenant may make a month; the other channels are not limited.
     pub monthly_calls: u64,
-    /// The fakes' latency: a request in flight at a kill is answered within it.
-    pub latency: Duration,
 }
 
 /// Counts the final checks report besides their failures.
@@ -391,8 +391,7 @@ fn check_follow_up(
 /// An in-doubt follow-up is allowed only when a request for it was in flight at a kill: it
 /// was written `sending` by the engine that the kill stopped (its last write falls between
 /// that engine's start and the kill), start-up recovery wrote it in doubt (its reason), and
-/// the fakes received it at most once, no later than a request in flight at the kill could
-/// have been answered.
+/// the fakes received it at most once, before the next engine started.
 fn check_in_doubt(
     follow_up: &FollowUp,
     name: &str,
@@ -419,13 +418,10 @@ fn check_in_doubt(
             written.format("%H:%M:%S%.3f")
         ));
     }
-    // The fakes answer a request `latency` after it arrives; a second of slack covers the
-    // scheduling of two processes on a busy machine.
-    let answered_by = kill.killed_at
-        + TimeDelta::from_std(facts.latency).unwrap_or_default()
-        + TimeDelta::seconds(1);
+    // The next engine starts only once the fakes have answered every request of the killed
+    // one, so a request in flight at the kill was answered before that start.
     for receipt in received {
-        if receipt.received_at < written || receipt.received_at > answered_by {
+        if receipt.received_at < written || receipt.received_at > kill.restarted_at {
             failures.push(format!(
                 "{name} was received at {}, which no request in flight at {kill} explains",
                 receipt.received_at.format("%H:%M:%S%.3f")
@@ -456,3 +452,6 @@ pub(crate) fn state_name(state: FollowUpState) -> String {
         .and_then(|value| value.as_str().map(str::to_owned))
         .unwrap_or_else(|| format!("{state:?}"))
 }
+
+#[cfg(test)]
+mod tests;
