@@ -676,6 +676,7 @@ impl CrashRun {
             receipts: &receipts,
             per_day: self.options.per_day,
             monthly_calls: self.options.monthly_calls,
+            latency: self.options.latency,
         };
         let mut counts = FinalCounts::default();
         let failures = checks::final_checks(&records, &facts, &mut counts);

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use followup_core::domain::{Attempt, Channel, Contact, FollowUp, FollowUpState, Schedule};
 use followup_core::ids::{ContactId, FollowUpId};
 use followup_core::store::IN_DOUBT_AFTER_STOP;
@@ -205,6 +207,8 @@ pub(crate) struct FinalFacts<'a> {
     pub per_day: u32,
     /// Calls each tenant may make a month; the other channels are not limited.
     pub monthly_calls: u64,
+    /// The fakes' latency per request.
+    pub latency: Duration,
 }
 
 /// Counts the final checks report besides their failures.
@@ -218,6 +222,10 @@ pub(crate) struct FinalCounts {
     /// Follow-ups the fakes received more than once.
     pub received_twice: u64,
 }
+
+/// The longest a request of the engine stays at the fakes, in latencies: a Graph batch of 20
+/// calls runs 4 at a time, each taking one latency.
+const LONGEST_IN_FLIGHT_LATENCIES: u32 = 5;
 
 /// The fakes' receipts by channel and recipient: every contact of a run has an address and a
 /// number of its own. The sender is left out because the Graph fake records the mailbox its
@@ -416,6 +424,21 @@ fn check_in_doubt(
             "{name} is put in doubt by {kill}, but was written sending at {}, outside that \
              engine's life",
             written.format("%H:%M:%S%.3f")
+        ));
+    }
+    // A request that was in flight when the engine died is often never recorded: the fakes
+    // drop a request whose client went away during their latency. Such a follow-up must have
+    // been written sending shortly before the kill, within the longest a request of the
+    // engine stays in flight; one written earlier waited in the engine without leaving.
+    let longest_in_flight = TimeDelta::from_std(facts.latency * LONGEST_IN_FLIGHT_LATENCIES)
+        .unwrap_or_default()
+        + TimeDelta::seconds(1);
+    if received.is_empty() && written < kill.killed_at - longest_in_flight {
+        failures.push(format!(
+            "{name} is in doubt and the fakes never received it, but it was written sending at \
+             {}, more than {} ms before {kill}: it had not left",
+            written.format("%H:%M:%S%.3f"),
+            longest_in_flight.num_milliseconds()
         ));
     }
     // The next engine starts only once the fakes have answered every request of the killed

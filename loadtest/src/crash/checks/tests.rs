@@ -116,6 +116,7 @@ fn check(
         receipts,
         per_day: 100,
         monthly_calls,
+        latency: std::time::Duration::from_millis(40),
     };
     final_checks(std::slice::from_ref(records), &facts, &mut FinalCounts::default())
 }
@@ -155,7 +156,22 @@ fn in_doubt_from_kill_passes() {
 #[test]
 fn in_doubt_written_before_engine_fails() {
     let records = records(Channel::Sms, FollowUpState::InDoubt, at(-1));
-    assert_one_failure(&check(&records, &[], true, 10), "outside that engine's life");
+    let receipts = [receipt(Channel::Sms, at(10))];
+    assert_one_failure(&check(&records, &receipts, true, 10), "outside that engine's life");
+}
+
+#[test]
+fn in_doubt_never_received_written_long_before_kill_fails() {
+    let records = records(Channel::Sms, FollowUpState::InDoubt, at(5));
+    assert_one_failure(&check(&records, &[], true, 10), "it had not left");
+}
+
+#[test]
+fn in_doubt_never_received_written_just_before_kill_passes() {
+    let records =
+        records(Channel::Sms, FollowUpState::InDoubt, at(10) - TimeDelta::milliseconds(150));
+    let failures = check(&records, &[], true, 10);
+    assert!(failures.is_empty(), "{failures:?}");
 }
 
 #[test]
