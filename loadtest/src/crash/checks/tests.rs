@@ -101,6 +101,16 @@ fn check(
     in_doubt_after_kill: bool,
     monthly_calls: u64,
 ) -> Vec<String> {
+    check_with_cap(records, receipts, in_doubt_after_kill, monthly_calls, 100)
+}
+
+fn check_with_cap(
+    records: &TenantRecords,
+    receipts: &[FakeReceipt],
+    in_doubt_after_kill: bool,
+    monthly_calls: u64,
+    per_day: u32,
+) -> Vec<String> {
     let mut in_doubt = InDoubtLedger::default();
     if in_doubt_after_kill {
         in_doubt.note(records, 0);
@@ -114,7 +124,7 @@ fn check(
         kills: &kills,
         in_doubt: &in_doubt,
         receipts,
-        per_day: 100,
+        per_day,
         monthly_calls,
         latency: std::time::Duration::from_millis(40),
     };
@@ -213,4 +223,11 @@ fn acknowledged_contact_missing_fails() {
     records.schedules.clear();
     let failures = acknowledged_present(0, &[upload()], &records, Some(&kill()));
     assert_one_failure(&failures, "have no schedule after kill #1");
+}
+
+#[test]
+fn sender_over_daily_cap_fails() {
+    let records = records(Channel::Email, FollowUpState::Sent, at(5));
+    let failures = check_with_cap(&records, &[receipt(Channel::Email, at(5))], false, 10, 0);
+    assert_one_failure(&failures, "over its daily cap of 0");
 }
