@@ -14,7 +14,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
         + TimeDelta::seconds(seconds)
 }
 
-/// A kill of an engine that ran from 0 s to 10 s, restarted at 11 s.
+/// Returns a kill of an engine that ran from 0 s to 10 s, restarted at 11 s.
 fn kill() -> KillRecord {
     KillRecord {
         number: 1,
@@ -38,7 +38,7 @@ fn upload() -> Upload {
     }
 }
 
-/// Tenant 0 with contact 0 of the run and its one follow-up on `channel`.
+/// Builds tenant 0 with contact 0 of the run and its one follow-up on `channel`.
 fn records(channel: Channel, state: FollowUpState, updated_at: DateTime<Utc>) -> TenantRecords {
     let identity = ContactIdentity::new(0, 0);
     let tenant = TenantId::generate();
@@ -171,13 +171,13 @@ fn in_doubt_written_before_engine_fails() {
 }
 
 #[test]
-fn in_doubt_never_received_written_long_before_kill_fails() {
+fn unreceived_in_doubt_written_early_fails() {
     let records = records(Channel::Sms, FollowUpState::InDoubt, at(5));
     assert_one_failure(&check(&records, &[], true, 10), "it had not left");
 }
 
 #[test]
-fn in_doubt_never_received_written_just_before_kill_passes() {
+fn unreceived_in_doubt_written_late_passes() {
     let records =
         records(Channel::Sms, FollowUpState::InDoubt, at(10) - TimeDelta::milliseconds(150));
     let failures = check(&records, &[], true, 10);
