@@ -12,6 +12,7 @@ use followup_core::ingest::IngestLimits;
 use followup_core::sensitive::Sensitive;
 use serde::Deserialize;
 
+use crate::storage::StoreSelection;
 use crate::telemetry::LogFormat;
 
 /// Everything the engine reads at start-up.
@@ -20,8 +21,14 @@ use crate::telemetry::LogFormat;
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store and of the webhook event log.
     pub data_dir: PathBuf,
+    /// The store: `embedded` (the default, in `data_dir`), a directory for the embedded
+    /// store, or a `mongodb://` URI.
+    pub store: StoreSelection,
+    /// How long start-up waits for a MongoDB server to answer, and any later operation for a
+    /// reachable server, in seconds.
+    pub store_timeout_seconds: u64,
     /// Bearer token of the operator endpoints under `/admin`; they return 401 while it is unset.
     pub admin_token: Option<Sensitive<String>>,
     /// File of master keys, one base64 key per line, newest last. `followup keys rotate` makes
@@ -51,6 +58,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("followup-data"),
+            store: StoreSelection::Embedded,
+            store_timeout_seconds: 5,
             admin_token: None,
             master_key_file: None,
             master_key: None,

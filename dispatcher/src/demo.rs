@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::config::{Config, ProvidersMode};
 use crate::ingest::IngestReport;
 use crate::server::RunningEngine;
+use crate::storage::StoreSelection;
 use followup_core::crypto::generate_master_key;
 
 /// Credentials of the demo's connections; only the built-in fakes ever see them.
@@ -40,6 +41,9 @@ const DEMO_TWILIO_NUMBER: &str = "+15005550006";
 /// Timeout of the demo's requests to the fakes.
 const DEMO_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long the demo waits for a MongoDB store to answer.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Maximum stretch of virtual time the demo runs before giving up.
 const VIRTUAL_DEADLINE_DAYS: i64 = 400;
 
@@ -49,6 +53,8 @@ pub struct DemoOptions {
     pub csv: PathBuf,
     pub json: bool,
     pub data_dir: Option<PathBuf>,
+    /// A MongoDB store instead of the embedded one in `data_dir`.
+    pub store: Option<StoreSelection>,
     pub plan: String,
     /// Faults the built-in fakes apply to valid sends.
     pub faults: FaultProfile,
@@ -157,7 +163,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     // demo gives up after one second, and the fakes stall a little longer than that.
     config.providers.request_timeout_seconds = DEMO_REQUEST_TIMEOUT.as_secs();
     let faults = options.faults.clone().with_stall_for(DEMO_REQUEST_TIMEOUT * 2);
-    let store = Arc::new(followup_adapters::embedded::open(&data_dir)?);
+    let selection = options.store.clone().unwrap_or_default();
+    let store = selection.open(&data_dir, STORE_TIMEOUT).await?;
+    // As with --data-dir, a database used before would unbalance the summary.
+    if !store.tenants().await?.is_empty() {
+        bail!("--store {selection:?} already holds tenants: give the demo an empty database");
+    }
     let fakes = FakeConfig::new(clock.clone()).with_faults(faults);
     if options.faults.name() != FaultProfile::none().name() {
         eprintln!("[demo] the fakes apply the fault profile {}", options.faults);

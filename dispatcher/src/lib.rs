@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod limiter;
 pub mod server;
+pub mod storage;
 pub mod telemetry;
 pub mod tokens;
 pub mod webhooks;

@@ -18,6 +18,7 @@ use followup_core::sensitive::Sensitive;
 use followup_dispatcher::config::{Config, ProvidersMode};
 use followup_dispatcher::demo::{self, DemoOptions};
 use followup_dispatcher::server::RunningEngine;
+use followup_dispatcher::storage::StoreSelection;
 use followup_dispatcher::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -80,9 +81,17 @@ struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, env = "FOLLOWUP_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store and of the webhook event log.
     #[arg(long, env = "FOLLOWUP_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The store: `embedded` (in --data-dir), a directory, or mongodb://host:port/database.
+    /// The value is hidden from --help because a URI may carry a password.
+    #[arg(long, env = "FOLLOWUP_STORE", value_name = "embedded|DIR|URI", hide_env_values = true)]
+    store: Option<StoreSelection>,
+    /// Seconds start-up waits for a MongoDB store to answer, and any later store operation
+    /// for a reachable server.
+    #[arg(long, env = "FOLLOWUP_STORE_TIMEOUT_SECONDS", value_name = "SECONDS")]
+    store_timeout_seconds: Option<u64>,
     /// Log format.
     #[arg(long, env = "FOLLOWUP_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -127,6 +136,10 @@ struct DemoArgs {
     /// Directory of the embedded store; a fresh temporary one when absent.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A MongoDB store (mongodb://host:port/database, which must be empty) instead of the
+    /// embedded one.
+    #[arg(long, env = "FOLLOWUP_STORE", value_name = "URI", hide_env_values = true)]
+    store: Option<StoreSelection>,
     /// Billing plan of the demo tenant.
     #[arg(long, default_value = "pro")]
     plan: String,
@@ -195,6 +208,7 @@ fn main() -> anyhow::Result<()> {
                     csv: args.csv,
                     json: args.json,
                     data_dir: args.data_dir,
+                    store: args.store,
                     plan: args.plan,
                     faults: args.faults.profile(),
                     master_key: MasterKeyArgs::env_key(),
@@ -219,6 +233,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(store) = args.store {
+        config.store = store;
+    }
+    if let Some(seconds) = args.store_timeout_seconds {
+        config.store_timeout_seconds = seconds;
     }
     if let Some(format) = args.log_format {
         config.log_format = format;
@@ -280,12 +300,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.load_keyring()?;
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
-    let store =
-        Arc::new(followup_adapters::embedded::open(&config.data_dir).with_context(|| {
-            format!("cannot open the embedded store in {}", config.data_dir.display())
-        })?);
+    let timeout = Duration::from_secs(config.store_timeout_seconds);
+    let store = config.store.open(&config.data_dir, timeout).await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        store = ?config.store,
         providers = ?config.providers.mode,
         admin_api = config.admin_token.is_some(),
         https = config.tls.cert_file.is_some(),

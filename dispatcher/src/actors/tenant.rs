@@ -31,6 +31,9 @@ use crate::tokens::{TokenKeeper, TokenStatus};
 /// Reason recorded on follow-ups cancelled through the API.
 const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
 
+/// How long the outcomes of sends that left are retried while the store is unavailable.
+const OUTCOME_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Dependencies every tenant actor shares.
 #[derive(Debug)]
 pub struct DispatchDeps {
@@ -680,8 +683,7 @@ impl TenantRound {
             written.push(follow_up);
         }
         let failure = |error: DispatchError| DeliveryFailure { accepted, error };
-        let result = self.deps.store.update_follow_ups(self.tenant, written, attempts).await;
-        result.map_err(|error| failure(error.into()))?;
+        self.write_outcomes(written, attempts).await.map_err(|error| failure(error.into()))?;
         // A refused OAuth token is refreshed, and the refused sends go out with the new one
         // in the next round; without a refresh token the tenant must connect again.
         if let Some(reason) = pause_reason
@@ -690,6 +692,44 @@ impl TenantRound {
             self.pause_connection(connection, channel, &reason).await.map_err(failure)?;
         }
         Ok(accepted)
+    }
+
+    /// Writes the outcomes of requests that left, retrying while the store is unavailable:
+    /// the sends happened, so their outcomes must be stored, or the follow-ups would stay in
+    /// sending until the next start-up turned them in-doubt. Waits double from 100 ms to 5 s;
+    /// after [`OUTCOME_RETRY_FOR`] the error is returned, and start-up recovery settles them.
+    async fn write_outcomes(
+        &self,
+        follow_ups: Vec<FollowUp>,
+        attempts: Vec<Attempt>,
+    ) -> Result<(), StoreError> {
+        let give_up_at = std::time::Instant::now() + OUTCOME_RETRY_FOR;
+        let mut wait = std::time::Duration::from_millis(100);
+        let mut failures = 0_u32;
+        loop {
+            let written = self.deps.store.update_follow_ups(
+                self.tenant,
+                follow_ups.clone(),
+                attempts.clone(),
+            );
+            match written.await {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(tenant = %self.tenant, failures, "outcomes stored after the store came back");
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Unavailable(reason)) if std::time::Instant::now() < give_up_at => {
+                    if failures == 0 {
+                        tracing::warn!(tenant = %self.tenant, %reason, "store unavailable while writing outcomes; retrying");
+                    }
+                    failures += 1;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Moves a follow-up to the state its outcome calls for; returns the attempt's detail.

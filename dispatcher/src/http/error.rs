@@ -23,6 +23,9 @@ pub enum ApiError {
     /// A rate limit was reached; the response carries `Retry-After`.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_seconds: u64 },
+    /// The store could not be reached; the request may succeed when retried.
+    #[error("the store is unavailable; nothing of this request was stored, retry later")]
+    StoreUnavailable,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::TooManyRequests { .. } => "too_many_requests",
+            ApiError::StoreUnavailable => "store_unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -45,7 +49,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "store error while serving a request");
-        ApiError::Internal(error.to_string())
+        // The cause names the database's address, which is the operator's business only.
+        match error {
+            StoreError::Unavailable(_) => ApiError::StoreUnavailable,
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -66,6 +74,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
