@@ -209,6 +209,8 @@ pub(crate) struct FinalFacts<'a> {
     pub monthly_calls: u64,
     /// The fakes' latency per request.
     pub latency: Duration,
+    /// The longest the store may take to acknowledge a write.
+    pub store_write_slack: Duration,
 }
 
 /// Counts the final checks report besides their failures.
@@ -428,11 +430,12 @@ fn check_in_doubt(
     }
     // A request that was in flight when the engine died is often never recorded: the fakes
     // drop a request whose client went away during their latency. Such a follow-up must have
-    // been written sending shortly before the kill, within the longest a request of the
-    // engine stays in flight; one written earlier waited in the engine without leaving.
+    // been written sending shortly before the kill: within the store's time to acknowledge
+    // the write (`updated_at` is taken before it), plus the longest a request of the engine
+    // stays in flight. One written earlier waited in the engine without leaving.
     let longest_in_flight = TimeDelta::from_std(facts.latency * LONGEST_IN_FLIGHT_LATENCIES)
         .unwrap_or_default()
-        + TimeDelta::seconds(1);
+        + TimeDelta::from_std(facts.store_write_slack).unwrap_or_default();
     if received.is_empty() && written < kill.killed_at - longest_in_flight {
         failures.push(format!(
             "{name} is in doubt and the fakes never received it, but it was written sending at \

@@ -196,10 +196,9 @@ impl EngineProcess {
             .stdout(log.try_clone().context("failed to share the engine log")?)
             .stderr(log);
         if let StoreTarget::Mongo(uri) = &settings.store {
-            // NOTE: an argument shows in the process list, so a URI with a password is visible
-            // to other users of the machine while the engine runs. An environment variable
-            // would not be, once `followup serve` reads the store URI from one.
-            command.arg("--store").arg(uri.expose());
+            // In the environment rather than as `--store`, so that a password in the URI does
+            // not show in the process list.
+            command.env("FOLLOWUP_STORE", uri.expose());
         }
         let started_at = Utc::now();
         let child = command

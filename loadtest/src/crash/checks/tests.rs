@@ -127,6 +127,7 @@ fn check_with_cap(
         per_day,
         monthly_calls,
         latency: std::time::Duration::from_millis(40),
+        store_write_slack: std::time::Duration::from_secs(1),
     };
     final_checks(std::slice::from_ref(records), &facts, &mut FinalCounts::default())
 }
