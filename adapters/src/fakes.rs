@@ -95,6 +95,10 @@ pub struct FakeStats {
     /// `injected_errors`. Unlike `rate_limit_violations`, they break no limit of the engine's.
     #[serde(default)]
     pub injected_rate_limits: u64,
+    /// Requests to the provider and token endpoints that have arrived and are not answered yet:
+    /// a gauge, not a counter.
+    #[serde(default)]
+    pub requests_in_flight: u64,
     /// Requests to the token endpoints, per provider, valid or not.
     #[serde(default)]
     pub token_requests_by_provider: BTreeMap<Provider, u64>,

@@ -233,11 +233,14 @@ impl Engine {
     pub async fn add_tenant(&self, tenant: &Tenant) -> anyhow::Result<()> {
         self.restore_recent_sends(tenant.id).await?;
         let counts = self.deps.store.count_follow_ups(Some(tenant.id)).await?;
-        let already_sent: BTreeMap<Channel, u64> = counts
-            .iter()
-            .filter(|((_, state), _)| *state == FollowUpState::Sent)
-            .map(|((channel, _), n)| (*channel, *n))
-            .collect();
+        // In-doubt follow-ups may have gone out, and a round counts them against the quota
+        // when it settles them, so a restart must count them too.
+        let mut already_sent: BTreeMap<Channel, u64> = BTreeMap::new();
+        for ((channel, state), n) in &counts {
+            if matches!(state, FollowUpState::Sent | FollowUpState::InDoubt) {
+                *already_sent.entry(*channel).or_default() += n;
+            }
+        }
         self.deps
             .billing
             .send(RegisterTenant {

@@ -157,6 +157,10 @@ struct FakesArgs {
     /// Sends per rolling 24 hours each account may make; published limit when absent.
     #[arg(long)]
     per_day: Option<u32>,
+    /// Milliseconds each fake waits before it answers a request, on top of the fault profile's
+    /// latency, so that a test can find requests in flight.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -334,6 +338,7 @@ async fn fakes(args: FakesArgs) -> anyhow::Result<()> {
     };
     let config = FakeConfig::new(Arc::new(SystemClock))
         .with_accounts(Accounts::Open { limits })
+        .with_latency(Duration::from_millis(args.latency_ms))
         .with_faults(args.faults.profile());
     let fakes = FakeProviders::start(config).await?;
     let urls = serde_json::json!({

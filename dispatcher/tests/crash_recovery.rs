@@ -1,5 +1,6 @@
-//! `followup serve` killed with SIGKILL during dispatch loses no accepted schedule, sends no
-//! follow-up twice and keeps its connections' daily caps after it restarts.
+//! `followup serve` killed with SIGKILL keeps its connections' daily caps after it restarts:
+//! a cap that is reached, unlike the crash harness's caps (`crash_harness.rs`), which are set
+//! high so that every follow-up can settle.
 //!
 //! The fakes run in their own process (`followup fakes`), so that what they received
 //! survives the engine's death.
@@ -73,66 +74,6 @@ async fn enroll(http: &reqwest::Client, base: &str, per_day: u32) {
         rows: CONTACTS,
     };
     support::enroll(http, base, enrolment).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_during_dispatch_loses_nothing_and_sends_nothing_twice() {
-    let http =
-        followup_adapters::http::build_http_client(&Default::default()).expect("HTTP client");
-    let data_dir = tempfile::tempdir().expect("temporary data dir");
-    let (_fakes, urls) = start_fakes(1200, 100_000);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-
-    let mut engine = start_engine(data_dir.path(), port, &urls);
-    wait_ready(&http, &base).await;
-    enroll(&http, &base, 100_000).await;
-
-    // Kill the engine once part of the follow-ups reached the fake: mid-dispatch.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while received(&http, &urls).await.len() < CONTACTS / 5 {
-        assert!(Instant::now() < deadline, "dispatch did not start within 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    engine.0.kill().expect("SIGKILL the engine");
-    engine.0.wait().expect("reap the engine");
-    let at_kill = received(&http, &urls).await.len();
-    assert!(at_kill < CONTACTS, "the kill came after dispatch finished; slow the limit down");
-
-    engine = start_engine(data_dir.path(), port, &urls);
-    wait_ready(&http, &base).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let totals = loop {
-        let totals = snapshot_totals(&http, &base).await;
-        let waiting = ["pending", "retry", "claimed", "sending"]
-            .iter()
-            .map(|state| totals.get(*state).copied().unwrap_or(0))
-            .sum::<u64>();
-        if waiting == 0 {
-            break totals;
-        }
-        assert!(Instant::now() < deadline, "follow-ups still waiting after restart: {totals:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    drop(engine);
-
-    let total: u64 = totals.values().sum();
-    assert_eq!(total, CONTACTS as u64, "every accepted schedule is still there: {totals:?}");
-    let mut per_recipient: BTreeMap<String, u32> = BTreeMap::new();
-    for message in received(&http, &urls).await {
-        *per_recipient.entry(message["to"].as_str().unwrap_or_default().to_owned()).or_default() +=
-            1;
-    }
-    let twice: Vec<_> = per_recipient.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "follow-ups sent twice: {twice:?}");
-    let sent = totals.get("sent").copied().unwrap_or(0);
-    let in_doubt = totals.get("in_doubt").copied().unwrap_or(0);
-    assert_eq!(sent + in_doubt, CONTACTS as u64, "{totals:?}");
-    let received_count = per_recipient.len() as u64;
-    assert!(
-        received_count >= sent && received_count <= sent + in_doubt,
-        "fakes received {received_count}, engine counts {sent} sent and {in_doubt} in doubt"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

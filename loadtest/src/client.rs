@@ -161,12 +161,24 @@ impl EngineClient {
         sequence_id: &str,
         body: Body,
     ) -> anyhow::Result<UploadOutcome> {
+        self.upload(api_key, sequence_id, "text/csv", body).await
+    }
+
+    /// `POST /v1/schedules/bulk` with a body of `content_type` (CSV or NDJSON) streamed from
+    /// `body`.
+    pub async fn upload(
+        &self,
+        api_key: &Sensitive<String>,
+        sequence_id: &str,
+        content_type: &str,
+        body: Body,
+    ) -> anyhow::Result<UploadOutcome> {
         let response = self
             .http
             .post(self.endpoint("/v1/schedules/bulk")?)
             .query(&[("sequence", sequence_id)])
             .bearer_auth(api_key.expose())
-            .header(reqwest::header::CONTENT_TYPE, "text/csv")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body)
             .send()
             .await
@@ -186,6 +198,23 @@ impl EngineClient {
             }),
             Err(_) => bail!("bulk upload failed with status {status}: {}", quote_body(&text)),
         }
+    }
+
+    /// `GET /v1/export`: every record of the key's tenant, one JSON object a line.
+    pub async fn export(&self, api_key: &Sensitive<String>) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(self.endpoint("/v1/export")?)
+            .bearer_auth(api_key.expose())
+            .send()
+            .await
+            .context("export request failed")?;
+        let status = response.status();
+        let text = response.text().await.context("export: failed to read body")?;
+        if status != StatusCode::OK {
+            bail!("export failed with status {status}: {}", quote_body(&text));
+        }
+        Ok(text)
     }
 
     /// `GET /admin/v1/snapshot`.

@@ -9,6 +9,7 @@
 
 mod client;
 mod contacts;
+pub mod crash;
 mod guard;
 mod ingest;
 mod progress;
@@ -34,6 +35,10 @@ pub use crate::scenario::{
     MAX_TIMEOUT_SECONDS, Scenario, SequenceSpec, StepSpec, WindowSpec,
 };
 pub use crate::settle::Accounting;
+
+/// The `--help` note on exit statuses that `followup-loadtest` and `followup-crashtest` share.
+pub const EXIT_STATUS_HELP: &str = "Exit status: 0 when every check passed, 1 when a check \
+                                    failed, 2 when the run could not be made.";
 
 /// Run settings: the scenario and the engine it targets.
 #[derive(Clone, Debug)]

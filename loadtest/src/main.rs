@@ -6,16 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use followup_core::sensitive::Sensitive;
-use followup_loadtest::{LoadOptions, Scenario, run};
+use followup_loadtest::{EXIT_STATUS_HELP, LoadOptions, Scenario, run};
 
 /// Generates tenants, contacts and schedules, streams them to a followup engine on a loopback
 /// address, waits for every follow-up to settle and reports throughput and correctness.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    after_help = "Exit status: 0 when every check passed, 1 when a check failed, 2 when the run \
-                  could not be made."
-)]
+#[command(version, after_help = EXIT_STATUS_HELP)]
 struct Args {
     /// Base URL of the engine; the host must be 127.0.0.0/8, ::1 or localhost.
     #[arg(long, env = "FOLLOWUP_LOADTEST_URL")]

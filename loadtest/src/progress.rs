@@ -59,8 +59,10 @@ pub(crate) fn format_line(
     } else {
         "ETA unknown".to_owned()
     };
+    // A slow phase, such as kills of a crash run, would show "0 kills/s" without a decimal.
+    let rate = if rate < 10.0 { format!("{rate:.2}") } else { format!("{rate:.0}") };
     format!(
-        "{phase}: {done}/{total} {unit} ({percent:.1}%), {rate:.0} {unit}/s, {eta}, \
+        "{phase}: {done}/{total} {unit} ({percent:.1}%), {rate} {unit}/s, {eta}, \
          {seconds:.1}s elapsed"
     )
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{ServerHandle, Service as _};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -41,6 +41,21 @@ pub(crate) fn serve(
             .configure(routes)
             .route("/_fake/received", web::get().to(received))
             .route("/_fake/stats", web::get().to(stats))
+            .wrap_fn(|request, service| {
+                // Counted from arrival to the response, latency and stalls included, so that a
+                // test in another process can tell when a request of the engine is in flight.
+                let counted = !request.path().starts_with("/_fake/");
+                let gauge = counted.then(|| {
+                    let state = request.app_data::<web::Data<FakeState>>().cloned();
+                    state.map(|state| state.enter_request())
+                });
+                let response = service.call(request);
+                async move {
+                    let response = response.await;
+                    drop(gauge);
+                    response
+                }
+            })
     })
     .workers(1)
     .disable_signals()

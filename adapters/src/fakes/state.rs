@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,6 +29,8 @@ pub(crate) struct FakeState {
     pub latency: Duration,
     /// The error plan and fault profile, with their own lock and counters.
     pub faults: Faults,
+    /// Requests to the provider routes that have arrived and not yet been answered.
+    requests_in_flight: Arc<AtomicU64>,
     inner: Mutex<Inner>,
 }
 
@@ -105,6 +108,7 @@ impl FakeState {
             clock: config.clock,
             latency: config.latency,
             faults: Faults::new(config.errors, config.faults),
+            requests_in_flight: Arc::new(AtomicU64::new(0)),
             inner: Mutex::new(inner),
         }
     }
@@ -319,6 +323,7 @@ impl FakeState {
         };
         if let Err(wait) = admitted {
             inner.rate_limit_violations += 1;
+            tracing::warn!(limit = ?key, wait_ms = wait.as_millis(), "fake refused a send over a rate limit");
             return Err(wait);
         }
 
@@ -336,10 +341,20 @@ impl FakeState {
         let mailbox = inner.mailboxes.get_mut(&key)?;
         if mailbox.in_flight >= GRAPH_MAX_CONCURRENT_PER_MAILBOX {
             inner.rate_limit_violations += 1;
+            tracing::warn!(
+                mailbox = email,
+                "fake refused a request over Graph's concurrency limit"
+            );
             return None;
         }
         mailbox.in_flight += 1;
         Some(InFlightGuard { state: Arc::clone(self), key })
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub(crate) fn enter_request(&self) -> RequestGauge {
+        self.requests_in_flight.fetch_add(1, Ordering::SeqCst);
+        RequestGauge(Arc::clone(&self.requests_in_flight))
     }
 
     pub(crate) fn received(&self) -> Vec<ReceivedMessage> {
@@ -357,8 +372,18 @@ impl FakeState {
             injected_timeouts: injected.timeouts,
             injected_rate_limits: injected.rate_limits,
             batch_requests: inner.batch_requests,
+            requests_in_flight: self.requests_in_flight.load(Ordering::SeqCst),
             token_requests_by_provider: inner.oauth.request_counts(),
         }
+    }
+}
+
+/// One request counted in [`FakeStats::requests_in_flight`] until dropped.
+pub(crate) struct RequestGauge(Arc<AtomicU64>);
+
+impl Drop for RequestGauge {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -363,6 +363,30 @@ async fn inspection_endpoints_over_http() {
 }
 
 #[tokio::test]
+async fn stats_count_requests_in_flight_until_answered() {
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config.with_latency(Duration::from_millis(400))).await;
+    fakes.register_gmail(TOKEN, MAILBOX, limits(60, 2_000));
+    let gmail = GmailClient::new(http(), fakes.gmail_url()).with_clock(clock.clone());
+    let msg = email(MAILBOX, "ann@example.org", "Checking in", "Any news?");
+    let send = tokio::spawn(async move { gmail.send(SendCredentials::Bearer(TOKEN), &msg).await });
+
+    let mut seen_in_flight = 0;
+    for _ in 0..150 {
+        seen_in_flight = fakes.stats().requests_in_flight;
+        if seen_in_flight > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(seen_in_flight, 1, "the send was not seen in flight during the fake's latency");
+    let outcome = send.await.expect("send task");
+    assert!(matches!(outcome, SendOutcome::Accepted { .. }), "got {outcome:?}");
+    assert_eq!(fakes.stats().requests_in_flight, 0, "an answered request left the gauge");
+    fakes.shutdown().await;
+}
+
+#[tokio::test]
 async fn error_plan_injects_then_clears() {
     let clock = virtual_clock();
     let plan =

@@ -4,9 +4,9 @@
 //! what was sent and release the rest, so that one message per batch (not per send) reaches
 //! this actor and concurrent batches can never overspend a plan.
 //!
-//! NOTE: usage lives in memory and is rebuilt at start-up from the count of sent follow-ups of
-//! each tenant, all months together, so after a restart a tenant may get less than its quota
-//! for the rest of the month, never more.
+//! NOTE: usage lives in memory and is rebuilt at start-up from the count of sent and in-doubt
+//! follow-ups of each tenant, all months together, so after a restart a tenant may get less
+//! than its quota for the rest of the month, never more.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -4,9 +4,8 @@
 #![allow(dead_code, reason = "each test binary uses its own part of these helpers")]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,19 +14,10 @@ use serde_json::{Value, json};
 /// so that a restarted engine opens its store.
 pub(crate) const MASTER_KEY: &str = "Y3Jhc2gtdGVzdC1tYXN0ZXIta2V5LTMyLWJ5dGVzISE=";
 
-/// Kills the child when dropped, so that a failed assertion leaves no process behind.
-pub(crate) struct ChildGuard(pub(crate) Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+pub(crate) use followup_loadtest::crash::processes::ChildGuard;
 
 pub(crate) fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    followup_loadtest::crash::processes::free_port().expect("bind a free port")
 }
 
 /// Starts `followup fakes` allowing each account `per_minute` and `per_day` sends, and returns

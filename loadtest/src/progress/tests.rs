@@ -7,6 +7,12 @@ fn line_shows_rate_and_eta() {
 }
 
 #[test]
+fn slow_rate_keeps_two_decimals() {
+    let line = format_line("crash", "kills", 3, 50, Duration::from_secs(10));
+    assert!(line.contains(", 0.30 kills/s,"), "{line}");
+}
+
+#[test]
 fn line_without_rate_has_no_eta() {
     let line = format_line("settle", "follow-ups", 0, 10, Duration::ZERO);
     assert!(line.contains("ETA unknown"), "{line}");
