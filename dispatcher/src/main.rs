@@ -85,6 +85,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "FOLLOWUP_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Identity of this engine among the nodes sharing its store (`[cluster] node_id`);
+    /// unset, a random id per process.
+    #[arg(long, env = "FOLLOWUP_NODE_ID")]
+    node_id: Option<String>,
     /// `fake` starts the built-in fakes; `live` sends to the configured provider URLs.
     #[arg(long, env = "FOLLOWUP_PROVIDERS", value_enum)]
     providers: Option<ProvidersMode>,
@@ -217,6 +221,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(format) = args.log_format {
         config.log_format = format;
+    }
+    if let Some(node_id) = args.node_id {
+        config.cluster.node_id = Some(node_id);
     }
     if let Some(mode) = args.providers {
         config.providers.mode = mode;
