@@ -28,7 +28,7 @@ use self::writer::Writer;
 mod keys;
 mod read;
 mod tables;
-mod write;
+pub(crate) mod write;
 mod writer;
 
 #[cfg(test)]

@@ -12,9 +12,11 @@
 
 pub mod embedded;
 pub mod fakes;
+pub mod ferretdb_fixture;
 pub mod gmail;
 pub mod http;
 pub mod mime;
+pub mod mongo;
 pub mod oauth;
 pub mod outbound;
 pub mod outlook;

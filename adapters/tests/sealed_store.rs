@@ -1,11 +1,13 @@
-//! The sealed store over the embedded store: it passes the store conformance suite, keeps
-//! every sensitive field out of the database file, and fails clearly once a tenant's data key
-//! is destroyed or the master key is wrong.
+//! The sealed store over the embedded store and over the MongoDB store (on FerretDB): it passes
+//! the store conformance suite, keeps every sensitive field out of the database files, and
+//! fails clearly once a tenant's data key is destroyed or the master key is wrong.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use followup_adapters::mongo::{MongoStore, StoreUri};
 use followup_core::crypto::{CryptoError, Keyring, MasterKey, generate_master_key};
 use followup_core::domain::{
     Attempt, Channel, Connection, Contact, Credentials, FollowUp, FollowUpState, Provider,
@@ -26,6 +28,15 @@ fn new_key() -> String {
 
 fn sealed(dir: &std::path::Path, master: &str) -> SealedStore {
     let inner = followup_adapters::embedded::open(dir).expect("open the embedded store");
+    SealedStore::new(Arc::new(inner), keyring(&[master]))
+}
+
+/// A sealed store over a fresh database of the shared FerretDB server.
+async fn sealed_mongo(master: &str) -> SealedStore {
+    let server = followup_adapters::ferretdb_fixture::shared();
+    let database = followup_adapters::ferretdb_fixture::unique_database("sealed");
+    let uri = StoreUri::new(server.uri_for(&database));
+    let inner = MongoStore::connect(&uri, Duration::from_secs(10)).await.expect("connect");
     SealedStore::new(Arc::new(inner), keyring(&[master]))
 }
 
@@ -184,6 +195,26 @@ async fn sealed_store_conformance() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let store = sealed(dir.path(), &new_key());
     conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn sealed_mongo_store_conformance() {
+    let store = sealed_mongo(&new_key()).await;
+    conformance::run_all(&store).await;
+}
+
+/// FerretDB keeps each database in SQLite files under its data directory; none of them may
+/// contain a sealed field's plaintext.
+#[tokio::test]
+async fn sealed_fields_never_reach_ferretdb_files() {
+    let store = sealed_mongo(&new_key()).await;
+    let (tenant, enrolment) = write_records(&store).await;
+    let contacts = store.contacts(tenant.id, vec![enrolment.contact.id]).await.expect("read");
+    assert_eq!(contacts, vec![enrolment.contact]);
+    drop(store);
+
+    let found = secrets_on_disk(&followup_adapters::ferretdb_fixture::shared().data_dir());
+    assert!(found.is_empty(), "plaintext in FerretDB's files: {found:?}");
 }
 
 #[tokio::test]

@@ -508,7 +508,7 @@ impl<'txn> WriteTables<'txn> {
 
 /// Tells whether a follow-up in this state may have reached its provider, and so counts
 /// against the connection's limits.
-fn is_maybe_sent(state: FollowUpState) -> bool {
+pub(crate) fn is_maybe_sent(state: FollowUpState) -> bool {
     matches!(state, FollowUpState::Sent | FollowUpState::InDoubt)
 }
 
@@ -519,7 +519,7 @@ fn is_in_flight(state: FollowUpState) -> bool {
 
 /// Rejects an enrolment whose records name another tenant or another schedule, because the
 /// keys come from `tenant` and the schedule id and would file the records under the wrong owner.
-fn check_enrolment(tenant: TenantId, enrolment: &Enrolment) -> Result<(), StoreError> {
+pub(crate) fn check_enrolment(tenant: TenantId, enrolment: &Enrolment) -> Result<(), StoreError> {
     let schedule = &enrolment.schedule;
     let reject = |problem: String| {
         StoreError::Conflict(format!(
@@ -557,7 +557,7 @@ fn put<T: serde::Serialize>(
 
 /// Returns whether `a` and `b` record the same attempt: the same follow-up, number, provider,
 /// instants and result.
-fn same_attempt(a: &Attempt, b: &Attempt) -> bool {
+pub(crate) fn same_attempt(a: &Attempt, b: &Attempt) -> bool {
     (a.follow_up, a.number, a.provider, a.started_at, a.finished_at, a.result)
         == (b.follow_up, b.number, b.provider, b.started_at, b.finished_at, b.result)
 }
