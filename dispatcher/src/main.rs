@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the engine: HTTP API, dispatch, metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the main job end to end on a CSV file, under a virtual clock, against the fakes.
     Demo(DemoArgs),
     /// Run the wire-level fakes of Gmail, Graph, Twilio and the OAuth token endpoints on
@@ -82,6 +82,11 @@ struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "FOLLOWUP_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// MongoDB connection string (mongodb://host:port/database) of a store that several
+    /// engines may share; unset, the embedded store in the data directory. The data directory
+    /// still keeps this engine's webhook log.
+    #[arg(long, env = "FOLLOWUP_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Log format.
     #[arg(long, env = "FOLLOWUP_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -186,7 +191,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     actix_rt::System::new().block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Demo(args) => {
                 // The demo's own progress lines are its output; logs show only trouble.
                 telemetry::init_logs(LogFormat::Pretty, "warn");
@@ -206,6 +211,33 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(KeysCommand::Rotate { url }) => rotate_keys(&url).await,
         }
     })
+}
+
+/// Opens the MongoDB store `uri` names, or else the embedded store in `data_dir`. Returns it
+/// with a name for logs, which leaves any password of the URI out.
+async fn open_store(
+    uri: Option<String>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Arc<dyn followup_core::store::Store>, String)> {
+    use followup_adapters::mongo::{MongoStore, StoreUri, is_mongodb_uri};
+    match uri {
+        Some(uri) if is_mongodb_uri(&uri) => {
+            let uri = StoreUri::new(uri);
+            let store = MongoStore::connect(&uri, std::time::Duration::from_secs(10)).await?;
+            Ok((Arc::new(store), uri.to_string()))
+        }
+        // The value is not repeated: a connection string may carry a password.
+        Some(_) => anyhow::bail!(
+            "invalid --store (FOLLOWUP_STORE): it does not start with mongodb:// or \
+             mongodb+srv://; for the embedded store leave it unset and use --data-dir"
+        ),
+        None => {
+            let store = followup_adapters::embedded::open(data_dir).with_context(|| {
+                format!("cannot open the embedded store in {}", data_dir.display())
+            })?;
+            Ok((Arc::new(store), format!("embedded in {}", data_dir.display())))
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -282,12 +314,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.load_keyring()?;
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
-    let store =
-        Arc::new(followup_adapters::embedded::open(&config.data_dir).with_context(|| {
-            format!("cannot open the embedded store in {}", config.data_dir.display())
-        })?);
+    let (store, store_name) = open_store(args.store, &config.data_dir).await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        store = %store_name,
         providers = ?config.providers.mode,
         admin_api = config.admin_token.is_some(),
         https = config.tls.cert_file.is_some(),

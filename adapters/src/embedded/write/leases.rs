@@ -61,14 +61,14 @@ impl WriteTables<'_> {
         Ok(Some(renewed))
     }
 
-    /// Ends the lease by moving its expiry to the earliest instant, when it is still the
+    /// Ends the lease by moving its expiry to the Unix epoch, when it is still the
     /// tenant's newest and still held by its owner.
     pub(super) fn release_lease(&mut self, lease: &Lease) -> Result<(), ApplyError> {
         let newest = self.newest_lease(lease.tenant).map_err(ApplyError::Rejected)?;
         let held =
             newest.filter(|newest| newest.epoch == lease.epoch && newest.owner == lease.owner);
         if let Some(held) = held {
-            self.write_lease(&Lease { expires_at: DateTime::<Utc>::MIN_UTC, ..held })?;
+            self.write_lease(&Lease { expires_at: DateTime::<Utc>::UNIX_EPOCH, ..held })?;
         }
         Ok(())
     }
@@ -81,8 +81,8 @@ impl WriteTables<'_> {
         let leases: Vec<Lease> = tables::scan(&self.leases, LEASES, &[])?;
         let mut expired = 0;
         for lease in leases {
-            if lease.expires_at > DateTime::<Utc>::MIN_UTC {
-                let ended = Lease { expires_at: DateTime::<Utc>::MIN_UTC, ..lease };
+            if lease.expires_at > DateTime::<Utc>::UNIX_EPOCH {
+                let ended = Lease { expires_at: DateTime::<Utc>::UNIX_EPOCH, ..lease };
                 put(&mut self.leases, LEASES, &keys::tenant(ended.tenant), &ended)?;
                 expired += 1;
             }
