@@ -81,6 +81,9 @@ pub struct LeaseKeeper {
     held: Mutex<HashMap<TenantId, HeldLease>>,
     /// Set by [`LeaseKeeper::release_all`]: a stopping node takes no more tenants.
     stopping: AtomicBool,
+    /// Held by a pass and by [`LeaseKeeper::take_tenant`], so that a tenant created through
+    /// the API and a pass never take the same tenant twice, one actor replacing the other.
+    taking: tokio::sync::Mutex<()>,
 }
 
 impl LeaseKeeper {
@@ -94,7 +97,9 @@ impl LeaseKeeper {
         };
         let renew_interval = Duration::from_millis(config.renew_interval_millis);
         let held = Mutex::default();
-        Ok(Self { node, times, renew_interval, held, stopping: AtomicBool::new(false) })
+        let stopping = AtomicBool::new(false);
+        let taking = tokio::sync::Mutex::new(());
+        Ok(Self { node, times, renew_interval, held, stopping, taking })
     }
 
     pub fn node(&self) -> &str {
@@ -106,12 +111,13 @@ impl LeaseKeeper {
         if self.stopping.load(Ordering::Acquire) {
             return Ok(());
         }
+        let _taking = self.taking.lock().await;
         let store = engine.store();
+        self.renew_held(engine).await;
         let now = Utc::now();
         let expires_at = now + self.times.ttl;
         let heartbeat = NodeHeartbeat { node: self.node.clone(), seen_at: now, expires_at };
         store.put_heartbeat(heartbeat).await?;
-        self.renew_held(engine, now).await;
 
         let heartbeats = store.heartbeats().await?;
         let live_nodes = heartbeats.iter().filter(|beat| beat.expires_at > now).count();
@@ -129,6 +135,7 @@ impl LeaseKeeper {
         if self.stopping.load(Ordering::Acquire) {
             return Ok(false);
         }
+        let _taking = self.taking.lock().await;
         if self.lock_held().contains_key(&tenant.id) {
             return Ok(true);
         }
@@ -197,17 +204,24 @@ impl LeaseKeeper {
         Ok(ClusterView { node: self.node.clone(), now, nodes, leases })
     }
 
-    /// Renews every held lease. A lease found lost stops its tenant; a renewal that fails for
-    /// another reason leaves the lease to run out, which stops the tenant's sends by time.
-    async fn renew_held(&self, engine: &Engine, now: DateTime<Utc>) {
+    /// Renews every held lease, all at once, each from the instant its own request starts, so
+    /// that a slow store delays no renewal behind the others. A lease found lost stops its
+    /// tenant; a renewal that fails for another reason leaves the lease to run out, which
+    /// stops the tenant's sends by time.
+    async fn renew_held(&self, engine: &Engine) {
         let records: Vec<Lease> =
             self.lock_held().values().map(|held| held.record.clone()).collect();
-        for record in records {
+        let renewals = records.into_iter().map(|record| async move {
+            let requested_at = Utc::now();
             let tenant = record.tenant;
-            match engine.store().renew_lease(record, now, self.times.ttl).await {
+            let renewed = engine.store().renew_lease(record, requested_at, self.times.ttl).await;
+            (tenant, requested_at, renewed)
+        });
+        for (tenant, requested_at, renewed) in futures_util::future::join_all(renewals).await {
+            match renewed {
                 Ok(Some(renewed)) => {
                     if let Some(held) = self.lock_held().get_mut(&tenant) {
-                        held.shared.extend(self.times.sends_allowed_until(now));
+                        held.shared.extend(self.times.sends_allowed_until(requested_at));
                         held.record = renewed;
                     }
                 }
@@ -301,6 +315,11 @@ impl LeaseKeeper {
         lease: Lease,
         requested_at: DateTime<Utc>,
     ) -> anyhow::Result<()> {
+        // An actor of this node under an older epoch (a creation through the API racing a
+        // pass) is stopped first, so that recovery also settles what it left in flight.
+        if let Some(stopping) = engine.detach_tenant(tenant.id) {
+            stopping.await;
+        }
         let recovered = engine.store().recover_interrupted(tenant.id, lease.epoch).await?;
         if recovered.in_doubt > 0 || recovered.released_claims > 0 {
             tracing::warn!(
@@ -338,16 +357,17 @@ impl LeaseKeeper {
     }
 }
 
-/// Runs the keeper's passes every renew interval until the engine is dropped.
+/// Runs the keeper's passes every renew interval, or back to back when a pass takes longer,
+/// until the engine is dropped.
 pub fn spawn_lease_keeper(engine: &Arc<Engine>) {
+    let mut ticks = tokio::time::interval(engine.leases().renew_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let engine: Weak<Engine> = Arc::downgrade(engine);
     actix_rt::spawn(async move {
+        // The first tick completes at once, and the engine ran its first pass at start.
+        ticks.tick().await;
         loop {
-            let Some(interval) = engine.upgrade().map(|engine| engine.leases().renew_interval)
-            else {
-                return;
-            };
-            tokio::time::sleep(interval).await;
+            ticks.tick().await;
             let Some(engine) = engine.upgrade() else {
                 return;
             };
