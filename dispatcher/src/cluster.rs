@@ -1,8 +1,8 @@
 //! The lease keeper: how this engine shares the tenants with the other engines on its store.
 //!
-//! Every renew interval the keeper writes the node's heartbeat, renews the leases it holds,
-//! counts the live nodes, and moves towards its fair share of the tenants (the tenants divided
-//! by the live nodes, rounded up): it releases tenants above the share, after their sends under
+//! Every renew interval the keeper renews the leases it holds, writes the node's heartbeat,
+//! counts the live nodes, and moves towards its fair share of the tenants: the tenants divided
+//! by the live nodes, rounded up. It releases tenants above the share once their sends under
 //! way have finished, and takes tenants whose lease expired or was released. Taking a tenant
 //! recovers what its previous owner left in flight, under the new epoch, before its actor
 //! starts. A lease that cannot be renewed stops the tenant's sends at once (see
@@ -82,7 +82,7 @@ pub struct LeaseKeeper {
     /// Set by [`LeaseKeeper::release_all`]: a stopping node takes no more tenants.
     stopping: AtomicBool,
     /// Held by a pass and by [`LeaseKeeper::take_tenant`], so that a tenant created through
-    /// the API and a pass never take the same tenant twice, one actor replacing the other.
+    /// the API and a pass never take leases on the same tenant at the same time.
     taking: tokio::sync::Mutex<()>,
 }
 
@@ -154,6 +154,8 @@ impl LeaseKeeper {
         if self.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
+        // A pass under way may still take tenants: wait for it.
+        let _taking = self.taking.lock().await;
         let held: Vec<(TenantId, HeldLease)> = self.lock_held().drain().collect();
         for (tenant, held) in held {
             engine.stop_tenant(tenant).await;
@@ -206,7 +208,7 @@ impl LeaseKeeper {
 
     /// Renews every held lease, all at once, each from the instant its own request starts, so
     /// that a slow store delays no renewal behind the others. A lease found lost stops its
-    /// tenant; a renewal that fails for another reason leaves the lease to run out, which
+    /// tenant. A renewal that fails for another reason leaves the lease to run out, which
     /// stops the tenant's sends by time.
     async fn renew_held(&self, engine: &Engine) {
         let records: Vec<Lease> =
@@ -265,7 +267,7 @@ impl LeaseKeeper {
         }
     }
 
-    /// Takes tenants nobody holds until this node holds `share`, in random order so that
+    /// Takes tenants without a live lease until this node holds `share`, in random order so that
     /// nodes starting together do not all race for the same tenants.
     async fn take_free_tenants(
         &self,
