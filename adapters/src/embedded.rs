@@ -15,6 +15,7 @@ use followup_core::domain::{
     TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
@@ -84,6 +85,7 @@ pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     restrict_to_owner(created.then_some(dir), &path)
         .map_err(|error| fail("restricting permissions of", &error))?;
     create_tables(&db)?;
+    expire_leases_of_previous_process(&db)?;
     let mut db = db;
     compact_after_purge(&mut db)?;
     let db = Arc::new(db);
@@ -98,6 +100,21 @@ fn create_tables(db: &Database) -> Result<(), StoreError> {
         .map_err(|error| tables::unavailable("starting a write transaction", error))?;
     drop(WriteTables::open(&txn)?);
     txn.commit().map_err(|error| tables::unavailable("creating tables", error))
+}
+
+/// Ends every lease on file. redb locks the file, so only one process uses the store at a time,
+/// and every lease on file belongs to a process that has stopped: the new process may take
+/// its tenants at once instead of waiting for the leases to expire.
+fn expire_leases_of_previous_process(db: &Database) -> Result<(), StoreError> {
+    let txn = db
+        .begin_write()
+        .map_err(|error| tables::unavailable("starting a write transaction", error))?;
+    let expired = WriteTables::open(&txn)?.expire_all_leases()?;
+    txn.commit().map_err(|error| tables::unavailable("expiring old leases", error))?;
+    if expired > 0 {
+        tracing::info!(expired, "ended the leases of the previous process");
+    }
+    Ok(())
 }
 
 /// Compacts the file when a purge finished since the last opening, so that the purged records'
@@ -155,6 +172,16 @@ impl EmbeddedStore {
         Box::pin(async move {
             let task = tokio::task::spawn_blocking(move || read(&db));
             task.await.map_err(|error| tables::unavailable("running a read task", error))?
+        })
+    }
+
+    /// Submits a lease write, whose result is the lease taken or renewed.
+    fn write_lease(&self, op: WriteOp) -> StoreFuture<'_, Option<Lease>> {
+        Box::pin(async move {
+            match self.writer.submit(op).await? {
+                Applied::Leased(lease) => Ok(lease),
+                other => Err(unexpected_outcome("a lease write", &other)),
+            }
         })
     }
 
@@ -294,23 +321,59 @@ impl Store for EmbeddedStore {
     fn update_follow_ups(
         &self,
         tenant: TenantId,
+        fence: u64,
         follow_ups: Vec<FollowUp>,
         attempts: Vec<Attempt>,
     ) -> StoreFuture<'_, ()> {
-        self.write(WriteOp::UpdateFollowUps { tenant, follow_ups, attempts })
+        self.write(WriteOp::UpdateFollowUps { tenant, fence, follow_ups, attempts })
     }
 
     fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>> {
         self.read(move |db| read::attempts(db, tenant, id))
     }
 
-    fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport> {
+    fn recover_interrupted(&self, tenant: TenantId, fence: u64) -> StoreFuture<'_, RecoveryReport> {
         Box::pin(async move {
-            match self.writer.submit(WriteOp::RecoverInterrupted).await? {
+            match self.writer.submit(WriteOp::RecoverInterrupted { tenant, fence }).await? {
                 Applied::Recovered(report) => Ok(report),
                 other => Err(unexpected_outcome("recover_interrupted", &other)),
             }
         })
+    }
+
+    fn take_lease(
+        &self,
+        tenant: TenantId,
+        node: String,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>> {
+        self.write_lease(WriteOp::TakeLease { tenant, node, now, ttl })
+    }
+
+    fn renew_lease(
+        &self,
+        lease: Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>> {
+        self.write_lease(WriteOp::RenewLease { lease, now, ttl })
+    }
+
+    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::ReleaseLease(lease))
+    }
+
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
+        self.read(read::leases)
+    }
+
+    fn put_heartbeat(&self, heartbeat: NodeHeartbeat) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutHeartbeat(heartbeat))
+    }
+
+    fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>> {
+        self.read(read::heartbeats)
     }
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {

@@ -17,6 +17,7 @@ use followup_core::domain::{
     TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
@@ -28,6 +29,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 mod connect;
 mod documents;
 mod errors;
+mod leases;
 mod lifecycle;
 mod read;
 mod write;
@@ -52,6 +54,10 @@ mod collections {
     pub(super) const DELETIONS: &str = "tenant_deletions";
     pub(super) const BILLING: &str = "billing_records";
     pub(super) const DATA_KEYS: &str = "data_keys";
+    /// One document per (tenant, epoch) of the tenants' leases.
+    pub(super) const LEASES: &str = "leases";
+    /// One document per engine node, its latest heartbeat.
+    pub(super) const HEARTBEATS: &str = "node_heartbeats";
 }
 
 /// The MongoDB store. Cheap to share behind an `Arc`: the driver's client pools connections.
@@ -128,6 +134,7 @@ impl MongoStore {
                 named(doc! { "tenant": 1, "channel": 1, "state": 1, "due": 1 }, "due"),
             ),
             (collections::FOLLOW_UPS, named(doc! { "state": 1 }, "state")),
+            (collections::LEASES, named(doc! { "tenant": 1, "epoch": 1 }, "by_tenant")),
             (collections::SENDS, named(doc! { "tenant": 1, "channel": 1, "at": 1 }, "by_instant")),
             (
                 collections::ATTEMPTS,
@@ -270,10 +277,11 @@ impl Store for MongoStore {
     fn update_follow_ups(
         &self,
         tenant: TenantId,
+        fence: u64,
         follow_ups: Vec<FollowUp>,
         attempts: Vec<Attempt>,
     ) -> StoreFuture<'_, ()> {
-        Box::pin(self.write_update(tenant, follow_ups, attempts))
+        Box::pin(self.write_update(tenant, fence, follow_ups, attempts))
     }
 
     fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>> {
@@ -282,8 +290,43 @@ impl Store for MongoStore {
         Box::pin(self.find_records(collections::ATTEMPTS, filter, None))
     }
 
-    fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport> {
-        Box::pin(self.write_recovery())
+    fn recover_interrupted(&self, tenant: TenantId, fence: u64) -> StoreFuture<'_, RecoveryReport> {
+        Box::pin(self.write_recovery(tenant, fence))
+    }
+
+    fn take_lease(
+        &self,
+        tenant: TenantId,
+        node: String,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>> {
+        Box::pin(self.insert_lease(tenant, node, now, ttl))
+    }
+
+    fn renew_lease(
+        &self,
+        lease: Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>> {
+        Box::pin(self.extend_lease(lease, now, ttl))
+    }
+
+    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()> {
+        Box::pin(self.end_lease(lease))
+    }
+
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
+        Box::pin(self.read_leases())
+    }
+
+    fn put_heartbeat(&self, heartbeat: NodeHeartbeat) -> StoreFuture<'_, ()> {
+        Box::pin(self.write_heartbeat(heartbeat))
+    }
+
+    fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>> {
+        Box::pin(self.find_records(collections::HEARTBEATS, Document::new(), None))
     }
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {

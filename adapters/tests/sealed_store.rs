@@ -172,7 +172,7 @@ async fn write_records(store: &SealedStore) -> (Tenant, Enrolment) {
         detail: Some(quoted.clone()),
         message: Some(SentMessage { subject: Some(quoted.clone()), body: quoted }),
     };
-    store.update_follow_ups(tenant.id, vec![failed], vec![attempt]).await.expect("update");
+    store.update_follow_ups(tenant.id, 0, vec![failed], vec![attempt]).await.expect("update");
     (tenant, enrolment)
 }
 
@@ -332,13 +332,13 @@ async fn repeated_attempt_is_accepted_once_sealed() {
     let follow_up = store.follow_up(tenant.id, id).await.expect("read").expect("follow-up");
 
     // The same attempt again seals to other bytes, and is still a harmless repeat.
-    let repeat = store.update_follow_ups(tenant.id, vec![follow_up.clone()], stored.clone());
+    let repeat = store.update_follow_ups(tenant.id, 0, vec![follow_up.clone()], stored.clone());
     repeat.await.expect("the same attempt again");
     assert_eq!(store.attempts(tenant.id, id).await.expect("attempts"), stored);
 
     // Another outcome under the same number is still a conflict.
     let mut changed = stored[0].clone();
     changed.result = FollowUpState::Sent;
-    let conflict = store.update_follow_ups(tenant.id, vec![follow_up], vec![changed]).await;
+    let conflict = store.update_follow_ups(tenant.id, 0, vec![follow_up], vec![changed]).await;
     assert!(matches!(conflict, Err(StoreError::Conflict(_))), "{conflict:?}");
 }

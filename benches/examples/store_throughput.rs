@@ -6,7 +6,7 @@
 //!    four tenants, written with `insert_enrolments` in batches of 1,000, as ingest does.
 //! 2. Dispatch: rounds of `due_follow_ups` (100 of one tenant) followed by one
 //!    `update_follow_ups` that settles them as sent with one attempt each, as a dispatch round
-//!    writes its outcomes.
+//!    writes its outcomes, under a lease on the tenant taken beforehand.
 //!
 //! The calls go through the `Store` trait, one after the other, with no engine around them,
 //! so the figures are the store's own cost per row, not the engine's end-to-end throughput.
@@ -98,12 +98,23 @@ async fn measure(
     }
     let ingest = enrolments as f64 / started.elapsed().as_secs_f64();
 
+    // Each tenant is dispatched under a lease, as in the engine, so that the writes pay for
+    // their fence check.
+    let mut epochs = Vec::with_capacity(TENANTS);
+    for tenant in &tenants {
+        let lease = store
+            .take_lease(*tenant, "throughput".to_owned(), Utc::now(), chrono::Duration::hours(1))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{name}: the lease of a new tenant was not free"))?;
+        epochs.push(lease.epoch);
+    }
+
     let started = Instant::now();
     let until = Utc.with_ymd_and_hms(2040, 1, 1, 0, 0, 0).single().expect("valid instant");
     let mut dispatched = 0;
     let mut progress = Progress::new(name, "dispatched follow-ups", rounds * ROUND);
     for round in 0..rounds {
-        let tenant = tenants[round % TENANTS];
+        let (tenant, epoch) = (tenants[round % TENANTS], epochs[round % TENANTS]);
         let due = store.due_follow_ups(tenant, Channel::Email, until, ROUND).await?;
         let sent_at = Utc::now();
         let attempts = due.iter().map(|follow_up| attempt(follow_up, sent_at)).collect();
@@ -116,7 +127,7 @@ async fn measure(
             provider_message_id: Some(format!("msg-{round}")),
             ..follow_up
         });
-        store.update_follow_ups(tenant, settled.collect(), attempts).await?;
+        store.update_follow_ups(tenant, epoch, settled.collect(), attempts).await?;
         dispatched += count;
         progress.advance(count);
     }

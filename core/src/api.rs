@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TenantId;
@@ -55,6 +56,43 @@ pub struct AdminSnapshot {
     pub queues: Vec<QueueSummary>,
     /// Tenants, largest backlog first.
     pub tenants: Vec<TenantSummary>,
+}
+
+/// `GET /admin/v1/cluster`: the engine nodes sharing the store and which node owns which
+/// tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Id of the node that answered.
+    pub node: String,
+    /// That node's system clock when it answered, against which `live` was judged.
+    pub now: DateTime<Utc>,
+    /// Every node's latest heartbeat, by node id.
+    pub nodes: Vec<ClusterNode>,
+    /// The newest lease of every tenant that has one, by tenant id.
+    pub leases: Vec<ClusterLease>,
+}
+
+/// One node's latest heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub node: String,
+    pub seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Whether the heartbeat had not expired yet.
+    pub live: bool,
+}
+
+/// The newest lease of one tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterLease {
+    pub tenant: TenantId,
+    /// Node that holds or last held the lease.
+    pub owner: String,
+    /// Epoch of the lease, which fences off writes by earlier owners.
+    pub epoch: u64,
+    pub expires_at: DateTime<Utc>,
+    /// Whether the lease had not expired (nor been released) yet.
+    pub live: bool,
 }
 
 /// Waiting work of one channel.

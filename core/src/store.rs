@@ -19,7 +19,10 @@ use crate::domain::{
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 
 pub mod conformance;
+pub mod lease;
 pub mod sealed;
+
+use self::lease::{Lease, NodeHeartbeat};
 
 /// The future every store method returns. Boxed so that `dyn Store` works.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -36,6 +39,12 @@ pub enum StoreError {
     /// A write conflicts with an existing record, other than an idempotent duplicate.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A write names a lease epoch (its fencing token) older than the tenant's newest lease:
+    /// another node has taken the tenant over, and the writer must stop dispatching it.
+    #[error(
+        "tenant {tenant} is leased under epoch {current}; a write under epoch {fence} is fenced off"
+    )]
+    Fenced { tenant: TenantId, fence: u64, current: u64 },
     /// A sealed field could not be sealed or opened, or the tenant's data key is missing.
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
@@ -58,7 +67,7 @@ pub struct InsertReport {
     pub duplicates: u64,
 }
 
-/// Changes made by start-up recovery.
+/// Changes made by the recovery of a tenant's interrupted follow-ups.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Claimed follow-ups whose request had not left, returned to pending.
@@ -185,9 +194,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Replaces follow-ups (matched by id within `tenant`; unknown ids are an error) and
     /// appends attempts, in one durable batch.
+    ///
+    /// `fence` is the epoch of the writer's lease on the tenant (0 for a writer without a
+    /// lease, which only a single node may be). The write is rejected with
+    /// [`StoreError::Fenced`] when the tenant has a lease of a higher epoch, and a follow-up
+    /// last written under a higher epoch is never overwritten.
     fn update_follow_ups(
         &self,
         tenant: TenantId,
+        fence: u64,
         follow_ups: Vec<FollowUp>,
         attempts: Vec<Attempt>,
     ) -> StoreFuture<'_, ()>;
@@ -195,10 +210,47 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the attempts made for a follow-up, oldest first.
     fn attempts(&self, tenant: TenantId, id: FollowUpId) -> StoreFuture<'_, Vec<Attempt>>;
 
-    /// Settles what a stop interrupted, for every tenant: claimed follow-ups return to pending
-    /// and sending ones become in-doubt with the reason [`IN_DOUBT_AFTER_STOP`]. Run once at
-    /// start-up, before dispatch.
-    fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport>;
+    /// Settles what a stop of the tenant's previous owner interrupted: claimed follow-ups
+    /// return to pending and sending ones become in-doubt with the reason
+    /// [`IN_DOUBT_AFTER_STOP`]. Run by a node when it takes the tenant's lease, under the new
+    /// epoch `fence`, before it dispatches; fenced like [`Store::update_follow_ups`].
+    fn recover_interrupted(&self, tenant: TenantId, fence: u64) -> StoreFuture<'_, RecoveryReport>;
+
+    /// Takes the next epoch of the tenant's lease for `node`, expiring at `now + ttl`, when the
+    /// tenant has no lease yet or its newest one may be taken by `node` at `now`
+    /// ([`Lease::may_be_taken_by`]). Of several nodes taking the same epoch at once, exactly
+    /// one gets it. Returns the new lease, or `None` when the tenant stays with another node.
+    fn take_lease(
+        &self,
+        tenant: TenantId,
+        node: String,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>>;
+
+    /// Extends `lease` to `now + ttl` when it is still the tenant's newest lease and its owner
+    /// may renew it at `now` ([`Lease::may_be_renewed_by`]). Returns the renewed lease, or
+    /// `None` when it is lost: the owner must then stop dispatching the tenant.
+    fn renew_lease(
+        &self,
+        lease: Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>>;
+
+    /// Ends `lease` at once, if it is still the tenant's newest, so that another node may take
+    /// the tenant without waiting for it to expire. The epoch stays taken.
+    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()>;
+
+    /// Returns the newest lease of every tenant that has one, live or not.
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>>;
+
+    /// Inserts or replaces the heartbeat of `heartbeat.node`.
+    fn put_heartbeat(&self, heartbeat: NodeHeartbeat) -> StoreFuture<'_, ()>;
+
+    /// Returns every node's latest heartbeat, expired or not. A store may forget heartbeats
+    /// that expired long ago.
+    fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>>;
 
     /// Counts follow-ups by channel and state, for one tenant or for all.
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts>;

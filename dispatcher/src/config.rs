@@ -51,6 +51,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Request rates and upload sizes allowed per tenant, and failed logins per client address.
     pub api_limits: ApiLimitsConfig,
+    /// How this engine shares the tenants with other engines on the same store.
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             api_limits: ApiLimitsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -294,6 +297,65 @@ impl Default for DispatchConfig {
             tick_millis: 500,
             resend_in_doubt: Vec::new(),
         }
+    }
+}
+
+/// Settings of the tenant leases by which several engines on one store split the tenants.
+///
+/// Expiry instants come from each node's clock: the nodes' clocks must differ by less than
+/// `clock_skew_margin_millis`, which an owner subtracts from its lease before it stops sending.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Identity of this engine among the nodes. Unset, each process draws a random id, so
+    /// that two processes can never mistake each other's leases for their own. A stable id
+    /// lets a restarted engine take back its own tenants at once instead of waiting for its
+    /// old leases to expire; it must then never be shared by two live processes.
+    pub node_id: Option<String>,
+    /// How long a lease lasts after it is taken or renewed, in milliseconds. A stopped or
+    /// killed node's tenants are taken over within about this plus one renew interval.
+    pub lease_ttl_millis: u64,
+    /// Pause between two passes that renew, take and release leases, in milliseconds.
+    pub renew_interval_millis: u64,
+    /// Maximum difference assumed between two nodes' clocks, in milliseconds.
+    pub clock_skew_margin_millis: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            lease_ttl_millis: 6_000,
+            renew_interval_millis: 2_000,
+            clock_skew_margin_millis: 1_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Checks that a renewal fits in a lease's useful life, naming the setting to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let useful = self.lease_ttl_millis.saturating_sub(self.clock_skew_margin_millis);
+        anyhow::ensure!(
+            self.renew_interval_millis > 0 && self.renew_interval_millis * 2 <= useful,
+            "invalid [cluster] settings: renew_interval_millis ({}) must be positive and at most \
+             half of lease_ttl_millis ({}) minus clock_skew_margin_millis ({}), so that a lease \
+             is renewed at least twice before its owner stops sending",
+            self.renew_interval_millis,
+            self.lease_ttl_millis,
+            self.clock_skew_margin_millis
+        );
+        if let Some(node_id) = &self.node_id {
+            let valid = !node_id.is_empty()
+                && node_id.len() <= 64
+                && node_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            anyhow::ensure!(
+                valid,
+                "invalid [cluster] node_id {node_id:?}: use 1 to 64 ASCII letters, digits, '-', \
+                 '_' or '.'"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -37,6 +37,7 @@ use crate::actors::tenant::{
     CancelSchedule, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
 };
 use crate::breaker::BreakerSettings;
+use crate::cluster::{LeaseKeeper, TenantLease};
 use crate::config::{Config, ProvidersConfig};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
@@ -66,6 +67,8 @@ pub struct Engine {
     new_tenant: Notify,
     /// Woken when a tenant's deletion begins, so that its purge starts at once.
     purge_wake: Notify,
+    /// The leases of the tenants this engine dispatches.
+    leases: LeaseKeeper,
 }
 
 /// A tenant's actor and the signal that wakes its driver.
@@ -79,8 +82,9 @@ struct TenantHandle {
 }
 
 impl Engine {
-    /// Starts the actors, settles what the last stop interrupted, and starts a tenant actor
-    /// for every tenant in the store. Must run inside an actix system.
+    /// Starts the actors, takes the leases of this node's share of the tenants (settling what
+    /// their previous owner left in flight) and starts an actor for each, then keeps the leases
+    /// in the background. A single node takes every tenant. Must run inside an actix system.
     ///
     /// `store` is the plain store. The engine wraps it in a [`SealedStore`] under the master
     /// keys of `config`, and fails when they do not open every tenant's data key.
@@ -96,14 +100,8 @@ impl Engine {
             sealed.verify_keys().await.context("cannot open the tenants' data keys")?;
         tracing::info!(tenant_keys, "master keys open every tenant's data key");
         let store: Arc<dyn Store> = sealed.clone();
-        let recovered = store.recover_interrupted().await?;
-        if recovered.in_doubt > 0 || recovered.released_claims > 0 {
-            tracing::warn!(
-                in_doubt = recovered.in_doubt,
-                released = recovered.released_claims,
-                "recovered follow-ups interrupted by the last stop"
-            );
-        }
+        let leases = LeaseKeeper::new(&config.cluster)?;
+        tracing::info!(node = leases.node(), "engine node starting");
 
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
@@ -133,10 +131,10 @@ impl Engine {
             next_arbiter: AtomicUsize::new(0),
             new_tenant: Notify::new(),
             purge_wake: Notify::new(),
+            leases,
         });
-        for tenant in engine.live_tenants().await? {
-            engine.add_tenant(&tenant).await?;
-        }
+        engine.leases.run_pass(&engine).await?;
+        crate::cluster::spawn_lease_keeper(&engine);
         Ok(engine)
     }
 
@@ -196,6 +194,11 @@ impl Engine {
         Ok(report)
     }
 
+    /// The keeper of this node's tenant leases.
+    pub fn leases(&self) -> &LeaseKeeper {
+        &self.leases
+    }
+
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.deps.clock
     }
@@ -229,8 +232,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Starts the tenant's actor (if it has none) and registers its plan with billing.
+    /// Takes the lease of a new tenant, unless another node holds it, and starts its actor, so
+    /// that it is dispatched at once; lease passes even out the share later.
     pub async fn add_tenant(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        self.leases.take_tenant(self, tenant).await?;
+        Ok(())
+    }
+
+    /// Starts the tenant's actor (if it has none) under `lease` and registers its plan with
+    /// billing. The lease keeper calls it once it holds the tenant's lease.
+    pub(crate) async fn start_tenant(
+        &self,
+        tenant: &Tenant,
+        lease: Arc<TenantLease>,
+    ) -> anyhow::Result<()> {
         self.restore_recent_sends(tenant.id).await?;
         let counts = self.deps.store.count_follow_ups(Some(tenant.id)).await?;
         // In-doubt follow-ups may have gone out, and a round counts them against the quota
@@ -260,7 +275,7 @@ impl Engine {
             let gate = Arc::new(SendGate::new());
             let actor_gate = gate.clone();
             let actor = TenantActor::start_in_arbiter(&self.arbiters[index], move |_| {
-                TenantActor::new(id, deps, actor_gate)
+                TenantActor::new(id, deps, actor_gate, lease)
             });
             slot.insert(TenantHandle { actor, wake: Arc::new(Notify::new()), gate });
         }
@@ -283,7 +298,13 @@ impl Engine {
             .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
             .get(&tenant)
             .map(|handle| handle.actor.clone())
-            .ok_or_else(|| anyhow::anyhow!("tenant {tenant} has no actor"))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "tenant {tenant} is not dispatched by this node (node {}): send the cancel to \
+                     the node that owns the tenant, listed by GET /admin/v1/cluster",
+                    self.leases.node()
+                )
+            })?;
         let now = self.deps.clock.now();
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
     }
@@ -291,11 +312,23 @@ impl Engine {
     /// Stops the tenant's sends for good and removes its actor from the engine. Returns once
     /// the sends under way have finished. The tenant's driver then ends, and its actor with it.
     pub async fn stop_tenant(&self, tenant: TenantId) {
-        let handle = self.tenants.lock().ok().and_then(|mut tenants| tenants.remove(&tenant));
-        if let Some(handle) = handle {
+        if let Some(stopping) = self.detach_tenant(tenant) {
+            stopping.await;
+        }
+    }
+
+    /// Removes the tenant's actor from the engine at once, so that no new round or cancel
+    /// reaches it. Returns the future that stops its sends and completes once those under
+    /// way have finished, or `None` when the tenant had no actor.
+    pub(crate) fn detach_tenant(
+        &self,
+        tenant: TenantId,
+    ) -> Option<impl std::future::Future<Output = ()> + 'static> {
+        let handle = self.tenants.lock().ok().and_then(|mut tenants| tenants.remove(&tenant))?;
+        Some(async move {
             handle.gate.stop().await;
             handle.wake.notify_one();
-        }
+        })
     }
 
     /// Wakes the purge task, after a deletion began.
@@ -352,13 +385,20 @@ impl Engine {
     pub async fn run_forever(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut drivers = HashMap::new();
+        // One driver per tenant actor. A tenant whose lease was lost and taken again has a new
+        // actor, told apart by its gate, while the old driver ends by itself.
+        let mut drivers: HashMap<TenantId, (Arc<SendGate>, tokio::task::JoinHandle<()>)> =
+            HashMap::new();
         loop {
             for (tenant, handle) in self.handles() {
-                drivers.entry(tenant).or_insert_with(|| {
-                    let driver = drive_tenant(self.clone(), tenant, handle, stopped.clone());
-                    actix_rt::spawn(driver)
+                let current = drivers.get(&tenant).is_some_and(|(gate, driver)| {
+                    Arc::ptr_eq(gate, &handle.gate) && !driver.is_finished()
                 });
+                if !current {
+                    let gate = handle.gate.clone();
+                    let driver = drive_tenant(self.clone(), tenant, handle, stopped.clone());
+                    drivers.insert(tenant, (gate, actix_rt::spawn(driver)));
+                }
             }
             tokio::select! {
                 () = &mut shutdown => break,
@@ -366,11 +406,12 @@ impl Engine {
             }
         }
         let _ = stop.send(true);
-        for (tenant, driver) in drivers {
+        for (tenant, (_, driver)) in drivers {
             if let Err(error) = driver.await {
                 tracing::error!(%tenant, %error, "tenant driver ended abnormally");
             }
         }
+        self.leases.release_all(&self).await;
     }
 
     /// Dispatches under a virtual clock until no follow-up is waiting, advancing the clock to

@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod breaker;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod engine;

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the engine: HTTP API, dispatch, metrics.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the main job end to end on a CSV file, under a virtual clock, against the fakes.
     Demo(DemoArgs),
     /// Run the wire-level fakes of Gmail, Graph, Twilio and the OAuth token endpoints on
@@ -95,6 +95,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "FOLLOWUP_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Identity of this engine among the nodes sharing its store (`[cluster] node_id`);
+    /// unset, a random id per process.
+    #[arg(long, env = "FOLLOWUP_NODE_ID")]
+    node_id: Option<String>,
     /// `fake` starts the built-in fakes; `live` sends to the configured provider URLs.
     #[arg(long, env = "FOLLOWUP_PROVIDERS", value_enum)]
     providers: Option<ProvidersMode>,
@@ -200,7 +204,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     actix_rt::System::new().block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Demo(args) => {
                 // The demo's own progress lines are its output; logs show only trouble.
                 telemetry::init_logs(LogFormat::Pretty, "warn");
@@ -242,6 +246,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(format) = args.log_format {
         config.log_format = format;
+    }
+    if let Some(node_id) = args.node_id {
+        config.cluster.node_id = Some(node_id);
     }
     if let Some(mode) = args.providers {
         config.providers.mode = mode;

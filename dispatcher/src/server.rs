@@ -171,9 +171,12 @@ impl RunningEngine {
         self.fakes.as_deref().context("the engine runs without the built-in fakes")
     }
 
-    /// Stops the HTTP server, letting requests in progress finish.
+    /// Stops the HTTP server, letting requests in progress finish, then releases the
+    /// engine's tenant leases once their sends under way have finished, so that another
+    /// engine on the same store takes the tenants at once.
     pub async fn stop(self) {
         self.server.stop(true).await;
+        self.engine.leases().release_all(&self.engine).await;
         if let Some(fakes) = self.fakes.and_then(Arc::into_inner) {
             fakes.shutdown().await;
         }

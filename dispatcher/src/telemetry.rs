@@ -37,6 +37,14 @@ pub const TENANT_DELETIONS_PENDING: &str = "followup_tenant_deletions_pending";
 pub const PURGED_RECORDS: &str = "followup_purged_records_total";
 /// Sent messages removed from their attempts after the retention period.
 pub const SENT_MESSAGES_EXPIRED: &str = "followup_sent_messages_expired_total";
+/// Tenant leases this node holds.
+pub const LEASES_HELD: &str = "followup_tenant_leases_held";
+/// Tenant leases taken after another node held them (it stopped, was killed or released them).
+pub const LEASE_TAKEOVERS: &str = "followup_tenant_lease_takeovers_total";
+/// Tenant leases this node found taken by another node when renewing them.
+pub const LEASES_LOST: &str = "followup_tenant_leases_lost_total";
+/// Follow-up writes the store rejected because a newer lease of the tenant exists.
+pub const FENCE_REJECTIONS: &str = "followup_fence_rejections_total";
 
 /// OAuth access-token refreshes, by `provider` (gmail, outlook) and `outcome`: refreshed,
 /// invalid_grant, transient_error or rejected.
@@ -104,6 +112,14 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         SENT_MESSAGES_EXPIRED,
         Unit::Count,
         "Sent messages removed after the retention period."
+    );
+    describe_gauge!(LEASES_HELD, Unit::Count, "Tenant leases this node holds.");
+    describe_counter!(LEASE_TAKEOVERS, Unit::Count, "Tenant leases taken over from another node.");
+    describe_counter!(LEASES_LOST, Unit::Count, "Tenant leases found taken by another node.");
+    describe_counter!(
+        FENCE_REJECTIONS,
+        Unit::Count,
+        "Follow-up writes rejected because a newer lease of the tenant exists."
     );
     describe_counter!(
         TOKEN_REFRESHES,

@@ -7,6 +7,7 @@ use followup_core::domain::{
     Sequence, Tenant, TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError, WrappedDataKey};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Deserialize;
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
+    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
@@ -344,4 +345,12 @@ pub(super) fn data_key(
 
 pub(super) fn data_keys(db: &Database) -> Result<Vec<WrappedDataKey>, StoreError> {
     scan_one(db, DATA_KEYS, &[])
+}
+
+pub(super) fn leases(db: &Database) -> Result<Vec<Lease>, StoreError> {
+    scan_one(db, LEASES, &[])
+}
+
+pub(super) fn heartbeats(db: &Database) -> Result<Vec<NodeHeartbeat>, StoreError> {
+    scan_one(db, HEARTBEATS, &[])
 }

@@ -65,6 +65,11 @@ pub(super) const SENT_MESSAGES: Table = Table { name: "sent_messages" };
 pub(super) const DELETIONS: Table = Table { name: "tenant_deletions" };
 /// Billing records of deleted tenants by tenant. Never purged.
 pub(super) const BILLING: Table = Table { name: "billing_records" };
+/// The newest lease of each tenant by tenant id. Kept after the tenant is deleted, so that
+/// its epochs never repeat.
+pub(super) const LEASES: Table = Table { name: "leases" };
+/// Node heartbeats by node id (UTF-8).
+pub(super) const HEARTBEATS: Table = Table { name: "node_heartbeats" };
 /// Work left for the next opening of the file, by name, with empty values.
 pub(super) const MAINTENANCE: Table = Table { name: "maintenance" };
 /// Key in `MAINTENANCE` set when a purge finished: the file still contains the purged bytes in

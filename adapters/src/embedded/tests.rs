@@ -91,7 +91,7 @@ async fn embedded_store_survives_reopen() {
     let report = store.insert_enrolments(tenant_id, vec![written.clone()]).await;
     assert_eq!(report.expect("insert").inserted, 1);
     let claimed = FollowUp { state: FollowUpState::Claimed, ..written.follow_ups[0].clone() };
-    store.update_follow_ups(tenant_id, vec![claimed], Vec::new()).await.expect("claim");
+    store.update_follow_ups(tenant_id, 0, vec![claimed], Vec::new()).await.expect("claim");
     drop(store);
 
     let store = open(dir.path()).expect("reopen the embedded store");
@@ -103,11 +103,57 @@ async fn embedded_store_survives_reopen() {
     assert_eq!(follow_ups.expect("follow-ups").len(), 3, "follow-ups after reopen");
 
     // The in-flight index is durable too: recovery after the reopen finds the claim.
-    let recovered = store.recover_interrupted().await.expect("recover_interrupted");
+    let recovered = store.recover_interrupted(tenant_id, 0).await.expect("recover_interrupted");
     assert_eq!(recovered.released_claims, 1, "claim found after reopen");
     let until = written.follow_ups[2].due_at;
     let due = store.due_follow_ups(tenant_id, Channel::Email, until, 10).await;
     assert_eq!(due.expect("due_follow_ups"), written.follow_ups, "due set after recovery");
+}
+
+#[tokio::test]
+async fn reopen_ends_leases_of_previous_process() {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let tenant_id = TenantId::generate();
+    let ttl = chrono::Duration::seconds(60);
+    let now = chrono::Utc::now();
+
+    let store = open(dir.path()).expect("open the embedded store");
+    let lease = store.take_lease(tenant_id, "old-process".into(), now, ttl).await.expect("take");
+    let lease = lease.expect("a first lease");
+    drop(store);
+
+    let store = open(dir.path()).expect("reopen the embedded store");
+    let listed = store.leases().await.expect("leases");
+    let ended = listed.iter().find(|listed| listed.tenant == tenant_id).expect("lease kept");
+    assert!(!ended.is_live(now), "the old process's lease ended at reopen");
+    let taken = store.take_lease(tenant_id, "new-process".into(), now, ttl).await.expect("take");
+    let taken = taken.expect("the new process takes the tenant at once");
+    assert_eq!(taken.epoch, lease.epoch + 1, "epochs continue across a reopen");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_takers_one_wins() {
+    const TAKERS: usize = 8;
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let store = std::sync::Arc::new(open(dir.path()).expect("open the embedded store"));
+    let tenant_id = TenantId::generate();
+    let now = chrono::Utc::now();
+    let ttl = chrono::Duration::seconds(60);
+
+    let takers = (0..TAKERS).map(|taker| {
+        let store = store.clone();
+        tokio::spawn(
+            async move { store.take_lease(tenant_id, format!("node-{taker}"), now, ttl).await },
+        )
+    });
+    let mut winners = Vec::new();
+    for taker in takers {
+        if let Some(lease) = taker.await.expect("taker task").expect("take_lease") {
+            winners.push(lease);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one taker wins: {winners:?}");
+    assert_eq!(winners[0].epoch, 1, "the winner holds the first epoch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +202,7 @@ async fn embedded_store_rejects_one_op_only() {
     // Issued together so that both are likely to share one commit.
     let (inserted, updated) = tokio::join!(
         store.insert_enrolments(tenant_id, vec![good.clone()]),
-        store.update_follow_ups(tenant_id, vec![unknown], Vec::new()),
+        store.update_follow_ups(tenant_id, 0, vec![unknown], Vec::new()),
     );
     assert_eq!(inserted.expect("insert").inserted, 1, "the valid batch landed");
     assert!(updated.is_err(), "the update of an unknown follow-up failed");
@@ -199,7 +245,7 @@ async fn embedded_store_retries_group_without_failed_op() {
     });
     let update = tokio::spawn({
         let store = Arc::clone(&store);
-        async move { store.update_follow_ups(tenant_id, vec![target], Vec::new()).await }
+        async move { store.update_follow_ups(tenant_id, 0, vec![target], Vec::new()).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let commits_before = store.commits();

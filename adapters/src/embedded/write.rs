@@ -11,6 +11,7 @@ use followup_core::domain::{
     Attempt, BillingRecord, Connection, FollowUp, FollowUpState, Sequence, Tenant, TenantDeletion,
 };
 use followup_core::ids::{FollowUpId, TenantId};
+use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::{
     Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
     WrappedDataKey,
@@ -20,9 +21,11 @@ use redb::{ReadableTable, WriteTransaction};
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
+    FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
+    SEQUENCES, TENANTS, Table,
 };
 
+mod leases;
 mod lifecycle;
 
 /// A write request from one caller.
@@ -31,13 +34,44 @@ pub(super) enum WriteOp {
     PutTenant(Tenant),
     PutConnection(Connection),
     PutSequence(Sequence),
-    InsertEnrolments { tenant: TenantId, enrolments: Vec<Enrolment> },
-    UpdateFollowUps { tenant: TenantId, follow_ups: Vec<FollowUp>, attempts: Vec<Attempt> },
-    RecoverInterrupted,
+    InsertEnrolments {
+        tenant: TenantId,
+        enrolments: Vec<Enrolment>,
+    },
+    UpdateFollowUps {
+        tenant: TenantId,
+        fence: u64,
+        follow_ups: Vec<FollowUp>,
+        attempts: Vec<Attempt>,
+    },
+    RecoverInterrupted {
+        tenant: TenantId,
+        fence: u64,
+    },
+    TakeLease {
+        tenant: TenantId,
+        node: String,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    },
+    RenewLease {
+        lease: Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    },
+    ReleaseLease(Lease),
+    PutHeartbeat(NodeHeartbeat),
     BeginTenantDeletion(TenantDeletion),
-    PurgeTenantChunk { tenant: TenantId, limit: usize, now: DateTime<Utc> },
+    PurgeTenantChunk {
+        tenant: TenantId,
+        limit: usize,
+        now: DateTime<Utc>,
+    },
     PutBillingRecord(BillingRecord),
-    PurgeSentMessages { before: DateTime<Utc>, limit: usize },
+    PurgeSentMessages {
+        before: DateTime<Utc>,
+        limit: usize,
+    },
     PutDataKey(WrappedDataKey),
     DeleteDataKey(TenantId),
 }
@@ -51,10 +85,13 @@ impl WriteOp {
             WriteOp::PutConnection(connection) => Some(connection.tenant),
             WriteOp::PutDataKey(key) => Some(key.tenant),
             WriteOp::PutSequence(sequence) => Some(sequence.tenant),
-            WriteOp::InsertEnrolments { tenant, .. } | WriteOp::UpdateFollowUps { tenant, .. } => {
-                Some(*tenant)
-            }
-            WriteOp::RecoverInterrupted
+            WriteOp::InsertEnrolments { tenant, .. }
+            | WriteOp::UpdateFollowUps { tenant, .. }
+            | WriteOp::RecoverInterrupted { tenant, .. } => Some(*tenant),
+            WriteOp::TakeLease { .. }
+            | WriteOp::RenewLease { .. }
+            | WriteOp::ReleaseLease(_)
+            | WriteOp::PutHeartbeat(_)
             | WriteOp::BeginTenantDeletion(_)
             | WriteOp::PurgeTenantChunk { .. }
             | WriteOp::PutBillingRecord(_)
@@ -70,6 +107,8 @@ pub(super) enum Applied {
     Done,
     Inserted(InsertReport),
     Recovered(RecoveryReport),
+    /// The lease taken or renewed, or `None` when the tenant stays with another node.
+    Leased(Option<Lease>),
     Purged(PurgeProgress),
     Counted(u64),
     /// Whether a delete found something to remove.
@@ -106,6 +145,8 @@ pub(super) struct WriteTables<'txn> {
     billing: RawTable<'txn>,
     maintenance: RawTable<'txn>,
     data_keys: RawTable<'txn>,
+    leases: RawTable<'txn>,
+    heartbeats: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -132,6 +173,8 @@ impl<'txn> WriteTables<'txn> {
             billing: open(BILLING)?,
             maintenance: open(MAINTENANCE)?,
             data_keys: open(DATA_KEYS)?,
+            leases: open(LEASES)?,
+            heartbeats: open(HEARTBEATS)?,
         })
     }
 
@@ -155,11 +198,24 @@ impl<'txn> WriteTables<'txn> {
             WriteOp::InsertEnrolments { tenant, enrolments } => {
                 self.insert_enrolments(*tenant, enrolments).map(Applied::Inserted)
             }
-            WriteOp::UpdateFollowUps { tenant, follow_ups, attempts } => {
+            WriteOp::UpdateFollowUps { tenant, fence, follow_ups, attempts } => {
+                self.check_fence(*tenant, *fence).map_err(ApplyError::Rejected)?;
                 self.update_follow_ups(*tenant, follow_ups, attempts).map(|()| Applied::Done)
             }
-            WriteOp::RecoverInterrupted => {
-                self.recover_interrupted().map(Applied::Recovered).map_err(ApplyError::Failed)
+            WriteOp::RecoverInterrupted { tenant, fence } => {
+                self.check_fence(*tenant, *fence).map_err(ApplyError::Rejected)?;
+                let recovered = self.recover_interrupted(*tenant);
+                recovered.map(Applied::Recovered).map_err(ApplyError::Failed)
+            }
+            WriteOp::TakeLease { tenant, node, now, ttl } => {
+                self.take_lease(*tenant, node, *now, *ttl).map(Applied::Leased)
+            }
+            WriteOp::RenewLease { lease, now, ttl } => {
+                self.renew_lease(lease, *now, *ttl).map(Applied::Leased)
+            }
+            WriteOp::ReleaseLease(lease) => self.release_lease(lease).map(|()| Applied::Done),
+            WriteOp::PutHeartbeat(heartbeat) => {
+                self.put_heartbeat(heartbeat).map(|()| Applied::Done)
             }
             WriteOp::BeginTenantDeletion(deletion) => {
                 self.begin_tenant_deletion(deletion).map(|()| Applied::Done)
@@ -353,11 +409,11 @@ impl<'txn> WriteTables<'txn> {
         }
     }
 
-    /// Returns claimed follow-ups to pending and turns sending ones in-doubt, visiting only the
-    /// in-flight index.
-    fn recover_interrupted(&mut self) -> Result<RecoveryReport, StoreError> {
+    /// Returns the tenant's claimed follow-ups to pending and turns its sending ones in-doubt,
+    /// visiting only the tenant's part of the in-flight index.
+    fn recover_interrupted(&mut self, tenant: TenantId) -> Result<RecoveryReport, StoreError> {
         let mut interrupted = Vec::new();
-        tables::visit(&self.in_flight, IN_FLIGHT, &[], |key, _| {
+        tables::visit(&self.in_flight, IN_FLIGHT, &keys::tenant(tenant), |key, _| {
             interrupted.push(key.to_vec());
             Ok(())
         })?;
@@ -365,7 +421,7 @@ impl<'txn> WriteTables<'txn> {
         let mut report = RecoveryReport::default();
         for key in interrupted {
             let corrupt = |reason: String| StoreError::Corrupt { table: IN_FLIGHT.name, reason };
-            let (tenant, id) = keys::parse_follow_up(&key)
+            let (_, id) = keys::parse_follow_up(&key)
                 .ok_or_else(|| corrupt(format!("malformed key of {} bytes", key.len())))?;
             let previous: FollowUp = tables::get(&self.follow_ups, FOLLOW_UPS, &key)?
                 .ok_or_else(|| corrupt(format!("key names missing follow-up {id}")))?;

@@ -9,15 +9,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use followup_core::domain::{Attempt, FollowUp, FollowUpState, Tenant};
+use followup_core::domain::{Attempt, FollowUp, Tenant};
 use followup_core::ids::TenantId;
-use followup_core::store::{
-    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, RecoveryReport, StoreError,
-};
+use followup_core::store::{Enrolment, InsertReport, StoreError};
 use mongodb::bson::{Bson, Document, doc};
 use serde::Serialize;
 
 use super::collections::{ATTEMPTS, CONTACTS, DELETIONS, FOLLOW_UPS, SCHEDULES, SENDS, TENANTS};
+use super::leases::{fence_filter, with_fence};
 use super::{MongoStore, documents, errors};
 use crate::embedded::write::{check_enrolment, is_maybe_sent, same_attempt};
 
@@ -28,7 +27,7 @@ use crate::embedded::write::{check_enrolment, is_maybe_sent, same_attempt};
 /// command of about 100 statements waits forever for a connection. With the driver's pool of
 /// 10 connections, 10 concurrent commands of 8 statements stay under that. MongoDB has no
 /// such limit and would take far larger commands; the small size costs it round trips.
-const UPDATES_PER_COMMAND: usize = 8;
+pub(super) const UPDATES_PER_COMMAND: usize = 8;
 
 /// How long a send instant is kept in `sends`: longer than any daily window.
 const SENDS_KEPT_FOR: chrono::Duration = chrono::Duration::days(2);
@@ -220,13 +219,15 @@ impl MongoStore {
     pub(super) async fn write_update(
         &self,
         tenant: TenantId,
+        fence: u64,
         follow_ups: Vec<FollowUp>,
         attempts: Vec<Attempt>,
     ) -> Result<(), StoreError> {
         self.check_not_deleted(tenant).await?;
+        self.check_fence(tenant, fence).await?;
         let follow_ups = last_of_each(follow_ups);
         self.check_update(tenant, &follow_ups, &attempts).await?;
-        self.replace_follow_ups(&follow_ups).await?;
+        self.replace_follow_ups(tenant, fence, &follow_ups).await?;
         self.record_sends(&follow_ups).await?;
         let attempts = attempts.iter().map(|attempt| attempt_document(tenant, attempt));
         self.insert_unordered(ATTEMPTS, attempts.collect::<Result<_, _>>()?).await?;
@@ -277,18 +278,26 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Replaces existing follow-ups, many per `update` command. A follow-up that disappeared
-    /// since the check (a purge) is reported as a conflict.
-    async fn replace_follow_ups(&self, follow_ups: &[FollowUp]) -> Result<(), StoreError> {
+    /// Replaces existing follow-ups under epoch `fence`, many per `update` command. A
+    /// follow-up written under a newer epoch since the check is left alone and the call is
+    /// fenced; one that disappeared (a purge) is reported as a conflict.
+    async fn replace_follow_ups(
+        &self,
+        tenant: TenantId,
+        fence: u64,
+        follow_ups: &[FollowUp],
+    ) -> Result<(), StoreError> {
         for chunk in follow_ups.chunks(UPDATES_PER_COMMAND) {
             let mut statements = Vec::with_capacity(chunk.len());
             for follow_up in chunk {
-                let document = documents::follow_up_document(follow_up)?;
-                let filter = doc! { "_id": document.get("_id").cloned().unwrap_or(Bson::Null) };
+                let document = with_fence(documents::follow_up_document(follow_up)?, fence);
+                let mut filter = fence_filter(fence);
+                filter.insert("_id", document.get("_id").cloned().unwrap_or(Bson::Null));
                 statements.push(doc! { "q": filter, "u": document, "upsert": false });
             }
             let matched = self.run_update(FOLLOW_UPS, statements).await?;
             if matched < chunk.len() as i64 {
+                self.check_fence(tenant, fence).await?;
                 return Err(StoreError::Conflict(format!(
                     "{} of {} follow-ups disappeared before their update",
                     chunk.len() as i64 - matched,
@@ -330,7 +339,7 @@ impl MongoStore {
     /// `_id` is the follow-up's, so writing a sent follow-up again keeps the first instant, as
     /// the rate limiters expect. Entries older than two days of the same tenant and channel
     /// are dropped on the way, so the collection holds about two days of sends.
-    async fn record_sends(&self, follow_ups: &[FollowUp]) -> Result<(), StoreError> {
+    pub(super) async fn record_sends(&self, follow_ups: &[FollowUp]) -> Result<(), StoreError> {
         let sent: Vec<&FollowUp> = follow_ups.iter().filter(|f| is_maybe_sent(f.state)).collect();
         let Some(latest) = sent.iter().map(|f| f.sent_at.unwrap_or(f.updated_at)).max() else {
             return Ok(());
@@ -353,43 +362,6 @@ impl MongoStore {
         let dropped = self.collection(SENDS).delete_many(stale).await;
         dropped.map_err(|error| errors::unavailable(SENDS, "delete_many", &error))?;
         Ok(())
-    }
-
-    /// Returns claimed follow-ups to pending and turns sending ones in-doubt, finding them by
-    /// the state index. Each is replaced only if its state is still the one read, so that a
-    /// node that is already dispatching is not overruled.
-    pub(super) async fn write_recovery(&self) -> Result<RecoveryReport, StoreError> {
-        let states = [FollowUpState::Claimed, FollowUpState::Sending].map(FollowUpState::as_str);
-        let filter = doc! { "state": { "$in": states.to_vec() } };
-        let interrupted: Vec<FollowUp> = self.find_records(FOLLOW_UPS, filter, None).await?;
-
-        let mut report = RecoveryReport::default();
-        let mut recovered = Vec::with_capacity(interrupted.len());
-        for previous in interrupted {
-            let mut follow_up = previous.clone();
-            if previous.state == FollowUpState::Claimed {
-                report.released_claims += 1;
-                follow_up.state = FollowUpState::Pending;
-            } else {
-                report.in_doubt += 1;
-                follow_up.state = FollowUpState::InDoubt;
-                follow_up.reason = Some(IN_DOUBT_AFTER_STOP.to_owned());
-            }
-            recovered.push((previous.state, follow_up));
-        }
-        for chunk in recovered.chunks(UPDATES_PER_COMMAND) {
-            let mut statements = Vec::with_capacity(chunk.len());
-            for (previous_state, follow_up) in chunk {
-                let document = documents::follow_up_document(follow_up)?;
-                let id = document.get("_id").cloned().unwrap_or(Bson::Null);
-                let filter = doc! { "_id": id, "state": previous_state.as_str() };
-                statements.push(doc! { "q": filter, "u": document, "upsert": false });
-            }
-            self.run_update(FOLLOW_UPS, statements).await?;
-        }
-        let settled: Vec<FollowUp> = recovered.into_iter().map(|(_, f)| f).collect();
-        self.record_sends(&settled).await?;
-        Ok(report)
     }
 }
 

@@ -3,8 +3,7 @@
 //!
 //! Each check is a plain async fn that panics on the first broken expectation, so it runs under
 //! any executor and core stays free of runtime crates. Every check creates its own tenants with
-//! random ids, which lets the suite run on a store that already contains other data. The one
-//! exception is noted on [`recovery_settles_interrupted`]: recovery acts on the whole store.
+//! random ids, which lets the suite run on a store that already contains other data.
 //!
 //! Fixture instants are whole seconds, because stores may keep less than nanosecond precision
 //! (BSON dates keep milliseconds) and records are compared for equality after a round trip.
@@ -21,7 +20,12 @@ use crate::domain::{
 };
 use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 
+mod leases;
 mod lifecycle;
+pub use leases::{
+    fenced_writes_are_rejected, heartbeats_round_trip, lease_excludes_until_expiry,
+    recovery_runs_under_new_epoch, release_lets_another_node_take, renewal_only_by_live_owner,
+};
 pub use lifecycle::{
     deletion_revokes_key_and_blocks_writes, export_pages_cover_each_record_once,
     purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
@@ -47,6 +51,12 @@ pub async fn run_all(store: &dyn Store) {
     purge_removes_only_the_deleted_tenant(store).await;
     sent_messages_expire_before_cutoff(store).await;
     data_keys_round_trip(store).await;
+    lease_excludes_until_expiry(store).await;
+    renewal_only_by_live_owner(store).await;
+    release_lets_another_node_take(store).await;
+    fenced_writes_are_rejected(store).await;
+    recovery_runs_under_new_epoch(store).await;
+    heartbeats_round_trip(store).await;
 }
 
 /// Checks put, get, listing, replacement and deletion of wrapped data keys, each scoped to its
@@ -115,11 +125,14 @@ pub async fn sends_are_indexed_by_instant(store: &dyn Store) {
         // The SMS step of the first enrolment: another channel.
         settle(&enrolments[0].follow_ups[1], FollowUpState::Sent, 15),
     ];
-    store.update_follow_ups(tenant.id, updates.clone(), Vec::new()).await.expect("update");
+    store.update_follow_ups(tenant.id, 0, updates.clone(), Vec::new()).await.expect("update");
     // Writing a sent follow-up again (as a later update of its record would) adds nothing.
-    store.update_follow_ups(tenant.id, vec![updates[0].clone()], Vec::new()).await.expect("again");
+    store
+        .update_follow_ups(tenant.id, 0, vec![updates[0].clone()], Vec::new())
+        .await
+        .expect("again");
     let foreign_sent = settle(&email(&foreign), FollowUpState::Sent, 12);
-    store.update_follow_ups(other.id, vec![foreign_sent], Vec::new()).await.expect("update");
+    store.update_follow_ups(other.id, 0, vec![foreign_sent], Vec::new()).await.expect("update");
 
     let all = store.sends_since(tenant.id, Channel::Email, at(0)).await.expect("sends_since");
     assert_eq!(all, vec![at(10), at(20), at(30)], "sent and in-doubt email, oldest first");
@@ -323,7 +336,7 @@ pub async fn reads_are_tenant_scoped(store: &dyn Store) {
     let follow_up = enrolment.follow_ups[0].clone();
     let attempt = new_attempt(follow_up.id, 1, FollowUpState::Retry);
     let retried = FollowUp { state: FollowUpState::Retry, attempts: 1, ..follow_up.clone() };
-    let update = store.update_follow_ups(owner.id, vec![retried.clone()], vec![attempt]).await;
+    let update = store.update_follow_ups(owner.id, 0, vec![retried.clone()], vec![attempt]).await;
     update.expect("update_follow_ups by the owner");
 
     let other = stranger.id;
@@ -355,11 +368,12 @@ pub async fn reads_are_tenant_scoped(store: &dyn Store) {
 
     // Writes through the wrong tenant fail whole and leave the owner's records alone.
     let hijacked = FollowUp { state: FollowUpState::Cancelled, ..retried.clone() };
-    let result = store.update_follow_ups(other, vec![hijacked], Vec::new()).await;
+    let result = store.update_follow_ups(other, 0, vec![hijacked], Vec::new()).await;
     assert!(result.is_err(), "update of another tenant's follow-up must fail");
     let result = store
         .update_follow_ups(
             other,
+            0,
             Vec::new(),
             vec![new_attempt(follow_up.id, 2, FollowUpState::Sent)],
         )
@@ -449,7 +463,7 @@ pub async fn updates_maintain_due_index(store: &dyn Store) {
     assert_eq!(due, vec![pending.clone()], "pending follow-up is due");
 
     let claimed = FollowUp { state: FollowUpState::Claimed, ..pending.clone() };
-    store.update_follow_ups(tenant.id, vec![claimed.clone()], Vec::new()).await.expect("claim");
+    store.update_follow_ups(tenant.id, 0, vec![claimed.clone()], Vec::new()).await.expect("claim");
     assert!(due_by(base).await.expect("due_follow_ups").is_empty(), "claimed is not due");
     let next = store.next_due_at(tenant.id, Channel::Sms).await.expect("next_due_at");
     assert_eq!(next, None, "claimed has no next due instant");
@@ -457,7 +471,7 @@ pub async fn updates_maintain_due_index(store: &dyn Store) {
     assert_eq!(read, Some(claimed.clone()), "claimed follow-up stored");
 
     let sending = FollowUp { state: FollowUpState::Sending, ..claimed };
-    store.update_follow_ups(tenant.id, vec![sending.clone()], Vec::new()).await.expect("send");
+    store.update_follow_ups(tenant.id, 0, vec![sending.clone()], Vec::new()).await.expect("send");
     assert!(due_by(base).await.expect("due_follow_ups").is_empty(), "sending is not due");
 
     let retry_at = base + Duration::hours(2);
@@ -468,7 +482,7 @@ pub async fn updates_maintain_due_index(store: &dyn Store) {
         reason: Some("provider answered 503".to_owned()),
         ..sending
     };
-    store.update_follow_ups(tenant.id, vec![retry.clone()], Vec::new()).await.expect("retry");
+    store.update_follow_ups(tenant.id, 0, vec![retry.clone()], Vec::new()).await.expect("retry");
     let early = due_by(base + Duration::hours(1)).await.expect("due_follow_ups");
     assert!(early.is_empty(), "retry is not due before its new due instant");
     let due = due_by(retry_at).await.expect("due_follow_ups");
@@ -484,7 +498,7 @@ pub async fn updates_maintain_due_index(store: &dyn Store) {
         sent_at: Some(retry_at),
         ..retry
     };
-    store.update_follow_ups(tenant.id, vec![sent.clone()], Vec::new()).await.expect("sent");
+    store.update_follow_ups(tenant.id, 0, vec![sent.clone()], Vec::new()).await.expect("sent");
     let due = due_by(retry_at + Duration::days(1)).await.expect("due_follow_ups");
     assert!(due.is_empty(), "sent is not due");
     let read = store.follow_up(tenant.id, pending.id).await.expect("follow_up");
@@ -503,7 +517,7 @@ pub async fn update_follow_ups_is_atomic(store: &dyn Store) {
 
     let claimed = FollowUp { state: FollowUpState::Claimed, ..known.clone() };
     let attempt = new_attempt(known.id, 1, FollowUpState::Sent);
-    let result = store.update_follow_ups(tenant.id, vec![claimed, unknown], vec![attempt]).await;
+    let result = store.update_follow_ups(tenant.id, 0, vec![claimed, unknown], vec![attempt]).await;
     assert!(result.is_err(), "update naming an unknown follow-up must fail");
 
     let read = store.follow_up(tenant.id, known.id).await.expect("follow_up");
@@ -531,18 +545,18 @@ pub async fn attempts_in_order(store: &dyn Store) {
 
     let first = new_attempt(follow_up.id, 1, FollowUpState::Retry);
     let retry = FollowUp { state: FollowUpState::Retry, attempts: 1, ..follow_up.clone() };
-    let update = store.update_follow_ups(tenant.id, vec![retry], vec![first.clone()]).await;
+    let update = store.update_follow_ups(tenant.id, 0, vec![retry], vec![first.clone()]).await;
     update.expect("first attempt");
 
     // Two attempts in one call, then one more alone, still read back in order.
     let second = new_attempt(follow_up.id, 2, FollowUpState::Retry);
     let third = new_attempt(follow_up.id, 3, FollowUpState::Retry);
     let update =
-        store.update_follow_ups(tenant.id, Vec::new(), vec![second.clone(), third.clone()]);
+        store.update_follow_ups(tenant.id, 0, Vec::new(), vec![second.clone(), third.clone()]);
     update.await.expect("second and third attempts");
     let fourth = new_attempt(follow_up.id, 4, FollowUpState::Sent);
     let sent = FollowUp { state: FollowUpState::Sent, attempts: 4, ..follow_up.clone() };
-    let update = store.update_follow_ups(tenant.id, vec![sent], vec![fourth.clone()]).await;
+    let update = store.update_follow_ups(tenant.id, 0, vec![sent], vec![fourth.clone()]).await;
     update.expect("fourth attempt");
 
     let attempts = store.attempts(tenant.id, follow_up.id).await.expect("attempts");
@@ -551,14 +565,10 @@ pub async fn attempts_in_order(store: &dyn Store) {
     assert!(none.is_empty(), "a follow-up without attempts");
 }
 
-/// Checks that recovery returns claimed follow-ups to pending (and to the due set), turns
-/// sending ones in-doubt, leaves every other state alone and counts what it changed.
-///
-/// Recovery acts on every tenant, so this check runs it once first to settle what earlier
-/// checks left behind, and its counts are exact only while no other writer claims or sends
-/// follow-ups in the same store.
+/// Checks that recovery returns a tenant's claimed follow-ups to pending (and to the due set),
+/// turns its sending ones in-doubt, leaves every other state and every other tenant alone, and
+/// counts what it changed.
 pub async fn recovery_settles_interrupted(store: &dyn Store) {
-    store.recover_interrupted().await.expect("recover_interrupted before the check");
     let base = base_time();
     let first = put_new_tenant(store).await;
     let second = put_new_tenant(store).await;
@@ -579,9 +589,17 @@ pub async fn recovery_settles_interrupted(store: &dyn Store) {
     let before_first = put_follow_ups_in_states(store, first.id, &states_first, base).await;
     let before_second = put_follow_ups_in_states(store, second.id, &states_second, base).await;
 
-    let report = store.recover_interrupted().await.expect("recover_interrupted");
-    let expected = RecoveryReport { released_claims: 3, in_doubt: 3 };
-    assert_eq!(report, expected, "recovery counts");
+    let report = store.recover_interrupted(first.id, 0).await.expect("recover_interrupted");
+    let expected = RecoveryReport { released_claims: 2, in_doubt: 1 };
+    assert_eq!(report, expected, "recovery counts of the first tenant");
+    for old in &before_second {
+        let new = store.follow_up(second.id, old.id).await.expect("follow_up");
+        let state = new.map(|new| new.state);
+        assert_eq!(state, Some(old.state), "another tenant's follow-up left alone");
+    }
+    let report = store.recover_interrupted(second.id, 0).await.expect("recover_interrupted");
+    let expected = RecoveryReport { released_claims: 1, in_doubt: 2 };
+    assert_eq!(report, expected, "recovery counts of the second tenant");
 
     for (tenant, before) in [(first.id, &before_first), (second.id, &before_second)] {
         for old in before {
@@ -609,7 +627,7 @@ pub async fn recovery_settles_interrupted(store: &dyn Store) {
     assert_eq!(due.len(), 4, "released claims join pending and retry in the due set");
     assert!(due.iter().all(|follow_up| follow_up.state.is_due_kind()), "due set states");
 
-    let again = store.recover_interrupted().await.expect("recover_interrupted again");
+    let again = store.recover_interrupted(first.id, 0).await.expect("recover_interrupted again");
     assert_eq!(again, RecoveryReport::default(), "a second recovery finds nothing");
 }
 
@@ -631,7 +649,7 @@ pub async fn counts_per_tenant_and_overall(store: &dyn Store) {
     );
     store.insert_enrolments(first.id, vec![enrolment.clone()]).await.expect("insert");
     let sent = FollowUp { state: FollowUpState::Sent, ..enrolment.follow_ups[2].clone() };
-    store.update_follow_ups(first.id, vec![sent], Vec::new()).await.expect("update");
+    store.update_follow_ups(first.id, 0, vec![sent], Vec::new()).await.expect("update");
     let other = enrolment_with(second.id, "a", &[(Channel::Email, FollowUpState::Pending, base)]);
     store.insert_enrolments(second.id, vec![other]).await.expect("insert");
 
@@ -691,7 +709,7 @@ async fn put_follow_ups_in_states(
         .zip(states)
         .map(|(follow_up, &state)| FollowUp { state, ..follow_up })
         .collect();
-    store.update_follow_ups(tenant, updated.clone(), Vec::new()).await.expect("update");
+    store.update_follow_ups(tenant, 0, updated.clone(), Vec::new()).await.expect("update");
     updated
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use super::lease::{Lease, NodeHeartbeat};
 use super::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
@@ -495,6 +496,7 @@ impl Store for SealedStore {
     fn update_follow_ups(
         &self,
         tenant: TenantId,
+        fence: u64,
         follow_ups: Vec<FollowUp>,
         attempts: Vec<Attempt>,
     ) -> StoreFuture<'_, ()> {
@@ -502,7 +504,7 @@ impl Store for SealedStore {
             let follow_ups = self.each(tenant, Pass::Seal, follow_ups, TenantCipher::follow_up);
             let follow_ups = follow_ups.await?;
             let attempts = self.each(tenant, Pass::Seal, attempts, TenantCipher::attempt).await?;
-            self.inner.update_follow_ups(tenant, follow_ups, attempts).await
+            self.inner.update_follow_ups(tenant, fence, follow_ups, attempts).await
         })
     }
 
@@ -513,8 +515,44 @@ impl Store for SealedStore {
         })
     }
 
-    fn recover_interrupted(&self) -> StoreFuture<'_, RecoveryReport> {
-        self.inner.recover_interrupted()
+    fn recover_interrupted(&self, tenant: TenantId, fence: u64) -> StoreFuture<'_, RecoveryReport> {
+        self.inner.recover_interrupted(tenant, fence)
+    }
+
+    // Leases and heartbeats hold nothing sensitive, so they pass through unsealed.
+    fn take_lease(
+        &self,
+        tenant: TenantId,
+        node: String,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>> {
+        self.inner.take_lease(tenant, node, now, ttl)
+    }
+
+    fn renew_lease(
+        &self,
+        lease: Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> StoreFuture<'_, Option<Lease>> {
+        self.inner.renew_lease(lease, now, ttl)
+    }
+
+    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()> {
+        self.inner.release_lease(lease)
+    }
+
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
+        self.inner.leases()
+    }
+
+    fn put_heartbeat(&self, heartbeat: NodeHeartbeat) -> StoreFuture<'_, ()> {
+        self.inner.put_heartbeat(heartbeat)
+    }
+
+    fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>> {
+        self.inner.heartbeats()
     }
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {

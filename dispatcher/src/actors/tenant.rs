@@ -23,6 +23,7 @@ use rand::Rng as _;
 
 use super::billing::{BillingActor, Reserve, Settle};
 use super::provider::{Admit, Deliver, ProviderActor, Refund};
+use crate::cluster::TenantLease;
 use crate::config::{DispatchConfig, OverQuota};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
@@ -201,8 +202,13 @@ pub struct TenantActor {
 }
 
 impl TenantActor {
-    pub fn new(tenant: TenantId, deps: Arc<DispatchDeps>, gate: Arc<SendGate>) -> Self {
-        let round = TenantRound { tenant, deps, gate, sequences: Mutex::default() };
+    pub fn new(
+        tenant: TenantId,
+        deps: Arc<DispatchDeps>,
+        gate: Arc<SendGate>,
+        lease: Arc<TenantLease>,
+    ) -> Self {
+        let round = TenantRound { tenant, deps, gate, lease, sequences: Mutex::default() };
         Self { round: Arc::new(round) }
     }
 }
@@ -249,8 +255,12 @@ impl Handler<CancelSchedule> for TenantActor {
 struct TenantRound {
     tenant: TenantId,
     deps: Arc<DispatchDeps>,
-    /// Closed for good when the tenant is deleted; sends go out only while it is open.
+    /// Closed for good when the tenant is deleted or its lease released or lost; sends go out
+    /// only while it is open.
     gate: Arc<SendGate>,
+    /// This node's lease on the tenant: its epoch fences every follow-up write, and no send
+    /// starts after its time runs out.
+    lease: Arc<TenantLease>,
     sequences: Mutex<HashMap<SequenceId, Arc<CompiledSequence>>>,
 }
 
@@ -276,13 +286,13 @@ impl TenantRound {
         }
         let count = cancelled.len();
         if count > 0 {
-            store.update_follow_ups(self.tenant, cancelled, Vec::new()).await?;
+            self.write_follow_ups(cancelled, Vec::new()).await?;
         }
         Ok(count)
     }
 
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
-        if self.gate.is_stopped() {
+        if self.gate.is_stopped() || !self.lease.allows_sends(Utc::now()) {
             return Ok(RoundReport::default());
         }
         let connections = self.deps.store.connections(self.tenant).await?;
@@ -592,6 +602,11 @@ impl TenantRound {
         let Some(_open) = self.gate.enter().await else {
             return Ok(0);
         };
+        // Checked after the gate, just before the write that lets requests leave, so that no
+        // send starts after the lease may have passed to another node.
+        if !self.lease.allows_sends(Utc::now()) {
+            return Ok(0);
+        }
         for item in &mut sendable {
             item.follow_up.state = FollowUpState::Sending;
             item.follow_up.attempts += 1;
@@ -600,7 +615,7 @@ impl TenantRound {
         let mut written = settled;
         written.extend(sendable.iter().map(|item| item.follow_up.clone()));
         if !written.is_empty() {
-            let result = self.deps.store.update_follow_ups(self.tenant, written, Vec::new()).await;
+            let result = self.write_follow_ups(written, Vec::new()).await;
             result.map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
         }
         self.deliver(connection, channel, sendable, now).await
@@ -707,12 +722,7 @@ impl TenantRound {
         let mut wait = std::time::Duration::from_millis(100);
         let mut failures = 0_u32;
         loop {
-            let written = self.deps.store.update_follow_ups(
-                self.tenant,
-                follow_ups.clone(),
-                attempts.clone(),
-            );
-            match written.await {
+            match self.write_follow_ups(follow_ups.clone(), attempts.clone()).await {
                 Ok(()) => {
                     if failures > 0 {
                         tracing::info!(tenant = %self.tenant, failures, "outcomes stored after the store came back");
@@ -869,8 +879,31 @@ impl TenantRound {
             settle(follow_up, state, reason.to_owned(), now);
         }
         let count = follow_ups.len();
-        self.deps.store.update_follow_ups(self.tenant, follow_ups, Vec::new()).await?;
+        self.write_follow_ups(follow_ups, Vec::new()).await?;
         Ok(count)
+    }
+
+    /// Writes follow-ups and attempts under the tenant's lease. A write fenced off by a newer
+    /// lease revokes this one, so that the actor starts no further send.
+    async fn write_follow_ups(
+        &self,
+        follow_ups: Vec<FollowUp>,
+        attempts: Vec<Attempt>,
+    ) -> Result<(), StoreError> {
+        let epoch = self.lease.epoch();
+        let result = self.deps.store.update_follow_ups(self.tenant, epoch, follow_ups, attempts);
+        let result = result.await;
+        if let Err(StoreError::Fenced { current, .. }) = &result {
+            tracing::warn!(
+                tenant = %self.tenant,
+                epoch,
+                current,
+                "write fenced off by a newer lease; this node stops dispatching the tenant"
+            );
+            metrics::counter!(telemetry::FENCE_REJECTIONS).increment(1);
+            self.lease.revoke();
+        }
+        result
     }
 }
 

@@ -120,6 +120,16 @@ pub async fn snapshot(
     Ok(HttpResponse::Ok().json(build_snapshot(&state).await?))
 }
 
+/// Lists the nodes sharing the store and the tenants' leases.
+pub async fn cluster(
+    state: web::Data<AppState>,
+    _operator: Operator,
+) -> Result<HttpResponse, ApiError> {
+    let engine = &state.engine;
+    let view = engine.leases().view(engine).await?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
 async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
     let store = state.engine.store();
     let all = store.count_follow_ups(None).await?;

@@ -16,6 +16,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/tenants", web::post().to(admin_api::create_tenant))
         .route("/admin/v1/tenants", web::get().to(admin_api::list_tenants))
         .route("/admin/v1/snapshot", web::get().to(admin_api::snapshot))
+        .route("/admin/v1/cluster", web::get().to(admin_api::cluster))
         .route("/admin/v1/keys/rotate", web::post().to(admin_api::rotate_keys))
         .route("/v1/sequences", web::post().to(tenant_api::create_sequence))
         .route("/v1/sequences", web::get().to(tenant_api::list_sequences))

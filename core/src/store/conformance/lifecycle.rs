@@ -204,7 +204,7 @@ async fn put_enrolments_with_attempts(
             sent_at: Some(attempts[1].finished_at),
             ..follow_up.clone()
         };
-        store.update_follow_ups(tenant.id, vec![sent], attempts).await.expect("update");
+        store.update_follow_ups(tenant.id, 0, vec![sent], attempts).await.expect("update");
     }
     enrolments
 }
