@@ -167,6 +167,7 @@ pub(crate) fn scrub_secret(outcome: SendOutcome, secret: &str) -> SendOutcome {
         SendOutcome::Permanent { reason } => SendOutcome::Permanent { reason: scrub(reason) },
         SendOutcome::Unauthorized { reason } => SendOutcome::Unauthorized { reason: scrub(reason) },
         SendOutcome::InDoubt { reason } => SendOutcome::InDoubt { reason: scrub(reason) },
+        SendOutcome::NotSent { reason } => SendOutcome::NotSent { reason: scrub(reason) },
     }
 }
 

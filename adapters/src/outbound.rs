@@ -52,6 +52,35 @@ pub enum SendOutcome {
     /// The request may or may not have reached the provider (a timeout or reset after it was
     /// sent). Sending it again could deliver it twice.
     InDoubt { reason: String },
+    /// The engine held the request back before it left, so nothing reached the provider; for
+    /// example the sender's lease on the tenant ran out while the request waited for a slot.
+    NotSent { reason: String },
+}
+
+impl SendOutcome {
+    /// The outcome's class, without its details, as logs and tests name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SendOutcome::Accepted { .. } => "accepted",
+            SendOutcome::Retryable { .. } => "retryable",
+            SendOutcome::Permanent { .. } => "permanent",
+            SendOutcome::Unauthorized { .. } => "unauthorized",
+            SendOutcome::InDoubt { .. } => "in doubt",
+            SendOutcome::NotSent { .. } => "not sent",
+        }
+    }
+
+    /// Why the send did not simply succeed; empty for an accepted one.
+    pub fn reason(&self) -> &str {
+        match self {
+            SendOutcome::Accepted { .. } => "",
+            SendOutcome::Retryable { reason, .. }
+            | SendOutcome::Permanent { reason }
+            | SendOutcome::Unauthorized { reason }
+            | SendOutcome::InDoubt { reason }
+            | SendOutcome::NotSent { reason } => reason,
+        }
+    }
 }
 
 /// Credentials a client attaches to one request. `Debug` prints no secret.

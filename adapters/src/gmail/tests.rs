@@ -85,11 +85,8 @@ fn classify_429_reads_retry_text() {
 /// Returns the kind of an outcome and its retry wait, to compare outcomes without reasons.
 fn kind_and_wait(outcome: &SendOutcome) -> (&'static str, Option<Duration>) {
     match outcome {
-        SendOutcome::Accepted { .. } => ("accepted", None),
-        SendOutcome::Retryable { retry_after, .. } => ("retryable", *retry_after),
-        SendOutcome::Permanent { .. } => ("permanent", None),
-        SendOutcome::Unauthorized { .. } => ("unauthorized", None),
-        SendOutcome::InDoubt { .. } => ("in doubt", None),
+        SendOutcome::Retryable { retry_after, .. } => (outcome.kind(), *retry_after),
+        _ => (outcome.kind(), None),
     }
 }
 

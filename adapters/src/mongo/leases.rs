@@ -11,7 +11,9 @@
 //! exists. Because that check and the write are separate operations, each follow-up document
 //! also records the epoch it was last written under (`fence`), and every fenced write matches
 //! only documents whose `fence` is at most its own: a stale owner whose check passed just
-//! before a takeover still cannot overwrite what the new owner wrote.
+//! before a takeover still cannot overwrite what the new owner wrote. Taking a tenant raises
+//! the `fence` of all its open follow-ups to the new epoch, so that this holds for the
+//! follow-ups the new owner has not written yet as well.
 
 use chrono::{DateTime, Duration, Utc};
 use followup_core::domain::{FollowUp, FollowUpState};
@@ -168,6 +170,7 @@ impl MongoStore {
         fence: u64,
     ) -> Result<RecoveryReport, StoreError> {
         self.check_fence(tenant, fence).await?;
+        self.raise_fence(tenant, fence).await?;
         let states = [FollowUpState::Claimed, FollowUpState::Sending].map(FollowUpState::as_str);
         let filter =
             doc! { "tenant": documents::tenant(tenant), "state": { "$in": states.to_vec() } };
@@ -201,5 +204,37 @@ impl MongoStore {
         }
         self.record_sends(&settled).await?;
         Ok(report)
+    }
+
+    /// Writes epoch `fence` into every follow-up of `tenant` that a dispatcher may still
+    /// change (pending, retry, claimed, sending) and that was last written under an older one.
+    ///
+    /// A write of the previous owner whose fence check passed just before this lease was
+    /// taken can reach the server after recovery has run. Without this, its filter (`fence`
+    /// at most the old epoch) would still match a pending follow-up that nobody had written
+    /// since, and a late claim or `sending` would stick, since no round touches in-flight
+    /// follow-ups. Raised first, the late write matches nothing and is reported fenced, and a
+    /// write that landed before it is found by the recovery that follows. This costs one
+    /// update of the tenant's open follow-ups per takeover. On a server with atomic
+    /// single-document updates (MongoDB) that closes the race; FerretDB's SQLite backend
+    /// reads and then writes each document, so there it only narrows it.
+    async fn raise_fence(&self, tenant: TenantId, fence: u64) -> Result<(), StoreError> {
+        let open = [
+            FollowUpState::Pending,
+            FollowUpState::Retry,
+            FollowUpState::Claimed,
+            FollowUpState::Sending,
+        ]
+        .map(FollowUpState::as_str);
+        let epoch = i64::try_from(fence).unwrap_or(i64::MAX);
+        let filter = doc! {
+            "tenant": documents::tenant(tenant),
+            "state": { "$in": open.to_vec() },
+            "$or": [ { FENCE: { "$lt": epoch } }, { FENCE: { "$exists": false } } ],
+        };
+        let update = doc! { "$set": { FENCE: epoch } };
+        let raised = self.collection(FOLLOW_UPS).update_many(filter, update).await;
+        raised.map_err(|error| errors::unavailable(FOLLOW_UPS, "update_many", &error))?;
+        Ok(())
     }
 }

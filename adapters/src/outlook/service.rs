@@ -233,6 +233,7 @@ fn whole_batch(outcome: SendOutcome) -> SendOutcome {
         SendOutcome::Permanent { reason } => SendOutcome::Permanent { reason: mark(reason) },
         SendOutcome::Unauthorized { reason } => SendOutcome::Unauthorized { reason: mark(reason) },
         SendOutcome::InDoubt { reason } => SendOutcome::InDoubt { reason: mark(reason) },
+        SendOutcome::NotSent { reason } => SendOutcome::NotSent { reason: mark(reason) },
     }
 }
 

@@ -26,17 +26,6 @@ fn with_unsubscribe(mut msg: OutboundMessage) -> OutboundMessage {
     msg
 }
 
-/// Returns the class of an outcome, to compare outcomes whose reasons differ.
-fn kind(outcome: &SendOutcome) -> &'static str {
-    match outcome {
-        SendOutcome::Accepted { .. } => "accepted",
-        SendOutcome::Retryable { .. } => "retryable",
-        SendOutcome::Permanent { .. } => "permanent",
-        SendOutcome::Unauthorized { .. } => "unauthorized",
-        SendOutcome::InDoubt { .. } => "in doubt",
-    }
-}
-
 #[test]
 fn request_body_has_graph_shape() {
     let msg = email(MAILBOX, "ann@example.org", "Checking in", "Any news?");

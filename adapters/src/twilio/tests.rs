@@ -168,27 +168,6 @@ async fn overlong_call_is_not_sent() {
     fakes.shutdown().await;
 }
 
-/// Returns the class of an outcome, to compare outcomes whose reasons differ.
-fn kind(outcome: &SendOutcome) -> &'static str {
-    match outcome {
-        SendOutcome::Accepted { .. } => "accepted",
-        SendOutcome::Retryable { .. } => "retryable",
-        SendOutcome::Permanent { .. } => "permanent",
-        SendOutcome::Unauthorized { .. } => "unauthorized",
-        SendOutcome::InDoubt { .. } => "in doubt",
-    }
-}
-
-fn reason(outcome: &SendOutcome) -> &str {
-    match outcome {
-        SendOutcome::Accepted { .. } => "",
-        SendOutcome::Retryable { reason, .. }
-        | SendOutcome::Permanent { reason }
-        | SendOutcome::Unauthorized { reason }
-        | SendOutcome::InDoubt { reason } => reason,
-    }
-}
-
 #[tokio::test]
 async fn error_codes_are_classified() {
     // (code, channel, HTTP status, class, wait)
@@ -218,9 +197,9 @@ async fn error_codes_are_classified() {
 
     for (index, (code, channel, status, class, wait)) in cases.into_iter().enumerate() {
         let outcome = client.send(creds(), &phone(channel, NUMBER, &recipient(index), "hi")).await;
-        assert_eq!(kind(&outcome), class, "code {code}: {outcome:?}");
+        assert_eq!(outcome.kind(), class, "code {code}: {outcome:?}");
         let prefix = format!("twilio {status} code {code}");
-        assert!(reason(&outcome).starts_with(&prefix), "code {code}: {outcome:?}");
+        assert!(outcome.reason().starts_with(&prefix), "code {code}: {outcome:?}");
         if let SendOutcome::Retryable { retry_after, .. } = outcome {
             assert_eq!(retry_after, wait, "code {code}");
         }

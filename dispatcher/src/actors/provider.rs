@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::actors::tenant::earliest;
 use crate::breaker::{BreakerAdmission, BreakerSettings, CircuitBreaker, Transition};
+use crate::cluster::TenantLease;
 use crate::limiter::{Admission, ConnectionLimiter};
 use crate::telemetry;
 
@@ -147,6 +148,8 @@ struct ConnectionSlots {
 struct QueuedSend {
     credentials: Credentials,
     message: OutboundMessage,
+    /// The sender's lease on the tenant, checked again just before the request leaves.
+    lease: Arc<TenantLease>,
     reply: oneshot::Sender<SendOutcome>,
 }
 
@@ -269,6 +272,21 @@ impl ProviderActor {
                 None => None,
             };
             let _provider_slot = requests.acquire_owned().await;
+            // A send may wait here for slots longer than its tenant's lease lasts. Once the
+            // lease may have passed to another node, which then takes the follow-up as sent
+            // or not by what the store says, the request must not leave.
+            let now = Utc::now();
+            let (group, held_back): (Vec<_>, Vec<_>) =
+                group.into_iter().partition(|queued| queued.lease.allows_sends(now));
+            for queued in held_back {
+                let _ = queued.reply.send(SendOutcome::NotSent {
+                    reason: "held back: the lease on the tenant ran out before the request left"
+                        .into(),
+                });
+            }
+            if group.is_empty() {
+                return;
+            }
             let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "provider" => provider);
             in_flight.increment(1.0);
             let started = Instant::now();
@@ -314,6 +332,11 @@ impl ProviderActor {
                 // carries new credentials. A trial send ends here too, so that the new
                 // credentials get a trial of their own.
                 SendOutcome::Unauthorized { .. } => {
+                    state.breaker.release_trial();
+                    None
+                }
+                // Nothing reached the provider, so the breaker learnt nothing.
+                SendOutcome::NotSent { .. } => {
                     state.breaker.release_trial();
                     None
                 }
@@ -509,13 +532,15 @@ pub struct Deliver {
     pub channel: Channel,
     pub credentials: Credentials,
     pub messages: Vec<OutboundMessage>,
+    /// The lease the sends are made under: no request leaves once it allows no sends.
+    pub lease: Arc<TenantLease>,
 }
 
 impl Handler<Deliver> for ProviderActor {
     type Result = ResponseActFuture<Self, Vec<SendOutcome>>;
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) -> Self::Result {
-        let Deliver { connection, channel, credentials, messages } = msg;
+        let Deliver { connection, channel, credentials, messages, lease } = msg;
         let connection_slots = self.connections.get(&connection).map(|state| state.slots.clone());
         let mut replies = Vec::with_capacity(messages.len());
         let batch_key = self.batch_key(connection);
@@ -523,7 +548,12 @@ impl Handler<Deliver> for ProviderActor {
         for message in messages {
             let (reply, outcome) = oneshot::channel();
             replies.push(outcome);
-            let queued = QueuedSend { credentials: credentials.clone(), message, reply };
+            let queued = QueuedSend {
+                credentials: credentials.clone(),
+                message,
+                lease: lease.clone(),
+                reply,
+            };
             let Some(key) = batch_key else {
                 self.spawn_request(vec![queued], connection_slots.clone());
                 continue;
@@ -553,5 +583,83 @@ impl Handler<Deliver> for ProviderActor {
             actor.record_outcomes(connection, channel, &outcomes);
             outcomes
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use followup_adapters::fakes::{FakeConfig, FakeProviders};
+    use followup_adapters::outbound::{OutboundMessage, SendOutcome};
+    use followup_adapters::twilio::TwilioClient;
+    use followup_core::clock::{Clock, SystemClock};
+    use followup_core::domain::{Channel, Credentials, Provider};
+    use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId};
+    use followup_core::sensitive::Sensitive;
+
+    use super::*;
+    use crate::cluster::TenantLease;
+
+    fn sms(to: &str) -> OutboundMessage {
+        OutboundMessage {
+            follow_up: FollowUpId { schedule: ScheduleId::generate(), step: 1 },
+            channel: Channel::Sms,
+            from: "+15005550006".to_owned(),
+            to: to.to_owned(),
+            to_name: None,
+            subject: None,
+            body: "hello".to_owned(),
+            html_body: None,
+            unsubscribe_url: None,
+            status_callback: None,
+        }
+    }
+
+    /// A send whose lease ran out while it waited never reaches the provider; one under a
+    /// live lease does.
+    #[actix_rt::test]
+    async fn send_is_held_back_once_its_lease_ran_out() {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let fakes = FakeProviders::start(FakeConfig::open(clock.clone())).await.expect("fakes");
+        let http = followup_adapters::http::build_http_client(&Default::default()).expect("http");
+        let client = ProviderClient::Twilio(TwilioClient::new(http, fakes.twilio_url()));
+        let settings = ProviderSettings {
+            provider_limits: None,
+            max_requests_in_flight: 4,
+            batch_size: 1,
+            shared_batches: false,
+            linger: Duration::ZERO,
+            breaker: BreakerSettings {
+                failure_threshold: 5,
+                open_for: chrono::Duration::seconds(30),
+                max_open_for: chrono::Duration::minutes(5),
+            },
+        };
+        let actor = ProviderActor::new(Provider::Twilio, client, clock, settings).start();
+        let credentials = Credentials::Twilio {
+            account_sid: "AC00000000000000000000000000000001".to_owned(),
+            auth_token: Sensitive::new("token".to_owned()),
+        };
+        let deliver = |to: &str, lease: TenantLease| Deliver {
+            connection: ConnectionId::generate(),
+            channel: Channel::Sms,
+            credentials: credentials.clone(),
+            messages: vec![sms(to)],
+            lease: Arc::new(lease),
+        };
+
+        let live = TenantLease::new(1, Utc::now() + chrono::Duration::minutes(1));
+        let outcomes = actor.send(deliver("+15005550001", live)).await.expect("actor answers");
+        assert_eq!(outcomes[0].kind(), "accepted", "{outcomes:?}");
+
+        let lapsed = TenantLease::new(1, Utc::now() - chrono::Duration::seconds(1));
+        let outcomes = actor.send(deliver("+15005550002", lapsed)).await.expect("actor answers");
+        assert!(matches!(outcomes[0], SendOutcome::NotSent { .. }), "{outcomes:?}");
+
+        let received: Vec<String> = fakes.received().into_iter().map(|m| m.to).collect();
+        assert_eq!(received, ["+15005550001"], "only the send under a live lease arrived");
+        fakes.shutdown().await;
     }
 }

@@ -653,6 +653,7 @@ impl TenantRound {
                 channel,
                 credentials: connection.credentials.clone(),
                 messages,
+                lease: self.lease.clone(),
             })
             .await
             .map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
@@ -674,6 +675,7 @@ impl TenantRound {
             // A refused send stays pending; its own label keeps it apart from the others.
             let outcome_label = match outcome {
                 SendOutcome::Unauthorized { .. } => "unauthorized",
+                SendOutcome::NotSent { .. } => "not_sent",
                 _ => follow_up.state.as_str(),
             };
             metrics::counter!(
@@ -791,6 +793,14 @@ impl TenantRound {
                 // counted, so that attempt numbers never repeat.
                 follow_up.state = FollowUpState::Pending;
                 follow_up.reason = Some(format!("waiting for valid credentials: {reason}"));
+                Some(reason.clone())
+            }
+            SendOutcome::NotSent { reason } => {
+                // Due again as it was. This write is fenced: once another node holds the
+                // tenant it is rejected, and the new owner settles the follow-up from the
+                // store. The attempt stays counted, so that attempt numbers never repeat.
+                follow_up.state = FollowUpState::Pending;
+                follow_up.reason = Some(reason.clone());
                 Some(reason.clone())
             }
         }

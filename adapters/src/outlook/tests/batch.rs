@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{MAILBOX, TOKEN, kind, limits, with_unsubscribe};
+use super::{MAILBOX, TOKEN, limits, with_unsubscribe};
 use crate::fakes::{ErrorPlan, ForcedOutcome};
 use crate::http::{HttpSettings, build_http_client};
 use crate::outbound::{SendCredentials, SendOutcome};
@@ -12,16 +12,6 @@ use crate::outlook::GraphClient;
 use crate::testing::{email, http, start_fakes, virtual_clock};
 
 const CREDS: SendCredentials<'static> = SendCredentials::Bearer(TOKEN);
-
-fn reason(outcome: &SendOutcome) -> &str {
-    match outcome {
-        SendOutcome::Accepted { .. } => "",
-        SendOutcome::Retryable { reason, .. }
-        | SendOutcome::Permanent { reason }
-        | SendOutcome::Unauthorized { reason }
-        | SendOutcome::InDoubt { reason } => reason,
-    }
-}
 
 fn recipient(index: usize) -> String {
     match index {
@@ -44,7 +34,7 @@ async fn batch_of_25_pairs_mixed_results() {
     // A send a quarter second before the batch makes the batch's 429 wait a fractional time,
     // until that send leaves the minute window.
     let early = client.send(CREDS, &email(MAILBOX, "early@example.org", "s", "b")).await;
-    assert_eq!(kind(&early), "accepted", "{early:?}");
+    assert_eq!(early.kind(), "accepted", "{early:?}");
     clock.advance(chrono::Duration::milliseconds(250));
 
     let messages: Vec<_> = (0..25).map(|i| email(MAILBOX, &recipient(i), "s", "b")).collect();
@@ -52,8 +42,8 @@ async fn batch_of_25_pairs_mixed_results() {
 
     assert_eq!(outcomes.len(), 25);
     assert_eq!(fakes.stats().batch_requests, 2, "25 messages go in two batches");
-    assert_eq!(kind(&outcomes[3]), "permanent", "{:?}", outcomes[3]);
-    assert!(reason(&outcomes[3]).starts_with("outlook 400 ErrorInvalidRecipients"));
+    assert_eq!(outcomes[3].kind(), "permanent", "{:?}", outcomes[3]);
+    assert!(outcomes[3].reason().starts_with("outlook 400 ErrorInvalidRecipients"));
     let SendOutcome::Retryable { reason: flaky, retry_after } = &outcomes[17] else {
         panic!("expected retryable, got {:?}", outcomes[17]);
     };
@@ -64,7 +54,7 @@ async fn batch_of_25_pairs_mixed_results() {
 
     // 23 sends fit the minute: the early one and 22 of the batch. One more is throttled.
     let throttled: Vec<usize> = (0..25)
-        .filter(|&i| reason(&outcomes[i]).starts_with("outlook 429 TooManyRequests"))
+        .filter(|&i| outcomes[i].reason().starts_with("outlook 429 TooManyRequests"))
         .collect();
     assert_eq!(throttled.len(), 1, "outcomes {outcomes:?}");
     let throttled = throttled[0];
@@ -93,7 +83,7 @@ async fn batch_of_25_pairs_mixed_results() {
     clock.advance(chrono::Duration::from_std(wait).expect("wait fits"));
     let retried = client.send_batch(CREDS, &messages[throttled..=throttled]).await;
     assert_eq!(retried.len(), 1);
-    assert_eq!(kind(&retried[0]), "accepted", "{retried:?}");
+    assert_eq!(retried[0].kind(), "accepted", "{retried:?}");
     assert_eq!(fakes.stats().batch_requests, 2, "a lone message is no batch");
     let received = fakes.received();
     let copies = received.iter().filter(|message| message.to == recipient(throttled)).count();
@@ -115,7 +105,7 @@ async fn batch_records_mime_and_json_forms() {
     ];
     let outcomes = client.send_batch(CREDS, &messages).await;
 
-    let kinds: Vec<&str> = outcomes.iter().map(kind).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(SendOutcome::kind).collect();
     assert_eq!(kinds, ["accepted"; 3], "{outcomes:?}");
     let received = fakes.received();
     assert_eq!(received.len(), 3);
@@ -167,11 +157,11 @@ async fn unsendable_messages_fail_alone() {
     let messages = [email(MAILBOX, "ann@example.org", "s", "b"), sms, bad_url];
     let outcomes = client.send_batch(CREDS, &messages).await;
 
-    let kinds: Vec<&str> = outcomes.iter().map(kind).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(SendOutcome::kind).collect();
     assert_eq!(kinds, ["accepted", "permanent", "permanent"], "{outcomes:?}");
-    assert!(reason(&outcomes[1]).contains("cannot send on channel"), "{outcomes:?}");
-    assert!(reason(&outcomes[2]).contains("unsubscribe URL"), "{outcomes:?}");
-    assert!(!reason(&outcomes[2]).contains("app.example"), "the url stays out of reasons");
+    assert!(outcomes[1].reason().contains("cannot send on channel"), "{outcomes:?}");
+    assert!(outcomes[2].reason().contains("unsubscribe URL"), "{outcomes:?}");
+    assert!(!outcomes[2].reason().contains("app.example"), "the url stays out of reasons");
     assert_eq!(fakes.stats().batch_requests, 0, "one sendable message goes through sendMail");
     assert_eq!(fakes.received().len(), 1);
 
@@ -284,8 +274,8 @@ async fn missing_and_unpaired_ids_are_in_doubt() {
         panic!("expected retryable, got {:?}", outcomes[1]);
     };
     assert_eq!(*retry_after, Some(Duration::from_secs(3)));
-    assert_eq!(kind(&outcomes[2]), "in doubt", "{:?}", outcomes[2]);
-    assert!(reason(&outcomes[2]).contains("no entry for this message"), "{:?}", outcomes[2]);
+    assert_eq!(outcomes[2].kind(), "in doubt", "{:?}", outcomes[2]);
+    assert!(outcomes[2].reason().contains("no entry for this message"), "{:?}", outcomes[2]);
 }
 
 #[tokio::test]
@@ -295,7 +285,7 @@ async fn unreadable_batch_response_is_in_doubt() {
 
     let outcomes = client.send_batch(CREDS, &three_messages()).await;
 
-    let kinds: Vec<&str> = outcomes.iter().map(kind).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(SendOutcome::kind).collect();
     assert_eq!(kinds, ["in doubt"; 3], "{outcomes:?}");
 }
 
@@ -341,6 +331,6 @@ async fn batch_transport_failures_are_classified() {
     let base = scripted_graph(None).await;
     let client = GraphClient::new(impatient, base).with_clock(virtual_clock());
     let outcomes = client.send_batch(CREDS, &three_messages()).await;
-    let kinds: Vec<&str> = outcomes.iter().map(kind).collect();
+    let kinds: Vec<&str> = outcomes.iter().map(SendOutcome::kind).collect();
     assert_eq!(kinds, ["in doubt"; 3], "a timeout after sending: {outcomes:?}");
 }
