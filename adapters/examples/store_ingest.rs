@@ -10,8 +10,8 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use followup_adapters::embedded::{self, EmbeddedStore};
 use followup_core::crypto::RecordIdKey;
-use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState, Schedule};
-use followup_core::ids::{FollowUpId, SequenceId, TenantId};
+use followup_core::domain::{Channel, Contact, FollowUp, Schedule};
+use followup_core::ids::{SequenceId, TenantId};
 use followup_core::store::{Enrolment, Store};
 
 const ENROLMENTS: usize = 100_000;
@@ -106,21 +106,8 @@ fn enrolment(
         .map(|step| {
             let due_at =
                 start + Duration::days(i64::from(step) + 1) + Duration::seconds(row as i64);
-            FollowUp {
-                id: FollowUpId { schedule: schedule.id, step },
-                tenant,
-                sequence,
-                contact: contact.id,
-                channel: channels[usize::from(step) % channels.len()],
-                state: FollowUpState::Pending,
-                due_at,
-                planned_at: due_at,
-                attempts: 0,
-                reason: None,
-                provider_message_id: None,
-                sent_at: None,
-                updated_at: start,
-            }
+            let channel = channels[usize::from(step) % channels.len()];
+            FollowUp::pending(&schedule, step, channel, due_at, start)
         })
         .collect();
     Enrolment { contact, schedule, follow_ups }

@@ -10,7 +10,7 @@ use followup_adapters::ferretdb_fixture::{self, FerretDb};
 use followup_adapters::mongo::{MongoStore, StoreUri};
 use followup_core::crypto::RecordIdKey;
 use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState, Schedule, Tenant};
-use followup_core::ids::{FollowUpId, SequenceId, TenantId};
+use followup_core::ids::{SequenceId, TenantId};
 use followup_core::store::{Enrolment, InsertReport, Store, StoreError};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,21 +53,7 @@ fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
         created_at: start,
     };
     let follow_ups = (0..2u16)
-        .map(|step| FollowUp {
-            id: FollowUpId { schedule: schedule.id, step },
-            tenant,
-            sequence,
-            contact: contact.id,
-            channel: Channel::Sms,
-            state: FollowUpState::Pending,
-            due_at: start,
-            planned_at: start,
-            attempts: 0,
-            reason: None,
-            provider_message_id: None,
-            sent_at: None,
-            updated_at: start,
-        })
+        .map(|step| FollowUp::pending(&schedule, step, Channel::Sms, start, start))
         .collect();
     Enrolment { contact, schedule, follow_ups }
 }

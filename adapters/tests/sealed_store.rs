@@ -13,7 +13,7 @@ use followup_core::domain::{
     Attempt, Channel, Connection, Contact, Credentials, FollowUp, FollowUpState, Provider,
     Schedule, SendWindow, SentMessage, Sequence, Step, Tenant,
 };
-use followup_core::ids::{ConnectionId, FollowUpId, SequenceId, TenantId};
+use followup_core::ids::{ConnectionId, SequenceId, TenantId};
 use followup_core::store::sealed::SealedStore;
 use followup_core::store::{Enrolment, Store, StoreError, conformance};
 
@@ -136,21 +136,8 @@ async fn write_records(store: &SealedStore) -> (Tenant, Enrolment) {
         source_line: 2,
         created_at: tenant.created_at,
     };
-    let follow_up = FollowUp {
-        id: FollowUpId { schedule: schedule.id, step: 0 },
-        tenant: tenant.id,
-        sequence: sequence.id,
-        contact: contact.id,
-        channel: Channel::Email,
-        state: FollowUpState::Pending,
-        due_at: tenant.created_at,
-        planned_at: tenant.created_at,
-        attempts: 0,
-        reason: None,
-        provider_message_id: None,
-        sent_at: None,
-        updated_at: tenant.created_at,
-    };
+    let created = tenant.created_at;
+    let follow_up = FollowUp::pending(&schedule, 0, Channel::Email, created, created);
     let enrolment = Enrolment { contact, schedule, follow_ups: vec![follow_up.clone()] };
     store.insert_enrolments(tenant.id, vec![enrolment.clone()]).await.expect("insert");
 

@@ -23,7 +23,7 @@ use followup_core::crypto::RecordIdKey;
 use followup_core::domain::{
     Attempt, Channel, Contact, FollowUp, FollowUpState, Provider, Schedule, Tenant,
 };
-use followup_core::ids::{FollowUpId, SequenceId, TenantId};
+use followup_core::ids::{SequenceId, TenantId};
 use followup_core::store::{Enrolment, Store};
 
 const TENANTS: usize = 4;
@@ -207,21 +207,7 @@ fn enrolment(tenant: TenantId, sequence: SequenceId, row: usize) -> Enrolment {
     let follow_ups = (0..STEPS)
         .map(|step| {
             let due_at = start + chrono::Duration::days(i64::from(step));
-            FollowUp {
-                id: FollowUpId { schedule: schedule.id, step },
-                tenant,
-                sequence,
-                contact: contact.id,
-                channel: Channel::Email,
-                state: FollowUpState::Pending,
-                due_at,
-                planned_at: due_at,
-                attempts: 0,
-                reason: None,
-                provider_message_id: None,
-                sent_at: None,
-                updated_at: start,
-            }
+            FollowUp::pending(&schedule, step, Channel::Email, due_at, start)
         })
         .collect();
     Enrolment { contact, schedule, follow_ups }

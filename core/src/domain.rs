@@ -418,6 +418,33 @@ pub struct FollowUp {
     pub updated_at: DateTime<Utc>,
 }
 
+impl FollowUp {
+    /// Creates step `step` of `schedule`, pending and due at `due_at`, written at `now`.
+    pub fn pending(
+        schedule: &Schedule,
+        step: u16,
+        channel: Channel,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: FollowUpId { schedule: schedule.id, step },
+            tenant: schedule.tenant,
+            sequence: schedule.sequence,
+            contact: schedule.contact,
+            channel,
+            state: FollowUpState::Pending,
+            due_at,
+            planned_at: due_at,
+            attempts: 0,
+            reason: None,
+            provider_message_id: None,
+            sent_at: None,
+            updated_at: now,
+        }
+    }
+}
+
 /// One try at handing a follow-up to a provider.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {

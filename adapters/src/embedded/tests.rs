@@ -53,21 +53,7 @@ fn enrolment(tenant: TenantId, sequence: SequenceId, key: &str) -> Enrolment {
     let follow_ups = (0..3u16)
         .map(|step| {
             let due_at = start + Duration::days(i64::from(step));
-            FollowUp {
-                id: FollowUpId { schedule: schedule.id, step },
-                tenant,
-                sequence,
-                contact: contact.id,
-                channel: Channel::Email,
-                state: FollowUpState::Pending,
-                due_at,
-                planned_at: due_at,
-                attempts: 0,
-                reason: None,
-                provider_message_id: None,
-                sent_at: None,
-                updated_at: start,
-            }
+            FollowUp::pending(&schedule, step, Channel::Email, due_at, start)
         })
         .collect();
     Enrolment { contact, schedule, follow_ups }

@@ -867,19 +867,8 @@ fn enrolment_for(
         .iter()
         .zip(0u16..)
         .map(|(&(channel, state, due_at), step)| FollowUp {
-            id: FollowUpId { schedule: schedule.id, step },
-            tenant,
-            sequence,
-            contact: contact.id,
-            channel,
             state,
-            due_at,
-            planned_at: due_at,
-            attempts: 0,
-            reason: None,
-            provider_message_id: None,
-            sent_at: None,
-            updated_at: base_time(),
+            ..FollowUp::pending(&schedule, step, channel, due_at, base_time())
         })
         .collect();
     Enrolment { contact, schedule, follow_ups }
