@@ -65,6 +65,21 @@ async fn held_wait_for_new_period_or_upgrade() -> anyhow::Result<()> {
     assert_eq!(listed["channels"]["email"]["committed"], 2, "{listed}");
     assert_eq!(listed["plan"], "tiny_hold", "{listed}");
 
+    // The console's snapshot shows the held follow-ups and the quota taken.
+    let snapshot = engine
+        .http
+        .get(engine.url("/admin/v1/snapshot"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    let summary =
+        snapshot["tenants"].as_array().and_then(|all| all.iter().find(|t| t["id"] == *tenant));
+    let summary = summary.unwrap_or_else(|| panic!("tenant not in the snapshot: {snapshot}"));
+    assert_eq!(summary["held"], 3, "{summary}");
+    assert_eq!(summary["quota_used_percent"], 100, "{summary}");
+
     // A new period releases the held follow-ups, and January's quota sends two of them.
     let january = Utc.with_ymd_and_hms(2027, 1, 4, 15, 0, 0).single().expect("instant");
     engine.virtual_clock().advance_to(january);
