@@ -114,8 +114,18 @@ impl QuotaLedger {
             metrics::counter!(telemetry::QUOTA_COMMITTED, "channel" => msg.channel.as_str())
                 .increment(used);
         }
-        // What the batch did not use stays with this node for the next batch.
-        *self.held_block(key).lock().await += msg.reserved - used;
+        let unused = msg.reserved - used;
+        if unused == 0 {
+            return;
+        }
+        if self.plan_of(msg.tenant).is_some() {
+            // What the batch did not use stays with this node for the next batch.
+            *self.held_block(key).lock().await += unused;
+        } else if let Err(error) = self.store.settle_usage(key, 0, unused).await {
+            // A batch that finished after the tenant left this node gives its rest back
+            // directly, since no later batch here would use it.
+            tracing::warn!(tenant = %msg.tenant, channel = %msg.channel, %error, "releasing unused quota failed; it stays taken this period");
+        }
     }
 
     /// Gives every block this node holds for `tenant` back to the store.
@@ -304,13 +314,26 @@ mod tests {
         let tenant = TenantId::generate();
         let now = Utc::now();
         let billing = start(store.clone(), 5, tenant).await;
-        let reserve = Reserve { tenant, channel: Channel::Email, wanted: 1, now };
+        let reserve = Reserve { tenant, channel: Channel::Email, wanted: 2, now };
         let granted = billing.send(reserve).await.expect("alive").expect("reserve");
-        assert_eq!(granted.granted, 1);
+        assert_eq!(granted.granted, 2);
         billing.send(ReleaseTenant { tenant }).await.expect("alive");
         let period = granted.period.to_string();
+        let counters = store.usage(Some(tenant), period.clone()).await.expect("usage");
+        assert_eq!(counters[0].taken, 2, "three held sends released: {counters:?}");
+
+        // The batch in flight at the release settles later: its unused send goes straight back.
+        let period_of_batch = granted.period;
+        let late = Settle {
+            tenant,
+            channel: Channel::Email,
+            period: period_of_batch,
+            reserved: 2,
+            used: 1,
+        };
+        billing.send(late).await.expect("alive");
         let counters = store.usage(Some(tenant), period).await.expect("usage");
-        assert_eq!(counters[0].taken, 1, "four held sends released: {counters:?}");
+        assert_eq!((counters[0].taken, counters[0].committed), (1, 1), "{counters:?}");
         let after = Reserve { tenant, channel: Channel::Email, wanted: 1, now };
         let after = billing.send(after).await.expect("alive");
         let error = after.expect_err("a released tenant is not granted anything");

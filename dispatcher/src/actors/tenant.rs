@@ -598,7 +598,13 @@ impl TenantRound {
         if *self.held_checked.lock().map_err(poisoned)? == Some(period) {
             return Ok(());
         }
-        self.release_held(now, Some(period.start())).await?;
+        // Counting is cheaper than reading every follow-up, and most tenants hold none.
+        let counts = self.deps.store.count_follow_ups(Some(self.tenant)).await?;
+        let holds_any =
+            counts.iter().any(|((_, state), n)| *state == FollowUpState::Held && *n > 0);
+        if holds_any {
+            self.release_held(now, Some(period.start())).await?;
+        }
         *self.held_checked.lock().map_err(poisoned)? = Some(period);
         Ok(())
     }
