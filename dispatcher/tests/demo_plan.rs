@@ -34,7 +34,7 @@ fn write_inputs(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     (csv, config)
 }
 
-fn run_demo(plan: &str) -> Value {
+fn run_demo(plan: &str, extra_args: &[&str]) -> Value {
     let dir = tempfile::tempdir().expect("temporary directory");
     let (csv, config) = write_inputs(dir.path());
     let output = Command::new(env!("CARGO_BIN_EXE_followup"))
@@ -42,6 +42,7 @@ fn run_demo(plan: &str) -> Value {
         .arg(&csv)
         .arg("--config")
         .arg(&config)
+        .args(extra_args)
         .output()
         .expect("followup binary runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -61,7 +62,7 @@ fn channel_state(summary: &Value, channel: &str, state: &str) -> u64 {
 
 #[test]
 fn skip_plan_sends_quota_and_skips_rest() {
-    let summary = run_demo("tiny");
+    let summary = run_demo("tiny", &[]);
     assert_eq!(number(&summary, "accepted"), CONTACTS, "{summary}");
     for (channel, quota) in QUOTAS {
         let sent = channel_state(&summary, channel, "sent");
@@ -78,18 +79,30 @@ fn skip_plan_sends_quota_and_skips_rest() {
 
 #[test]
 fn hold_plan_sends_quota_and_holds_rest() {
-    let summary = run_demo("tiny_hold");
+    check_held_summary(&run_demo("tiny_hold", &[]));
+}
+
+/// The same on the MongoDB store (FerretDB), whose usage counters take conditional updates.
+#[test]
+fn hold_plan_on_ferretdb() {
+    let server = followup_adapters::ferretdb_fixture::shared();
+    let database = followup_adapters::ferretdb_fixture::unique_database("demo_plan");
+    let store = server.uri_for(&database);
+    check_held_summary(&run_demo("tiny_hold", &["--store", &store]));
+}
+
+fn check_held_summary(summary: &Value) {
     for (channel, quota) in QUOTAS {
-        let sent = channel_state(&summary, channel, "sent");
+        let sent = channel_state(summary, channel, "sent");
         assert_eq!(sent, quota, "{channel}: sent exactly the quota: {summary}");
-        let held = channel_state(&summary, channel, "held");
+        let held = channel_state(summary, channel, "held");
         assert_eq!(held, CONTACTS - quota, "{channel}: the rest held: {summary}");
     }
     let quota_total: u64 = QUOTAS.iter().map(|(_, quota)| quota).sum();
-    assert_eq!(number(&summary, "held"), 3 * CONTACTS - quota_total, "{summary}");
-    assert_eq!(number(&summary, "skipped_quota"), 0, "{summary}");
-    assert_eq!(number(&summary, "skipped"), 0, "{summary}");
-    assert_eq!(number(&summary, "provider_received"), quota_total, "{summary}");
+    assert_eq!(number(summary, "held"), 3 * CONTACTS - quota_total, "{summary}");
+    assert_eq!(number(summary, "skipped_quota"), 0, "{summary}");
+    assert_eq!(number(summary, "skipped"), 0, "{summary}");
+    assert_eq!(number(summary, "provider_received"), quota_total, "{summary}");
 }
 
 #[test]
