@@ -697,6 +697,26 @@ mod tests {
     }
 
     #[test]
+    fn plans_are_checked_by_name() {
+        let parsed: Config = toml::from_str(
+            "[plans.gold]\nmonthly_email = 1\nmonthly_sms = 1\nmonthly_call = 1\n\
+             stripe_price_id = \"prod_123\"\n",
+        )
+        .expect("valid TOML");
+        assert_eq!(parsed.plans["gold"].connections, 3, "all connections by default");
+        let error = parsed.validate_plans().expect_err("a product id is not a price id");
+        let message = format!("{error:#}");
+        assert!(message.contains("[plans.gold] stripe_price_id"), "{message}");
+        assert!(message.contains("prod_123"), "{message}");
+
+        let valid = Config::default();
+        assert!(valid.validate_plans().is_ok(), "the built-in plans are valid");
+        let none = Config { plans: BTreeMap::new(), ..Config::default() };
+        let error = none.validate_plans().expect_err("no plans");
+        assert!(format!("{error:#}").contains("[plans.NAME]"), "{error:#}");
+    }
+
+    #[test]
     fn config_errors_name_the_line_without_quoting_it() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("followup.toml");

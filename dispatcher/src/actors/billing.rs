@@ -1,8 +1,8 @@
 //! The billing actor: plans and monthly quotas per tenant and channel.
 //!
 //! Usage lives in the store as counters per tenant, billing period (a calendar month in UTC)
-//! and channel, so that every engine node draws on the same quota and a restart forgets
-//! nothing. This actor takes quota from the store in blocks (`[billing] quota_block` sends at a
+//! and channel, so that every engine node draws on the same quota and a restart loses no
+//! usage. This actor takes quota from the store in blocks (`[billing] quota_block` sends at a
 //! time, or more when a batch needs more) and hands it to tenant actors per batch from what it
 //! holds, so that most batches cost no store round trip. A tenant actor reserves for a whole
 //! batch before anything goes to a provider, then settles: sends that went out, or may have,
