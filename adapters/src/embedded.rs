@@ -16,6 +16,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
@@ -374,6 +375,27 @@ impl Store for EmbeddedStore {
 
     fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>> {
         self.read(read::heartbeats)
+    }
+
+    fn reserve_usage(&self, key: UsageKey, wanted: u64, limit: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::ReserveUsage { key, wanted, limit }).await? {
+                Applied::Counted(granted) => Ok(granted),
+                other => Err(unexpected_outcome("reserve_usage", &other)),
+            }
+        })
+    }
+
+    fn settle_usage(&self, key: UsageKey, committed: u64, released: u64) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::SettleUsage { key, committed, released })
+    }
+
+    fn usage(
+        &self,
+        tenant: Option<TenantId>,
+        period: String,
+    ) -> StoreFuture<'_, Vec<UsageCounter>> {
+        self.read(move |db| read::usage(db, tenant, &period))
     }
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {

@@ -18,6 +18,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
@@ -32,6 +33,7 @@ mod errors;
 mod leases;
 mod lifecycle;
 mod read;
+mod usage;
 mod write;
 
 #[cfg(test)]
@@ -58,6 +60,8 @@ mod collections {
     pub(super) const LEASES: &str = "leases";
     /// One document per engine node, its latest heartbeat.
     pub(super) const HEARTBEATS: &str = "node_heartbeats";
+    /// One document per (tenant, billing period, channel): the quota usage counters.
+    pub(super) const USAGE: &str = "usage_counters";
 }
 
 /// The MongoDB store. Cheap to share behind an `Arc`: the driver's client pools connections.
@@ -66,6 +70,9 @@ pub struct MongoStore {
     db: Database,
     /// Where the store connects, without credentials, for messages.
     address: String,
+    /// Serialises this process's quota reservations, which FerretDB does not apply atomically
+    /// (see `usage`).
+    usage_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -93,7 +100,11 @@ impl MongoStore {
         let database = options.default_database.clone().unwrap_or(DEFAULT_DATABASE.to_owned());
         let client = Client::with_options(options)
             .map_err(|error| StoreError::Unavailable(uri.parse_error(&error)))?;
-        let store = MongoStore { db: client.database(&database), address: uri.address() };
+        let store = MongoStore {
+            db: client.database(&database),
+            address: uri.address(),
+            usage_lock: std::sync::Arc::default(),
+        };
         store.ping(timeout).await?;
         store.create_indexes().await?;
         Ok(store)
@@ -135,6 +146,7 @@ impl MongoStore {
             ),
             (collections::FOLLOW_UPS, named(doc! { "state": 1 }, "state")),
             (collections::LEASES, named(doc! { "tenant": 1, "epoch": 1 }, "by_tenant")),
+            (collections::USAGE, named(doc! { "period": 1, "tenant": 1 }, "by_period")),
             (collections::SENDS, named(doc! { "tenant": 1, "channel": 1, "at": 1 }, "by_instant")),
             (
                 collections::ATTEMPTS,
@@ -327,6 +339,22 @@ impl Store for MongoStore {
 
     fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>> {
         Box::pin(self.find_records(collections::HEARTBEATS, Document::new(), None))
+    }
+
+    fn reserve_usage(&self, key: UsageKey, wanted: u64, limit: u64) -> StoreFuture<'_, u64> {
+        Box::pin(self.reserve_counter(key, wanted, limit))
+    }
+
+    fn settle_usage(&self, key: UsageKey, committed: u64, released: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.settle_counter(key, committed, released))
+    }
+
+    fn usage(
+        &self,
+        tenant: Option<TenantId>,
+        period: String,
+    ) -> StoreFuture<'_, Vec<UsageCounter>> {
+        Box::pin(self.read_usage(tenant, period))
     }
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {

@@ -194,17 +194,21 @@ fn render_tenants(app: &App, frame: &mut Frame, area: Rect) {
         right("backlog"),
         right("sent"),
         right("failed"),
+        right("held"),
+        right("quota"),
         Cell::from("paused connections"),
     ])
     .style(bold());
     let rows = order[first..last].iter().map(|&index| tenant_row(&snapshot.tenants[index]));
     let widths = [
-        Constraint::Fill(1),
+        Constraint::Fill(3),
         Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(11),
-        Constraint::Length(9),
-        Constraint::Fill(1),
+        Constraint::Length(8),
+        Constraint::Length(10),
+        Constraint::Length(7),
+        Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Fill(2),
     ];
     frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
 }
@@ -234,6 +238,9 @@ fn tenant_row(tenant: &TenantSummary) -> Row<'_> {
         right(grouped(tenant.backlog)),
         right(grouped(tenant.sent)),
         right(grouped(tenant.failed)),
+        right(grouped(tenant.held)),
+        // The largest share of a channel's monthly quota taken; unknown plan, no figure.
+        right(tenant.quota_used_percent.map_or_else(|| "-".to_owned(), |p| format!("{p}%"))),
         Cell::from(tenant.paused_connections.join("; ")),
     ])
 }

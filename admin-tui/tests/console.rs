@@ -29,6 +29,8 @@ fn tenant(
         sent,
         failed,
         paused_connections: Vec::new(),
+        held: 0,
+        quota_used_percent: None,
     }
 }
 
@@ -55,9 +57,12 @@ fn fixed_snapshot() -> AdminSnapshot {
 
     let mut acme = tenant(1, "Acme Corp", "pro", 25, 900, 3);
     acme.paused_connections = vec!["gmail: token revoked".to_owned()];
+    acme.held = 4;
+    acme.quota_used_percent = Some(100);
     let mut initech = tenant(3, "Initech", "pro", 5, 150, 1);
     initech.paused_connections =
         vec!["twilio: number unverified".to_owned(), "outlook: consent expired".to_owned()];
+    initech.quota_used_percent = Some(8);
 
     AdminSnapshot {
         now: "2025-03-04T05:06:07.123456+00:00".to_owned(),
@@ -123,11 +128,11 @@ const TABLES: [&str; 13] = [
     "│call                 2          50           0                                │",
     "└──────────────────────────────────────────────────────────────────────────────┘",
     "┌ Tenants 1-4 of 4 ────────────────────────────────────────────────────────────┐",
-    "│name               plan       backlog        sent    failed paused connections│",
-    "│Acme Corp          pro             25         900         3 gmail: token revok│",
-    "│Globex             free            12   1,100,000         1                   │",
-    "│Initech            pro              5         150         1 twilio: number unv│",
-    "│Umbrella           business         0          50         0                   │",
+    "│name             plan      backlog       sent  failed  held  quota paused conn│",
+    "│Acme Corp        pro            25        900       3     4   100% gmail: toke│",
+    "│Globex           free           12  1,100,000       1     0      -            │",
+    "│Initech          pro             5        150       1     0     8% twilio: num│",
+    "│Umbrella         business        0         50       0     0      -            │",
     "└──────────────────────────────────────────────────────────────────────────────┘",
 ];
 
@@ -166,11 +171,11 @@ fn help_screen_renders() {
             "│call            │s          sort by backlog, name or sent    │                │",
             "└────────────────│/          filter tenants by name           │────────────────┘",
             "┌ Tenants 1-4 of │Enter      stop typing, keep the filter     │────────────────┐",
-            "│name            │Esc        clear the filter                 │used connections│",
-            "│Acme Corp       │?          show or hide this help           │ail: token revok│",
-            "│Globex          │q          quit                             │                │",
-            "│Initech         │Ctrl-C     quit, also while typing          │ilio: number unv│",
-            "│Umbrella        └ ? or Esc to close ─────────────────────────┘                │",
+            "│name            │Esc        clear the filter                 │uota paused conn│",
+            "│Acme Corp       │?          show or hide this help           │100% gmail: toke│",
+            "│Globex          │q          quit                             │   -            │",
+            "│Initech         │Ctrl-C     quit, also while typing          │  8% twilio: num│",
+            "│Umbrella        └ ? or Esc to close ─────────────────────────┘   -            │",
             "└──────────────────────────────────────────────────────────────────────────────┘",
             FOOTER,
         ],
@@ -293,11 +298,11 @@ fn filtered_screen_shows_counts() {
     );
     assert_eq!(
         lines[10],
-        "│Acme Corp          pro             25         900         3 gmail: token revok│"
+        "│Acme Corp        pro            25        900       3     4   100% gmail: toke│"
     );
     assert_eq!(
         lines[11],
-        "│Globex             free            12   1,100,000         1                   │"
+        "│Globex           free           12  1,100,000       1     0      -            │"
     );
     assert_eq!(
         lines[12],
@@ -408,7 +413,7 @@ fn hundred_thousand_tenants_render() {
     );
     assert_eq!(
         lines[13],
-        "│tenant 099999      free             1      99,999         0                   │"
+        "│tenant 099999    free            1     99,999       0     0      -            │"
     );
 
     press(&mut app, KeyCode::Char('/'));

@@ -26,6 +26,8 @@ fn snapshot() -> AdminSnapshot {
             sent: 9,
             failed: 0,
             paused_connections: vec!["gmail: token revoked".to_owned()],
+            held: 3,
+            quota_used_percent: Some(80),
         }],
     }
 }

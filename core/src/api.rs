@@ -117,4 +117,11 @@ pub struct TenantSummary {
     pub failed: u64,
     /// Connections paused, with the reason.
     pub paused_connections: Vec<String>,
+    /// Follow-ups held because the plan's quota was used up.
+    #[serde(default)]
+    pub held: u64,
+    /// The largest share of a channel's monthly quota taken this period, in percent; `None`
+    /// when the tenant's plan is not configured.
+    #[serde(default)]
+    pub quota_used_percent: Option<u8>,
 }

@@ -313,7 +313,8 @@ pub struct Schedule {
 /// Stage of a follow-up's life. A follow-up moves
 /// pending -> claimed -> sending -> sent | retry | failed | dead | skipped | cancelled,
 /// and to in-doubt when the engine stopped after a request left and before its response was
-/// stored.
+/// stored. A follow-up over its plan's quota under a plan that holds is held, and returns to
+/// pending in a new billing period or after an upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FollowUpState {
@@ -338,10 +339,13 @@ pub enum FollowUpState {
     Cancelled,
     /// A request may or may not have reached the provider before a crash.
     InDoubt,
+    /// Over the plan's quota, waiting for a new billing period or a larger plan. Not due: the
+    /// tenant actor returns it to pending when either comes.
+    Held,
 }
 
 impl FollowUpState {
-    pub const ALL: [FollowUpState; 10] = [
+    pub const ALL: [FollowUpState; 11] = [
         FollowUpState::Pending,
         FollowUpState::Claimed,
         FollowUpState::Sending,
@@ -352,6 +356,7 @@ impl FollowUpState {
         FollowUpState::Skipped,
         FollowUpState::Cancelled,
         FollowUpState::InDoubt,
+        FollowUpState::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -366,6 +371,7 @@ impl FollowUpState {
             FollowUpState::Skipped => "skipped",
             FollowUpState::Cancelled => "cancelled",
             FollowUpState::InDoubt => "in_doubt",
+            FollowUpState::Held => "held",
         }
     }
 

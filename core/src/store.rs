@@ -21,8 +21,10 @@ use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 pub mod conformance;
 pub mod lease;
 pub mod sealed;
+pub mod usage;
 
 use self::lease::{Lease, NodeHeartbeat};
+use self::usage::{UsageCounter, UsageKey};
 
 /// The future every store method returns. Boxed so that `dyn Store` works.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -311,6 +313,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn put_data_key(&self, key: WrappedDataKey) -> StoreFuture<'_, ()>;
 
     fn data_key(&self, tenant: TenantId) -> StoreFuture<'_, Option<WrappedDataKey>>;
+
+    /// Adds up to `wanted` sends to the `taken` count of the counter at `key` (created empty
+    /// when missing) without passing `limit`, in one atomic conditional update, and returns
+    /// how many were added: `min(wanted, limit - taken)`, or 0 when the quota is used up.
+    /// Of several callers at once, together they never take more than `limit`. A tenant being
+    /// deleted is rejected with a conflict.
+    fn reserve_usage(&self, key: UsageKey, wanted: u64, limit: u64) -> StoreFuture<'_, u64>;
+
+    /// Settles sends reserved at `key`: adds `committed` to its committed count and gives
+    /// `released` back to the quota (taken minus `released`). Callers settle only what they
+    /// reserved, so `committed + released` is at most the counter's uncommitted sends; a
+    /// release beyond what is taken is a conflict.
+    fn settle_usage(&self, key: UsageKey, committed: u64, released: u64) -> StoreFuture<'_, ()>;
+
+    /// Returns the usage counters of `period` (`YYYY-MM`), of one tenant or of all, ordered by
+    /// tenant and channel.
+    fn usage(&self, tenant: Option<TenantId>, period: String)
+    -> StoreFuture<'_, Vec<UsageCounter>>;
 
     /// Returns every tenant's wrapped data key.
     fn data_keys(&self) -> StoreFuture<'_, Vec<WrappedDataKey>>;

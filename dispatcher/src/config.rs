@@ -46,6 +46,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Billing plans by name.
     pub plans: BTreeMap<String, Plan>,
+    pub billing: BillingConfig,
     /// HTTPS for the API listener; plain HTTP while unset.
     pub tls: TlsConfig,
     pub webhooks: WebhooksConfig,
@@ -72,6 +73,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             oauth: OAuthConfig::default(),
             plans: default_plans(),
+            billing: BillingConfig::default(),
             tls: TlsConfig::default(),
             webhooks: WebhooksConfig::default(),
             api_limits: ApiLimitsConfig::default(),
@@ -100,6 +102,18 @@ impl Config {
 }
 
 impl Config {
+    /// Checks every plan, naming the one to fix.
+    pub fn validate_plans(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.plans.is_empty(),
+            "no plans configured: add at least one [plans.NAME]"
+        );
+        for (name, plan) in &self.plans {
+            plan.validate(name)?;
+        }
+        Ok(())
+    }
+
     /// Reads the master keys: the key of `FOLLOWUP_MASTER_KEY` or the keys of the key file,
     /// never both, because the engine could not tell which one is newest.
     pub fn load_keyring(&self) -> Result<Keyring, CryptoError> {
@@ -427,7 +441,8 @@ impl Default for OAuthConfig {
     }
 }
 
-/// Monthly allowance of a tenant's plan, per calendar month (UTC).
+/// A billing plan: the monthly allowance per channel, per calendar month (UTC), and what a
+/// tenant may connect.
 #[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -437,9 +452,53 @@ pub struct Plan {
     /// Treatment of a follow-up once the month's quota is used up.
     #[serde(default)]
     pub over_quota: OverQuota,
+    /// Provider connections a tenant may have (one per provider, so 3 allows all).
+    #[serde(default = "all_connections")]
+    pub connections: u32,
+    /// The Stripe price (`price_...`) a subscription to this plan carries; unset for a plan
+    /// that is not sold through Stripe.
+    #[serde(default)]
+    pub stripe_price_id: Option<String>,
+}
+
+fn all_connections() -> u32 {
+    3
 }
 
 impl Plan {
+    /// A plan without limits, the base of test plans.
+    pub fn unlimited() -> Plan {
+        Plan {
+            monthly_email: u64::MAX,
+            monthly_sms: u64::MAX,
+            monthly_call: u64::MAX,
+            over_quota: OverQuota::Skip,
+            connections: all_connections(),
+            stripe_price_id: None,
+        }
+    }
+
+    /// Checks the plan named `name`, naming the setting to fix.
+    pub fn validate(&self, name: &str) -> anyhow::Result<()> {
+        let valid_name =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+        anyhow::ensure!(
+            valid_name,
+            "invalid plan name {name:?}: use ASCII letters, digits, '-' and '_'"
+        );
+        if let Some(price) = &self.stripe_price_id {
+            let valid = price.starts_with("price_")
+                && price.len() > "price_".len()
+                && price.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            anyhow::ensure!(
+                valid,
+                "invalid [plans.{name}] stripe_price_id {price:?}: a Stripe price id looks like \
+                 price_1Abc..."
+            );
+        }
+        Ok(())
+    }
+
     pub fn monthly(&self, channel: Channel) -> u64 {
         match channel {
             Channel::Email => self.monthly_email,
@@ -460,17 +519,35 @@ pub enum OverQuota {
 }
 
 fn default_plans() -> BTreeMap<String, Plan> {
-    let plan = |email, sms, call| Plan {
+    let plan = |email, sms, call, connections| Plan {
         monthly_email: email,
         monthly_sms: sms,
         monthly_call: call,
         over_quota: OverQuota::Skip,
+        connections,
+        stripe_price_id: None,
     };
     BTreeMap::from([
-        ("free".to_owned(), plan(500, 100, 20)),
-        ("starter".to_owned(), plan(10_000, 2_000, 500)),
-        ("pro".to_owned(), plan(250_000, 50_000, 20_000)),
+        ("free".to_owned(), plan(500, 100, 20, 1)),
+        ("starter".to_owned(), plan(10_000, 2_000, 500, 2)),
+        ("pro".to_owned(), plan(250_000, 50_000, 20_000, 3)),
     ])
+}
+
+/// Settings of billing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Sends a node takes from a tenant's quota in the store at a time, per channel. Larger
+    /// blocks cost fewer store round trips; a node that stops leaves its block taken for the
+    /// rest of the month.
+    pub quota_block: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self { quota_block: 100 }
+    }
 }
 
 impl ProvidersConfig {
@@ -617,6 +694,26 @@ mod tests {
         assert_eq!(parsed.plans["tiny"].over_quota, OverQuota::Hold);
         assert!(!parsed.plans.contains_key("free"));
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn plans_are_checked_by_name() {
+        let parsed: Config = toml::from_str(
+            "[plans.gold]\nmonthly_email = 1\nmonthly_sms = 1\nmonthly_call = 1\n\
+             stripe_price_id = \"prod_123\"\n",
+        )
+        .expect("valid TOML");
+        assert_eq!(parsed.plans["gold"].connections, 3, "all connections by default");
+        let error = parsed.validate_plans().expect_err("a product id is not a price id");
+        let message = format!("{error:#}");
+        assert!(message.contains("[plans.gold] stripe_price_id"), "{message}");
+        assert!(message.contains("prod_123"), "{message}");
+
+        let valid = Config::default();
+        assert!(valid.validate_plans().is_ok(), "the built-in plans are valid");
+        let none = Config { plans: BTreeMap::new(), ..Config::default() };
+        let error = none.validate_plans().expect_err("no plans");
+        assert!(format!("{error:#}").contains("[plans.NAME]"), "{error:#}");
     }
 
     #[test]

@@ -17,9 +17,11 @@ use followup_core::api::{CreateTenantRequest, CreateTenantResponse};
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::FollowUpState;
 use followup_core::sensitive::Sensitive;
+use followup_core::store::usage::BillingPeriod;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::actors::tenant::is_quota_reason;
 use crate::config::{Config, ProvidersMode};
 use crate::ingest::IngestReport;
 use crate::server::RunningEngine;
@@ -56,6 +58,9 @@ pub struct DemoOptions {
     /// A MongoDB store instead of the embedded one in `data_dir`.
     pub store: Option<StoreSelection>,
     pub plan: String,
+    /// A configuration file whose `[plans]` and `[billing]` replace the defaults; its other
+    /// settings are not used.
+    pub config: Option<PathBuf>,
     /// Faults the built-in fakes apply to valid sends.
     pub faults: FaultProfile,
     /// Master key (`FOLLOWUP_MASTER_KEY`); a throwaway key when neither it nor a key file is
@@ -81,6 +86,10 @@ pub struct DemoSummary {
     /// Send attempts beyond each follow-up's first.
     pub retries: u64,
     pub skipped: u64,
+    /// Of the skipped, those skipped because the plan's quota was used up.
+    pub skipped_quota: u64,
+    /// Over the plan's quota under a plan that holds, waiting for the next period.
+    pub held: u64,
     pub cancelled: u64,
     pub in_doubt: u64,
     pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
@@ -137,7 +146,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             temp_dir.path().to_path_buf()
         }
     };
-    let start = Utc::now();
+    // The run starts at the beginning of the current billing period, so that every send falls
+    // in one period and the summary compares with one month's quota.
+    let start = BillingPeriod::containing(Utc::now()).start();
     let clock = Arc::new(VirtualClock::new(start));
     let admin_token = random_token()?;
     let mut config = Config {
@@ -146,6 +157,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         admin_token: Some(Sensitive::new(admin_token.clone())),
         ..Config::default()
     };
+    if let Some(path) = &options.config {
+        let file = Config::from_file(path)?;
+        config.plans = file.plans;
+        config.billing = file.billing;
+    }
+    if !config.plans.contains_key(&options.plan) {
+        let known: Vec<&String> = config.plans.keys().collect();
+        bail!("unknown plan {:?} for --plan: known plans {known:?}", options.plan);
+    }
     if config.providers.mode != ProvidersMode::Fake {
         bail!("the demo sends only to the built-in fakes");
     }
@@ -445,6 +465,8 @@ async fn summarize(
         dead: state_total(&[FollowUpState::Dead]),
         retries: scan.retries,
         skipped: state_total(&[FollowUpState::Skipped]),
+        skipped_quota: scan.skipped_quota,
+        held: state_total(&[FollowUpState::Held]),
         cancelled: state_total(&[FollowUpState::Cancelled]),
         in_doubt: state_total(&[FollowUpState::InDoubt]),
         by_channel,
@@ -473,12 +495,14 @@ struct FollowUpScan {
     /// The most common reasons follow-ups did not end sent.
     top_settle_reasons: Vec<ReasonCount>,
     retries: u64,
+    skipped_quota: u64,
 }
 
 async fn scan_follow_ups(engine: &crate::engine::Engine) -> anyhow::Result<FollowUpScan> {
     const PAGE: usize = 5_000;
     let mut reasons = Vec::new();
     let mut retries = 0;
+    let mut skipped_quota = 0;
     for tenant in engine.store().tenants().await? {
         let mut after = None;
         loop {
@@ -487,6 +511,10 @@ async fn scan_follow_ups(engine: &crate::engine::Engine) -> anyhow::Result<Follo
             after = Some(last.id);
             for follow_up in page {
                 retries += u64::from(follow_up.attempts.saturating_sub(1));
+                let over_quota = follow_up.reason.as_deref().is_some_and(is_quota_reason);
+                if follow_up.state == FollowUpState::Skipped && over_quota {
+                    skipped_quota += 1;
+                }
                 if follow_up.state != FollowUpState::Sent
                     && let Some(reason) = follow_up.reason
                 {
@@ -497,7 +525,8 @@ async fn scan_follow_ups(engine: &crate::engine::Engine) -> anyhow::Result<Follo
             }
         }
     }
-    Ok(FollowUpScan { top_settle_reasons: top_reasons(reasons.into_iter()), retries })
+    let top_settle_reasons = top_reasons(reasons.into_iter());
+    Ok(FollowUpScan { top_settle_reasons, retries, skipped_quota })
 }
 
 /// Replaces the first double-quoted part of a reason, which is the rejected value in every
@@ -541,13 +570,15 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
         println!("                  e.g. {}", reason.example);
     }
     println!(
-        "follow-ups: {} total: {} sent, {} failed, {} dead, {} skipped, {} cancelled, {} in \
-         doubt; {} retries",
+        "follow-ups: {} total: {} sent, {} failed, {} dead, {} skipped ({} for quota), {} held, \
+         {} cancelled, {} in doubt; {} retries",
         summary.followups,
         summary.sent,
         summary.failed,
         summary.dead,
         summary.skipped,
+        summary.skipped_quota,
+        summary.held,
         summary.cancelled,
         summary.in_doubt,
         summary.retries
@@ -590,7 +621,8 @@ fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
         + summary.dead
         + summary.skipped
         + summary.cancelled
-        + summary.in_doubt;
+        + summary.in_doubt
+        + summary.held;
     let mut broken = Vec::new();
     if summary.rows != summary.accepted + summary.rejected {
         broken.push("rows != accepted + rejected");

@@ -7,7 +7,7 @@
 //! ([`Engine::run_until_settled`]) one loop runs every tenant's round and then jumps the clock
 //! to the earliest instant any tenant has work, which compresses days into seconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,10 +31,10 @@ use followup_core::store::{Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
-use crate::actors::billing::{BillingActor, RegisterTenant};
+use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
-    CancelSchedule, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
+    CancelSchedule, DispatchDeps, ReleaseHeld, RoundReport, RunDue, TenantActor, earliest,
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
@@ -106,9 +106,12 @@ impl Engine {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
         let providers = start_providers(&config, &urls, &clock, &arbiters)?;
+        config.validate_plans()?;
         let billing = BillingActor::start_in_arbiter(&arbiters[0], {
             let plans = config.plans.clone();
-            move |_| BillingActor::new(plans)
+            let store = store.clone();
+            let block = config.billing.quota_block;
+            move |_| BillingActor::new(store, plans, block)
         });
         let tokens = Arc::new(start_token_keeper(&config, &store, &clock)?);
         let deps = Arc::new(DispatchDeps {
@@ -247,23 +250,9 @@ impl Engine {
         lease: Arc<TenantLease>,
     ) -> anyhow::Result<()> {
         self.restore_recent_sends(tenant.id).await?;
-        let counts = self.deps.store.count_follow_ups(Some(tenant.id)).await?;
-        // In-doubt follow-ups may have gone out, and a round counts them against the quota
-        // when it settles them, so a restart must count them too.
-        let mut already_sent: BTreeMap<Channel, u64> = BTreeMap::new();
-        for ((channel, state), n) in &counts {
-            if matches!(state, FollowUpState::Sent | FollowUpState::InDoubt) {
-                *already_sent.entry(*channel).or_default() += n;
-            }
-        }
         self.deps
             .billing
-            .send(RegisterTenant {
-                tenant: tenant.id,
-                plan: tenant.plan.clone(),
-                already_sent,
-                now: self.deps.clock.now(),
-            })
+            .send(RegisterTenant { tenant: tenant.id, plan: tenant.plan.clone() })
             .await?
             .map_err(anyhow::Error::msg)?;
         let mut tenants =
@@ -309,6 +298,38 @@ impl Engine {
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
     }
 
+    /// Moves a tenant to another plan: stores it, tells billing, and returns the tenant's held
+    /// follow-ups to pending so that the next rounds reserve quota under the new plan. Returns
+    /// how many were released.
+    ///
+    /// NOTE: only this node's billing actor learns the new plan. When another node dispatches
+    /// the tenant, that node keeps the old plan, and the held follow-ups, until it next takes
+    /// the tenant's lease.
+    pub async fn change_plan(&self, mut tenant: Tenant, plan: String) -> anyhow::Result<usize> {
+        anyhow::ensure!(
+            self.config.plans.contains_key(&plan),
+            "unknown plan {plan:?}: known plans {:?}",
+            self.config.plans.keys().collect::<Vec<_>>()
+        );
+        let previous = std::mem::replace(&mut tenant.plan, plan.clone());
+        self.deps.store.put_tenant(tenant.clone()).await?;
+        tracing::info!(tenant = %tenant.id, from = %previous, to = %plan, "tenant plan changed");
+        let actor = self
+            .tenants
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
+            .get(&tenant.id)
+            .map(|handle| handle.actor.clone());
+        let Some(actor) = actor else {
+            return Ok(0);
+        };
+        let register = RegisterTenant { tenant: tenant.id, plan };
+        self.deps.billing.send(register).await?.map_err(anyhow::Error::msg)?;
+        let released = actor.send(ReleaseHeld { now: self.deps.clock.now() }).await??;
+        self.notify_tenant(tenant.id);
+        Ok(released)
+    }
+
     /// Stops the tenant's sends for good and removes its actor from the engine. Returns once
     /// the sends under way have finished. The tenant's driver then ends, and its actor with it.
     pub async fn stop_tenant(&self, tenant: TenantId) {
@@ -325,9 +346,14 @@ impl Engine {
         tenant: TenantId,
     ) -> Option<impl std::future::Future<Output = ()> + 'static> {
         let handle = self.tenants.lock().ok().and_then(|mut tenants| tenants.remove(&tenant))?;
+        let billing = self.deps.billing.clone();
         Some(async move {
             handle.gate.stop().await;
             handle.wake.notify_one();
+            // After the gate, so that no batch of this node still uses the quota it gives back.
+            if let Err(error) = billing.send(ReleaseTenant { tenant }).await {
+                tracing::warn!(%tenant, %error, "billing actor gone; held quota not released");
+            }
         })
     }
 

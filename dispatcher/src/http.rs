@@ -10,6 +10,7 @@ pub mod json;
 pub mod limits;
 pub mod routes;
 pub mod tenant_api;
+pub mod usage_api;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -147,6 +147,10 @@ struct DemoArgs {
     /// Billing plan of the demo tenant.
     #[arg(long, default_value = "pro")]
     plan: String,
+    /// Configuration file (TOML) whose [plans] and [billing] replace the built-in plans; its
+    /// other settings are not used by the demo.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     faults: FaultArgs,
     #[command(flatten)]
@@ -214,6 +218,7 @@ fn main() -> anyhow::Result<()> {
                     data_dir: args.data_dir,
                     store: args.store,
                     plan: args.plan,
+                    config: args.config,
                     faults: args.faults.profile(),
                     master_key: MasterKeyArgs::env_key(),
                     master_key_file: args.keys.master_key_file,

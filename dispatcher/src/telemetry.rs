@@ -25,6 +25,14 @@ pub const IN_DOUBT_RESENDS: &str = "followup_in_doubt_resends_total";
 pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";
 /// Follow-ups skipped because the tenant's plan quota was used up, by `channel`.
 pub const QUOTA_REJECTIONS: &str = "followup_quota_rejections_total";
+/// Follow-ups held because the tenant's plan quota was used up, by `channel`.
+pub const QUOTA_HELD: &str = "followup_quota_held_total";
+/// Held follow-ups returned to pending by a new period or a plan change, by `channel`.
+pub const QUOTA_HELD_RELEASED: &str = "followup_quota_held_released_total";
+/// Sends taken from the tenants' quotas in the store (in blocks), by `channel`.
+pub const QUOTA_TAKEN: &str = "followup_quota_taken_sends_total";
+/// Sends committed against the tenants' quotas (sent or in doubt), by `channel`.
+pub const QUOTA_COMMITTED: &str = "followup_quota_committed_sends_total";
 /// Webhooks rejected before they were acted on, by `source` (stripe, twilio) and `reason`
 /// (unsigned, malformed, forged, stale, replayed).
 pub const WEBHOOK_REJECTIONS: &str = "followup_webhook_rejections_total";
@@ -96,6 +104,18 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Times a connection's circuit breaker opened after repeated failures."
     );
     describe_counter!(QUOTA_REJECTIONS, Unit::Count, "Follow-ups skipped for plan quota.");
+    describe_counter!(QUOTA_HELD, Unit::Count, "Follow-ups held for plan quota.");
+    describe_counter!(
+        QUOTA_HELD_RELEASED,
+        Unit::Count,
+        "Held follow-ups returned to pending by a new period or a plan change."
+    );
+    describe_counter!(QUOTA_TAKEN, Unit::Count, "Sends taken from plan quotas in blocks.");
+    describe_counter!(
+        QUOTA_COMMITTED,
+        Unit::Count,
+        "Sends committed against plan quotas: sent or in doubt."
+    );
     describe_counter!(
         WEBHOOK_REJECTIONS,
         Unit::Count,

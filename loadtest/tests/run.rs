@@ -164,6 +164,8 @@ async fn snapshot(request: HttpRequest, state: Shared) -> HttpResponse {
             sent: tenant.sent,
             failed: 0,
             paused_connections: Vec::new(),
+            held: 0,
+            quota_used_percent: None,
         });
     }
     if !engine.never_settle {

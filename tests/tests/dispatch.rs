@@ -4,7 +4,7 @@
 use followup_adapters::fakes::{ErrorPlan, ForcedOutcome};
 use followup_core::clock::Clock as _;
 use followup_core::domain::Provider;
-use followup_dispatcher::config::{OverQuota, Plan};
+use followup_dispatcher::config::Plan;
 use followup_tests::{TestEngine, email_csv, email_now_sequence};
 use serde_json::{Value, json};
 
@@ -103,8 +103,7 @@ async fn refused_credentials_pause_the_connection_and_keep_the_follow_up() -> an
 #[actix_rt::test]
 async fn quota_skips_what_the_plan_does_not_cover() -> anyhow::Result<()> {
     let engine = TestEngine::start(|config| {
-        let tiny =
-            Plan { monthly_email: 2, monthly_sms: 0, monthly_call: 0, over_quota: OverQuota::Skip };
+        let tiny = Plan { monthly_email: 2, monthly_sms: 0, monthly_call: 0, ..Plan::unlimited() };
         config.plans.insert("tiny".into(), tiny);
     })
     .await?;

@@ -52,6 +52,13 @@ async fn metrics_page_parses_and_names_follow_the_rules() -> anyhow::Result<()> 
     assert_eq!(samples.get("followup_ingest_rows_total,result=rejected"), Some(&1.0));
     assert_eq!(samples.get("followup_sends_total,outcome=sent,provider=gmail"), Some(&2.0));
     assert_eq!(samples.get("followup_queue_depth,channel=email"), Some(&0.0));
+    assert_eq!(
+        samples.get("followup_quota_committed_sends_total,channel=email"),
+        Some(&2.0),
+        "the two sends committed against the plan"
+    );
+    let taken = samples.get("followup_quota_taken_sends_total,channel=email").copied();
+    assert_eq!(taken, Some(100.0), "one block of the default 100 sends taken from the quota");
     assert_eq!(samples.get("followup_tenant_deletions_pending"), Some(&0.0), "purge finished");
     let purged = samples.get("followup_purged_records_total").copied().unwrap_or_default();
     assert_eq!(purged, 3.0, "the deleted tenant's sequence and two connections");

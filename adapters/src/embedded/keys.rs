@@ -8,6 +8,7 @@
 use chrono::{DateTime, Utc};
 use followup_core::domain::{Channel, Provider};
 use followup_core::ids::{FollowUpId, ScheduleId, TenantId};
+use followup_core::store::usage::UsageKey;
 use uuid::Uuid;
 
 /// Length of a follow-up key: tenant, schedule, step.
@@ -32,6 +33,16 @@ pub(super) fn tenant(tenant: TenantId) -> Vec<u8> {
 
 pub(super) fn connection(tenant: TenantId, provider: Provider) -> Vec<u8> {
     join(&[tenant.as_bytes(), &[provider_code(provider)]])
+}
+
+/// Key of a quota usage counter: tenant, period (`YYYY-MM`), channel.
+pub(super) fn usage(key: &UsageKey) -> Vec<u8> {
+    join(&[&usage_prefix(key.tenant, &key.period.to_string()), &[channel_code(key.channel)]])
+}
+
+/// Prefix of one tenant's usage counters of one period.
+pub(super) fn usage_prefix(tenant: TenantId, period: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), period.as_bytes()])
 }
 
 /// Key of a follow-up, also used by the in-flight index and as the prefix of its attempts.

@@ -8,6 +8,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::usage::UsageCounter;
 use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError, WrappedDataKey};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Deserialize;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, TENANTS, Table,
+    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, TENANTS, Table, USAGE,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
@@ -353,4 +354,18 @@ pub(super) fn leases(db: &Database) -> Result<Vec<Lease>, StoreError> {
 
 pub(super) fn heartbeats(db: &Database) -> Result<Vec<NodeHeartbeat>, StoreError> {
     scan_one(db, HEARTBEATS, &[])
+}
+
+/// Returns the usage counters of `period`, of one tenant (a range over its prefix) or of all
+/// (a scan of the whole table, which holds three counters per tenant and month).
+pub(super) fn usage(
+    db: &Database,
+    tenant: Option<TenantId>,
+    period: &str,
+) -> Result<Vec<UsageCounter>, StoreError> {
+    let counters: Vec<UsageCounter> = match tenant {
+        Some(tenant) => scan_one(db, USAGE, &keys::usage_prefix(tenant, period))?,
+        None => scan_one(db, USAGE, &[])?,
+    };
+    Ok(counters.into_iter().filter(|counter| counter.period == period).collect())
 }

@@ -68,6 +68,9 @@ pub(super) const BILLING: Table = Table { name: "billing_records" };
 /// The newest lease of each tenant by tenant id. Kept after the tenant is deleted, so that
 /// its epochs never repeat.
 pub(super) const LEASES: Table = Table { name: "leases" };
+/// Quota usage counters by (tenant, period, channel). Kept after a tenant is deleted, like
+/// billing records: they hold counts only.
+pub(super) const USAGE: Table = Table { name: "usage_counters" };
 /// Node heartbeats by node id (UTF-8).
 pub(super) const HEARTBEATS: Table = Table { name: "node_heartbeats" };
 /// Work left for the next opening of the file, by name, with empty values.

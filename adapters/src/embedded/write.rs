@@ -12,6 +12,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{FollowUpId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::usage::UsageKey;
 use followup_core::store::{
     Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
     WrappedDataKey,
@@ -22,11 +23,12 @@ use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
     FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
-    SEQUENCES, TENANTS, Table,
+    SEQUENCES, TENANTS, Table, USAGE,
 };
 
 mod leases;
 mod lifecycle;
+mod usage;
 
 /// A write request from one caller.
 #[derive(Debug)]
@@ -74,6 +76,16 @@ pub(super) enum WriteOp {
     },
     PutDataKey(WrappedDataKey),
     DeleteDataKey(TenantId),
+    ReserveUsage {
+        key: UsageKey,
+        wanted: u64,
+        limit: u64,
+    },
+    SettleUsage {
+        key: UsageKey,
+        committed: u64,
+        released: u64,
+    },
 }
 
 impl WriteOp {
@@ -88,6 +100,9 @@ impl WriteOp {
             WriteOp::InsertEnrolments { tenant, .. }
             | WriteOp::UpdateFollowUps { tenant, .. }
             | WriteOp::RecoverInterrupted { tenant, .. } => Some(*tenant),
+            WriteOp::ReserveUsage { key, .. } => Some(key.tenant),
+            // Sends that left while the deletion began are still recorded.
+            WriteOp::SettleUsage { .. } => None,
             WriteOp::TakeLease { .. }
             | WriteOp::RenewLease { .. }
             | WriteOp::ReleaseLease(_)
@@ -147,6 +162,7 @@ pub(super) struct WriteTables<'txn> {
     data_keys: RawTable<'txn>,
     leases: RawTable<'txn>,
     heartbeats: RawTable<'txn>,
+    usage: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -175,6 +191,7 @@ impl<'txn> WriteTables<'txn> {
             data_keys: open(DATA_KEYS)?,
             leases: open(LEASES)?,
             heartbeats: open(HEARTBEATS)?,
+            usage: open(USAGE)?,
         })
     }
 
@@ -236,6 +253,12 @@ impl<'txn> WriteTables<'txn> {
                 put(&mut self.data_keys, DATA_KEYS, &keys::tenant(key.tenant), key)
                     .map_err(ApplyError::Failed)?;
                 Ok(Applied::Done)
+            }
+            WriteOp::ReserveUsage { key, wanted, limit } => {
+                self.reserve_usage(key, *wanted, *limit).map(Applied::Counted)
+            }
+            WriteOp::SettleUsage { key, committed, released } => {
+                self.settle_usage(key, *committed, *released).map(|()| Applied::Done)
             }
             WriteOp::DeleteDataKey(tenant) => {
                 let removed = self.data_keys.remove(keys::tenant(*tenant).as_slice());

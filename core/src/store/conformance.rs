@@ -22,6 +22,7 @@ use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, Te
 
 mod leases;
 mod lifecycle;
+mod usage;
 pub use leases::{
     fenced_writes_are_rejected, heartbeats_round_trip, lease_excludes_until_expiry,
     recovery_runs_under_new_epoch, release_lets_another_node_take, renewal_only_by_live_owner,
@@ -29,6 +30,10 @@ pub use leases::{
 pub use lifecycle::{
     deletion_revokes_key_and_blocks_writes, export_pages_cover_each_record_once,
     purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
+};
+pub use usage::{
+    concurrent_reservations_never_overspend, usage_counters_are_separate,
+    usage_reservations_stop_at_limit,
 };
 
 /// Runs every check of the suite, one after the other.
@@ -57,6 +62,10 @@ pub async fn run_all(store: &dyn Store) {
     fenced_writes_are_rejected(store).await;
     recovery_runs_under_new_epoch(store).await;
     heartbeats_round_trip(store).await;
+    usage_reservations_stop_at_limit(store).await;
+    usage_counters_are_separate(store).await;
+    concurrent_reservations_never_overspend(store).await;
+    concurrent_reservations_never_overspend(store).await;
 }
 
 /// Checks put, get, listing, replacement and deletion of wrapped data keys, each scoped to its

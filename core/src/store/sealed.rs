@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 
 use super::lease::{Lease, NodeHeartbeat};
+use super::usage::{UsageCounter, UsageKey};
 use super::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
@@ -549,6 +550,22 @@ impl Store for SealedStore {
 
     fn put_heartbeat(&self, heartbeat: NodeHeartbeat) -> StoreFuture<'_, ()> {
         self.inner.put_heartbeat(heartbeat)
+    }
+
+    fn reserve_usage(&self, key: UsageKey, wanted: u64, limit: u64) -> StoreFuture<'_, u64> {
+        self.inner.reserve_usage(key, wanted, limit)
+    }
+
+    fn settle_usage(&self, key: UsageKey, committed: u64, released: u64) -> StoreFuture<'_, ()> {
+        self.inner.settle_usage(key, committed, released)
+    }
+
+    fn usage(
+        &self,
+        tenant: Option<TenantId>,
+        period: String,
+    ) -> StoreFuture<'_, Vec<UsageCounter>> {
+        self.inner.usage(tenant, period)
     }
 
     fn heartbeats(&self) -> StoreFuture<'_, Vec<NodeHeartbeat>> {

@@ -10,18 +10,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use followup_adapters::outbound::{OutboundMessage, SendOutcome};
 use followup_core::domain::{
     Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, SentMessage, Sequence,
 };
 use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
+use followup_core::store::usage::BillingPeriod;
 use followup_core::store::{Store, StoreError};
 use followup_core::template::{Template, escape_html};
 use rand::Rng as _;
 
-use super::billing::{BillingActor, Reserve, Settle};
+use super::billing::{BillingActor, Reservation, Reserve, Settle};
 use super::provider::{Admit, Deliver, ProviderActor, Refund};
 use crate::cluster::TenantLease;
 use crate::config::{DispatchConfig, OverQuota};
@@ -31,6 +32,17 @@ use crate::tokens::{TokenKeeper, TokenStatus};
 
 /// Reason recorded on follow-ups cancelled through the API.
 const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
+
+/// Words of every reason given to a follow-up skipped or held for quota.
+const QUOTA_REASON_MARK: &str = "quota of plan";
+
+/// Returns whether a follow-up's reason says it was skipped or held for quota.
+pub fn is_quota_reason(reason: &str) -> bool {
+    reason.contains(QUOTA_REASON_MARK)
+}
+
+/// Follow-ups read per page while looking for held ones.
+const HELD_SCAN_PAGE: usize = 1_000;
 
 /// How long the outcomes of sends that left are retried while the store is unavailable.
 const OUTCOME_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(300);
@@ -64,10 +76,10 @@ pub enum DispatchError {
     Mailbox(#[from] MailboxError),
 }
 
-/// An error after some sends may have been accepted, with how many were.
+/// An error after some sends may have gone out, with how many were sent or left in doubt.
 #[derive(Debug)]
 struct DeliveryFailure {
-    accepted: u64,
+    used: u64,
     error: DispatchError,
 }
 
@@ -208,7 +220,14 @@ impl TenantActor {
         gate: Arc<SendGate>,
         lease: Arc<TenantLease>,
     ) -> Self {
-        let round = TenantRound { tenant, deps, gate, lease, sequences: Mutex::default() };
+        let round = TenantRound {
+            tenant,
+            deps,
+            gate,
+            lease,
+            sequences: Mutex::default(),
+            held_checked: Mutex::default(),
+        };
         Self { round: Arc::new(round) }
     }
 }
@@ -250,6 +269,24 @@ impl Handler<CancelSchedule> for TenantActor {
     }
 }
 
+/// Returns every held follow-up of the tenant to pending, after its plan changed, and returns
+/// how many. Runs alone in the actor, like a round.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, DispatchError>")]
+pub struct ReleaseHeld {
+    pub now: DateTime<Utc>,
+}
+
+impl Handler<ReleaseHeld> for TenantActor {
+    type Result = AtomicResponse<Self, Result<usize, DispatchError>>;
+
+    fn handle(&mut self, msg: ReleaseHeld, _: &mut Self::Context) -> Self::Result {
+        let round = self.round.clone();
+        let release = async move { round.release_held(msg.now, None).await };
+        AtomicResponse::new(Box::pin(release.into_actor(self)))
+    }
+}
+
 /// The state a round works with; shared with the round's future.
 #[derive(Debug)]
 struct TenantRound {
@@ -262,6 +299,8 @@ struct TenantRound {
     /// starts after its time runs out.
     lease: Arc<TenantLease>,
     sequences: Mutex<HashMap<SequenceId, Arc<CompiledSequence>>>,
+    /// The billing period whose start this node has released the held follow-ups of.
+    held_checked: Mutex<Option<BillingPeriod>>,
 }
 
 /// A follow-up ready to go out, with its rendered message.
@@ -279,7 +318,7 @@ impl TenantRound {
         let store = &self.deps.store;
         let mut cancelled = Vec::new();
         for mut follow_up in store.follow_ups_of_schedule(self.tenant, schedule).await? {
-            if follow_up.state.is_due_kind() {
+            if follow_up.state.is_due_kind() || follow_up.state == FollowUpState::Held {
                 settle(&mut follow_up, FollowUpState::Cancelled, CANCELLED_REASON.into(), now);
                 cancelled.push(follow_up);
             }
@@ -295,6 +334,7 @@ impl TenantRound {
         if self.gate.is_stopped() || !self.lease.allows_sends(Utc::now()) {
             return Ok(RoundReport::default());
         }
+        self.release_held_of_past_periods(now).await?;
         let connections = self.deps.store.connections(self.tenant).await?;
         // The channels run side by side: they take disjoint follow-ups, and a send that stalls
         // on one channel must not hold the others back until its timeout.
@@ -367,12 +407,18 @@ impl TenantRound {
         // The reservation is settled on every path after it, errors included, so that a failed
         // write or send cannot keep quota reserved until a restart.
         let delivered = self.write_and_deliver(connection, channel, settled, sendable, now).await;
-        let sent = match &delivered {
-            Ok(accepted) => *accepted,
-            Err(failure) => failure.accepted,
+        let used = match &delivered {
+            Ok(used) => *used,
+            Err(failure) => failure.used,
         };
-        if reservation > 0 {
-            let settle = Settle { tenant: self.tenant, channel, reserved: reservation, sent, now };
+        if let Some(reservation) = reservation.filter(|r| r.granted > 0) {
+            let settle = Settle {
+                tenant: self.tenant,
+                channel,
+                period: reservation.period,
+                reserved: reservation.granted,
+                used,
+            };
             self.deps.billing.send(settle).await?;
         }
         delivered.map_err(|failure| failure.error)?;
@@ -502,45 +548,109 @@ impl TenantRound {
     }
 
     /// Reserves quota for `sendable`. Follow-ups beyond the plan are skipped or held, as the
-    /// plan sets. Returns the number reserved.
+    /// plan sets. Returns the reservation, or `None` when there was nothing to reserve.
     async fn reserve_quota(
         &self,
         channel: Channel,
         sendable: &mut Vec<Sendable>,
         settled: &mut Vec<FollowUp>,
         now: DateTime<Utc>,
-    ) -> Result<u64, DispatchError> {
+    ) -> Result<Option<Reservation>, DispatchError> {
         if sendable.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         let wanted = sendable.len() as u64;
-        let reservation =
-            self.deps.billing.send(Reserve { tenant: self.tenant, channel, wanted, now }).await?;
+        let reserve = Reserve { tenant: self.tenant, channel, wanted, now };
+        let reservation = self.deps.billing.send(reserve).await??;
         let granted = usize::try_from(reservation.granted).unwrap_or(usize::MAX);
         if granted < sendable.len() {
             let over = sendable.split_off(granted);
-            metrics::counter!(telemetry::QUOTA_REJECTIONS, "channel" => channel.as_str())
-                .increment(over.len() as u64);
+            let metric = match reservation.over_quota {
+                OverQuota::Skip => telemetry::QUOTA_REJECTIONS,
+                OverQuota::Hold => telemetry::QUOTA_HELD,
+            };
+            metrics::counter!(metric, "channel" => channel.as_str()).increment(over.len() as u64);
+            let reason = format!(
+                "monthly {channel} {QUOTA_REASON_MARK} {} ({}) used up in {}",
+                reservation.plan, reservation.monthly_limit, reservation.period
+            );
             for item in over {
                 let mut follow_up = item.follow_up;
                 match reservation.over_quota {
                     OverQuota::Skip => {
-                        let reason = format!(
-                            "monthly {channel} quota of plan {} ({}) used up",
-                            reservation.plan, reservation.monthly_limit
-                        );
-                        settle(&mut follow_up, FollowUpState::Skipped, reason, now);
+                        settle(&mut follow_up, FollowUpState::Skipped, reason.clone(), now);
                     }
                     OverQuota::Hold => {
-                        follow_up.due_at = start_of_next_month(now);
-                        follow_up.reason = Some("held until the plan's next month".into());
-                        follow_up.updated_at = now;
+                        let reason = format!("{reason}; held until the next period or an upgrade");
+                        settle(&mut follow_up, FollowUpState::Held, reason, now);
                     }
                 }
                 settled.push(follow_up);
             }
         }
-        Ok(reservation.granted)
+        Ok(Some(reservation))
+    }
+
+    /// Returns the tenant's held follow-ups to pending, at most once per billing period: those
+    /// held before the period of `now` began, when this node first runs a round in it.
+    async fn release_held_of_past_periods(&self, now: DateTime<Utc>) -> Result<(), DispatchError> {
+        let period = BillingPeriod::containing(now);
+        if *self.held_checked.lock().map_err(poisoned)? == Some(period) {
+            return Ok(());
+        }
+        // Counting is cheaper than reading every follow-up, and most tenants hold none.
+        let counts = self.deps.store.count_follow_ups(Some(self.tenant)).await?;
+        let holds_any =
+            counts.iter().any(|((_, state), n)| *state == FollowUpState::Held && *n > 0);
+        if holds_any {
+            self.release_held(now, Some(period.start())).await?;
+        }
+        *self.held_checked.lock().map_err(poisoned)? = Some(period);
+        Ok(())
+    }
+
+    /// Returns held follow-ups to pending, those held before `held_before` or all, so that the
+    /// next rounds reserve quota for them again. Returns how many.
+    ///
+    /// NOTE: the store has no index of held follow-ups, so this pages through all of the
+    /// tenant's follow-ups; it runs once per period and node, and after a plan change.
+    async fn release_held(
+        &self,
+        now: DateTime<Utc>,
+        held_before: Option<DateTime<Utc>>,
+    ) -> Result<usize, DispatchError> {
+        let mut after = None;
+        let mut released = 0;
+        loop {
+            let page = self.deps.store.follow_ups_page(self.tenant, after, HELD_SCAN_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some(last.id);
+            let held: Vec<FollowUp> = page
+                .into_iter()
+                .filter(|follow_up| follow_up.state == FollowUpState::Held)
+                .filter(|follow_up| held_before.is_none_or(|before| follow_up.updated_at < before))
+                .map(|mut follow_up| {
+                    follow_up.state = FollowUpState::Pending;
+                    follow_up.reason = None;
+                    follow_up.updated_at = now;
+                    follow_up
+                })
+                .collect();
+            for follow_up in &held {
+                metrics::counter!(telemetry::QUOTA_HELD_RELEASED, "channel" => follow_up.channel.as_str())
+                    .increment(1);
+            }
+            released += held.len();
+            if !held.is_empty() {
+                self.write_follow_ups(held, Vec::new()).await?;
+            }
+        }
+        if released > 0 {
+            tracing::info!(tenant = %self.tenant, released, "held follow-ups returned to pending");
+        }
+        Ok(released)
     }
 
     /// Asks the provider actor how many of `due` may go out now and keeps only those; the
@@ -588,7 +698,8 @@ impl TenantRound {
 
     /// Writes the settled follow-ups and the ones about to leave in one durable batch, then
     /// sends. The write comes before any request goes out: after a crash a sending follow-up
-    /// becomes in-doubt instead of being sent again. Returns how many the provider accepted.
+    /// becomes in-doubt instead of being sent again. Returns how many the provider accepted or
+    /// left in doubt.
     async fn write_and_deliver(
         &self,
         connection: &Connection,
@@ -616,13 +727,13 @@ impl TenantRound {
         written.extend(sendable.iter().map(|item| item.follow_up.clone()));
         if !written.is_empty() {
             let result = self.write_follow_ups(written, Vec::new()).await;
-            result.map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
+            result.map_err(|error| DeliveryFailure { used: 0, error: error.into() })?;
         }
         self.deliver(connection, channel, sendable, now).await
     }
 
     /// Sends through the provider actor and writes each outcome. Returns how many the
-    /// provider accepted.
+    /// provider accepted or left in doubt.
     async fn deliver(
         &self,
         connection: &Connection,
@@ -656,9 +767,11 @@ impl TenantRound {
                 lease: self.lease.clone(),
             })
             .await
-            .map_err(|error| DeliveryFailure { accepted: 0, error: error.into() })?;
+            .map_err(|error| DeliveryFailure { used: 0, error: error.into() })?;
         let finished_at = self.deps.clock.now();
         let mut accepted = 0;
+        // In-doubt sends may have reached the contact, so they use quota as sent ones do.
+        let mut in_doubt = 0;
         let mut pause_reason = None;
         let mut written = Vec::with_capacity(follow_ups.len());
         let mut attempts = Vec::with_capacity(follow_ups.len());
@@ -666,8 +779,10 @@ impl TenantRound {
             follow_ups.into_iter().zip(outcomes).zip(&mut kept_messages)
         {
             let detail = self.apply_outcome(&mut follow_up, &outcome, finished_at);
-            if follow_up.state == FollowUpState::Sent {
-                accepted += 1;
+            match follow_up.state {
+                FollowUpState::Sent => accepted += 1,
+                FollowUpState::InDoubt => in_doubt += 1,
+                _ => {}
             }
             if let SendOutcome::Unauthorized { reason } = &outcome {
                 pause_reason = Some(reason.clone());
@@ -699,7 +814,7 @@ impl TenantRound {
             });
             written.push(follow_up);
         }
-        let failure = |error: DispatchError| DeliveryFailure { accepted, error };
+        let failure = |error: DispatchError| DeliveryFailure { used: accepted + in_doubt, error };
         self.write_outcomes(written, attempts).await.map_err(|error| failure(error.into()))?;
         // A refused OAuth token is refreshed, and the refused sends go out with the new one
         // in the next round; without a refresh token the tenant must connect again.
@@ -708,7 +823,7 @@ impl TenantRound {
         {
             self.pause_connection(connection, channel, &reason).await.map_err(failure)?;
         }
-        Ok(accepted)
+        Ok(accepted + in_doubt)
     }
 
     /// Writes the outcomes of requests that left, retrying while the store is unavailable:
@@ -921,12 +1036,6 @@ fn settle(follow_up: &mut FollowUp, state: FollowUpState, reason: String, now: D
     follow_up.state = state;
     follow_up.reason = Some(reason);
     follow_up.updated_at = now;
-}
-
-fn start_of_next_month(now: DateTime<Utc>) -> DateTime<Utc> {
-    let (year, month) =
-        if now.month() == 12 { (now.year() + 1, 1) } else { (now.year(), now.month() + 1) };
-    Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().unwrap_or(now)
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> DispatchError {

@@ -8,6 +8,7 @@ use followup_core::api::{
 };
 use followup_core::domain::{Channel, FollowUpState, Tenant};
 use followup_core::ids::TenantId;
+use followup_core::store::usage::BillingPeriod;
 use followup_core::store::{FollowUpCounts, StoreError};
 
 use super::AppState;
@@ -146,8 +147,19 @@ async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
             failed: count(&all, Some(channel), &[FollowUpState::Failed, FollowUpState::Dead]),
         })
         .collect();
+    let period = BillingPeriod::containing(state.engine.clock().now());
+    let usage = store.usage(None, period.to_string()).await?;
+    let plans = &state.engine.config().plans;
     let mut tenants = Vec::new();
     for tenant in store.tenants().await? {
+        let quota_used_percent = plans.get(&tenant.plan).map(|plan| {
+            let shares =
+                usage.iter().filter(|counter| counter.tenant == tenant.id).map(|counter| {
+                    let limit = plan.monthly(counter.channel).max(1);
+                    (u128::from(counter.taken) * 100 / u128::from(limit)).min(100)
+                });
+            u8::try_from(shares.max().unwrap_or(0)).unwrap_or(100)
+        });
         let counts = store.count_follow_ups(Some(tenant.id)).await?;
         let paused_connections = store
             .connections(tenant.id)
@@ -163,6 +175,8 @@ async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
             sent: count(&counts, None, &[FollowUpState::Sent]),
             failed: count(&counts, None, &[FollowUpState::Failed, FollowUpState::Dead]),
             paused_connections,
+            held: count(&counts, None, &[FollowUpState::Held]),
+            quota_used_percent,
         });
     }
     tenants.sort_by(|a, b| b.backlog.cmp(&a.backlog).then_with(|| a.name.cmp(&b.name)));

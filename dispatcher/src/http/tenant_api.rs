@@ -741,6 +741,30 @@ impl From<&Connection> for ConnectionView {
     }
 }
 
+/// Rejects a new connection beyond what the tenant's plan allows; replacing an existing one is
+/// always allowed.
+async fn check_connection_allowance(
+    state: &AppState,
+    tenant: &followup_core::domain::Tenant,
+    provider: Provider,
+) -> Result<(), ApiError> {
+    let Some(plan) = state.engine.config().plans.get(&tenant.plan) else {
+        return Ok(());
+    };
+    let connections = state.engine.store().connections(tenant.id).await?;
+    let replaces = connections.iter().any(|connection| connection.provider == provider);
+    let allowed = usize::try_from(plan.connections).unwrap_or(usize::MAX);
+    if !replaces && connections.len() >= allowed {
+        return Err(ApiError::Unprocessable(format!(
+            "plan {} allows {allowed} connection(s) and the tenant has {}: remove one or move to \
+             a larger plan to connect {provider}",
+            tenant.plan,
+            connections.len()
+        )));
+    }
+    Ok(())
+}
+
 pub async fn put_connection(
     state: web::Data<AppState>,
     AuthenticatedTenant(tenant): AuthenticatedTenant,
@@ -752,6 +776,7 @@ pub async fn put_connection(
     })?;
     let request = body.0;
     validate_sender(provider, request.sender.trim())?;
+    check_connection_allowance(&state, &tenant, provider).await?;
     let limits = &request.limits;
     let zero = [limits.per_minute, limits.per_day, limits.per_local_day, limits.max_in_flight]
         .contains(&Some(0));

@@ -11,6 +11,8 @@ fn tenant(id: TenantId, backlog: u64, sent: u64, failed: u64) -> TenantSummary {
         sent,
         failed,
         paused_connections: Vec::new(),
+        held: 0,
+        quota_used_percent: None,
     }
 }
 
