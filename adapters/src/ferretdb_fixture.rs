@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 /// `go build`, which takes minutes on a small machine; `.ci/run` builds it beforehand.
 const START_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Environment variable that, set to the URL of a PostgreSQL database on 127.0.0.1, runs
+/// FerretDB on its PostgreSQL backend instead of SQLite, for the guarantees that need updates
+/// of one document to be atomic (docs/ARCHITECTURE.md, "Several nodes").
+pub const POSTGRESQL_URL_VAR: &str = "FOLLOWUP_TEST_FERRETDB_POSTGRESQL_URL";
+
 /// A running FerretDB server on 127.0.0.1, with the directory of its data.
 #[derive(Debug)]
 pub struct FerretDb {
@@ -77,10 +82,12 @@ impl FerretDb {
             .append(true)
             .open(self.log_path())
             .map_err(|error| format!("opening {}: {error}", self.log_path().display()))?;
-        let child = Command::new(start_script())
-            .args(["--port", &self.port.to_string()])
-            .arg("--data")
-            .arg(self.data_dir())
+        let mut command = Command::new(start_script());
+        command.args(["--port", &self.port.to_string()]).arg("--data").arg(self.data_dir());
+        if let Some(url) = postgresql_url()? {
+            command.args(["--handler", "postgresql", "--postgresql-url", &url]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -114,6 +121,23 @@ impl Drop for FerretDb {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The PostgreSQL URL of [`POSTGRESQL_URL_VAR`], if set; one that names a host other than
+/// 127.0.0.1 is an error, so that tests never reach beyond the machine.
+fn postgresql_url() -> Result<Option<String>, String> {
+    let Ok(url) = std::env::var(POSTGRESQL_URL_VAR) else {
+        return Ok(None);
+    };
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let host = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    let host = host.split_once("://").map_or(host, |(_, rest)| rest);
+    if !host.starts_with("127.0.0.1:") && !host.starts_with("127.0.0.1/") {
+        return Err(format!("{POSTGRESQL_URL_VAR} must name host 127.0.0.1"));
+    }
+    Ok(Some(url))
 }
 
 /// The server shared by the tests of one test binary, started by the first caller.

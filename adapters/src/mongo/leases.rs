@@ -207,7 +207,7 @@ impl MongoStore {
     }
 
     /// Writes epoch `fence` into every follow-up of `tenant` that a dispatcher may still
-    /// change (pending, retry, claimed, sending) and that was last written under an older one.
+    /// change (pending, retry, held, claimed, sending) and that an older epoch wrote last.
     ///
     /// A write of the previous owner whose fence check passed just before this lease was
     /// taken can reach the server after recovery has run. Without this, its filter (`fence`
@@ -222,6 +222,7 @@ impl MongoStore {
         let open = [
             FollowUpState::Pending,
             FollowUpState::Retry,
+            FollowUpState::Held,
             FollowUpState::Claimed,
             FollowUpState::Sending,
         ]
