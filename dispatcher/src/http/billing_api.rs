@@ -13,6 +13,7 @@ use super::AppState;
 use super::auth::{AuthenticatedTenant, Operator};
 use super::error::ApiError;
 use super::json::ApiJson;
+use crate::webhooks::stripe_billing;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +71,14 @@ pub async fn link_customer(
         other => other.into(),
     })?;
     tracing::info!(tenant = %id, customer = %customer_id, "tenant linked to a Stripe customer");
-    Ok(HttpResponse::Ok().json(BillingView::of(Some(&account), now)))
+
+    // Events that arrived before the link are waiting in the webhook log.
+    {
+        let _applying = state.webhooks.stripe_billing.lock().await;
+        stripe_billing::apply_unapplied(&state.engine, &state.webhooks.log).await?;
+    }
+    let account = store.stripe_account(id).await?;
+    Ok(HttpResponse::Ok().json(BillingView::of(account.as_ref(), now)))
 }
 
 /// A tenant's Stripe customer, subscription and standing, as the APIs show them.
