@@ -3,13 +3,14 @@
 //! `/webhooks/stripe`, and the tenant's plan, standing and sends follow them whatever the
 //! order and repetition of the deliveries.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::Duration;
 use followup_adapters::fakes::stripe::{FakeStripeEvent, StripeFake};
 use followup_core::clock::Clock as _;
 use followup_core::domain::{Channel, FollowUpState};
 use followup_dispatcher::config::Plan;
+use followup_dispatcher::telemetry::install_metrics;
 use followup_tests::{OPERATOR_TOKEN, TestEngine, email_csv, email_now_sequence};
 use serde_json::{Value, json};
 
@@ -17,16 +18,38 @@ const SIGNING_SECRET: &str = "whsec_stripe_billing_test";
 const STARTER_PRICE: &str = "price_starter_monthly";
 const PRO_PRICE: &str = "price_pro_monthly";
 
+/// The process's one metrics recorder, shared by the engines of this file.
+fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| install_metrics().expect("the only recorder of this process")).clone()
+}
+
+/// Returns the `/metrics` samples named `name`, as their labels and values.
+async fn samples(engine: &TestEngine, name: &str) -> anyhow::Result<Vec<(String, f64)>> {
+    let text = engine.http.get(engine.url("/metrics")).send().await?.text().await?;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+    let mut found = Vec::new();
+    for sample in scrape.samples.into_iter().filter(|sample| sample.metric == name) {
+        if let prometheus_parse::Value::Counter(value) = sample.value {
+            found.push((sample.labels.to_string(), value));
+        }
+    }
+    Ok(found)
+}
+
 /// Starts an engine with Stripe webhooks on, two plans sold at Stripe prices, and a Stripe fake
 /// on the engine's virtual clock that delivers to it.
 async fn start_with_stripe() -> anyhow::Result<(TestEngine, StripeFake)> {
-    let engine = TestEngine::start(|config| {
-        config.webhooks.stripe_signing_secrets = vec![SIGNING_SECRET.to_owned().into()];
-        let starter = Plan { stripe_price_id: Some(STARTER_PRICE.into()), ..Plan::unlimited() };
-        let pro = Plan { stripe_price_id: Some(PRO_PRICE.into()), ..Plan::unlimited() };
-        config.plans.insert("starter_stripe".into(), starter);
-        config.plans.insert("pro_stripe".into(), pro);
-    })
+    let engine = TestEngine::start_with_metrics(
+        |config| {
+            config.webhooks.stripe_signing_secrets = vec![SIGNING_SECRET.to_owned().into()];
+            let starter = Plan { stripe_price_id: Some(STARTER_PRICE.into()), ..Plan::unlimited() };
+            let pro = Plan { stripe_price_id: Some(PRO_PRICE.into()), ..Plan::unlimited() };
+            config.plans.insert("starter_stripe".into(), starter);
+            config.plans.insert("pro_stripe".into(), pro);
+        },
+        Some(metrics_handle()),
+    )
     .await?;
     let clock: Arc<dyn followup_core::clock::Clock> = engine.virtual_clock().clone();
     let fake = StripeFake::new(&engine.url("/webhooks/stripe"), SIGNING_SECRET, clock)?;
@@ -217,6 +240,15 @@ async fn unpaid_invoice_pauses_until_paid() -> anyhow::Result<()> {
     assert_eq!(email_count(&engine, FollowUpState::Pending).await, 3, "they stay pending");
 
     // Paying resumes the tenant, and the pending follow-ups go out.
+    let transitions = samples(&engine, "followup_billing_transitions_total").await?;
+    let labelled =
+        |label: &str| transitions.iter().any(|(labels, n)| labels.contains(label) && *n >= 1.0);
+    assert!(labelled("to=\"grace\""), "{transitions:?}");
+    assert!(labelled("to=\"paused_unpaid\""), "{transitions:?}");
+    assert!(transitions.iter().all(|(labels, _)| !labels.contains("tenant")), "{transitions:?}");
+    let paused = samples(&engine, "followup_billing_paused_rounds_total").await?;
+    assert!(paused.iter().any(|(_, n)| *n >= 1.0), "{paused:?}");
+
     let paid = fake.pay_invoice(&invoice)?;
     let applied = deliver(&fake, &paid).await?;
     assert_eq!(applied["outcome"], "applied", "{applied}");

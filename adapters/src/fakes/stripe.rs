@@ -96,11 +96,13 @@ impl StripeFake {
         if !loopback {
             return Err(invalid("the fake delivers to loopback addresses only"));
         }
+        let http = crate::http::build_http_client(&crate::http::HttpSettings::default())
+            .map_err(|error| invalid(&format!("building the HTTP client failed: {error}")))?;
         Ok(Self {
             endpoint: url,
             signing_secret: signing_secret.to_owned(),
             clock,
-            http: reqwest::Client::new(),
+            http,
             state: Mutex::default(),
         })
     }
@@ -313,5 +315,49 @@ impl StripeFake {
         let status = response.status().as_u16();
         let body = response.json().await.map_err(failed)?;
         Ok(Delivery { status, body })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use followup_core::clock::SystemClock;
+
+    use super::*;
+
+    fn fake(endpoint: &str) -> Result<StripeFake, StripeFakeError> {
+        StripeFake::new(endpoint, "whsec_test", Arc::new(SystemClock))
+    }
+
+    #[test]
+    fn signature_matches_known_vector() {
+        // Computed independently with Python's `hmac` for Stripe's documented scheme.
+        let expected = "t=1492774577,v1=\
+            91756ee38f5c256c6db5893fecc447d8729adb8023535a860e4c2b521391cec9";
+        let fake = fake("http://127.0.0.1:9/webhooks/stripe").expect("loopback endpoint");
+        assert_eq!(fake.signature_header(1492774577, r#"{"id":"evt_test"}"#), expected);
+    }
+
+    #[test]
+    fn endpoint_must_be_loopback() {
+        assert!(fake("http://[::1]:9/webhooks/stripe").is_ok());
+        assert!(fake("http://localhost:9/webhooks/stripe").is_ok());
+        let remote = fake("http://192.0.2.1/webhooks/stripe").expect_err("not loopback");
+        assert!(remote.to_string().contains("loopback"), "{remote}");
+    }
+
+    #[test]
+    fn events_follow_the_subscription() {
+        let fake = fake("http://127.0.0.1:9/webhooks/stripe").expect("loopback endpoint");
+        let customer = fake.create_customer();
+        let created = fake.create_subscription(&customer, "price_a").expect("created");
+        let id = StripeFake::object_id(&created).expect("subscription id");
+        let cancelled = fake.cancel_at_period_end(&id).expect("updated");
+        let body: Value = serde_json::from_str(&cancelled.body).expect("JSON");
+        assert_eq!(body["type"], "customer.subscription.updated");
+        assert_eq!(body["data"]["object"]["cancel_at_period_end"], true);
+        assert_eq!(body["data"]["object"]["items"]["data"][0]["price"]["id"], "price_a");
+        let unknown = fake.change_price("sub_missing", "price_b").expect_err("unknown");
+        assert!(unknown.to_string().contains("sub_missing"), "{unknown}");
+        assert_eq!(fake.events().len(), 2);
     }
 }
