@@ -1,5 +1,5 @@
 //! A Stripe event recorded in the webhook log but not applied when `followup serve` was killed
-//! is applied when it restarts, before it answers requests.
+//! is applied when it restarts, before it serves requests.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

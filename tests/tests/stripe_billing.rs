@@ -1,6 +1,6 @@
-//! Stripe billing through the HTTP API: the operator links a tenant to its Stripe customer,
-//! the adapters' Stripe fake delivers signed subscription and invoice events to
-//! `/webhooks/stripe`, and the tenant's plan, standing and sends follow them whatever the
+//! Stripe billing through the HTTP API. The operator links a tenant to its Stripe customer,
+//! and the adapters' Stripe fake delivers signed subscription and invoice events to
+//! `/webhooks/stripe`. The tenant's plan, standing and sends follow the events, whatever the
 //! order and repetition of the deliveries.
 
 use std::sync::{Arc, OnceLock};
@@ -56,7 +56,7 @@ async fn start_with_stripe() -> anyhow::Result<(TestEngine, StripeFake)> {
     Ok((engine, fake))
 }
 
-/// Delivers `event` and returns the engine's answer, checking that it accepted the signature.
+/// Delivers `event` and returns the engine's response body, checking that it is a 200.
 async fn deliver(fake: &StripeFake, event: &FakeStripeEvent) -> anyhow::Result<Value> {
     let delivery = fake.deliver(event).await?;
     assert_eq!(delivery.status, 200, "{} answered {}", event.kind, delivery.body);
@@ -222,7 +222,7 @@ async fn unpaid_invoice_pauses_until_paid() -> anyhow::Result<()> {
     engine.settle(1).await?;
     assert_eq!(email_count(&engine, FollowUpState::Sent).await, 2, "sent during grace");
 
-    // A repeated failure of the same invoice does not extend the grace period.
+    // The failure delivered again changes nothing, the grace end included.
     advance(&engine, Duration::hours(1));
     let delivery = fake.deliver(&failed).await?;
     assert_eq!(delivery.body["duplicate"], true, "{}", delivery.body);

@@ -32,7 +32,7 @@ pub struct FakeStripeEvent {
     pub body: String,
 }
 
-/// The endpoint's answer to one delivery.
+/// The endpoint's response to one delivery.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     pub status: u16,
@@ -252,7 +252,7 @@ impl StripeFake {
         body["data"]["object"]["id"].as_str().map(str::to_owned)
     }
 
-    /// Every event created so far, oldest first.
+    /// Returns every event created so far, oldest first.
     pub fn events(&self) -> Vec<FakeStripeEvent> {
         self.state.lock().events.clone()
     }

@@ -3,9 +3,9 @@
 //! `invoice.payment_failed`. Other event types are recorded and otherwise ignored.
 //!
 //! Stripe delivers at least once and in no set order, so the result depends only on the events,
-//! never on their arrival: each part of the account keeps the newest state by the event's
-//! `created` (see `followup_core::store::subscription`), and a grace period runs from the
-//! `created` of the first failed payment's event.
+//! never on their arrival. Each part of the account keeps the newest state by the event's
+//! `created` (see `followup_core::store::subscription`). A grace period runs from the `created`
+//! of the first failed payment's event.
 //!
 //! An event is applied after it is recorded in the webhook log, and marked applied afterwards.
 //! At start-up, and after a customer is linked, the events still unapplied are applied: those a
@@ -26,12 +26,12 @@ use crate::telemetry;
 /// Prefix of the Stripe events' keys in the webhook log.
 pub const LOG_PREFIX: &str = "stripe/";
 
-/// What applying one event did.
+/// The result of applying one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The event changed the tenant's account.
     Applied,
-    /// The account already holds a state as new or newer; nothing changed.
+    /// The account already contains a state as new or newer, so nothing changed.
     Outdated,
     /// No tenant is linked to the event's customer: the event stays unapplied until one is.
     UnknownCustomer,
@@ -105,8 +105,10 @@ fn instant(value: &Value) -> Option<DateTime<Utc>> {
 /// where Stripe's API version puts it on the items instead, the latest item's.
 fn subscription_state(event: &StripeEvent) -> anyhow::Result<SubscriptionState> {
     let object = &event.data.object;
-    let id = object["id"].as_str().context("subscription without an id")?;
-    let status = object["status"].as_str().context("subscription without a status")?;
+    let missing =
+        |field: &str| format!("invalid Stripe event {}: subscription has no {field}", event.id);
+    let id = object["id"].as_str().with_context(|| missing("id"))?;
+    let status = object["status"].as_str().with_context(|| missing("status"))?;
     let items = object["items"]["data"].as_array();
     let price_id = items
         .and_then(|items| items.first())
@@ -137,7 +139,10 @@ fn payment_state(
     grace_days: u32,
 ) -> anyhow::Result<PaymentState> {
     let object = &event.data.object;
-    let invoice_id = object["id"].as_str().context("invoice without an id")?.to_owned();
+    let invoice_id = object["id"]
+        .as_str()
+        .with_context(|| format!("invalid Stripe event {}: invoice has no id", event.id))?
+        .to_owned();
     let paid = event.kind == "invoice.paid";
     let grace_ends_at = if paid {
         None
@@ -164,6 +169,7 @@ pub async fn apply(engine: &Engine, event: &StripeEvent) -> anyhow::Result<Outco
     if !handled {
         return Ok(Outcome::Ignored);
     }
+
     let customer = customer_id(&event.data.object)
         .with_context(|| format!("Stripe event {} names no customer", event.id))?;
     let store = engine.store();
@@ -172,6 +178,7 @@ pub async fn apply(engine: &Engine, event: &StripeEvent) -> anyhow::Result<Outco
             "Stripe event for a customer linked to no tenant; kept until one is linked");
         return Ok(Outcome::UnknownCustomer);
     };
+
     let now = engine.clock().now();
     let before = account.standing(now);
     let changed = if is_subscription {
@@ -185,6 +192,7 @@ pub async fn apply(engine: &Engine, event: &StripeEvent) -> anyhow::Result<Outco
             "Stripe event older than the state applied; ignored");
         return Ok(Outcome::Outdated);
     }
+
     account.updated_at = now;
     store.put_stripe_account(account.clone()).await?;
     log_transition(&account, before, account.standing(now), &event.kind);
