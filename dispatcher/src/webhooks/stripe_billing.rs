@@ -195,7 +195,7 @@ pub async fn apply(engine: &Engine, event: &StripeEvent) -> anyhow::Result<Outco
 
     // NOTE: the write is not conditional on the state read above. Events are applied one at a
     // time per node, but two nodes applying events of one tenant at once can lose one of them
-    // until Stripe delivers it to a node again.
+    // for good, because each node marks its event applied; only a newer event corrects it.
     account.updated_at = now;
     store.put_stripe_account(account.clone()).await?;
     log_transition(&account, before, account.standing(now), &event.kind);
