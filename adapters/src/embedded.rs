@@ -16,6 +16,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
@@ -457,6 +458,21 @@ impl Store for EmbeddedStore {
 
     fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>> {
         self.read(move |db| read::billing_record(db, tenant))
+    }
+
+    fn put_stripe_account(&self, account: StripeAccount) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutStripeAccount(account))
+    }
+
+    fn stripe_account(&self, tenant: TenantId) -> StoreFuture<'_, Option<StripeAccount>> {
+        self.read(move |db| read::stripe_account(db, tenant))
+    }
+
+    fn stripe_account_by_customer(
+        &self,
+        customer_id: String,
+    ) -> StoreFuture<'_, Option<StripeAccount>> {
+        self.read(move |db| read::stripe_account_by_customer(db, &customer_id))
     }
 
     fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64> {

@@ -15,7 +15,8 @@
 //!   Gmail's batch endpoint;
 //! - [`oauth`]: the token endpoints of Google and Microsoft (the `refresh_token` grant), whose
 //!   access tokens the Gmail and Graph fakes accept until they expire;
-//! - `state` and `limiter`: accounts, counters and the sliding windows.
+//! - `state` and `limiter`: accounts, counters and the sliding windows;
+//! - [`stripe`]: customers, subscriptions and invoices, delivered as signed webhook events.
 
 pub mod config;
 pub mod faults;
@@ -27,6 +28,7 @@ mod limiter;
 pub mod oauth;
 mod server;
 mod state;
+pub mod stripe;
 mod twilio;
 
 #[cfg(test)]

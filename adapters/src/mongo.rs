@@ -18,6 +18,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
@@ -33,6 +34,7 @@ mod errors;
 mod leases;
 mod lifecycle;
 mod read;
+mod stripe;
 mod usage;
 mod write;
 
@@ -62,6 +64,9 @@ mod collections {
     pub(super) const HEARTBEATS: &str = "node_heartbeats";
     /// One document per (tenant, billing period, channel): the quota usage counters.
     pub(super) const USAGE: &str = "usage_counters";
+    /// One document per tenant linked to a Stripe customer. Kept after the tenant is deleted,
+    /// like billing records.
+    pub(super) const STRIPE_ACCOUNTS: &str = "stripe_accounts";
 }
 
 /// The MongoDB store. Cheap to share behind an `Arc`: the driver's client pools connections.
@@ -131,13 +136,20 @@ impl MongoStore {
     /// Creates the secondary indexes. Everything else is found by `_id`, whose ranges group a
     /// tenant's records (see `documents`).
     async fn create_indexes(&self) -> Result<(), StoreError> {
-        let unique = mongodb::options::IndexOptions::builder().unique(true);
+        let unique = || mongodb::options::IndexOptions::builder().unique(true);
         let indexes = [
             (
                 collections::TENANTS,
                 IndexModel::builder()
                     .keys(doc! { "api_key": 1 })
-                    .options(unique.name("api_key_unique".to_owned()).build())
+                    .options(unique().name("api_key_unique".to_owned()).build())
+                    .build(),
+            ),
+            (
+                collections::STRIPE_ACCOUNTS,
+                IndexModel::builder()
+                    .keys(doc! { "customer": 1 })
+                    .options(unique().name("customer_unique".to_owned()).build())
                     .build(),
             ),
             (
@@ -419,6 +431,23 @@ impl Store for MongoStore {
     fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>> {
         let id = documents::tenant(tenant);
         Box::pin(self.find_record(collections::BILLING, doc! { "_id": id }))
+    }
+
+    fn put_stripe_account(&self, account: StripeAccount) -> StoreFuture<'_, ()> {
+        Box::pin(self.write_stripe_account(account))
+    }
+
+    fn stripe_account(&self, tenant: TenantId) -> StoreFuture<'_, Option<StripeAccount>> {
+        let id = documents::tenant(tenant);
+        Box::pin(self.find_record(collections::STRIPE_ACCOUNTS, doc! { "_id": id }))
+    }
+
+    fn stripe_account_by_customer(
+        &self,
+        customer_id: String,
+    ) -> StoreFuture<'_, Option<StripeAccount>> {
+        let filter = doc! { "customer": customer_id };
+        Box::pin(self.find_record(collections::STRIPE_ACCOUNTS, filter))
     }
 
     fn purge_sent_messages(&self, before: DateTime<Utc>, limit: usize) -> StoreFuture<'_, u64> {

@@ -21,9 +21,11 @@ use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 pub mod conformance;
 pub mod lease;
 pub mod sealed;
+pub mod subscription;
 pub mod usage;
 
 use self::lease::{Lease, NodeHeartbeat};
+use self::subscription::StripeAccount;
 use self::usage::{UsageCounter, UsageKey};
 
 /// The future every store method returns. Boxed so that `dyn Store` works.
@@ -338,4 +340,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Removes the tenant's wrapped data key, durably; returns whether there was one. Without
     /// it the tenant's sealed values can never be opened again.
     fn delete_data_key(&self, tenant: TenantId) -> StoreFuture<'_, bool>;
+
+    /// Inserts or replaces the Stripe account of `account.tenant`. A customer id that belongs
+    /// to another tenant's account is a conflict, and so is a tenant being deleted.
+    fn put_stripe_account(&self, account: StripeAccount) -> StoreFuture<'_, ()>;
+
+    fn stripe_account(&self, tenant: TenantId) -> StoreFuture<'_, Option<StripeAccount>>;
+
+    /// Finds the account whose Stripe customer id is `customer_id`.
+    fn stripe_account_by_customer(
+        &self,
+        customer_id: String,
+    ) -> StoreFuture<'_, Option<StripeAccount>>;
 }

@@ -542,11 +542,14 @@ pub struct BillingConfig {
     /// blocks cost fewer store round trips; a node that stops leaves its block taken for the
     /// rest of the month.
     pub quota_block: u64,
+    /// Days a tenant keeps sending after Stripe reports a failed invoice payment, counted from
+    /// the first failure's event; unpaid after that, the tenant is paused.
+    pub grace_days: u32,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        Self { quota_block: 100 }
+        Self { quota_block: 100, grace_days: 3 }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod account_api;
 pub mod admin_api;
 pub mod auth;
+pub mod billing_api;
 pub mod error;
 pub mod json;
 pub mod limits;

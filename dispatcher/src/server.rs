@@ -121,6 +121,12 @@ impl RunningEngine {
         let webhooks = Arc::new(WebhookState::new(&config.webhooks, log));
         let listen = config.listen;
         let engine = Engine::start(store, clock, config, urls).await?;
+        // Stripe events recorded but not applied before the last stop are applied before the
+        // server answers, so a crash between the two loses none.
+        let replayed = crate::webhooks::stripe_billing::apply_unapplied(&engine, &webhooks.log);
+        if let Err(error) = replayed.await {
+            tracing::error!(error = %format!("{error:#}"), "applying recorded Stripe events failed");
+        }
         crate::lifecycle::spawn_background(engine.clone());
         if let Some(fakes) = &fakes {
             for tenant in engine.live_tenants().await? {

@@ -27,6 +27,11 @@ pub const BREAKER_OPENINGS: &str = "followup_circuit_breaker_openings_total";
 pub const QUOTA_REJECTIONS: &str = "followup_quota_rejections_total";
 /// Follow-ups held because the tenant's plan quota was used up, by `channel`.
 pub const QUOTA_HELD: &str = "followup_quota_held_total";
+/// Changes of a tenant's billing standing (Stripe subscription and payments), by the new
+/// standing `to`: active, canceling, grace, paused_unpaid, ended.
+pub const BILLING_TRANSITIONS: &str = "followup_billing_transitions_total";
+/// Dispatch rounds skipped because the tenant's billing standing stops sends, by `standing`.
+pub const BILLING_PAUSED_ROUNDS: &str = "followup_billing_paused_rounds_total";
 /// Held follow-ups returned to pending by a new period or a plan change, by `channel`.
 pub const QUOTA_HELD_RELEASED: &str = "followup_quota_held_released_total";
 /// Sends taken from the tenants' quotas in the store (in blocks), by `channel`.
@@ -105,6 +110,16 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     );
     describe_counter!(QUOTA_REJECTIONS, Unit::Count, "Follow-ups skipped for plan quota.");
     describe_counter!(QUOTA_HELD, Unit::Count, "Follow-ups held for plan quota.");
+    describe_counter!(
+        BILLING_TRANSITIONS,
+        Unit::Count,
+        "Changes of a tenant's billing standing, by the new standing."
+    );
+    describe_counter!(
+        BILLING_PAUSED_ROUNDS,
+        Unit::Count,
+        "Dispatch rounds skipped because billing stops the tenant's sends."
+    );
     describe_counter!(
         QUOTA_HELD_RELEASED,
         Unit::Count,

@@ -7,6 +7,7 @@
 pub mod event_log;
 pub mod replay;
 pub mod stripe;
+pub mod stripe_billing;
 pub mod twilio;
 
 use crate::telemetry::WEBHOOK_REJECTIONS;

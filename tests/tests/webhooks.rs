@@ -112,7 +112,7 @@ async fn stripe_webhooks_are_verified_deduplicated_and_counted() -> anyhow::Resu
     let record = engine.running.webhook_log.get("stripe/evt_1SubscriptionUpdated".into()).await?;
     let record: Value = serde_json::from_slice(&record.expect("the event is recorded"))?;
     assert_eq!(record["type"], "customer.subscription.updated");
-    assert_eq!(record["object"]["object"], "subscription", "{record}");
+    assert_eq!(record["data"]["object"]["object"], "subscription", "{record}");
 
     // The identical signed request again is a replay.
     let (status, answer) = post_stripe(&engine, Some(&signed), &body).await?;

@@ -8,6 +8,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageCounter;
 use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError, WrappedDataKey};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -16,7 +17,8 @@ use serde::Deserialize;
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, TENANTS, Table, USAGE,
+    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS,
+    TENANTS, Table, USAGE,
 };
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
@@ -205,6 +207,26 @@ pub(super) fn billing_record(
     tenant: TenantId,
 ) -> Result<Option<BillingRecord>, StoreError> {
     get_one(db, BILLING, &keys::tenant(tenant))
+}
+
+pub(super) fn stripe_account(
+    db: &Database,
+    tenant: TenantId,
+) -> Result<Option<StripeAccount>, StoreError> {
+    get_one(db, STRIPE_ACCOUNTS, &keys::tenant(tenant))
+}
+
+pub(super) fn stripe_account_by_customer(
+    db: &Database,
+    customer_id: &str,
+) -> Result<Option<StripeAccount>, StoreError> {
+    let txn = begin(db)?;
+    let customers = open(&txn, STRIPE_CUSTOMERS)?;
+    let guard = customers.get(customer_id.as_bytes());
+    let Some(owner) = guard.map_err(|error| tables::read_error(STRIPE_CUSTOMERS, error))? else {
+        return Ok(None);
+    };
+    tables::get(&open(&txn, STRIPE_ACCOUNTS)?, STRIPE_ACCOUNTS, owner.value())
 }
 
 /// Walks the due index from the tenant's earliest instant on `channel` and loads each

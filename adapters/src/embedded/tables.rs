@@ -71,6 +71,11 @@ pub(super) const LEASES: Table = Table { name: "leases" };
 /// Quota usage counters by (tenant, period, channel). Kept after a tenant is deleted, like
 /// billing records: they hold counts only.
 pub(super) const USAGE: Table = Table { name: "usage_counters" };
+/// Stripe accounts by tenant. Kept after a tenant is deleted, like billing records: they hold
+/// Stripe's ids and statuses only.
+pub(super) const STRIPE_ACCOUNTS: Table = Table { name: "stripe_accounts" };
+/// Tenant id by Stripe customer id (UTF-8), the index of `STRIPE_ACCOUNTS`.
+pub(super) const STRIPE_CUSTOMERS: Table = Table { name: "stripe_customers" };
 /// Node heartbeats by node id (UTF-8).
 pub(super) const HEARTBEATS: Table = Table { name: "node_heartbeats" };
 /// Work left for the next opening of the file, by name, with empty values.

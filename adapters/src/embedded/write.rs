@@ -12,6 +12,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{FollowUpId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageKey;
 use followup_core::store::{
     Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
@@ -23,7 +24,7 @@ use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
     FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
-    SEQUENCES, TENANTS, Table, USAGE,
+    SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS, TENANTS, Table, USAGE,
 };
 
 mod leases;
@@ -70,6 +71,7 @@ pub(super) enum WriteOp {
         now: DateTime<Utc>,
     },
     PutBillingRecord(BillingRecord),
+    PutStripeAccount(StripeAccount),
     PurgeSentMessages {
         before: DateTime<Utc>,
         limit: usize,
@@ -96,6 +98,7 @@ impl WriteOp {
             WriteOp::PutTenant(tenant) => Some(tenant.id),
             WriteOp::PutConnection(connection) => Some(connection.tenant),
             WriteOp::PutDataKey(key) => Some(key.tenant),
+            WriteOp::PutStripeAccount(account) => Some(account.tenant),
             WriteOp::PutSequence(sequence) => Some(sequence.tenant),
             WriteOp::InsertEnrolments { tenant, .. }
             | WriteOp::UpdateFollowUps { tenant, .. }
@@ -163,6 +166,8 @@ pub(super) struct WriteTables<'txn> {
     leases: RawTable<'txn>,
     heartbeats: RawTable<'txn>,
     usage: RawTable<'txn>,
+    stripe_accounts: RawTable<'txn>,
+    stripe_customers: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -192,6 +197,8 @@ impl<'txn> WriteTables<'txn> {
             leases: open(LEASES)?,
             heartbeats: open(HEARTBEATS)?,
             usage: open(USAGE)?,
+            stripe_accounts: open(STRIPE_ACCOUNTS)?,
+            stripe_customers: open(STRIPE_CUSTOMERS)?,
         })
     }
 
@@ -245,6 +252,9 @@ impl<'txn> WriteTables<'txn> {
                 put(&mut self.billing, BILLING, &key, record).map_err(ApplyError::Failed)?;
                 Ok(Applied::Done)
             }
+            WriteOp::PutStripeAccount(account) => {
+                self.put_stripe_account(account).map(|()| Applied::Done)
+            }
             WriteOp::PurgeSentMessages { before, limit } => self
                 .purge_sent_messages(*before, *limit)
                 .map(Applied::Counted)
@@ -272,6 +282,38 @@ impl<'txn> WriteTables<'txn> {
     fn put_tenant(&mut self, tenant: &Tenant) -> Result<(), ApplyError> {
         self.check_api_key_owner(tenant).map_err(ApplyError::Rejected)?;
         self.write_tenant(tenant).map_err(ApplyError::Failed)
+    }
+
+    /// Writes a Stripe account and moves its customer id in the index, unless the customer id
+    /// belongs to another tenant.
+    fn put_stripe_account(&mut self, account: &StripeAccount) -> Result<(), ApplyError> {
+        let customer = account.customer_id.as_bytes();
+        let owner = self.stripe_customers.get(customer);
+        let owner = owner.map_err(|error| tables::read_error(STRIPE_CUSTOMERS, error));
+        let owner = owner.map_err(ApplyError::Failed)?.map(|owner| owner.value().to_vec());
+        if let Some(owner) = owner {
+            let owner = tables::tenant_id(STRIPE_CUSTOMERS, &owner).map_err(ApplyError::Failed)?;
+            if owner != account.tenant {
+                return Err(ApplyError::Rejected(StoreError::Conflict(format!(
+                    "tenant {}: Stripe customer {} is already linked to tenant {owner}",
+                    account.tenant, account.customer_id
+                ))));
+            }
+        }
+        let key = keys::tenant(account.tenant);
+        let previous: Option<StripeAccount> =
+            tables::get(&self.stripe_accounts, STRIPE_ACCOUNTS, &key)
+                .map_err(ApplyError::Failed)?;
+        let write = |tables: &mut Self| -> Result<(), StoreError> {
+            if let Some(previous) = previous.filter(|p| p.customer_id != account.customer_id) {
+                let removed = tables.stripe_customers.remove(previous.customer_id.as_bytes());
+                removed.map_err(|error| tables::write_error(STRIPE_CUSTOMERS, error))?;
+            }
+            let indexed = tables.stripe_customers.insert(customer, key.as_slice());
+            indexed.map_err(|error| tables::write_error(STRIPE_CUSTOMERS, error))?;
+            put(&mut tables.stripe_accounts, STRIPE_ACCOUNTS, &key, account)
+        };
+        write(self).map_err(ApplyError::Failed)
     }
 
     /// Rejects a tenant whose API key hash is already indexed for another tenant, because the

@@ -22,6 +22,7 @@ use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, Te
 
 mod leases;
 mod lifecycle;
+mod stripe;
 mod usage;
 pub use leases::{
     fenced_writes_are_rejected, heartbeats_round_trip, lease_excludes_until_expiry,
@@ -31,6 +32,7 @@ pub use lifecycle::{
     deletion_revokes_key_and_blocks_writes, export_pages_cover_each_record_once,
     purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
 };
+pub use stripe::{stripe_accounts_round_trip, stripe_customer_has_one_tenant};
 pub use usage::{
     concurrent_reservations_never_overspend, usage_counters_are_separate,
     usage_reservations_stop_at_limit,
@@ -66,6 +68,8 @@ pub async fn run_all(store: &dyn Store) {
     usage_counters_are_separate(store).await;
     concurrent_reservations_never_overspend(store).await;
     concurrent_reservations_never_overspend(store).await;
+    stripe_accounts_round_trip(store).await;
+    stripe_customer_has_one_tenant(store).await;
 }
 
 /// Checks put, get, listing, replacement and deletion of wrapped data keys, each scoped to its

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 
 use super::lease::{Lease, NodeHeartbeat};
+use super::subscription::StripeAccount;
 use super::usage::{UsageCounter, UsageKey};
 use super::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
@@ -655,5 +656,21 @@ impl Store for SealedStore {
             let removed = self.destroy_tenant_key(tenant).await?;
             Ok(removed)
         })
+    }
+
+    // A Stripe account holds Stripe's ids and statuses, no personal data, so it is not sealed.
+    fn put_stripe_account(&self, account: StripeAccount) -> StoreFuture<'_, ()> {
+        self.inner.put_stripe_account(account)
+    }
+
+    fn stripe_account(&self, tenant: TenantId) -> StoreFuture<'_, Option<StripeAccount>> {
+        self.inner.stripe_account(tenant)
+    }
+
+    fn stripe_account_by_customer(
+        &self,
+        customer_id: String,
+    ) -> StoreFuture<'_, Option<StripeAccount>> {
+        self.inner.stripe_account_by_customer(customer_id)
     }
 }

@@ -17,6 +17,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
+use followup_core::store::subscription::{BillingStanding, standing_of};
 use followup_core::store::usage::BillingPeriod;
 use followup_core::store::{Store, StoreError};
 use followup_core::template::{Template, escape_html};
@@ -227,6 +228,7 @@ impl TenantActor {
             lease,
             sequences: Mutex::default(),
             held_checked: Mutex::default(),
+            billing_seen: Mutex::default(),
         };
         Self { round: Arc::new(round) }
     }
@@ -301,6 +303,9 @@ struct TenantRound {
     sequences: Mutex<HashMap<SequenceId, Arc<CompiledSequence>>>,
     /// The billing period whose start this node has released the held follow-ups of.
     held_checked: Mutex<Option<BillingPeriod>>,
+    /// The billing standing the last round saw, with the account's `updated_at`, so that a
+    /// change the clock alone brings (a grace period or paid period running out) is logged.
+    billing_seen: Mutex<Option<(DateTime<Utc>, &'static str)>>,
 }
 
 /// A follow-up ready to go out, with its rendered message.
@@ -332,6 +337,16 @@ impl TenantRound {
 
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
         if self.gate.is_stopped() || !self.lease.allows_sends(Utc::now()) {
+            return Ok(RoundReport::default());
+        }
+        let standing = self.billing_standing(now).await?;
+        if !standing.allows_sends() {
+            // Nothing is claimed, so the follow-ups stay pending until a webhook (payment,
+            // new subscription) wakes the tenant again. A standing that changes by time alone
+            // needs no wake of its own: it is read again by every round, which runs when a
+            // follow-up is due.
+            metrics::counter!(telemetry::BILLING_PAUSED_ROUNDS, "standing" => standing.label())
+                .increment(1);
             return Ok(RoundReport::default());
         }
         self.release_held_of_past_periods(now).await?;
@@ -589,6 +604,27 @@ impl TenantRound {
             }
         }
         Ok(Some(reservation))
+    }
+
+    /// Reads the tenant's billing standing at `now`, and logs a change since the last round that
+    /// came from the clock alone; the webhook that changes an account logs its own changes.
+    async fn billing_standing(&self, now: DateTime<Utc>) -> Result<BillingStanding, DispatchError> {
+        let account = self.deps.store.stripe_account(self.tenant).await?;
+        let standing = standing_of(account.as_ref(), now);
+        let Some(account) = account else { return Ok(standing) };
+        let seen = (account.updated_at, standing.label());
+        let previous = self.billing_seen.lock().map_err(poisoned)?.replace(seen);
+        if let Some((updated_at, label)) = previous
+            && updated_at == account.updated_at
+            && label != standing.label()
+        {
+            tracing::info!(tenant = %self.tenant, from = label, to = standing.label(),
+                cause = "time", sends_allowed = standing.allows_sends(),
+                "tenant billing standing changed");
+            metrics::counter!(telemetry::BILLING_TRANSITIONS, "to" => standing.label())
+                .increment(1);
+        }
+        Ok(standing)
     }
 
     /// Returns the tenant's held follow-ups to pending, at most once per billing period: those

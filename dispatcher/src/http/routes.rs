@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::route_not_found;
-use super::{account_api, admin_api, tenant_api, usage_api, webhooks};
+use super::{account_api, admin_api, billing_api, tenant_api, usage_api, webhooks};
 
 /// Registers every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -20,7 +20,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/keys/rotate", web::post().to(admin_api::rotate_keys))
         .route("/admin/v1/usage", web::get().to(usage_api::all_usage))
         .route("/admin/v1/tenants/{id}/plan", web::put().to(usage_api::change_plan))
+        .route("/admin/v1/tenants/{id}/stripe-customer", web::put().to(billing_api::link_customer))
+        .route("/admin/v1/tenants/{id}/billing", web::get().to(billing_api::tenant_billing))
         .route("/v1/usage", web::get().to(usage_api::own_usage))
+        .route("/v1/billing", web::get().to(billing_api::own_billing))
         .route("/v1/sequences", web::post().to(tenant_api::create_sequence))
         .route("/v1/sequences", web::get().to(tenant_api::list_sequences))
         .route("/v1/sequences/{id}", web::get().to(tenant_api::get_sequence))

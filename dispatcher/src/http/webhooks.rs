@@ -22,6 +22,7 @@ use crate::config::WebhooksConfig;
 use crate::webhooks::event_log::WebhookLog;
 use crate::webhooks::replay::ReplayCache;
 use crate::webhooks::stripe::{self, StripeEvent};
+use crate::webhooks::stripe_billing;
 use crate::webhooks::{Rejection, WebhookSource, count_rejection, twilio};
 
 /// State of the webhook routes, shared between requests.
@@ -31,6 +32,9 @@ pub struct WebhookState {
     stripe_replays: ReplayCache,
     twilio_replays: ReplayCache,
     twilio_accounts: TwilioAccounts,
+    /// Taken while a Stripe event is applied, so that two events for one tenant never read and
+    /// write its account at the same time on this node.
+    pub stripe_billing: tokio::sync::Mutex<()>,
 }
 
 impl WebhookState {
@@ -44,6 +48,7 @@ impl WebhookState {
             stripe_replays: ReplayCache::new(stripe_window, config.replay_cache_entries),
             twilio_replays: ReplayCache::new(twilio_window, config.replay_cache_entries),
             twilio_accounts: TwilioAccounts::default(),
+            stripe_billing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -139,43 +144,39 @@ pub async fn stripe_event(
     let event: StripeEvent = serde_json::from_slice(&body).map_err(|error| {
         ApiError::BadRequest(format!("signed body is not a Stripe event: {error}"))
     })?;
-    // The object's identifying fields only: a whole event may carry a customer's name, email
-    // and address, and the webhook log is not encrypted the way the store is.
-    let object = &event.data.object;
-    let record = serde_json::to_vec(&json!({
-        "received_at": now,
-        "id": event.id,
-        "type": event.kind,
-        "created": event.created,
-        "object": {
-            "id": object.get("id"),
-            "object": object.get("object"),
-            "customer": object.get("customer"),
-            "status": object.get("status"),
-        },
-    }))
-    .map_err(|error| ApiError::Internal(format!("encoding webhook record: {error}")))?;
-    let first = state.webhooks.log.insert_new(format!("stripe/{}", event.id), record).await?;
-    if first {
-        apply_to_billing(&event);
-    } else {
+    // The log keeps the part of the event billing applies, which is also what a start-up
+    // applies again after a crash between recording and applying.
+    let mut record = stripe_billing::trimmed_event(&event);
+    record["received_at"] = json!(now);
+    let record = serde_json::to_vec(&record)
+        .map_err(|error| ApiError::Internal(format!("encoding webhook record: {error}")))?;
+    let key = format!("{}{}", stripe_billing::LOG_PREFIX, event.id);
+    let first = state.webhooks.log.insert_unapplied(key, record).await?;
+    if !first {
         tracing::info!(event = %event.id, kind = %event.kind, "Stripe event delivered again");
+        return Ok(HttpResponse::Ok().json(json!({"received": true, "duplicate": true})));
     }
-    Ok(HttpResponse::Ok().json(json!({"received": true, "duplicate": !first})))
+    let trimmed: StripeEvent = serde_json::from_value(stripe_billing::trimmed_event(&event))
+        .map_err(|error| ApiError::Internal(format!("trimming a Stripe event: {error}")))?;
+    let outcome = apply_to_billing(&state, &trimmed).await;
+    Ok(HttpResponse::Ok().json(json!({"received": true, "duplicate": false, "outcome": outcome})))
 }
 
-/// Hands a verified Stripe event, recorded once in the webhook log, to billing.
-///
-/// NOTE: billing does not act on Stripe events yet: this only logs the event. When it does,
-/// it should also replay events from the webhook log that were recorded but not applied, since
-/// a crash between the two would otherwise leave one unapplied.
-pub fn apply_to_billing(event: &StripeEvent) {
-    tracing::info!(
-        event = %event.id,
-        kind = %event.kind,
-        created = event.created,
-        "Stripe event recorded; billing does not apply Stripe events yet"
-    );
+/// Hands a verified Stripe event, recorded once in the webhook log, to billing, one event at
+/// a time per node. Returns the outcome's name. A failure is logged and leaves the event
+/// unapplied for the next start, and Stripe still gets a 2xx: it would only deliver the same
+/// event again, which the log already holds.
+async fn apply_to_billing(state: &AppState, event: &StripeEvent) -> &'static str {
+    let _applying = state.webhooks.stripe_billing.lock().await;
+    let applied = stripe_billing::apply_and_mark(&state.engine, &state.webhooks.log, event).await;
+    match applied {
+        Ok(outcome) => outcome.label(),
+        Err(error) => {
+            tracing::error!(event = %event.id, kind = %event.kind, error = %format!("{error:#}"),
+                "applying a Stripe event failed; it stays unapplied until the next start");
+            "failed"
+        }
+    }
 }
 
 /// A Twilio webhook that passed verification.

@@ -35,6 +35,10 @@ pub const FILE_NAME: &str = "webhook-events.redb";
 
 const EVENTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("webhook_events");
 
+/// Keys of the records in `EVENTS` not yet applied, with empty values, so that a start-up
+/// finds them without reading the whole log.
+const UNAPPLIED: TableDefinition<'static, &str, ()> = TableDefinition::new("unapplied_events");
+
 /// The durable log of verified webhooks.
 #[derive(Clone, Debug)]
 pub struct WebhookLog {
@@ -52,6 +56,7 @@ impl WebhookLog {
             .with_context(|| format!("cannot open webhook log {}", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(EVENTS)?;
+        txn.open_table(UNAPPLIED)?;
         txn.commit().with_context(|| format!("cannot create tables in {}", path.display()))?;
         restrict_to_owner(&path)?;
         Ok(Self { db: Arc::new(db), path })
@@ -109,6 +114,72 @@ impl WebhookLog {
             .await
             .context("webhook log writer stopped")?
             .with_context(|| format!("cannot write webhook log {}", path.display()))
+    }
+
+    /// Writes `record` under `key` unless the key is already there, and marks it unapplied, in
+    /// one durable transaction. Returns whether it was written.
+    pub async fn insert_unapplied(&self, key: String, record: Vec<u8>) -> anyhow::Result<bool> {
+        let db = Arc::clone(&self.db);
+        let path = self.path.clone();
+        let write = move || -> Result<bool, redb::Error> {
+            let txn = db.begin_write()?;
+            let inserted = {
+                let mut table = txn.open_table(EVENTS)?;
+                if table.get(key.as_str())?.is_some() {
+                    false
+                } else {
+                    table.insert(key.as_str(), record.as_slice())?;
+                    txn.open_table(UNAPPLIED)?.insert(key.as_str(), ())?;
+                    true
+                }
+            };
+            txn.commit()?;
+            Ok(inserted)
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .context("webhook log writer stopped")?
+            .with_context(|| format!("cannot write webhook log {}", path.display()))
+    }
+
+    /// Marks the record under `key` applied, durably.
+    pub async fn mark_applied(&self, key: String) -> anyhow::Result<()> {
+        let db = Arc::clone(&self.db);
+        let path = self.path.clone();
+        let write = move || -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            txn.open_table(UNAPPLIED)?.remove(key.as_str())?;
+            txn.commit()?;
+            Ok(())
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .context("webhook log writer stopped")?
+            .with_context(|| format!("cannot write webhook log {}", path.display()))
+    }
+
+    /// Returns the keys and records not yet applied whose key starts with `prefix`, in key
+    /// order.
+    pub async fn unapplied(&self, prefix: &'static str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let db = Arc::clone(&self.db);
+        let read = move || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+            let txn = db.begin_read()?;
+            let unapplied = txn.open_table(UNAPPLIED)?;
+            let events = txn.open_table(EVENTS)?;
+            let mut found = Vec::new();
+            for entry in unapplied.range(prefix..)? {
+                let (key, _) = entry?;
+                let key = key.value().to_owned();
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                if let Some(record) = events.get(key.as_str())? {
+                    found.push((key, record.value().to_vec()));
+                }
+            }
+            Ok(found)
+        };
+        Ok(tokio::task::spawn_blocking(read).await.context("webhook log reader stopped")??)
     }
 
     /// Returns the record under `key`, if any.
