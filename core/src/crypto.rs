@@ -356,6 +356,18 @@ impl RecordIdKey {
         ScheduleId(self.uuid(&["schedule", &sequence.to_string(), contact_key]))
     }
 
+    /// Returns the stored form of a suppression key (`kind:value`): the kind, a colon and the
+    /// hex HMAC of the whole key, so that the store can find an address without holding it.
+    pub fn suppression_key(&self, key: &str) -> String {
+        let kind = key.split_once(':').map_or("", |(kind, _)| kind);
+        let mut context = hmac::Context::with_key(&self.0);
+        for part in ["suppression", key] {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part.as_bytes());
+        }
+        format!("{kind}:{}", hex(context.sign().as_ref()))
+    }
+
     /// Returns a UUID (version 8, custom) of the first 16 bytes of the HMAC of `parts`, each
     /// preceded by its length so that no two lists of parts hash the same input.
     fn uuid(&self, parts: &[&str]) -> Uuid {

@@ -27,6 +27,10 @@ pub struct Tenant {
     /// SHA-256 of the tenant's API key, lowercase hex. The key itself is never stored.
     pub api_key_sha256: String,
     pub created_at: DateTime<Utc>,
+    /// Whether a suppressed address stops only its own channel or every channel of a contact
+    /// that has it.
+    #[serde(default)]
+    pub suppression_scope: crate::suppression::SuppressionScope,
 }
 
 /// The provider behind a connection.

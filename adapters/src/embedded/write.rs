@@ -16,13 +16,14 @@ use followup_core::store::{
     Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
     WrappedDataKey,
 };
+use followup_core::suppression::Suppression;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
     FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
-    SEQUENCES, TENANTS, Table,
+    SEQUENCES, SUPPRESSIONS, TENANTS, Table,
 };
 
 mod leases;
@@ -74,6 +75,14 @@ pub(super) enum WriteOp {
     },
     PutDataKey(WrappedDataKey),
     DeleteDataKey(TenantId),
+    PutSuppressions {
+        tenant: TenantId,
+        entries: Vec<Suppression>,
+    },
+    RemoveSuppressions {
+        tenant: TenantId,
+        keys: Vec<String>,
+    },
 }
 
 impl WriteOp {
@@ -87,7 +96,9 @@ impl WriteOp {
             WriteOp::PutSequence(sequence) => Some(sequence.tenant),
             WriteOp::InsertEnrolments { tenant, .. }
             | WriteOp::UpdateFollowUps { tenant, .. }
-            | WriteOp::RecoverInterrupted { tenant, .. } => Some(*tenant),
+            | WriteOp::RecoverInterrupted { tenant, .. }
+            | WriteOp::PutSuppressions { tenant, .. }
+            | WriteOp::RemoveSuppressions { tenant, .. } => Some(*tenant),
             WriteOp::TakeLease { .. }
             | WriteOp::RenewLease { .. }
             | WriteOp::ReleaseLease(_)
@@ -147,6 +158,7 @@ pub(super) struct WriteTables<'txn> {
     data_keys: RawTable<'txn>,
     leases: RawTable<'txn>,
     heartbeats: RawTable<'txn>,
+    suppressions: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -175,6 +187,7 @@ impl<'txn> WriteTables<'txn> {
             data_keys: open(DATA_KEYS)?,
             leases: open(LEASES)?,
             heartbeats: open(HEARTBEATS)?,
+            suppressions: open(SUPPRESSIONS)?,
         })
     }
 
@@ -242,7 +255,47 @@ impl<'txn> WriteTables<'txn> {
                 let removed = removed.map_err(|e| tables::write_error(DATA_KEYS, e));
                 Ok(Applied::Deleted(removed.map_err(ApplyError::Failed)?.is_some()))
             }
+            WriteOp::PutSuppressions { tenant, entries } => {
+                self.put_suppressions(*tenant, entries).map(|()| Applied::Done)
+            }
+            WriteOp::RemoveSuppressions { tenant, keys } => {
+                self.remove_suppressions(*tenant, keys).map(Applied::Counted)
+            }
         }
+    }
+
+    fn put_suppressions(
+        &mut self,
+        tenant: TenantId,
+        entries: &[Suppression],
+    ) -> Result<(), ApplyError> {
+        if let Some(foreign) = entries.iter().find(|entry| entry.tenant != tenant) {
+            return Err(ApplyError::Rejected(StoreError::Conflict(format!(
+                "suppression entry of tenant {} written as tenant {tenant}",
+                foreign.tenant
+            ))));
+        }
+        for entry in entries {
+            let key = keys::suppression(tenant, &entry.key);
+            put(&mut self.suppressions, SUPPRESSIONS, &key, entry).map_err(ApplyError::Failed)?;
+        }
+        Ok(())
+    }
+
+    fn remove_suppressions(
+        &mut self,
+        tenant: TenantId,
+        entry_keys: &[String],
+    ) -> Result<u64, ApplyError> {
+        let mut removed = 0;
+        for entry_key in entry_keys {
+            let key = keys::suppression(tenant, entry_key);
+            let found = self.suppressions.remove(key.as_slice());
+            let found =
+                found.map_err(|e| ApplyError::Failed(tables::write_error(SUPPRESSIONS, e)))?;
+            removed += u64::from(found.is_some());
+        }
+        Ok(removed)
     }
 
     /// Writes the tenant and moves its API key hash in the index when the key was rotated.

@@ -22,6 +22,7 @@ use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, Te
 
 mod leases;
 mod lifecycle;
+mod suppressions;
 pub use leases::{
     fenced_writes_are_rejected, heartbeats_round_trip, lease_excludes_until_expiry,
     recovery_runs_under_new_epoch, release_lets_another_node_take, renewal_only_by_live_owner,
@@ -29,6 +30,9 @@ pub use leases::{
 pub use lifecycle::{
     deletion_revokes_key_and_blocks_writes, export_pages_cover_each_record_once,
     purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
+};
+pub use suppressions::{
+    suppression_pages_and_removal, suppressions_are_purged, suppressions_by_key_and_tenant,
 };
 
 /// Runs every check of the suite, one after the other.
@@ -57,6 +61,9 @@ pub async fn run_all(store: &dyn Store) {
     fenced_writes_are_rejected(store).await;
     recovery_runs_under_new_epoch(store).await;
     heartbeats_round_trip(store).await;
+    suppressions_by_key_and_tenant(store).await;
+    suppression_pages_and_removal(store).await;
+    suppressions_are_purged(store).await;
 }
 
 /// Checks put, get, listing, replacement and deletion of wrapped data keys, each scoped to its
@@ -748,6 +755,7 @@ fn new_tenant() -> Tenant {
         plan: "starter".to_owned(),
         api_key_sha256: random_sha256_hex(),
         created_at: base_time(),
+        suppression_scope: Default::default(),
     }
 }
 
