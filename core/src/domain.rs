@@ -222,6 +222,15 @@ impl Contact {
         value.filter(|v| !v.is_empty())
     }
 
+    /// Returns the key ingest derived the contact's id and schedule ids from: the external id,
+    /// else the email address in lowercase, else the phone number.
+    pub fn identity_key(&self) -> Option<String> {
+        self.external_id
+            .clone()
+            .or_else(|| self.email.as_ref().map(|email| email.to_lowercase()))
+            .or_else(|| self.phone.clone())
+    }
+
     /// Returns the address this contact is reached at on `channel`, if it has one.
     pub fn address(&self, channel: Channel) -> Option<&str> {
         match channel {

@@ -152,6 +152,17 @@ impl Suppression {
     }
 }
 
+impl Suppression {
+    /// Returns the reason recorded on a follow-up this entry stopped. It names the kind of
+    /// entry and why it was made, not the address, which the tenant can look up.
+    pub fn follow_up_reason(&self) -> String {
+        match self.kind {
+            SuppressionKind::Contact => format!("contact stopped: {}", self.reason),
+            kind => format!("{kind} suppressed: {}", self.reason),
+        }
+    }
+}
+
 /// Returns the key of the entry of `kind` for `value`, which must be in normal form.
 pub fn key_of(kind: SuppressionKind, value: &str) -> String {
     format!("{}:{value}", kind.as_str())

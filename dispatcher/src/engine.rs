@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 use crate::actors::billing::{BillingActor, RegisterTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
-    CancelSchedule, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
+    CancelSchedule, CancelSchedules, DispatchDeps, RoundReport, RunDue, TenantActor, earliest,
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
@@ -307,6 +307,28 @@ impl Engine {
             })?;
         let now = self.deps.clock.now();
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
+    }
+
+    /// Cancels, with `reason`, the follow-ups of the schedules that have not left yet, through
+    /// the tenant's actor. Returns how many were cancelled, or `None` when this node does not
+    /// dispatch the tenant: its owner's rounds then find the stop at send time.
+    pub async fn cancel_schedules(
+        &self,
+        tenant: TenantId,
+        schedules: Vec<ScheduleId>,
+        reason: String,
+    ) -> anyhow::Result<Option<usize>> {
+        let actor = self
+            .tenants
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
+            .get(&tenant)
+            .map(|handle| handle.actor.clone());
+        let Some(actor) = actor else {
+            return Ok(None);
+        };
+        let now = self.deps.clock.now();
+        Ok(Some(actor.send(CancelSchedules { schedules, reason, now }).await??))
     }
 
     /// Stops the tenant's sends for good and removes its actor from the engine. Returns once

@@ -9,6 +9,7 @@ pub mod error;
 pub mod json;
 pub mod limits;
 pub mod routes;
+pub mod stops_api;
 pub mod tenant_api;
 pub mod webhooks;
 

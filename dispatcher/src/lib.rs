@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod limiter;
 pub mod server;
+pub mod stops;
 pub mod storage;
 pub mod telemetry;
 pub mod tokens;

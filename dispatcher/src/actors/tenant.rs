@@ -18,6 +18,7 @@ use followup_core::domain::{
 use followup_core::ids::{ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
 use followup_core::store::{Store, StoreError};
+use followup_core::suppression::keys_stopping;
 use followup_core::template::{Template, escape_html};
 use rand::Rng as _;
 
@@ -31,6 +32,10 @@ use crate::tokens::{TokenKeeper, TokenStatus};
 
 /// Reason recorded on follow-ups cancelled through the API.
 const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
+
+mod stops;
+
+pub use stops::CancelSchedules;
 
 /// How long the outcomes of sends that left are retried while the store is unavailable.
 const OUTCOME_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(300);
@@ -245,7 +250,7 @@ impl Handler<CancelSchedule> for TenantActor {
 
     fn handle(&mut self, msg: CancelSchedule, _: &mut Self::Context) -> Self::Result {
         let round = self.round.clone();
-        let cancel = async move { round.cancel(msg.schedule, msg.now).await };
+        let cancel = async move { round.cancel(&[msg.schedule], CANCELLED_REASON, msg.now).await };
         AtomicResponse::new(Box::pin(cancel.into_actor(self)))
     }
 }
@@ -268,20 +273,25 @@ struct TenantRound {
 struct Sendable {
     follow_up: FollowUp,
     message: OutboundMessage,
+    /// Keys of the suppression entries that would stop it, checked just before it is sent.
+    stop_keys: Vec<String>,
 }
 
 impl TenantRound {
     async fn cancel(
         &self,
-        schedule: ScheduleId,
+        schedules: &[ScheduleId],
+        reason: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, DispatchError> {
         let store = &self.deps.store;
         let mut cancelled = Vec::new();
-        for mut follow_up in store.follow_ups_of_schedule(self.tenant, schedule).await? {
-            if follow_up.state.is_due_kind() {
-                settle(&mut follow_up, FollowUpState::Cancelled, CANCELLED_REASON.into(), now);
-                cancelled.push(follow_up);
+        for schedule in schedules {
+            for mut follow_up in store.follow_ups_of_schedule(self.tenant, *schedule).await? {
+                if follow_up.state.is_due_kind() {
+                    settle(&mut follow_up, FollowUpState::Cancelled, reason.to_owned(), now);
+                    cancelled.push(follow_up);
+                }
             }
         }
         let count = cancelled.len();
@@ -400,15 +410,21 @@ impl TenantRound {
             .into_iter()
             .map(|contact| (contact.id, contact))
             .collect();
+        let scope = self.suppression_scope().await?;
         let mut sendable = Vec::with_capacity(due.len());
         let mut settled = Vec::new();
         for mut follow_up in due {
             let rendered = match contacts.get(&follow_up.contact) {
                 None => Err((FollowUpState::Failed, "contact record not found".to_owned())),
-                Some(contact) => self.render(&follow_up, contact, channel, connection).await?,
+                Some(contact) => self
+                    .render(&follow_up, contact, channel, connection)
+                    .await?
+                    .map(|message| (message, keys_stopping(contact, channel, scope))),
             };
             match rendered {
-                Ok(message) => sendable.push(Sendable { follow_up, message }),
+                Ok((message, stop_keys)) => {
+                    sendable.push(Sendable { follow_up, message, stop_keys });
+                }
                 Err((state, reason)) => {
                     settle(&mut follow_up, state, reason, now);
                     settled.push(follow_up);
@@ -607,6 +623,13 @@ impl TenantRound {
         if !self.lease.allows_sends(Utc::now()) {
             return Ok(0);
         }
+        // The last look at the suppression list before requests leave: a stop stored while
+        // this round was preparing wins over the send.
+        let mut settled = settled;
+        let held = self.hold_back_suppressed(&mut sendable, &mut settled, now).await;
+        let held = held.map_err(|error| DeliveryFailure { accepted: 0, error })?;
+        let refunded = self.refund(connection, channel, held).await;
+        refunded.map_err(|error| DeliveryFailure { accepted: 0, error })?;
         for item in &mut sendable {
             item.follow_up.state = FollowUpState::Sending;
             item.follow_up.attempts += 1;
