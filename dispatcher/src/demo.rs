@@ -16,6 +16,7 @@ use followup_adapters::fakes::{FakeConfig, FaultProfile};
 use followup_core::api::{CreateTenantRequest, CreateTenantResponse};
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::FollowUpState;
+use followup_core::ids::TenantId;
 use followup_core::sensitive::Sensitive;
 use serde::Serialize;
 use serde_json::json;
@@ -56,6 +57,10 @@ pub struct DemoOptions {
     /// A MongoDB store instead of the embedded one in `data_dir`.
     pub store: Option<StoreSelection>,
     pub plan: String,
+    /// Share of contacts that reply (a stop signal) after their first email, 0 to 1.
+    pub replies: f64,
+    /// Seed of the reply draws.
+    pub reply_seed: u64,
     /// Faults the built-in fakes apply to valid sends.
     pub faults: FaultProfile,
     /// Master key (`FOLLOWUP_MASTER_KEY`); a throwaway key when neither it nor a key file is
@@ -81,7 +86,12 @@ pub struct DemoSummary {
     /// Send attempts beyond each follow-up's first.
     pub retries: u64,
     pub skipped: u64,
+    /// Follow-ups cancelled, by the contacts' replies among others.
     pub cancelled: u64,
+    /// Contacts that replied, each a stop signal (`--replies`).
+    pub replies: u64,
+    /// Sends the fakes accepted for a recipient after its contact replied; must be 0.
+    pub sent_after_stop: u64,
     pub in_doubt: u64,
     pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
     pub top_settle_reasons: Vec<ReasonCount>,
@@ -177,7 +187,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         RunningEngine::start_with_fakes(config, store, clock.clone(), None, fakes).await?;
     let http = followup_adapters::http::build_http_client(&Default::default())?;
     let client = DemoClient { http, base: running.url() };
-    let api_key = client.create_tenant(&admin_token, &options.plan).await?;
+    let (tenant, api_key) = client.create_tenant(&admin_token, &options.plan).await?;
     client.connect(&api_key).await?;
     let sequence = client.create_sequence(&api_key).await?;
     eprintln!("[demo] uploading {}", options.csv.display());
@@ -194,12 +204,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     // The progress callback cannot await the store, so a task samples the settled count.
     let sampler = sample_settled(engine.clone(), progress.settled_handle());
     let mut last_line = Instant::now();
-    let run = engine.run_until_settled(&clock, deadline, |now| {
+    let show = |now| {
         if last_line.elapsed() >= Duration::from_millis(500) {
             last_line = Instant::now();
             progress.show(progress.settled_estimate(), now);
         }
-    });
+    };
+    let mut replies = Replies::new(options.replies, options.reply_seed);
+    let run = async {
+        if options.replies > 0.0 {
+            let replying =
+                Replying { client: &client, api_key: &api_key, tenant, replies: &mut replies };
+            run_with_replies(&running, &clock, deadline, replying, show).await
+        } else {
+            engine.run_until_settled(&clock, deadline, show).await
+        }
+    };
     let outcome = tokio::select! {
         result = run => result,
         () = sampler => Ok(()),
@@ -208,11 +228,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let end = clock.now();
     progress.finish(total, end);
 
-    let summary = summarize(&running, &report, start, end, wall_start).await?;
+    let mut summary = summarize(&running, &report, start, end, wall_start).await?;
+    summary.replies = replies.sent;
     print_summary(&summary, options.json)?;
     running.stop().await;
     check_invariants(&summary)
 }
+
+mod replies;
+
+use replies::{Replies, Replying, run_with_replies};
 
 /// The API calls the demo makes, as a tenant would.
 struct DemoClient {
@@ -221,7 +246,11 @@ struct DemoClient {
 }
 
 impl DemoClient {
-    async fn create_tenant(&self, admin_token: &str, plan: &str) -> anyhow::Result<String> {
+    async fn create_tenant(
+        &self,
+        admin_token: &str,
+        plan: &str,
+    ) -> anyhow::Result<(TenantId, String)> {
         let request = CreateTenantRequest {
             name: "Demo tenant".into(),
             default_region: Some("US".into()),
@@ -236,7 +265,7 @@ impl DemoClient {
             .send()
             .await?;
         let created: CreateTenantResponse = expect_ok(response, "create the demo tenant").await?;
-        Ok(created.api_key)
+        Ok((created.id, created.api_key))
     }
 
     async fn connect(&self, api_key: &str) -> anyhow::Result<()> {
@@ -446,6 +475,8 @@ async fn summarize(
         retries: scan.retries,
         skipped: state_total(&[FollowUpState::Skipped]),
         cancelled: state_total(&[FollowUpState::Cancelled]),
+        replies: 0,
+        sent_after_stop: stats.sent_after_stop,
         in_doubt: state_total(&[FollowUpState::InDoubt]),
         by_channel,
         top_settle_reasons: scan.top_settle_reasons,
@@ -552,6 +583,10 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
         summary.in_doubt,
         summary.retries
     );
+    println!(
+        "replies: {} contacts replied; sends after a reply: {}",
+        summary.replies, summary.sent_after_stop
+    );
     for (channel, states) in &summary.by_channel {
         let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!("  {channel:<5} {}", states.join(", "));
@@ -606,6 +641,9 @@ fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
     }
     if summary.rate_limit_violations != 0 {
         broken.push("the fakes saw rate-limit violations");
+    }
+    if summary.sent_after_stop != 0 {
+        broken.push("the fakes received sends after the contact replied");
     }
     if broken.is_empty() { Ok(()) } else { bail!("demo invariants broken: {}", broken.join("; ")) }
 }
