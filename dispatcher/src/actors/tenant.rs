@@ -661,6 +661,8 @@ impl TenantRound {
         };
         let (follow_ups, messages): (Vec<_>, Vec<_>) =
             sendable.into_iter().map(|item| (item.follow_up, item.message)).unzip();
+        let recipients: Vec<String> = messages.iter().map(|message| message.to.clone()).collect();
+        let mut opted_out = Vec::new();
         let mut kept_messages: Vec<Option<SentMessage>> = messages
             .iter()
             .map(|message| {
@@ -684,10 +686,13 @@ impl TenantRound {
         let mut pause_reason = None;
         let mut written = Vec::with_capacity(follow_ups.len());
         let mut attempts = Vec::with_capacity(follow_ups.len());
-        for ((mut follow_up, outcome), kept) in
-            follow_ups.into_iter().zip(outcomes).zip(&mut kept_messages)
+        for (((mut follow_up, outcome), kept), recipient) in
+            follow_ups.into_iter().zip(outcomes).zip(&mut kept_messages).zip(recipients)
         {
             let detail = self.apply_outcome(&mut follow_up, &outcome, finished_at);
+            if followup_adapters::twilio::response::is_opted_out(&outcome) {
+                opted_out.push(recipient);
+            }
             if follow_up.state == FollowUpState::Sent {
                 accepted += 1;
             }
@@ -722,6 +727,7 @@ impl TenantRound {
         }
         let failure = |error: DispatchError| DeliveryFailure { accepted, error };
         self.write_outcomes(written, attempts).await.map_err(|error| failure(error.into()))?;
+        self.suppress_opted_out(opted_out, finished_at).await.map_err(failure)?;
         // A refused OAuth token is refreshed, and the refused sends go out with the new one
         // in the next round; without a refresh token the tenant must connect again.
         if let Some(reason) = pause_reason

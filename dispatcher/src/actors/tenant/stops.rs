@@ -8,7 +8,9 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use followup_core::domain::{FollowUp, FollowUpState};
 use followup_core::ids::ScheduleId;
-use followup_core::suppression::{Suppression, SuppressionKind, SuppressionScope};
+use followup_core::suppression::{
+    Suppression, SuppressionKind, SuppressionReason, SuppressionScope,
+};
 
 use super::{DispatchError, Sendable, TenantActor, TenantRound, settle};
 
@@ -34,6 +36,29 @@ impl Handler<CancelSchedules> for TenantActor {
 }
 
 impl TenantRound {
+    /// Adds the numbers Twilio refused because their owners opted out (error 21610) to the
+    /// suppression list, so that no later SMS or call is tried, and logs how many.
+    pub(super) async fn suppress_opted_out(
+        &self,
+        numbers: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), DispatchError> {
+        if numbers.is_empty() {
+            return Ok(());
+        }
+        let count = numbers.len();
+        let reason = SuppressionReason::ProviderOptOut;
+        let entries = numbers
+            .into_iter()
+            .map(|number| {
+                Suppression::new(self.tenant, SuppressionKind::Phone, number, reason, now)
+            })
+            .collect();
+        self.deps.store.put_suppressions(self.tenant, entries).await?;
+        tracing::info!(tenant = %self.tenant, count, "numbers that opted out added to the suppression list");
+        Ok(())
+    }
+
     /// Returns the tenant's suppression scope; the default when the tenant record is gone.
     pub(super) async fn suppression_scope(&self) -> Result<SuppressionScope, DispatchError> {
         let tenant = self.deps.store.tenant(self.tenant).await?;
