@@ -42,6 +42,7 @@ use crate::config::{Config, ProvidersConfig};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
 use crate::tokens::{RefreshPolicy, TokenKeeper};
+use crate::unsubscribe::UnsubscribeLinks;
 
 /// Base URLs the provider clients send to.
 #[derive(Clone, Debug)]
@@ -120,6 +121,13 @@ impl Engine {
             config: config.dispatch.clone(),
             public_base_url: config.webhooks.public_base_url.clone(),
             keep_sent_messages: config.retention.sent_message_days > 0,
+            // RFC 8058 one-click needs HTTPS, so a plain-HTTP base URL gets no links.
+            unsubscribe_links: config
+                .webhooks
+                .public_base_url
+                .as_deref()
+                .filter(|base| base.starts_with("https://"))
+                .map(|base| UnsubscribeLinks::new(base, sealed.clone())),
             lateness: Mutex::new(LatenessHistogram::default()),
         });
         let engine = Arc::new(Self {

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod routes;
 pub mod stops_api;
 pub mod tenant_api;
+pub mod unsubscribe_page;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -16,4 +16,5 @@ pub mod stops;
 pub mod storage;
 pub mod telemetry;
 pub mod tokens;
+pub mod unsubscribe;
 pub mod webhooks;

@@ -273,3 +273,85 @@ async fn contact_scope_stops_every_channel() -> anyhow::Result<()> {
     assert_eq!(received_by(&engine, "+14155550131"), 0, "the SMS was stopped too");
     Ok(())
 }
+
+/// The path of the engine's unsubscribe link in a `List-Unsubscribe` value such as
+/// `<https://host/unsubscribe/T/C/TOKEN>`.
+fn unsubscribe_path(header: &str) -> String {
+    let url = header.trim_start_matches('<').trim_end_matches('>');
+    let start = url.find("/unsubscribe/").unwrap_or_else(|| panic!("no engine link: {header}"));
+    url[start..].to_owned()
+}
+
+#[actix_rt::test]
+async fn unsubscribe_link_scanner_and_one_click() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|config| {
+        config.webhooks.public_base_url = Some("https://followup.example.test".to_owned());
+    })
+    .await?;
+    let key = engine.create_tenant("Acme <Sales>", "pro").await?;
+    let outlook = json!({"sender": "sales@example.com", "access_token": "test-outlook-token",
+                         "limits": {"per_minute": 6000, "per_day": 100000}});
+    engine.connect(&key, "outlook", &outlook).await?;
+    let sequence = json!({"name": "two emails", "steps": [
+        {"channel": "email", "delay": 0, "subject": "Hello", "body": "First."},
+        {"channel": "email", "delay": "1d", "subject": "Again", "body": "Second."}
+    ]});
+    let sequence = engine.create_sequence(&key, &sequence).await?;
+    let csv = "email\nhana@example.com\nivan@example.com\n";
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+    engine.running.engine.run_round().await;
+
+    let fakes = engine.running.fakes()?;
+    let header_of = |to: &str| {
+        let message = fakes.received().into_iter().find(|m| m.to == to).expect("first email");
+        message.list_unsubscribe.unwrap_or_else(|| panic!("no List-Unsubscribe to {to}"))
+    };
+    let hana_path = unsubscribe_path(&header_of("hana@example.com"));
+    let ivan_path = unsubscribe_path(&header_of("ivan@example.com"));
+    assert_ne!(hana_path, ivan_path, "each contact has a link of its own");
+
+    // A link scanner's GET shows the page and unsubscribes nobody.
+    let page = engine.http.get(engine.url(&hana_path)).send().await?;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await?;
+    assert!(html.contains("<form method=\"post\">"), "{html}");
+    assert!(html.contains("Acme &lt;Sales&gt;"), "the tenant's name, escaped: {html}");
+    let listed = engine.get_json(&key, "/v1/suppressions").await?;
+    assert_eq!(listed["suppressions"], json!([]), "a GET unsubscribes nobody");
+
+    // A token moved to another contact, a changed token, and a POST without the one-click
+    // body are all refused.
+    let parts: Vec<&str> = hana_path.split('/').collect();
+    let ivan_contact = ivan_path.split('/').nth(3).unwrap_or_default();
+    let forged = format!("/unsubscribe/{}/{ivan_contact}/{}", parts[2], parts[4]);
+    let one_click = "List-Unsubscribe=One-Click";
+    let post = |path: String, body: &'static str| {
+        engine
+            .http
+            .post(engine.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(forged.clone(), one_click).await?.status(), 404, "token of another contact");
+    let other_tenant = "0191f2a0-2222-7000-8000-000000000000";
+    let moved = format!("/unsubscribe/{other_tenant}/{}/{}", parts[3], parts[4]);
+    assert_eq!(post(moved, one_click).await?.status(), 404, "token under another tenant");
+    let changed = format!("{}x", hana_path);
+    assert_eq!(post(changed, one_click).await?.status(), 404, "changed token");
+    assert_eq!(engine.http.get(engine.url(&forged)).send().await?.status(), 404);
+    assert_eq!(post(hana_path.clone(), "").await?.status(), 400, "no one-click body");
+    let listed = engine.get_json(&key, "/v1/suppressions").await?;
+    assert_eq!(listed["suppressions"], json!([]), "nothing refused unsubscribed anyone");
+
+    // The one-click POST unsubscribes Hana's address, and only hers.
+    let response = post(hana_path, one_click).await?;
+    assert_eq!(response.status(), 200);
+    let listed = engine.get_json(&key, "/v1/suppressions").await?;
+    assert_eq!(listed["suppressions"][0]["value"], "hana@example.com", "{listed}");
+    assert_eq!(listed["suppressions"][0]["reason"], "unsubscribed", "{listed}");
+    engine.settle(5).await?;
+    assert_eq!(received_by(&engine, "hana@example.com"), 1, "no email after unsubscribing");
+    assert_eq!(received_by(&engine, "ivan@example.com"), 2, "Ivan still gets both");
+    Ok(())
+}

@@ -55,6 +55,9 @@ pub struct DispatchDeps {
     pub public_base_url: Option<String>,
     /// Whether attempts keep the subject and text of the message they sent.
     pub keep_sent_messages: bool,
+    /// Signs the engine's unsubscribe links, which emails carry unless their sequence has an
+    /// unsubscribe URL of its own; none without a public base URL.
+    pub unsubscribe_links: Option<crate::unsubscribe::UnsubscribeLinks>,
     /// Lateness of every accepted send since start, for summaries.
     pub lateness: Mutex<LatenessHistogram>,
 }
@@ -478,7 +481,13 @@ impl TenantRound {
                 return Ok(Err((FollowUpState::Failed, format!("template: {missing}"))));
             }
         };
-        let RenderedStep { body, subject, html_body, unsubscribe_url } = rendered;
+        let RenderedStep { body, subject, html_body, mut unsubscribe_url } = rendered;
+        if unsubscribe_url.is_none()
+            && channel == Channel::Email
+            && let Some(links) = &self.deps.unsubscribe_links
+        {
+            unsubscribe_url = Some(links.link(self.tenant, contact.id).await?);
+        }
         Ok(Ok(OutboundMessage {
             follow_up: follow_up.id,
             channel,

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::route_not_found;
-use super::{account_api, admin_api, stops_api, tenant_api, webhooks};
+use super::{account_api, admin_api, stops_api, tenant_api, unsubscribe_page, webhooks};
 
 /// Registers every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -34,6 +34,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/suppressions/remove", web::post().to(stops_api::remove_suppressions))
         .route("/v1/settings", web::get().to(stops_api::get_settings))
         .route("/v1/settings", web::put().to(stops_api::put_settings))
+        .route("/unsubscribe/{tenant}/{contact}/{token}", web::get().to(unsubscribe_page::show))
+        .route(
+            "/unsubscribe/{tenant}/{contact}/{token}",
+            web::post().to(unsubscribe_page::unsubscribe),
+        )
         .route("/webhooks/stripe", web::post().to(webhooks::stripe_event))
         .route("/webhooks/twilio/{connection}/status", web::post().to(webhooks::twilio_status))
         .route("/webhooks/twilio/{connection}/inbound", web::post().to(webhooks::twilio_inbound))
