@@ -108,9 +108,11 @@ async fn write_records(store: &SealedStore) -> (Tenant, Enrolment) {
             subject: Some(SECRETS[3].to_owned()),
             body: SECRETS[4].to_owned(),
             html_body: Some(format!("<p>{}</p>", SECRETS[4])),
+            max_lateness_seconds: None,
         }],
         window: SendWindow::always(),
         unsubscribe_url: None,
+        stale_policy: Default::default(),
         created_at: tenant.created_at,
     };
     store.put_sequence(sequence.clone()).await.expect("put_sequence");

@@ -800,6 +800,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
             subject: (channel == Channel::Email).then(|| "Following up, {{first_name}}".to_owned()),
             body: "Hello {{first_name}}, any news?".to_owned(),
             html_body: None,
+            max_lateness_seconds: None,
         })
         .collect();
     Sequence {
@@ -809,6 +810,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
         steps,
         window: SendWindow::always(),
         unsubscribe_url: None,
+        stale_policy: Default::default(),
         created_at: base_time(),
     }
 }

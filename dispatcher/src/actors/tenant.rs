@@ -33,6 +33,7 @@ use crate::tokens::{TokenKeeper, TokenStatus};
 /// Reason recorded on follow-ups cancelled through the API.
 const CANCELLED_REASON: &str = "schedule cancelled by the tenant";
 
+mod stale;
 mod stops;
 
 pub use stops::CancelSchedules;
@@ -117,6 +118,8 @@ pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<Da
 struct CompiledSequence {
     steps: Vec<CompiledStep>,
     unsubscribe_url: Option<Template>,
+    /// The sequence itself, for its window, delays and maximum lateness.
+    source: Sequence,
 }
 
 #[derive(Debug)]
@@ -141,7 +144,8 @@ impl CompiledSequence {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { steps, unsubscribe_url: parse_optional(sequence.unsubscribe_url.as_deref())? })
+        let unsubscribe_url = parse_optional(sequence.unsubscribe_url.as_deref())?;
+        Ok(Self { steps, unsubscribe_url, source: sequence.clone() })
     }
 }
 
@@ -355,6 +359,13 @@ impl TenantRound {
             let settled = self.settle_all(due, FollowUpState::Skipped, &reason, now).await?;
             return Ok(RoundReport { settled_or_sent: settled, next_wake: Some(now) });
         };
+
+        // Follow-ups past their step's maximum lateness are skipped or planned again before
+        // anything is admitted, so that an outage's backlog does not go out at the wrong hour.
+        let stale = self.guard_stale(&mut due, now).await?;
+        if due.is_empty() {
+            return Ok(RoundReport { settled_or_sent: stale, next_wake: Some(now) });
+        }
 
         // An access token about to expire is refreshed before anything is admitted; while it
         // cannot be, the due follow-ups stay pending, untouched.
