@@ -6,6 +6,7 @@ pub mod account_api;
 pub mod admin_api;
 pub mod auth;
 pub mod error;
+pub mod forecast_api;
 pub mod json;
 pub mod limits;
 pub mod routes;

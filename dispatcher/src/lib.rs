@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod forecast;
 pub mod http;
 pub mod ingest;
 pub mod lifecycle;

@@ -5,7 +5,9 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::route_not_found;
-use super::{account_api, admin_api, stops_api, tenant_api, unsubscribe_page, webhooks};
+use super::{
+    account_api, admin_api, forecast_api, stops_api, tenant_api, unsubscribe_page, webhooks,
+};
 
 /// Registers every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -32,6 +34,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/suppressions", web::get().to(stops_api::list_suppressions))
         .route("/v1/suppressions", web::post().to(stops_api::import_suppressions))
         .route("/v1/suppressions/remove", web::post().to(stops_api::remove_suppressions))
+        .route("/v1/forecast", web::post().to(forecast_api::forecast_sequence))
         .route("/v1/settings", web::get().to(stops_api::get_settings))
         .route("/v1/settings", web::put().to(stops_api::put_settings))
         .route("/unsubscribe/{tenant}/{contact}/{token}", web::get().to(unsubscribe_page::show))

@@ -119,9 +119,18 @@ pub async fn create_sequence(
     AuthenticatedTenant(tenant): AuthenticatedTenant,
     body: ApiJson<SequenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.0;
+    let sequence = checked_sequence(&tenant, body.0)?;
+    state.engine.store().put_sequence(sequence.clone()).await?;
+    Ok(HttpResponse::Created().json(sequence))
+}
+
+/// Checks a sequence request and builds the sequence it describes, with a new id.
+pub fn checked_sequence(
+    tenant: &followup_core::domain::Tenant,
+    request: SequenceRequest,
+) -> Result<Sequence, ApiError> {
     let name = checked_name(&request.name)?;
-    let sequence = Sequence {
+    Ok(Sequence {
         id: SequenceId::generate(),
         tenant: tenant.id,
         name: name.to_owned(),
@@ -133,9 +142,7 @@ pub async fn create_sequence(
         unsubscribe_url: request.unsubscribe_url.map(checked_unsubscribe_url).transpose()?,
         stale_policy: request.stale_policy.unwrap_or_default(),
         created_at: Utc::now(),
-    };
-    state.engine.store().put_sequence(sequence.clone()).await?;
-    Ok(HttpResponse::Created().json(sequence))
+    })
 }
 
 pub async fn list_sequences(
