@@ -79,7 +79,7 @@ struct Lane {
     limiter: ConnectionLimiter,
     queue: VecDeque<Planned>,
     per_day: BTreeMap<NaiveDate, u64>,
-    /// No admission before this instant: the limiter said when it frees up.
+    /// No admission before this instant, the next free one the limiter returned.
     blocked_until: Option<DateTime<Utc>>,
 }
 

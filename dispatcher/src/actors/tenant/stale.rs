@@ -1,6 +1,6 @@
 //! The stale-send guard: a follow-up found later than its step's maximum lateness, after an
 //! outage or a pause, is skipped or planned again into the next opening of the send window,
-//! as its sequence's [`StalePolicy`] says, instead of going out at once at the wrong hour.
+//! under its sequence's [`StalePolicy`], instead of going out at once at the wrong hour.
 
 use std::collections::HashMap;
 
