@@ -89,7 +89,29 @@ pub fn forecast(
     connections: &[Connection],
     input: &ForecastInput,
 ) -> Forecast {
-    let clock = Arc::new(VirtualClock::new(input.start_at));
+    // Every contact in the same timezone starting at the same instant gets the same plan, as
+    // ingest would compute it for each of them.
+    let planned = plan_steps(input.start_at, input.timezone, &sequence.steps, &sequence.window);
+    let mut previous = input.start_at;
+    let mut follow_ups = Vec::new();
+    for (step, due) in sequence.steps.iter().zip(&planned) {
+        let by_delay = add_step_delay(previous, input.timezone, step.delay_seconds);
+        previous = *due;
+        let count = usize::try_from(input.contacts).unwrap_or(usize::MAX);
+        follow_ups.extend(std::iter::repeat_n((step.channel, *due, *due > by_delay), count));
+    }
+    forecast_planned(connections, follow_ups, input.start_at, input.batch_size)
+}
+
+/// Forecasts the sends of planned follow-ups, each (channel, planned instant, whether the
+/// window moved it), from `start` on, over the tenant's `connections`.
+pub fn forecast_planned(
+    connections: &[Connection],
+    follow_ups: Vec<(Channel, DateTime<Utc>, bool)>,
+    start: DateTime<Utc>,
+    batch_size: usize,
+) -> Forecast {
+    let clock = Arc::new(VirtualClock::new(start));
     let mut report = Forecast::default();
     let mut lanes: BTreeMap<Channel, Lane> = BTreeMap::new();
     for channel in Channel::ALL {
@@ -118,29 +140,19 @@ pub fn forecast(
         lanes.insert(channel, lane);
     }
 
-    // Every contact in the same timezone starting at the same instant gets the same plan, as
-    // ingest would compute it for each of them.
-    let planned = plan_steps(input.start_at, input.timezone, &sequence.steps, &sequence.window);
-    let mut previous = input.start_at;
-    for (step, due) in sequence.steps.iter().zip(&planned) {
-        let by_delay = add_step_delay(previous, input.timezone, step.delay_seconds);
-        previous = *due;
-        report.follow_ups += input.contacts;
-        let Some(lane) = lanes.get_mut(&step.channel) else {
-            report.without_connection += input.contacts;
+    for (channel, due, moved) in follow_ups {
+        report.follow_ups += 1;
+        let Some(lane) = lanes.get_mut(&channel) else {
+            report.without_connection += 1;
             continue;
         };
-        if *due > by_delay {
-            lane.forecast.moved_by_window += input.contacts;
-        }
-        for _ in 0..input.contacts {
-            lane.queue.push_back(Planned { due: *due });
-        }
+        lane.forecast.moved_by_window += u64::from(moved);
+        lane.queue.push_back(Planned { due });
     }
     for lane in lanes.values_mut() {
         lane.queue.make_contiguous().sort_by_key(|planned| planned.due);
     }
-    run(&clock, &mut lanes, input.batch_size.max(1), &mut report);
+    run(&clock, &mut lanes, batch_size.max(1), &mut report);
     // A channel no step uses has no lane worth reporting.
     report.connections = lanes
         .into_values()

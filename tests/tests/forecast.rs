@@ -78,6 +78,21 @@ async fn forecast_matches_dispatch() -> anyhow::Result<()> {
         .await?;
     assert_eq!(response.status(), 200);
     let forecast: Value = response.json().await?;
+    // The same contacts as an upload, read and planned by the ingest code.
+    let by_upload = engine
+        .http
+        .post(engine.url("/v1/forecast/upload"))
+        .query(&[("sequence", sequence.as_str())])
+        .bearer_auth(&key)
+        .header("content-type", "text/csv")
+        .body(format!("{}person0@example.com,+14152000000\nnot-an-email,\n", contacts_csv()))
+        .send()
+        .await?;
+    assert_eq!(by_upload.status(), 200);
+    let by_upload: Value = by_upload.json().await?;
+    assert_eq!(by_upload["accepted"], CONTACTS + 1, "{by_upload}");
+    assert_eq!(by_upload["duplicates"], 1, "the repeated row: {by_upload}");
+    assert_eq!(by_upload["rejected"], 1, "{by_upload}");
     let fakes = engine.running.fakes()?;
     assert!(fakes.received().is_empty(), "a forecast sends nothing");
     let stored = engine.get_json(&key, "/v1/schedules").await?;
@@ -97,6 +112,9 @@ async fn forecast_matches_dispatch() -> anyhow::Result<()> {
     }
     let predicted = forecast_days(&forecast);
     assert_eq!(predicted, outcome, "sends per connection per day: {forecast}");
+    let uploaded = forecast_days(&by_upload["forecast"]);
+    assert_eq!(uploaded, outcome, "the upload's forecast: {by_upload}");
+    assert_eq!(by_upload["forecast"]["last_send_at"], forecast["last_send_at"]);
     assert!(predicted.values().all(|days| days.len() > 1), "the caps spread sends over days");
     let last = received.iter().map(|message| message.received_at).max();
     assert_eq!(forecast["last_send_at"], json!(last), "the last send");

@@ -1,17 +1,22 @@
 //! `POST /v1/forecast`: how a sequence would go out to a number of contacts, computed by the
 //! dispatch code on a virtual clock, without sending or storing anything.
 
-use actix_web::{HttpResponse, web};
+use std::collections::BTreeMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use followup_core::ids::SequenceId;
+use followup_core::ingest::ContactField;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthenticatedTenant;
 use super::error::ApiError;
 use super::json::ApiJson;
-use super::tenant_api::{SequenceRequest, checked_sequence};
-use crate::forecast::{ForecastInput, forecast};
+use super::tenant_api::{BulkQuery, SequenceRequest, checked_sequence, upload_format};
+use crate::forecast::{ForecastInput, forecast, forecast_planned};
+use crate::ingest::{IngestFailure, IngestJob, plan_upload};
 
 /// Maximum contacts of one forecast.
 const MAX_CONTACTS: u64 = 1_000_000;
@@ -75,4 +80,68 @@ pub async fn forecast_sequence(
     let connections = store.connections(tenant.id).await?;
     let report = forecast(&sequence, &connections, &input);
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// `POST /v1/forecast/upload?sequence=ID`: the forecast of an upload, read, validated and
+/// planned by the ingest code as `POST /v1/schedules/bulk` would, but not stored. Every valid
+/// row counts as a new schedule, even one a former upload already stored.
+pub async fn forecast_upload(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+    AuthenticatedTenant(tenant): AuthenticatedTenant,
+    query: web::Query<BulkQuery>,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let sequence_id: SequenceId = query
+        .sequence
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("sequence {:?}", query.sequence)))?;
+    let store = state.engine.store();
+    let sequence = store.sequence(tenant.id, sequence_id).await?;
+    let sequence = sequence.ok_or_else(|| ApiError::NotFound(format!("sequence {sequence_id}")))?;
+    let format = upload_format(&request, query.format.as_deref())?;
+    let explicit_mapping = match &query.mapping {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str::<BTreeMap<String, ContactField>>(text)
+                .map_err(|e| ApiError::BadRequest(format!("invalid mapping parameter: {e}")))?,
+        ),
+    };
+    let config = state.engine.config();
+    let mut limits = config.ingest.limits();
+    limits.max_bytes = state.limits.max_upload_bytes(tenant.id, limits.max_bytes);
+    let tenant_key = state.engine.sealed_store().tenant_key(tenant.id).await?;
+    let now = state.engine.clock().now();
+    let job = IngestJob {
+        tenant: &tenant,
+        record_ids: tenant_key.record_ids(),
+        sequence: &sequence,
+        format,
+        explicit_mapping,
+        limits,
+        batch_rows: config.ingest.batch_rows,
+        max_errors_listed: config.ingest.max_errors_listed,
+        now,
+        expected_bytes: None,
+    };
+    let (report, planned) = plan_upload(job, body).await.map_err(|failure| match failure {
+        IngestFailure::Input { error, .. } => ApiError::BadRequest(error.to_string()),
+        IngestFailure::Body { reason, .. } => {
+            ApiError::BadRequest(format!("upload failed: {reason}"))
+        }
+        IngestFailure::Store { error, .. } => error.into(),
+    })?;
+    let connections = store.connections(tenant.id).await?;
+    let batch_size = config.dispatch.batch_size;
+    let mut report_forecast = forecast_planned(&connections, planned.follow_ups, now, batch_size);
+    report_forecast.follow_ups += planned.without_address;
+    Ok(HttpResponse::Ok().json(json!({
+        "rows": report.rows,
+        "accepted": report.accepted,
+        "rejected": report.rejected,
+        "duplicates": report.duplicates,
+        "errors": report.errors,
+        "without_address": planned.without_address,
+        "forecast": report_forecast,
+    })))
 }

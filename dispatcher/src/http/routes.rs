@@ -35,6 +35,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/suppressions", web::post().to(stops_api::import_suppressions))
         .route("/v1/suppressions/remove", web::post().to(stops_api::remove_suppressions))
         .route("/v1/forecast", web::post().to(forecast_api::forecast_sequence))
+        .route("/v1/forecast/upload", web::post().to(forecast_api::forecast_upload))
         .route("/v1/settings", web::get().to(stops_api::get_settings))
         .route("/v1/settings", web::put().to(stops_api::put_settings))
         .route("/unsubscribe/{tenant}/{contact}/{token}", web::get().to(unsubscribe_page::show))

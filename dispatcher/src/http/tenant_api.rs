@@ -419,7 +419,10 @@ fn failure_response(failure: IngestFailure) -> HttpResponse {
     }))
 }
 
-fn upload_format(request: &HttpRequest, format: Option<&str>) -> Result<Format, ApiError> {
+pub(crate) fn upload_format(
+    request: &HttpRequest,
+    format: Option<&str>,
+) -> Result<Format, ApiError> {
     match format {
         Some("csv") => return Ok(Format::Csv),
         Some("ndjson") => return Ok(Format::Ndjson),
