@@ -220,7 +220,14 @@ impl TenantActor {
         gate: Arc<SendGate>,
         lease: Arc<TenantLease>,
     ) -> Self {
-        let round = TenantRound { tenant, deps, gate, lease, sequences: Mutex::default() };
+        let round = TenantRound {
+            tenant,
+            deps,
+            gate,
+            lease,
+            sequences: Mutex::default(),
+            scope: Mutex::default(),
+        };
         Self { round: Arc::new(round) }
     }
 }
@@ -274,6 +281,8 @@ struct TenantRound {
     /// starts after its time runs out.
     lease: Arc<TenantLease>,
     sequences: Mutex<HashMap<SequenceId, Arc<CompiledSequence>>>,
+    /// The tenant's suppression scope and when it was read (see `stops`).
+    scope: Mutex<Option<(followup_core::suppression::SuppressionScope, std::time::Instant)>>,
 }
 
 /// A follow-up ready to go out, with its rendered message.

@@ -3,6 +3,8 @@
 //! request leaves.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -13,6 +15,9 @@ use followup_core::suppression::{
 };
 
 use super::{DispatchError, Sendable, TenantActor, TenantRound, settle};
+
+/// How long a tenant's suppression scope is used before it is read again, in wall time.
+const SCOPE_READ_EVERY: Duration = Duration::from_secs(5);
 
 /// Cancels every follow-up of the schedules that has not left yet, with `reason`, and returns
 /// how many. Runs alone in the actor like a round, so a round never writes back a follow-up
@@ -60,9 +65,19 @@ impl TenantRound {
     }
 
     /// Returns the tenant's suppression scope; the default when the tenant record is gone.
+    /// It is read again at most every [`SCOPE_READ_EVERY`], which saves a store read per round:
+    /// a changed setting therefore applies within that time.
     pub(super) async fn suppression_scope(&self) -> Result<SuppressionScope, DispatchError> {
+        let cached = *self.scope.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((scope, read_at)) = cached
+            && read_at.elapsed() < SCOPE_READ_EVERY
+        {
+            return Ok(scope);
+        }
         let tenant = self.deps.store.tenant(self.tenant).await?;
-        Ok(tenant.map(|tenant| tenant.suppression_scope).unwrap_or_default())
+        let scope = tenant.map(|tenant| tenant.suppression_scope).unwrap_or_default();
+        *self.scope.lock().unwrap_or_else(PoisonError::into_inner) = Some((scope, Instant::now()));
+        Ok(scope)
     }
 
     /// Moves every follow-up of `sendable` that a suppression entry stops to `settled`: a
