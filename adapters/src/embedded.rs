@@ -22,6 +22,7 @@ use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
 };
+use followup_core::suppression::Suppression;
 use redb::{Database, ReadableDatabase as _};
 
 use self::write::{Applied, WriteOp, WriteTables};
@@ -501,6 +502,36 @@ impl Store for EmbeddedStore {
             match self.writer.submit(WriteOp::DeleteDataKey(tenant)).await? {
                 Applied::Deleted(found) => Ok(found),
                 other => Err(unexpected_outcome("delete_data_key", &other)),
+            }
+        })
+    }
+
+    fn put_suppressions(&self, tenant: TenantId, entries: Vec<Suppression>) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::PutSuppressions { tenant, entries })
+    }
+
+    fn suppressions(
+        &self,
+        tenant: TenantId,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<Suppression>> {
+        self.read(move |db| read::suppressions(db, tenant, &keys))
+    }
+
+    fn suppressions_page(
+        &self,
+        tenant: TenantId,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Suppression>> {
+        self.read(move |db| read::suppressions_page(db, tenant, after, limit))
+    }
+
+    fn remove_suppressions(&self, tenant: TenantId, keys: Vec<String>) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::RemoveSuppressions { tenant, keys }).await? {
+                Applied::Counted(count) => Ok(count),
+                other => Err(unexpected_outcome("remove_suppressions", &other)),
             }
         })
     }

@@ -104,6 +104,10 @@ pub struct FakeStats {
     /// Requests to the token endpoints, per provider, valid or not.
     #[serde(default)]
     pub token_requests_by_provider: BTreeMap<Provider, u64>,
+    /// Sends accepted for a recipient after the instant it asked to hear no more (see
+    /// [`FakeProviders::record_stop`]), on the fakes' clock.
+    #[serde(default)]
+    pub sent_after_stop: u64,
 }
 
 impl FakeStats {
@@ -249,9 +253,21 @@ impl FakeProviders {
         self.state.register_twilio(account_sid, auth_token, from_number, sms, call);
     }
 
+    /// Records that `recipient` (an email address or phone number) asked at `at` to hear no
+    /// more, as a reply or an opt-out would tell the sender. Sends to it accepted after `at`
+    /// count in [`FakeStats::sent_after_stop`].
+    pub fn record_stop(&self, recipient: &str, at: DateTime<Utc>) {
+        self.state.record_stop(recipient, at);
+    }
+
     /// Returns every send accepted so far, in the order accepted.
     pub fn received(&self) -> Vec<ReceivedMessage> {
         self.state.received()
+    }
+
+    /// Returns the sends accepted after the first `start`, in the order accepted.
+    pub fn received_from(&self, start: usize) -> Vec<ReceivedMessage> {
+        self.state.received_from(start)
     }
 
     /// Returns the counters so far.

@@ -24,6 +24,7 @@ use followup_core::store::{
     AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
     StoreError, StoreFuture, WrappedDataKey,
 };
+use followup_core::suppression::Suppression;
 use mongodb::bson::{Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -35,6 +36,7 @@ mod leases;
 mod lifecycle;
 mod read;
 mod stripe;
+mod suppressions;
 mod usage;
 mod write;
 
@@ -67,6 +69,8 @@ mod collections {
     /// One document per tenant linked to a Stripe customer. Kept after the tenant is deleted,
     /// like billing records.
     pub(super) const STRIPE_ACCOUNTS: &str = "stripe_accounts";
+    /// One document per entry of a tenant's suppression list.
+    pub(super) const SUPPRESSIONS: &str = "suppressions";
 }
 
 /// The MongoDB store. Cheap to share behind an `Arc`: the driver's client pools connections.
@@ -479,5 +483,30 @@ impl Store for MongoStore {
             })?;
             Ok(deleted.deleted_count > 0)
         })
+    }
+
+    fn put_suppressions(&self, tenant: TenantId, entries: Vec<Suppression>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write_suppressions(tenant, entries))
+    }
+
+    fn suppressions(
+        &self,
+        tenant: TenantId,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<Suppression>> {
+        Box::pin(self.read_suppressions(tenant, keys))
+    }
+
+    fn suppressions_page(
+        &self,
+        tenant: TenantId,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Suppression>> {
+        Box::pin(self.read_suppressions_page(tenant, after, limit))
+    }
+
+    fn remove_suppressions(&self, tenant: TenantId, keys: Vec<String>) -> StoreFuture<'_, u64> {
+        Box::pin(self.delete_suppressions(tenant, keys))
     }
 }

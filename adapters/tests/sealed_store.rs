@@ -16,6 +16,7 @@ use followup_core::domain::{
 use followup_core::ids::{ConnectionId, SequenceId, TenantId};
 use followup_core::store::sealed::SealedStore;
 use followup_core::store::{Enrolment, Store, StoreError, conformance};
+use followup_core::suppression::{Suppression, SuppressionKind, SuppressionReason, key_of};
 
 fn keyring(keys: &[&str]) -> Keyring {
     let keys = keys.iter().map(|key| MasterKey::from_base64(key, "test").expect("key")).collect();
@@ -50,6 +51,7 @@ fn tenant() -> Tenant {
         plan: "pro".to_owned(),
         api_key_sha256: format!("{:064x}", id.0.as_u128()),
         created_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("instant"),
+        suppression_scope: Default::default(),
     }
 }
 
@@ -106,9 +108,11 @@ async fn write_records(store: &SealedStore) -> (Tenant, Enrolment) {
             subject: Some(SECRETS[3].to_owned()),
             body: SECRETS[4].to_owned(),
             html_body: Some(format!("<p>{}</p>", SECRETS[4])),
+            max_lateness_seconds: None,
         }],
         window: SendWindow::always(),
         unsubscribe_url: None,
+        stale_policy: Default::default(),
         created_at: tenant.created_at,
     };
     store.put_sequence(sequence.clone()).await.expect("put_sequence");
@@ -140,6 +144,14 @@ async fn write_records(store: &SealedStore) -> (Tenant, Enrolment) {
     let follow_up = FollowUp::pending(&schedule, 0, Channel::Email, created, created);
     let enrolment = Enrolment { contact, schedule, follow_ups: vec![follow_up.clone()] };
     store.insert_enrolments(tenant.id, vec![enrolment.clone()]).await.expect("insert");
+
+    // The suppression list keys entries by address, which must not reach the file either.
+    let suppressed = [(SuppressionKind::Email, SECRETS[5]), (SuppressionKind::Phone, SECRETS[6])]
+        .map(|(kind, value)| {
+            let reason = SuppressionReason::Unsubscribed;
+            Suppression::new(tenant.id, kind, value.to_owned(), reason, tenant.created_at)
+        });
+    store.put_suppressions(tenant.id, suppressed.to_vec()).await.expect("put_suppressions");
 
     // A provider error that quotes the address ends up in the reason and the attempt.
     let quoted = format!("recipient {} rejected", SECRETS[5]);
@@ -230,6 +242,11 @@ async fn sealed_fields_never_reach_the_file() {
     let id = enrolment.follow_ups[0].id;
     let reason = store.follow_up(tenant.id, id).await.expect("read").and_then(|f| f.reason);
     assert!(reason.is_some_and(|reason| reason.contains(SECRETS[5])), "reason opens");
+
+    let keys = vec![key_of(SuppressionKind::Email, SECRETS[5])];
+    let found = store.suppressions(tenant.id, keys).await.expect("suppressions");
+    assert_eq!(found.len(), 1, "a suppressed address is found by its key");
+    assert_eq!(found[0].value, SECRETS[5], "the suppressed address opens");
 
     // ...and the inner store contains sealed text only.
     let raw = store.inner().contacts(tenant.id, vec![enrolment.contact.id]).await.expect("raw");

@@ -86,6 +86,7 @@ fn planning(c: &mut Criterion) {
             subject: None,
             body: String::new(),
             html_body: None,
+            max_lateness_seconds: None,
         },
         Step {
             channel: Channel::Sms,
@@ -93,6 +94,7 @@ fn planning(c: &mut Criterion) {
             subject: None,
             body: String::new(),
             html_body: None,
+            max_lateness_seconds: None,
         },
         Step {
             channel: Channel::Call,
@@ -100,6 +102,7 @@ fn planning(c: &mut Criterion) {
             subject: None,
             body: String::new(),
             html_body: None,
+            max_lateness_seconds: None,
         },
     ];
     let window = SendWindow {

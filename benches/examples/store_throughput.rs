@@ -175,6 +175,7 @@ fn tenant_record(id: TenantId) -> Tenant {
         plan: "pro".to_owned(),
         api_key_sha256: format!("{:064x}", id.0.as_u128()),
         created_at: Utc::now(),
+        suppression_scope: Default::default(),
     }
 }
 

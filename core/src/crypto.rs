@@ -247,6 +247,9 @@ pub struct DataKey {
     version: u32,
     aead: LessSafeKey,
     ids: RecordIdKey,
+    /// Signs the tenant's unsubscribe links; derived from the data key, so that a link stops
+    /// working when the tenant's key is destroyed.
+    unsubscribe: hmac::Key,
 }
 
 impl fmt::Debug for DataKey {
@@ -258,7 +261,31 @@ impl fmt::Debug for DataKey {
 impl DataKey {
     fn from_raw(version: u32, raw: &[u8]) -> Result<Self, CryptoError> {
         let aead = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| CryptoError::Random)?;
-        Ok(Self { version, aead: LessSafeKey::new(aead), ids: RecordIdKey::derive(raw) })
+        let parent = hmac::Key::new(hmac::HMAC_SHA256, raw);
+        let derived = hmac::sign(&parent, b"followup unsubscribe link key v1");
+        let unsubscribe = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        let ids = RecordIdKey::derive(raw);
+        Ok(Self { version, aead: LessSafeKey::new(aead), ids, unsubscribe })
+    }
+
+    /// Returns the token of the unsubscribe link of `contact`: the base64url HMAC-SHA256 of the
+    /// tenant and contact ids, so that it names exactly that contact of that tenant.
+    pub fn unsubscribe_token(&self, tenant: TenantId, contact: ContactId) -> String {
+        let message = unsubscribe_message(tenant, contact);
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.unsubscribe, &message).as_ref())
+    }
+
+    /// Checks, in constant time, that `token` is the unsubscribe token of `contact`.
+    pub fn verify_unsubscribe_token(
+        &self,
+        tenant: TenantId,
+        contact: ContactId,
+        token: &str,
+    ) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(token) else {
+            return false;
+        };
+        hmac::verify(&self.unsubscribe, &unsubscribe_message(tenant, contact), &tag).is_ok()
     }
 
     pub fn version(&self) -> u32 {
@@ -302,6 +329,11 @@ impl DataKey {
             .map_err(|()| CryptoError::Open { what: what() })?;
         String::from_utf8(plaintext).map_err(|_| malformed("not UTF-8 after opening"))
     }
+}
+
+/// The signed part of an unsubscribe link: a label, the tenant id and the contact id.
+fn unsubscribe_message(tenant: TenantId, contact: ContactId) -> Vec<u8> {
+    [b"unsubscribe".as_slice(), tenant.as_bytes(), contact.as_bytes()].concat()
 }
 
 /// Returns whether `value` is a sealed value, as opposed to text the store wrote itself.
@@ -354,6 +386,18 @@ impl RecordIdKey {
     /// Returns the id of the schedule enrolling the contact `contact_key` in `sequence`.
     pub fn schedule(&self, sequence: SequenceId, contact_key: &str) -> ScheduleId {
         ScheduleId(self.uuid(&["schedule", &sequence.to_string(), contact_key]))
+    }
+
+    /// Returns the stored form of a suppression key (`kind:value`): the kind, a colon and the
+    /// hex HMAC of the whole key, so that the store can find an address without holding it.
+    pub fn suppression_key(&self, key: &str) -> String {
+        let kind = key.split_once(':').map_or("", |(kind, _)| kind);
+        let mut context = hmac::Context::with_key(&self.0);
+        for part in ["suppression", key] {
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part.as_bytes());
+        }
+        format!("{kind}:{}", hex(context.sign().as_ref()))
     }
 
     /// Returns a UUID (version 8, custom) of the first 16 bytes of the HMAC of `parts`, each

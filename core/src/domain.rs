@@ -27,6 +27,10 @@ pub struct Tenant {
     /// SHA-256 of the tenant's API key, lowercase hex. The key itself is never stored.
     pub api_key_sha256: String,
     pub created_at: DateTime<Utc>,
+    /// Whether a suppressed address stops only its own channel or every channel of a contact
+    /// that has it.
+    #[serde(default)]
+    pub suppression_scope: crate::suppression::SuppressionScope,
 }
 
 /// The provider behind a connection.
@@ -218,6 +222,15 @@ impl Contact {
         value.filter(|v| !v.is_empty())
     }
 
+    /// Returns the key ingest derived the contact's id and schedule ids from: the external id,
+    /// else the email address in lowercase, else the phone number.
+    pub fn identity_key(&self) -> Option<String> {
+        self.external_id
+            .clone()
+            .or_else(|| self.email.as_ref().map(|email| email.to_lowercase()))
+            .or_else(|| self.phone.clone())
+    }
+
     /// Returns the address this contact is reached at on `channel`, if it has one.
     pub fn address(&self, channel: Channel) -> Option<&str> {
         match channel {
@@ -278,6 +291,22 @@ pub struct Step {
     /// Template of an HTML alternative of an email body, sent beside the plain text.
     #[serde(default)]
     pub html_body: Option<String>,
+    /// How late past its planned instant the step may still go out, in seconds; past it (after
+    /// an outage or a pause) the sequence's [`StalePolicy`] applies. No limit when `None`.
+    #[serde(default)]
+    pub max_lateness_seconds: Option<u64>,
+}
+
+/// What happens to a follow-up found later than its step's maximum lateness.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalePolicy {
+    /// Plan it again from now into the next opening of the send window, and the later steps
+    /// of its schedule from it, as the plan would have.
+    #[default]
+    Replan,
+    /// Skip it; the later steps keep their plan.
+    Skip,
 }
 
 /// An ordered list of steps that schedules enroll contacts in.
@@ -293,6 +322,9 @@ pub struct Sequence {
     /// List-Unsubscribe headers (RFC 8058 one-click); field values are percent-encoded.
     #[serde(default)]
     pub unsubscribe_url: Option<String>,
+    /// What happens to a follow-up later than its step's maximum lateness.
+    #[serde(default)]
+    pub stale_policy: StalePolicy,
     pub created_at: DateTime<Utc>,
 }
 

@@ -7,7 +7,7 @@
 //! a [`RowError`], and the upload goes on. A problem that makes the rest of the body unreadable,
 //! or that breaks a limit, is an [`IngestError`] and stops the upload.
 
-mod address;
+pub(crate) mod address;
 mod csv;
 mod mapping;
 mod ndjson;

@@ -15,4 +15,5 @@ pub mod limits;
 pub mod plan;
 pub mod sensitive;
 pub mod store;
+pub mod suppression;
 pub mod template;

@@ -100,6 +100,24 @@ pub fn plan_steps(
         .collect()
 }
 
+/// Plans `steps` again from `earliest`, as after an outage: the first of them goes out at the
+/// first window instant at or after `earliest`, whatever its delay, and each later one as
+/// [`plan_steps`] plans it, its delay after the one before.
+pub fn replan_steps(
+    earliest: DateTime<Utc>,
+    tz: Tz,
+    steps: &[Step],
+    window: &SendWindow,
+) -> Vec<DateTime<Utc>> {
+    let Some((_, later)) = steps.split_first() else {
+        return Vec::new();
+    };
+    let first = next_window_instant(earliest, tz, window);
+    let mut planned = vec![first];
+    planned.extend(plan_steps(first, tz, later, window));
+    planned
+}
+
 /// Adds a step delay to `from`: the whole days on the local calendar of `tz`, keeping the
 /// local time of day, then the remaining seconds as elapsed time.
 ///

@@ -17,6 +17,7 @@ use crate::domain::{
     Sequence, Tenant, TenantDeletion,
 };
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use crate::suppression::Suppression;
 
 pub mod conformance;
 pub mod lease;
@@ -352,4 +353,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         customer_id: String,
     ) -> StoreFuture<'_, Option<StripeAccount>>;
+
+    /// Inserts or replaces entries of the tenant's suppression list, matched by `key`, in one
+    /// durable write. Every entry must belong to `tenant`; a tenant being deleted takes none.
+    fn put_suppressions(&self, tenant: TenantId, entries: Vec<Suppression>) -> StoreFuture<'_, ()>;
+
+    /// Returns the tenant's suppression entries whose key is one of `keys`, in any order.
+    fn suppressions(
+        &self,
+        tenant: TenantId,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<Suppression>>;
+
+    /// Returns up to `limit` suppression entries of `tenant` in the order of their stored keys,
+    /// starting after the entry whose key is `after`, for paging through all of them.
+    fn suppressions_page(
+        &self,
+        tenant: TenantId,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Suppression>>;
+
+    /// Removes the tenant's suppression entries whose key is one of `keys`, durably; returns
+    /// how many there were.
+    fn remove_suppressions(&self, tenant: TenantId, keys: Vec<String>) -> StoreFuture<'_, u64>;
 }

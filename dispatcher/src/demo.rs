@@ -16,6 +16,7 @@ use followup_adapters::fakes::{FakeConfig, FaultProfile};
 use followup_core::api::{CreateTenantRequest, CreateTenantResponse};
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::FollowUpState;
+use followup_core::ids::TenantId;
 use followup_core::sensitive::Sensitive;
 use followup_core::store::usage::BillingPeriod;
 use serde::Serialize;
@@ -61,6 +62,10 @@ pub struct DemoOptions {
     /// A configuration file whose `[plans]` and `[billing]` replace the defaults; its other
     /// settings are not used.
     pub config: Option<PathBuf>,
+    /// Share of contacts that reply (a stop signal) after their first email, 0 to 1.
+    pub replies: f64,
+    /// Seed of the reply draws.
+    pub reply_seed: u64,
     /// Faults the built-in fakes apply to valid sends.
     pub faults: FaultProfile,
     /// Master key (`FOLLOWUP_MASTER_KEY`); a throwaway key when neither it nor a key file is
@@ -90,7 +95,12 @@ pub struct DemoSummary {
     pub skipped_quota: u64,
     /// Over the plan's quota under a plan that holds, waiting for the next period.
     pub held: u64,
+    /// Follow-ups cancelled, by the contacts' replies among others.
     pub cancelled: u64,
+    /// Contacts that replied, each a stop signal (`--replies`).
+    pub replies: u64,
+    /// Sends the fakes accepted for a recipient after its contact replied; must be 0.
+    pub sent_after_stop: u64,
     pub in_doubt: u64,
     pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
     pub top_settle_reasons: Vec<ReasonCount>,
@@ -197,7 +207,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         RunningEngine::start_with_fakes(config, store, clock.clone(), None, fakes).await?;
     let http = followup_adapters::http::build_http_client(&Default::default())?;
     let client = DemoClient { http, base: running.url() };
-    let api_key = client.create_tenant(&admin_token, &options.plan).await?;
+    let (tenant, api_key) = client.create_tenant(&admin_token, &options.plan).await?;
     client.connect(&api_key).await?;
     let sequence = client.create_sequence(&api_key).await?;
     eprintln!("[demo] uploading {}", options.csv.display());
@@ -214,12 +224,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     // The progress callback cannot await the store, so a task samples the settled count.
     let sampler = sample_settled(engine.clone(), progress.settled_handle());
     let mut last_line = Instant::now();
-    let run = engine.run_until_settled(&clock, deadline, |now| {
+    let show = |now| {
         if last_line.elapsed() >= Duration::from_millis(500) {
             last_line = Instant::now();
             progress.show(progress.settled_estimate(), now);
         }
-    });
+    };
+    let mut replies = Replies::new(options.replies, options.reply_seed);
+    let run = async {
+        if options.replies > 0.0 {
+            let replying =
+                Replying { client: &client, api_key: &api_key, tenant, replies: &mut replies };
+            run_with_replies(&running, &clock, deadline, replying, show).await
+        } else {
+            engine.run_until_settled(&clock, deadline, show).await
+        }
+    };
     let outcome = tokio::select! {
         result = run => result,
         () = sampler => Ok(()),
@@ -228,11 +248,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let end = clock.now();
     progress.finish(total, end);
 
-    let summary = summarize(&running, &report, start, end, wall_start).await?;
+    let mut summary = summarize(&running, &report, start, end, wall_start).await?;
+    summary.replies = replies.sent;
     print_summary(&summary, options.json)?;
     running.stop().await;
     check_invariants(&summary)
 }
+
+mod replies;
+
+use replies::{Replies, Replying, run_with_replies};
 
 /// The API calls the demo makes, as a tenant would.
 struct DemoClient {
@@ -241,7 +266,11 @@ struct DemoClient {
 }
 
 impl DemoClient {
-    async fn create_tenant(&self, admin_token: &str, plan: &str) -> anyhow::Result<String> {
+    async fn create_tenant(
+        &self,
+        admin_token: &str,
+        plan: &str,
+    ) -> anyhow::Result<(TenantId, String)> {
         let request = CreateTenantRequest {
             name: "Demo tenant".into(),
             default_region: Some("US".into()),
@@ -256,7 +285,7 @@ impl DemoClient {
             .send()
             .await?;
         let created: CreateTenantResponse = expect_ok(response, "create the demo tenant").await?;
-        Ok(created.api_key)
+        Ok((created.id, created.api_key))
     }
 
     async fn connect(&self, api_key: &str) -> anyhow::Result<()> {
@@ -468,6 +497,8 @@ async fn summarize(
         skipped_quota: scan.skipped_quota,
         held: state_total(&[FollowUpState::Held]),
         cancelled: state_total(&[FollowUpState::Cancelled]),
+        replies: 0,
+        sent_after_stop: stats.sent_after_stop,
         in_doubt: state_total(&[FollowUpState::InDoubt]),
         by_channel,
         top_settle_reasons: scan.top_settle_reasons,
@@ -583,6 +614,10 @@ fn print_summary(summary: &DemoSummary, json: bool) -> anyhow::Result<()> {
         summary.in_doubt,
         summary.retries
     );
+    println!(
+        "replies: {} contacts replied; sends after a reply: {}",
+        summary.replies, summary.sent_after_stop
+    );
     for (channel, states) in &summary.by_channel {
         let states: Vec<String> = states.iter().map(|(s, n)| format!("{s} {n}")).collect();
         println!("  {channel:<5} {}", states.join(", "));
@@ -638,6 +673,9 @@ fn check_invariants(summary: &DemoSummary) -> anyhow::Result<()> {
     }
     if summary.rate_limit_violations != 0 {
         broken.push("the fakes saw rate-limit violations");
+    }
+    if summary.sent_after_stop != 0 {
+        broken.push("the fakes received sends after the contact replied");
     }
     if broken.is_empty() { Ok(()) } else { bail!("demo invariants broken: {}", broken.join("; ")) }
 }

@@ -34,7 +34,8 @@ use tokio::sync::Notify;
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
-    CancelSchedule, DispatchDeps, ReleaseHeld, RoundReport, RunDue, TenantActor, earliest,
+    CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RoundReport, RunDue, TenantActor,
+    earliest,
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
@@ -42,6 +43,7 @@ use crate::config::{Config, ProvidersConfig};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
 use crate::tokens::{RefreshPolicy, TokenKeeper};
+use crate::unsubscribe::UnsubscribeLinks;
 
 /// Base URLs the provider clients send to.
 #[derive(Clone, Debug)]
@@ -123,6 +125,13 @@ impl Engine {
             config: config.dispatch.clone(),
             public_base_url: config.webhooks.public_base_url.clone(),
             keep_sent_messages: config.retention.sent_message_days > 0,
+            // RFC 8058 one-click needs HTTPS, so a plain-HTTP base URL gets no links.
+            unsubscribe_links: config
+                .webhooks
+                .public_base_url
+                .as_deref()
+                .filter(|base| base.starts_with("https://"))
+                .map(|base| UnsubscribeLinks::new(base, sealed.clone())),
             lateness: Mutex::new(LatenessHistogram::default()),
         });
         let engine = Arc::new(Self {
@@ -328,6 +337,28 @@ impl Engine {
         let released = actor.send(ReleaseHeld { now: self.deps.clock.now() }).await??;
         self.notify_tenant(tenant.id);
         Ok(released)
+    }
+
+    /// Cancels, with `reason`, the follow-ups of the schedules that have not left yet, through
+    /// the tenant's actor. Returns how many were cancelled, or `None` when this node does not
+    /// dispatch the tenant: its owner's rounds then find the stop at send time.
+    pub async fn cancel_schedules(
+        &self,
+        tenant: TenantId,
+        schedules: Vec<ScheduleId>,
+        reason: String,
+    ) -> anyhow::Result<Option<usize>> {
+        let actor = self
+            .tenants
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
+            .get(&tenant)
+            .map(|handle| handle.actor.clone());
+        let Some(actor) = actor else {
+            return Ok(None);
+        };
+        let now = self.deps.clock.now();
+        Ok(Some(actor.send(CancelSchedules { schedules, reason, now }).await??))
     }
 
     /// Stops the tenant's sends for good and removes its actor from the engine. Returns once

@@ -7,10 +7,13 @@ pub mod admin_api;
 pub mod auth;
 pub mod billing_api;
 pub mod error;
+pub mod forecast_api;
 pub mod json;
 pub mod limits;
 pub mod routes;
+pub mod stops_api;
 pub mod tenant_api;
+pub mod unsubscribe_page;
 pub mod usage_api;
 pub mod webhooks;
 

@@ -2,20 +2,22 @@
 //! validated and planned, and valid rows are written to the store in durable batches, so that
 //! memory contains one batch, never the upload.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use followup_core::crypto::RecordIdKey;
-use followup_core::domain::{Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant};
-use followup_core::ids::FollowUpId;
+use followup_core::domain::{
+    Channel, Contact, FollowUp, FollowUpState, Schedule, Sequence, Tenant,
+};
+use followup_core::ids::{FollowUpId, ScheduleId};
 use followup_core::ingest::{
     ColumnMapping, ContactField, Format, IngestError, IngestLimits, RawRecord, RecordReader,
     RowError, ValidContact, ValidationContext, validate,
 };
-use followup_core::plan::plan_steps;
-use followup_core::store::{Enrolment, Store, StoreError};
+use followup_core::plan::{add_step_delay, plan_steps};
+use followup_core::store::{Enrolment, InsertReport, Store, StoreError};
 use followup_core::template::Template;
 use futures_util::{Stream, StreamExt as _};
 use serde::{Deserialize, Serialize};
@@ -92,7 +94,50 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    let mut run = IngestRun::new(store, &job)?;
+    read_rows(RowSink::Store(store), job, body).await
+}
+
+/// The follow-ups an upload would plan, for a forecast: each new schedule's follow-ups that
+/// have an address, as (channel, planned instant, whether the send window moved it later).
+#[derive(Debug, Default)]
+pub struct PlannedUpload {
+    pub follow_ups: Vec<(Channel, DateTime<Utc>, bool)>,
+    /// Follow-ups of steps the contact has no address for, which ingest stores skipped.
+    pub without_address: u64,
+    schedules: HashSet<ScheduleId>,
+}
+
+/// Reads `body` as [`ingest`] does, validating and planning every row the same way, but stores
+/// nothing: it returns the report and the follow-ups the upload would plan.
+pub async fn plan_upload<S, E>(
+    job: IngestJob<'_>,
+    body: S,
+) -> Result<(IngestReport, PlannedUpload), IngestFailure>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut planned = PlannedUpload::default();
+    let report = read_rows(RowSink::Plan(&mut planned), job, body).await?;
+    Ok((report, planned))
+}
+
+/// Where the valid rows of an upload go.
+enum RowSink<'a> {
+    Store(&'a dyn Store),
+    Plan(&'a mut PlannedUpload),
+}
+
+async fn read_rows<S, E>(
+    sink: RowSink<'_>,
+    job: IngestJob<'_>,
+    body: S,
+) -> Result<IngestReport, IngestFailure>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut run = IngestRun::new(sink, &job)?;
     let mut reader = RecordReader::new(job.format, job.limits);
     let mut records = Vec::new();
     futures_util::pin_mut!(body);
@@ -171,7 +216,7 @@ impl UploadProgress {
 
 /// The state of one upload in progress.
 struct IngestRun<'a> {
-    store: &'a dyn Store,
+    sink: RowSink<'a>,
     job: &'a IngestJob<'a>,
     context: ValidationContext,
     mapping: Option<ColumnMapping>,
@@ -180,7 +225,7 @@ struct IngestRun<'a> {
 }
 
 impl<'a> IngestRun<'a> {
-    fn new(store: &'a dyn Store, job: &'a IngestJob<'a>) -> Result<Self, IngestFailure> {
+    fn new(sink: RowSink<'a>, job: &'a IngestJob<'a>) -> Result<Self, IngestFailure> {
         let report = IngestReport::default();
         let default_timezone = match job.tenant.default_timezone.parse() {
             Ok(tz) => tz,
@@ -193,7 +238,7 @@ impl<'a> IngestRun<'a> {
             channels: job.sequence.steps.iter().map(|step| step.channel).collect(),
             now: job.now,
         };
-        Ok(Self { store, job, context, mapping: None, batch: Vec::new(), report })
+        Ok(Self { sink, job, context, mapping: None, batch: Vec::new(), report })
     }
 
     /// Validates the records read so far and writes full batches.
@@ -275,7 +320,17 @@ impl<'a> IngestRun<'a> {
         }
         let batch = std::mem::take(&mut self.batch);
         let size = batch.len() as u64;
-        match self.store.insert_enrolments(self.job.tenant.id, batch).await {
+        let store = match &mut self.sink {
+            RowSink::Store(store) => *store,
+            RowSink::Plan(planned) => {
+                let written = planned.add(self.job.sequence, batch);
+                self.report.accepted += size;
+                self.report.created += written.inserted;
+                self.report.duplicates += written.duplicates;
+                return Ok(());
+            }
+        };
+        match store.insert_enrolments(self.job.tenant.id, batch).await {
             Ok(written) => {
                 self.report.accepted += size;
                 self.report.created += written.inserted;
@@ -290,6 +345,33 @@ impl<'a> IngestRun<'a> {
                 Err(IngestFailure::Store { error, report: Box::new(self.report.clone()) })
             }
         }
+    }
+}
+
+impl PlannedUpload {
+    /// Keeps the follow-ups of each enrolment whose schedule is new, as the store would.
+    fn add(&mut self, sequence: &Sequence, batch: Vec<Enrolment>) -> InsertReport {
+        let mut written = InsertReport::default();
+        for enrolment in batch {
+            if !self.schedules.insert(enrolment.schedule.id) {
+                written.duplicates += 1;
+                continue;
+            }
+            written.inserted += 1;
+            let tz = enrolment.contact.timezone.parse().unwrap_or(chrono_tz::UTC);
+            let mut previous = enrolment.schedule.start_at;
+            for (follow_up, step) in enrolment.follow_ups.iter().zip(&sequence.steps) {
+                let by_delay = add_step_delay(previous, tz, step.delay_seconds);
+                previous = follow_up.planned_at;
+                if follow_up.state == FollowUpState::Skipped {
+                    self.without_address += 1;
+                    continue;
+                }
+                let moved = follow_up.planned_at > by_delay;
+                self.follow_ups.push((follow_up.channel, follow_up.planned_at, moved));
+            }
+        }
+        written
     }
 }
 

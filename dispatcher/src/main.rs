@@ -151,10 +151,26 @@ struct DemoArgs {
     /// other settings are not used by the demo.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Share of contacts, 0 to 1, that reply (a stop signal) at a random moment within five
+    /// days after their first email.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_fraction)]
+    replies: f64,
+    /// Seed of the draws of --replies; the same seed picks the same contacts and moments.
+    #[arg(long, value_name = "SEED", default_value_t = 0)]
+    reply_seed: u64,
     #[command(flatten)]
     faults: FaultArgs,
     #[command(flatten)]
     keys: MasterKeyArgs,
+}
+
+/// Reads a fraction from 0 to 1.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("{value} is outside 0 to 1"));
+    }
+    Ok(value)
 }
 
 #[derive(Debug, clap::Args)]
@@ -219,6 +235,8 @@ fn main() -> anyhow::Result<()> {
                     store: args.store,
                     plan: args.plan,
                     config: args.config,
+                    replies: args.replies,
+                    reply_seed: args.reply_seed,
                     faults: args.faults.profile(),
                     master_key: MasterKeyArgs::env_key(),
                     master_key_file: args.keys.master_key_file,

@@ -69,6 +69,20 @@ fn demo_balances_on_every_sample_file() {
 }
 
 #[test]
+fn demo_replies_stop_later_sends() {
+    let csv = sample_files().into_iter().find(|path| path.ends_with("customers-100.csv"));
+    let csv = csv.expect("customers-100.csv among the sample files");
+    let summary = run_demo(&csv, &["--replies", "0.5", "--reply-seed", "7"]);
+    let replies = number(&summary, "replies");
+    let accepted = number(&summary, "accepted");
+    assert!(replies > accepted / 4, "{replies} of {accepted} contacts replied at a share of 0.5");
+    assert!(number(&summary, "cancelled") > 0, "the replies cancelled later steps: {summary}");
+    assert_eq!(number(&summary, "sent_after_stop"), 0, "{summary}");
+    assert_eq!(number(&summary, "followups"), settled(&summary), "unsettled: {summary}");
+    assert_eq!(number(&summary, "sent"), number(&summary, "provider_received"), "{summary}");
+}
+
+#[test]
 fn demo_under_flaky_providers_settles_everything_without_violation() {
     // The two smaller sample files: the stalled requests of the profile cost a second each.
     let small: Vec<PathBuf> = sample_files()

@@ -76,6 +76,7 @@ async fn seed_tenant(
         plan: "pro".into(),
         api_key_sha256,
         created_at: Utc::now(),
+        suppression_scope: Default::default(),
     };
     store.put_tenant(tenant.clone()).await?;
     Ok((tenant.id, key))

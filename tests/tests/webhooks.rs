@@ -304,7 +304,7 @@ async fn twilio_webhooks_are_verified_and_counted() -> anyhow::Result<()> {
     assert_eq!(json_body.status(), 400, "JSON body");
 
     let inbound_path = format!("/webhooks/twilio/{id}/inbound");
-    let inbound = [("MessageSid", "SM2"), ("From", "+15558675310"), ("Body", "stop please")];
+    let inbound = [("MessageSid", "SM2"), ("From", "+15558675310"), ("Body", " Stop ")];
     let inbound_signature =
         twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC_BASE_URL}{inbound_path}"), &inbound);
     let (status, text) =
@@ -385,5 +385,99 @@ async fn twilio_status_names_its_follow_up() -> anyhow::Result<()> {
         let record: Value = serde_json::from_slice(&record.expect("the status is recorded"))?;
         assert_eq!(record["follow_up"], expected, "{message_sid}: {record}");
     }
+    Ok(())
+}
+
+/// Posts a signed inbound SMS with `body` from `from` to the connection `id`.
+async fn inbound_sms(engine: &TestEngine, id: &str, sid: &str, from: &str, body: &str) -> u16 {
+    let path = format!("/webhooks/twilio/{id}/inbound");
+    let params = [("MessageSid", sid), ("From", from), ("Body", body)];
+    let signature = twilio_signature(TWILIO_TOKEN, &format!("{PUBLIC_BASE_URL}{path}"), &params);
+    let (status, text) =
+        post_twilio(engine, &path, Some(&signature), form(&params)).await.expect("inbound");
+    assert_eq!(status, 200, "{text}");
+    status
+}
+
+async fn suppressed_numbers(engine: &TestEngine, key: &str) -> Vec<(String, String)> {
+    let listed = engine.get_json(key, "/v1/suppressions").await.expect("suppressions");
+    let entries = listed["suppressions"].as_array().cloned().unwrap_or_default();
+    entries
+        .iter()
+        .map(|e| (e["value"].as_str().unwrap_or_default().to_owned(), e["reason"].to_string()))
+        .collect()
+}
+
+#[actix_rt::test]
+async fn sms_keywords_opt_out_and_back_in() -> anyhow::Result<()> {
+    let engine = start_engine().await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let connections = engine.get_json(&key, "/v1/connections").await?;
+    let twilio = connections
+        .as_array()
+        .and_then(|list| list.iter().find(|c| c["provider"] == "twilio").map(|c| c["id"].clone()));
+    let id = twilio.and_then(|id| id.as_str().map(str::to_owned)).expect("twilio connection");
+    let sequence = json!({"name": "texts", "steps": [
+        {"channel": "sms", "delay": 0, "body": "First."},
+        {"channel": "sms", "delay": "1d", "body": "Second."}
+    ]});
+    let sequence = engine.create_sequence(&key, &sequence).await?;
+    let csv = "phone\n+14155550141\n+14155550142\n";
+    engine.upload(&key, &sequence, "text/csv", csv).await?;
+    engine.running.engine.run_round().await;
+
+    // Several words are no keyword, as on Twilio; HELP changes nothing.
+    inbound_sms(&engine, &id, "SM10", "+14155550141", "stop please").await;
+    inbound_sms(&engine, &id, "SM11", "+14155550141", "HELP").await;
+    assert!(suppressed_numbers(&engine, &key).await.is_empty(), "no opt-out yet");
+    inbound_sms(&engine, &id, "SM12", "+14155550141", "optout").await;
+    inbound_sms(&engine, &id, "SM13", "+14155550142", "Stop").await;
+    let numbers = suppressed_numbers(&engine, &key).await;
+    assert_eq!(numbers.len(), 2, "{numbers:?}");
+    assert!(numbers.iter().all(|(_, reason)| reason == "\"sms_opt_out\""), "{numbers:?}");
+
+    // START lifts the first number's opt-out before its second text is due.
+    inbound_sms(&engine, &id, "SM14", "+14155550141", "start").await;
+    let numbers = suppressed_numbers(&engine, &key).await;
+    assert_eq!(numbers, [("+14155550142".to_owned(), "\"sms_opt_out\"".to_owned())]);
+    engine.settle(5).await?;
+
+    let fakes = engine.running.fakes()?;
+    let texts_to = |to: &str| fakes.received().iter().filter(|m| m.to == to).count();
+    assert_eq!(texts_to("+14155550141"), 2, "opted back in: both texts");
+    assert_eq!(texts_to("+14155550142"), 1, "opted out after the first text");
+    let path = format!("/v1/schedules?sequence={sequence}&contact=%2B14155550142");
+    let follow_ups = engine.get_json(&key, &path).await?["follow_ups"].clone();
+    assert_eq!(follow_ups[1]["state"], "skipped", "{follow_ups}");
+    assert_eq!(follow_ups[1]["reason"], "phone suppressed: sms_opt_out");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn twilio_21610_suppresses_the_number() -> anyhow::Result<()> {
+    let errors = followup_adapters::fakes::ErrorPlan::default()
+        .force("+14155550151", followup_adapters::fakes::ForcedOutcome::TwilioError(21610));
+    let engine = TestEngine::start_with_errors(|_| {}, errors).await?;
+    let key = engine.create_tenant("acme", "pro").await?;
+    engine.connect_fakes(&key).await?;
+    let sequence = json!({"name": "texts", "steps": [
+        {"channel": "sms", "delay": 0, "body": "First."},
+        {"channel": "call", "delay": "1d", "body": "Hello."}
+    ]});
+    let sequence = engine.create_sequence(&key, &sequence).await?;
+    engine.upload(&key, &sequence, "text/csv", "phone\n+14155550151\n").await?;
+    engine.settle(5).await?;
+
+    let numbers = suppressed_numbers(&engine, &key).await;
+    let expected = [("+14155550151".to_owned(), "\"provider_opt_out\"".to_owned())];
+    assert_eq!(numbers, expected, "the refused number is suppressed");
+    let path = format!("/v1/schedules?sequence={sequence}&contact=%2B14155550151");
+    let follow_ups = engine.get_json(&key, &path).await?["follow_ups"].clone();
+    assert_eq!(follow_ups[0]["state"], "failed", "{follow_ups}");
+    assert_eq!(follow_ups[1]["state"], "skipped", "{follow_ups}");
+    assert_eq!(follow_ups[1]["reason"], "phone suppressed: provider_opt_out");
+    let fakes = engine.running.fakes()?;
+    assert!(fakes.received().is_empty(), "neither the text nor the call went out");
     Ok(())
 }

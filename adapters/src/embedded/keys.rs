@@ -31,6 +31,11 @@ pub(super) fn tenant(tenant: TenantId) -> Vec<u8> {
     tenant.as_bytes().to_vec()
 }
 
+/// Key of a suppression entry: the tenant, then the entry's key.
+pub(super) fn suppression(tenant: TenantId, key: &str) -> Vec<u8> {
+    join(&[tenant.as_bytes(), key.as_bytes()])
+}
+
 pub(super) fn connection(tenant: TenantId, provider: Provider) -> Vec<u8> {
     join(&[tenant.as_bytes(), &[provider_code(provider)]])
 }

@@ -18,8 +18,9 @@ use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
     FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS,
-    TENANTS, Table, USAGE,
+    SUPPRESSIONS, TENANTS, Table, USAGE,
 };
+use followup_core::suppression::Suppression;
 
 fn begin(db: &Database) -> Result<ReadTransaction, StoreError> {
     db.begin_read().map_err(|error| tables::unavailable("starting a read transaction", error))
@@ -164,6 +165,33 @@ pub(super) fn attempts_page(
 ) -> Result<Vec<Attempt>, StoreError> {
     let after = after.map(|(id, number)| keys::attempt(tenant, id, number));
     page(db, ATTEMPTS, tenant, after, limit)
+}
+
+pub(super) fn suppressions(
+    db: &Database,
+    tenant: TenantId,
+    entry_keys: &[String],
+) -> Result<Vec<Suppression>, StoreError> {
+    let txn = begin(db)?;
+    let source = open(&txn, SUPPRESSIONS)?;
+    let mut found = Vec::new();
+    for entry_key in entry_keys {
+        let key = keys::suppression(tenant, entry_key);
+        if let Some(entry) = tables::get(&source, SUPPRESSIONS, &key)? {
+            found.push(entry);
+        }
+    }
+    Ok(found)
+}
+
+pub(super) fn suppressions_page(
+    db: &Database,
+    tenant: TenantId,
+    after: Option<String>,
+    limit: usize,
+) -> Result<Vec<Suppression>, StoreError> {
+    let after = after.map(|entry_key| keys::suppression(tenant, &entry_key));
+    page(db, SUPPRESSIONS, tenant, after, limit)
 }
 
 /// Reads up to `limit` records of `tenant` in key order, from just after the key `after` (or

@@ -54,6 +54,8 @@ pub(super) const IN_FLIGHT: Table = Table { name: "in_flight" };
 pub(super) const SENT: Table = Table { name: "sent" };
 /// How long an entry of `SENT` is kept: longer than any daily window.
 pub(super) const SENT_KEPT_FOR: chrono::Duration = chrono::Duration::days(2);
+/// Suppression entries by (tenant, entry key as UTF-8).
+pub(super) const SUPPRESSIONS: Table = Table { name: "suppressions" };
 /// Wrapped data keys by tenant.
 pub(super) const DATA_KEYS: Table = Table { name: "data_keys" };
 /// Attempts by (tenant, schedule, step, number).

@@ -18,13 +18,14 @@ use followup_core::store::{
     Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
     WrappedDataKey,
 };
+use followup_core::suppression::Suppression;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
     FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
-    SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS, TENANTS, Table, USAGE,
+    SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table, USAGE,
 };
 
 mod leases;
@@ -88,6 +89,14 @@ pub(super) enum WriteOp {
         committed: u64,
         released: u64,
     },
+    PutSuppressions {
+        tenant: TenantId,
+        entries: Vec<Suppression>,
+    },
+    RemoveSuppressions {
+        tenant: TenantId,
+        keys: Vec<String>,
+    },
 }
 
 impl WriteOp {
@@ -102,7 +111,9 @@ impl WriteOp {
             WriteOp::PutSequence(sequence) => Some(sequence.tenant),
             WriteOp::InsertEnrolments { tenant, .. }
             | WriteOp::UpdateFollowUps { tenant, .. }
-            | WriteOp::RecoverInterrupted { tenant, .. } => Some(*tenant),
+            | WriteOp::RecoverInterrupted { tenant, .. }
+            | WriteOp::PutSuppressions { tenant, .. }
+            | WriteOp::RemoveSuppressions { tenant, .. } => Some(*tenant),
             WriteOp::ReserveUsage { key, .. } => Some(key.tenant),
             // Sends that left while the deletion began are still recorded.
             WriteOp::SettleUsage { .. } => None,
@@ -168,6 +179,7 @@ pub(super) struct WriteTables<'txn> {
     usage: RawTable<'txn>,
     stripe_accounts: RawTable<'txn>,
     stripe_customers: RawTable<'txn>,
+    suppressions: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -199,6 +211,7 @@ impl<'txn> WriteTables<'txn> {
             usage: open(USAGE)?,
             stripe_accounts: open(STRIPE_ACCOUNTS)?,
             stripe_customers: open(STRIPE_CUSTOMERS)?,
+            suppressions: open(SUPPRESSIONS)?,
         })
     }
 
@@ -275,7 +288,47 @@ impl<'txn> WriteTables<'txn> {
                 let removed = removed.map_err(|e| tables::write_error(DATA_KEYS, e));
                 Ok(Applied::Deleted(removed.map_err(ApplyError::Failed)?.is_some()))
             }
+            WriteOp::PutSuppressions { tenant, entries } => {
+                self.put_suppressions(*tenant, entries).map(|()| Applied::Done)
+            }
+            WriteOp::RemoveSuppressions { tenant, keys } => {
+                self.remove_suppressions(*tenant, keys).map(Applied::Counted)
+            }
         }
+    }
+
+    fn put_suppressions(
+        &mut self,
+        tenant: TenantId,
+        entries: &[Suppression],
+    ) -> Result<(), ApplyError> {
+        if let Some(foreign) = entries.iter().find(|entry| entry.tenant != tenant) {
+            return Err(ApplyError::Rejected(StoreError::Conflict(format!(
+                "suppression entry of tenant {} written as tenant {tenant}",
+                foreign.tenant
+            ))));
+        }
+        for entry in entries {
+            let key = keys::suppression(tenant, &entry.key);
+            put(&mut self.suppressions, SUPPRESSIONS, &key, entry).map_err(ApplyError::Failed)?;
+        }
+        Ok(())
+    }
+
+    fn remove_suppressions(
+        &mut self,
+        tenant: TenantId,
+        entry_keys: &[String],
+    ) -> Result<u64, ApplyError> {
+        let mut removed = 0;
+        for entry_key in entry_keys {
+            let key = keys::suppression(tenant, entry_key);
+            let found = self.suppressions.remove(key.as_slice());
+            let found =
+                found.map_err(|e| ApplyError::Failed(tables::write_error(SUPPRESSIONS, e)))?;
+            removed += u64::from(found.is_some());
+        }
+        Ok(removed)
     }
 
     /// Writes the tenant and moves its API key hash in the index when the key was rotated.

@@ -51,6 +51,9 @@ struct Inner {
     /// Twilio accounts by Account SID.
     twilio: HashMap<String, TwilioAccount>,
     received: Vec<ReceivedMessage>,
+    /// Recipients (lowercase address or number) that asked to hear no more, with the
+    /// earliest instant they asked.
+    stops: HashMap<String, DateTime<Utc>>,
     received_by_provider: BTreeMap<Provider, u64>,
     rate_limit_violations: u64,
     rejected_requests: u64,
@@ -98,6 +101,7 @@ impl FakeState {
             oauth: OAuthState::default(),
             twilio: HashMap::new(),
             received: Vec::new(),
+            stops: HashMap::new(),
             received_by_provider: BTreeMap::new(),
             rate_limit_violations: 0,
             rejected_requests: 0,
@@ -361,10 +365,31 @@ impl FakeState {
         self.inner.lock().received.clone()
     }
 
+    pub(crate) fn received_from(&self, start: usize) -> Vec<ReceivedMessage> {
+        let inner = self.inner.lock();
+        inner.received.get(start..).map(<[ReceivedMessage]>::to_vec).unwrap_or_default()
+    }
+
+    /// Records that `recipient` asked at `at` to hear no more; the earliest instant counts.
+    pub(crate) fn record_stop(&self, recipient: &str, at: DateTime<Utc>) {
+        let mut inner = self.inner.lock();
+        let earliest = inner.stops.entry(recipient.to_lowercase()).or_insert(at);
+        *earliest = (*earliest).min(at);
+    }
+
     pub(crate) fn stats(&self) -> FakeStats {
         let injected = self.faults.counts();
         let inner = self.inner.lock();
+        let sent_after_stop = inner
+            .received
+            .iter()
+            .filter(|message| {
+                let stopped_at = inner.stops.get(&message.to.to_lowercase());
+                stopped_at.is_some_and(|stopped_at| message.received_at > *stopped_at)
+            })
+            .count() as u64;
         FakeStats {
+            sent_after_stop,
             received_by_provider: inner.received_by_provider.clone(),
             rate_limit_violations: inner.rate_limit_violations,
             rejected_requests: inner.rejected_requests,

@@ -429,3 +429,30 @@ async fn retryable_fraction_of_one_fails_all() {
     assert!(fakes.received().is_empty());
     fakes.shutdown().await;
 }
+
+#[tokio::test]
+async fn sends_after_a_recorded_stop_are_counted() {
+    let clock = virtual_clock();
+    let fakes = start_fakes(&clock, |config| config).await;
+    let sms = limits(60, u32::MAX);
+    fakes.register_twilio(SID, AUTH_TOKEN, NUMBER, sms, sms);
+    let url = format!("{}2010-04-01/Accounts/{SID}/Messages.json", fakes.twilio_url());
+    let client = http();
+    let send = |to: &'static str| {
+        let form = [("To", to), ("From", NUMBER), ("Body", "hi")];
+        client.post(url.clone()).basic_auth(SID, Some(AUTH_TOKEN)).form(&form).send()
+    };
+
+    // A send at the instant of the stop came before it; one a second later did not.
+    let stopped_at = clock.now();
+    assert_eq!(send("+14155550123").await.expect("fake responds").status().as_u16(), 201);
+    fakes.record_stop("+14155550123", stopped_at);
+    clock.advance(TimeDelta::seconds(1));
+    assert_eq!(send("+14155550123").await.expect("fake responds").status().as_u16(), 201);
+    assert_eq!(send("+14155550124").await.expect("fake responds").status().as_u16(), 201);
+    // A later stop of the same number does not move the first one.
+    fakes.record_stop("+14155550123", clock.now() + TimeDelta::hours(1));
+
+    assert_eq!(fakes.stats().sent_after_stop, 1, "only the send after the stop counts");
+    fakes.shutdown().await;
+}

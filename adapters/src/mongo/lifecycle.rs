@@ -8,15 +8,16 @@ use followup_core::store::{PurgeProgress, StoreError};
 use mongodb::bson::{self, Document, doc};
 
 use super::collections::{
-    ATTEMPTS, CONNECTIONS, CONTACTS, DELETIONS, FOLLOW_UPS, SCHEDULES, SENDS, SEQUENCES, TENANTS,
+    ATTEMPTS, CONNECTIONS, CONTACTS, DELETIONS, FOLLOW_UPS, SCHEDULES, SENDS, SEQUENCES,
+    SUPPRESSIONS, TENANTS,
 };
 use super::{MongoStore, documents, errors};
 
 /// Collections a tenant's purge empties, in order: every collection keyed by tenant except
 /// the deletion markers, billing records and data keys (which `delete_data_key` removes at
 /// once). The tenant document goes when the deletion begins.
-const PURGED: [&str; 7] =
-    [SENDS, ATTEMPTS, FOLLOW_UPS, SCHEDULES, CONTACTS, SEQUENCES, CONNECTIONS];
+const PURGED: [&str; 8] =
+    [SUPPRESSIONS, SENDS, ATTEMPTS, FOLLOW_UPS, SCHEDULES, CONTACTS, SEQUENCES, CONNECTIONS];
 
 impl MongoStore {
     /// Stores the deletion marker, then removes the tenant document with its API key.

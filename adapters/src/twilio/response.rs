@@ -39,7 +39,18 @@ pub struct TwilioError {
 /// - the account: 21606 From is not a valid sender for this destination, 21608 a trial
 ///   account sending to an unverified number, 21408 sending to the To number's region is not
 ///   enabled. These need a change in the Twilio console, not a retry.
-const PERMANENT_CODES: [u32; 6] = [21211, 21610, 21614, 21606, 21608, 21408];
+const PERMANENT_CODES: [u32; 6] = [21211, OPTED_OUT_CODE, 21614, 21606, 21608, 21408];
+
+/// Error code of a message refused because its recipient replied STOP (or another opt-out
+/// keyword) to the sender, and has not opted back in.
+pub const OPTED_OUT_CODE: u32 = 21610;
+
+/// Returns whether `outcome` is Twilio's refusal of a message to a recipient who opted out.
+/// It reads the reason [`classify`] writes, which names the error code.
+pub fn is_opted_out(outcome: &SendOutcome) -> bool {
+    matches!(outcome, SendOutcome::Permanent { reason }
+        if reason.starts_with(PROVIDER) && reason.contains(&format!("code {OPTED_OUT_CODE}")))
+}
 
 /// Error codes of a full queue: 21611 when a sender's message queue contains more than 10
 /// hours of traffic, 22005 when the account's call queue contains more than 24 hours of calls. Twilio

@@ -200,6 +200,8 @@ async fn error_codes_are_classified() {
         assert_eq!(outcome.kind(), class, "code {code}: {outcome:?}");
         let prefix = format!("twilio {status} code {code}");
         assert!(outcome.reason().starts_with(&prefix), "code {code}: {outcome:?}");
+        let opted_out = crate::twilio::response::is_opted_out(&outcome);
+        assert_eq!(opted_out, code == 21610, "only 21610 is an opt-out: {outcome:?}");
         if let SendOutcome::Retryable { retry_after, .. } = outcome {
             assert_eq!(retry_after, wait, "code {code}");
         }

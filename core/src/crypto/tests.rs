@@ -155,3 +155,25 @@ fn record_ids_are_keyed_and_stable() {
     let unkeyed = Uuid::new_v5(&tenant.0, b"contact:a@example.com");
     assert_ne!(ids.contact("a@example.com").0, unkeyed);
 }
+
+#[test]
+fn unsubscribe_token_names_one_contact_of_one_tenant() {
+    let tenant = TenantId::generate();
+    let other_tenant = TenantId::generate();
+    let key = data_key(tenant);
+    let other_key = data_key(other_tenant);
+    let contact = ContactId(Uuid::new_v4());
+    let other_contact = ContactId(Uuid::new_v4());
+    let token = key.unsubscribe_token(tenant, contact);
+
+    assert!(key.verify_unsubscribe_token(tenant, contact, &token), "its own token");
+    assert!(!key.verify_unsubscribe_token(tenant, other_contact, &token), "another contact");
+    assert!(!key.verify_unsubscribe_token(other_tenant, contact, &token), "another tenant id");
+    let theirs = other_key.unsubscribe_token(other_tenant, contact);
+    assert!(!key.verify_unsubscribe_token(tenant, contact, &theirs), "another tenant's key");
+    let mut tampered = token.clone();
+    tampered.replace_range(..1, if token.starts_with('A') { "B" } else { "A" });
+    assert!(!key.verify_unsubscribe_token(tenant, contact, &tampered), "a changed token");
+    assert!(!key.verify_unsubscribe_token(tenant, contact, "not base64!"), "not base64url");
+    assert!(!key.verify_unsubscribe_token(tenant, contact, ""), "empty");
+}

@@ -42,6 +42,7 @@ fn step(channel: Channel, delay_seconds: u64) -> Step {
         subject: None,
         body: "Hi {{first_name|there}}".to_owned(),
         html_body: None,
+        max_lateness_seconds: None,
     }
 }
 
@@ -513,4 +514,20 @@ proptest! {
             previous = *instant;
         }
     }
+}
+
+#[test]
+fn replan_moves_first_step_into_window() {
+    // Monday 2026-12-07 20:00 in New York is after office hours: the late step moves to
+    // Tuesday 09:00, and the step a day after it to Wednesday 09:00.
+    let tz = America::New_York;
+    let steps = [step(Channel::Email, 0), step(Channel::Email, 86_400)];
+    let now = utc(2026, 12, 8, 1, 0);
+    let planned = replan_steps(now, tz, &steps, &office_hours());
+    assert_eq!(planned, vec![utc(2026, 12, 8, 14, 0), utc(2026, 12, 9, 14, 0)]);
+    // Inside the window the first step goes at once, whatever its own delay.
+    let inside = utc(2026, 12, 8, 15, 30);
+    let planned = replan_steps(inside, tz, &steps[1..], &office_hours());
+    assert_eq!(planned, vec![inside]);
+    assert!(replan_steps(now, tz, &[], &office_hours()).is_empty());
 }

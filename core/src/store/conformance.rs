@@ -23,6 +23,7 @@ use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, Te
 mod leases;
 mod lifecycle;
 mod stripe;
+mod suppressions;
 mod usage;
 pub use leases::{
     fenced_writes_are_rejected, heartbeats_round_trip, lease_excludes_until_expiry,
@@ -33,6 +34,9 @@ pub use lifecycle::{
     purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
 };
 pub use stripe::{stripe_accounts_round_trip, stripe_customer_has_one_tenant};
+pub use suppressions::{
+    suppression_pages_and_removal, suppressions_are_purged, suppressions_by_key_and_tenant,
+};
 pub use usage::{
     concurrent_reservations_never_overspend, usage_counters_are_separate,
     usage_reservations_stop_at_limit,
@@ -70,6 +74,9 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_reservations_never_overspend(store).await;
     stripe_accounts_round_trip(store).await;
     stripe_customer_has_one_tenant(store).await;
+    suppressions_by_key_and_tenant(store).await;
+    suppression_pages_and_removal(store).await;
+    suppressions_are_purged(store).await;
 }
 
 /// Checks put, get, listing, replacement and deletion of wrapped data keys, each scoped to its
@@ -761,6 +768,7 @@ fn new_tenant() -> Tenant {
         plan: "starter".to_owned(),
         api_key_sha256: random_sha256_hex(),
         created_at: base_time(),
+        suppression_scope: Default::default(),
     }
 }
 
@@ -805,6 +813,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
             subject: (channel == Channel::Email).then(|| "Following up, {{first_name}}".to_owned()),
             body: "Hello {{first_name}}, any news?".to_owned(),
             html_body: None,
+            max_lateness_seconds: None,
         })
         .collect();
     Sequence {
@@ -814,6 +823,7 @@ fn new_sequence(tenant: TenantId, channels: &[Channel]) -> Sequence {
         steps,
         window: SendWindow::always(),
         unsubscribe_url: None,
+        stale_policy: Default::default(),
         created_at: base_time(),
     }
 }

@@ -10,7 +10,9 @@
 //! - sequences: each step's subject, body and HTML body;
 //! - contacts: external id, names, email, phone and the values of custom fields;
 //! - follow-ups and attempts: the reason and the detail, which may quote a provider's error
-//!   about an address, and the subject and text of the message an attempt sent.
+//!   about an address, and the subject and text of the message an attempt sent;
+//! - suppression entries: the address, domain, number or contact id, and the entry's key,
+//!   which the inner store receives as an HMAC under the tenant's record id key.
 //!
 //! Tenant records, sequence names and connection sender addresses (the tenant's own mailbox or
 //! number) stay in the clear.
@@ -35,6 +37,7 @@ use crate::domain::{
 };
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use crate::sensitive::Sensitive;
+use crate::suppression::{Suppression, key_of};
 
 /// Version of every data key created so far; data keys are not rotated yet, only re-wrapped.
 const DATA_KEY_VERSION: u32 = 1;
@@ -287,6 +290,17 @@ impl TenantCipher {
         for value in contact.custom.values_mut() {
             self.text(pass, "contact.custom", value)?;
         }
+        Ok(())
+    }
+
+    /// Seals the value of a suppression entry and keys it by a keyed hash; opening restores
+    /// the value and the key made from it.
+    fn suppression(&self, pass: Pass, entry: &mut Suppression) -> Result<(), CryptoError> {
+        self.text(pass, "suppression.value", &mut entry.value)?;
+        entry.key = match pass {
+            Pass::Seal => self.key.record_ids().suppression_key(&entry.key),
+            Pass::Open => key_of(entry.kind, &entry.value),
+        };
         Ok(())
     }
 
@@ -672,5 +686,59 @@ impl Store for SealedStore {
         customer_id: String,
     ) -> StoreFuture<'_, Option<StripeAccount>> {
         self.inner.stripe_account_by_customer(customer_id)
+    }
+
+    fn put_suppressions(&self, tenant: TenantId, entries: Vec<Suppression>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let sealed = self.each(tenant, Pass::Seal, entries, TenantCipher::suppression).await?;
+            self.inner.put_suppressions(tenant, sealed).await
+        })
+    }
+
+    fn suppressions(
+        &self,
+        tenant: TenantId,
+        keys: Vec<String>,
+    ) -> StoreFuture<'_, Vec<Suppression>> {
+        Box::pin(async move {
+            let keys = self.stored_keys(tenant, keys).await?;
+            let stored = self.inner.suppressions(tenant, keys).await?;
+            self.each(tenant, Pass::Open, stored, TenantCipher::suppression).await
+        })
+    }
+
+    fn suppressions_page(
+        &self,
+        tenant: TenantId,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Suppression>> {
+        Box::pin(async move {
+            let after = self.stored_keys(tenant, after.into_iter().collect()).await?.pop();
+            let stored = self.inner.suppressions_page(tenant, after, limit).await?;
+            self.each(tenant, Pass::Open, stored, TenantCipher::suppression).await
+        })
+    }
+
+    fn remove_suppressions(&self, tenant: TenantId, keys: Vec<String>) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let keys = self.stored_keys(tenant, keys).await?;
+            self.inner.remove_suppressions(tenant, keys).await
+        })
+    }
+}
+
+impl SealedStore {
+    /// Returns the keys under which the inner store keeps the suppression entries `keys`.
+    async fn stored_keys(
+        &self,
+        tenant: TenantId,
+        keys: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let key = self.tenant_key(tenant).await?;
+        Ok(keys.iter().map(|plain| key.record_ids().suppression_key(plain)).collect())
     }
 }

@@ -20,6 +20,7 @@ use followup_core::limits::ConnectionLimits;
 use followup_core::store::subscription::{BillingStanding, standing_of};
 use followup_core::store::usage::BillingPeriod;
 use followup_core::store::{Store, StoreError};
+use followup_core::suppression::keys_stopping;
 use followup_core::template::{Template, escape_html};
 use rand::Rng as _;
 
@@ -45,6 +46,11 @@ pub fn is_quota_reason(reason: &str) -> bool {
 /// Follow-ups read per page while looking for held ones.
 const HELD_SCAN_PAGE: usize = 1_000;
 
+mod stale;
+mod stops;
+
+pub use stops::CancelSchedules;
+
 /// How long the outcomes of sends that left are retried while the store is unavailable.
 const OUTCOME_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -63,6 +69,9 @@ pub struct DispatchDeps {
     pub public_base_url: Option<String>,
     /// Whether attempts keep the subject and text of the message they sent.
     pub keep_sent_messages: bool,
+    /// Signs the engine's unsubscribe links, which emails carry unless their sequence has an
+    /// unsubscribe URL of its own; none without a public base URL.
+    pub unsubscribe_links: Option<crate::unsubscribe::UnsubscribeLinks>,
     /// Lateness of every accepted send since start, for summaries.
     pub lateness: Mutex<LatenessHistogram>,
 }
@@ -122,6 +131,8 @@ pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<Da
 struct CompiledSequence {
     steps: Vec<CompiledStep>,
     unsubscribe_url: Option<Template>,
+    /// The sequence itself, for its window, delays and maximum lateness.
+    source: Sequence,
 }
 
 #[derive(Debug)]
@@ -146,7 +157,8 @@ impl CompiledSequence {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { steps, unsubscribe_url: parse_optional(sequence.unsubscribe_url.as_deref())? })
+        let unsubscribe_url = parse_optional(sequence.unsubscribe_url.as_deref())?;
+        Ok(Self { steps, unsubscribe_url, source: sequence.clone() })
     }
 }
 
@@ -229,6 +241,7 @@ impl TenantActor {
             sequences: Mutex::default(),
             held_checked: Mutex::default(),
             billing_seen: Mutex::default(),
+            scope: Mutex::default(),
         };
         Self { round: Arc::new(round) }
     }
@@ -266,7 +279,7 @@ impl Handler<CancelSchedule> for TenantActor {
 
     fn handle(&mut self, msg: CancelSchedule, _: &mut Self::Context) -> Self::Result {
         let round = self.round.clone();
-        let cancel = async move { round.cancel(msg.schedule, msg.now).await };
+        let cancel = async move { round.cancel(&[msg.schedule], CANCELLED_REASON, msg.now).await };
         AtomicResponse::new(Box::pin(cancel.into_actor(self)))
     }
 }
@@ -306,26 +319,33 @@ struct TenantRound {
     /// The billing standing the last round saw, with the account's `updated_at`, so that a
     /// change the clock alone brings (a grace period or paid period running out) is logged.
     billing_seen: Mutex<Option<(DateTime<Utc>, &'static str)>>,
+    /// The tenant's suppression scope and when it was read (see `stops`).
+    scope: Mutex<Option<(followup_core::suppression::SuppressionScope, std::time::Instant)>>,
 }
 
 /// A follow-up ready to go out, with its rendered message.
 struct Sendable {
     follow_up: FollowUp,
     message: OutboundMessage,
+    /// Keys of the suppression entries that would stop it, checked just before it is sent.
+    stop_keys: Vec<String>,
 }
 
 impl TenantRound {
     async fn cancel(
         &self,
-        schedule: ScheduleId,
+        schedules: &[ScheduleId],
+        reason: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, DispatchError> {
         let store = &self.deps.store;
         let mut cancelled = Vec::new();
-        for mut follow_up in store.follow_ups_of_schedule(self.tenant, schedule).await? {
-            if follow_up.state.is_due_kind() || follow_up.state == FollowUpState::Held {
-                settle(&mut follow_up, FollowUpState::Cancelled, CANCELLED_REASON.into(), now);
-                cancelled.push(follow_up);
+        for schedule in schedules {
+            for mut follow_up in store.follow_ups_of_schedule(self.tenant, *schedule).await? {
+                if follow_up.state.is_due_kind() || follow_up.state == FollowUpState::Held {
+                    settle(&mut follow_up, FollowUpState::Cancelled, reason.to_owned(), now);
+                    cancelled.push(follow_up);
+                }
             }
         }
         let count = cancelled.len();
@@ -398,6 +418,13 @@ impl TenantRound {
             return Ok(RoundReport { settled_or_sent: settled, next_wake: Some(now) });
         };
 
+        // Follow-ups past their step's maximum lateness are skipped or planned again before
+        // anything is admitted, so that an outage's backlog does not go out at the wrong hour.
+        let stale = self.guard_stale(&mut due, now).await?;
+        if due.is_empty() {
+            return Ok(RoundReport { settled_or_sent: stale, next_wake: Some(now) });
+        }
+
         // An access token about to expire is refreshed before anything is admitted; while it
         // cannot be, the due follow-ups stay pending, untouched.
         let connection = &match self.deps.tokens.credentials_for_send(connection).await {
@@ -461,15 +488,21 @@ impl TenantRound {
             .into_iter()
             .map(|contact| (contact.id, contact))
             .collect();
+        let scope = self.suppression_scope().await?;
         let mut sendable = Vec::with_capacity(due.len());
         let mut settled = Vec::new();
         for mut follow_up in due {
             let rendered = match contacts.get(&follow_up.contact) {
                 None => Err((FollowUpState::Failed, "contact record not found".to_owned())),
-                Some(contact) => self.render(&follow_up, contact, channel, connection).await?,
+                Some(contact) => self
+                    .render(&follow_up, contact, channel, connection)
+                    .await?
+                    .map(|message| (message, keys_stopping(contact, channel, scope))),
             };
             match rendered {
-                Ok(message) => sendable.push(Sendable { follow_up, message }),
+                Ok((message, stop_keys)) => {
+                    sendable.push(Sendable { follow_up, message, stop_keys });
+                }
                 Err((state, reason)) => {
                     settle(&mut follow_up, state, reason, now);
                     settled.push(follow_up);
@@ -523,7 +556,13 @@ impl TenantRound {
                 return Ok(Err((FollowUpState::Failed, format!("template: {missing}"))));
             }
         };
-        let RenderedStep { body, subject, html_body, unsubscribe_url } = rendered;
+        let RenderedStep { body, subject, html_body, mut unsubscribe_url } = rendered;
+        if unsubscribe_url.is_none()
+            && channel == Channel::Email
+            && let Some(links) = &self.deps.unsubscribe_links
+        {
+            unsubscribe_url = Some(links.link(self.tenant, contact.id).await?);
+        }
         Ok(Ok(OutboundMessage {
             follow_up: follow_up.id,
             channel,
@@ -754,6 +793,13 @@ impl TenantRound {
         if !self.lease.allows_sends(Utc::now()) {
             return Ok(0);
         }
+        // The last look at the suppression list before requests leave: a stop stored while
+        // this round was preparing wins over the send.
+        let mut settled = settled;
+        let held = self.hold_back_suppressed(&mut sendable, &mut settled, now).await;
+        let held = held.map_err(|error| DeliveryFailure { used: 0, error })?;
+        let refunded = self.refund(connection, channel, held).await;
+        refunded.map_err(|error| DeliveryFailure { used: 0, error })?;
         for item in &mut sendable {
             item.follow_up.state = FollowUpState::Sending;
             item.follow_up.attempts += 1;
@@ -785,6 +831,8 @@ impl TenantRound {
         };
         let (follow_ups, messages): (Vec<_>, Vec<_>) =
             sendable.into_iter().map(|item| (item.follow_up, item.message)).unzip();
+        let recipients: Vec<String> = messages.iter().map(|message| message.to.clone()).collect();
+        let mut opted_out = Vec::new();
         let mut kept_messages: Vec<Option<SentMessage>> = messages
             .iter()
             .map(|message| {
@@ -811,10 +859,13 @@ impl TenantRound {
         let mut pause_reason = None;
         let mut written = Vec::with_capacity(follow_ups.len());
         let mut attempts = Vec::with_capacity(follow_ups.len());
-        for ((mut follow_up, outcome), kept) in
-            follow_ups.into_iter().zip(outcomes).zip(&mut kept_messages)
+        for (((mut follow_up, outcome), kept), recipient) in
+            follow_ups.into_iter().zip(outcomes).zip(&mut kept_messages).zip(recipients)
         {
             let detail = self.apply_outcome(&mut follow_up, &outcome, finished_at);
+            if followup_adapters::twilio::response::is_opted_out(&outcome) {
+                opted_out.push(recipient);
+            }
             match follow_up.state {
                 FollowUpState::Sent => accepted += 1,
                 FollowUpState::InDoubt => in_doubt += 1,
@@ -852,6 +903,7 @@ impl TenantRound {
         }
         let failure = |error: DispatchError| DeliveryFailure { used: accepted + in_doubt, error };
         self.write_outcomes(written, attempts).await.map_err(|error| failure(error.into()))?;
+        self.suppress_opted_out(opted_out, finished_at).await.map_err(failure)?;
         // A refused OAuth token is refreshed, and the refused sends go out with the new one
         // in the next round; without a refresh token the tenant must connect again.
         if let Some(reason) = pause_reason

@@ -94,6 +94,7 @@ enum ExportStage {
     Schedules(Tenant, Option<ScheduleId>),
     FollowUps(Tenant, Option<FollowUpId>),
     Attempts(Tenant, Option<AttemptCursor>),
+    Suppressions(Tenant, Option<String>),
     End,
 }
 
@@ -178,6 +179,16 @@ async fn export_page(
             write_lines(&mut out, "attempt", page)?;
             match last {
                 Some(last) => ExportStage::Attempts(tenant, Some(last)),
+                None => ExportStage::Suppressions(tenant, None),
+            }
+        }
+        ExportStage::Suppressions(tenant, after) => {
+            let page = store.suppressions_page(tenant.id, after, EXPORT_PAGE).await?;
+            let last = page.last().map(|entry| entry.key.clone());
+            let views = page.into_iter().map(crate::http::stops_api::SuppressionView::from);
+            write_lines(&mut out, "suppression", views)?;
+            match last {
+                Some(last) => ExportStage::Suppressions(tenant, Some(last)),
                 None => ExportStage::End,
             }
         }

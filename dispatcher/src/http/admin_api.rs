@@ -49,6 +49,7 @@ pub async fn create_tenant(
         plan,
         api_key_sha256,
         created_at: state.engine.clock().now(),
+        suppression_scope: Default::default(),
     };
     state.engine.store().put_tenant(tenant.clone()).await?;
     state.engine.add_tenant(&tenant).await?;

@@ -5,7 +5,10 @@ use actix_web::{HttpResponse, web};
 
 use super::AppState;
 use super::error::route_not_found;
-use super::{account_api, admin_api, billing_api, tenant_api, usage_api, webhooks};
+use super::{
+    account_api, admin_api, billing_api, forecast_api, stops_api, tenant_api, unsubscribe_page,
+    usage_api, webhooks,
+};
 
 /// Registers every route on an actix-web app.
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -33,6 +36,20 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/v1/schedules/{id}", web::delete().to(tenant_api::cancel_schedule))
         .route("/v1/connections", web::get().to(tenant_api::list_connections))
         .route("/v1/connections/{provider}", web::put().to(tenant_api::put_connection))
+        .route("/v1/contacts/stop", web::post().to(stops_api::stop_named_contacts))
+        .route("/v1/contacts/{id}/stop", web::post().to(stops_api::stop_contact))
+        .route("/v1/suppressions", web::get().to(stops_api::list_suppressions))
+        .route("/v1/suppressions", web::post().to(stops_api::import_suppressions))
+        .route("/v1/suppressions/remove", web::post().to(stops_api::remove_suppressions))
+        .route("/v1/forecast", web::post().to(forecast_api::forecast_sequence))
+        .route("/v1/forecast/upload", web::post().to(forecast_api::forecast_upload))
+        .route("/v1/settings", web::get().to(stops_api::get_settings))
+        .route("/v1/settings", web::put().to(stops_api::put_settings))
+        .route("/unsubscribe/{tenant}/{contact}/{token}", web::get().to(unsubscribe_page::show))
+        .route(
+            "/unsubscribe/{tenant}/{contact}/{token}",
+            web::post().to(unsubscribe_page::unsubscribe),
+        )
         .route("/webhooks/stripe", web::post().to(webhooks::stripe_event))
         .route("/webhooks/twilio/{connection}/status", web::post().to(webhooks::twilio_status))
         .route("/webhooks/twilio/{connection}/inbound", web::post().to(webhooks::twilio_inbound))

@@ -8,7 +8,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, NaiveTime, Utc, Weekday};
 use followup_core::crypto::CryptoError;
 use followup_core::domain::{
-    Channel, Connection, Credentials, LimitOverrides, Provider, SendWindow, Sequence, Step,
+    Channel, Connection, Credentials, LimitOverrides, Provider, SendWindow, Sequence, StalePolicy,
+    Step,
 };
 use followup_core::ids::{ConnectionId, FollowUpId, ScheduleId, SequenceId};
 use followup_core::ingest::{ContactField, Format, IngestError};
@@ -77,6 +78,10 @@ pub struct SequenceRequest {
     /// Template of each recipient's HTTPS unsubscribe URL, for the List-Unsubscribe headers.
     #[serde(default)]
     pub unsubscribe_url: Option<String>,
+    /// What happens to a follow-up later than its step's `max_lateness`: `replan` (default)
+    /// or `skip`.
+    #[serde(default)]
+    pub stale_policy: Option<StalePolicy>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +97,10 @@ pub struct StepRequest {
     /// HTML alternative of an email body.
     #[serde(default)]
     pub html_body: Option<String>,
+    /// How late the step may go out after its planned instant, in the form of `delay`; no
+    /// limit when absent.
+    #[serde(default)]
+    pub max_lateness: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,9 +119,18 @@ pub async fn create_sequence(
     AuthenticatedTenant(tenant): AuthenticatedTenant,
     body: ApiJson<SequenceRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.0;
+    let sequence = checked_sequence(&tenant, body.0)?;
+    state.engine.store().put_sequence(sequence.clone()).await?;
+    Ok(HttpResponse::Created().json(sequence))
+}
+
+/// Checks a sequence request and builds the sequence it describes, with a new id.
+pub fn checked_sequence(
+    tenant: &followup_core::domain::Tenant,
+    request: SequenceRequest,
+) -> Result<Sequence, ApiError> {
     let name = checked_name(&request.name)?;
-    let sequence = Sequence {
+    Ok(Sequence {
         id: SequenceId::generate(),
         tenant: tenant.id,
         name: name.to_owned(),
@@ -122,10 +140,9 @@ pub async fn create_sequence(
             None => SendWindow::always(),
         },
         unsubscribe_url: request.unsubscribe_url.map(checked_unsubscribe_url).transpose()?,
+        stale_policy: request.stale_policy.unwrap_or_default(),
         created_at: Utc::now(),
-    };
-    state.engine.store().put_sequence(sequence.clone()).await?;
-    Ok(HttpResponse::Created().json(sequence))
+    })
 }
 
 pub async fn list_sequences(
@@ -203,6 +220,12 @@ fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
                 subject: step.subject,
                 body: step.body,
                 html_body: step.html_body,
+                max_lateness_seconds: step
+                    .max_lateness
+                    .as_ref()
+                    .map(parse_delay)
+                    .transpose()
+                    .map_err(|e| invalid(format!("max_lateness: {e}")))?,
             })
         })
         .collect()
@@ -396,7 +419,10 @@ fn failure_response(failure: IngestFailure) -> HttpResponse {
     }))
 }
 
-fn upload_format(request: &HttpRequest, format: Option<&str>) -> Result<Format, ApiError> {
+pub(crate) fn upload_format(
+    request: &HttpRequest,
+    format: Option<&str>,
+) -> Result<Format, ApiError> {
     match format {
         Some("csv") => return Ok(Format::Csv),
         Some("ndjson") => return Ok(Format::Ndjson),

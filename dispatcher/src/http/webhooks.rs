@@ -13,6 +13,9 @@ use followup_core::domain::{Credentials, Provider};
 use followup_core::ids::{ConnectionId, FollowUpId, TenantId};
 use followup_core::sensitive::Sensitive;
 use followup_core::store::Store;
+use followup_core::suppression::{
+    Suppression, SuppressionKind, SuppressionReason, key_of, normalize_value,
+};
 use futures_util::StreamExt as _;
 use serde_json::json;
 
@@ -355,35 +358,111 @@ pub async fn twilio_inbound(
         Ok(message) => message,
         Err(response) => return Ok(response),
     };
-    handle_inbound_message(&state.webhooks.log, &message).await?;
+    handle_inbound_message(&state, &message).await?;
     Ok(HttpResponse::Ok().content_type("text/xml").body(EMPTY_TWIML))
 }
 
-/// Keywords with which a recipient opts out of or back into a sender's messages. The list is
-/// Twilio's default keywords as recalled, not checked against its current documentation.
-const OPT_KEYWORDS: &[&str] =
-    &["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "START", "UNSTOP", "YES"];
+/// Twilio's default opt-out keywords on long codes: STOP, UNSUBSCRIBE, END, QUIT, STOPALL,
+/// REVOKE, OPTOUT and CANCEL (Twilio docs, "Customize users' opt-in and opt-out experience
+/// with Advanced Opt-Out", twilio.com/docs/messaging/tutorials/advanced-opt-out). Twilio then
+/// refuses further messages from the number to the sender with error 21610.
+const OPT_OUT_KEYWORDS: &[&str] =
+    &["STOP", "UNSUBSCRIBE", "END", "QUIT", "STOPALL", "REVOKE", "OPTOUT", "CANCEL"];
 
-/// Records an inbound message: its SID and opt keyword. The sender's number and the text are not
-/// kept, because the webhook log is not encrypted the way the store is.
+/// Twilio's default opt-in keywords, which lift an opt-out: START, YES and UNSTOP (Twilio
+/// support, "Twilio support for opt-out keywords (SMS STOP filtering)").
+const OPT_IN_KEYWORDS: &[&str] = &["START", "YES", "UNSTOP"];
+
+/// Twilio's default help keywords, which Twilio answers itself on long codes: HELP and INFO.
+const HELP_KEYWORDS: &[&str] = &["HELP", "INFO"];
+
+/// What an inbound message asks for, by Twilio's default keywords.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmsKeyword {
+    OptOut,
+    OptIn,
+    Help,
+}
+
+impl SmsKeyword {
+    /// Reads the keyword of a message body. Like Twilio, only a message that is one keyword
+    /// alone counts, in any case and with surrounding whitespace: "STOP PLEASE" is no opt-out.
+    pub fn of(body: &str) -> Option<(SmsKeyword, String)> {
+        let word = body.trim().to_uppercase();
+        let kind = if OPT_OUT_KEYWORDS.contains(&word.as_str()) {
+            SmsKeyword::OptOut
+        } else if OPT_IN_KEYWORDS.contains(&word.as_str()) {
+            SmsKeyword::OptIn
+        } else if HELP_KEYWORDS.contains(&word.as_str()) {
+            SmsKeyword::Help
+        } else {
+            return None;
+        };
+        Some((kind, word))
+    }
+}
+
+/// Records an inbound message with its SID and keyword, and acts on the keyword the first time
+/// the message arrives: an opt-out adds the sender's number to the tenant's suppression list,
+/// and an opt-in removes an entry that an opt-out made (not one the tenant imported or made by
+/// hand). A help request needs nothing of the engine: Twilio answers it on long codes.
 ///
-/// NOTE: a STOP does not yet stop the contact's follow-ups; this is where that belongs, acting
-/// on the `From` number while the request is in hand.
-async fn handle_inbound_message(log: &WebhookLog, message: &TwilioRequest) -> anyhow::Result<()> {
+/// The sender's number and the text are not kept in the webhook log, because the log is not
+/// encrypted the way the store is.
+///
+/// NOTE: a short code outside a Messaging Service gets no reply from Twilio to HELP or STOP,
+/// and the engine sends none either (the answer is empty TwiML).
+async fn handle_inbound_message(state: &AppState, message: &TwilioRequest) -> anyhow::Result<()> {
     let sid = message.param("MessageSid").unwrap_or_default();
-    let first_word = message.param("Body").unwrap_or_default().split_whitespace().next();
-    let keyword = first_word
-        .map(str::to_ascii_uppercase)
-        .filter(|word| OPT_KEYWORDS.contains(&word.as_str()));
+    let keyword = SmsKeyword::of(message.param("Body").unwrap_or_default());
     let record = serde_json::to_vec(&json!({
         "tenant": message.tenant,
         "connection": message.connection,
         "sid": sid,
-        "keyword": keyword,
+        "keyword": keyword.as_ref().map(|(_, word)| word),
         "received_at": message.received_at,
     }))?;
-    let first = log.insert_new(format!("twilio-inbound/{sid}"), record).await?;
-    tracing::info!(tenant = %message.tenant, sid, keyword, first, "Twilio inbound message");
+    let first = state.webhooks.log.insert_new(format!("twilio-inbound/{sid}"), record).await?;
+    let word = keyword.as_ref().map(|(_, word)| word.as_str());
+    tracing::info!(tenant = %message.tenant, sid, keyword = word, first, "Twilio inbound message");
+    match keyword {
+        Some((kind, _)) if first && kind != SmsKeyword::Help => {
+            apply_opt_keyword(state, message, kind).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Adds the sender's number to the suppression list (opt-out) or removes the entry an
+/// opt-out made (opt-in).
+async fn apply_opt_keyword(
+    state: &AppState,
+    message: &TwilioRequest,
+    kind: SmsKeyword,
+) -> anyhow::Result<()> {
+    let from = message.param("From").unwrap_or_default();
+    let Ok(number) = normalize_value(SuppressionKind::Phone, from, None) else {
+        tracing::warn!(tenant = %message.tenant, "opt keyword from a sender that is not an E.164 number; ignored");
+        return Ok(());
+    };
+    let store = state.engine.store();
+    let key = key_of(SuppressionKind::Phone, &number);
+    if kind == SmsKeyword::OptOut {
+        let now = message.received_at;
+        let reason = SuppressionReason::SmsOptOut;
+        let entry = Suppression::new(message.tenant, SuppressionKind::Phone, number, reason, now);
+        store.put_suppressions(message.tenant, vec![entry]).await?;
+        tracing::info!(tenant = %message.tenant, "number opted out by SMS; suppressed");
+        return Ok(());
+    }
+    let current = store.suppressions(message.tenant, vec![key.clone()]).await?;
+    let made_by_opt_out = current.iter().any(|entry| {
+        matches!(entry.reason, SuppressionReason::SmsOptOut | SuppressionReason::ProviderOptOut)
+    });
+    if made_by_opt_out {
+        store.remove_suppressions(message.tenant, vec![key]).await?;
+        tracing::info!(tenant = %message.tenant, "number opted back in by SMS; suppression removed");
+    }
     Ok(())
 }
 

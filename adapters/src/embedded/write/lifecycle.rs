@@ -11,7 +11,8 @@ use super::{ApplyError, RawTable, WriteTables, put};
 use crate::embedded::keys;
 use crate::embedded::tables::{
     self, API_KEYS, ATTEMPTS, COMPACT_AFTER_PURGE, CONNECTIONS, CONTACTS, DELETIONS, DUE,
-    FOLLOW_UPS, IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, TENANTS, Table,
+    FOLLOW_UPS, IN_FLIGHT, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES, SEQUENCES, SUPPRESSIONS,
+    TENANTS, Table,
 };
 
 impl<'txn> WriteTables<'txn> {
@@ -159,8 +160,9 @@ impl<'txn> WriteTables<'txn> {
     /// Returns the tables a tenant's purge empties: every table keyed by tenant except the
     /// deletion markers and billing records. The tenant record and its API key go when the
     /// deletion begins.
-    fn purged_tables(&mut self) -> [(Table, &mut RawTable<'txn>); 10] {
+    fn purged_tables(&mut self) -> [(Table, &mut RawTable<'txn>); 11] {
         [
+            (SUPPRESSIONS, &mut self.suppressions),
             (DUE, &mut self.due),
             (IN_FLIGHT, &mut self.in_flight),
             (SENT, &mut self.sent),
