@@ -14,6 +14,12 @@ impl TenantRound {
     /// Handles the stale follow-ups of `due`: skipped ones and ones planned later leave `due`,
     /// and ones planned again into a window open now stay. Writes every change, the later steps
     /// of replanned schedules included, and returns how many follow-ups it wrote.
+    ///
+    /// NOTE: only the later steps on the follow-up's own channel shift with it. The other
+    /// channels of the tenant run at the same moment, and this write is not conditional on a
+    /// follow-up's state, so rewriting their steps could put back to pending one that another
+    /// channel is sending. Their steps keep their plan, and the guard handles each when it
+    /// comes due late.
     pub(super) async fn guard_stale(
         &self,
         due: &mut Vec<FollowUp>,
@@ -36,8 +42,16 @@ impl TenantRound {
         let zones: HashMap<_, _> =
             contacts.into_iter().map(|contact| (contact.id, contact.timezone)).collect();
 
+        // Earlier steps first, so that a schedule is planned again from its earliest stale
+        // step, and its later stale steps are left to that plan.
+        stale.sort_by_key(|follow_up| (follow_up.id.schedule, follow_up.id.step));
+        let mut replanned = std::collections::HashSet::new();
+        let mut shifted = std::collections::HashSet::new();
         let mut written = Vec::new();
         for mut follow_up in stale {
+            if replanned.contains(&follow_up.id.schedule) {
+                continue;
+            }
             let Some(Ok(sequence)) = self.sequence(follow_up.sequence).await? else { continue };
             let late = now - follow_up.planned_at;
             if sequence.source.stale_policy == StalePolicy::Skip {
@@ -57,14 +71,17 @@ impl TenantRound {
             let steps = sequence.source.steps.get(step..).unwrap_or_default();
             let planned = replan_steps(now, tz, steps, &sequence.source.window);
             let schedule = follow_up.id.schedule;
+            replanned.insert(schedule);
             let later = self.deps.store.follow_ups_of_schedule(self.tenant, schedule).await?;
             for mut other in later {
                 let offset = usize::from(other.id.step).checked_sub(step);
                 let instant = offset.and_then(|offset| planned.get(offset));
                 if other.id.step > follow_up.id.step
+                    && other.channel == follow_up.channel
                     && other.state.is_due_kind()
                     && let Some(instant) = instant
                 {
+                    shifted.insert(other.id);
                     other.due_at = *instant;
                     other.planned_at = *instant;
                     other.updated_at = now;
@@ -85,6 +102,9 @@ impl TenantRound {
             }
             written.push(follow_up);
         }
+        // A later step shifted above may also be in this round's batch, as a copy read before
+        // the shift: it must not go out now.
+        due.retain(|follow_up| !shifted.contains(&follow_up.id));
         let count = written.len();
         if count > 0 {
             self.write_follow_ups(written, Vec::new()).await?;
