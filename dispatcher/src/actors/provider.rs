@@ -179,6 +179,22 @@ pub struct ProviderActor {
 }
 
 impl ProviderActor {
+    /// Gives back the rate-limit places of `count` admitted sends that never left.
+    fn refund(&mut self, connection: ConnectionId, channel: Channel, count: u32) {
+        if let Some(state) = self.connections.get_mut(&connection) {
+            if let Some(limiter) = state.limiters.get_mut(&channel) {
+                limiter.refund(count);
+            }
+            // A half-open breaker admits one send, so a refund means the trial never left.
+            if count > 0 {
+                state.breaker.release_trial();
+            }
+        }
+        if let Some(shared) = &mut self.provider_limiter {
+            shared.refund(count);
+        }
+    }
+
     pub fn new(
         provider: Provider,
         client: ProviderClient,
@@ -509,18 +525,7 @@ impl Handler<Refund> for ProviderActor {
     type Result = ();
 
     fn handle(&mut self, msg: Refund, _: &mut Self::Context) {
-        if let Some(state) = self.connections.get_mut(&msg.connection) {
-            if let Some(limiter) = state.limiters.get_mut(&msg.channel) {
-                limiter.refund(msg.count);
-            }
-            // A half-open breaker admits one send, so a refund means the trial never left.
-            if msg.count > 0 {
-                state.breaker.release_trial();
-            }
-        }
-        if let Some(shared) = &mut self.provider_limiter {
-            shared.refund(msg.count);
-        }
+        self.refund(msg.connection, msg.channel, msg.count);
     }
 }
 
@@ -581,6 +586,12 @@ impl Handler<Deliver> for ProviderActor {
         };
         Box::pin(outcomes.into_actor(self).map(move |outcomes, actor, _| {
             actor.record_outcomes(connection, channel, &outcomes);
+            // Sends held back before they left keep no place in the day's limits.
+            let not_sent = outcomes.iter().filter(|o| matches!(o, SendOutcome::NotSent { .. }));
+            let not_sent = u32::try_from(not_sent.count()).unwrap_or(u32::MAX);
+            if not_sent > 0 {
+                actor.refund(connection, channel, not_sent);
+            }
             outcomes
         }))
     }

@@ -709,6 +709,9 @@ impl TenantRound {
                 .map(|mut follow_up| {
                     follow_up.state = FollowUpState::Pending;
                     follow_up.reason = None;
+                    // Planned again from its release, so that the stale-send guard does not
+                    // take the hold itself for lateness and skip it.
+                    follow_up.planned_at = follow_up.planned_at.max(now);
                     follow_up.updated_at = now;
                     follow_up
                 })
