@@ -123,7 +123,7 @@ impl Drop for FerretDb {
     }
 }
 
-/// The PostgreSQL URL of [`POSTGRESQL_URL_VAR`], if set; one that names a host other than
+/// Returns the PostgreSQL URL of [`POSTGRESQL_URL_VAR`], if set. A URL whose host is not
 /// 127.0.0.1 is an error, so that tests never reach beyond the machine.
 fn postgresql_url() -> Result<Option<String>, String> {
     let Ok(url) = std::env::var(POSTGRESQL_URL_VAR) else {

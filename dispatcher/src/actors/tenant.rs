@@ -1002,7 +1002,7 @@ impl TenantRound {
                 Some(reason.clone())
             }
             SendOutcome::NotSent { reason } => {
-                // Due again as it was. This write is fenced: once another node holds the
+                // Due again as it was. This write is fenced: once another node owns the
                 // tenant it is rejected, and the new owner settles the follow-up from the
                 // store. The attempt stays counted, so that attempt numbers never repeat.
                 follow_up.state = FollowUpState::Pending;

@@ -94,31 +94,16 @@ impl WebhookLog {
     /// Writes `record` under `key` unless the key is already there, durably. Returns whether
     /// it was written, so `false` means a second delivery.
     pub async fn insert_new(&self, key: String, record: Vec<u8>) -> anyhow::Result<bool> {
-        let db = Arc::clone(&self.db);
-        let path = self.path.clone();
-        let write = move || -> Result<bool, redb::Error> {
-            let txn = db.begin_write()?;
-            let inserted = {
-                let mut table = txn.open_table(EVENTS)?;
-                if table.get(key.as_str())?.is_some() {
-                    false
-                } else {
-                    table.insert(key.as_str(), record.as_slice())?;
-                    true
-                }
-            };
-            txn.commit()?;
-            Ok(inserted)
-        };
-        tokio::task::spawn_blocking(write)
-            .await
-            .context("webhook log writer stopped")?
-            .with_context(|| format!("cannot write webhook log {}", path.display()))
+        self.insert(key, record, false).await
     }
 
     /// Writes `record` under `key` unless the key is already there, and marks it unapplied, in
     /// one durable transaction. Returns whether it was written.
     pub async fn insert_unapplied(&self, key: String, record: Vec<u8>) -> anyhow::Result<bool> {
+        self.insert(key, record, true).await
+    }
+
+    async fn insert(&self, key: String, record: Vec<u8>, unapplied: bool) -> anyhow::Result<bool> {
         let db = Arc::clone(&self.db);
         let path = self.path.clone();
         let write = move || -> Result<bool, redb::Error> {
@@ -129,7 +114,9 @@ impl WebhookLog {
                     false
                 } else {
                     table.insert(key.as_str(), record.as_slice())?;
-                    txn.open_table(UNAPPLIED)?.insert(key.as_str(), ())?;
+                    if unapplied {
+                        txn.open_table(UNAPPLIED)?.insert(key.as_str(), ())?;
+                    }
                     true
                 }
             };
