@@ -31,11 +31,13 @@ fn tenant(
         paused_connections: Vec::new(),
         held: 0,
         quota_used_percent: None,
+        paused_reason: None,
+        dead: 0,
     }
 }
 
 fn queue(channel: &str, waiting: u64, sent: u64, failed: u64) -> QueueSummary {
-    QueueSummary { channel: channel.to_owned(), waiting, sent, failed }
+    QueueSummary { channel: channel.to_owned(), waiting, sent, failed, ..QueueSummary::default() }
 }
 
 /// Returns a snapshot with every state counted, three channels and four tenants in the engine's
@@ -78,6 +80,7 @@ fn fixed_snapshot() -> AdminSnapshot {
             initech,
             tenant(4, "Umbrella", "business", 0, 50, 0),
         ],
+        ..AdminSnapshot::default()
     }
 }
 

@@ -17,7 +17,12 @@ fn snapshot() -> AdminSnapshot {
     AdminSnapshot {
         now: "2025-03-04T05:06:07+00:00".to_owned(),
         totals: BTreeMap::from([("pending".to_owned(), 3), ("sent".to_owned(), 9)]),
-        queues: vec![QueueSummary { channel: "email".to_owned(), waiting: 3, sent: 9, failed: 0 }],
+        queues: vec![QueueSummary {
+            channel: "email".to_owned(),
+            waiting: 3,
+            sent: 9,
+            ..QueueSummary::default()
+        }],
         tenants: vec![TenantSummary {
             id: "00000000-0000-0000-0000-000000000001".parse().expect("valid uuid"),
             name: "Acme Corp".to_owned(),
@@ -28,7 +33,10 @@ fn snapshot() -> AdminSnapshot {
             paused_connections: vec!["gmail: token revoked".to_owned()],
             held: 3,
             quota_used_percent: Some(80),
+            paused_reason: None,
+            dead: 0,
         }],
+        ..AdminSnapshot::default()
     }
 }
 

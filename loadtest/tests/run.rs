@@ -166,6 +166,8 @@ async fn snapshot(request: HttpRequest, state: Shared) -> HttpResponse {
             paused_connections: Vec::new(),
             held: 0,
             quota_used_percent: None,
+            paused_reason: None,
+            dead: 0,
         });
     }
     if !engine.never_settle {
@@ -175,7 +177,7 @@ async fn snapshot(request: HttpRequest, state: Shared) -> HttpResponse {
         }
     }
     let snapshot =
-        AdminSnapshot { now: Utc::now().to_rfc3339(), totals, queues: Vec::new(), tenants };
+        AdminSnapshot { now: Utc::now().to_rfc3339(), totals, tenants, ..AdminSnapshot::default() };
     HttpResponse::Ok().json(snapshot)
 }
 

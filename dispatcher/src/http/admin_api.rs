@@ -146,6 +146,7 @@ async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
             waiting: count(&all, Some(channel), &[FollowUpState::Pending, FollowUpState::Retry]),
             sent: count(&all, Some(channel), &[FollowUpState::Sent]),
             failed: count(&all, Some(channel), &[FollowUpState::Failed, FollowUpState::Dead]),
+            ..QueueSummary::default()
         })
         .collect();
     let period = BillingPeriod::containing(state.engine.clock().now());
@@ -178,10 +179,21 @@ async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
             paused_connections,
             held: count(&counts, None, &[FollowUpState::Held]),
             quota_used_percent,
+            paused_reason: None,
+            dead: count(&counts, None, &[FollowUpState::Dead]),
         });
     }
     tenants.sort_by(|a, b| b.backlog.cmp(&a.backlog).then_with(|| a.name.cmp(&b.name)));
-    Ok(AdminSnapshot { now: state.engine.clock().now().to_rfc3339(), totals, queues, tenants })
+    let dead_letters = totals.get(FollowUpState::Dead.as_str()).copied().unwrap_or(0);
+    Ok(AdminSnapshot {
+        now: state.engine.clock().now().to_rfc3339(),
+        totals,
+        queues,
+        tenant_count: u64::try_from(tenants.len()).unwrap_or(u64::MAX),
+        tenants,
+        dead_letters,
+        ..AdminSnapshot::default()
+    })
 }
 
 /// Sums the counts of the given states, on one channel or all.

@@ -13,6 +13,8 @@ fn tenant(id: TenantId, backlog: u64, sent: u64, failed: u64) -> TenantSummary {
         paused_connections: Vec::new(),
         held: 0,
         quota_used_percent: None,
+        paused_reason: None,
+        dead: 0,
     }
 }
 
@@ -20,8 +22,8 @@ fn snapshot(totals: &[(&str, u64)], tenants: Vec<TenantSummary>) -> AdminSnapsho
     AdminSnapshot {
         now: "2025-01-01T00:00:00Z".to_owned(),
         totals: totals.iter().map(|(state, count)| ((*state).to_owned(), *count)).collect(),
-        queues: Vec::new(),
         tenants,
+        ..AdminSnapshot::default()
     }
 }
 
