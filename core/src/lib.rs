@@ -8,6 +8,7 @@
 pub mod api;
 pub mod clock;
 pub mod crypto;
+pub mod delay;
 pub mod domain;
 pub mod ids;
 pub mod ingest;

@@ -26,12 +26,10 @@ use super::auth::AuthenticatedTenant;
 use super::error::ApiError;
 use super::json::ApiJson;
 use crate::ingest::{IngestFailure, IngestJob, ingest};
+use followup_core::delay::{check_delay_seconds, parse_delay_text};
 
 /// Maximum number of steps in one sequence.
 const MAX_STEPS: usize = 50;
-
-/// Maximum delay of one step: a year, leap day included.
-const MAX_DELAY_SECONDS: u64 = 366 * 86_400;
 
 /// Maximum length of a sequence or tenant name, in characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -234,29 +232,10 @@ fn parse_steps(steps: Vec<StepRequest>) -> Result<Vec<Step>, ApiError> {
 /// Reads a delay: a number of seconds, or digits followed by `s`, `m`, `h` or `d`.
 fn parse_delay(value: &serde_json::Value) -> Result<u64, String> {
     if let Some(seconds) = value.as_u64() {
-        return (seconds <= MAX_DELAY_SECONDS)
-            .then_some(seconds)
-            .ok_or_else(|| format!("delay of {seconds} seconds is longer than a year"));
+        return check_delay_seconds(seconds);
     }
-    let text = value.as_str().ok_or("delay must be seconds or a string like \"2d\"")?.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let amount: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid delay {text:?}: expected digits then s, m, h or d"))?;
-    let unit_seconds = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        other => {
-            return Err(format!("invalid delay unit {other:?} in {text:?}: use s, m, h or d"));
-        }
-    };
-    amount
-        .checked_mul(unit_seconds)
-        .filter(|&seconds| seconds <= MAX_DELAY_SECONDS)
-        .ok_or_else(|| format!("delay {text:?} is longer than a year"))
+    let text = value.as_str().ok_or("delay must be seconds or a string like \"2d\"")?;
+    parse_delay_text(text)
 }
 
 fn parse_window(window: WindowRequest) -> Result<SendWindow, ApiError> {
