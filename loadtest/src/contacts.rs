@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -51,6 +52,24 @@ pub struct ContactGenerator {
     tenant: u32,
     /// Invalid rows per million rows.
     invalid_per_million: u64,
+    start: Option<StartInstants>,
+}
+
+/// The `start_at` values of a run whose follow-ups start at a set instant rather than when
+/// their upload is stored: row `index` starts `index % spread_seconds` seconds after `first`,
+/// so that a spread of 0 or 1 makes every follow-up of a step due in the same second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartInstants {
+    pub first: DateTime<Utc>,
+    pub spread_seconds: u64,
+}
+
+impl StartInstants {
+    /// The start of row `index`.
+    pub fn of_row(&self, index: u64) -> DateTime<Utc> {
+        let offset = index.checked_rem(self.spread_seconds).unwrap_or(0);
+        self.first + TimeDelta::seconds(i64::try_from(offset).unwrap_or(i64::MAX))
+    }
 }
 
 /// The cells of one row, before CSV quoting.
@@ -73,7 +92,32 @@ impl ContactGenerator {
         assert!((0.0..=1.0).contains(&invalid_fraction), "invalid_fraction out of range");
         // In range 0 to 1, the rounded value fits u64 and is never negative.
         let invalid_per_million = (invalid_fraction * 1_000_000.0).round() as u64;
-        Self { seed, tenant, invalid_per_million }
+        Self { seed, tenant, invalid_per_million, start: None }
+    }
+
+    /// Gives every row a `start_at` cell.
+    pub fn with_start(mut self, start: StartInstants) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    /// The header row of this generator's uploads.
+    pub fn header(&self) -> String {
+        match self.start {
+            Some(_) => format!("{},start_at\n", CSV_HEADER.trim_end()),
+            None => CSV_HEADER.to_owned(),
+        }
+    }
+
+    /// The external id of row `index`, which the harness also writes into each message to
+    /// match what the fakes received with what it uploaded.
+    pub fn external_id(&self, index: u64) -> String {
+        format!("lt-{}-{}-{index}", self.seed, self.tenant)
+    }
+
+    /// When the follow-ups of row `index` start, if the run sets it.
+    pub fn start_of(&self, index: u64) -> Option<DateTime<Utc>> {
+        self.start.map(|start| start.of_row(index))
     }
 
     /// Whether row `index` is invalid. Invalid rows are spread evenly, so that any range of
@@ -101,7 +145,7 @@ impl ContactGenerator {
         let area = AREA_CODES.choose(&mut rng).copied().unwrap_or(202);
         let line: u16 = rng.random_range(100..=199);
         let mut row = ContactRow {
-            external_id: format!("lt-{}-{}-{index}", self.seed, self.tenant),
+            external_id: self.external_id(index),
             email: format!("contact{index}.t{}@{domain}", self.tenant),
             phone: format!("+1 {area} 555 0{line}"),
             first_name: pick(&mut rng, FIRST_NAMES),
@@ -134,6 +178,10 @@ impl ContactGenerator {
                 out.push(',');
             }
             push_csv_cell(cell, out);
+        }
+        if let Some(start) = self.start_of(index) {
+            out.push(',');
+            out.push_str(&start.to_rfc3339_opts(SecondsFormat::Secs, true));
         }
         out.push('\n');
     }
@@ -199,7 +247,7 @@ impl Iterator for CsvChunks {
         let mut text = String::new();
         if !self.header_sent {
             self.header_sent = true;
-            text.push_str(CSV_HEADER);
+            text.push_str(&self.generator.header());
         }
         let stop = self.end.min(self.next.saturating_add(self.chunk_rows));
         let rows = stop.saturating_sub(self.next);

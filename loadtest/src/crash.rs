@@ -351,6 +351,7 @@ impl CrashRun {
             options.per_minute,
             options.per_day,
             options.latency,
+            "none",
             &work_dir.join("fakes.log"),
         )?;
         let mut rng = StdRng::seed_from_u64(options.seed);

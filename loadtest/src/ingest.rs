@@ -6,13 +6,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, stream};
 use reqwest::Body;
 use serde::Serialize;
 use tokio::time::{Instant, interval, sleep_until};
 
 use crate::client::{EngineClient, UploadOutcome, UploadReport};
-use crate::contacts::{ContactGenerator, CsvChunks};
+use crate::contacts::{ContactGenerator, CsvChunks, StartInstants};
 use crate::progress::{PROGRESS_INTERVAL, Progress};
 use crate::scenario::Scenario;
 use crate::setup::LoadTenant;
@@ -43,6 +44,19 @@ pub struct IngestTotals {
     pub timed_out: bool,
     /// The first few failed uploads, in words.
     pub problems: Vec<String>,
+    /// Every upload that completed, with the instant its report arrived: the earliest a
+    /// follow-up of its rows counts as due.
+    #[serde(skip)]
+    pub completed: Vec<CompletedUpload>,
+}
+
+/// One upload the engine stored whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompletedUpload {
+    /// Index of the tenant among the run's tenants.
+    pub tenant: u32,
+    pub rows: Range<u64>,
+    pub acknowledged_at: DateTime<Utc>,
 }
 
 /// One upload: a range of one tenant's contacts.
@@ -78,6 +92,7 @@ pub(crate) async fn run_uploads(
     client: &EngineClient,
     tenants: &[LoadTenant],
     scenario: &Scenario,
+    starts: Option<StartInstants>,
     deadline: Instant,
     show_progress: bool,
 ) -> IngestTotals {
@@ -89,13 +104,17 @@ pub(crate) async fn run_uploads(
     let mut pending = stream::iter(jobs)
         .map(|job| {
             let tenant = &tenants[job.tenant];
-            let generator =
-                ContactGenerator::new(scenario.seed, tenant.index, scenario.invalid_fraction);
+            let generator = scenario.contacts_of(tenant.index, starts);
             let expected_rejected = generator.invalid_in(job.rows.clone());
-            let body = csv_body(generator, job.rows, Arc::clone(&rows_sent));
+            let body = csv_body(generator, job.rows.clone(), Arc::clone(&rows_sent));
             async move {
                 let outcome = client.upload_csv(&tenant.api_key, &tenant.sequence_id, body).await;
-                (tenant.index, expected_rejected, outcome)
+                let upload = CompletedUpload {
+                    tenant: tenant.index,
+                    rows: job.rows,
+                    acknowledged_at: Utc::now(),
+                };
+                (upload, expected_rejected, outcome)
             }
         })
         .buffer_unordered(scenario.concurrency);
@@ -108,8 +127,8 @@ pub(crate) async fn run_uploads(
     loop {
         tokio::select! {
             next = pending.next() => match next {
-                Some((tenant, expected_rejected, outcome)) => {
-                    totals.add(tenant, expected_rejected, outcome);
+                Some((upload, expected_rejected, outcome)) => {
+                    totals.add(upload, expected_rejected, outcome);
                 }
                 None => break,
             },
@@ -135,7 +154,13 @@ fn csv_body(generator: ContactGenerator, rows: Range<u64>, sent: Arc<AtomicU64>)
 }
 
 impl IngestTotals {
-    fn add(&mut self, tenant: u32, expected_rejected: u64, outcome: anyhow::Result<UploadOutcome>) {
+    fn add(
+        &mut self,
+        upload: CompletedUpload,
+        expected_rejected: u64,
+        outcome: anyhow::Result<UploadOutcome>,
+    ) {
+        let tenant = upload.tenant;
         self.uploads += 1;
         match outcome {
             Ok(UploadOutcome::Completed(report)) => {
@@ -144,6 +169,7 @@ impl IngestTotals {
                 if report.rejected != expected_rejected {
                     self.note_unexpected_rejects(tenant, expected_rejected, &report);
                 }
+                self.completed.push(upload);
             }
             Ok(UploadOutcome::Stopped { status, message, report }) => {
                 self.failed_uploads += 1;

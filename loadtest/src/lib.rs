@@ -4,12 +4,20 @@
 //! bulk upload endpoint, then polls the operator snapshot until every follow-up has settled,
 //! and returns a [`LoadReport`]. It sends requests only to a loopback address.
 //!
-//! NOTE: the report has no lateness percentiles, memory figures or rate-limit check yet, and
-//! the run leaves its tenants in the engine because the API has no way to delete them.
+//! With [`Target::Start`] the harness starts `followup fakes` and `followup serve` itself, and
+//! then also matches every send the fakes received with the follow-ups the uploads created
+//! (lost, duplicated, late: see [`delivery`]) and reads the engine's peak memory and CPU time.
+//! Against a running engine those figures need its fakes' URL, and memory and CPU are not
+//! measured.
+//!
+//! NOTE: a run against a running engine leaves its tenants there, because the API has no way
+//! to delete them.
 
 mod client;
 mod contacts;
 pub mod crash;
+pub mod delivery;
+mod engine;
 mod guard;
 mod ingest;
 mod progress;
@@ -17,22 +25,28 @@ mod report;
 mod scenario;
 mod settle;
 mod setup;
+pub mod svg;
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
+use chrono::Utc;
 use followup_core::sensitive::Sensitive;
 use tokio::time::{Instant, timeout_at};
 
 pub use crate::client::{EngineClient, UploadReport};
-pub use crate::contacts::{CSV_HEADER, ContactGenerator, ContactRow, CsvChunks, InvalidKind};
+pub use crate::contacts::{
+    CSV_HEADER, ContactGenerator, ContactRow, CsvChunks, InvalidKind, StartInstants,
+};
+pub use crate::engine::ProcessFigures;
 pub use crate::guard::{LoopbackUrl, check_loopback, parse_loopback};
 pub use crate::ingest::IngestTotals;
-pub use crate::report::{Checks, IngestSummary, LoadReport, SettleSummary};
+pub use crate::report::{Checks, Headline, IngestSummary, LoadReport, SettleSummary};
 pub use crate::scenario::{
-    ConnectionLimits, Delay, Limits, MAX_CONCURRENCY, MAX_CONTACTS_PER_TENANT, MAX_TENANTS,
-    MAX_TIMEOUT_SECONDS, Scenario, SequenceSpec, StepSpec, WindowSpec,
+    ConnectionLimits, Delay, FakeBehaviour, Limits, MAX_CONCURRENCY, MAX_CONTACTS_PER_TENANT,
+    MAX_TENANTS, MAX_TIMEOUT_SECONDS, Scenario, SequenceSpec, StartSpec, StepSpec, WindowSpec,
 };
 pub use crate::settle::Accounting;
 
@@ -43,16 +57,25 @@ pub const EXIT_STATUS_HELP: &str = "Exit status: 0 when every check passed, 1 wh
 /// Run settings: the scenario and the engine it targets.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Base URL of the engine; must be loopback.
-    pub url: String,
-    /// Operator token of the engine's `/admin` API.
-    pub admin_token: Sensitive<String>,
+    pub target: Target,
     pub scenario: Scenario,
     /// Whether to print progress lines on stderr.
     pub show_progress: bool,
+    /// Whether to keep the store and logs of an engine the harness started.
+    pub keep_files: bool,
 }
 
-/// Runs one load scenario against the engine at `options.url` and reports what it measured.
+/// The engine a run loads.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// An engine already running at `url` (loopback only). With `fakes_url`, the base URL
+    /// of the `followup fakes` it sends to, sends are matched with the fakes' receipts.
+    Running { url: String, admin_token: Sensitive<String>, fakes_url: Option<String> },
+    /// Start `followup fakes` and `followup serve` from this `followup` binary.
+    Start { followup: PathBuf },
+}
+
+/// Runs one load scenario and reports what it measured.
 ///
 /// Fails before sending anything if the URL is not loopback or the scenario is invalid, and
 /// fails if the tenants cannot be created. Once ingest starts, failed uploads and a missed
@@ -60,21 +83,37 @@ pub struct LoadOptions {
 pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let scenario = &options.scenario;
     scenario.validate().context("invalid scenario")?;
-    ensure!(!options.admin_token.expose().is_empty(), "admin token is empty: pass --admin-token");
-    let target = check_loopback(&options.url).await?;
+    let (own, url, admin_token, fakes_url) = match &options.target {
+        Target::Start { followup } => {
+            let own = engine::OwnEngine::start(followup, scenario).await?;
+            let (url, admin_token) = (own.url.clone(), own.admin_token.clone());
+            (Some(own), url, admin_token, None)
+        }
+        Target::Running { url, admin_token, fakes_url } => {
+            (None, url.clone(), admin_token.clone(), fakes_url.clone())
+        }
+    };
+    ensure!(!admin_token.expose().is_empty(), "admin token is empty: pass --admin-token");
+    let target = check_loopback(&url).await?;
+    if let Some(fakes_url) = &fakes_url {
+        check_loopback(fakes_url).await.context("--fakes-url")?;
+    }
 
     let timeout = Duration::from_secs(scenario.timeout_seconds);
     let deadline = Instant::now() + timeout;
-    let client = EngineClient::new(&target, options.admin_token.clone(), timeout)?;
+    let client = EngineClient::new(&target, admin_token, timeout)?;
 
     let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag()))
         .await
         .context("timed out creating tenants: raise timeout_seconds")??;
     let run_tenants: HashSet<_> = tenants.iter().map(|tenant| tenant.id).collect();
 
+    let run_started = Utc::now();
+    let starts = scenario.start_instants(run_started);
     let ingest_started = Instant::now();
     let ingest =
-        ingest::run_uploads(&client, &tenants, scenario, deadline, options.show_progress).await;
+        ingest::run_uploads(&client, &tenants, scenario, starts, deadline, options.show_progress)
+            .await;
     let ingest_seconds = ingest_started.elapsed().as_secs_f64();
 
     let expected_follow_ups = ingest.created * scenario.sequence.steps.len() as u64;
@@ -89,6 +128,43 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     )
     .await;
 
+    let expected = delivery::ExpectedFollowUps::new(scenario, starts, &ingest.completed);
+    let ended_unsent = settle.last.as_ref().map_or(0, |count| {
+        count.settled.saturating_sub(count.by_state.get("sent").copied().unwrap_or(0))
+    });
+    let (delivery, rate_limit_violations, engine_process) = match own {
+        Some(own) => {
+            let receipts = own.receipts().await?;
+            let delivery = delivery::analyse(
+                &expected,
+                &receipts,
+                ended_unsent,
+                run_started,
+                &own.memory_samples(),
+            );
+            let violations = own.rate_limit_violations().await?;
+            let work_dir = own.work_dir.clone();
+            let figures = own.finish(options.keep_files)?;
+            if options.keep_files && options.show_progress {
+                eprintln!("engine store and logs kept in {}", work_dir.display());
+            }
+            (Some(delivery), Some(violations), Some(figures))
+        }
+        None => match &fakes_url {
+            Some(fakes_url) => {
+                let http = crash::processes::inspection_client()?;
+                let receipts: Vec<delivery::Receipt> =
+                    crash::processes::inspect_fakes(&http, fakes_url, "received").await?;
+                let stats: crash::processes::FakeCounters =
+                    crash::processes::inspect_fakes(&http, fakes_url, "stats").await?;
+                let delivery =
+                    delivery::analyse(&expected, &receipts, ended_unsent, run_started, &[]);
+                (Some(delivery), Some(stats.rate_limit_violations), None)
+            }
+            None => (None, None, None),
+        },
+    };
+
     Ok(report::build(report::RunFacts {
         scenario: &scenario.name,
         tenants: scenario.tenants,
@@ -97,6 +173,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         ingest_seconds,
         expected_follow_ups,
         settle,
+        delivery,
+        rate_limit_violations,
+        engine_process,
     }))
 }
 

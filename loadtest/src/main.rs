@@ -4,22 +4,42 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use followup_core::sensitive::Sensitive;
-use followup_loadtest::{EXIT_STATUS_HELP, LoadOptions, Scenario, run};
+use followup_loadtest::{EXIT_STATUS_HELP, LoadOptions, Scenario, Target, run, svg};
 
 /// Generates tenants, contacts and schedules, streams them to a followup engine on a loopback
-/// address, waits for every follow-up to settle and reports throughput and correctness.
+/// address, waits for every follow-up to settle and reports throughput, lateness, memory and
+/// correctness.
 #[derive(Debug, Parser)]
 #[command(version, after_help = EXIT_STATUS_HELP)]
 struct Args {
-    /// Base URL of the engine; the host must be 127.0.0.0/8, ::1 or localhost.
-    #[arg(long, env = "FOLLOWUP_LOADTEST_URL")]
-    url: String,
+    /// Start `followup fakes` and `followup serve` from this `followup` binary, on loopback
+    /// with a fresh store, instead of loading a running engine.
+    #[arg(long, value_name = "FOLLOWUP", conflicts_with_all = ["url", "fakes_url"])]
+    engine: Option<PathBuf>,
 
-    /// Operator token of the engine's /admin API.
+    /// Base URL of a running engine; the host must be 127.0.0.0/8, ::1 or localhost.
+    #[arg(long, env = "FOLLOWUP_LOADTEST_URL", required_unless_present = "engine")]
+    url: Option<String>,
+
+    /// Operator token of the running engine's /admin API.
     #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true, value_parser = sensitive)]
-    admin_token: Sensitive<String>,
+    admin_token: Option<Sensitive<String>>,
+
+    /// Base URL of the `followup fakes` the running engine sends to, so that sends are
+    /// matched with what the fakes received.
+    #[arg(long)]
+    fakes_url: Option<String>,
+
+    /// Write a chart of sends/s, lateness and memory over time to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+
+    /// Keep the store and logs of the engine started with --engine.
+    #[arg(long, requires = "engine")]
+    keep_files: bool,
 
     /// Scenario YAML file; without it, 2 tenants x 500 contacts with default settings.
     #[arg(long)]
@@ -90,13 +110,30 @@ async fn main() -> ExitCode {
 
 /// Runs the load and prints the report; returns whether every check passed.
 async fn run_and_print(args: Args) -> anyhow::Result<bool> {
+    let target = match (&args.engine, &args.url) {
+        (Some(followup), _) => Target::Start { followup: followup.clone() },
+        (None, Some(url)) => Target::Running {
+            url: url.clone(),
+            admin_token: args
+                .admin_token
+                .clone()
+                .context("--admin-token or FOLLOWUP_ADMIN_TOKEN is needed with --url")?,
+            fakes_url: args.fakes_url.clone(),
+        },
+        (None, None) => anyhow::bail!("pass --engine FOLLOWUP or --url URL"),
+    };
     let options = LoadOptions {
-        url: args.url.clone(),
-        admin_token: args.admin_token.clone(),
+        target,
         scenario: args.scenario()?,
         show_progress: true,
+        keep_files: args.keep_files,
     };
     let report = run(options).await?;
+    if let Some(path) = &args.svg {
+        let timeline = report.delivery.as_ref().map(|d| d.timeline.as_slice()).unwrap_or_default();
+        std::fs::write(path, svg::render(&report.scenario, timeline))
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::delivery::{Delivery, Percentiles};
+use crate::engine::ProcessFigures;
 use crate::ingest::IngestTotals;
 use crate::settle::{Accounting, SettleOutcome};
 
@@ -14,13 +16,38 @@ pub struct LoadReport {
     pub scenario: String,
     pub tenants: u32,
     pub contacts_per_tenant: u64,
+    /// The figures a comparison reads, at the top level of the JSON object.
+    #[serde(flatten)]
+    pub headline: Headline,
     pub ingest: IngestSummary,
     pub settle: SettleSummary,
+    /// Sends matched with the fakes' receipts; `None` when the fakes could not be read.
+    pub delivery: Option<Delivery>,
+    /// The engine process's memory and CPU; `None` unless the harness started the engine.
+    pub engine_process: Option<ProcessFigures>,
     pub checks: Checks,
     /// Whether every check that could be made passed.
     pub passed: bool,
     /// Failed uploads and snapshot errors, the first few of each.
     pub problems: Vec<String>,
+}
+
+/// The headline figures, named as the BullMQ baseline names them. `None` (JSON null) means
+/// the run could not measure it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Headline {
+    /// Rows the engine read per second of ingest.
+    pub ingest_rows_per_s: f64,
+    /// Follow-ups the fakes received per second, first receipt to last.
+    pub sends_per_s: Option<f64>,
+    /// From due to receipt at the fakes.
+    pub lateness_ms: Option<Percentiles>,
+    pub peak_rss_bytes: Option<u64>,
+    /// The engine's CPU time per 10,000 follow-ups received.
+    pub cpu_seconds_per_10k_sends: Option<f64>,
+    pub lost: Option<u64>,
+    pub duplicates: Option<u64>,
+    pub rate_limit_violations: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -70,6 +97,12 @@ pub struct Checks {
     /// Settled follow-ups equal those the uploads created; only checkable with exact
     /// accounting.
     pub follow_ups_accounted: Option<bool>,
+    /// Every follow-up was received by the fakes or ended unsent in the engine.
+    pub none_lost: Option<bool>,
+    /// No follow-up was received twice.
+    pub no_duplicates: Option<bool>,
+    /// The fakes saw no account sending beyond its limits.
+    pub no_rate_limit_violations: Option<bool>,
 }
 
 /// Inputs of [`build`], gathered by the run.
@@ -82,6 +115,9 @@ pub(crate) struct RunFacts<'a> {
     pub ingest_seconds: f64,
     pub expected_follow_ups: u64,
     pub settle: SettleOutcome,
+    pub delivery: Option<Delivery>,
+    pub rate_limit_violations: Option<u64>,
+    pub engine_process: Option<ProcessFigures>,
 }
 
 /// Computes the summaries and checks of a finished run.
@@ -99,12 +135,34 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
         rejects_match: ingest.rejected == ingest.expected_rejected,
         all_settled: facts.settle.settled,
         follow_ups_accounted: exact.then_some(settled == facts.expected_follow_ups),
+        none_lost: facts.delivery.as_ref().map(|delivery| delivery.lost == 0),
+        no_duplicates: facts.delivery.as_ref().map(|delivery| delivery.duplicates == 0),
+        no_rate_limit_violations: facts.rate_limit_violations.map(|count| count == 0),
     };
     let passed = checks.rows_balance
         && checks.all_rows_read
         && checks.rejects_match
         && checks.all_settled
-        && checks.follow_ups_accounted != Some(false);
+        && checks.follow_ups_accounted != Some(false)
+        && checks.none_lost != Some(false)
+        && checks.no_duplicates != Some(false)
+        && checks.no_rate_limit_violations != Some(false);
+    let delivery = facts.delivery.as_ref();
+    let headline = Headline {
+        ingest_rows_per_s: per_second(ingest.rows, facts.ingest_seconds),
+        sends_per_s: delivery.map(|delivery| delivery.sends_per_second),
+        lateness_ms: delivery.and_then(|delivery| delivery.lateness_ms),
+        peak_rss_bytes: facts.engine_process.map(|process| process.peak_rss_bytes),
+        cpu_seconds_per_10k_sends: facts.engine_process.zip(delivery).and_then(
+            |(process, delivery)| {
+                (delivery.received > 0)
+                    .then(|| process.cpu_seconds * 10_000.0 / delivery.received as f64)
+            },
+        ),
+        lost: delivery.map(|delivery| delivery.lost),
+        duplicates: delivery.map(|delivery| delivery.duplicates),
+        rate_limit_violations: facts.rate_limit_violations,
+    };
 
     let mut problems = ingest.problems.clone();
     problems.extend(facts.settle.error.clone());
@@ -112,6 +170,7 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
         scenario: facts.scenario.to_owned(),
         tenants: facts.tenants,
         contacts_per_tenant: facts.contacts_per_tenant,
+        headline,
         ingest: IngestSummary {
             rows_per_second: per_second(ingest.rows, facts.ingest_seconds),
             totals: ingest,
@@ -129,6 +188,8 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
             polls: facts.settle.polls,
             timed_out: !facts.settle.settled,
         },
+        delivery: facts.delivery,
+        engine_process: facts.engine_process,
         checks,
         passed,
         problems,
@@ -175,6 +236,7 @@ impl fmt::Display for LoadReport {
             settle.follow_ups_per_second,
             settle.seconds_total,
         )?;
+        self.fmt_delivery(f)?;
         self.fmt_checks(f)?;
         for problem in &self.problems {
             writeln!(f, "problem: {problem}")?;
@@ -184,6 +246,42 @@ impl fmt::Display for LoadReport {
 }
 
 impl LoadReport {
+    fn fmt_delivery(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(delivery) = &self.delivery else {
+            return writeln!(f, "delivery: not measured (the fakes' receipts were not read)");
+        };
+        write!(
+            f,
+            "delivery: {} of {} follow-ups received, {:.0} sends/s, {} lost, {} duplicates",
+            delivery.received,
+            delivery.expected,
+            delivery.sends_per_second,
+            delivery.lost,
+            delivery.duplicates
+        )?;
+        match delivery.lateness_ms {
+            Some(late) => writeln!(
+                f,
+                ", lateness p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                late.p50, late.p90, late.p99, late.max
+            )?,
+            None => writeln!(f, ", lateness not measured")?,
+        }
+        if let Some(process) = &self.engine_process {
+            writeln!(
+                f,
+                "engine: peak RSS {:.1} MiB, {:.2} CPU s{}",
+                process.peak_rss_bytes as f64 / 1_048_576.0,
+                process.cpu_seconds,
+                self.headline
+                    .cpu_seconds_per_10k_sends
+                    .map(|cpu| format!(" ({cpu:.2} s per 10,000 sends)"))
+                    .unwrap_or_default()
+            )?;
+        }
+        Ok(())
+    }
+
     fn fmt_checks(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mark = |ok: bool| if ok { "ok" } else { "FAILED" };
         let checks = &self.checks;
@@ -195,7 +293,14 @@ impl LoadReport {
             Some(ok) => mark(ok),
             None => "not checked (the engine serves other tenants, or no snapshot was read)",
         };
-        writeln!(f, "check settled == created x steps: {accounted}")
+        writeln!(f, "check settled == created x steps: {accounted}")?;
+        let optional = |check: Option<bool>| match check {
+            Some(ok) => mark(ok),
+            None => "not checked (the fakes' receipts were not read)",
+        };
+        writeln!(f, "check none lost: {}", optional(checks.none_lost))?;
+        writeln!(f, "check none received twice: {}", optional(checks.no_duplicates))?;
+        writeln!(f, "check no rate-limit violation: {}", optional(checks.no_rate_limit_violations))
     }
 }
 

@@ -4,8 +4,11 @@
 use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
+use chrono::{DateTime, TimeDelta, Utc};
 use followup_core::domain::{Channel, LimitOverrides};
 use serde::{Deserialize, Serialize};
+
+use crate::contacts::{ContactGenerator, StartInstants};
 
 /// Maximum tenants in one run; more would mostly measure tenant creation.
 pub const MAX_TENANTS: u32 = 1_000;
@@ -47,6 +50,38 @@ pub struct Scenario {
     pub connections: ConnectionLimits,
     /// The sequence every generated contact is enrolled in.
     pub sequence: SequenceSpec,
+    /// When follow-ups start; without it, each contact starts when its upload is stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartSpec>,
+    /// How the fakes behave when the harness starts them itself (`--engine`).
+    pub fakes: FakeBehaviour,
+}
+
+/// Start instants set by the run instead of by the uploads: every contact starts
+/// `after_seconds` after the run begins, plus its row index modulo `spread_seconds`. A
+/// spread of 0 makes each step of every contact due in the same second: the burst case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartSpec {
+    pub after_seconds: u64,
+    #[serde(default)]
+    pub spread_seconds: u64,
+}
+
+/// Latency and faults of the fakes the harness starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FakeBehaviour {
+    /// Milliseconds each fake waits before it answers.
+    pub latency_ms: u64,
+    /// A fault profile of `followup fakes --faults`, such as `none` or `flaky`.
+    pub faults: String,
+}
+
+impl Default for FakeBehaviour {
+    fn default() -> Self {
+        Self { latency_ms: 0, faults: "none".to_owned() }
+    }
 }
 
 /// Sending limits of the two connections each tenant gets.
@@ -108,6 +143,14 @@ impl Delay {
     fn zero() -> Self {
         Delay::Text("0s".to_owned())
     }
+
+    /// The delay in seconds, read as the engine reads it.
+    pub fn seconds(&self) -> Result<u64, String> {
+        match self {
+            Delay::Seconds(seconds) => followup_core::delay::check_delay_seconds(*seconds),
+            Delay::Text(text) => followup_core::delay::parse_delay_text(text),
+        }
+    }
 }
 
 /// Local send window, as the engine's API takes it.
@@ -139,6 +182,8 @@ impl Default for Scenario {
             poll_interval_ms: 500,
             connections: ConnectionLimits::default(),
             sequence: SequenceSpec::default(),
+            start: None,
+            fakes: FakeBehaviour::default(),
         }
     }
 }
@@ -185,6 +230,29 @@ impl From<Limits> for LimitOverrides {
 }
 
 impl Scenario {
+    /// The contact generator of tenant `tenant`, with the run's start instants if it sets them.
+    pub fn contacts_of(&self, tenant: u32, starts: Option<StartInstants>) -> ContactGenerator {
+        let generator = ContactGenerator::new(self.seed, tenant, self.invalid_fraction);
+        match starts {
+            Some(starts) => generator.with_start(starts),
+            None => generator,
+        }
+    }
+
+    /// The start instants of a run that began at `run_started`, if the scenario sets them.
+    /// The first is rounded up to a whole second, the precision of the uploaded `start_at`.
+    pub fn start_instants(&self, run_started: DateTime<Utc>) -> Option<StartInstants> {
+        self.start.map(|start| {
+            let after = TimeDelta::seconds(i64::try_from(start.after_seconds).unwrap_or(i64::MAX));
+            let whole = (run_started + after).timestamp()
+                + i64::from(run_started.timestamp_subsec_nanos() > 0);
+            StartInstants {
+                first: DateTime::from_timestamp(whole, 0).unwrap_or(run_started + after),
+                spread_seconds: start.spread_seconds,
+            }
+        })
+    }
+
     /// Reads and checks a scenario file.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -234,6 +302,13 @@ impl Scenario {
             self.poll_interval_ms
         );
         ensure!(!self.plan.trim().is_empty(), "plan is empty");
+        if let Some(start) = &self.start {
+            ensure!(
+                start.after_seconds <= MAX_TIMEOUT_SECONDS,
+                "start.after_seconds is {}: expected at most {MAX_TIMEOUT_SECONDS}",
+                start.after_seconds
+            );
+        }
         self.sequence.validate()
     }
 }
@@ -246,6 +321,9 @@ impl SequenceSpec {
         for (index, step) in self.steps.iter().enumerate() {
             if step.channel == Channel::Email && step.subject.as_deref().is_none_or(str::is_empty) {
                 bail!("sequence.steps[{index}] is an email step without a subject");
+            }
+            if let Err(problem) = step.delay.seconds() {
+                bail!("sequence.steps[{index}].delay: {problem}");
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use followup_core::sensitive::Sensitive;
 use futures_util::{StreamExt, TryStreamExt, stream};
 
 use crate::client::{ConnectionBody, EngineClient};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, SequenceSpec};
 
 /// One tenant created for the run.
 #[derive(Debug)]
@@ -54,17 +54,32 @@ async fn create_tenant(
     for (provider, body) in connection_bodies(scenario, index) {
         client.put_connection(&api_key, provider, &body).await.with_context(context)?;
     }
-    let sequence_id =
-        client.create_sequence(&api_key, &scenario.sequence).await.with_context(context)?;
+    let sequence = with_receipt_refs(&scenario.sequence);
+    let sequence_id = client.create_sequence(&api_key, &sequence).await.with_context(context)?;
     Ok(LoadTenant { index, id: created.id, api_key, sequence_id })
 }
+
+/// Ends every step's body with a reference line, `ref EXTERNAL_ID-sSTEP`, so that what the
+/// fakes received can be matched one to one with the follow-ups the uploads created.
+pub(crate) fn with_receipt_refs(sequence: &SequenceSpec) -> SequenceSpec {
+    let mut sequence = sequence.clone();
+    for (index, step) in sequence.steps.iter_mut().enumerate() {
+        step.body = format!("{}\n{REF_PREFIX}{{{{external_id}}}}-s{index}", step.body);
+    }
+    sequence
+}
+
+/// What starts the reference line of every message the harness has the engine send.
+pub(crate) const REF_PREFIX: &str = "ref ";
 
 /// Builds the two connection bodies of tenant `index`. The credentials are placeholders that only the
 /// engine's built-in fake providers accept; senders use reserved, unroutable addresses.
 fn connection_bodies(scenario: &Scenario, index: u32) -> [(&'static str, ConnectionBody); 2] {
     let gmail = ConnectionBody {
         sender: format!("sender{index}@example.com"),
-        access_token: Some("loadtest-placeholder-access-token".to_owned()),
+        // One token per tenant: fakes with open accounts give each token a mailbox of its own,
+        // so each tenant's limits are checked on its own mailbox.
+        access_token: Some(format!("loadtest-placeholder-access-token-{index}")),
         account_sid: None,
         auth_token: None,
         limits: scenario.connections.gmail.into(),

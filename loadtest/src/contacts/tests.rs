@@ -199,3 +199,31 @@ fn addresses_are_reserved() {
         assert!((100..=199).contains(&line), "phone {}", row.phone);
     }
 }
+
+#[test]
+fn start_instants_reach_the_engine() {
+    let first = DateTime::from_timestamp(1_800_000_000, 0).expect("valid instant");
+    let generator =
+        ContactGenerator::new(5, 1, 0.0).with_start(StartInstants { first, spread_seconds: 3 });
+    assert!(generator.header().ends_with(",timezone,start_at\n"), "{}", generator.header());
+    let (headers, records) = parse_with_engine(&csv_text(&generator, 0..4, 2));
+    let mapping = ColumnMapping::guess(&headers);
+    let context = engine_context();
+    let starts: Vec<i64> = records
+        .iter()
+        .map(|record| {
+            let contact = validate(record, &mapping, &context).expect("valid row");
+            contact.start_at.timestamp() - first.timestamp()
+        })
+        .collect();
+    assert_eq!(starts, [0, 1, 2, 0], "row index modulo the spread");
+    assert_eq!(generator.start_of(5), Some(first + TimeDelta::seconds(2)));
+}
+
+#[test]
+fn without_a_start_rows_keep_the_plain_header() {
+    let generator = ContactGenerator::new(5, 1, 0.0);
+    assert_eq!(generator.header(), CSV_HEADER);
+    assert_eq!(generator.start_of(0), None);
+    assert_eq!(generator.external_id(7), "lt-5-1-7");
+}

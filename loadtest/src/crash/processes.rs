@@ -80,13 +80,14 @@ pub(crate) struct FakesProcess {
 }
 
 impl FakesProcess {
-    /// Starts the fakes with the same limits for every account and a fixed latency per
-    /// request, and reads their URLs.
+    /// Starts the fakes with the same limits for every account, a fixed latency per request
+    /// and a named fault profile, and reads their URLs.
     pub(crate) fn start(
         followup: &Path,
         per_minute: u32,
         per_day: u32,
         latency: Duration,
+        faults: &str,
         log_file: &Path,
     ) -> anyhow::Result<Self> {
         let log = File::create(log_file)
@@ -95,6 +96,7 @@ impl FakesProcess {
             .arg("fakes")
             .args(["--per-minute", &per_minute.to_string(), "--per-day", &per_day.to_string()])
             .args(["--latency-ms", &latency.as_millis().to_string()])
+            .args(["--faults", faults])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -125,16 +127,37 @@ impl FakesProcess {
         self.inspect(http, "received").await
     }
 
-    async fn inspect<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn inspect<T: serde::de::DeserializeOwned>(
         &self,
         http: &reqwest::Client,
         what: &str,
     ) -> anyhow::Result<T> {
         // Every fake serves the counters of all of them.
-        let url = format!("{}/_fake/{what}", self.urls.twilio.trim_end_matches('/'));
-        let response = http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
-        response.json().await.with_context(|| format!("GET {url}: body is not the expected JSON"))
+        inspect_fakes(http, &self.urls.twilio, what).await
     }
+}
+
+/// Reads `GET /_fake/WHAT` (`stats` or `received`) of the fakes at `base`.
+pub(crate) async fn inspect_fakes<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    base: &str,
+    what: &str,
+) -> anyhow::Result<T> {
+    let url = format!("{}/_fake/{what}", base.trim_end_matches('/'));
+    let response = http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    response.json().await.with_context(|| format!("GET {url}: body is not the expected JSON"))
+}
+
+/// A client for the fakes' inspection routes, whose lists of received messages can be long.
+pub(crate) fn inspection_client() -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a default TLS provider; installing one twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(300))
+        .build()
+        .context("failed to build the HTTP client")
 }
 
 /// Everything `followup serve` is started with, the same at every start.
@@ -248,6 +271,11 @@ impl EngineProcess {
         let killed_at = Utc::now();
         self.child.0.wait().context("failed to reap the engine")?;
         Ok(killed_at)
+    }
+
+    /// The engine's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.0.id()
     }
 
     /// Stops the engine at the end of a run; how does not matter any more.

@@ -34,6 +34,11 @@ fn plan_takes_tenants_in_turn() {
     assert_eq!(order, [(0, 0), (1, 0), (0, 10), (1, 10)]);
 }
 
+/// An upload of tenant `tenant`'s first 100 rows, acknowledged now.
+fn upload_of(tenant: u32) -> CompletedUpload {
+    CompletedUpload { tenant, rows: 0..100, acknowledged_at: chrono::Utc::now() }
+}
+
 #[test]
 fn plan_without_contacts_is_empty() {
     assert!(plan_uploads(4, 0, 100).is_empty());
@@ -42,8 +47,8 @@ fn plan_without_contacts_is_empty() {
 #[test]
 fn totals_sum_completed_uploads() {
     let mut totals = IngestTotals::default();
-    totals.add(0, 2, Ok(UploadOutcome::Completed(report(100, 2))));
-    totals.add(1, 3, Ok(UploadOutcome::Completed(report(50, 3))));
+    totals.add(upload_of(0), 2, Ok(UploadOutcome::Completed(report(100, 2))));
+    totals.add(upload_of(1), 3, Ok(UploadOutcome::Completed(report(50, 3))));
     assert_eq!(totals.uploads, 2);
     assert_eq!(totals.failed_uploads, 0);
     assert_eq!(totals.rows, 150);
@@ -51,6 +56,8 @@ fn totals_sum_completed_uploads() {
     assert_eq!(totals.rejected, 5);
     assert_eq!(totals.expected_rejected, 5);
     assert!(totals.problems.is_empty());
+    let tenants: Vec<u32> = totals.completed.iter().map(|upload| upload.tenant).collect();
+    assert_eq!(tenants, [0, 1], "completed uploads are kept for dating follow-ups");
 }
 
 #[test]
@@ -61,12 +68,13 @@ fn totals_count_stopped_and_failed_uploads() {
         message: "store unavailable".to_owned(),
         report: report(40, 0),
     };
-    totals.add(0, 1, Ok(stopped));
-    totals.add(1, 1, Err(anyhow::anyhow!("connection refused")));
+    totals.add(upload_of(0), 1, Ok(stopped));
+    totals.add(upload_of(1), 1, Err(anyhow::anyhow!("connection refused")));
     assert_eq!(totals.uploads, 2);
     assert_eq!(totals.failed_uploads, 2);
     assert_eq!(totals.rows, 40, "rows stored before the stop still count");
     assert_eq!(totals.expected_rejected, 0, "only completed uploads expect rejects");
+    assert!(totals.completed.is_empty(), "only completed uploads create follow-ups");
     assert_eq!(totals.problems.len(), 2);
     assert!(totals.problems[0].contains("503"), "{}", totals.problems[0]);
     assert!(totals.problems[1].contains("connection refused"), "{}", totals.problems[1]);
@@ -76,7 +84,7 @@ fn totals_count_stopped_and_failed_uploads() {
 fn problems_are_capped() {
     let mut totals = IngestTotals::default();
     for tenant in 0..30 {
-        totals.add(tenant, 0, Err(anyhow::anyhow!("failed")));
+        totals.add(upload_of(tenant), 0, Err(anyhow::anyhow!("failed")));
     }
     assert_eq!(totals.failed_uploads, 30);
     assert_eq!(totals.problems.len(), MAX_SAMPLE_PROBLEMS);
@@ -91,7 +99,7 @@ fn unexpected_rejects_noted() {
         reason: "invalid phone number".to_owned(),
     }];
     let mut totals = IngestTotals::default();
-    totals.add(2, 2, Ok(UploadOutcome::Completed(upload)));
+    totals.add(upload_of(2), 2, Ok(UploadOutcome::Completed(upload)));
     assert_eq!(totals.failed_uploads, 0);
     assert_eq!(totals.problems.len(), 1);
     assert!(totals.problems[0].contains("3 rows rejected where 2"), "{}", totals.problems[0]);

@@ -36,6 +36,9 @@ fn facts(ingest: IngestTotals, settle: SettleOutcome) -> RunFacts<'static> {
         ingest_seconds: 2.0,
         expected_follow_ups,
         settle,
+        delivery: None,
+        rate_limit_violations: None,
+        engine_process: None,
     }
 }
 

@@ -137,3 +137,26 @@ fn limits_convert_to_overrides() {
     assert_eq!(overrides.per_minute, Some(10));
     assert_eq!(overrides.per_day, None);
 }
+
+#[test]
+fn start_and_fakes_read_from_yaml() {
+    let yaml = "start:\n  after_seconds: 30\nfakes:\n  latency_ms: 20\n  faults: flaky\n";
+    let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
+    assert_eq!(scenario.start, Some(StartSpec { after_seconds: 30, spread_seconds: 0 }));
+    assert_eq!(scenario.fakes, FakeBehaviour { latency_ms: 20, faults: "flaky".to_owned() });
+    let started = DateTime::from_timestamp(1_800_000_000, 250_000_000).expect("valid instant");
+    let starts = scenario.start_instants(started).expect("the scenario sets a start");
+    assert_eq!(starts.first.timestamp(), 1_800_000_031, "rounded up to a whole second");
+    assert_eq!(starts.first.timestamp_subsec_nanos(), 0);
+}
+
+#[test]
+fn step_delays_read_as_the_engine_reads_them() {
+    let yaml =
+        "sequence:\n  name: s\n  steps:\n    - channel: sms\n      delay: 15m\n      body: hi\n";
+    let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
+    assert_eq!(scenario.sequence.steps[0].delay.seconds(), Ok(900));
+    let bad = yaml.replace("15m", "soon");
+    let error = Scenario::from_yaml(&bad).expect_err("bad delay");
+    assert!(format!("{error:#}").contains("sequence.steps[0].delay"), "{error:#}");
+}

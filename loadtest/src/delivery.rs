@@ -1,0 +1,267 @@
+//! What the fakes received, matched one to one with the follow-ups the uploads created: how
+//! many never arrived or arrived twice, how late each arrived, and the send rate over time.
+//!
+//! Every message the harness has the engine send ends with a reference line naming its
+//! contact and step (see `setup::with_receipt_refs`), so matching needs no guess. A follow-up
+//! is due when the upload holding its row was acknowledged, or at its row's start instant
+//! plus the step's delay, whichever is later: the engine cannot be late for a follow-up it has
+//! not been told about. Rows are stored while an upload streams, so a follow-up can arrive
+//! before its upload's acknowledgement; such lateness counts as zero.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::contacts::{ContactGenerator, StartInstants};
+use crate::ingest::CompletedUpload;
+use crate::scenario::Scenario;
+use crate::setup::REF_PREFIX;
+
+/// One send the fakes accepted, as `GET /_fake/received` lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Receipt {
+    pub received_at: DateTime<Utc>,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// Lateness percentiles, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `sorted`, which must be in ascending order.
+    fn of_sorted(sorted: &[u64]) -> Option<Self> {
+        let last = *sorted.last()?;
+        let rank = |q: f64| {
+            let position = (q * sorted.len() as f64).ceil() as usize;
+            sorted[position.clamp(1, sorted.len()) - 1]
+        };
+        Some(Self { p50: rank(0.50), p90: rank(0.90), p99: rank(0.99), max: last })
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    /// Seconds since the run started.
+    pub second: u64,
+    /// Sends the fakes received in this second, repeats included.
+    pub sends: u64,
+    /// 99th percentile lateness of the follow-ups first received in this second.
+    pub lateness_p99_ms: Option<u64>,
+    /// The engine's resident memory, when the harness started the engine and sampled it.
+    pub rss_bytes: Option<u64>,
+}
+
+/// The delivery figures of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Delivery {
+    /// Follow-ups the completed uploads created.
+    pub expected: u64,
+    /// Expected follow-ups the fakes received at least once.
+    pub received: u64,
+    /// Receipts beyond the first of a follow-up.
+    pub duplicates: u64,
+    /// Expected follow-ups neither received nor reported by the engine as ended unsent
+    /// (failed, skipped, cancelled).
+    pub lost: u64,
+    /// Receipts without a reference of this run, such as another run's messages on shared
+    /// fakes.
+    pub unmatched: u64,
+    /// Expected follow-ups received per second, from the first receipt to the last.
+    pub sends_per_second: f64,
+    /// From due to receipt; `None` with a send window, whose due instants the harness does not
+    /// compute, or with nothing received.
+    pub lateness_ms: Option<Percentiles>,
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// The follow-ups a run's completed uploads created, and when each fell due.
+pub(crate) struct ExpectedFollowUps {
+    generators: HashMap<u32, ContactGenerator>,
+    /// Completed uploads of each tenant, by first row.
+    uploads: HashMap<u32, Vec<CompletedUpload>>,
+    delays: Vec<TimeDelta>,
+    seed: u64,
+    /// Whether due instants can be computed: not under a send window.
+    dated: bool,
+    count: u64,
+}
+
+impl ExpectedFollowUps {
+    pub(crate) fn new(
+        scenario: &Scenario,
+        starts: Option<StartInstants>,
+        completed: &[CompletedUpload],
+    ) -> Self {
+        let mut generators = HashMap::new();
+        let mut uploads: HashMap<u32, Vec<CompletedUpload>> = HashMap::new();
+        let steps = scenario.sequence.steps.len() as u64;
+        let mut count = 0;
+        for upload in completed {
+            let generator = generators
+                .entry(upload.tenant)
+                .or_insert_with(|| scenario.contacts_of(upload.tenant, starts));
+            let valid =
+                (upload.rows.end - upload.rows.start) - generator.invalid_in(upload.rows.clone());
+            count += valid * steps;
+            uploads.entry(upload.tenant).or_default().push(upload.clone());
+        }
+        for list in uploads.values_mut() {
+            list.sort_by_key(|upload| upload.rows.start);
+        }
+        // A delay the scenario check let through always parses; 0 is never used for dating
+        // because validation rejects the scenario first.
+        let delays = scenario
+            .sequence
+            .steps
+            .iter()
+            .map(|step| TimeDelta::seconds(step.delay.seconds().unwrap_or(0) as i64))
+            .collect();
+        Self {
+            generators,
+            uploads,
+            delays,
+            seed: scenario.seed,
+            dated: scenario.sequence.window.is_none(),
+            count,
+        }
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The due instant of a follow-up, or `None` if the run did not create it.
+    fn due(&self, reference: FollowUpRef) -> Option<DateTime<Utc>> {
+        let delay = *self.delays.get(reference.step)?;
+        let generator = self.generators.get(&reference.tenant)?;
+        let uploads = self.uploads.get(&reference.tenant)?;
+        let position = uploads.partition_point(|upload| upload.rows.start <= reference.row);
+        let upload = uploads.get(position.checked_sub(1)?)?;
+        if !upload.rows.contains(&reference.row) || generator.is_invalid(reference.row) {
+            return None;
+        }
+        let planned = generator.start_of(reference.row).unwrap_or(upload.acknowledged_at) + delay;
+        Some(planned.max(upload.acknowledged_at))
+    }
+
+    /// Reads the reference line at the end of `body`, if it is one of this run's.
+    fn reference(&self, body: &str) -> Option<FollowUpRef> {
+        let line = body.trim_end().rsplit('\n').next()?;
+        let rest = line.strip_prefix(REF_PREFIX)?.strip_prefix("lt-")?;
+        let rest = rest.strip_prefix(&format!("{}-", self.seed))?;
+        let (tenant, rest) = rest.split_once('-')?;
+        let (row, step) = rest.split_once("-s")?;
+        Some(FollowUpRef {
+            tenant: tenant.parse().ok()?,
+            row: row.parse().ok()?,
+            step: step.parse().ok()?,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct FollowUpRef {
+    tenant: u32,
+    row: u64,
+    step: usize,
+}
+
+/// Matches `receipts` with `expected`. `ended_unsent` is the number of follow-ups the engine
+/// reports as ended without a send, which are not lost; `rss_samples` are the engine's
+/// resident memory by instant, when sampled.
+pub(crate) fn analyse(
+    expected: &ExpectedFollowUps,
+    receipts: &[Receipt],
+    ended_unsent: u64,
+    run_started: DateTime<Utc>,
+    rss_samples: &[(DateTime<Utc>, u64)],
+) -> Delivery {
+    let mut seen: HashMap<FollowUpRef, u32> = HashMap::new();
+    let mut lateness = Vec::new();
+    let mut unmatched = 0;
+    let mut timeline: Vec<TimelinePoint> = Vec::new();
+    let mut per_second_lateness: Vec<Vec<u64>> = Vec::new();
+    let (mut first, mut last) = (None::<DateTime<Utc>>, None::<DateTime<Utc>>);
+
+    for receipt in receipts {
+        let Some(reference) = expected.reference(&receipt.body) else {
+            unmatched += 1;
+            continue;
+        };
+        let Some(due) = expected.due(reference) else {
+            unmatched += 1;
+            continue;
+        };
+        let second = seconds_since(run_started, receipt.received_at);
+        let point = point_at(&mut timeline, second);
+        point.sends += 1;
+        let count = seen.entry(reference).or_default();
+        *count += 1;
+        if *count > 1 {
+            continue;
+        }
+        first = Some(first.map_or(receipt.received_at, |at| at.min(receipt.received_at)));
+        last = Some(last.map_or(receipt.received_at, |at| at.max(receipt.received_at)));
+        if expected.dated {
+            let late = (receipt.received_at - due).num_milliseconds().max(0) as u64;
+            lateness.push(late);
+            if per_second_lateness.len() <= second as usize {
+                per_second_lateness.resize_with(second as usize + 1, Vec::new);
+            }
+            per_second_lateness[second as usize].push(late);
+        }
+    }
+    for (second, mut values) in per_second_lateness.into_iter().enumerate() {
+        values.sort_unstable();
+        if let Some(percentiles) = Percentiles::of_sorted(&values) {
+            point_at(&mut timeline, second as u64).lateness_p99_ms = Some(percentiles.p99);
+        }
+    }
+    for (at, rss) in rss_samples {
+        let point = point_at(&mut timeline, seconds_since(run_started, *at));
+        point.rss_bytes = Some(point.rss_bytes.map_or(*rss, |seen| seen.max(*rss)));
+    }
+
+    let received = seen.len() as u64;
+    let duplicates = seen.values().map(|&count| u64::from(count - 1)).sum();
+    lateness.sort_unstable();
+    let span = match (first, last) {
+        (Some(first), Some(last)) => (last - first).num_milliseconds().max(1) as f64 / 1_000.0,
+        _ => 0.0,
+    };
+    Delivery {
+        expected: expected.count(),
+        received,
+        duplicates,
+        lost: expected.count().saturating_sub(received).saturating_sub(ended_unsent),
+        unmatched,
+        sends_per_second: if span > 0.0 { received as f64 / span } else { 0.0 },
+        lateness_ms: Percentiles::of_sorted(&lateness),
+        timeline,
+    }
+}
+
+fn seconds_since(start: DateTime<Utc>, at: DateTime<Utc>) -> u64 {
+    (at - start).num_seconds().max(0) as u64
+}
+
+/// The timeline's point of `second`, adding empty seconds up to it.
+fn point_at(timeline: &mut Vec<TimelinePoint>, second: u64) -> &mut TimelinePoint {
+    while timeline.len() as u64 <= second {
+        let next = timeline.len() as u64;
+        timeline.push(TimelinePoint { second: next, ..TimelinePoint::default() });
+    }
+    &mut timeline[second as usize]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,201 @@
+//! An engine the harness starts itself: `followup fakes` and `followup serve` on loopback,
+//! with the store and logs in a fresh directory, so that a run measures the engine's own
+//! memory and CPU and checks every send against the fakes' receipts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use chrono::{DateTime, Utc};
+use followup_core::sensitive::Sensitive;
+use rand::Rng;
+
+use crate::crash::StoreTarget;
+use crate::crash::processes::{
+    EngineProcess, EngineSettings, FakesProcess, free_port, inspection_client,
+};
+use crate::delivery::Receipt;
+use crate::scenario::Scenario;
+
+/// The engine's resident memory in bytes by instant, shared with the sampling task.
+type MemorySamples = Arc<Mutex<Vec<(DateTime<Utc>, u64)>>>;
+
+/// Period of the engine's memory samples.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
+
+/// The fakes and the engine of a run, stopped when dropped.
+pub(crate) struct OwnEngine {
+    fakes: FakesProcess,
+    engine: EngineProcess,
+    pub url: String,
+    pub admin_token: Sensitive<String>,
+    pub work_dir: PathBuf,
+    samples: MemorySamples,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// Memory and CPU of the engine process over the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ProcessFigures {
+    /// The kernel's high-water mark of the process's resident memory.
+    pub peak_rss_bytes: u64,
+    /// User and system CPU time the process used.
+    pub cpu_seconds: f64,
+}
+
+impl OwnEngine {
+    /// Starts the fakes with the scenario's latency, faults and limits, then the engine
+    /// against them, and waits until the engine is ready.
+    pub(crate) async fn start(followup: &Path, scenario: &Scenario) -> anyhow::Result<Self> {
+        let work_dir = std::env::temp_dir().join(format!(
+            "followup-loadtest-{}-{:x}",
+            std::process::id(),
+            rand::rng().random::<u64>()
+        ));
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("failed to create {}", work_dir.display()))?;
+        let config_file = work_dir.join("engine.toml");
+        std::fs::write(&config_file, engine_config(scenario))
+            .with_context(|| format!("failed to write {}", config_file.display()))?;
+
+        let limits = [scenario.connections.gmail, scenario.connections.twilio];
+        // The fakes take one pair of limits for every account: the larger of the two kinds,
+        // so that neither kind of connection is refused below its own limit.
+        let per_minute = limits.iter().filter_map(|l| l.per_minute).max().unwrap_or(u32::MAX);
+        let per_day = limits.iter().filter_map(|l| l.per_day).max().unwrap_or(u32::MAX);
+        let fakes = FakesProcess::start(
+            followup,
+            per_minute,
+            per_day,
+            Duration::from_millis(scenario.fakes.latency_ms),
+            &scenario.fakes.faults,
+            &work_dir.join("fakes.log"),
+        )?;
+
+        let admin_token = Sensitive::new(format!("loadtest-{:032x}", rand::rng().random::<u128>()));
+        let settings = EngineSettings {
+            followup: followup.to_owned(),
+            store: StoreTarget::Embedded(None),
+            data_dir: work_dir.join("data"),
+            config_file,
+            log_file: work_dir.join("engine.log"),
+            port: free_port()?,
+            admin_token: admin_token.clone(),
+            master_key: generate_master_key(followup)?,
+        };
+        let engine = EngineProcess::start(&settings, &fakes.urls, &inspection_client()?).await?;
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sampler = tokio::spawn(sample_memory(engine.pid(), Arc::clone(&samples)));
+        Ok(Self {
+            fakes,
+            engine,
+            url: settings.base_url(),
+            admin_token,
+            work_dir,
+            samples,
+            sampler,
+        })
+    }
+
+    /// Every send the fakes accepted.
+    pub(crate) async fn receipts(&self) -> anyhow::Result<Vec<Receipt>> {
+        self.fakes.inspect(&inspection_client()?, "received").await
+    }
+
+    /// Sends the fakes received beyond an account's limit.
+    pub(crate) async fn rate_limit_violations(&self) -> anyhow::Result<u64> {
+        Ok(self.fakes.counters(&inspection_client()?).await?.rate_limit_violations)
+    }
+
+    /// The engine's memory samples so far, by instant.
+    pub(crate) fn memory_samples(&self) -> Vec<(DateTime<Utc>, u64)> {
+        self.samples.lock().map(|samples| samples.clone()).unwrap_or_default()
+    }
+
+    /// Reads the engine's peak memory and CPU time, then stops both processes and removes
+    /// the run's directory unless `keep_files` is set.
+    pub(crate) fn finish(self, keep_files: bool) -> anyhow::Result<ProcessFigures> {
+        self.sampler.abort();
+        let figures = process_figures(self.engine.pid())?;
+        self.engine.stop();
+        drop(self.fakes);
+        if !keep_files {
+            std::fs::remove_dir_all(&self.work_dir)
+                .with_context(|| format!("failed to remove {}", self.work_dir.display()))?;
+        }
+        Ok(figures)
+    }
+}
+
+/// The engine's configuration: the scenario's plan with quotas that never bind, so that a
+/// run measures dispatch rather than billing.
+fn engine_config(scenario: &Scenario) -> String {
+    let unlimited = u32::MAX;
+    format!(
+        "[plans.{}]\nmonthly_email = {unlimited}\nmonthly_sms = {unlimited}\nmonthly_call = \
+         {unlimited}\n",
+        scenario.plan
+    )
+}
+
+/// A fresh master key from `followup keys generate`, the way an operator makes one.
+fn generate_master_key(followup: &Path) -> anyhow::Result<Sensitive<String>> {
+    let output = Command::new(followup)
+        .args(["keys", "generate"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {} keys generate", followup.display()))?;
+    ensure!(output.status.success(), "{} keys generate failed", followup.display());
+    let key = String::from_utf8(output.stdout).context("the generated key is not text")?;
+    Ok(Sensitive::new(key.trim().to_owned()))
+}
+
+/// Samples the resident memory of process `pid` until aborted.
+async fn sample_memory(pid: u32, samples: MemorySamples) {
+    let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
+    loop {
+        ticker.tick().await;
+        let Some(rss) = status_field_bytes(pid, "VmRSS:") else { return };
+        if let Ok(mut samples) = samples.lock() {
+            samples.push((Utc::now(), rss));
+        }
+    }
+}
+
+/// Reads the peak resident memory and the CPU time of a running process from `/proc`.
+fn process_figures(pid: u32) -> anyhow::Result<ProcessFigures> {
+    let peak_rss_bytes = status_field_bytes(pid, "VmHWM:")
+        .with_context(|| format!("cannot read VmHWM of process {pid} from /proc"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    Ok(ProcessFigures { peak_rss_bytes, cpu_seconds: cpu_seconds_of_stat(&stat)? })
+}
+
+/// A `kB` field of `/proc/PID/status`, in bytes.
+fn status_field_bytes(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
+    let kilobytes: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kilobytes * 1_024)
+}
+
+/// Ticks per second of the clock Linux reports `utime` and `stime` in (USER_HZ): 100 on
+/// x86-64 and arm64, the machines this harness is run on.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU seconds from the text of `/proc/PID/stat`. The command name, in
+/// parentheses, may hold spaces, so fields are counted after its closing parenthesis.
+pub(crate) fn cpu_seconds_of_stat(stat: &str) -> anyhow::Result<f64> {
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ) in stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // After the name: state is field 3 of the whole line; utime and stime are fields 14 and
+    // 15, so 11 and 12 here counting from 0.
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        let field = fields.get(index).context("stat has too few fields")?;
+        Ok(field.parse::<u64>().context("stat field is not a number")? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SECOND)
+}
