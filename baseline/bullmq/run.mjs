@@ -4,12 +4,18 @@
 // that sender's per-minute limit, one worker per queue sending over HTTP to the same
 // wire-level fakes followup-loadtest uses. Prints the figures followup-loadtest prints.
 //
-//   node run.mjs --scenario FILE --redis redis://127.0.0.1:PORT --fakes FAKES.json [--json]
+//   node run.mjs --scenario FILE --followup PATH/TO/followup [--json]
 //
-// FAKES.json is the line `followup fakes` prints. Redis must be empty: the run refuses to
-// mix its jobs with anything already there.
+// starts a Redis (redis-server from PATH, on a free loopback port, no persistence) and
+// `followup fakes` with the scenario's limits, latency and faults, and stops both at the end.
+// `--redis URL` and `--fakes FAKES.json` (the line `followup fakes` prints) use running ones
+// instead; that Redis must be empty, since the run refuses to mix its jobs with others.
 
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { Queue, Worker } from 'bullmq';
 import IORedis from 'ioredis';
@@ -34,19 +40,83 @@ function options() {
       scenario: { type: 'string' },
       redis: { type: 'string' },
       fakes: { type: 'string' },
+      followup: { type: 'string' },
       json: { type: 'boolean', default: false },
     },
   });
-  for (const name of ['scenario', 'redis', 'fakes']) {
-    if (!values[name]) throw new Error(`--${name} is required`);
-  }
-  const fakes = JSON.parse(readFileSync(values.fakes, 'utf8'));
+  if (!values.scenario) throw new Error('--scenario is required');
+  if (!values.fakes && !values.followup) throw new Error('pass --followup PATH (or --fakes FILE)');
+  if (values.redis) requireLoopback(values.redis, '--redis');
+  return { ...values, scenario: readScenario(values.scenario) };
+}
+
+/** Checks the URLs `followup fakes` printed: each must be loopback. */
+function checkFakeUrls(fakes, source) {
   for (const name of ['gmail', 'twilio']) {
-    if (!fakes[name]) throw new Error(`${values.fakes}: no "${name}" URL`);
-    requireLoopback(fakes[name], `${values.fakes}: ${name}`);
+    if (!fakes[name]) throw new Error(`${source}: no "${name}" URL`);
+    requireLoopback(fakes[name], `${source}: ${name}`);
   }
-  requireLoopback(values.redis, '--redis');
-  return { ...values, fakes, scenario: readScenario(values.scenario) };
+  return fakes;
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+async function freePort() {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address();
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** Starts a process whose end the run waits for at exit; its output goes to stderr. */
+function startChild(command, args) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  child.on('error', (error) => process.stderr.write(`${command}: ${error.message}\n`));
+  return child;
+}
+
+/** Starts a Redis without persistence on a free loopback port and waits until it answers. */
+async function startRedis() {
+  const port = await freePort();
+  const child = startChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+  child.stdout.resume();
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new IORedis(url, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  // Refused connections while Redis starts are expected; the loop below retries them.
+  probe.on('error', () => {});
+  for (let attempt = 0; attempt < 100; attempt += 1) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      await probe.quit();
+      return { child, url };
+    } catch {
+      probe.disconnect();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  child.kill();
+  throw new Error('redis-server did not answer within 10 s');
+}
+
+/** Starts `followup fakes` with the scenario's limits, latency and faults; reads its URLs. */
+async function startFakes(followup, scenario) {
+  const perMinute = Math.max(scenario.limits.gmail.per_minute, scenario.limits.twilio.per_minute);
+  const perDay = Math.max(scenario.limits.gmail.per_day, scenario.limits.twilio.per_day);
+  const child = startChild(followup, [
+    'fakes',
+    '--per-minute', String(perMinute),
+    '--per-day', String(perDay),
+    '--latency-ms', String(scenario.fakes.latencyMs),
+    '--faults', scenario.fakes.faults,
+  ]);
+  const lines = createInterface({ input: child.stdout });
+  const [line] = await once(lines, 'line');
+  lines.close();
+  child.stdout.resume();
+  return { child, urls: checkFakeUrls(JSON.parse(line), `${followup} fakes`) };
 }
 
 /** RFC 2047 form of a header value, so that names such as Zoë survive any mail parser. */
@@ -192,7 +262,31 @@ async function checkReceipts(fakes, expected) {
 }
 
 async function main() {
-  const { scenario, fakes, redis: redisUrl, json } = options();
+  const settings = options();
+  const { scenario, json } = settings;
+  const children = [];
+  try {
+    let fakes;
+    if (settings.fakes) {
+      fakes = checkFakeUrls(JSON.parse(readFileSync(settings.fakes, 'utf8')), settings.fakes);
+    } else {
+      const started = await startFakes(settings.followup, scenario);
+      children.push(started.child);
+      fakes = started.urls;
+    }
+    let redisUrl = settings.redis;
+    if (!redisUrl) {
+      const started = await startRedis();
+      children.push(started.child);
+      redisUrl = started.url;
+    }
+    await runScenario(scenario, fakes, redisUrl, json);
+  } finally {
+    for (const child of children) child.kill();
+  }
+}
+
+async function runScenario(scenario, fakes, redisUrl, json) {
   const connections = [];
   const connection = () => {
     const client = new IORedis(redisUrl, { maxRetriesPerRequest: null });

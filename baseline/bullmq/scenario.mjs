@@ -10,8 +10,11 @@ const DEFAULT_STEPS = [
   { channel: 'sms', delay: '0s', body: 'Hi {{first_name|there}}.' },
 ];
 
-/** Published limits the engine applies to a connection without overrides. */
+/** Published limits the engine applies to a connection whose scenario names no limit. */
 const PUBLISHED = { gmail: { per_minute: 60, per_day: 2000 }, twilio: { per_minute: 60, per_day: 2000 } };
+
+/** What followup-loadtest gives a connection kind the scenario leaves out entirely. */
+const UNNAMED = { per_minute: 6000, per_day: 1_000_000 };
 
 /** Parses a delay such as `0s`, `15m`, `2d` or a number of seconds into milliseconds. */
 export function delayMillis(value, where) {
@@ -46,10 +49,14 @@ export function scenarioFromDocument(document, source) {
   if (doc.sequence?.window) {
     throw new Error(`${source}: sequence.window has no counterpart in the baseline; drop it for a comparison run`);
   }
-  const limits = (provider) => ({
-    per_minute: doc.connections?.[provider]?.per_minute ?? PUBLISHED[provider].per_minute,
-    per_day: doc.connections?.[provider]?.per_day ?? PUBLISHED[provider].per_day,
-  });
+  const limits = (provider) => {
+    const named = doc.connections?.[provider];
+    if (!named) return { ...UNNAMED };
+    return {
+      per_minute: named.per_minute ?? PUBLISHED[provider].per_minute,
+      per_day: named.per_day ?? PUBLISHED[provider].per_day,
+    };
+  };
   return {
     name: doc.name ?? 'default',
     tenants: doc.tenants ?? 2,
@@ -60,6 +67,7 @@ export function scenarioFromDocument(document, source) {
     invalidFraction: doc.invalid_fraction ?? 0.05,
     steps,
     limits: { gmail: limits('gmail'), twilio: limits('twilio') },
+    fakes: { latencyMs: doc.fakes?.latency_ms ?? 0, faults: doc.fakes?.faults ?? 'none' },
   };
 }
 

@@ -17,6 +17,7 @@ test('a scenario takes defaults and rejects what the baseline cannot run', () =>
   assert.equal(scenario.tenants, 3);
   assert.equal(scenario.contactsPerTenant, 500);
   assert.deepEqual(scenario.limits.gmail, { per_minute: 100, per_day: 2000 });
+  assert.deepEqual(scenario.limits.twilio, { per_minute: 6000, per_day: 1_000_000 });
   assert.deepEqual(scenario.steps.map((step) => step.channel), ['email', 'sms']);
   const call = { sequence: { steps: [{ channel: 'call', body: 'hi' }] } };
   assert.throws(() => scenarioFromDocument(call, 'f.yaml'), /f.yaml: sequence.steps\[0\]: the baseline sends email and SMS only/);
