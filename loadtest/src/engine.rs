@@ -25,15 +25,30 @@ type MemorySamples = Arc<Mutex<Vec<(DateTime<Utc>, u64)>>>;
 /// Period of the engine's memory samples.
 const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
 
-/// The fakes and the engine of a run, stopped when dropped.
+/// The fakes and the engine of a run, stopped when dropped; their directory goes after them.
 pub(crate) struct OwnEngine {
     fakes: FakesProcess,
     engine: EngineProcess,
     pub url: String,
     pub admin_token: Sensitive<String>,
-    pub work_dir: PathBuf,
     samples: MemorySamples,
     sampler: tokio::task::JoinHandle<()>,
+    /// Declared last, so that it is removed after both processes have stopped.
+    work_dir: WorkDir,
+}
+
+/// The run's directory, removed when dropped (a failed run included) unless kept.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// Memory and CPU of the engine process over the run.
@@ -49,14 +64,18 @@ impl OwnEngine {
     /// Starts the fakes with the scenario's latency, faults and limits, then the engine
     /// against them, and waits until the engine is ready.
     pub(crate) async fn start(followup: &Path, scenario: &Scenario) -> anyhow::Result<Self> {
-        let work_dir = std::env::temp_dir().join(format!(
-            "followup-loadtest-{}-{:x}",
-            std::process::id(),
-            rand::rng().random::<u64>()
-        ));
-        std::fs::create_dir_all(&work_dir)
-            .with_context(|| format!("failed to create {}", work_dir.display()))?;
-        let config_file = work_dir.join("engine.toml");
+        let work_dir = WorkDir {
+            path: std::env::temp_dir().join(format!(
+                "followup-loadtest-{}-{:x}",
+                std::process::id(),
+                rand::rng().random::<u64>()
+            )),
+            keep: false,
+        };
+        std::fs::create_dir_all(&work_dir.path)
+            .with_context(|| format!("failed to create {}", work_dir.path.display()))?;
+        let dir = &work_dir.path;
+        let config_file = dir.join("engine.toml");
         std::fs::write(&config_file, engine_config(scenario))
             .with_context(|| format!("failed to write {}", config_file.display()))?;
 
@@ -71,16 +90,16 @@ impl OwnEngine {
             per_day,
             Duration::from_millis(scenario.fakes.latency_ms),
             &scenario.fakes.faults,
-            &work_dir.join("fakes.log"),
+            &dir.join("fakes.log"),
         )?;
 
         let admin_token = Sensitive::new(format!("loadtest-{:032x}", rand::rng().random::<u128>()));
         let settings = EngineSettings {
             followup: followup.to_owned(),
             store: StoreTarget::Embedded(None),
-            data_dir: work_dir.join("data"),
+            data_dir: dir.join("data"),
             config_file,
-            log_file: work_dir.join("engine.log"),
+            log_file: dir.join("engine.log"),
             port: free_port()?,
             admin_token: admin_token.clone(),
             master_key: generate_master_key(followup)?,
@@ -93,9 +112,9 @@ impl OwnEngine {
             engine,
             url: settings.base_url(),
             admin_token,
-            work_dir,
             samples,
             sampler,
+            work_dir,
         })
     }
 
@@ -114,18 +133,17 @@ impl OwnEngine {
         self.samples.lock().map(|samples| samples.clone()).unwrap_or_default()
     }
 
+    /// The directory of the run's store, configuration and logs.
+    pub(crate) fn work_dir(&self) -> &Path {
+        &self.work_dir.path
+    }
+
     /// Reads the engine's peak memory and CPU time, then stops both processes and removes
     /// the run's directory unless `keep_files` is set.
-    pub(crate) fn finish(self, keep_files: bool) -> anyhow::Result<ProcessFigures> {
+    pub(crate) fn finish(mut self, keep_files: bool) -> anyhow::Result<ProcessFigures> {
         self.sampler.abort();
-        let figures = process_figures(self.engine.pid())?;
-        self.engine.stop();
-        drop(self.fakes);
-        if !keep_files {
-            std::fs::remove_dir_all(&self.work_dir)
-                .with_context(|| format!("failed to remove {}", self.work_dir.display()))?;
-        }
-        Ok(figures)
+        self.work_dir.keep = keep_files;
+        process_figures(self.engine.pid())
     }
 }
 

@@ -143,7 +143,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 &own.memory_samples(),
             );
             let violations = own.rate_limit_violations().await?;
-            let work_dir = own.work_dir.clone();
+            let work_dir = own.work_dir().to_owned();
             let figures = own.finish(options.keep_files)?;
             if options.keep_files && options.show_progress {
                 eprintln!("engine store and logs kept in {}", work_dir.display());
