@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use followup_core::sensitive::Sensitive;
 use followup_loadtest::{
-    Accounting, Delay, LoadOptions, LoadReport, Scenario, StartSpec, Target, run, svg,
+    Accounting, BackgroundSpec, Delay, LoadOptions, LoadReport, Scenario, StartSpec, Target, run,
+    svg,
 };
 
 fn started_engine(scenario: Scenario) -> LoadOptions {
@@ -101,6 +102,28 @@ async fn burst_waits_for_its_start_instant() {
     assert_eq!(delivery.received, 570);
     let early: u64 = delivery.timeline.iter().take(6).map(|point| point.sends).sum();
     assert_eq!(early, 0, "nothing sent before the start instant: {:?}", delivery.timeline);
+    assert!(report.passed, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_stays_pending_beside_the_load() {
+    let mut scenario = small_scenario();
+    scenario.name = "backlog".to_owned();
+    scenario.tenants = 1;
+    scenario.contacts_per_tenant = 200;
+    scenario.background = Some(BackgroundSpec { pending: 1_000, tenants: 3, rows_per_upload: 250 });
+    let report = load(started_engine(scenario)).await;
+    eprint!("{report}");
+
+    let background = report.background.as_ref().expect("the backlog was uploaded");
+    assert_eq!(background.tenants, 3);
+    assert_eq!(background.pending, 1_002, "1,000 rounded up over 3 tenants");
+    assert_eq!(background.failed_uploads, 0);
+    assert_eq!(report.settle.by_state.get("pending"), Some(&1_002), "{report}");
+    let delivery = report.delivery.as_ref().expect("receipts read");
+    assert_eq!(delivery.expected, 380, "the load's own follow-ups only");
+    assert_eq!(delivery.received, 380);
+    assert_eq!(delivery.unmatched, 0, "nothing of the backlog was sent");
     assert!(report.passed, "{report}");
 }
 

@@ -43,10 +43,13 @@ pub use crate::contacts::{
 pub use crate::engine::ProcessFigures;
 pub use crate::guard::{LoopbackUrl, check_loopback, parse_loopback};
 pub use crate::ingest::IngestTotals;
-pub use crate::report::{Checks, Headline, IngestSummary, LoadReport, SettleSummary};
+pub use crate::report::{
+    BackgroundSummary, Checks, Headline, IngestSummary, LoadReport, SettleSummary,
+};
 pub use crate::scenario::{
-    ConnectionLimits, Delay, FakeBehaviour, Limits, MAX_CONCURRENCY, MAX_CONTACTS_PER_TENANT,
-    MAX_TENANTS, MAX_TIMEOUT_SECONDS, Scenario, SequenceSpec, StartSpec, StepSpec, WindowSpec,
+    BackgroundSpec, ConnectionLimits, Delay, FakeBehaviour, Limits, MAX_CONCURRENCY,
+    MAX_CONTACTS_PER_TENANT, MAX_TENANTS, MAX_TIMEOUT_SECONDS, Scenario, SequenceSpec, StartSpec,
+    StepSpec, WindowSpec,
 };
 pub use crate::settle::Accounting;
 
@@ -107,6 +110,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         .await
         .context("timed out creating tenants: raise timeout_seconds")??;
     let run_tenants: HashSet<_> = tenants.iter().map(|tenant| tenant.id).collect();
+    let background = match scenario.background_scenario() {
+        Some(backlog) => {
+            Some(upload_backlog(&client, &backlog, deadline, options.show_progress).await?)
+        }
+        None => None,
+    };
 
     let run_started = Utc::now();
     let starts = scenario.start_instants(run_started);
@@ -176,7 +185,36 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         delivery,
         rate_limit_violations,
         engine_process,
+        background,
     }))
+}
+
+/// Creates the backlog's tenants and uploads its contacts, whose follow-ups stay pending
+/// through the run.
+async fn upload_backlog(
+    client: &EngineClient,
+    backlog: &Scenario,
+    deadline: Instant,
+    show_progress: bool,
+) -> anyhow::Result<report::BackgroundSummary> {
+    let pending = u64::from(backlog.tenants) * backlog.contacts_per_tenant;
+    if show_progress {
+        eprintln!("backlog: {pending} follow-ups 30 days away, in {} tenants", backlog.tenants);
+    }
+    let tenants = timeout_at(deadline, setup::create_tenants(client, backlog, &run_tag()))
+        .await
+        .context("timed out creating the backlog's tenants: raise timeout_seconds")??;
+    let started = Instant::now();
+    let totals =
+        ingest::run_uploads(client, &tenants, backlog, None, deadline, show_progress).await;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(report::BackgroundSummary {
+        tenants: backlog.tenants,
+        pending: totals.created,
+        failed_uploads: totals.failed_uploads,
+        seconds,
+        rows_per_second: if seconds > 0.0 { totals.rows as f64 / seconds } else { 0.0 },
+    })
 }
 
 /// Returns a tag that keeps tenant names of different runs apart: seconds since the Unix epoch.

@@ -25,6 +25,8 @@ pub struct LoadReport {
     pub delivery: Option<Delivery>,
     /// The engine process's memory and CPU; `None` unless the harness started the engine.
     pub engine_process: Option<ProcessFigures>,
+    /// The backlog uploaded before the measured load, if the scenario has one.
+    pub background: Option<BackgroundSummary>,
     pub checks: Checks,
     /// Whether every check that could be made passed.
     pub passed: bool,
@@ -48,6 +50,18 @@ pub struct Headline {
     pub lost: Option<u64>,
     pub duplicates: Option<u64>,
     pub rate_limit_violations: Option<u64>,
+}
+
+/// The backlog kept pending through the run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BackgroundSummary {
+    pub tenants: u32,
+    /// Follow-ups the backlog's uploads created.
+    pub pending: u64,
+    pub failed_uploads: u64,
+    /// Time to create the backlog's uploads, tenant creation left out.
+    pub seconds: f64,
+    pub rows_per_second: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -118,6 +132,7 @@ pub(crate) struct RunFacts<'a> {
     pub delivery: Option<Delivery>,
     pub rate_limit_violations: Option<u64>,
     pub engine_process: Option<ProcessFigures>,
+    pub background: Option<BackgroundSummary>,
 }
 
 /// Computes the summaries and checks of a finished run.
@@ -166,6 +181,12 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
 
     let mut problems = ingest.problems.clone();
     problems.extend(facts.settle.error.clone());
+    if let Some(background) = facts.background.as_ref().filter(|b| b.failed_uploads > 0) {
+        problems.push(format!(
+            "{} uploads of the backlog failed: it holds {} follow-ups, not the scenario's",
+            background.failed_uploads, background.pending
+        ));
+    }
     LoadReport {
         scenario: facts.scenario.to_owned(),
         tenants: facts.tenants,
@@ -190,6 +211,7 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
         },
         delivery: facts.delivery,
         engine_process: facts.engine_process,
+        background: facts.background,
         checks,
         passed,
         problems,
@@ -236,6 +258,16 @@ impl fmt::Display for LoadReport {
             settle.follow_ups_per_second,
             settle.seconds_total,
         )?;
+        if let Some(background) = &self.background {
+            writeln!(
+                f,
+                "backlog: {} follow-ups pending in {} tenants, uploaded in {:.1}s ({:.0} rows/s)",
+                background.pending,
+                background.tenants,
+                background.seconds,
+                background.rows_per_second
+            )?;
+        }
         self.fmt_delivery(f)?;
         self.fmt_checks(f)?;
         for problem in &self.problems {

@@ -55,6 +55,37 @@ pub struct Scenario {
     pub start: Option<StartSpec>,
     /// How the fakes behave when the harness starts them itself (`--engine`).
     pub fakes: FakeBehaviour,
+    /// Follow-ups uploaded before the measured load and kept pending through it, to measure
+    /// the engine under a large backlog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub background: Option<BackgroundSpec>,
+}
+
+/// A backlog that stays pending during the run: `pending` follow-ups spread over `tenants`
+/// extra tenants, each a contact whose single email step is 30 days away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundSpec {
+    pub pending: u64,
+    #[serde(default = "BackgroundSpec::one")]
+    pub tenants: u32,
+    #[serde(default = "BackgroundSpec::default_rows_per_upload")]
+    pub rows_per_upload: u64,
+}
+
+impl BackgroundSpec {
+    /// The most background tenants a run creates.
+    pub const MAX_TENANTS: u32 = 100_000;
+    /// The most background follow-ups a run uploads.
+    pub const MAX_PENDING: u64 = 20_000_000;
+
+    fn one() -> u32 {
+        1
+    }
+
+    fn default_rows_per_upload() -> u64 {
+        10_000
+    }
 }
 
 /// Start instants set by the run instead of by the uploads: every contact starts
@@ -184,6 +215,7 @@ impl Default for Scenario {
             sequence: SequenceSpec::default(),
             start: None,
             fakes: FakeBehaviour::default(),
+            background: None,
         }
     }
 }
@@ -237,6 +269,35 @@ impl Scenario {
             Some(starts) => generator.with_start(starts),
             None => generator,
         }
+    }
+
+    /// The scenario that uploads the backlog, if there is one: its own tenants, valid rows
+    /// only, another seed so that its rows differ from the run's, and one email step 30 days
+    /// away, so that nothing of it falls due during the run.
+    pub fn background_scenario(&self) -> Option<Scenario> {
+        let background = self.background?;
+        let tenants = background.tenants;
+        Some(Scenario {
+            name: format!("{}-background", self.name),
+            tenants,
+            contacts_per_tenant: background.pending.div_ceil(u64::from(tenants)),
+            rows_per_upload: background.rows_per_upload,
+            seed: self.seed ^ 0x6261_636b,
+            invalid_fraction: 0.0,
+            sequence: SequenceSpec {
+                name: "loadtest background".to_owned(),
+                steps: vec![StepSpec {
+                    channel: Channel::Email,
+                    delay: Delay::Text("30d".to_owned()),
+                    subject: Some("Later".to_owned()),
+                    body: "Not during this run.".to_owned(),
+                }],
+                window: None,
+            },
+            start: None,
+            background: None,
+            ..self.clone()
+        })
     }
 
     /// The start instants of a run that began at `run_started`, if the scenario sets them.
@@ -302,6 +363,21 @@ impl Scenario {
             self.poll_interval_ms
         );
         ensure!(!self.plan.trim().is_empty(), "plan is empty");
+        if let Some(background) = &self.background {
+            ensure!(
+                (1..=BackgroundSpec::MAX_TENANTS).contains(&background.tenants),
+                "background.tenants is {}: expected 1 to {}",
+                background.tenants,
+                BackgroundSpec::MAX_TENANTS
+            );
+            ensure!(
+                background.pending <= BackgroundSpec::MAX_PENDING,
+                "background.pending is {}: expected at most {}",
+                background.pending,
+                BackgroundSpec::MAX_PENDING
+            );
+            ensure!(background.rows_per_upload >= 1, "background.rows_per_upload is 0");
+        }
         if let Some(start) = &self.start {
             ensure!(
                 start.after_seconds <= MAX_TIMEOUT_SECONDS,

@@ -39,6 +39,7 @@ fn facts(ingest: IngestTotals, settle: SettleOutcome) -> RunFacts<'static> {
         delivery: None,
         rate_limit_violations: None,
         engine_process: None,
+        background: None,
     }
 }
 

@@ -160,3 +160,24 @@ fn step_delays_read_as_the_engine_reads_them() {
     let error = Scenario::from_yaml(&bad).expect_err("bad delay");
     assert!(format!("{error:#}").contains("sequence.steps[0].delay"), "{error:#}");
 }
+
+#[test]
+fn background_becomes_a_scenario_of_its_own() {
+    let yaml = "name: big\nseed: 3\nbackground:\n  pending: 1001\n  tenants: 4\n";
+    let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
+    let backlog = scenario.background_scenario().expect("the scenario has a backlog");
+    assert_eq!(backlog.name, "big-background");
+    assert_eq!(backlog.tenants, 4);
+    assert_eq!(backlog.contacts_per_tenant, 251, "1,001 rounded up over 4 tenants");
+    assert_eq!(backlog.rows_per_upload, 10_000);
+    assert_eq!(backlog.invalid_fraction, 0.0);
+    assert_ne!(backlog.seed, scenario.seed);
+    assert_eq!(backlog.sequence.steps.len(), 1);
+    assert_eq!(backlog.sequence.steps[0].delay.seconds(), Ok(30 * 86_400));
+    assert!(backlog.background.is_none());
+    assert!(Scenario::default().background_scenario().is_none());
+
+    let error =
+        Scenario::from_yaml("background:\n  pending: 10\n  tenants: 0\n").expect_err("no tenants");
+    assert!(format!("{error:#}").contains("background.tenants"), "{error:#}");
+}
