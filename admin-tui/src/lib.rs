@@ -5,9 +5,11 @@
 
 pub mod app;
 pub mod client;
+pub mod sse;
 pub mod tenants;
 mod view;
 
 pub use app::{App, Connection, InputMode};
 pub use client::{FetchError, PollOutcome, SnapshotClient, spawn_poller};
+pub use sse::{SseEvent, SseParser};
 pub use tenants::{SortKey, TenantOrder};
