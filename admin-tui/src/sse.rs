@@ -1,5 +1,5 @@
 //! Incremental parser of a server-sent event stream (the `text/event-stream` format of the
-//! HTML standard, section 9.2).
+//! WHATWG HTML standard).
 //!
 //! Bytes are pushed as they arrive, in chunks that may end anywhere, even between the CR and
 //! the LF of a line end or inside a multi-byte character. Only the fields the console needs
@@ -15,8 +15,8 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Largest line the parser buffers, in bytes. A snapshot of a few thousand tenants stays well
-/// under it; a stream that sends more without a line end is not a stream the console reads.
+/// Maximum line the parser buffers, in bytes. A snapshot of a few thousand tenants stays well
+/// under it. A stream that sends more without a line end is taken for broken.
 pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Failure to parse a stream.
@@ -37,8 +37,8 @@ pub struct SseParser {
     started: bool,
     event: String,
     data: String,
-    /// Whether any `data` field arrived since the last dispatch; an event without one is
-    /// dropped, as the standard says.
+    /// Whether any `data` field arrived since the last dispatch. The standard drops an event
+    /// without one.
     has_data: bool,
 }
 
