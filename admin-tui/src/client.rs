@@ -42,8 +42,8 @@ pub enum FetchError {
     Decode(#[from] serde_json::Error),
     #[error("request failed: {0}")]
     Request(String),
-    #[error("no data on the event stream for {} s", STREAM_IDLE_TIMEOUT.as_secs())]
-    StreamIdle,
+    #[error("no data on the event stream for {} s", .0.as_secs_f64())]
+    StreamIdle(Duration),
     #[error("the engine closed the event stream")]
     StreamClosed,
     #[error("invalid event stream: {0}")]
@@ -104,6 +104,8 @@ pub struct AdminClient {
     /// Base URL without user or password, ending in the path prefix if any.
     base: Url,
     token: Sensitive<String>,
+    /// Longest silence on an open event stream, [`STREAM_IDLE_TIMEOUT`] unless a test sets it.
+    stream_idle_timeout: Duration,
 }
 
 impl AdminClient {
@@ -126,7 +128,15 @@ impl AdminClient {
         // No overall timeout on the client: it would cut the event stream, which lasts as
         // long as the engine runs. Each plain request sets `REQUEST_TIMEOUT` instead.
         let http = reqwest::Client::builder().connect_timeout(REQUEST_TIMEOUT).build()?;
-        Ok(Self { http, base: strip_credentials(base), token })
+        let base = strip_credentials(base);
+        Ok(Self { http, base, token, stream_idle_timeout: STREAM_IDLE_TIMEOUT })
+    }
+
+    /// Sets the longest silence on an open event stream before it counts as dropped.
+    #[must_use]
+    pub fn with_stream_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.stream_idle_timeout = timeout;
+        self
     }
 
     /// Returns the address shown on screen: scheme, host and port, without any user or
@@ -199,7 +209,12 @@ impl AdminClient {
             .await
             .map_err(|_| FetchError::TimedOut)??;
         let response = check_status(response).await?;
-        Ok(SnapshotStream { response, parser: SseParser::new(), ready: Vec::new() })
+        Ok(SnapshotStream {
+            response,
+            parser: SseParser::new(),
+            ready: Vec::new(),
+            idle_timeout: self.stream_idle_timeout,
+        })
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -299,19 +314,20 @@ pub struct SnapshotStream {
     parser: SseParser,
     /// Snapshots parsed from the last chunk and not returned yet, oldest last.
     ready: Vec<AdminSnapshot>,
+    idle_timeout: Duration,
 }
 
 impl SnapshotStream {
     /// Waits for the next `snapshot` event. Heartbeat comments and events of other names
-    /// are skipped, but they count as signs of life against [`STREAM_IDLE_TIMEOUT`].
+    /// are skipped, but they count as signs of life against the idle timeout.
     pub async fn next_snapshot(&mut self) -> Result<AdminSnapshot, FetchError> {
         loop {
             if let Some(snapshot) = self.ready.pop() {
                 return Ok(snapshot);
             }
-            let chunk = tokio::time::timeout(STREAM_IDLE_TIMEOUT, self.response.chunk())
+            let chunk = tokio::time::timeout(self.idle_timeout, self.response.chunk())
                 .await
-                .map_err(|_| FetchError::StreamIdle)??
+                .map_err(|_| FetchError::StreamIdle(self.idle_timeout))??
                 .ok_or(FetchError::StreamClosed)?;
 
             for event in self.parser.push(&chunk)? {

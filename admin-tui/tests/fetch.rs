@@ -296,6 +296,27 @@ async fn stream_yields_snapshots_from_pieces() {
     assert!(request.has_header(&format!("authorization: bearer {TOKEN}")), "{request:?}");
 }
 
+#[tokio::test]
+async fn stream_silence_counts_as_dropped() {
+    // The server sends the head, one heartbeat, then nothing for longer than the timeout.
+    let chunks = vec![
+        (Duration::ZERO, ": heartbeat\n\n".to_owned()),
+        (Duration::from_millis(1500), ": too late\n\n".to_owned()),
+    ];
+    let (listener, url) = bind();
+    let (_, server) = serve(listener, 1, move |_| Reply::Stream(chunks.clone()));
+    let client = client(&url).with_stream_idle_timeout(Duration::from_millis(300));
+
+    let mut stream = client.open_stream().await.expect("stream opens");
+    let started = std::time::Instant::now();
+    let error = stream.next_snapshot().await.expect_err("silence");
+    assert!(matches!(error, FetchError::StreamIdle(_)), "{error:?}");
+    assert_eq!(error.to_string(), "no data on the event stream for 0.3 s");
+    assert!(started.elapsed() < Duration::from_millis(1200), "gave up after the timeout");
+    drop(stream);
+    server.join().expect("server thread");
+}
+
 /// Waits for the feed's next update, at most 5 s.
 async fn next_update(feed: &mut mpsc::Receiver<FeedUpdate>) -> FeedUpdate {
     tokio::time::timeout(Duration::from_secs(5), feed.recv())
