@@ -596,7 +596,15 @@ impl App {
     }
 
     fn ask_retry(&mut self) {
-        self.confirm = Some(Action::RetryDeadLetters { tenant: self.target_tenant() });
+        let tenant = self.target_tenant();
+        if tenant.is_none() && matches!(self.view, View::Tenants | View::Detail) {
+            // An empty table must not turn R into a retry of every tenant's dead letters.
+            let text = "select a tenant first: R retries all dead letters only in the overview \
+                        and the failures view";
+            self.status = Some(Status { text: text.to_owned(), error: true });
+            return;
+        }
+        self.confirm = Some(Action::RetryDeadLetters { tenant });
     }
 
     fn request_detail(&mut self) {

@@ -790,8 +790,15 @@ fn engine_without_pages_filters_snapshot() {
     assert_eq!(names_on_screen(&app), ["Acme Corp", "Initech", "Globex", "Umbrella"], "by quota");
     press(&mut app, KeyCode::Char('/'));
     type_text(&mut app, "GLO");
+    press(&mut app, KeyCode::Char('R'));
+    assert_eq!(app.pending_confirmation(), None, "R is filter text while typing");
+    press(&mut app, KeyCode::Backspace);
     assert_eq!(names_on_screen(&app), ["Globex"]);
     type_text(&mut app, "x");
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Char('R'));
+    assert_eq!(app.pending_confirmation(), None, "no tenant selected, so no retry of all");
+    assert!(app.status().is_some_and(|status| status.error));
     app.tick(start + Duration::from_secs(5));
     assert!(page_requests(&mut app).is_empty(), "no page requests to this engine");
     assert_eq!(
