@@ -8,8 +8,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::DateTime;
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use followup_core::api::{AdminSnapshot, DeadLetterPage, TenantDetail};
+use followup_core::api::{AdminSnapshot, DeadLetterPage, QueueSummary, TenantDetail};
 use followup_core::ids::TenantId;
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -64,9 +65,23 @@ pub struct Throughput {
 }
 
 impl Throughput {
-    fn record(&mut self, snapshot: &AdminSnapshot) {
-        let sends = snapshot.queues.iter().map(|queue| queue.sends_per_s).sum();
-        let errors = snapshot.queues.iter().map(|queue| queue.errors_per_s).sum();
+    /// Adds the rates of `snapshot`, the one received after `previous`.
+    ///
+    /// An engine that fills the queues' `provider` also fills their rates, which count failed
+    /// attempts that will be retried. An older engine leaves the rates at zero, so the rates
+    /// are then the growth of the queues' sent and failed counts between the two snapshots
+    /// over the time between them by the engine's clock, which misses retried attempts.
+    fn record(&mut self, previous: Option<&AdminSnapshot>, snapshot: &AdminSnapshot) {
+        let has_rates = snapshot.queues.iter().any(|queue| !queue.provider.is_empty());
+        let rates = if has_rates {
+            let sends = snapshot.queues.iter().map(|queue| queue.sends_per_s).sum();
+            let errors = snapshot.queues.iter().map(|queue| queue.errors_per_s).sum();
+            Some((sends, errors))
+        } else {
+            previous.and_then(|previous| rates_between(previous, snapshot))
+        };
+        let Some((sends, errors)) = rates else { return };
+
         for (series, value) in [(&mut self.sends_per_s, sends), (&mut self.errors_per_s, errors)] {
             if series.len() == HISTORY_LEN {
                 series.pop_front();
@@ -74,6 +89,24 @@ impl Throughput {
             series.push_back(value);
         }
     }
+}
+
+/// Returns the sends and failures per second between two snapshots, from their counts and
+/// engine clocks, or `None` when a clock does not parse or does not move forward.
+fn rates_between(earlier: &AdminSnapshot, later: &AdminSnapshot) -> Option<(f64, f64)> {
+    let instant = |snapshot: &AdminSnapshot| DateTime::parse_from_rfc3339(&snapshot.now).ok();
+    let elapsed = (instant(later)? - instant(earlier)?).as_seconds_f64();
+    if elapsed <= 0.0 {
+        return None;
+    }
+    let sum = |snapshot: &AdminSnapshot, count: fn(&QueueSummary) -> u64| -> u64 {
+        snapshot.queues.iter().map(count).sum()
+    };
+    // A count can shrink, when retention deletes old follow-ups; that is no negative rate.
+    let sent = sum(later, |queue| queue.sent).saturating_sub(sum(earlier, |queue| queue.sent));
+    let failed =
+        sum(later, |queue| queue.failed).saturating_sub(sum(earlier, |queue| queue.failed));
+    Some((sent as f64 / elapsed, failed as f64 / elapsed))
 }
 
 /// Outcome of one snapshot request made outside the feed.
@@ -271,7 +304,7 @@ impl App {
     pub fn apply_feed(&mut self, update: FeedUpdate) {
         match update {
             FeedUpdate::Snapshot(snapshot) => {
-                self.throughput.record(&snapshot);
+                self.throughput.record(self.snapshot.as_deref(), &snapshot);
                 self.tenants.set_snapshot_tenants(&snapshot.tenants);
                 self.snapshot = Some(snapshot);
                 self.updated_at = Some(self.now);

@@ -233,6 +233,29 @@ fn overview_screen_renders() {
     );
 }
 
+/// An engine older than the rate fields gets sparklines from the growth of its counts.
+#[test]
+fn throughput_from_counts_without_rates() {
+    let start = Instant::now();
+    let mut app = App::starting_at("http://127.0.0.1:8080", Rect::new(0, 0, WIDTH, HEIGHT), start);
+    for (now, sent, failed) in [("05:00:00", 100, 4), ("05:00:02", 110, 4), ("05:00:03", 113, 6)] {
+        let mut snapshot = fixed_snapshot();
+        snapshot.now = format!("2025-03-04T{now}Z");
+        snapshot.queues = vec![QueueSummary {
+            channel: "email".to_owned(),
+            sent,
+            failed,
+            ..QueueSummary::default()
+        }];
+        app.apply_feed(FeedUpdate::Snapshot(Arc::new(snapshot)));
+    }
+
+    let throughput = app.throughput();
+    assert_eq!(throughput.sends_per_s, [5.0, 3.0], "10 in 2 s, then 3 in 1 s");
+    assert_eq!(throughput.errors_per_s, [0.0, 2.0]);
+    assert_eq!(screen(&app)[3], format!("{:<80}", "sends/s       3.0 █▄"));
+}
+
 /// The tenant table before any page arrived: the snapshot's tenants.
 #[test]
 fn tenants_screen_renders() {
