@@ -40,14 +40,15 @@ pub fn run(
     let mut last_frame: Option<Instant> = None;
 
     while !app.should_quit() {
+        // The clock moves first, so that a snapshot is stamped with the time it arrived.
+        let now = Instant::now();
+        app.tick(now);
         dirty |= drain_feed(&mut app, &mut feed);
         while let Ok(response) = responses.try_recv() {
             app.apply_response(response);
             dirty = true;
         }
 
-        let now = Instant::now();
-        app.tick(now);
         for request in app.take_requests() {
             let client = client.clone();
             let sender = responses_sender.clone();

@@ -520,6 +520,24 @@ async fn actions_post_expected_requests() {
 }
 
 #[test]
+fn backoff_doubles_to_cap() {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+    let waits: Vec<(u32, Duration)> = (0..7).map(|_| backoff.fail()).collect();
+    let millis: Vec<(u32, u128)> = waits.iter().map(|(n, wait)| (*n, wait.as_millis())).collect();
+    assert_eq!(
+        millis,
+        [(1, 500), (2, 1_000), (3, 2_000), (4, 4_000), (5, 8_000), (6, 10_000), (7, 10_000)]
+    );
+
+    backoff.reset();
+    assert_eq!(backoff.fail(), (1, Duration::from_millis(500)), "a snapshot starts over");
+    for _ in 0..100 {
+        backoff.fail();
+    }
+    assert_eq!(backoff.fail().1, Duration::from_secs(10), "long outages stay at the cap");
+}
+
+#[test]
 fn client_rejects_bad_settings() {
     let url = Url::parse("ftp://127.0.0.1/").expect("valid URL");
     let error = AdminClient::new(&url, Sensitive::new(TOKEN.to_owned())).expect_err("ftp");
