@@ -121,3 +121,51 @@ async fn console_shows_engine_tenants() -> anyhow::Result<()> {
     assert!(!everything.contains(OPERATOR_TOKEN), "the token is on screen");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn console_reconnects_after_engine_restart() -> anyhow::Result<()> {
+    let first = TestEngine::start(|_| {}).await?;
+    first.create_tenant("Northwind Traders", "pro").await?;
+    let base = reqwest::Url::parse(&first.running.url())?;
+    let address: std::net::SocketAddr =
+        format!("{}:{}", base.host_str().unwrap_or_default(), base.port().unwrap_or_default())
+            .parse()?;
+    assert!(address.ip().is_loopback(), "the engine listens on loopback: {address}");
+
+    let client = AdminClient::new(&base, Sensitive::new(OPERATOR_TOKEN.to_owned()))?;
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+    let mut feed = spawn_feed_with(client.clone(), backoff, Duration::from_millis(100));
+    let mut app = App::new(client.server(), AREA);
+    press(&mut app, KeyCode::Char('2'));
+    let shows = |name: &'static str| {
+        move |app: &App, lines: &[String]| {
+            !matches!(app.link(), LinkState::Retrying { .. })
+                && lines.iter().any(|line| line.contains(name))
+        }
+    };
+    run_until(&mut app, &mut feed, &client, shows("Northwind Traders")).await;
+
+    // The engine stops: the console keeps the last figures and says it is reconnecting.
+    let TestEngine { running, data_dir, .. } = first;
+    running.stop().await;
+    drop(data_dir);
+    let reconnecting = |app: &App, lines: &[String]| {
+        matches!(app.link(), LinkState::Retrying { .. })
+            && lines[1].starts_with(&format!("reconnecting to {} in ", app.server()))
+            && lines[22].starts_with("last attempt failed: ")
+    };
+    let lines = run_until(&mut app, &mut feed, &client, reconnecting).await;
+    assert!(
+        lines.iter().any(|line| line.contains("Northwind Traders")),
+        "the last figures stay on screen:\n{}",
+        lines.join("\n")
+    );
+
+    // A new engine on the same address, with a tenant of its own, is picked up.
+    let second = TestEngine::start(|config| config.listen = address).await?;
+    second.create_tenant("Contoso", "pro").await?;
+    let lines = run_until(&mut app, &mut feed, &client, shows("Contoso")).await;
+    assert!(lines[1].contains(&client.server()), "link line: {}", lines[1]);
+    assert!(!lines.join("\n").contains(OPERATOR_TOKEN), "the token is on screen");
+    Ok(())
+}
