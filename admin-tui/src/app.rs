@@ -637,7 +637,14 @@ impl App {
             self.status = Some(Status { text: text.to_owned(), error: true });
             return;
         }
-        self.confirm = Some(Action::RetryDeadLetters { tenant });
+        let seen = match self.view {
+            View::Detail => {
+                self.detail.as_ref().and_then(|d| d.detail.as_ref()).map(|d| d.summary.dead)
+            }
+            View::Tenants => self.tenants.selected_tenant().map(|summary| summary.dead),
+            View::Overview | View::Failures => self.snapshot.as_ref().map(|s| s.dead_letters),
+        };
+        self.confirm = Some(Action::RetryDeadLetters { tenant, seen });
     }
 
     fn request_detail(&mut self) {

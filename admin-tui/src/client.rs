@@ -262,7 +262,7 @@ fn action_request(action: &Action) -> (Vec<String>, OperatorAction) {
             let tenant = tenant.to_string();
             vec!["tenants".into(), tenant, "connections".into(), provider.clone(), "resume".into()]
         }
-        Action::RetryDeadLetters { tenant } => {
+        Action::RetryDeadLetters { tenant, .. } => {
             body.tenant = tenant.as_ref().map(|(id, _)| *id);
             vec!["dead-letters".into(), "retry".into()]
         }

@@ -52,6 +52,9 @@ pub enum Action {
     /// Retry the dead letters of one tenant (id and name), or of all tenants.
     RetryDeadLetters {
         tenant: Option<(TenantId, String)>,
+        /// Dead letters on screen when the operator pressed the key, for the dialog. The
+        /// engine retries those it has when the request arrives, which may be more.
+        seen: Option<u64>,
     },
 }
 
@@ -72,12 +75,16 @@ impl Action {
             Action::ResumeConnection { name, provider, .. } => {
                 format!("Resume the {provider} connection of {name}: it sends again.")
             }
-            Action::RetryDeadLetters { tenant: Some((_, name)) } => {
-                format!("Retry every dead letter of {name}: they are queued to be sent again.")
+            Action::RetryDeadLetters { tenant, seen } => {
+                let whose = match tenant {
+                    Some((_, name)) => name.clone(),
+                    None => "ALL tenants".to_owned(),
+                };
+                let count = seen.map_or_else(String::new, |n| format!(" ({n} on screen)"));
+                format!(
+                    "Retry every dead letter of {whose}{count}: they are queued to be sent again."
+                )
             }
-            Action::RetryDeadLetters { tenant: None } => "Retry the dead letters of ALL \
-                 tenants: they are queued to be sent again."
-                .to_owned(),
         }
     }
 
@@ -92,10 +99,10 @@ impl Action {
             Action::ResumeConnection { name, provider, .. } => {
                 format!("resumed the {provider} connection of {name}")
             }
-            Action::RetryDeadLetters { tenant: Some((_, name)) } => {
+            Action::RetryDeadLetters { tenant: Some((_, name)), .. } => {
                 format!("queued the dead letters of {name} again")
             }
-            Action::RetryDeadLetters { tenant: None } => {
+            Action::RetryDeadLetters { tenant: None, .. } => {
                 "queued the dead letters of all tenants again".to_owned()
             }
         }
@@ -112,10 +119,10 @@ impl Action {
             Action::ResumeConnection { name, provider, .. } => {
                 format!("resume the {provider} connection of {name}")
             }
-            Action::RetryDeadLetters { tenant: Some((_, name)) } => {
+            Action::RetryDeadLetters { tenant: Some((_, name)), .. } => {
                 format!("retry the dead letters of {name}")
             }
-            Action::RetryDeadLetters { tenant: None } => {
+            Action::RetryDeadLetters { tenant: None, .. } => {
                 "retry the dead letters of all tenants".to_owned()
             }
         }

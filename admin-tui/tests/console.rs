@@ -915,8 +915,11 @@ fn actions_follow_the_view() {
     assert!(app.take_requests().is_empty(), "Esc cancels");
 
     press(&mut app, KeyCode::Char('R'));
-    assert_eq!(app.pending_confirmation(), Some(&Action::RetryDeadLetters { tenant: Some(acme) }));
-    assert!(screen(&app).iter().any(|line| line.contains("Retry every dead letter of Acme Corp")));
+    let retry_acme = Action::RetryDeadLetters { tenant: Some(acme), seen: Some(1) };
+    assert_eq!(app.pending_confirmation(), Some(&retry_acme));
+    assert!(
+        screen(&app).iter().any(|line| line.contains("Retry every dead letter of Acme Corp (1 on"))
+    );
     press(&mut app, KeyCode::Char('n'));
 
     press(&mut app, KeyCode::Char('3'));
@@ -924,7 +927,8 @@ fn actions_follow_the_view() {
     press(&mut app, KeyCode::Char('y'));
     let requests = app.take_requests();
     assert!(
-        requests.contains(&Request::Action(Action::RetryDeadLetters { tenant: None })),
+        requests
+            .contains(&Request::Action(Action::RetryDeadLetters { tenant: None, seen: Some(1) })),
         "{requests:?}"
     );
 }

@@ -481,8 +481,8 @@ async fn actions_post_expected_requests() {
         Action::ResumeTenant { tenant, name: name.clone() },
         Action::PauseConnection { tenant, name: name.clone(), provider: "gmail".to_owned() },
         Action::ResumeConnection { tenant, name: name.clone(), provider: "twilio".to_owned() },
-        Action::RetryDeadLetters { tenant: Some((tenant, name)) },
-        Action::RetryDeadLetters { tenant: None },
+        Action::RetryDeadLetters { tenant: Some((tenant, name)), seen: Some(2) },
+        Action::RetryDeadLetters { tenant: None, seen: None },
     ];
     let (listener, url) = bind();
     let (requests, server) = serve(listener, actions.len(), |_| {
