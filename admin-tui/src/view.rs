@@ -213,12 +213,24 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
             if view == app.view() { selected().add_modifier(Modifier::BOLD) } else { Style::new() };
         spans.push(Span::styled(format!(" {label} "), style));
     }
-    let hints = "? help  q quit";
-    let [left, right] =
-        Layout::horizontal([Constraint::Fill(1), Constraint::Length(hints.len() as u16)])
-            .areas(area);
-    frame.render_widget(Line::from(spans), left);
-    frame.render_widget(Line::from(hints).right_aligned(), right);
+    render_beside(Line::from(spans), "? help  q quit", frame, area);
+}
+
+/// Draws `left` and, if both fit with a cell between them, `hints` at the right edge. On a
+/// narrow terminal the hints give way, because `left` says where the operator is.
+fn render_beside(left: Line<'_>, hints: &str, frame: &mut Frame, area: Rect) -> Rect {
+    let hints = Line::from(hints);
+    let hints_width = u16::try_from(hints.width()).unwrap_or(u16::MAX);
+    let left_width = u16::try_from(left.width()).unwrap_or(u16::MAX);
+    if left_width.saturating_add(hints_width).saturating_add(1) > area.width {
+        frame.render_widget(left, area);
+        return area;
+    }
+    let [left_area, right_area] =
+        Layout::horizontal([Constraint::Fill(1), Constraint::Length(hints_width)]).areas(area);
+    frame.render_widget(left, left_area);
+    frame.render_widget(hints.right_aligned(), right_area);
+    left_area
 }
 
 /// Draws why the link is down while it is, and otherwise the outcome of the last action.
@@ -254,18 +266,13 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
         View::Failures => "PgUp PgDn page  R retry all dead letters",
         View::Detail => "↑↓ connection  p pause  r resume  R retry  Esc back",
     };
-    let hints_width = u16::try_from(Line::from(hints).width()).unwrap_or(u16::MAX);
-    let [left_area, right_area] =
-        Layout::horizontal([Constraint::Fill(1), Constraint::Length(hints_width)]).areas(area);
-
     // While typing, the terminal cursor sits where the next character will appear.
+    let typed = u16::try_from(left.width()).unwrap_or(u16::MAX);
+    let left_area = render_beside(left, hints, frame, area);
     if typing {
-        let typed = u16::try_from(left.width()).unwrap_or(u16::MAX);
         let column = left_area.x.saturating_add(typed).min(left_area.right().saturating_sub(1));
         frame.set_cursor_position((column, left_area.y));
     }
-    frame.render_widget(left, left_area);
-    frame.render_widget(Line::from(hints).right_aligned(), right_area);
 }
 
 /// Draws the key list in a box over the middle of the screen.

@@ -1070,3 +1070,28 @@ fn colours_are_terminal_defaults() {
         assert_eq!(drawn[22][0].fg, Some(Color::Red), "the reason is an alert");
     }
 }
+
+/// Small and odd terminal sizes draw every view without a panic, with the tabs in place.
+#[test]
+fn tiny_terminals_draw() {
+    let mut app = app_with(fixed_snapshot(), Instant::now());
+    open_detail(&mut app);
+    for (width, height) in [(1, 1), (10, 3), (40, 8), (80, 6), (200, 60)] {
+        app.handle_event(&Event::Resize(width, height));
+        for key in ['1', '2', '3', '4', '?'] {
+            press(&mut app, KeyCode::Char(key));
+            let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+            terminal.draw(|frame| app.render(frame)).expect("draw");
+            if height >= 3 && key != '?' {
+                let buffer = terminal.backend().buffer();
+                let tabs: String = (0..width.min(11)).map(|x| buffer[(x, 2)].symbol()).collect();
+                assert_eq!(tabs, " 1 Overview"[..tabs.len()], "{width}x{height}, view {key}");
+            }
+        }
+        press(&mut app, KeyCode::Char('?'));
+        press(&mut app, KeyCode::Char('p'));
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+        terminal.draw(|frame| app.render(frame)).expect("draw the dialog");
+        press(&mut app, KeyCode::Esc);
+    }
+}
