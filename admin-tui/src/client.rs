@@ -245,6 +245,9 @@ impl AdminClient {
 }
 
 /// Returns the path segments after `/admin/v1/` and the body of `action`.
+///
+/// NOTE: the routes name a connection by its provider, so a tenant with two connections of
+/// one provider cannot pause one of them alone.
 fn action_request(action: &Action) -> (Vec<String>, OperatorAction) {
     let mut body = OperatorAction::default();
     let segments = match action {

@@ -64,6 +64,9 @@ fn failure_row<'a>(app: &'a App, failure: &'a FailureRecord) -> Row<'a> {
 }
 
 /// Returns the tenant's name if the console has seen it, else its id.
+///
+/// NOTE: failure records and dead letters carry no tenant name, so a tenant outside the
+/// snapshot's first page and the open detail shows as its id.
 pub(super) fn tenant_label(app: &App, tenant: followup_core::ids::TenantId) -> String {
     app.tenant_name(tenant).map_or_else(|| tenant.to_string(), str::to_owned)
 }
