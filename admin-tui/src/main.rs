@@ -1,18 +1,14 @@
 //! `followup-tui`: the operator console in a terminal.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use clap::Parser;
 use followup_core::sensitive::Sensitive;
-use followup_tui::{App, SnapshotClient, spawn_poller};
+use followup_tui::{AdminClient, App, event_loop, spawn_feed};
 use ratatui::layout::Rect;
 use reqwest::Url;
 
-/// Period between two snapshot requests.
-const POLL_PERIOD: Duration = Duration::from_secs(1);
-
-/// Live view of a followup engine: totals, queues per channel and tenants by backlog.
+/// Live view of a followup engine: totals, throughput, queues, tenants, failures and dead
+/// letters, with keys to pause, resume and retry.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -34,27 +30,28 @@ fn parse_token(value: &str) -> Result<Sensitive<String>, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = SnapshotClient::new(&cli.url, cli.token)?;
+    let client = AdminClient::new(&cli.url, cli.token)?;
     let server = client.server();
 
-    // One worker is enough for one request per second; the screen runs on the main thread.
+    // One worker is enough for the stream and a few requests; the screen runs on the main
+    // thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("failed to start the tokio runtime")?;
-    let updates = {
+    let feed = {
         let _context = runtime.enter();
-        spawn_poller(client, POLL_PERIOD)
+        spawn_feed(client.clone())
     };
 
     // try_init also installs a panic hook that restores the terminal before the message.
     let mut terminal = ratatui::try_init().context("failed to set up the terminal")?;
     let app = App::new(server, Rect::default());
-    let result = app.run(&mut terminal, updates);
+    let result = event_loop::run(app, &mut terminal, feed, &client, runtime.handle());
     ratatui::restore();
 
-    // Do not wait for a request in flight, which can take up to its timeout.
+    // Do not wait for requests in flight, which can take up to their timeout.
     runtime.shutdown_background();
     result.context("terminal input or output failed")
 }

@@ -1,94 +1,134 @@
-//! Drawing of the console's screen from the state of an [`App`].
+//! Drawing of the console's screens from the state of an [`App`].
 //!
-//! Styles use only the terminal's default colors with bold and reverse, so that the screen
-//! reads the same on dark and light themes.
+//! Text uses the terminal's default foreground and background, with bold and reverse for
+//! emphasis, so the screen reads the same on dark and light themes. Red is the only colour,
+//! an accent on failures, and every red text also states in words what is wrong.
 
-use chrono::{DateTime, Utc};
-use followup_core::api::{AdminSnapshot, QueueSummary, TenantSummary};
+mod detail;
+mod failures;
+mod format;
+mod overview;
+mod tenants;
+
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 
-use crate::app::{App, Connection, InputMode};
+use crate::app::{App, InputMode, View};
+use crate::feed::LinkState;
+pub(crate) use format::grouped;
+use format::{age, engine_clock};
 
 /// Keys listed by the help overlay, as (keys, effect).
-const HELP: [(&str, &str); 10] = [
-    ("↑ ↓  k j", "scroll one row"),
-    ("PgUp PgDn", "scroll one page"),
-    ("Home End", "first or last row"),
-    ("s", "sort by backlog, name or sent"),
-    ("/", "filter tenants by name"),
-    ("Enter", "stop typing, keep the filter"),
-    ("Esc", "clear the filter"),
+const HELP: [(&str, &str); 15] = [
+    ("Tab S-Tab", "next or previous view"),
+    ("1 2 3 4", "overview, tenants, failures, detail"),
+    ("↑ ↓  k j", "select a tenant or a connection"),
+    ("PgUp PgDn", "page tenants or dead letters"),
+    ("Home End", "first or last row or page"),
+    ("s", "sort tenants: backlog, name, failed, quota"),
+    ("/", "filter tenants by name or id"),
+    ("Enter", "open the tenant; stop typing the filter"),
+    ("Esc", "back; clear the filter"),
+    ("p", "pause the tenant, or the connection"),
+    ("r", "resume the tenant, or the connection"),
+    ("R", "retry dead letters: the tenant's or all"),
+    ("y n", "confirm or cancel an action"),
     ("?", "show or hide this help"),
-    ("q", "quit"),
-    ("Ctrl-C", "quit, also while typing"),
+    ("q Ctrl-C", "quit"),
 ];
 
 /// Width of the key column of the help overlay, in cells.
 const HELP_KEY_WIDTH: usize = 11;
 
-/// Rows of the tenant table's frame that show no tenant: two borders and the column header.
-const TENANT_TABLE_CHROME: u16 = 3;
+/// Rows of a bordered table that show no data: two borders and the column header.
+pub(crate) const TABLE_CHROME: u16 = 3;
 
-fn bold() -> Style {
+/// Rows of the screen outside the view's body: totals, link, tabs, status and footer.
+const SCREEN_CHROME: u16 = 5;
+
+pub(crate) fn bold() -> Style {
     Style::new().add_modifier(Modifier::BOLD)
 }
 
-/// The regions of the main screen, top to bottom.
-#[derive(Clone, Copy, Debug)]
+/// Style of text that reports a failure: red as an accent, bold so that it also stands out
+/// on a terminal without colours.
+pub(crate) fn alert() -> Style {
+    bold().fg(Color::Red)
+}
+
+pub(crate) fn selected() -> Style {
+    Style::new().add_modifier(Modifier::REVERSED)
+}
+
+/// The regions of the screen, top to bottom.
 struct Areas {
     totals: Rect,
-    connection: Rect,
-    queues: Rect,
-    tenants: Rect,
+    link: Rect,
+    tabs: Rect,
+    body: Rect,
+    status: Rect,
     footer: Rect,
 }
 
 impl Areas {
-    fn split(area: Rect, queue_count: usize) -> Self {
-        // Two borders and the column header around one row per channel.
-        let queue_height = u16::try_from(queue_count).unwrap_or(u16::MAX).saturating_add(3);
-        let [totals, connection, queues, tenants, footer] = Layout::vertical([
+    fn split(area: Rect) -> Self {
+        let [totals, link, tabs, body, status, footer] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Length(1),
-            Constraint::Length(queue_height),
+            Constraint::Length(1),
             Constraint::Fill(1),
+            Constraint::Length(1),
             Constraint::Length(1),
         ])
         .areas(area);
-        Self { totals, connection, queues, tenants, footer }
+        Self { totals, link, tabs, body, status, footer }
     }
 }
 
-/// Returns how many tenant rows fit on a screen of size `area`, the length of one page.
-pub(crate) fn tenant_page_rows(area: Rect, queue_count: usize) -> usize {
-    let tenants = Areas::split(area, queue_count).tenants;
-    usize::from(tenants.height.saturating_sub(TENANT_TABLE_CHROME))
+fn body_height(viewport: Rect) -> u16 {
+    viewport.height.saturating_sub(SCREEN_CHROME)
+}
+
+/// Returns how many tenant rows fit on a screen of size `viewport`, the length of one page.
+pub(crate) fn tenant_page_rows(viewport: Rect) -> usize {
+    usize::from(body_height(viewport).saturating_sub(TABLE_CHROME))
+}
+
+/// Returns how many dead letters fit on the failures view of a screen of size `viewport`.
+pub(crate) fn dead_letter_page_rows(viewport: Rect) -> usize {
+    usize::from(failures::dead_letter_rows(body_height(viewport)))
 }
 
 /// Draws the whole screen of `app` onto `frame`.
 pub(crate) fn render(app: &App, frame: &mut Frame) {
-    let snapshot = app.snapshot();
-    let queue_count = snapshot.map_or(0, |snapshot| snapshot.queues.len());
-    let areas = Areas::split(frame.area(), queue_count);
+    let areas = Areas::split(frame.area());
 
-    render_totals(snapshot, frame, areas.totals);
-    render_connection(app, frame, areas.connection);
-    render_queues(snapshot.map_or(&[], |snapshot| &snapshot.queues), frame, areas.queues);
-    render_tenants(app, frame, areas.tenants);
+    render_totals(app, frame, areas.totals);
+    render_link(app, frame, areas.link);
+    render_tabs(app, frame, areas.tabs);
+    match app.view() {
+        View::Overview => overview::render(app, frame, areas.body),
+        View::Tenants => tenants::render(app, frame, areas.body),
+        View::Failures => failures::render(app, frame, areas.body),
+        View::Detail => detail::render(app, frame, areas.body),
+    }
+    render_status(app, frame, areas.status);
     render_footer(app, frame, areas.footer);
 
     if app.help_visible() {
         render_help(frame);
     }
+    if let Some(action) = app.pending_confirmation() {
+        render_confirmation(&action.describe(), frame);
+    }
 }
 
 /// Draws the totals on the left and the engine clock on the right.
-fn render_totals(snapshot: Option<&AdminSnapshot>, frame: &mut Frame, area: Rect) {
-    let Some(snapshot) = snapshot else {
+fn render_totals(app: &App, frame: &mut Frame, area: Rect) {
+    let Some(snapshot) = app.snapshot() else {
         frame.render_widget(Line::from("no snapshot yet"), area);
         return;
     };
@@ -124,151 +164,115 @@ fn render_totals(snapshot: Option<&AdminSnapshot>, frame: &mut Frame, area: Rect
     frame.render_widget(Line::from(clock).right_aligned(), right);
 }
 
-fn render_connection(app: &App, frame: &mut Frame, area: Rect) {
+/// Draws how snapshots arrive, how old the figures on screen are and, while the link is
+/// down, why and when the next attempt starts.
+fn render_link(app: &App, frame: &mut Frame, area: Rect) {
     let server = app.server();
-    let line = match app.connection() {
-        Connection::Connecting => Line::from(format!("connecting to {server}")),
-        Connection::Connected => Line::from(format!("connected to {server}")),
-        Connection::Reconnected { .. } => Line::styled(format!("reconnected to {server}"), bold()),
-        // The figures of the last snapshot stay on screen, and the engine clock in the header
-        // shows how old they are.
-        Connection::Disconnected { reason } => Line::styled(
-            format!("disconnected: {reason}, retrying"),
-            bold().add_modifier(Modifier::REVERSED),
-        ),
+    let updated = app.updated_at().map_or_else(
+        || "no update yet".to_owned(),
+        |at| format!("updated {}", age(app.now().saturating_duration_since(at))),
+    );
+    let line = match app.link() {
+        LinkState::Connecting => Line::from(format!("connecting to {server}")),
+        LinkState::Streaming => Line::from(format!("live from {server} (event stream), {updated}")),
+        LinkState::Polling => {
+            Line::from(format!("polling {server} each second (no event stream), {updated}"))
+        }
+        LinkState::Retrying { attempt, retry_at, .. } => {
+            // Round up, so the countdown reads 1 s until the attempt starts. The reason is on
+            // the status line, where it has the whole width.
+            let wait = retry_at.saturating_duration_since(app.now());
+            let seconds = wait.as_millis().div_ceil(1000);
+            Line::styled(
+                format!("reconnecting to {server} in {seconds} s (attempt {attempt}), {updated}"),
+                alert(),
+            )
+        }
+        LinkState::Stopped { reason } => Line::styled(format!("stopped: {reason}"), alert()),
     };
     frame.render_widget(line, area);
 }
 
-fn render_queues(queues: &[QueueSummary], frame: &mut Frame, area: Rect) {
-    let header =
-        Row::new([Cell::from("channel"), right("waiting"), right("sent"), right("failed")])
-            .style(bold());
-    let rows = queues.iter().map(|queue| {
-        Row::new([
-            Cell::from(queue.channel.as_str()),
-            right(grouped(queue.waiting)),
-            right(grouped(queue.sent)),
-            right(grouped(queue.failed)),
-        ])
-    });
-    let widths = [
-        Constraint::Length(10),
-        Constraint::Length(11),
-        Constraint::Length(11),
-        Constraint::Length(11),
+fn render_tabs(app: &App, frame: &mut Frame, area: Rect) {
+    let dead = app.snapshot().map_or(0, |snapshot| snapshot.dead_letters);
+    let mut tabs = vec![
+        (View::Overview, "1 Overview".to_owned()),
+        (View::Tenants, "2 Tenants".to_owned()),
+        (View::Failures, format!("3 Failures ({} dead)", grouped(dead))),
     ];
-    let table = Table::new(rows, widths).header(header).block(Block::bordered().title(" Queues "));
-    frame.render_widget(table, area);
-}
-
-/// Draws the visible page of the tenant table. Only the rows on screen are built, so the cost
-/// of a frame does not grow with the number of tenants.
-fn render_tenants(app: &App, frame: &mut Frame, area: Rect) {
-    let page_rows = usize::from(area.height.saturating_sub(TENANT_TABLE_CHROME));
-    let order = app.tenant_order().rows();
-    let first = app.scroll().min(order.len().saturating_sub(page_rows));
-    let last = (first + page_rows).min(order.len());
-
-    let Some(snapshot) = app.snapshot() else {
-        let block = Block::bordered().title(" Tenants ");
-        frame.render_widget(Paragraph::new("waiting for the first snapshot").block(block), area);
-        return;
-    };
-
-    let title = tenant_title(first, last, order.len(), snapshot.tenants.len());
-    let block = Block::bordered().title(title);
-    if order.is_empty() {
-        let message = if app.tenant_order().filter().is_empty() {
-            "no tenants".to_owned()
-        } else {
-            format!("no tenant name contains {:?}", app.tenant_order().filter())
-        };
-        frame.render_widget(Paragraph::new(message).block(block), area);
-        return;
+    if let Some(detail) = app.detail() {
+        tabs.push((View::Detail, format!("4 {}", detail.name)));
     }
 
-    let header = Row::new([
-        Cell::from("name"),
-        Cell::from("plan"),
-        right("backlog"),
-        right("sent"),
-        right("failed"),
-        right("held"),
-        right("quota"),
-        Cell::from("paused connections"),
-    ])
-    .style(bold());
-    let rows = order[first..last].iter().map(|&index| tenant_row(&snapshot.tenants[index]));
-    let widths = [
-        Constraint::Fill(3),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(10),
-        Constraint::Length(7),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Fill(2),
-    ];
-    frame.render_widget(Table::new(rows, widths).header(header).block(block), area);
-}
-
-/// Returns the title of the tenant table, such as ` Tenants 1-20 of 3,000 `.
-fn tenant_title(first: usize, last: usize, matching: usize, total: usize) -> String {
-    let range = if matching == 0 {
-        "0".to_owned()
-    } else {
-        format!("{}-{}", grouped(first as u64 + 1), grouped(last as u64))
-    };
-    if matching == total {
-        format!(" Tenants {range} of {} ", grouped(matching as u64))
-    } else {
-        format!(
-            " Tenants {range} of {} matching, {} in all ",
-            grouped(matching as u64),
-            grouped(total as u64)
-        )
+    let mut spans = Vec::new();
+    for (view, label) in tabs {
+        if !spans.is_empty() {
+            spans.push(Span::raw(" "));
+        }
+        let style =
+            if view == app.view() { selected().add_modifier(Modifier::BOLD) } else { Style::new() };
+        spans.push(Span::styled(format!(" {label} "), style));
     }
+    render_beside(Line::from(spans), "? help  q quit", frame, area);
 }
 
-fn tenant_row(tenant: &TenantSummary) -> Row<'_> {
-    Row::new([
-        Cell::from(tenant.name.as_str()),
-        Cell::from(tenant.plan.as_str()),
-        right(grouped(tenant.backlog)),
-        right(grouped(tenant.sent)),
-        right(grouped(tenant.failed)),
-        right(grouped(tenant.held)),
-        // The largest share of a channel's monthly quota taken; unknown plan, no figure.
-        right(tenant.quota_used_percent.map_or_else(|| "-".to_owned(), |p| format!("{p}%"))),
-        Cell::from(tenant.paused_connections.join("; ")),
-    ])
-}
-
-/// Draws the sort key, the filter and the key hints.
-fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
-    let order = app.tenant_order();
-    let mut spans = vec![Span::raw("sort: "), Span::styled(order.sort().to_string(), bold())];
-    let typing = app.input_mode() == InputMode::Filter;
-    if typing || !order.filter().is_empty() {
-        spans.push(Span::raw("  filter: "));
-        spans.push(Span::styled(order.filter().to_owned(), bold()));
+/// Draws `left` and, if both fit with a cell between them, `hints` at the right edge. On a
+/// narrow terminal the hints give way, because `left` says where the operator is.
+fn render_beside(left: Line<'_>, hints: &str, frame: &mut Frame, area: Rect) -> Rect {
+    let hints = Line::from(hints);
+    let hints_width = u16::try_from(hints.width()).unwrap_or(u16::MAX);
+    let left_width = u16::try_from(left.width()).unwrap_or(u16::MAX);
+    if left_width.saturating_add(hints_width).saturating_add(1) > area.width {
+        frame.render_widget(left, area);
+        return area;
     }
-    let left = Line::from(spans);
-
-    let hints = if typing { "Enter keep  Esc clear" } else { "s sort  / filter  ? help  q quit" };
-    let hints_width = u16::try_from(hints.len()).unwrap_or(u16::MAX);
     let [left_area, right_area] =
         Layout::horizontal([Constraint::Fill(1), Constraint::Length(hints_width)]).areas(area);
+    frame.render_widget(left, left_area);
+    frame.render_widget(hints.right_aligned(), right_area);
+    left_area
+}
 
+/// Draws why the link is down while it is, and otherwise the outcome of the last action.
+fn render_status(app: &App, frame: &mut Frame, area: Rect) {
+    if let LinkState::Retrying { reason, .. } = app.link() {
+        frame.render_widget(Line::styled(format!("last attempt failed: {reason}"), alert()), area);
+    } else if let Some(status) = app.status() {
+        let style = if status.error { alert() } else { bold() };
+        frame.render_widget(Line::styled(status.text.as_str(), style), area);
+    }
+}
+
+/// Draws what the view shows on the left and its keys on the right.
+fn render_footer(app: &App, frame: &mut Frame, area: Rect) {
+    let typing = app.input_mode() == InputMode::Filter;
+    let table = app.tenants();
+    let left = match app.view() {
+        View::Tenants => {
+            let mut spans =
+                vec![Span::raw("sort: "), Span::styled(table.sort().to_string(), bold())];
+            if typing || !table.filter().is_empty() {
+                spans.push(Span::raw("  filter: "));
+                spans.push(Span::styled(table.filter().to_owned(), bold()));
+            }
+            Line::from(spans)
+        }
+        _ => Line::default(),
+    };
+    let hints = match app.view() {
+        _ if typing => "Enter keep  Esc clear",
+        View::Overview => "Tab views  R retry all dead letters",
+        View::Tenants => "s sort  / filter  Enter open  p pause  r resume  R retry",
+        View::Failures => "PgUp PgDn page  R retry all dead letters",
+        View::Detail => "↑↓ connection  p pause  r resume  R retry  Esc back",
+    };
     // While typing, the terminal cursor sits where the next character will appear.
+    let typed = u16::try_from(left.width()).unwrap_or(u16::MAX);
+    let left_area = render_beside(left, hints, frame, area);
     if typing {
-        let typed = u16::try_from(left.width()).unwrap_or(u16::MAX);
         let column = left_area.x.saturating_add(typed).min(left_area.right().saturating_sub(1));
         frame.set_cursor_position((column, left_area.y));
     }
-    frame.render_widget(left, left_area);
-    frame.render_widget(Line::from(hints).right_aligned(), right_area);
 }
 
 /// Draws the key list in a box over the middle of the screen.
@@ -283,44 +287,29 @@ fn render_help(frame: &mut Frame) {
         })
         .collect();
     let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX);
-    let area = frame.area().centered(Constraint::Length(46), Constraint::Length(height));
+    let area = frame.area().centered(Constraint::Length(56), Constraint::Length(height));
 
     frame.render_widget(Clear, area);
     let block = Block::bordered().title(" Keys ").title_bottom(" ? or Esc to close ");
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
-/// Returns a cell whose text sits at the right edge, for numbers.
-fn right<'a>(text: impl Into<String>) -> Cell<'a> {
-    Cell::from(Line::from(text.into()).right_aligned())
-}
+/// Draws the question of the confirmation dialog over the middle of the screen.
+fn render_confirmation(question: &str, frame: &mut Frame) {
+    let area = frame.area().centered(Constraint::Length(60), Constraint::Length(7));
+    let keys = Line::from(vec![
+        Span::styled("y", bold()),
+        Span::raw(" do it    "),
+        Span::styled("n", bold()),
+        Span::raw(" or "),
+        Span::styled("Esc", bold()),
+        Span::raw(" cancel"),
+    ]);
+    let [text_area, keys_area] = Layout::vertical([Constraint::Fill(1), Constraint::Length(1)])
+        .areas(area.inner(ratatui::layout::Margin::new(1, 1)));
 
-/// Formats `value` with a comma between groups of three digits, such as `1,234,567`.
-pub(crate) fn grouped(value: u64) -> String {
-    let digits = value.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (position, digit) in digits.chars().enumerate() {
-        if position > 0 && (digits.len() - position).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
-/// Formats the engine's RFC 3339 instant `now` as UTC in at most `room` cells: with the date
-/// when it fits, the time of day only when not, and nothing on a very narrow terminal. An
-/// instant that does not parse is shown as received.
-fn engine_clock(now: &str, room: usize) -> String {
-    let candidates = match DateTime::parse_from_rfc3339(now) {
-        Ok(instant) => {
-            let utc = instant.with_timezone(&Utc);
-            vec![
-                utc.format("engine clock %Y-%m-%d %H:%M:%S UTC").to_string(),
-                utc.format("clock %H:%M:%S UTC").to_string(),
-            ]
-        }
-        Err(_) => vec![format!("engine clock {now}")],
-    };
-    candidates.into_iter().find(|text| text.len() <= room).unwrap_or_default()
+    frame.render_widget(Clear, area);
+    frame.render_widget(Block::bordered().title(" Confirm ").border_style(bold()), area);
+    frame.render_widget(Paragraph::new(question).wrap(Wrap { trim: true }), text_area);
+    frame.render_widget(keys, keys_area);
 }
