@@ -21,8 +21,8 @@ use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
-    AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
-    StoreError, StoreFuture, WrappedDataKey,
+    AttemptCursor, ConnectionStatus, Enrolment, FollowUpCounts, FollowUpTally, InsertReport,
+    PurgeProgress, RecoveryReport, Store, StoreError, StoreFuture, WrappedDataKey,
 };
 use followup_core::suppression::Suppression;
 use mongodb::bson::{Document, doc};
@@ -375,6 +375,14 @@ impl Store for MongoStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         Box::pin(self.read_counts(tenant))
+    }
+
+    fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>> {
+        Box::pin(self.read_tally(now))
+    }
+
+    fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>> {
+        Box::pin(self.read_connection_statuses())
     }
 
     fn contacts_page(

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
-    Sequence, Tenant, TenantDeletion,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Provider,
+    Schedule, Sequence, Tenant, TenantDeletion,
 };
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use crate::suppression::Suppression;
@@ -112,6 +112,27 @@ pub struct WrappedDataKey {
 
 /// Number of follow-ups per channel and state.
 pub type FollowUpCounts = BTreeMap<(Channel, FollowUpState), u64>;
+
+/// Follow-ups of one tenant on one channel in one state, from [`Store::tally_follow_ups`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowUpTally {
+    pub tenant: TenantId,
+    pub channel: Channel,
+    pub state: FollowUpState,
+    pub count: u64,
+    /// Of `count`, those due at or before the instant of the tally. Counted for pending and
+    /// retry follow-ups only; 0 in every other state.
+    pub due: u64,
+}
+
+/// A connection as the operator overview needs it: no sender address, no credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    pub tenant: TenantId,
+    pub provider: Provider,
+    /// Why sending through it is paused, if it is.
+    pub paused_reason: Option<String>,
+}
 
 /// Durable storage of the engine.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -259,6 +280,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Counts follow-ups by channel and state, for one tenant or for all.
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts>;
+
+    /// Counts every tenant's follow-ups by channel and state in one pass over the store, with
+    /// how many pending and retry ones are due at `now`. Groups with no follow-up are left out;
+    /// the order is unspecified. It reads every follow-up, so callers run it in the
+    /// background at a bounded rate, never per request.
+    fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>>;
+
+    /// Returns every tenant's connections without their addresses and credentials, in any
+    /// order.
+    fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>>;
 
     /// Returns up to `limit` contacts of `tenant` in id order, starting after `after`.
     fn contacts_page(

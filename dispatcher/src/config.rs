@@ -54,6 +54,8 @@ pub struct Config {
     pub api_limits: ApiLimitsConfig,
     /// How this engine shares the tenants with other engines on the same store.
     pub cluster: ClusterConfig,
+    /// The operator API's overview and live stream.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             api_limits: ApiLimitsConfig::default(),
             cluster: ClusterConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -333,6 +336,26 @@ pub struct ClusterConfig {
     pub renew_interval_millis: u64,
     /// Maximum difference assumed between two nodes' clocks, in milliseconds.
     pub clock_skew_margin_millis: u64,
+}
+
+/// The operator API's overview (`[admin]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Pause between two counts of every follow-up for the snapshot, the stream and the
+    /// tenant pages, in milliseconds. Each count reads the whole follow-up table once. 0
+    /// counts on every request instead, which only suits a small store (the tests use it).
+    pub snapshot_refresh_millis: u64,
+    /// Pause between two `snapshot` events of `GET /admin/v1/stream`, in milliseconds.
+    pub stream_period_millis: u64,
+    /// Streams open at once; one more is answered 503.
+    pub max_streams: usize,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { snapshot_refresh_millis: 2_000, stream_period_millis: 1_000, max_streams: 16 }
+    }
 }
 
 impl Default for ClusterConfig {

@@ -41,6 +41,7 @@ use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
 use crate::config::{Config, ProvidersConfig};
 use crate::lifecycle::SendGate;
+use crate::operator_view::{LiveStats, OverviewCache};
 use crate::telemetry::{self, LatenessHistogram};
 use crate::tokens::{RefreshPolicy, TokenKeeper};
 use crate::unsubscribe::UnsubscribeLinks;
@@ -71,6 +72,8 @@ pub struct Engine {
     purge_wake: Notify,
     /// The leases of the tenants this engine dispatches.
     leases: LeaseKeeper,
+    /// The operator overview's last count, kept by [`crate::operator_view::spawn_refresher`].
+    overview: OverviewCache,
 }
 
 /// A tenant's actor and the signal that wakes its driver.
@@ -107,7 +110,8 @@ impl Engine {
 
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
-        let providers = start_providers(&config, &urls, &clock, &arbiters)?;
+        let live = Arc::new(LiveStats::default());
+        let providers = start_providers(&config, &urls, &clock, &arbiters, &live)?;
         config.validate_plans()?;
         let billing = BillingActor::start_in_arbiter(&arbiters[0], {
             let plans = config.plans.clone();
@@ -133,6 +137,7 @@ impl Engine {
                 .filter(|base| base.starts_with("https://"))
                 .map(|base| UnsubscribeLinks::new(base, sealed.clone())),
             lateness: Mutex::new(LatenessHistogram::default()),
+            live,
         });
         let engine = Arc::new(Self {
             deps,
@@ -144,6 +149,7 @@ impl Engine {
             new_tenant: Notify::new(),
             purge_wake: Notify::new(),
             leases,
+            overview: OverviewCache::default(),
         });
         engine.leases.run_pass(&engine).await?;
         crate::cluster::spawn_lease_keeper(&engine);
@@ -152,6 +158,15 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.deps.store
+    }
+
+    /// The live counters of the provider queues, lateness and failures.
+    pub fn live(&self) -> &Arc<LiveStats> {
+        &self.deps.live
+    }
+
+    pub fn overview(&self) -> &OverviewCache {
+        &self.overview
     }
 
     /// Returns the sealed store, for what needs a tenant's keys: record ids, rotation and
@@ -652,6 +667,7 @@ fn start_providers(
     urls: &ProviderUrls,
     clock: &Arc<dyn Clock>,
     arbiters: &[ArbiterHandle],
+    live: &Arc<LiveStats>,
 ) -> anyhow::Result<HashMap<Provider, Addr<ProviderActor>>> {
     let settings = HttpSettings {
         request_timeout: Duration::from_secs(config.providers.request_timeout_seconds.max(1)),
@@ -679,10 +695,11 @@ fn start_providers(
             ),
         };
         let clock = clock.clone();
+        let live = live.clone();
         let settings = provider_settings(&config.providers, provider);
         let arbiter = &arbiters[(index + 1) % arbiters.len()];
         let actor = ProviderActor::start_in_arbiter(arbiter, move |_| {
-            ProviderActor::new(provider, client, clock, settings)
+            ProviderActor::new(provider, client, clock, settings).with_live_stats(live)
         });
         providers.insert(provider, actor);
     }

@@ -128,6 +128,14 @@ impl RunningEngine {
             tracing::error!(error = %format!("{error:#}"), "applying recorded Stripe events failed");
         }
         crate::lifecycle::spawn_background(engine.clone());
+        // With a refresh period of 0 the operator API counts per request instead.
+        let refresh = engine.config().admin.snapshot_refresh_millis;
+        if refresh > 0 {
+            crate::operator_view::spawn_refresher(
+                engine.clone(),
+                std::time::Duration::from_millis(refresh),
+            );
+        }
         if let Some(fakes) = &fakes {
             for tenant in engine.live_tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {

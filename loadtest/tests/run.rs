@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use chrono::Utc;
-use followup_core::api::{AdminSnapshot, CreateTenantResponse, TenantSummary};
+use followup_core::api::{AdminSnapshot, CreateTenantResponse, TenantPage, TenantSummary};
 use followup_core::domain::Channel;
 use followup_core::ids::TenantId;
 use followup_core::ingest::{
@@ -28,6 +28,9 @@ struct FakeEngine {
     fail_uploads: bool,
     /// Never move follow-ups out of `pending`.
     never_settle: bool,
+    /// Tenants the snapshot lists at most, largest backlog first, as the engine lists only
+    /// its first page.
+    snapshot_lists: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -156,29 +159,66 @@ async fn snapshot(request: HttpRequest, state: Shared) -> HttpResponse {
     for tenant in engine.tenants.values() {
         *totals.entry("pending".to_owned()).or_insert(0) += tenant.pending;
         *totals.entry("sent".to_owned()).or_insert(0) += tenant.sent;
-        tenants.push(TenantSummary {
-            id: tenant.id,
-            name: tenant.name.clone(),
-            plan: "pro".to_owned(),
-            backlog: tenant.pending,
-            sent: tenant.sent,
-            failed: 0,
-            paused_connections: Vec::new(),
-            held: 0,
-            quota_used_percent: None,
-            paused_reason: None,
-            dead: 0,
-        });
+        tenants.push(summary(tenant));
     }
+    // Only the run's tenants settle: a tenant of someone else keeps its backlog.
     if !engine.never_settle {
-        for tenant in engine.tenants.values_mut() {
+        for tenant in engine.tenants.values_mut().filter(|t| t.name.starts_with("loadtest-")) {
             tenant.sent += tenant.pending;
             tenant.pending = 0;
         }
     }
-    let snapshot =
-        AdminSnapshot { now: Utc::now().to_rfc3339(), totals, tenants, ..AdminSnapshot::default() };
+    tenants.sort_by_key(|tenant| std::cmp::Reverse(tenant.backlog));
+    let tenant_count = tenants.len() as u64;
+    tenants.truncate(engine.snapshot_lists.unwrap_or(usize::MAX));
+    let snapshot = AdminSnapshot {
+        now: Utc::now().to_rfc3339(),
+        totals,
+        tenants,
+        tenant_count,
+        ..AdminSnapshot::default()
+    };
     HttpResponse::Ok().json(snapshot)
+}
+
+fn summary(tenant: &FakeTenant) -> TenantSummary {
+    TenantSummary {
+        id: tenant.id,
+        name: tenant.name.clone(),
+        plan: "pro".to_owned(),
+        backlog: tenant.pending,
+        sent: tenant.sent,
+        failed: 0,
+        paused_connections: Vec::new(),
+        held: 0,
+        quota_used_percent: None,
+        paused_reason: None,
+        dead: 0,
+    }
+}
+
+/// `GET /admin/v1/tenant-summaries?filter=&offset=&limit=`, by name.
+async fn tenant_summaries(
+    request: HttpRequest,
+    state: Shared,
+    query: web::Query<BTreeMap<String, String>>,
+) -> HttpResponse {
+    if bearer(&request) != ADMIN_TOKEN {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let engine = lock(&state);
+    let filter = query.get("filter").cloned().unwrap_or_default();
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<usize>().ok());
+    let mut matching: Vec<TenantSummary> =
+        engine.tenants.values().filter(|t| t.name.contains(&filter)).map(summary).collect();
+    matching.sort_by(|a, b| a.name.cmp(&b.name));
+    let offset = number("offset").unwrap_or(0);
+    let page = TenantPage {
+        total: matching.len() as u64,
+        offset: offset as u64,
+        tenants: matching.into_iter().skip(offset).take(number("limit").unwrap_or(50)).collect(),
+    };
+    HttpResponse::Ok().json(page)
 }
 
 /// Starts the fake on 127.0.0.1 and a free port.
@@ -191,6 +231,7 @@ fn start_fake(engine: FakeEngine) -> (String, Shared) {
             .app_data(web::PayloadConfig::new(64 << 20))
             .route("/admin/v1/tenants", web::post().to(create_tenant))
             .route("/admin/v1/snapshot", web::get().to(snapshot))
+            .route("/admin/v1/tenant-summaries", web::get().to(tenant_summaries))
             .route("/v1/connections/{provider}", web::put().to(put_connection))
             .route("/v1/sequences", web::post().to(create_sequence))
             .route("/v1/schedules/bulk", web::post().to(bulk_upload))
@@ -251,6 +292,27 @@ async fn run_passes_against_fake() {
         assert_eq!(tenant.connections, ["gmail", "twilio"], "tenant {}", tenant.name);
         assert!(tenant.name.starts_with("loadtest-test-"), "{}", tenant.name);
     }
+}
+
+#[tokio::test]
+async fn run_counts_its_own_tenants_on_a_shared_engine() {
+    // Another tenant with a backlog that never settles fills the snapshot's one-tenant page,
+    // so the run's tenants are read through tenant-summaries.
+    let mut engine = FakeEngine { snapshot_lists: Some(1), ..FakeEngine::default() };
+    let other = FakeTenant {
+        id: TenantId::generate(),
+        name: "someone-else".to_owned(),
+        steps: 1,
+        pending: 7,
+        sent: 0,
+        connections: Vec::new(),
+    };
+    engine.tenants.insert("other-key".to_owned(), other);
+    let (url, _state) = start_fake(engine);
+    let report = run(options(url, small_scenario())).await.expect("run completes");
+    assert_eq!(report.settle.accounting, Some(Accounting::RunTenants), "{report}");
+    assert_eq!(report.settle.settled, 2_280, "{report}");
+    assert!(report.checks.all_settled, "{report}");
 }
 
 #[tokio::test]

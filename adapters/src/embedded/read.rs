@@ -1,16 +1,20 @@
 //! The read side of the embedded store: each function runs in its own read transaction, which
 //! reads the last committed state and never waits for the writer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use followup_core::domain::{
-    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
-    Sequence, Tenant, TenantDeletion,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Provider,
+    Schedule, Sequence, Tenant, TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageCounter;
-use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError, WrappedDataKey};
+use followup_core::store::{
+    AttemptCursor, ConnectionStatus, FollowUpCounts, FollowUpTally, StoreError, WrappedDataKey,
+};
 use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::Deserialize;
 
@@ -385,6 +389,73 @@ pub(super) fn count_follow_ups(
         Ok(())
     })?;
     Ok(counts)
+}
+
+/// The fields of a follow-up record that the tally needs.
+#[derive(Deserialize)]
+struct TalliedFields {
+    tenant: TenantId,
+    channel: Channel,
+    state: FollowUpState,
+    due_at: DateTime<Utc>,
+}
+
+/// Tallies every follow-up of the store by tenant, channel and state in one read transaction.
+///
+/// NOTE: one scan of the whole follow-up table (no index by state); the operator view runs it
+/// in the background every few seconds at most.
+pub(super) fn tally_follow_ups(
+    db: &Database,
+    now: DateTime<Utc>,
+) -> Result<Vec<FollowUpTally>, StoreError> {
+    let txn = begin(db)?;
+    let follow_ups = open(&txn, FOLLOW_UPS)?;
+    let mut groups: HashMap<(TenantId, Channel, FollowUpState), (u64, u64)> = HashMap::new();
+    tables::visit(&follow_ups, FOLLOW_UPS, &[], |_, value| {
+        let fields: TalliedFields = tables::decode(FOLLOW_UPS, value)?;
+        let group = groups.entry((fields.tenant, fields.channel, fields.state)).or_default();
+        group.0 += 1;
+        if fields.state.is_due_kind() && fields.due_at <= now {
+            group.1 += 1;
+        }
+        Ok(())
+    })?;
+    Ok(groups
+        .into_iter()
+        .map(|((tenant, channel, state), (count, due))| FollowUpTally {
+            tenant,
+            channel,
+            state,
+            count,
+            due,
+        })
+        .collect())
+}
+
+/// The fields of a connection record the operator overview shows; the credentials and the
+/// sender are not decoded.
+#[derive(Deserialize)]
+struct StatusFields {
+    tenant: TenantId,
+    provider: Provider,
+    #[serde(default)]
+    paused_reason: Option<String>,
+}
+
+pub(super) fn connection_statuses(db: &Database) -> Result<Vec<ConnectionStatus>, StoreError> {
+    let txn = begin(db)?;
+    let connections = open(&txn, CONNECTIONS)?;
+    let mut statuses = Vec::new();
+    tables::visit(&connections, CONNECTIONS, &[], |_, value| {
+        let fields: StatusFields = tables::decode(CONNECTIONS, value)?;
+        statuses.push(ConnectionStatus {
+            tenant: fields.tenant,
+            provider: fields.provider,
+            paused_reason: fields.paused_reason,
+        });
+        Ok(())
+    })?;
+    Ok(statuses)
 }
 
 pub(super) fn data_key(

@@ -55,6 +55,8 @@ pub async fn run_all(store: &dyn Store) {
     attempts_in_order(store).await;
     recovery_settles_interrupted(store).await;
     counts_per_tenant_and_overall(store).await;
+    tally_groups_every_tenant_in_one_pass(store).await;
+    connection_statuses_carry_no_secrets(store).await;
     pages_cover_every_follow_up_once(store).await;
     sends_are_indexed_by_instant(store).await;
     export_pages_cover_each_record_once(store).await;
@@ -691,6 +693,93 @@ pub async fn counts_per_tenant_and_overall(store: &dyn Store) {
         let total = overall.get(key).copied().unwrap_or(0);
         assert!(total >= ours, "overall count of {key:?} is {total}, below this check's {ours}");
     }
+}
+
+/// Checks the one-pass tally: exact groups for the tenants created here, due counts only for
+/// pending and retry follow-ups due at the instant given, and agreement with
+/// `count_follow_ups`.
+pub async fn tally_groups_every_tenant_in_one_pass(store: &dyn Store) {
+    let base = base_time();
+    let first = put_new_tenant(store).await;
+    let second = put_new_tenant(store).await;
+    let later = base + Duration::hours(2);
+    let enrolment = enrolment_with(
+        first.id,
+        "a",
+        &[
+            (Channel::Email, FollowUpState::Pending, base),
+            (Channel::Email, FollowUpState::Pending, later),
+            (Channel::Email, FollowUpState::Retry, base),
+            (Channel::Sms, FollowUpState::Pending, base),
+            (Channel::Call, FollowUpState::Pending, base),
+        ],
+    );
+    store.insert_enrolments(first.id, vec![enrolment.clone()]).await.expect("insert");
+    let sent = FollowUp { state: FollowUpState::Sent, ..enrolment.follow_ups[4].clone() };
+    store.update_follow_ups(first.id, 0, vec![sent], Vec::new()).await.expect("update");
+    let other = enrolment_with(second.id, "a", &[(Channel::Sms, FollowUpState::Dead, base)]);
+    store.insert_enrolments(second.id, vec![other]).await.expect("insert");
+
+    let now = base + Duration::hours(1);
+    let tally = store.tally_follow_ups(now).await.expect("tally_follow_ups");
+    let mut ours: Vec<(TenantId, Channel, FollowUpState, u64, u64)> = tally
+        .iter()
+        .filter(|group| group.tenant == first.id || group.tenant == second.id)
+        .map(|group| (group.tenant, group.channel, group.state, group.count, group.due))
+        .collect();
+    ours.sort();
+    let mut expected = vec![
+        (first.id, Channel::Email, FollowUpState::Pending, 2, 1),
+        (first.id, Channel::Email, FollowUpState::Retry, 1, 1),
+        (first.id, Channel::Sms, FollowUpState::Pending, 1, 1),
+        (first.id, Channel::Call, FollowUpState::Sent, 1, 0),
+        (second.id, Channel::Sms, FollowUpState::Dead, 1, 0),
+    ];
+    expected.sort();
+    assert_eq!(ours, expected, "tally of the two tenants at {now}");
+    assert!(tally.iter().all(|group| group.count > 0), "a tally has no empty group");
+
+    let mut keys = BTreeSet::new();
+    for group in &tally {
+        assert!(
+            keys.insert((group.tenant, group.channel, group.state)),
+            "group {:?} appears twice",
+            (group.tenant, group.channel, group.state)
+        );
+    }
+    let before = store.tally_follow_ups(base - Duration::seconds(1)).await.expect("tally");
+    let due_before: u64 = before.iter().filter(|g| g.tenant == first.id).map(|g| g.due).sum();
+    assert_eq!(due_before, 0, "nothing is due before the earliest due instant");
+}
+
+/// Checks that connection statuses list every connection with its pause reason, and nothing
+/// of its sender.
+pub async fn connection_statuses_carry_no_secrets(store: &dyn Store) {
+    let tenant = put_new_tenant(store).await;
+    let gmail = new_connection(tenant.id, Provider::Gmail, "status@example.com");
+    let paused = Connection {
+        paused_reason: Some("invalid_grant: the token was revoked".into()),
+        ..new_connection(tenant.id, Provider::Twilio, "+15005550006")
+    };
+    store.put_connection(gmail).await.expect("put_connection");
+    store.put_connection(paused).await.expect("put_connection");
+    let mut statuses: Vec<_> = store
+        .connection_statuses()
+        .await
+        .expect("connection_statuses")
+        .into_iter()
+        .filter(|status| status.tenant == tenant.id)
+        .map(|status| (status.provider, status.paused_reason))
+        .collect();
+    statuses.sort_by_key(|(provider, _)| provider.as_str());
+    assert_eq!(
+        statuses,
+        vec![
+            (Provider::Gmail, None),
+            (Provider::Twilio, Some("invalid_grant: the token was revoked".to_owned())),
+        ],
+        "statuses of the tenant's two connections"
+    );
 }
 
 /// Asserts that the schedule, follow-ups and contact of `enrolment` are stored as given.

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use followup_core::api::FailureRecord;
+
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use followup_adapters::outbound::{OutboundMessage, SendOutcome};
@@ -74,6 +76,8 @@ pub struct DispatchDeps {
     pub unsubscribe_links: Option<crate::unsubscribe::UnsubscribeLinks>,
     /// Lateness of every accepted send since start, for summaries.
     pub lateness: Mutex<LatenessHistogram>,
+    /// Counters the operator API reads: sends, errors, lateness window, recent failures.
+    pub live: Arc<crate::operator_view::LiveStats>,
 }
 
 /// Errors that end a round early. What the round already wrote stays written; the next round
@@ -889,6 +893,7 @@ impl TenantRound {
                 "outcome" => outcome_label
             )
             .increment(1);
+            self.note_outcome(connection.provider, &follow_up, outcome_label, detail.as_deref());
             attempts.push(Attempt {
                 follow_up: follow_up.id,
                 number: follow_up.attempts,
@@ -950,6 +955,35 @@ impl TenantRound {
         }
     }
 
+    /// Counts an attempt's outcome in the operator's live figures, and keeps a failed one
+    /// (scrubbed of addresses and tokens) among the recent failures.
+    fn note_outcome(
+        &self,
+        provider: Provider,
+        follow_up: &FollowUp,
+        outcome_label: &str,
+        detail: Option<&str>,
+    ) {
+        use crate::operator_view::QueueEvent;
+        let live = &self.deps.live;
+        match outcome_label {
+            "not_sent" => {}
+            "sent" | "in_doubt" => live.count(provider, follow_up.channel, QueueEvent::Send),
+            kind => {
+                live.count(provider, follow_up.channel, QueueEvent::Error);
+                live.record_failure(FailureRecord {
+                    at: follow_up.updated_at,
+                    tenant: self.tenant,
+                    follow_up: follow_up.id.to_string(),
+                    provider: provider.as_str().to_owned(),
+                    channel: follow_up.channel.as_str().to_owned(),
+                    kind: kind.to_owned(),
+                    reason: detail.unwrap_or("no reason given").to_owned(),
+                });
+            }
+        }
+    }
+
     /// Moves a follow-up to the state its outcome calls for; returns the attempt's detail.
     fn apply_outcome(
         &self,
@@ -969,6 +1003,7 @@ impl TenantRound {
                 if let Ok(mut lateness) = self.deps.lateness.lock() {
                     lateness.record(late.unsigned_abs());
                 }
+                self.deps.live.record_lateness(late.unsigned_abs());
                 None
             }
             SendOutcome::Retryable { reason, retry_after } => {

@@ -19,6 +19,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/tenants", web::post().to(admin_api::create_tenant))
         .route("/admin/v1/tenants", web::get().to(admin_api::list_tenants))
         .route("/admin/v1/snapshot", web::get().to(admin_api::snapshot))
+        .route("/admin/v1/tenant-summaries", web::get().to(admin_api::tenant_summaries))
+        .route("/admin/v1/tenants/{id}/detail", web::get().to(admin_api::tenant_detail))
         .route("/admin/v1/cluster", web::get().to(admin_api::cluster))
         .route("/admin/v1/keys/rotate", web::post().to(admin_api::rotate_keys))
         .route("/admin/v1/usage", web::get().to(usage_api::all_usage))
