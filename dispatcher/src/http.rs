@@ -4,6 +4,7 @@
 
 pub mod account_api;
 pub mod admin_api;
+pub mod admin_stream;
 pub mod auth;
 pub mod billing_api;
 pub mod error;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub fakes: Option<Arc<FakeProviders>>,
     pub limits: Arc<limits::ApiLimiter>,
     pub webhooks: Arc<webhooks::WebhookState>,
+    /// The open snapshot streams: their limit and the signal that ends them.
+    pub streams: Arc<admin_stream::StreamGate>,
 }
 
 /// Registers a connection with the built-in fakes, with its effective limits.

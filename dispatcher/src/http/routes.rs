@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, web};
 use super::AppState;
 use super::error::route_not_found;
 use super::{
-    account_api, admin_api, billing_api, forecast_api, stops_api, tenant_api, unsubscribe_page,
-    usage_api, webhooks,
+    account_api, admin_api, admin_stream, billing_api, forecast_api, stops_api, tenant_api,
+    unsubscribe_page, usage_api, webhooks,
 };
 
 /// Registers every route on an actix-web app.
@@ -19,6 +19,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/tenants", web::post().to(admin_api::create_tenant))
         .route("/admin/v1/tenants", web::get().to(admin_api::list_tenants))
         .route("/admin/v1/snapshot", web::get().to(admin_api::snapshot))
+        .route("/admin/v1/stream", web::get().to(admin_stream::stream))
         .route("/admin/v1/tenant-summaries", web::get().to(admin_api::tenant_summaries))
         .route("/admin/v1/tenants/{id}/detail", web::get().to(admin_api::tenant_detail))
         .route("/admin/v1/cluster", web::get().to(admin_api::cluster))
