@@ -134,6 +134,22 @@ pub struct ConnectionStatus {
     pub paused_reason: Option<String>,
 }
 
+/// One operator action in the audit log. Tenants are named by id only, never by name; the
+/// note is the operator's free text, and is removed when the tenant it concerns is deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// A UUID v7, so that ids sort by time.
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub operator: String,
+    pub action: String,
+    pub target: String,
+    /// The tenant acted on, if any.
+    pub tenant: Option<TenantId>,
+    pub note: Option<String>,
+    pub affected: u64,
+}
+
 /// Durable storage of the engine.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Inserts or replaces a tenant.
@@ -291,6 +307,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// order.
     fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>>;
 
+    /// Appends an entry to the audit log, durably. An id already stored is a conflict.
+    fn append_audit(&self, entry: AuditEntry) -> StoreFuture<'_, ()>;
+
+    /// Returns the number of audit entries and up to `limit` of them, newest first (by id),
+    /// skipping the `offset` newest.
+    fn audit_page(&self, offset: u64, limit: usize) -> StoreFuture<'_, (u64, Vec<AuditEntry>)>;
+
     /// Returns up to `limit` contacts of `tenant` in id order, starting after `after`.
     fn contacts_page(
         &self,
@@ -319,7 +342,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Starts the deletion of `deletion.tenant` in one durable write: removes the tenant record
     /// and its API key, so that no request authenticates as the tenant any more, and stores the
     /// deletion marker. From then on every write for the tenant is rejected except the purge.
-    /// A tenant that does not exist, or is already being deleted, is a conflict.
+    /// The same write removes the notes of the audit entries about the tenant, which may name
+    /// it. A tenant that does not exist, or is already being deleted, is a conflict.
     fn begin_tenant_deletion(&self, deletion: TenantDeletion) -> StoreFuture<'_, ()>;
 
     /// Returns every deletion marker, finished or not.

@@ -350,11 +350,83 @@ pub struct AdminConfig {
     pub stream_period_millis: u64,
     /// Streams open at once; one more is answered 503.
     pub max_streams: usize,
+    /// Named operator credentials, beside `admin_token` (whose name is `operator`). The audit
+    /// log records which one authenticated each action.
+    pub operators: Vec<OperatorConfig>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { snapshot_refresh_millis: 2_000, stream_period_millis: 1_000, max_streams: 16 }
+        Self {
+            snapshot_refresh_millis: 2_000,
+            stream_period_millis: 1_000,
+            max_streams: 16,
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// Name of the credential `admin_token` (`FOLLOWUP_ADMIN_TOKEN`) in the audit log.
+pub const DEFAULT_OPERATOR: &str = "operator";
+
+/// One named operator (`[[admin.operators]]`). Its token comes from an environment variable
+/// or a file, never from the configuration file itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    pub name: String,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File whose first line is the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token, read from `token_env` or `token_file` by [`AdminConfig::load_operator_tokens`].
+    #[serde(skip)]
+    pub token: Option<Sensitive<String>>,
+}
+
+impl AdminConfig {
+    /// Reads every named operator's token from its variable or file. Each error names the
+    /// operator and where its token was looked for.
+    pub fn load_operator_tokens(&mut self) -> anyhow::Result<()> {
+        let mut names = std::collections::BTreeSet::from([DEFAULT_OPERATOR.to_owned()]);
+        for operator in &mut self.operators {
+            let name = operator.name.trim();
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "invalid admin.operators name {:?}: use letters, digits, '-', '_' or '.'",
+                operator.name
+            );
+            anyhow::ensure!(
+                names.insert(name.to_owned()),
+                "admin.operators name {name:?} is used twice (\"{DEFAULT_OPERATOR}\" is the name of FOLLOWUP_ADMIN_TOKEN)"
+            );
+            let token = match (&operator.token_env, &operator.token_file) {
+                (Some(variable), None) => std::env::var(variable).with_context(|| {
+                    format!("operator {name:?}: environment variable {variable} is not set")
+                })?,
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("operator {name:?}: cannot read token_file {}", path.display())
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                _ => {
+                    anyhow::bail!("operator {name:?}: set exactly one of token_env and token_file")
+                }
+            };
+            anyhow::ensure!(
+                token.len() >= 16,
+                "operator {name:?}: the token is shorter than 16 characters"
+            );
+            operator.token = Some(Sensitive::new(token));
+        }
+        Ok(())
     }
 }
 

@@ -23,8 +23,8 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::crypto::CryptoError;
-use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
-use followup_core::ids::{ScheduleId, TenantId};
+use followup_core::domain::{Channel, FollowUpState, Provider, Tenant, TenantPause};
+use followup_core::ids::{FollowUpId, ScheduleId, TenantId};
 use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::store::sealed::SealedStore;
 use followup_core::store::{Store, StoreError};
@@ -34,8 +34,8 @@ use tokio::sync::Notify;
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
-    CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RoundReport, RunDue, TenantActor,
-    earliest,
+    CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RetryDead, RoundReport, RunDue,
+    TenantActor, earliest,
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
@@ -286,6 +286,7 @@ impl Engine {
             let deps = self.deps.clone();
             let id = tenant.id;
             let gate = Arc::new(SendGate::new());
+            gate.set_paused(tenant.paused.is_some());
             let actor_gate = gate.clone();
             let actor = TenantActor::start_in_arbiter(&self.arbiters[index], move |_| {
                 TenantActor::new(id, deps, actor_gate, lease)
@@ -320,6 +321,65 @@ impl Engine {
             })?;
         let now = self.deps.clock.now();
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
+    }
+
+    /// Pauses or resumes a tenant's sends: stores the pause on the tenant record, so that it
+    /// survives a restart, and tells this node's actor. Returns the tenant as stored, or `None`
+    /// when there is no such tenant.
+    ///
+    /// NOTE: only this node's actor learns it at once. Another node dispatching the tenant
+    /// reads the pause when it next takes the tenant's lease.
+    pub async fn set_tenant_paused(
+        &self,
+        tenant: TenantId,
+        pause: Option<TenantPause>,
+    ) -> anyhow::Result<Option<Tenant>> {
+        let Some(mut record) = self.deps.store.tenant(tenant).await? else {
+            return Ok(None);
+        };
+        let paused = pause.is_some();
+        record.paused = pause;
+        self.deps.store.put_tenant(record.clone()).await?;
+        let handle = self.tenants.lock().ok().and_then(|tenants| tenants.get(&tenant).cloned());
+        if let Some(handle) = handle {
+            handle.gate.set_paused(paused);
+        }
+        if !paused {
+            self.notify_tenant(tenant);
+        }
+        Ok(Some(record))
+    }
+
+    /// Returns dead follow-ups of a tenant to pending through its actor (all of them, or those
+    /// of `follow_ups`), and returns how many.
+    pub async fn retry_dead(
+        &self,
+        tenant: TenantId,
+        follow_ups: Option<Vec<FollowUpId>>,
+    ) -> anyhow::Result<usize> {
+        let actor = self.tenant_actor(tenant)?;
+        let now = self.deps.clock.now();
+        let retried = actor.send(RetryDead { follow_ups, now }).await??;
+        if retried > 0 {
+            self.notify_tenant(tenant);
+        }
+        Ok(retried)
+    }
+
+    /// Returns the actor of a tenant this node dispatches, or an error naming the node.
+    fn tenant_actor(&self, tenant: TenantId) -> anyhow::Result<Addr<TenantActor>> {
+        self.tenants
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
+            .get(&tenant)
+            .map(|handle| handle.actor.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "tenant {tenant} is not dispatched by this node (node {}): send the request \
+                     to the node that owns the tenant, listed by GET /admin/v1/cluster",
+                    self.leases.node()
+                )
+            })
     }
 
     /// Moves a tenant to another plan: stores it, tells billing, and returns the tenant's held

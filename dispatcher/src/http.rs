@@ -11,6 +11,7 @@ pub mod error;
 pub mod forecast_api;
 pub mod json;
 pub mod limits;
+pub mod operator_actions;
 pub mod routes;
 pub mod stops_api;
 pub mod tenant_api;

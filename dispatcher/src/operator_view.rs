@@ -420,6 +420,15 @@ pub async fn count_overview(
                 });
             u8::try_from(shares.max().unwrap_or(0)).unwrap_or(100)
         });
+        if let Some(pause) = &tenant.paused {
+            paused.push(PausedItem {
+                tenant: tenant.id,
+                tenant_name: tenant.name.clone(),
+                provider: None,
+                reason: format!("operator: paused by {}", pause.by),
+                since: Some(pause.since),
+            });
+        }
         let tenant_paused = paused_connections.remove(&tenant.id).unwrap_or_default();
         for (provider, reason) in &tenant_paused {
             paused.push(PausedItem {
@@ -442,7 +451,7 @@ pub async fn count_overview(
                 .map(|(provider, reason)| format!("{provider}: {}", scrub_reason(reason)))
                 .collect(),
             quota_used_percent,
-            paused_reason: None,
+            paused_reason: tenant.paused.as_ref().map(|_| "operator".to_owned()),
             name: tenant.name,
             plan: tenant.plan,
         });

@@ -13,16 +13,20 @@ use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageCounter;
 use followup_core::store::{
-    AttemptCursor, ConnectionStatus, FollowUpCounts, FollowUpTally, StoreError, WrappedDataKey,
+    AttemptCursor, AuditEntry, ConnectionStatus, FollowUpCounts, FollowUpTally, StoreError,
+    WrappedDataKey,
 };
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+};
 use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS,
-    SUPPRESSIONS, TENANTS, Table, USAGE,
+    self, API_KEYS, ATTEMPTS, AUDIT, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS,
+    DUE, FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS,
+    STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table, USAGE,
 };
 use followup_core::suppression::Suppression;
 
@@ -456,6 +460,25 @@ pub(super) fn connection_statuses(db: &Database) -> Result<Vec<ConnectionStatus>
         Ok(())
     })?;
     Ok(statuses)
+}
+
+/// Returns the number of audit entries and a page of them, newest first.
+pub(super) fn audit_page(
+    db: &Database,
+    offset: u64,
+    limit: usize,
+) -> Result<(u64, Vec<AuditEntry>), StoreError> {
+    let txn = begin(db)?;
+    let audit = open(&txn, AUDIT)?;
+    let total = audit.len().map_err(|error| tables::read_error(AUDIT, error))?;
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let mut entries = Vec::with_capacity(limit.min(1_000));
+    let range = audit.iter().map_err(|error| tables::read_error(AUDIT, error))?;
+    for entry in range.rev().skip(skip).take(limit) {
+        let (_, value) = entry.map_err(|error| tables::read_error(AUDIT, error))?;
+        entries.push(tables::decode(AUDIT, value.value())?);
+    }
+    Ok((total, entries))
 }
 
 pub(super) fn data_key(

@@ -26,8 +26,8 @@ use super::lease::{Lease, NodeHeartbeat};
 use super::subscription::StripeAccount;
 use super::usage::{UsageCounter, UsageKey};
 use super::{
-    AttemptCursor, ConnectionStatus, Enrolment, FollowUpCounts, FollowUpTally, InsertReport,
-    PurgeProgress, RecoveryReport, Store, StoreError, StoreFuture, WrappedDataKey,
+    AttemptCursor, AuditEntry, ConnectionStatus, Enrolment, FollowUpCounts, FollowUpTally,
+    InsertReport, PurgeProgress, RecoveryReport, Store, StoreError, StoreFuture, WrappedDataKey,
 };
 use crate::api::KeyRotationReport;
 use crate::crypto::{CryptoError, DataKey, Keyring, is_sealed};
@@ -589,6 +589,15 @@ impl Store for SealedStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         self.inner.count_follow_ups(tenant)
+    }
+
+    /// Passes through: audit entries are operator data, stored as they are.
+    fn append_audit(&self, entry: AuditEntry) -> StoreFuture<'_, ()> {
+        self.inner.append_audit(entry)
+    }
+
+    fn audit_page(&self, offset: u64, limit: usize) -> StoreFuture<'_, (u64, Vec<AuditEntry>)> {
+        self.inner.audit_page(offset, limit)
     }
 
     fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>> {

@@ -17,7 +17,7 @@ use followup_adapters::outbound::{OutboundMessage, SendOutcome};
 use followup_core::domain::{
     Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, SentMessage, Sequence,
 };
-use followup_core::ids::{ScheduleId, SequenceId, TenantId};
+use followup_core::ids::{FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
 use followup_core::store::subscription::{BillingStanding, standing_of};
 use followup_core::store::usage::BillingPeriod;
@@ -288,6 +288,26 @@ impl Handler<CancelSchedule> for TenantActor {
     }
 }
 
+/// Returns the tenant's dead follow-ups (all, or the listed ones) to pending with a fresh retry
+/// budget, and returns how many. Runs alone in the actor, like a round, and writes under the
+/// tenant's lease like every follow-up write.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, DispatchError>")]
+pub struct RetryDead {
+    pub follow_ups: Option<Vec<FollowUpId>>,
+    pub now: DateTime<Utc>,
+}
+
+impl Handler<RetryDead> for TenantActor {
+    type Result = AtomicResponse<Self, Result<usize, DispatchError>>;
+
+    fn handle(&mut self, msg: RetryDead, _: &mut Self::Context) -> Self::Result {
+        let round = self.round.clone();
+        let retry = async move { round.retry_dead(msg.follow_ups.as_deref(), msg.now).await };
+        AtomicResponse::new(Box::pin(retry.into_actor(self)))
+    }
+}
+
 /// Returns every held follow-up of the tenant to pending, after its plan changed, and returns
 /// how many. Runs alone in the actor, like a round.
 #[derive(Debug, Message)]
@@ -359,8 +379,45 @@ impl TenantRound {
         Ok(count)
     }
 
+    /// Returns the tenant's dead follow-ups (all, or those of `ids`) to pending, due at
+    /// `now`, with a fresh retry budget; returns how many.
+    async fn retry_dead(
+        &self,
+        ids: Option<&[FollowUpId]>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, DispatchError> {
+        let store = &self.deps.store;
+        let mut revived = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.follow_ups_page(self.tenant, after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for mut follow_up in page {
+                let listed = ids.is_none_or(|ids| ids.contains(&follow_up.id));
+                if follow_up.state == FollowUpState::Dead && listed {
+                    follow_up.state = FollowUpState::Pending;
+                    follow_up.due_at = now;
+                    follow_up.attempts_before_retry = follow_up.attempts;
+                    follow_up.reason = Some("retried by an operator after it went dead".into());
+                    follow_up.updated_at = now;
+                    revived.push(follow_up);
+                }
+            }
+        }
+        let count = revived.len();
+        if count > 0 {
+            self.write_follow_ups(revived, Vec::new()).await?;
+        }
+        Ok(count)
+    }
+
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
         if self.gate.is_stopped() || !self.lease.allows_sends(Utc::now()) {
+            return Ok(RoundReport::default());
+        }
+        // A paused tenant's follow-ups stay as they are; resuming wakes its driver.
+        if self.gate.is_paused() {
             return Ok(RoundReport::default());
         }
         let standing = self.billing_standing(now).await?;
@@ -1056,12 +1113,12 @@ impl TenantRound {
         retry_after: Option<std::time::Duration>,
         now: DateTime<Utc>,
     ) {
-        if follow_up.attempts >= self.deps.config.retry_budget {
+        if follow_up.budgeted_attempts() >= self.deps.config.retry_budget {
             let reason =
                 format!("gave up after {} attempts; last error: {reason}", follow_up.attempts);
             settle(follow_up, FollowUpState::Dead, reason, now);
         } else {
-            let wait = self.backoff(follow_up.attempts, retry_after);
+            let wait = self.backoff(follow_up.budgeted_attempts(), retry_after);
             follow_up.state = FollowUpState::Retry;
             follow_up.due_at = now + wait;
             follow_up.reason = Some(reason);

@@ -55,6 +55,7 @@ pub async fn create_tenant(
         api_key_sha256,
         created_at: state.engine.clock().now(),
         suppression_scope: Default::default(),
+        paused: None,
     };
     state.engine.store().put_tenant(tenant.clone()).await?;
     state.engine.add_tenant(&tenant).await?;
@@ -168,7 +169,10 @@ pub const MAX_PAGE: u64 = 500;
 const DEFAULT_PAGE: u64 = 50;
 
 /// Reads an optional whole-number query parameter, naming it when it does not parse.
-fn number_parameter(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+pub(crate) fn number_parameter(
+    query: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<u64>, ApiError> {
     query
         .get(name)
         .map(|value| {
@@ -182,7 +186,10 @@ fn number_parameter(query: &HashMap<String, String>, name: &str) -> Result<Optio
 }
 
 /// Checks that every query parameter is one of `known`, naming the first that is not.
-fn known_parameters(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn known_parameters(
+    query: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     match query.keys().find(|key| !known.contains(&key.as_str())) {
         Some(key) => Err(ApiError::BadRequest(format!(
             "unknown query parameter {key:?}: expected one of {known:?}"
@@ -244,7 +251,7 @@ pub async fn tenant_detail(
     };
     let overview = current_overview(&state).await?;
     // A tenant created since the last count has no follow-up counted yet.
-    let summary = overview.tenants.iter().find(|summary| summary.id == id).cloned().unwrap_or(
+    let mut summary = overview.tenants.iter().find(|summary| summary.id == id).cloned().unwrap_or(
         TenantSummary {
             id,
             name: tenant.name.clone(),
@@ -259,6 +266,8 @@ pub async fn tenant_detail(
             dead: 0,
         },
     );
+    // The record is newer than the overview's count.
+    summary.paused_reason = tenant.paused.as_ref().map(|_| "operator".to_owned());
     let connections = store
         .connections(id)
         .await?

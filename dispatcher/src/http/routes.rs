@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, web};
 use super::AppState;
 use super::error::route_not_found;
 use super::{
-    account_api, admin_api, admin_stream, billing_api, forecast_api, stops_api, tenant_api,
-    unsubscribe_page, usage_api, webhooks,
+    account_api, admin_api, admin_stream, billing_api, forecast_api, operator_actions, stops_api,
+    tenant_api, unsubscribe_page, usage_api, webhooks,
 };
 
 /// Registers every route on an actix-web app.
@@ -22,6 +22,23 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/stream", web::get().to(admin_stream::stream))
         .route("/admin/v1/tenant-summaries", web::get().to(admin_api::tenant_summaries))
         .route("/admin/v1/tenants/{id}/detail", web::get().to(admin_api::tenant_detail))
+        .route("/admin/v1/tenants/{id}/pause", web::post().to(operator_actions::pause_tenant))
+        .route("/admin/v1/tenants/{id}/resume", web::post().to(operator_actions::resume_tenant))
+        .route(
+            "/admin/v1/tenants/{id}/connections/{provider}/pause",
+            web::post().to(operator_actions::pause_connection),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/connections/{provider}/resume",
+            web::post().to(operator_actions::resume_connection),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/schedules/{schedule}",
+            web::delete().to(operator_actions::cancel_schedule),
+        )
+        .route("/admin/v1/dead-letters", web::get().to(operator_actions::dead_letters))
+        .route("/admin/v1/dead-letters/retry", web::post().to(operator_actions::retry_dead_letters))
+        .route("/admin/v1/audit", web::get().to(operator_actions::audit_log))
         .route("/admin/v1/cluster", web::get().to(admin_api::cluster))
         .route("/admin/v1/keys/rotate", web::post().to(admin_api::rotate_keys))
         .route("/admin/v1/usage", web::get().to(usage_api::all_usage))
