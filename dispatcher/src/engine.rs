@@ -74,7 +74,13 @@ pub struct Engine {
     leases: LeaseKeeper,
     /// The operator overview's last count, kept by [`crate::operator_view::spawn_refresher`].
     overview: OverviewCache,
+    /// Set when [`Engine::run_forever`] begins its stop: `/readyz` then answers 503, so that
+    /// a load balancer sends no more work while the rounds under way finish.
+    stopping: std::sync::atomic::AtomicBool,
 }
+
+/// How long the readiness check waits for the store.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A tenant's actor and the signal that wakes its driver.
 #[derive(Clone, Debug)]
@@ -150,6 +156,7 @@ impl Engine {
             purge_wake: Notify::new(),
             leases,
             overview: OverviewCache::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         engine.leases.run_pass(&engine).await?;
         crate::cluster::spawn_lease_keeper(&engine);
@@ -158,6 +165,44 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.deps.store
+    }
+
+    /// Runs the readiness checks: the engine is not stopping, the store answers a read within
+    /// two seconds, and the provider, billing and tenant actors still take messages. Returns
+    /// the failing checks, each with its name and a reason that names no address or secret.
+    pub async fn readiness(&self) -> Vec<(&'static str, String)> {
+        let mut failing = Vec::new();
+        if self.stopping.load(Ordering::Acquire) {
+            failing.push(("stopping", "the engine is stopping".to_owned()));
+        }
+        let probe = self.deps.store.tenant(TenantId(uuid::Uuid::nil()));
+        match tokio::time::timeout(READY_STORE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: the store failed a read");
+                failing.push(("store", "the store failed a read".to_owned()));
+            }
+            Err(_) => failing.push(("store", "the store did not answer within 2 s".to_owned())),
+        }
+        let stopped_providers: Vec<&str> = self
+            .deps
+            .providers
+            .iter()
+            .filter(|(_, actor)| !actor.connected())
+            .map(|(provider, _)| provider.as_str())
+            .collect();
+        if !stopped_providers.is_empty() {
+            failing.push(("actors", format!("provider actors stopped: {stopped_providers:?}")));
+        }
+        if !self.deps.billing.connected() {
+            failing.push(("actors", "the billing actor stopped".to_owned()));
+        }
+        let stopped_tenants =
+            self.handles().iter().filter(|(_, handle)| !handle.actor.connected()).count();
+        if stopped_tenants > 0 {
+            failing.push(("actors", format!("{stopped_tenants} tenant actors stopped")));
+        }
+        failing
     }
 
     /// The live counters of the provider queues, lateness and failures.
@@ -537,6 +582,8 @@ impl Engine {
                 () = self.new_tenant.notified() => {}
             }
         }
+        self.stopping.store(true, Ordering::Release);
+        tracing::info!("stopping: no new rounds; waiting for the rounds under way");
         let _ = stop.send(true);
         for (tenant, (_, driver)) in drivers {
             if let Err(error) = driver.await {

@@ -82,9 +82,17 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready once the engine has started, which the server only does after recovery finished.
-async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ready\n")
+/// Ready once the engine has started (the server only answers after recovery finished), while
+/// the store answers and the actors run; 503 naming each failing check otherwise, and from the
+/// moment a stop begins.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let failing = state.engine.readiness().await;
+    if failing.is_empty() {
+        return HttpResponse::Ok().content_type("text/plain").body("ready\n");
+    }
+    let lines: String =
+        failing.iter().map(|(check, reason)| format!("not ready: {check}: {reason}\n")).collect();
+    HttpResponse::ServiceUnavailable().content_type("text/plain").body(lines)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
