@@ -23,7 +23,7 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::crypto::CryptoError;
-use followup_core::domain::{Channel, FollowUpState, Provider, Tenant, TenantPause};
+use followup_core::domain::{Channel, Provider, Tenant, TenantPause};
 use followup_core::ids::{FollowUpId, ScheduleId, TenantId};
 use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::store::sealed::SealedStore;
@@ -623,22 +623,6 @@ impl Engine {
     pub fn lateness(&self) -> LatenessHistogram {
         self.deps.lateness.lock().map(|h| h.clone()).unwrap_or_default()
     }
-
-    /// Sets the queue depth gauges from the store. Called when `/metrics` is scraped rather
-    /// than every round, because it counts every follow-up.
-    pub async fn update_queue_depth(&self) {
-        let Ok(counts) = self.deps.store.count_follow_ups(None).await else {
-            return;
-        };
-        for channel in Channel::ALL {
-            let waiting: u64 = [FollowUpState::Pending, FollowUpState::Retry]
-                .iter()
-                .map(|state| counts.get(&(channel, *state)).copied().unwrap_or(0))
-                .sum();
-            metrics::gauge!(telemetry::QUEUE_DEPTH, "channel" => channel.as_str())
-                .set(waiting as f64);
-        }
-    }
 }
 
 /// Maximum calls in one Gmail batch request.
@@ -659,7 +643,10 @@ async fn drive_tenant(
         let next_wake = match handle.actor.send(RunDue { now }).await {
             Ok(Ok(report)) => report.next_wake,
             Ok(Err(error)) => {
-                tracing::error!(%tenant, %error, "dispatch round failed; retrying next tick");
+                let key = format!("round failed {tenant}");
+                if let Some(suppressed) = telemetry::repeated_errors().allow(&key) {
+                    tracing::error!(%tenant, %error, suppressed, "dispatch round failed; retrying next tick");
+                }
                 Some(now + tick)
             }
             Err(error) => {

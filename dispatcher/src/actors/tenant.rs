@@ -442,7 +442,10 @@ impl TenantRound {
             match result {
                 Ok(channel_report) => report.merge(channel_report),
                 Err(error) => {
-                    tracing::error!(tenant = %self.tenant, %channel, %error, "dispatch failed");
+                    let key = format!("dispatch failed {} {channel}", self.tenant);
+                    if let Some(suppressed) = telemetry::repeated_errors().allow(&key) {
+                        tracing::error!(tenant = %self.tenant, %channel, %error, suppressed, "dispatch failed");
+                    }
                     let retry_at = now + chrono::Duration::seconds(1);
                     report.merge(RoundReport { settled_or_sent: 0, next_wake: Some(retry_at) });
                 }

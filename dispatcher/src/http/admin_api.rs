@@ -157,6 +157,40 @@ pub(crate) async fn current_overview(state: &AppState) -> Result<Arc<Overview>, 
     Ok(cache.get())
 }
 
+/// Sets the gauges that come from the overview and the readiness checks, before a scrape of
+/// `/metrics`. Reads the cached overview, so a scrape costs no pass over the store unless
+/// counting per request is configured.
+pub(crate) async fn publish_gauges(state: &AppState) {
+    use crate::telemetry;
+    let ready = state.engine.readiness().await.is_empty();
+    metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+    let Ok(overview) = current_overview(state).await else {
+        return;
+    };
+    for channel in Channel::ALL {
+        let waiting: u64 = overview
+            .queues
+            .iter()
+            .chain(&overview.unrouted)
+            .filter(|queue| queue.channel == channel.as_str())
+            .map(|queue| queue.waiting)
+            .sum();
+        metrics::gauge!(telemetry::QUEUE_DEPTH, "channel" => channel.as_str()).set(waiting as f64);
+    }
+    for provider in followup_core::domain::Provider::ALL {
+        let paused = overview
+            .paused
+            .iter()
+            .filter(|item| item.provider.as_deref() == Some(provider.as_str()))
+            .count();
+        metrics::gauge!(telemetry::CONNECTIONS_PAUSED, "provider" => provider.as_str())
+            .set(paused as f64);
+    }
+    let tenants = overview.paused.iter().filter(|item| item.provider.is_none()).count();
+    metrics::gauge!(telemetry::TENANTS_PAUSED).set(tenants as f64);
+    metrics::gauge!(telemetry::OVERVIEW_PASS_DURATION).set(overview.took.as_secs_f64());
+}
+
 /// Builds the snapshot from the current overview and the live counters.
 pub(crate) async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
     let overview = current_overview(state).await?;

@@ -96,7 +96,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.engine.update_queue_depth().await;
+    admin_api::publish_gauges(&state).await;
     match &state.metrics {
         Some(handle) => {
             HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())
