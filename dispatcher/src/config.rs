@@ -780,6 +780,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn named_operators_read_their_tokens_from_files() {
+        let dir = tempfile::tempdir().expect("temporary dir");
+        let file = dir.path().join("alice.token");
+        std::fs::write(&file, "alice-token-from-a-file-0123\nignored line\n").expect("write");
+        let text = format!(
+            "[[admin.operators]]\nname = \"alice\"\ntoken_file = {:?}\n",
+            file.display().to_string()
+        );
+        let mut parsed: Config = toml::from_str(&text).expect("valid config");
+        parsed.admin.load_operator_tokens().expect("tokens load");
+        let token = parsed.admin.operators[0].token.as_ref().map(|t| t.expose().clone());
+        assert_eq!(token.as_deref(), Some("alice-token-from-a-file-0123"));
+        assert!(!format!("{parsed:?}").contains("alice-token-from-a-file"), "token in Debug");
+
+        let cases = [
+            (
+                "[[admin.operators]]\nname = \"bob\"\ntoken_env = \"FOLLOWUP_TEST_UNSET_OPERATOR\"\n",
+                "FOLLOWUP_TEST_UNSET_OPERATOR",
+            ),
+            ("[[admin.operators]]\nname = \"operator\"\ntoken_env = \"X\"\n", "used twice"),
+            ("[[admin.operators]]\nname = \"carol\"\n", "exactly one of token_env and token_file"),
+            (
+                "[[admin.operators]]\nname = \"no spaces\"\ntoken_env = \"X\"\n",
+                "invalid admin.operators name",
+            ),
+        ];
+        for (text, expected) in cases {
+            let mut parsed: Config = toml::from_str(text).expect("valid TOML");
+            let error = parsed.admin.load_operator_tokens().expect_err(text);
+            assert!(format!("{error:#}").contains(expected), "{text}: {error:#}");
+        }
+    }
+
+    #[test]
     fn config_file_overrides_defaults_and_rejects_unknown_keys() {
         let parsed: Config = toml::from_str(
             "listen = \"127.0.0.1:9000\"\n[dispatch]\nbatch_size = 7\n[plans.tiny]\n\
