@@ -304,28 +304,47 @@ pub struct Overview {
     pub paused: Vec<PausedItem>,
     /// Time the pass took.
     pub took: Duration,
+    /// When the pass ended, for the age of the cached result.
+    pub counted: Option<Instant>,
 }
 
 /// The last [`Overview`], shared by the refresher and the API.
 #[derive(Debug, Default)]
 pub struct OverviewCache {
     current: RwLock<Arc<Overview>>,
-    /// Whether a pass has completed since start.
-    ready: std::sync::atomic::AtomicBool,
+    /// When an operator last read the overview (snapshot, stream, pages); the refresher
+    /// counts only while someone reads, so an unwatched node puts no load on the store.
+    last_read: Mutex<Option<Instant>>,
 }
 
+/// How long after the last read the refresher keeps counting.
+pub const REFRESH_WHILE_READ_WITHIN: Duration = Duration::from_secs(30);
+
 impl OverviewCache {
+    /// Returns the last overview and notes the read, which keeps the refresher counting.
     pub fn get(&self) -> Arc<Overview> {
+        *self.last_read.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        self.peek()
+    }
+
+    /// Returns the last overview without noting a read (for `/metrics`, which would otherwise
+    /// keep the refresher busy on a node nobody watches).
+    pub fn peek(&self) -> Arc<Overview> {
         self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub fn set(&self, overview: Overview) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(overview);
-        self.ready.store(true, Ordering::Release);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    /// Whether the cached overview was counted less than `age` ago.
+    pub fn is_fresh(&self, age: Duration) -> bool {
+        self.peek().counted.is_some_and(|counted| counted.elapsed() < age)
+    }
+
+    fn read_recently(&self) -> bool {
+        let last_read = *self.last_read.lock().unwrap_or_else(PoisonError::into_inner);
+        last_read.is_some_and(|at| at.elapsed() < REFRESH_WHILE_READ_WITHIN)
     }
 }
 
@@ -466,6 +485,7 @@ pub async fn count_overview(
         states,
         paused,
         took: started.elapsed(),
+        counted: Some(Instant::now()),
     })
 }
 
@@ -546,12 +566,17 @@ pub fn snapshot(overview: &Overview, live: &LiveStats, node: &str) -> AdminSnaps
     }
 }
 
-/// Runs [`count_overview`] every `period` while the actix system runs, keeping the last result in
-/// `cache`. A failed pass keeps the previous result and is logged once per failure streak.
+/// Runs [`count_overview`] every `period` while the actix system runs and an operator read
+/// the overview within [`REFRESH_WHILE_READ_WITHIN`], keeping the last result in the engine's
+/// cache. A failed pass keeps the previous result and is logged once per failure streak.
 pub fn spawn_refresher(engine: Arc<crate::engine::Engine>, period: Duration) {
     actix::spawn(async move {
         let mut failing = false;
         loop {
+            if !engine.overview().read_recently() {
+                tokio::time::sleep(period).await;
+                continue;
+            }
             let now = engine.clock().now();
             let store = engine.store().clone();
             match count_overview(store.as_ref(), &engine.config().plans, now).await {

@@ -139,12 +139,21 @@ pub async fn cluster(
 }
 
 /// The overview the operator endpoints read: the refresher's last count, or a count made now
-/// when counting per request is configured or no count has finished yet.
+/// when counting per request is configured or the cached count is older than two refresh
+/// periods (no count yet, or the refresher idled while nobody read).
 pub(crate) async fn current_overview(state: &AppState) -> Result<Arc<Overview>, ApiError> {
+    let overview = overview_within_two_periods(state).await?;
+    // Noting the read keeps the refresher counting while an operator watches.
+    state.engine.overview().get();
+    Ok(overview)
+}
+
+async fn overview_within_two_periods(state: &AppState) -> Result<Arc<Overview>, ApiError> {
     let engine = &state.engine;
     let cache = engine.overview();
-    let per_request = engine.config().admin.snapshot_refresh_millis == 0;
-    if per_request || !cache.is_ready() {
+    let period = engine.config().admin.snapshot_refresh_millis;
+    let per_request = period == 0;
+    if per_request || !cache.is_fresh(std::time::Duration::from_millis(period * 2)) {
         let now = engine.clock().now();
         let overview =
             operator_view::count_overview(engine.store().as_ref(), &engine.config().plans, now)
@@ -154,7 +163,7 @@ pub(crate) async fn current_overview(state: &AppState) -> Result<Arc<Overview>, 
         }
         cache.set(overview);
     }
-    Ok(cache.get())
+    Ok(cache.peek())
 }
 
 /// Sets the gauges that come from the overview and the readiness checks, before a scrape of
@@ -164,7 +173,8 @@ pub(crate) async fn publish_gauges(state: &AppState) {
     use crate::telemetry;
     let ready = state.engine.readiness().await.is_empty();
     metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
-    let Ok(overview) = current_overview(state).await else {
+    // Without noting a read: a scrape alone does not keep the refresher counting.
+    let Ok(overview) = overview_within_two_periods(state).await else {
         return;
     };
     for channel in Channel::ALL {
