@@ -19,8 +19,8 @@ use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
-    AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
-    StoreError, StoreFuture, WrappedDataKey,
+    AttemptCursor, AuditEntry, ConnectionStatus, Enrolment, FollowUpCounts, FollowUpTally,
+    InsertReport, PurgeProgress, RecoveryReport, Store, StoreError, StoreFuture, WrappedDataKey,
 };
 use followup_core::suppression::Suppression;
 use redb::{Database, ReadableDatabase as _};
@@ -402,6 +402,22 @@ impl Store for EmbeddedStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         self.read(move |db| read::count_follow_ups(db, tenant))
+    }
+
+    fn append_audit(&self, entry: AuditEntry) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::AppendAudit(entry))
+    }
+
+    fn audit_page(&self, offset: u64, limit: usize) -> StoreFuture<'_, (u64, Vec<AuditEntry>)> {
+        self.read(move |db| read::audit_page(db, offset, limit))
+    }
+
+    fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>> {
+        self.read(move |db| read::tally_follow_ups(db, now))
+    }
+
+    fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>> {
+        self.read(read::connection_statuses)
     }
 
     fn contacts_page(

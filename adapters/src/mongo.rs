@@ -21,14 +21,15 @@ use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
-    AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
-    StoreError, StoreFuture, WrappedDataKey,
+    AttemptCursor, AuditEntry, ConnectionStatus, Enrolment, FollowUpCounts, FollowUpTally,
+    InsertReport, PurgeProgress, RecoveryReport, Store, StoreError, StoreFuture, WrappedDataKey,
 };
 use followup_core::suppression::Suppression;
 use mongodb::bson::{Document, doc};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 
+mod audit;
 mod connect;
 mod documents;
 mod errors;
@@ -71,6 +72,8 @@ mod collections {
     pub(super) const STRIPE_ACCOUNTS: &str = "stripe_accounts";
     /// One document per entry of a tenant's suppression list.
     pub(super) const SUPPRESSIONS: &str = "suppressions";
+    /// One document per operator action.
+    pub(super) const AUDIT: &str = "audit_log";
 }
 
 /// The MongoDB store. Cheap to share behind an `Arc`: the driver's client pools connections.
@@ -375,6 +378,22 @@ impl Store for MongoStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         Box::pin(self.read_counts(tenant))
+    }
+
+    fn append_audit(&self, entry: AuditEntry) -> StoreFuture<'_, ()> {
+        Box::pin(self.insert_audit(entry))
+    }
+
+    fn audit_page(&self, offset: u64, limit: usize) -> StoreFuture<'_, (u64, Vec<AuditEntry>)> {
+        Box::pin(self.read_audit_page(offset, limit))
+    }
+
+    fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>> {
+        Box::pin(self.read_tally(now))
+    }
+
+    fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>> {
+        Box::pin(self.read_connection_statuses())
     }
 
     fn contacts_page(

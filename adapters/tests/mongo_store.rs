@@ -25,6 +25,7 @@ fn tenant(id: TenantId) -> Tenant {
         api_key_sha256: format!("{:064x}", id.0.as_u128()),
         created_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("valid instant"),
         suppression_scope: Default::default(),
+        paused: None,
     }
 }
 

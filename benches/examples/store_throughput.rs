@@ -176,6 +176,7 @@ fn tenant_record(id: TenantId) -> Tenant {
         api_key_sha256: format!("{:064x}", id.0.as_u128()),
         created_at: Utc::now(),
         suppression_scope: Default::default(),
+        paused: None,
     }
 }
 

@@ -31,6 +31,17 @@ pub struct Tenant {
     /// that has it.
     #[serde(default)]
     pub suppression_scope: crate::suppression::SuppressionScope,
+    /// Set while an operator has paused the whole tenant: its rounds send nothing.
+    #[serde(default)]
+    pub paused: Option<TenantPause>,
+}
+
+/// An operator's pause of a whole tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPause {
+    /// Name of the operator credential that paused it.
+    pub by: String,
+    pub since: DateTime<Utc>,
 }
 
 /// The provider behind a connection.
@@ -447,6 +458,11 @@ pub struct FollowUp {
     pub planned_at: DateTime<Utc>,
     /// Number of attempts made so far.
     pub attempts: u32,
+    /// Value of `attempts` when an operator last retried it after it went dead: the retry
+    /// budget counts the attempts after it. Attempt numbers go on from `attempts`, so the
+    /// earlier attempts keep their records.
+    #[serde(default)]
+    pub attempts_before_retry: u32,
     /// Reason it ended as it did, or the last attempt's failure.
     pub reason: Option<String>,
     /// The provider's id of the sent message or call.
@@ -457,6 +473,12 @@ pub struct FollowUp {
 }
 
 impl FollowUp {
+    /// Returns the attempts that count against the retry budget: those since the operator's
+    /// last retry of the dead letter, or all of them.
+    pub fn budgeted_attempts(&self) -> u32 {
+        self.attempts.saturating_sub(self.attempts_before_retry)
+    }
+
     /// Creates step `step` of `schedule`, pending and due at `due_at`, written at `now`.
     pub fn pending(
         schedule: &Schedule,
@@ -475,6 +497,7 @@ impl FollowUp {
             due_at,
             planned_at: due_at,
             attempts: 0,
+            attempts_before_retry: 0,
             reason: None,
             provider_message_id: None,
             sent_at: None,

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
-    Sequence, Tenant, TenantDeletion,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Provider,
+    Schedule, Sequence, Tenant, TenantDeletion,
 };
 use crate::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use crate::suppression::Suppression;
@@ -112,6 +112,43 @@ pub struct WrappedDataKey {
 
 /// Number of follow-ups per channel and state.
 pub type FollowUpCounts = BTreeMap<(Channel, FollowUpState), u64>;
+
+/// Follow-ups of one tenant on one channel in one state, from [`Store::tally_follow_ups`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowUpTally {
+    pub tenant: TenantId,
+    pub channel: Channel,
+    pub state: FollowUpState,
+    pub count: u64,
+    /// Of `count`, those due at or before the instant of the tally. Counted for pending and
+    /// retry follow-ups only; 0 in every other state.
+    pub due: u64,
+}
+
+/// A connection as the operator overview needs it: no sender address, no credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    pub tenant: TenantId,
+    pub provider: Provider,
+    /// Why sending through it is paused, if it is.
+    pub paused_reason: Option<String>,
+}
+
+/// One operator action in the audit log. Tenants are named by id only, never by name; the
+/// note is the operator's free text, and is removed when the tenant it concerns is deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// A UUID v7, so that ids sort by time.
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub operator: String,
+    pub action: String,
+    pub target: String,
+    /// The tenant acted on, if any.
+    pub tenant: Option<TenantId>,
+    pub note: Option<String>,
+    pub affected: u64,
+}
 
 /// Durable storage of the engine.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -260,6 +297,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Counts follow-ups by channel and state, for one tenant or for all.
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts>;
 
+    /// Counts every tenant's follow-ups by channel and state in one pass over the store, with
+    /// how many pending and retry ones are due at `now`. Groups with no follow-up are left out;
+    /// the order is unspecified. It reads every follow-up, so callers run it in the
+    /// background at a bounded rate, never per request.
+    fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>>;
+
+    /// Returns every tenant's connections without their addresses and credentials, in any
+    /// order.
+    fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>>;
+
+    /// Appends an entry to the audit log, durably. An id already stored is a conflict.
+    fn append_audit(&self, entry: AuditEntry) -> StoreFuture<'_, ()>;
+
+    /// Returns the number of audit entries and up to `limit` of them, newest first (by id),
+    /// skipping the `offset` newest.
+    fn audit_page(&self, offset: u64, limit: usize) -> StoreFuture<'_, (u64, Vec<AuditEntry>)>;
+
     /// Returns up to `limit` contacts of `tenant` in id order, starting after `after`.
     fn contacts_page(
         &self,
@@ -288,7 +342,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Starts the deletion of `deletion.tenant` in one durable write: removes the tenant record
     /// and its API key, so that no request authenticates as the tenant any more, and stores the
     /// deletion marker. From then on every write for the tenant is rejected except the purge.
-    /// A tenant that does not exist, or is already being deleted, is a conflict.
+    /// The same write removes the notes of the audit entries about the tenant, which may name
+    /// it. A tenant that does not exist, or is already being deleted, is a conflict.
     fn begin_tenant_deletion(&self, deletion: TenantDeletion) -> StoreFuture<'_, ()>;
 
     /// Returns every deletion marker, finished or not.

@@ -54,6 +54,8 @@ pub struct Config {
     pub api_limits: ApiLimitsConfig,
     /// How this engine shares the tenants with other engines on the same store.
     pub cluster: ClusterConfig,
+    /// The operator API's overview and live stream.
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             api_limits: ApiLimitsConfig::default(),
             cluster: ClusterConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -333,6 +336,98 @@ pub struct ClusterConfig {
     pub renew_interval_millis: u64,
     /// Maximum difference assumed between two nodes' clocks, in milliseconds.
     pub clock_skew_margin_millis: u64,
+}
+
+/// The operator API's overview (`[admin]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Pause between two counts of every follow-up for the snapshot, the stream and the
+    /// tenant pages, in milliseconds. Each count reads the whole follow-up table once. 0
+    /// counts on every request instead, which only suits a small store (the tests use it).
+    pub snapshot_refresh_millis: u64,
+    /// Pause between two `snapshot` events of `GET /admin/v1/stream`, in milliseconds.
+    pub stream_period_millis: u64,
+    /// Streams open at once; one more is answered 503.
+    pub max_streams: usize,
+    /// Named operator credentials, beside `admin_token` (whose name is `operator`). The audit
+    /// log records which one authenticated each action.
+    pub operators: Vec<OperatorConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_refresh_millis: 2_000,
+            stream_period_millis: 1_000,
+            max_streams: 16,
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// Name of the credential `admin_token` (`FOLLOWUP_ADMIN_TOKEN`) in the audit log.
+pub const DEFAULT_OPERATOR: &str = "operator";
+
+/// One named operator (`[[admin.operators]]`). Its token comes from an environment variable
+/// or a file, never from the configuration file itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    pub name: String,
+    /// Environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File whose first line is the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token, read from `token_env` or `token_file` by [`AdminConfig::load_operator_tokens`].
+    #[serde(skip)]
+    pub token: Option<Sensitive<String>>,
+}
+
+impl AdminConfig {
+    /// Reads every named operator's token from its variable or file. Each error names the
+    /// operator and where its token was looked for.
+    pub fn load_operator_tokens(&mut self) -> anyhow::Result<()> {
+        let mut names = std::collections::BTreeSet::from([DEFAULT_OPERATOR.to_owned()]);
+        for operator in &mut self.operators {
+            let name = operator.name.trim();
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                "invalid admin.operators name {:?}: use letters, digits, '-', '_' or '.'",
+                operator.name
+            );
+            anyhow::ensure!(
+                names.insert(name.to_owned()),
+                "admin.operators name {name:?} is used twice (\"{DEFAULT_OPERATOR}\" is the name of FOLLOWUP_ADMIN_TOKEN)"
+            );
+            let token = match (&operator.token_env, &operator.token_file) {
+                (Some(variable), None) => std::env::var(variable).with_context(|| {
+                    format!("operator {name:?}: environment variable {variable} is not set")
+                })?,
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!("operator {name:?}: cannot read token_file {}", path.display())
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                _ => {
+                    anyhow::bail!("operator {name:?}: set exactly one of token_env and token_file")
+                }
+            };
+            anyhow::ensure!(
+                token.len() >= 16,
+                "operator {name:?}: the token is shorter than 16 characters"
+            );
+            operator.token = Some(Sensitive::new(token));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ClusterConfig {
@@ -683,6 +778,40 @@ pub struct TenantLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_operators_read_their_tokens_from_files() {
+        let dir = tempfile::tempdir().expect("temporary dir");
+        let file = dir.path().join("alice.token");
+        std::fs::write(&file, "alice-token-from-a-file-0123\nignored line\n").expect("write");
+        let text = format!(
+            "[[admin.operators]]\nname = \"alice\"\ntoken_file = {:?}\n",
+            file.display().to_string()
+        );
+        let mut parsed: Config = toml::from_str(&text).expect("valid config");
+        parsed.admin.load_operator_tokens().expect("tokens load");
+        let token = parsed.admin.operators[0].token.as_ref().map(|t| t.expose().clone());
+        assert_eq!(token.as_deref(), Some("alice-token-from-a-file-0123"));
+        assert!(!format!("{parsed:?}").contains("alice-token-from-a-file"), "token in Debug");
+
+        let cases = [
+            (
+                "[[admin.operators]]\nname = \"bob\"\ntoken_env = \"FOLLOWUP_TEST_UNSET_OPERATOR\"\n",
+                "FOLLOWUP_TEST_UNSET_OPERATOR",
+            ),
+            ("[[admin.operators]]\nname = \"operator\"\ntoken_env = \"X\"\n", "used twice"),
+            ("[[admin.operators]]\nname = \"carol\"\n", "exactly one of token_env and token_file"),
+            (
+                "[[admin.operators]]\nname = \"no spaces\"\ntoken_env = \"X\"\n",
+                "invalid admin.operators name",
+            ),
+        ];
+        for (text, expected) in cases {
+            let mut parsed: Config = toml::from_str(text).expect("valid TOML");
+            let error = parsed.admin.load_operator_tokens().expect_err(text);
+            assert!(format!("{error:#}").contains(expected), "{text}: {error:#}");
+        }
+    }
 
     #[test]
     fn config_file_overrides_defaults_and_rejects_unknown_keys() {

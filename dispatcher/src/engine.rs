@@ -23,8 +23,8 @@ use followup_adapters::twilio::TwilioClient;
 use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
 use followup_core::crypto::CryptoError;
-use followup_core::domain::{Channel, FollowUpState, Provider, Tenant};
-use followup_core::ids::{ScheduleId, TenantId};
+use followup_core::domain::{Channel, Provider, Tenant, TenantPause};
+use followup_core::ids::{FollowUpId, ScheduleId, TenantId};
 use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::store::sealed::SealedStore;
 use followup_core::store::{Store, StoreError};
@@ -34,13 +34,14 @@ use tokio::sync::Notify;
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
-    CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RoundReport, RunDue, TenantActor,
-    earliest,
+    CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RetryDead, RoundReport, RunDue,
+    TenantActor, earliest,
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
 use crate::config::{Config, ProvidersConfig};
 use crate::lifecycle::SendGate;
+use crate::operator_view::{LiveStats, OverviewCache};
 use crate::telemetry::{self, LatenessHistogram};
 use crate::tokens::{RefreshPolicy, TokenKeeper};
 use crate::unsubscribe::UnsubscribeLinks;
@@ -71,7 +72,15 @@ pub struct Engine {
     purge_wake: Notify,
     /// The leases of the tenants this engine dispatches.
     leases: LeaseKeeper,
+    /// The operator overview's last count, kept by [`crate::operator_view::spawn_refresher`].
+    overview: OverviewCache,
+    /// Set when [`Engine::run_forever`] begins its stop: `/readyz` then answers 503, so that
+    /// a load balancer sends no more work while the rounds under way finish.
+    stopping: std::sync::atomic::AtomicBool,
 }
+
+/// How long the readiness check waits for the store.
+const READY_STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A tenant's actor and the signal that wakes its driver.
 #[derive(Clone, Debug)]
@@ -107,7 +116,8 @@ impl Engine {
 
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
-        let providers = start_providers(&config, &urls, &clock, &arbiters)?;
+        let live = Arc::new(LiveStats::default());
+        let providers = start_providers(&config, &urls, &clock, &arbiters, &live)?;
         config.validate_plans()?;
         let billing = BillingActor::start_in_arbiter(&arbiters[0], {
             let plans = config.plans.clone();
@@ -133,6 +143,7 @@ impl Engine {
                 .filter(|base| base.starts_with("https://"))
                 .map(|base| UnsubscribeLinks::new(base, sealed.clone())),
             lateness: Mutex::new(LatenessHistogram::default()),
+            live,
         });
         let engine = Arc::new(Self {
             deps,
@@ -144,6 +155,8 @@ impl Engine {
             new_tenant: Notify::new(),
             purge_wake: Notify::new(),
             leases,
+            overview: OverviewCache::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         engine.leases.run_pass(&engine).await?;
         crate::cluster::spawn_lease_keeper(&engine);
@@ -152,6 +165,53 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.deps.store
+    }
+
+    /// Runs the readiness checks: the engine is not stopping, the store answers a read within
+    /// two seconds, and the provider, billing and tenant actors still take messages. Returns
+    /// the failing checks, each with its name and a reason that names no address or secret.
+    pub async fn readiness(&self) -> Vec<(&'static str, String)> {
+        let mut failing = Vec::new();
+        if self.stopping.load(Ordering::Acquire) {
+            failing.push(("stopping", "the engine is stopping".to_owned()));
+        }
+        let probe = self.deps.store.tenant(TenantId(uuid::Uuid::nil()));
+        match tokio::time::timeout(READY_STORE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: the store failed a read");
+                failing.push(("store", "the store failed a read".to_owned()));
+            }
+            Err(_) => failing.push(("store", "the store did not answer within 2 s".to_owned())),
+        }
+        let stopped_providers: Vec<&str> = self
+            .deps
+            .providers
+            .iter()
+            .filter(|(_, actor)| !actor.connected())
+            .map(|(provider, _)| provider.as_str())
+            .collect();
+        if !stopped_providers.is_empty() {
+            failing.push(("actors", format!("provider actors stopped: {stopped_providers:?}")));
+        }
+        if !self.deps.billing.connected() {
+            failing.push(("actors", "the billing actor stopped".to_owned()));
+        }
+        let stopped_tenants =
+            self.handles().iter().filter(|(_, handle)| !handle.actor.connected()).count();
+        if stopped_tenants > 0 {
+            failing.push(("actors", format!("{stopped_tenants} tenant actors stopped")));
+        }
+        failing
+    }
+
+    /// The live counters of the provider queues, lateness and failures.
+    pub fn live(&self) -> &Arc<LiveStats> {
+        &self.deps.live
+    }
+
+    pub fn overview(&self) -> &OverviewCache {
+        &self.overview
     }
 
     /// Returns the sealed store, for what needs a tenant's keys: record ids, rotation and
@@ -271,6 +331,7 @@ impl Engine {
             let deps = self.deps.clone();
             let id = tenant.id;
             let gate = Arc::new(SendGate::new());
+            gate.set_paused(tenant.paused.is_some());
             let actor_gate = gate.clone();
             let actor = TenantActor::start_in_arbiter(&self.arbiters[index], move |_| {
                 TenantActor::new(id, deps, actor_gate, lease)
@@ -305,6 +366,65 @@ impl Engine {
             })?;
         let now = self.deps.clock.now();
         Ok(actor.send(CancelSchedule { schedule, now }).await??)
+    }
+
+    /// Pauses or resumes a tenant's sends: stores the pause on the tenant record, so that it
+    /// survives a restart, and tells this node's actor. Returns the tenant as stored, or `None`
+    /// when there is no such tenant.
+    ///
+    /// NOTE: only this node's actor learns it at once. Another node dispatching the tenant
+    /// reads the pause when it next takes the tenant's lease.
+    pub async fn set_tenant_paused(
+        &self,
+        tenant: TenantId,
+        pause: Option<TenantPause>,
+    ) -> anyhow::Result<Option<Tenant>> {
+        let Some(mut record) = self.deps.store.tenant(tenant).await? else {
+            return Ok(None);
+        };
+        let paused = pause.is_some();
+        record.paused = pause;
+        self.deps.store.put_tenant(record.clone()).await?;
+        let handle = self.tenants.lock().ok().and_then(|tenants| tenants.get(&tenant).cloned());
+        if let Some(handle) = handle {
+            handle.gate.set_paused(paused);
+        }
+        if !paused {
+            self.notify_tenant(tenant);
+        }
+        Ok(Some(record))
+    }
+
+    /// Returns dead follow-ups of a tenant to pending through its actor (all of them, or those
+    /// of `follow_ups`), and returns how many.
+    pub async fn retry_dead(
+        &self,
+        tenant: TenantId,
+        follow_ups: Option<Vec<FollowUpId>>,
+    ) -> anyhow::Result<usize> {
+        let actor = self.tenant_actor(tenant)?;
+        let now = self.deps.clock.now();
+        let retried = actor.send(RetryDead { follow_ups, now }).await??;
+        if retried > 0 {
+            self.notify_tenant(tenant);
+        }
+        Ok(retried)
+    }
+
+    /// Returns the actor of a tenant this node dispatches, or an error naming the node.
+    fn tenant_actor(&self, tenant: TenantId) -> anyhow::Result<Addr<TenantActor>> {
+        self.tenants
+            .lock()
+            .map_err(|_| anyhow::anyhow!("tenant map poisoned"))?
+            .get(&tenant)
+            .map(|handle| handle.actor.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "tenant {tenant} is not dispatched by this node (node {}): send the request \
+                     to the node that owns the tenant, listed by GET /admin/v1/cluster",
+                    self.leases.node()
+                )
+            })
     }
 
     /// Moves a tenant to another plan: stores it, tells billing, and returns the tenant's held
@@ -462,6 +582,8 @@ impl Engine {
                 () = self.new_tenant.notified() => {}
             }
         }
+        self.stopping.store(true, Ordering::Release);
+        tracing::info!("stopping: no new rounds; waiting for the rounds under way");
         let _ = stop.send(true);
         for (tenant, (_, driver)) in drivers {
             if let Err(error) = driver.await {
@@ -501,22 +623,6 @@ impl Engine {
     pub fn lateness(&self) -> LatenessHistogram {
         self.deps.lateness.lock().map(|h| h.clone()).unwrap_or_default()
     }
-
-    /// Sets the queue depth gauges from the store. Called when `/metrics` is scraped rather
-    /// than every round, because it counts every follow-up.
-    pub async fn update_queue_depth(&self) {
-        let Ok(counts) = self.deps.store.count_follow_ups(None).await else {
-            return;
-        };
-        for channel in Channel::ALL {
-            let waiting: u64 = [FollowUpState::Pending, FollowUpState::Retry]
-                .iter()
-                .map(|state| counts.get(&(channel, *state)).copied().unwrap_or(0))
-                .sum();
-            metrics::gauge!(telemetry::QUEUE_DEPTH, "channel" => channel.as_str())
-                .set(waiting as f64);
-        }
-    }
 }
 
 /// Maximum calls in one Gmail batch request.
@@ -537,7 +643,10 @@ async fn drive_tenant(
         let next_wake = match handle.actor.send(RunDue { now }).await {
             Ok(Ok(report)) => report.next_wake,
             Ok(Err(error)) => {
-                tracing::error!(%tenant, %error, "dispatch round failed; retrying next tick");
+                let key = format!("round failed {tenant}");
+                if let Some(suppressed) = telemetry::repeated_errors().allow(&key) {
+                    tracing::error!(%tenant, %error, suppressed, "dispatch round failed; retrying next tick");
+                }
                 Some(now + tick)
             }
             Err(error) => {
@@ -652,6 +761,7 @@ fn start_providers(
     urls: &ProviderUrls,
     clock: &Arc<dyn Clock>,
     arbiters: &[ArbiterHandle],
+    live: &Arc<LiveStats>,
 ) -> anyhow::Result<HashMap<Provider, Addr<ProviderActor>>> {
     let settings = HttpSettings {
         request_timeout: Duration::from_secs(config.providers.request_timeout_seconds.max(1)),
@@ -679,10 +789,11 @@ fn start_providers(
             ),
         };
         let clock = clock.clone();
+        let live = live.clone();
         let settings = provider_settings(&config.providers, provider);
         let arbiter = &arbiters[(index + 1) % arbiters.len()];
         let actor = ProviderActor::start_in_arbiter(arbiter, move |_| {
-            ProviderActor::new(provider, client, clock, settings)
+            ProviderActor::new(provider, client, clock, settings).with_live_stats(live)
         });
         providers.insert(provider, actor);
     }

@@ -4,12 +4,14 @@
 
 pub mod account_api;
 pub mod admin_api;
+pub mod admin_stream;
 pub mod auth;
 pub mod billing_api;
 pub mod error;
 pub mod forecast_api;
 pub mod json;
 pub mod limits;
+pub mod operator_actions;
 pub mod routes;
 pub mod stops_api;
 pub mod tenant_api;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub fakes: Option<Arc<FakeProviders>>,
     pub limits: Arc<limits::ApiLimiter>,
     pub webhooks: Arc<webhooks::WebhookState>,
+    /// The open snapshot streams: their limit and the signal that ends them.
+    pub streams: Arc<admin_stream::StreamGate>,
 }
 
 /// Registers a connection with the built-in fakes, with its effective limits.

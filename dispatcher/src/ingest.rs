@@ -434,6 +434,7 @@ fn enrolment(job: &IngestJob<'_>, valid: ValidContact) -> Enrolment {
                 due_at,
                 planned_at: due_at,
                 attempts: 0,
+                attempts_before_retry: 0,
                 reason,
                 provider_message_id: None,
                 sent_at: None,

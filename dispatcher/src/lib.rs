@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod lifecycle;
 pub mod limiter;
+pub mod operator_view;
 pub mod server;
 pub mod stops;
 pub mod storage;

@@ -34,11 +34,26 @@ pub struct SendGate {
     open: RwLock<bool>,
     /// A copy of the state readable without waiting, for rounds that only look.
     stopped: AtomicBool,
+    /// Set while an operator has paused the tenant. Rounds that start see it; a round under
+    /// way finishes its sends.
+    paused: AtomicBool,
 }
 
 impl SendGate {
     pub fn new() -> Self {
-        Self { open: RwLock::new(true), stopped: AtomicBool::new(false) }
+        Self {
+            open: RwLock::new(true),
+            stopped: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
     }
 
     /// Returns a guard to send under, or `None` once the gate is stopped.

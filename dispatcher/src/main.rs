@@ -328,6 +328,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.master_key = MasterKeyArgs::env_key();
     // Checked before anything starts, so that a missing key is the only message.
     config.load_keyring()?;
+    config.admin.load_operator_tokens()?;
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
     let timeout = Duration::from_secs(config.store_timeout_seconds);
@@ -336,7 +337,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         store = ?config.store,
         providers = ?config.providers.mode,
-        admin_api = config.admin_token.is_some(),
+        admin_api = config.admin_token.is_some() || !config.admin.operators.is_empty(),
         https = config.tls.cert_file.is_some(),
         stripe_webhooks = !config.webhooks.stripe_signing_secrets.is_empty(),
         twilio_webhooks = config.webhooks.public_base_url.is_some(),

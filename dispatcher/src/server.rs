@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{Config, OAuthConfig, ProvidersMode};
 use crate::engine::{Engine, ProviderUrls};
+use crate::http::admin_stream::StreamGate;
 use crate::http::error::ApiError;
 use crate::http::limits::ApiLimiter;
 use crate::http::webhooks::WebhookState;
@@ -56,6 +57,8 @@ pub struct RunningEngine {
     /// Every verified webhook.
     pub webhook_log: WebhookLog,
     server: actix_web::dev::ServerHandle,
+    /// Ended before the server stops, so that open snapshot streams do not hold it.
+    streams: Arc<StreamGate>,
 }
 
 impl RunningEngine {
@@ -128,6 +131,14 @@ impl RunningEngine {
             tracing::error!(error = %format!("{error:#}"), "applying recorded Stripe events failed");
         }
         crate::lifecycle::spawn_background(engine.clone());
+        // With a refresh period of 0 the operator API counts per request instead.
+        let refresh = engine.config().admin.snapshot_refresh_millis;
+        if refresh > 0 {
+            crate::operator_view::spawn_refresher(
+                engine.clone(),
+                std::time::Duration::from_millis(refresh),
+            );
+        }
         if let Some(fakes) = &fakes {
             for tenant in engine.live_tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {
@@ -135,12 +146,14 @@ impl RunningEngine {
                 }
             }
         }
+        let streams = Arc::new(StreamGate::new(engine.config().admin.max_streams));
         let state = web::Data::new(AppState {
             engine: engine.clone(),
             metrics,
             fakes: fakes.clone(),
             limits,
             webhooks: webhooks.clone(),
+            streams: streams.clone(),
         });
         let query_config = web::QueryConfig::default().error_handler(|error, _| {
             ApiError::BadRequest(format!("invalid query string: {error}")).into()
@@ -164,7 +177,15 @@ impl RunningEngine {
         let handle = server.handle();
         actix_rt::spawn(server);
         tracing::info!(%addr, scheme, "followup listening");
-        Ok(Self { engine, addr, scheme, fakes, webhook_log: webhooks.log.clone(), server: handle })
+        Ok(Self {
+            engine,
+            addr,
+            scheme,
+            fakes,
+            webhook_log: webhooks.log.clone(),
+            server: handle,
+            streams,
+        })
     }
 
     /// Returns the base URL of the API, `https://` when TLS is configured.
@@ -177,10 +198,11 @@ impl RunningEngine {
         self.fakes.as_deref().context("the engine runs without the built-in fakes")
     }
 
-    /// Stops the HTTP server, letting requests in progress finish, then releases the
-    /// engine's tenant leases once their sends under way have finished, so that another
-    /// engine on the same store takes the tenants at once.
+    /// Ends the snapshot streams and stops the HTTP server, letting requests in progress
+    /// finish, then releases the engine's tenant leases once their sends under way have
+    /// finished, so that another engine on the same store takes the tenants at once.
     pub async fn stop(self) {
+        self.streams.close();
         self.server.stop(true).await;
         self.engine.leases().release_all(&self.engine).await;
         if let Some(fakes) = self.fakes.and_then(Arc::into_inner) {

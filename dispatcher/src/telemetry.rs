@@ -59,18 +59,34 @@ pub const LEASES_LOST: &str = "followup_tenant_leases_lost_total";
 /// Follow-up writes the store rejected because a newer lease of the tenant exists.
 pub const FENCE_REJECTIONS: &str = "followup_fence_rejections_total";
 
+/// Connections paused, by `provider`: by the engine (a refused token) or by an operator.
+pub const CONNECTIONS_PAUSED: &str = "followup_connections_paused";
+/// Tenants an operator paused as a whole.
+pub const TENANTS_PAUSED: &str = "followup_tenants_paused";
+/// 1 while `/readyz` would answer 200, else 0; set at each scrape.
+pub const READY: &str = "followup_ready";
+/// Duration of the operator overview's last pass over the store.
+pub const OVERVIEW_PASS_DURATION: &str = "followup_overview_pass_duration_seconds";
+
 /// OAuth access-token refreshes, by `provider` (gmail, outlook) and `outcome`: refreshed,
 /// invalid_grant, transient_error or rejected.
 pub const TOKEN_REFRESHES: &str = "followup_token_refreshes_total";
 
-/// Bucket bounds of the lateness histogram, in seconds: from 10 ms to a day, because a
+/// Bucket bounds of the lateness histogram, in seconds: from 1 ms to a day, because a
 /// follow-up can be late by a network round trip or by a daily cap.
 const LATENESS_BUCKETS: &[f64] = &[
-    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3_600.0, 14_400.0, 43_200.0, 86_400.0,
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3_600.0, 7_200.0,
+    14_400.0, 43_200.0, 86_400.0,
 ];
 
-/// Bucket bounds of provider request durations, in seconds.
-const REQUEST_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+/// Bucket bounds of provider request durations, in seconds, up to the default request
+/// timeout of 30 s, so that stalled requests land in a bucket of their own.
+const REQUEST_BUCKETS: &[f64] =
+    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Outcome labels of [`SENDS`].
+pub const SEND_OUTCOMES: [&str; 8] =
+    ["sent", "in_doubt", "retry", "failed", "dead", "unauthorized", "not_sent", "pending"];
 
 /// Installs the Prometheus recorder and describes every metric. Returns the handle that
 /// renders `/metrics`. Calling it twice in one process returns an error.
@@ -161,7 +177,89 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         Unit::Count,
         "OAuth access-token refreshes by provider and outcome."
     );
+    describe_gauge!(CONNECTIONS_PAUSED, Unit::Count, "Connections paused, by provider.");
+    describe_gauge!(TENANTS_PAUSED, Unit::Count, "Tenants paused as a whole by an operator.");
+    describe_gauge!(READY, Unit::Count, "1 while the engine is ready, 0 otherwise.");
+    describe_gauge!(
+        OVERVIEW_PASS_DURATION,
+        Unit::Seconds,
+        "Duration of the operator overview's last pass over the store."
+    );
+    register_alerted_series();
     Ok(handle)
+}
+
+/// Creates, at 0, the series that dashboards and alert rules read, so that a rule over a
+/// rate has data before the first event, and a missing series means a missing engine.
+fn register_alerted_series() {
+    for provider in ["gmail", "outlook", "twilio"] {
+        for outcome in SEND_OUTCOMES {
+            metrics::counter!(SENDS, "provider" => provider, "outcome" => outcome).increment(0);
+        }
+        metrics::counter!(RATE_LIMIT_WAITS, "provider" => provider).increment(0);
+        metrics::counter!(BREAKER_OPENINGS, "provider" => provider).increment(0);
+        metrics::gauge!(IN_FLIGHT, "provider" => provider).set(0.0);
+        metrics::gauge!(CONNECTIONS_PAUSED, "provider" => provider).set(0.0);
+    }
+    for channel in ["email", "sms", "call"] {
+        metrics::counter!(QUOTA_REJECTIONS, "channel" => channel).increment(0);
+        metrics::counter!(QUOTA_HELD, "channel" => channel).increment(0);
+        metrics::gauge!(QUEUE_DEPTH, "channel" => channel).set(0.0);
+    }
+    metrics::gauge!(TENANTS_PAUSED).set(0.0);
+    metrics::gauge!(READY).set(0.0);
+}
+
+/// Lets one log line of a repeated error through per interval and counts the others, so that
+/// an error repeated every round (a store down, a provider refusing) does not flood the log.
+/// Keys are short fixed texts chosen by the caller (a call site and a tenant id, say), never
+/// an address or a token. Keeps at most [`LOG_KEYS_KEPT`] keys; beyond that it lets every
+/// line through rather than grow.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+}
+
+/// Keys a [`LogLimiter`] remembers.
+pub const LOG_KEYS_KEPT: usize = 10_000;
+
+impl LogLimiter {
+    pub fn new(interval: std::time::Duration) -> Self {
+        Self { interval, seen: std::sync::Mutex::default() }
+    }
+
+    /// Returns `Some(suppressed)` when a line for `key` may be written now, with the number
+    /// of lines held back since the last one written; `None` to hold this one back.
+    pub fn allow(&self, key: &str) -> Option<u64> {
+        self.allow_at(key, std::time::Instant::now())
+    }
+
+    fn allow_at(&self, key: &str, now: std::time::Instant) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get_mut(key) {
+            Some((last, suppressed)) if now.duration_since(*last) < self.interval => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                *last = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                if seen.len() < LOG_KEYS_KEPT {
+                    seen.insert(key.to_owned(), (now, 0));
+                }
+                Some(0)
+            }
+        }
+    }
+}
+
+/// The limiter of the engine's repeated error lines: one line per key every 30 s.
+pub fn repeated_errors() -> &'static LogLimiter {
+    static LIMITER: std::sync::OnceLock<LogLimiter> = std::sync::OnceLock::new();
+    LIMITER.get_or_init(|| LogLimiter::new(std::time::Duration::from_secs(30)))
 }
 
 /// Log output format.
@@ -259,7 +357,22 @@ impl LatenessHistogram {
 
 #[cfg(test)]
 mod tests {
-    use super::LatenessHistogram;
+    use super::{LatenessHistogram, LogLimiter};
+
+    #[test]
+    fn log_limiter_counts_what_it_holds_back() {
+        let limiter = LogLimiter::new(std::time::Duration::from_secs(30));
+        let start = std::time::Instant::now();
+        assert_eq!(limiter.allow_at("store down", start), Some(0));
+        for second in 1..=5 {
+            let at = start + std::time::Duration::from_secs(second);
+            assert_eq!(limiter.allow_at("store down", at), None);
+        }
+        assert_eq!(limiter.allow_at("other error", start), Some(0), "keys are apart");
+        let later = start + std::time::Duration::from_secs(31);
+        assert_eq!(limiter.allow_at("store down", later), Some(5), "five held back");
+        assert_eq!(limiter.allow_at("store down", later), None);
+    }
 
     #[test]
     fn histogram_quantiles_within_two_percent() {

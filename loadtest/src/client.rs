@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use followup_core::api::{AdminSnapshot, CreateTenantRequest, CreateTenantResponse};
+use followup_core::api::{AdminSnapshot, CreateTenantRequest, CreateTenantResponse, TenantPage};
 use followup_core::domain::LimitOverrides;
 use followup_core::ingest::RowError;
 use followup_core::sensitive::Sensitive;
@@ -227,6 +227,30 @@ impl EngineClient {
             .await
             .context("snapshot request failed")?;
         read_json(response, StatusCode::OK, "snapshot").await
+    }
+
+    /// `GET /admin/v1/tenant-summaries`: one page of the tenants whose id or name contains
+    /// `filter`, by name.
+    pub async fn tenant_summaries(
+        &self,
+        filter: &str,
+        offset: u64,
+        limit: u64,
+    ) -> anyhow::Result<TenantPage> {
+        let mut url = self.endpoint("/admin/v1/tenant-summaries")?;
+        url.query_pairs_mut()
+            .append_pair("sort", "name")
+            .append_pair("filter", filter)
+            .append_pair("offset", &offset.to_string())
+            .append_pair("limit", &limit.to_string());
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.admin_token.expose())
+            .send()
+            .await
+            .context("tenant-summaries request failed")?;
+        read_json(response, StatusCode::OK, "tenant-summaries").await
     }
 
     fn endpoint(&self, path: &str) -> anyhow::Result<Url> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use followup_core::domain::Channel;
+use followup_core::domain::{Channel, FollowUpState};
 use followup_core::sensitive::Sensitive;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -152,7 +152,26 @@ pub struct CrashOptions {
     pub work_dir: Option<PathBuf>,
     /// Whether to print progress lines on stderr.
     pub show_progress: bool,
+    /// How each stop is made.
+    pub stop_signal: StopSignal,
 }
+
+/// How the harness stops the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGKILL: nothing of the engine runs after it.
+    #[default]
+    Kill,
+    /// SIGTERM: the engine must finish or hand back its sends, release its leases and exit
+    /// 0 within [`GRACEFUL_STOP_WITHIN`]. No follow-up may end in doubt then, since no
+    /// request is cut off, so the final checks count every in-doubt one as a failure. Stops
+    /// land during dispatch and outcome writes only: a graceful stop lets an upload under
+    /// way finish, so there is no cut upload to check.
+    Term,
+}
+
+/// How long a graceful stop may take: the provider request timeout (30 s) and a margin.
+pub const GRACEFUL_STOP_WITHIN: Duration = Duration::from_secs(45);
 
 impl CrashOptions {
     /// Returns the defaults of a long run, with the `followup` binary at `followup`.
@@ -173,6 +192,7 @@ impl CrashOptions {
             latency: Duration::from_millis(40),
             work_dir: None,
             show_progress: true,
+            stop_signal: StopSignal::Kill,
         }
     }
 
@@ -445,7 +465,11 @@ impl CrashRun {
     /// Aims one kill at a phase drawn at random, kills the engine, restarts it and runs the
     /// checks of a restart. Returns the new engine.
     async fn kill_once(&mut self, engine: EngineProcess) -> anyhow::Result<EngineProcess> {
-        let phase = Phase::ALL[self.rng.random_range(0..Phase::ALL.len())];
+        let phases: &[Phase] = match self.options.stop_signal {
+            StopSignal::Kill => &Phase::ALL,
+            StopSignal::Term => &[Phase::Dispatch, Phase::Outcome],
+        };
+        let phase = phases[self.rng.random_range(0..phases.len())];
         let engine_started_at = engine.started_at;
         let (landed, killed_at) = match phase {
             Phase::Ingest => self.kill_during_ingest(engine).await?,
@@ -531,7 +555,7 @@ impl CrashRun {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok((in_flight > 0, engine.kill()?))
+        Ok((in_flight > 0, self.stop_engine(engine)?))
     }
 
     /// Waits until the fakes answer one more send, then kills the engine at once, before it
@@ -548,7 +572,15 @@ impl CrashRun {
                 break;
             }
         }
-        Ok((false, engine.kill()?))
+        Ok((false, self.stop_engine(engine)?))
+    }
+
+    /// Stops the engine with the run's signal; returns the instant the signal was sent.
+    fn stop_engine(&self, engine: EngineProcess) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        match self.options.stop_signal {
+            StopSignal::Kill => engine.kill(),
+            StopSignal::Term => engine.terminate(GRACEFUL_STOP_WITHIN),
+        }
     }
 
     /// Uploads fresh contacts when little is left to dispatch, so that a dispatch or outcome
@@ -695,6 +727,18 @@ impl CrashRun {
         let mut counts = FinalCounts::default();
         let failures = checks::final_checks(&records, &facts, &mut counts);
         self.failures.extend(failures);
+        if self.options.stop_signal == StopSignal::Term {
+            let in_doubt = records
+                .iter()
+                .flat_map(|tenant| &tenant.follow_ups)
+                .filter(|follow_up| follow_up.state == FollowUpState::InDoubt);
+            for follow_up in in_doubt {
+                self.failures.push(format!(
+                    "follow-up {} is in doubt after graceful stops only: a stop cut its request",
+                    follow_up.id
+                ));
+            }
+        }
         for kill in counts.answered_before_kill.keys() {
             if self.kills[*kill].phase == Phase::Outcome {
                 self.kills[*kill].landed = true;

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use followup_core::domain::Channel;
 use followup_loadtest::EXIT_STATUS_HELP;
-use followup_loadtest::crash::{CrashOptions, StoreTarget, run};
+use followup_loadtest::crash::{CrashOptions, StopSignal, StoreTarget, run};
 
 /// Runs `followup serve` against a separate `followup fakes` process, kills it with SIGKILL
 /// during ingest, dispatch and outcome writes, restarts it after each kill, and checks the
@@ -75,6 +75,11 @@ struct Args {
     /// passes.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+
+    /// Stop the engine with SIGTERM instead of SIGKILL, during dispatch and outcome writes
+    /// only; each stop must exit 0 within 45 s and leave no follow-up in doubt.
+    #[arg(long)]
+    graceful: bool,
 }
 
 impl Args {
@@ -104,6 +109,9 @@ impl Args {
         }
         options.latency = Duration::from_millis(self.latency_ms);
         options.work_dir = self.work_dir;
+        if self.graceful {
+            options.stop_signal = StopSignal::Term;
+        }
         Ok(options)
     }
 }

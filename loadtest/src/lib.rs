@@ -106,7 +106,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let deadline = Instant::now() + timeout;
     let client = EngineClient::new(&target, admin_token, timeout)?;
 
-    let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag()))
+    let run_tag = run_tag();
+    let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag))
         .await
         .context("timed out creating tenants: raise timeout_seconds")??;
     let run_tenants: HashSet<_> = tenants.iter().map(|tenant| tenant.id).collect();
@@ -127,9 +128,11 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
 
     let expected_follow_ups = ingest.created * scenario.sequence.steps.len() as u64;
     let poll_interval = Duration::from_millis(scenario.poll_interval_ms);
+    let tenant_filter = setup::tenant_name_prefix(scenario, &run_tag);
     let settle = settle::wait_until_settled(
         &client,
         &run_tenants,
+        &tenant_filter,
         expected_follow_ups,
         poll_interval,
         deadline,

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use followup_core::api::AdminSnapshot;
+use followup_core::api::{AdminSnapshot, TenantSummary};
 use followup_core::domain::FollowUpState;
 use followup_core::ids::TenantId;
 use serde::Serialize;
@@ -56,10 +56,26 @@ pub(crate) struct SettleOutcome {
     pub error: Option<String>,
 }
 
-/// Counts the run's follow-ups in `snapshot`; `run_tenants` are the tenants the run created.
-pub(crate) fn count(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -> SettleCount {
-    let exact = snapshot.tenants.iter().all(|tenant| run_tenants.contains(&tenant.id));
-    if exact {
+/// Returns whether the engine serves only the run's tenants, so that its totals are the run's.
+pub(crate) fn is_exact(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -> bool {
+    // An engine older than `tenant_count` lists every tenant in the snapshot.
+    let tenant_count = match snapshot.tenant_count {
+        0 => snapshot.tenants.len() as u64,
+        count => count,
+    };
+    tenant_count == run_tenants.len() as u64
+        && snapshot.tenants.iter().all(|tenant| run_tenants.contains(&tenant.id))
+}
+
+/// Counts the run's follow-ups: from the engine-wide totals when the engine serves only the
+/// run's tenants, else from `ours`, the run's tenant summaries (read through
+/// `tenant-summaries`, since a snapshot lists only the first tenants by backlog).
+pub(crate) fn count(
+    snapshot: &AdminSnapshot,
+    run_tenants: &HashSet<TenantId>,
+    ours: &[TenantSummary],
+) -> SettleCount {
+    if is_exact(snapshot, run_tenants) {
         let (settled, unsettled) = split_totals(&snapshot.totals);
         return SettleCount {
             accounting: Accounting::Exact,
@@ -69,9 +85,8 @@ pub(crate) fn count(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -
         };
     }
 
-    let ours = snapshot.tenants.iter().filter(|tenant| run_tenants.contains(&tenant.id));
     let (mut settled, mut unsettled) = (0, 0);
-    for tenant in ours {
+    for tenant in ours.iter().filter(|tenant| run_tenants.contains(&tenant.id)) {
         settled += tenant.sent + tenant.failed;
         unsettled += tenant.backlog;
     }
@@ -86,6 +101,38 @@ pub(crate) fn count(snapshot: &AdminSnapshot, run_tenants: &HashSet<TenantId>) -
         unsettled,
         by_state: snapshot.totals.clone(),
     }
+}
+
+/// Largest page of tenant summaries the engine gives.
+const SUMMARY_PAGE: u64 = 500;
+
+/// Reads the summaries of every tenant whose name or id contains `filter`, page by page.
+async fn run_summaries(client: &EngineClient, filter: &str) -> anyhow::Result<Vec<TenantSummary>> {
+    let mut summaries = Vec::new();
+    loop {
+        let offset = summaries.len() as u64;
+        let page = client.tenant_summaries(filter, offset, SUMMARY_PAGE).await?;
+        let got = page.tenants.len();
+        summaries.extend(page.tenants);
+        if got == 0 || summaries.len() as u64 >= page.total {
+            return Ok(summaries);
+        }
+    }
+}
+
+/// Reads one count: the snapshot, and the run's tenant pages when the engine has others.
+async fn poll(
+    client: &EngineClient,
+    run_tenants: &HashSet<TenantId>,
+    tenant_filter: &str,
+) -> anyhow::Result<(String, SettleCount)> {
+    let snapshot = client.snapshot().await?;
+    let ours = if is_exact(&snapshot, run_tenants) {
+        Vec::new()
+    } else {
+        run_summaries(client, tenant_filter).await?
+    };
+    Ok((snapshot.now.clone(), count(&snapshot, run_tenants, &ours)))
 }
 
 /// Splits per-state totals into settled and unsettled. A state name this build does not know
@@ -104,9 +151,14 @@ fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
 
 /// Polls every `poll_interval` until the run's follow-ups are settled, `deadline` passes or
 /// [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
+///
+/// The engine counts in the background every few seconds, and `now` in its answer says when.
+/// A count whose `now` equals the first poll's may predate the end of ingest, so only counts
+/// made after the first poll may end the phase.
 pub(crate) async fn wait_until_settled(
     client: &EngineClient,
     run_tenants: &HashSet<TenantId>,
+    tenant_filter: &str,
     expected: u64,
     poll_interval: Duration,
     deadline: Instant,
@@ -118,17 +170,18 @@ pub(crate) async fn wait_until_settled(
         SettleOutcome { last: None, settled: false, seconds: 0.0, polls: 0, error: None };
     let mut failures = 0;
     let mut last_print: Option<Instant> = None;
+    let mut first_count_at: Option<String> = None;
 
     // The count of polls is bounded by the time left divided by the interval, plus one.
     let left = deadline.saturating_duration_since(started);
     let max_polls = left.as_millis() / poll_interval.as_millis().max(1) + 1;
     for _ in 0..max_polls {
         outcome.polls += 1;
-        match client.snapshot().await {
-            Ok(snapshot) => {
+        match poll(client, run_tenants, tenant_filter).await {
+            Ok((counted_at, count)) => {
                 failures = 0;
-                let count = count(&snapshot, run_tenants);
-                outcome.settled = count.unsettled == 0;
+                let first = first_count_at.get_or_insert_with(|| counted_at.clone());
+                outcome.settled = count.unsettled == 0 && *first != counted_at;
                 if last_print.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) || outcome.settled
                 {
                     progress.print(count.settled);

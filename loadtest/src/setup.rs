@@ -35,6 +35,11 @@ pub(crate) async fn create_tenants(
     Ok(tenants)
 }
 
+/// The start of the names of a run's tenants, which finds them among an engine's others.
+pub(crate) fn tenant_name_prefix(scenario: &Scenario, run_tag: &str) -> String {
+    format!("loadtest-{}-{run_tag}-", scenario.name)
+}
+
 async fn create_tenant(
     client: &EngineClient,
     scenario: &Scenario,
@@ -42,7 +47,7 @@ async fn create_tenant(
     index: u32,
 ) -> anyhow::Result<LoadTenant> {
     let request = CreateTenantRequest {
-        name: format!("loadtest-{}-{run_tag}-{index}", scenario.name),
+        name: format!("{}{index}", tenant_name_prefix(scenario, run_tag)),
         default_region: Some("US".to_owned()),
         default_timezone: Some("UTC".to_owned()),
         plan: Some(scenario.plan.clone()),

@@ -248,6 +248,9 @@ fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile:
         master_key: Some(generate_master_key()?),
         ..Config::default()
     };
+    // Tests read the snapshot right after they change something, so it is counted per
+    // request instead of every two seconds in the background.
+    config.admin.snapshot_refresh_millis = 0;
     configure(&mut config);
     Ok((data_dir, config))
 }

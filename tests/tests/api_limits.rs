@@ -77,6 +77,7 @@ async fn seed_tenant(
         api_key_sha256,
         created_at: Utc::now(),
         suppression_scope: Default::default(),
+        paused: None,
     };
     store.put_tenant(tenant.clone()).await?;
     Ok((tenant.id, key))

@@ -1,24 +1,32 @@
 //! The read side of the embedded store: each function runs in its own read transaction, which
 //! reads the last committed state and never waits for the writer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use followup_core::domain::{
-    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Schedule,
-    Sequence, Tenant, TenantDeletion,
+    Attempt, BillingRecord, Channel, Connection, Contact, FollowUp, FollowUpState, Provider,
+    Schedule, Sequence, Tenant, TenantDeletion,
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageCounter;
-use followup_core::store::{AttemptCursor, FollowUpCounts, StoreError, WrappedDataKey};
-use redb::{Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use followup_core::store::{
+    AttemptCursor, AuditEntry, ConnectionStatus, FollowUpCounts, FollowUpTally, StoreError,
+    WrappedDataKey,
+};
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata,
+};
 use serde::Deserialize;
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS,
-    SUPPRESSIONS, TENANTS, Table, USAGE,
+    self, API_KEYS, ATTEMPTS, AUDIT, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS,
+    DUE, FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS,
+    STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table, USAGE,
 };
 use followup_core::suppression::Suppression;
 
@@ -385,6 +393,92 @@ pub(super) fn count_follow_ups(
         Ok(())
     })?;
     Ok(counts)
+}
+
+/// The fields of a follow-up record that the tally needs.
+#[derive(Deserialize)]
+struct TalliedFields {
+    tenant: TenantId,
+    channel: Channel,
+    state: FollowUpState,
+    due_at: DateTime<Utc>,
+}
+
+/// Tallies every follow-up of the store by tenant, channel and state in one read transaction.
+///
+/// NOTE: one scan of the whole follow-up table (no index by state); the operator view runs it
+/// in the background every few seconds at most.
+pub(super) fn tally_follow_ups(
+    db: &Database,
+    now: DateTime<Utc>,
+) -> Result<Vec<FollowUpTally>, StoreError> {
+    let txn = begin(db)?;
+    let follow_ups = open(&txn, FOLLOW_UPS)?;
+    let mut groups: HashMap<(TenantId, Channel, FollowUpState), (u64, u64)> = HashMap::new();
+    tables::visit(&follow_ups, FOLLOW_UPS, &[], |_, value| {
+        let fields: TalliedFields = tables::decode(FOLLOW_UPS, value)?;
+        let group = groups.entry((fields.tenant, fields.channel, fields.state)).or_default();
+        group.0 += 1;
+        if fields.state.is_due_kind() && fields.due_at <= now {
+            group.1 += 1;
+        }
+        Ok(())
+    })?;
+    Ok(groups
+        .into_iter()
+        .map(|((tenant, channel, state), (count, due))| FollowUpTally {
+            tenant,
+            channel,
+            state,
+            count,
+            due,
+        })
+        .collect())
+}
+
+/// The fields of a connection record the operator overview shows; the credentials and the
+/// sender are not decoded.
+#[derive(Deserialize)]
+struct StatusFields {
+    tenant: TenantId,
+    provider: Provider,
+    #[serde(default)]
+    paused_reason: Option<String>,
+}
+
+pub(super) fn connection_statuses(db: &Database) -> Result<Vec<ConnectionStatus>, StoreError> {
+    let txn = begin(db)?;
+    let connections = open(&txn, CONNECTIONS)?;
+    let mut statuses = Vec::new();
+    tables::visit(&connections, CONNECTIONS, &[], |_, value| {
+        let fields: StatusFields = tables::decode(CONNECTIONS, value)?;
+        statuses.push(ConnectionStatus {
+            tenant: fields.tenant,
+            provider: fields.provider,
+            paused_reason: fields.paused_reason,
+        });
+        Ok(())
+    })?;
+    Ok(statuses)
+}
+
+/// Returns the number of audit entries and a page of them, newest first.
+pub(super) fn audit_page(
+    db: &Database,
+    offset: u64,
+    limit: usize,
+) -> Result<(u64, Vec<AuditEntry>), StoreError> {
+    let txn = begin(db)?;
+    let audit = open(&txn, AUDIT)?;
+    let total = audit.len().map_err(|error| tables::read_error(AUDIT, error))?;
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let mut entries = Vec::with_capacity(limit.min(1_000));
+    let range = audit.iter().map_err(|error| tables::read_error(AUDIT, error))?;
+    for entry in range.rev().skip(skip).take(limit) {
+        let (_, value) = entry.map_err(|error| tables::read_error(AUDIT, error))?;
+        entries.push(tables::decode(AUDIT, value.value())?);
+    }
+    Ok((total, entries))
 }
 
 pub(super) fn data_key(

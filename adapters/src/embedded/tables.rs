@@ -56,6 +56,8 @@ pub(super) const SENT: Table = Table { name: "sent" };
 pub(super) const SENT_KEPT_FOR: chrono::Duration = chrono::Duration::days(2);
 /// Suppression entries by (tenant, entry key as UTF-8).
 pub(super) const SUPPRESSIONS: Table = Table { name: "suppressions" };
+/// The operators' audit log by entry id (a UUID v7 as text, so keys sort by time).
+pub(super) const AUDIT: Table = Table { name: "audit" };
 /// Wrapped data keys by tenant.
 pub(super) const DATA_KEYS: Table = Table { name: "data_keys" };
 /// Attempts by (tenant, schedule, step, number).

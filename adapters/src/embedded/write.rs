@@ -15,16 +15,16 @@ use followup_core::store::lease::{Lease, NodeHeartbeat};
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageKey;
 use followup_core::store::{
-    Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport, StoreError,
-    WrappedDataKey,
+    AuditEntry, Enrolment, IN_DOUBT_AFTER_STOP, InsertReport, PurgeProgress, RecoveryReport,
+    StoreError, WrappedDataKey,
 };
 use followup_core::suppression::Suppression;
 use redb::{ReadableTable, WriteTransaction};
 
 use super::keys;
 use super::tables::{
-    self, API_KEYS, ATTEMPTS, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS, DUE,
-    FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
+    self, API_KEYS, ATTEMPTS, AUDIT, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS,
+    DUE, FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
     SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table, USAGE,
 };
 
@@ -93,6 +93,7 @@ pub(super) enum WriteOp {
         tenant: TenantId,
         entries: Vec<Suppression>,
     },
+    AppendAudit(AuditEntry),
     RemoveSuppressions {
         tenant: TenantId,
         keys: Vec<String>,
@@ -125,7 +126,8 @@ impl WriteOp {
             | WriteOp::PurgeTenantChunk { .. }
             | WriteOp::PutBillingRecord(_)
             | WriteOp::PurgeSentMessages { .. }
-            | WriteOp::DeleteDataKey(_) => None,
+            | WriteOp::DeleteDataKey(_)
+            | WriteOp::AppendAudit(_) => None,
         }
     }
 }
@@ -180,6 +182,7 @@ pub(super) struct WriteTables<'txn> {
     stripe_accounts: RawTable<'txn>,
     stripe_customers: RawTable<'txn>,
     suppressions: RawTable<'txn>,
+    audit: RawTable<'txn>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -212,6 +215,7 @@ impl<'txn> WriteTables<'txn> {
             stripe_accounts: open(STRIPE_ACCOUNTS)?,
             stripe_customers: open(STRIPE_CUSTOMERS)?,
             suppressions: open(SUPPRESSIONS)?,
+            audit: open(AUDIT)?,
         })
     }
 
@@ -294,7 +298,37 @@ impl<'txn> WriteTables<'txn> {
             WriteOp::RemoveSuppressions { tenant, keys } => {
                 self.remove_suppressions(*tenant, keys).map(Applied::Counted)
             }
+            WriteOp::AppendAudit(entry) => self.append_audit(entry).map(|()| Applied::Done),
         }
+    }
+
+    fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), ApplyError> {
+        let key = entry.id.as_bytes();
+        let existing = self.audit.get(key).map_err(|e| tables::read_error(AUDIT, e));
+        if existing.map_err(ApplyError::Rejected)?.is_some() {
+            return Err(ApplyError::Rejected(StoreError::Conflict(format!(
+                "audit entry {} already exists",
+                entry.id
+            ))));
+        }
+        put(&mut self.audit, AUDIT, key, entry).map_err(ApplyError::Failed)
+    }
+
+    /// Removes the notes of the audit entries about `tenant`. Reads the whole log, which
+    /// grows by operator actions only.
+    pub(super) fn forget_audit_notes(&mut self, tenant: TenantId) -> Result<(), StoreError> {
+        let mut noted = Vec::new();
+        tables::visit(&self.audit, AUDIT, &[], |key, value| {
+            let entry: AuditEntry = tables::decode(AUDIT, value)?;
+            if entry.tenant == Some(tenant) && entry.note.is_some() {
+                noted.push((key.to_vec(), entry));
+            }
+            Ok(())
+        })?;
+        for (key, entry) in noted {
+            put(&mut self.audit, AUDIT, &key, &AuditEntry { note: None, ..entry })?;
+        }
+        Ok(())
     }
 
     fn put_suppressions(

@@ -46,7 +46,9 @@ impl MongoStore {
         }
         let removed = self.collection(TENANTS).delete_one(doc! { "_id": &id }).await;
         removed.map_err(|error| errors::unavailable(TENANTS, "delete_one", &error))?;
-        Ok(())
+        // NOTE: a separate update after the marker, as every step here: a stop between the
+        // two leaves the tenant's audit notes until an operator deletes them by hand.
+        self.forget_audit_notes(deletion.tenant).await
     }
 
     /// Removes up to `limit` documents of a tenant being deleted, collection by collection,

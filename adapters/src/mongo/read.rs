@@ -2,14 +2,16 @@
 //! which is the order the Store trait pages by (see `documents`).
 
 use chrono::{DateTime, Utc};
-use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState};
+use std::collections::HashMap;
+
+use followup_core::domain::{Channel, Contact, FollowUp, FollowUpState, Provider};
 use followup_core::ids::{ContactId, TenantId};
-use followup_core::store::{FollowUpCounts, StoreError};
+use followup_core::store::{ConnectionStatus, FollowUpCounts, FollowUpTally, StoreError};
 use futures_util::TryStreamExt as _;
 use mongodb::bson::{self, Bson, Document, doc};
 use serde::de::DeserializeOwned;
 
-use super::collections::{CONTACTS, FOLLOW_UPS, SENDS};
+use super::collections::{CONNECTIONS, CONTACTS, FOLLOW_UPS, SENDS};
 use super::{MongoStore, documents, errors};
 
 /// States in which a follow-up waits for its due instant, as stored.
@@ -216,6 +218,95 @@ impl MongoStore {
             counts.insert((channel, state), count);
         }
         Ok(counts)
+    }
+}
+
+/// The fields of a connection record the operator overview shows. The record is fetched whole
+/// (its credentials sealed), but only these are decoded.
+#[derive(serde::Deserialize)]
+struct StatusFields {
+    tenant: TenantId,
+    provider: Provider,
+    #[serde(default)]
+    paused_reason: Option<String>,
+}
+
+impl MongoStore {
+    /// Tallies follow-ups by tenant, channel and state with two aggregations: one groups every
+    /// follow-up, the other only the due pending and retry ones (through the due index).
+    /// FerretDB 1.24 cannot sum a conditional expression inside `$group`, hence two.
+    ///
+    /// NOTE: the due count compares the millisecond `due` date, so a follow-up due less than
+    /// a millisecond after `now` may count as due.
+    pub(super) async fn read_tally(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<FollowUpTally>, StoreError> {
+        let everything = self.grouped_counts(Document::new()).await?;
+        let due_filter = doc! {
+            "state": { "$in": [FollowUpState::Pending.as_str(), FollowUpState::Retry.as_str()] },
+            "due": { "$lte": documents::date(now) },
+        };
+        let due = self.grouped_counts(due_filter).await?;
+        Ok(everything
+            .into_iter()
+            .map(|(key, count)| {
+                let (tenant, channel, state) = key;
+                let due = due.get(&key).copied().unwrap_or(0);
+                FollowUpTally { tenant, channel, state, count, due }
+            })
+            .collect())
+    }
+
+    /// Counts the follow-ups matching `filter` by tenant, channel and state.
+    async fn grouped_counts(
+        &self,
+        filter: Document,
+    ) -> Result<HashMap<(TenantId, Channel, FollowUpState), u64>, StoreError> {
+        let pipeline = [
+            doc! { "$match": filter },
+            doc! { "$group": {
+                "_id": { "tenant": "$tenant", "channel": "$channel", "state": "$state" },
+                "count": { "$sum": 1 },
+            } },
+        ];
+        let fail = |error| errors::unavailable(FOLLOW_UPS, "aggregate tally", &error);
+        let cursor = self.collection(FOLLOW_UPS).aggregate(pipeline).await.map_err(fail)?;
+        let groups: Vec<Document> = cursor.try_collect().await.map_err(fail)?;
+        let corrupt = |reason: String| StoreError::Corrupt { table: FOLLOW_UPS, reason };
+        let mut counts = HashMap::with_capacity(groups.len());
+        for group in groups {
+            let key = group.get_document("_id").map_err(|error| corrupt(error.to_string()))?;
+            let tenant = key.get_str("tenant").map_err(|error| corrupt(error.to_string()))?;
+            let tenant = tenant
+                .parse::<uuid::Uuid>()
+                .map(TenantId)
+                .map_err(|error| corrupt(format!("tenant of a group: {error}")))?;
+            let channel: Channel = decode_name(key.get("channel")).map_err(corrupt)?;
+            let state: FollowUpState = decode_name(key.get("state")).map_err(corrupt)?;
+            let count = match group.get("count") {
+                Some(Bson::Int32(count)) => u64::try_from(*count).unwrap_or_default(),
+                Some(Bson::Int64(count)) => u64::try_from(*count).unwrap_or_default(),
+                other => return Err(corrupt(format!("count of a group: {other:?}"))),
+            };
+            counts.insert((tenant, channel, state), count);
+        }
+        Ok(counts)
+    }
+
+    pub(super) async fn read_connection_statuses(
+        &self,
+    ) -> Result<Vec<ConnectionStatus>, StoreError> {
+        let fields: Vec<StatusFields> =
+            self.find_records(CONNECTIONS, Document::new(), None).await?;
+        Ok(fields
+            .into_iter()
+            .map(|fields| ConnectionStatus {
+                tenant: fields.tenant,
+                provider: fields.provider,
+                paused_reason: fields.paused_reason,
+            })
+            .collect())
     }
 }
 

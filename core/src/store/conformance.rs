@@ -13,12 +13,17 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use uuid::Uuid;
 
-use super::{Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, WrappedDataKey};
+use super::{
+    AuditEntry, Enrolment, FollowUpCounts, InsertReport, RecoveryReport, Store, StoreError,
+    WrappedDataKey,
+};
 use crate::domain::{
     Attempt, Channel, Connection, Contact, Credentials, FollowUp, FollowUpState, LimitOverrides,
-    Provider, Schedule, SendWindow, Sequence, Step, Tenant,
+    Provider, Schedule, SendWindow, Sequence, Step, Tenant, TenantDeletion,
 };
-use crate::ids::{ConnectionId, ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
+use crate::ids::{
+    ConnectionId, ContactId, DeletionId, FollowUpId, ScheduleId, SequenceId, TenantId,
+};
 
 mod leases;
 mod lifecycle;
@@ -55,6 +60,10 @@ pub async fn run_all(store: &dyn Store) {
     attempts_in_order(store).await;
     recovery_settles_interrupted(store).await;
     counts_per_tenant_and_overall(store).await;
+    tally_groups_every_tenant_in_one_pass(store).await;
+    connection_statuses_carry_no_secrets(store).await;
+    audit_log_pages_newest_first(store).await;
+    deletion_forgets_audit_notes(store).await;
     pages_cover_every_follow_up_once(store).await;
     sends_are_indexed_by_instant(store).await;
     export_pages_cover_each_record_once(store).await;
@@ -693,6 +702,152 @@ pub async fn counts_per_tenant_and_overall(store: &dyn Store) {
     }
 }
 
+/// Checks the one-pass tally: exact groups for the tenants created here, due counts only for
+/// pending and retry follow-ups due at the instant given, and agreement with
+/// `count_follow_ups`.
+pub async fn tally_groups_every_tenant_in_one_pass(store: &dyn Store) {
+    let base = base_time();
+    let first = put_new_tenant(store).await;
+    let second = put_new_tenant(store).await;
+    let later = base + Duration::hours(2);
+    let enrolment = enrolment_with(
+        first.id,
+        "a",
+        &[
+            (Channel::Email, FollowUpState::Pending, base),
+            (Channel::Email, FollowUpState::Pending, later),
+            (Channel::Email, FollowUpState::Retry, base),
+            (Channel::Sms, FollowUpState::Pending, base),
+            (Channel::Call, FollowUpState::Pending, base),
+        ],
+    );
+    store.insert_enrolments(first.id, vec![enrolment.clone()]).await.expect("insert");
+    let sent = FollowUp { state: FollowUpState::Sent, ..enrolment.follow_ups[4].clone() };
+    store.update_follow_ups(first.id, 0, vec![sent], Vec::new()).await.expect("update");
+    let other = enrolment_with(second.id, "a", &[(Channel::Sms, FollowUpState::Dead, base)]);
+    store.insert_enrolments(second.id, vec![other]).await.expect("insert");
+
+    let now = base + Duration::hours(1);
+    let tally = store.tally_follow_ups(now).await.expect("tally_follow_ups");
+    let mut ours: Vec<(TenantId, Channel, FollowUpState, u64, u64)> = tally
+        .iter()
+        .filter(|group| group.tenant == first.id || group.tenant == second.id)
+        .map(|group| (group.tenant, group.channel, group.state, group.count, group.due))
+        .collect();
+    ours.sort();
+    let mut expected = vec![
+        (first.id, Channel::Email, FollowUpState::Pending, 2, 1),
+        (first.id, Channel::Email, FollowUpState::Retry, 1, 1),
+        (first.id, Channel::Sms, FollowUpState::Pending, 1, 1),
+        (first.id, Channel::Call, FollowUpState::Sent, 1, 0),
+        (second.id, Channel::Sms, FollowUpState::Dead, 1, 0),
+    ];
+    expected.sort();
+    assert_eq!(ours, expected, "tally of the two tenants at {now}");
+    assert!(tally.iter().all(|group| group.count > 0), "a tally has no empty group");
+
+    let mut keys = BTreeSet::new();
+    for group in &tally {
+        assert!(
+            keys.insert((group.tenant, group.channel, group.state)),
+            "group {:?} appears twice",
+            (group.tenant, group.channel, group.state)
+        );
+    }
+    let before = store.tally_follow_ups(base - Duration::seconds(1)).await.expect("tally");
+    let due_before: u64 = before.iter().filter(|g| g.tenant == first.id).map(|g| g.due).sum();
+    assert_eq!(due_before, 0, "nothing is due before the earliest due instant");
+}
+
+/// Checks that connection statuses list every connection with its pause reason, and nothing
+/// of its sender.
+pub async fn connection_statuses_carry_no_secrets(store: &dyn Store) {
+    let tenant = put_new_tenant(store).await;
+    let gmail = new_connection(tenant.id, Provider::Gmail, "status@example.com");
+    let paused = Connection {
+        paused_reason: Some("invalid_grant: the token was revoked".into()),
+        ..new_connection(tenant.id, Provider::Twilio, "+15005550006")
+    };
+    store.put_connection(gmail).await.expect("put_connection");
+    store.put_connection(paused).await.expect("put_connection");
+    let mut statuses: Vec<_> = store
+        .connection_statuses()
+        .await
+        .expect("connection_statuses")
+        .into_iter()
+        .filter(|status| status.tenant == tenant.id)
+        .map(|status| (status.provider, status.paused_reason))
+        .collect();
+    statuses.sort_by_key(|(provider, _)| provider.as_str());
+    assert_eq!(
+        statuses,
+        vec![
+            (Provider::Gmail, None),
+            (Provider::Twilio, Some("invalid_grant: the token was revoked".to_owned())),
+        ],
+        "statuses of the tenant's two connections"
+    );
+}
+
+fn audit_entry(tenant: Option<TenantId>, action: &str, note: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        id: Uuid::now_v7().to_string(),
+        at: base_time(),
+        operator: "alice".to_owned(),
+        action: action.to_owned(),
+        target: tenant.map_or_else(|| "all".to_owned(), |t| t.to_string()),
+        tenant,
+        note: note.map(str::to_owned),
+        affected: 3,
+    }
+}
+
+/// Checks that audit entries come back whole, newest first, paged by offset, with the total
+/// grown by the entries written, and that an id cannot be written twice.
+pub async fn audit_log_pages_newest_first(store: &dyn Store) {
+    let (before, _) = store.audit_page(0, 1).await.expect("audit_page");
+    let tenant = TenantId::generate();
+    let written: Vec<AuditEntry> = (0..3)
+        .map(|n| audit_entry(Some(tenant), &format!("tenant.pause.{n}"), Some("ticket 42")))
+        .collect();
+    for entry in &written {
+        store.append_audit(entry.clone()).await.expect("append_audit");
+    }
+    let again = store.append_audit(written[0].clone()).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "a repeated id: {again:?}");
+
+    let (total, newest) = store.audit_page(0, 2).await.expect("audit_page");
+    assert_eq!(total, before + 3, "the total counts every entry");
+    assert_eq!(newest, vec![written[2].clone(), written[1].clone()], "newest first, whole");
+    let (_, next) = store.audit_page(2, 1).await.expect("audit_page");
+    assert_eq!(next, vec![written[0].clone()], "the offset skips the newest");
+}
+
+/// Checks that a tenant's deletion removes the notes of its audit entries, and only those.
+pub async fn deletion_forgets_audit_notes(store: &dyn Store) {
+    let deleted = put_new_tenant(store).await;
+    let kept = put_new_tenant(store).await;
+    let about_deleted = audit_entry(Some(deleted.id), "tenant.pause", Some("Acme asked"));
+    let about_kept = audit_entry(Some(kept.id), "tenant.pause", Some("Other asked"));
+    store.append_audit(about_deleted.clone()).await.expect("append_audit");
+    store.append_audit(about_kept.clone()).await.expect("append_audit");
+    let deletion = TenantDeletion {
+        id: DeletionId::generate(),
+        tenant: deleted.id,
+        plan: deleted.plan.clone(),
+        requested_at: base_time(),
+        records_purged: 0,
+        completed_at: None,
+    };
+    store.begin_tenant_deletion(deletion).await.expect("begin_tenant_deletion");
+
+    let (_, entries) = store.audit_page(0, 1_000).await.expect("audit_page");
+    let find = |id: &str| entries.iter().find(|entry| entry.id == id).cloned();
+    let forgotten = AuditEntry { note: None, ..about_deleted.clone() };
+    assert_eq!(find(&about_deleted.id), Some(forgotten), "the deleted tenant's note is gone");
+    assert_eq!(find(&about_kept.id), Some(about_kept), "another tenant's note stays");
+}
+
 /// Asserts that the schedule, follow-ups and contact of `enrolment` are stored as given.
 async fn assert_enrolment_stored(store: &dyn Store, enrolment: &Enrolment) {
     let tenant = enrolment.schedule.tenant;
@@ -769,6 +924,7 @@ fn new_tenant() -> Tenant {
         api_key_sha256: random_sha256_hex(),
         created_at: base_time(),
         suppression_scope: Default::default(),
+        paused: None,
     }
 }
 

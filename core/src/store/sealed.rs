@@ -26,8 +26,8 @@ use super::lease::{Lease, NodeHeartbeat};
 use super::subscription::StripeAccount;
 use super::usage::{UsageCounter, UsageKey};
 use super::{
-    AttemptCursor, Enrolment, FollowUpCounts, InsertReport, PurgeProgress, RecoveryReport, Store,
-    StoreError, StoreFuture, WrappedDataKey,
+    AttemptCursor, AuditEntry, ConnectionStatus, Enrolment, FollowUpCounts, FollowUpTally,
+    InsertReport, PurgeProgress, RecoveryReport, Store, StoreError, StoreFuture, WrappedDataKey,
 };
 use crate::api::KeyRotationReport;
 use crate::crypto::{CryptoError, DataKey, Keyring, is_sealed};
@@ -589,6 +589,33 @@ impl Store for SealedStore {
 
     fn count_follow_ups(&self, tenant: Option<TenantId>) -> StoreFuture<'_, FollowUpCounts> {
         self.inner.count_follow_ups(tenant)
+    }
+
+    /// Passes through: audit entries are operator data, stored as they are.
+    fn append_audit(&self, entry: AuditEntry) -> StoreFuture<'_, ()> {
+        self.inner.append_audit(entry)
+    }
+
+    fn audit_page(&self, offset: u64, limit: usize) -> StoreFuture<'_, (u64, Vec<AuditEntry>)> {
+        self.inner.audit_page(offset, limit)
+    }
+
+    fn tally_follow_ups(&self, now: DateTime<Utc>) -> StoreFuture<'_, Vec<FollowUpTally>> {
+        self.inner.tally_follow_ups(now)
+    }
+
+    /// Opens the pause reasons, the one sealed field of a status. Only paused connections
+    /// need their tenant's key, so this stays cheap with many tenants.
+    fn connection_statuses(&self) -> StoreFuture<'_, Vec<ConnectionStatus>> {
+        Box::pin(async move {
+            let mut statuses = self.inner.connection_statuses().await?;
+            for status in &mut statuses {
+                let Some(reason) = &mut status.paused_reason else { continue };
+                let cipher = self.cipher(status.tenant).await?;
+                cipher.text(Pass::Open, "connection.paused_reason", reason)?;
+            }
+            Ok(statuses)
+        })
     }
 
     fn contacts_page(

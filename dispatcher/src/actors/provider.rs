@@ -39,6 +39,7 @@ use crate::actors::tenant::earliest;
 use crate::breaker::{BreakerAdmission, BreakerSettings, CircuitBreaker, Transition};
 use crate::cluster::TenantLease;
 use crate::limiter::{Admission, ConnectionLimiter};
+use crate::operator_view::{LiveStats, QueueEvent};
 use crate::telemetry;
 
 /// The HTTP client of one provider.
@@ -176,6 +177,8 @@ pub struct ProviderActor {
     /// When each connection last handed over sends, to tell whether a send arriving now could
     /// share a provider-wide batch with another connection's.
     last_delivery: HashMap<ConnectionId, Instant>,
+    /// Live counters of the operator API.
+    live: Arc<LiveStats>,
 }
 
 impl ProviderActor {
@@ -222,7 +225,15 @@ impl ProviderActor {
             connections: HashMap::new(),
             batches: HashMap::new(),
             last_delivery: HashMap::new(),
+            live: Arc::default(),
         }
+    }
+
+    /// Counts this actor's requests in flight and rate-limit waits in `live`, which the
+    /// operator API reads, instead of in counters of its own.
+    pub fn with_live_stats(mut self, live: Arc<LiveStats>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Records a delivery of `connection` and returns whether another connection delivered
@@ -274,7 +285,9 @@ impl ProviderActor {
     fn spawn_request(&self, group: Vec<QueuedSend>, connection_slots: Option<ConnectionSlots>) {
         let client = self.client.clone();
         let requests = self.requests.clone();
-        let provider = self.provider.as_str();
+        let provider = self.provider;
+        let provider_name = provider.as_str();
+        let live = self.live.clone();
         actix::spawn(async move {
             // The connection's slots come first, so that a request waiting for its busy
             // connection keeps no provider slot that other connections could use. A batch
@@ -303,13 +316,16 @@ impl ProviderActor {
             if group.is_empty() {
                 return;
             }
-            let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "provider" => provider);
+            let in_flight = metrics::gauge!(telemetry::IN_FLIGHT, "provider" => provider_name);
             in_flight.increment(1.0);
+            let channel = group[0].message.channel;
+            live.in_flight(provider, channel, 1);
             let started = Instant::now();
             let outcomes = client.send_group(&group).await;
-            metrics::histogram!(telemetry::PROVIDER_REQUEST_DURATION, "provider" => provider)
+            metrics::histogram!(telemetry::PROVIDER_REQUEST_DURATION, "provider" => provider_name)
                 .record(started.elapsed().as_secs_f64());
             in_flight.decrement(1.0);
+            live.in_flight(provider, channel, -1);
             for (queued, outcome) in group.into_iter().zip(outcomes) {
                 // The tenant actor waiting for it may be gone after a restart; nothing to do.
                 let _ = queued.reply.send(outcome);
@@ -473,6 +489,7 @@ impl Handler<Admit> for ProviderActor {
         if admission.granted < msg.wanted {
             metrics::counter!(telemetry::RATE_LIMIT_WAITS, "provider" => provider.as_str())
                 .increment(1);
+            self.live.count(provider, msg.channel, QueueEvent::RateLimitWait);
         }
         MessageResult(admission)
     }

@@ -9,13 +9,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use followup_core::api::FailureRecord;
+
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use followup_adapters::outbound::{OutboundMessage, SendOutcome};
 use followup_core::domain::{
     Attempt, Channel, Connection, Contact, FollowUp, FollowUpState, Provider, SentMessage, Sequence,
 };
-use followup_core::ids::{ScheduleId, SequenceId, TenantId};
+use followup_core::ids::{FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::limits::ConnectionLimits;
 use followup_core::store::subscription::{BillingStanding, standing_of};
 use followup_core::store::usage::BillingPeriod;
@@ -74,6 +76,8 @@ pub struct DispatchDeps {
     pub unsubscribe_links: Option<crate::unsubscribe::UnsubscribeLinks>,
     /// Lateness of every accepted send since start, for summaries.
     pub lateness: Mutex<LatenessHistogram>,
+    /// Counters the operator API reads: sends, errors, lateness window, recent failures.
+    pub live: Arc<crate::operator_view::LiveStats>,
 }
 
 /// Errors that end a round early. What the round already wrote stays written; the next round
@@ -284,6 +288,26 @@ impl Handler<CancelSchedule> for TenantActor {
     }
 }
 
+/// Returns the tenant's dead follow-ups (all, or the listed ones) to pending with a fresh retry
+/// budget, and returns how many. Runs alone in the actor, like a round, and writes under the
+/// tenant's lease like every follow-up write.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, DispatchError>")]
+pub struct RetryDead {
+    pub follow_ups: Option<Vec<FollowUpId>>,
+    pub now: DateTime<Utc>,
+}
+
+impl Handler<RetryDead> for TenantActor {
+    type Result = AtomicResponse<Self, Result<usize, DispatchError>>;
+
+    fn handle(&mut self, msg: RetryDead, _: &mut Self::Context) -> Self::Result {
+        let round = self.round.clone();
+        let retry = async move { round.retry_dead(msg.follow_ups.as_deref(), msg.now).await };
+        AtomicResponse::new(Box::pin(retry.into_actor(self)))
+    }
+}
+
 /// Returns every held follow-up of the tenant to pending, after its plan changed, and returns
 /// how many. Runs alone in the actor, like a round.
 #[derive(Debug, Message)]
@@ -355,8 +379,45 @@ impl TenantRound {
         Ok(count)
     }
 
+    /// Returns the tenant's dead follow-ups (all, or those of `ids`) to pending, due at
+    /// `now`, with a fresh retry budget; returns how many.
+    async fn retry_dead(
+        &self,
+        ids: Option<&[FollowUpId]>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, DispatchError> {
+        let store = &self.deps.store;
+        let mut revived = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.follow_ups_page(self.tenant, after, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for mut follow_up in page {
+                let listed = ids.is_none_or(|ids| ids.contains(&follow_up.id));
+                if follow_up.state == FollowUpState::Dead && listed {
+                    follow_up.state = FollowUpState::Pending;
+                    follow_up.due_at = now;
+                    follow_up.attempts_before_retry = follow_up.attempts;
+                    follow_up.reason = Some("retried by an operator after it went dead".into());
+                    follow_up.updated_at = now;
+                    revived.push(follow_up);
+                }
+            }
+        }
+        let count = revived.len();
+        if count > 0 {
+            self.write_follow_ups(revived, Vec::new()).await?;
+        }
+        Ok(count)
+    }
+
     async fn run(&self, now: DateTime<Utc>) -> Result<RoundReport, DispatchError> {
         if self.gate.is_stopped() || !self.lease.allows_sends(Utc::now()) {
+            return Ok(RoundReport::default());
+        }
+        // A paused tenant's follow-ups stay as they are; resuming wakes its driver.
+        if self.gate.is_paused() {
             return Ok(RoundReport::default());
         }
         let standing = self.billing_standing(now).await?;
@@ -381,7 +442,10 @@ impl TenantRound {
             match result {
                 Ok(channel_report) => report.merge(channel_report),
                 Err(error) => {
-                    tracing::error!(tenant = %self.tenant, %channel, %error, "dispatch failed");
+                    let key = format!("dispatch failed {} {channel}", self.tenant);
+                    if let Some(suppressed) = telemetry::repeated_errors().allow(&key) {
+                        tracing::error!(tenant = %self.tenant, %channel, %error, suppressed, "dispatch failed");
+                    }
                     let retry_at = now + chrono::Duration::seconds(1);
                     report.merge(RoundReport { settled_or_sent: 0, next_wake: Some(retry_at) });
                 }
@@ -889,6 +953,7 @@ impl TenantRound {
                 "outcome" => outcome_label
             )
             .increment(1);
+            self.note_outcome(connection.provider, &follow_up, outcome_label, detail.as_deref());
             attempts.push(Attempt {
                 follow_up: follow_up.id,
                 number: follow_up.attempts,
@@ -950,6 +1015,35 @@ impl TenantRound {
         }
     }
 
+    /// Counts an attempt's outcome in the operator's live figures, and keeps a failed one
+    /// (scrubbed of addresses and tokens) among the recent failures.
+    fn note_outcome(
+        &self,
+        provider: Provider,
+        follow_up: &FollowUp,
+        outcome_label: &str,
+        detail: Option<&str>,
+    ) {
+        use crate::operator_view::QueueEvent;
+        let live = &self.deps.live;
+        match outcome_label {
+            "not_sent" => {}
+            "sent" | "in_doubt" => live.count(provider, follow_up.channel, QueueEvent::Send),
+            kind => {
+                live.count(provider, follow_up.channel, QueueEvent::Error);
+                live.record_failure(FailureRecord {
+                    at: follow_up.updated_at,
+                    tenant: self.tenant,
+                    follow_up: follow_up.id.to_string(),
+                    provider: provider.as_str().to_owned(),
+                    channel: follow_up.channel.as_str().to_owned(),
+                    kind: kind.to_owned(),
+                    reason: detail.unwrap_or("no reason given").to_owned(),
+                });
+            }
+        }
+    }
+
     /// Moves a follow-up to the state its outcome calls for; returns the attempt's detail.
     fn apply_outcome(
         &self,
@@ -969,6 +1063,7 @@ impl TenantRound {
                 if let Ok(mut lateness) = self.deps.lateness.lock() {
                     lateness.record(late.unsigned_abs());
                 }
+                self.deps.live.record_lateness(late.unsigned_abs());
                 None
             }
             SendOutcome::Retryable { reason, retry_after } => {
@@ -1021,12 +1116,12 @@ impl TenantRound {
         retry_after: Option<std::time::Duration>,
         now: DateTime<Utc>,
     ) {
-        if follow_up.attempts >= self.deps.config.retry_budget {
+        if follow_up.budgeted_attempts() >= self.deps.config.retry_budget {
             let reason =
                 format!("gave up after {} attempts; last error: {reason}", follow_up.attempts);
             settle(follow_up, FollowUpState::Dead, reason, now);
         } else {
-            let wait = self.backoff(follow_up.attempts, retry_after);
+            let wait = self.backoff(follow_up.budgeted_attempts(), retry_after);
             follow_up.state = FollowUpState::Retry;
             follow_up.due_at = now + wait;
             follow_up.reason = Some(reason);

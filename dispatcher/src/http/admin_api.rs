@@ -1,15 +1,20 @@
 //! The operator API under `/admin/v1`, behind the operator token.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
 use followup_core::api::{
-    AdminSnapshot, CreateTenantRequest, CreateTenantResponse, QueueSummary, TenantSummary,
+    AdminSnapshot, ChannelUsage, ConnectionSummary, CreateTenantRequest, CreateTenantResponse,
+    TenantDetail, TenantSummary,
 };
-use followup_core::domain::{Channel, FollowUpState, Tenant};
+use followup_core::domain::{Channel, Tenant};
 use followup_core::ids::TenantId;
+use followup_core::limits::ConnectionLimits;
+use followup_core::store::StoreError;
 use followup_core::store::usage::BillingPeriod;
-use followup_core::store::{FollowUpCounts, StoreError};
+
+use crate::operator_view::{self, Overview, TenantSort, scrub_reason};
 
 use super::AppState;
 use super::auth::{Operator, generate_api_key};
@@ -50,6 +55,7 @@ pub async fn create_tenant(
         api_key_sha256,
         created_at: state.engine.clock().now(),
         suppression_scope: Default::default(),
+        paused: None,
     };
     state.engine.store().put_tenant(tenant.clone()).await?;
     state.engine.add_tenant(&tenant).await?;
@@ -132,75 +138,218 @@ pub async fn cluster(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
-    let store = state.engine.store();
-    let all = store.count_follow_ups(None).await?;
-    let mut totals = BTreeMap::new();
-    for ((_, follow_up_state), count) in &all {
-        *totals.entry(follow_up_state.as_str().to_owned()).or_insert(0) += count;
-    }
-    let queues = Channel::ALL
-        .iter()
-        .map(|&channel| QueueSummary {
-            channel: channel.as_str().to_owned(),
-            waiting: count(&all, Some(channel), &[FollowUpState::Pending, FollowUpState::Retry]),
-            sent: count(&all, Some(channel), &[FollowUpState::Sent]),
-            failed: count(&all, Some(channel), &[FollowUpState::Failed, FollowUpState::Dead]),
-            ..QueueSummary::default()
-        })
-        .collect();
-    let period = BillingPeriod::containing(state.engine.clock().now());
-    let usage = store.usage(None, period.to_string()).await?;
-    let plans = &state.engine.config().plans;
-    let mut tenants = Vec::new();
-    for tenant in store.tenants().await? {
-        let quota_used_percent = plans.get(&tenant.plan).map(|plan| {
-            let shares =
-                usage.iter().filter(|counter| counter.tenant == tenant.id).map(|counter| {
-                    let limit = plan.monthly(counter.channel).max(1);
-                    (u128::from(counter.taken) * 100 / u128::from(limit)).min(100)
-                });
-            u8::try_from(shares.max().unwrap_or(0)).unwrap_or(100)
-        });
-        let counts = store.count_follow_ups(Some(tenant.id)).await?;
-        let paused_connections = store
-            .connections(tenant.id)
-            .await?
-            .into_iter()
-            .filter_map(|c| c.paused_reason.map(|reason| format!("{}: {reason}", c.provider)))
-            .collect();
-        tenants.push(TenantSummary {
-            id: tenant.id,
-            name: tenant.name,
-            plan: tenant.plan,
-            backlog: count(&counts, None, &[FollowUpState::Pending, FollowUpState::Retry]),
-            sent: count(&counts, None, &[FollowUpState::Sent]),
-            failed: count(&counts, None, &[FollowUpState::Failed, FollowUpState::Dead]),
-            paused_connections,
-            held: count(&counts, None, &[FollowUpState::Held]),
-            quota_used_percent,
-            paused_reason: None,
-            dead: count(&counts, None, &[FollowUpState::Dead]),
-        });
-    }
-    tenants.sort_by(|a, b| b.backlog.cmp(&a.backlog).then_with(|| a.name.cmp(&b.name)));
-    let dead_letters = totals.get(FollowUpState::Dead.as_str()).copied().unwrap_or(0);
-    Ok(AdminSnapshot {
-        now: state.engine.clock().now().to_rfc3339(),
-        totals,
-        queues,
-        tenant_count: u64::try_from(tenants.len()).unwrap_or(u64::MAX),
-        tenants,
-        dead_letters,
-        ..AdminSnapshot::default()
-    })
+/// The overview the operator endpoints read: the refresher's last count, or a count made now
+/// when counting per request is configured or the cached count is older than two refresh
+/// periods (no count yet, or the refresher idled while nobody read).
+pub(crate) async fn current_overview(state: &AppState) -> Result<Arc<Overview>, ApiError> {
+    let overview = overview_within_two_periods(state).await?;
+    // Noting the read keeps the refresher counting while an operator watches.
+    state.engine.overview().get();
+    Ok(overview)
 }
 
-/// Sums the counts of the given states, on one channel or all.
-fn count(counts: &FollowUpCounts, channel: Option<Channel>, states: &[FollowUpState]) -> u64 {
-    counts
-        .iter()
-        .filter(|((c, s), _)| channel.is_none_or(|wanted| wanted == *c) && states.contains(s))
-        .map(|(_, n)| n)
-        .sum()
+async fn overview_within_two_periods(state: &AppState) -> Result<Arc<Overview>, ApiError> {
+    let engine = &state.engine;
+    let cache = engine.overview();
+    let period = engine.config().admin.snapshot_refresh_millis;
+    let per_request = period == 0;
+    if per_request || !cache.is_fresh(std::time::Duration::from_millis(period * 2)) {
+        let now = engine.clock().now();
+        let overview =
+            operator_view::count_overview(engine.store().as_ref(), &engine.config().plans, now)
+                .await?;
+        if per_request {
+            return Ok(Arc::new(overview));
+        }
+        cache.set(overview);
+    }
+    Ok(cache.peek())
+}
+
+/// Sets the gauges that come from the overview and the readiness checks, before a scrape of
+/// `/metrics`. Reads the cached overview, so a scrape costs no pass over the store unless
+/// counting per request is configured.
+pub(crate) async fn publish_gauges(state: &AppState) {
+    use crate::telemetry;
+    let ready = state.engine.readiness().await.is_empty();
+    metrics::gauge!(telemetry::READY).set(if ready { 1.0 } else { 0.0 });
+    // Without noting a read: a scrape alone does not keep the refresher counting.
+    let Ok(overview) = overview_within_two_periods(state).await else {
+        return;
+    };
+    for channel in Channel::ALL {
+        let waiting: u64 = overview
+            .queues
+            .iter()
+            .chain(&overview.unrouted)
+            .filter(|queue| queue.channel == channel.as_str())
+            .map(|queue| queue.waiting)
+            .sum();
+        metrics::gauge!(telemetry::QUEUE_DEPTH, "channel" => channel.as_str()).set(waiting as f64);
+    }
+    for provider in followup_core::domain::Provider::ALL {
+        let paused = overview
+            .paused
+            .iter()
+            .filter(|item| item.provider.as_deref() == Some(provider.as_str()))
+            .count();
+        metrics::gauge!(telemetry::CONNECTIONS_PAUSED, "provider" => provider.as_str())
+            .set(paused as f64);
+    }
+    let tenants = overview.paused.iter().filter(|item| item.provider.is_none()).count();
+    metrics::gauge!(telemetry::TENANTS_PAUSED).set(tenants as f64);
+    metrics::gauge!(telemetry::OVERVIEW_PASS_DURATION).set(overview.took.as_secs_f64());
+}
+
+/// Builds the snapshot from the current overview and the live counters.
+pub(crate) async fn build_snapshot(state: &AppState) -> Result<AdminSnapshot, ApiError> {
+    let overview = current_overview(state).await?;
+    let engine = &state.engine;
+    Ok(operator_view::snapshot(&overview, engine.live(), engine.leases().node()))
+}
+
+/// Most tenants one page of `tenant-summaries` returns.
+pub const MAX_PAGE: u64 = 500;
+const DEFAULT_PAGE: u64 = 50;
+
+/// Reads an optional whole-number query parameter, naming it when it does not parse.
+pub(crate) fn number_parameter(
+    query: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<u64>, ApiError> {
+    query
+        .get(name)
+        .map(|value| {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "query parameter {name}={value:?} is not a whole number"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Checks that every query parameter is one of `known`, naming the first that is not.
+pub(crate) fn known_parameters(
+    query: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match query.keys().find(|key| !known.contains(&key.as_str())) {
+        Some(key) => Err(ApiError::BadRequest(format!(
+            "unknown query parameter {key:?}: expected one of {known:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `GET /admin/v1/tenant-summaries`: one page of tenants from the cached overview, sorted and
+/// filtered here so that the console never loads them all.
+pub async fn tenant_summaries(
+    state: web::Data<AppState>,
+    _operator: Operator,
+    query: web::Query<HashMap<String, String>>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    known_parameters(&query, &["sort", "filter", "offset", "limit"])?;
+    let offset = number_parameter(&query, "offset")?.unwrap_or(0);
+    let limit = number_parameter(&query, "limit")?.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter limit={limit} is out of range: 1 to {MAX_PAGE}"
+        )));
+    }
+    let sort = query.get("sort").map_or("backlog", String::as_str);
+    if !["backlog", "name", "failed", "quota"].contains(&sort) {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter sort={sort:?} is unknown: expected backlog, name, failed or quota"
+        )));
+    }
+    let sort = match sort {
+        "name" => TenantSort::Name,
+        "failed" => TenantSort::Failed,
+        "quota" => TenantSort::Quota,
+        _ => TenantSort::Backlog,
+    };
+    let filter = query.get("filter").map_or("", String::as_str);
+    let overview = current_overview(&state).await?;
+    Ok(HttpResponse::Ok().json(operator_view::tenant_page(&overview, sort, filter, offset, limit)))
+}
+
+/// Failures the tenant detail lists.
+const DETAIL_FAILURES: usize = 50;
+
+/// `GET /admin/v1/tenants/{id}/detail`: one tenant's counts from the cached overview, and its
+/// connections and this period's use from the store (a few reads of one tenant).
+pub async fn tenant_detail(
+    state: web::Data<AppState>,
+    _operator: Operator,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: TenantId = path
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid tenant id {:?} in the path", *path)))?;
+    let engine = &state.engine;
+    let store = engine.store();
+    let Some(tenant) = store.tenant(id).await? else {
+        return Err(ApiError::NotFound(format!("tenant {id}")));
+    };
+    let overview = current_overview(&state).await?;
+    // A tenant created since the last count has no follow-up counted yet.
+    let mut summary = overview.tenants.iter().find(|summary| summary.id == id).cloned().unwrap_or(
+        TenantSummary {
+            id,
+            name: tenant.name.clone(),
+            plan: tenant.plan.clone(),
+            backlog: 0,
+            sent: 0,
+            failed: 0,
+            paused_connections: Vec::new(),
+            held: 0,
+            quota_used_percent: None,
+            paused_reason: None,
+            dead: 0,
+        },
+    );
+    // The record is newer than the overview's count.
+    summary.paused_reason = tenant.paused.as_ref().map(|_| "operator".to_owned());
+    let connections = store
+        .connections(id)
+        .await?
+        .into_iter()
+        .map(|connection| {
+            let channel = Channel::ALL
+                .into_iter()
+                .find(|&channel| connection.provider.carries(channel))
+                .unwrap_or(Channel::Email);
+            let limits = ConnectionLimits::of(&connection, channel).send;
+            ConnectionSummary {
+                provider: connection.provider.as_str().to_owned(),
+                per_minute: limits.per_minute,
+                per_day: limits.per_day,
+                paused_reason: connection.paused_reason.as_deref().map(scrub_reason),
+            }
+        })
+        .collect();
+    let period = BillingPeriod::containing(engine.clock().now());
+    let counters = store.usage(Some(id), period.to_string()).await?;
+    let plan = engine.config().plans.get(&tenant.plan);
+    let usage = Channel::ALL
+        .into_iter()
+        .map(|channel| ChannelUsage {
+            channel: channel.as_str().to_owned(),
+            used: counters
+                .iter()
+                .filter(|counter| counter.channel == channel)
+                .map(|counter| counter.committed)
+                .sum(),
+            limit: plan.map(|plan| plan.monthly(channel)),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(TenantDetail {
+        summary,
+        connections,
+        states: overview.states.get(&id).cloned().unwrap_or_default(),
+        usage,
+        recent_failures: engine.live().failures(Some(id), DETAIL_FAILURES),
+    }))
 }

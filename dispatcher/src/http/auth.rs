@@ -12,11 +12,13 @@ use std::pin::Pin;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use base64::Engine as _;
 use followup_core::domain::Tenant;
+use followup_core::sensitive::Sensitive;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::config::{Config, DEFAULT_OPERATOR};
 
 /// Prefix of tenant API keys, so that a leaked key is recognisable in a secret scanner.
 const API_KEY_PREFIX: &str = "fu_";
@@ -77,9 +79,12 @@ impl FromRequest for AuthenticatedTenant {
     }
 }
 
-/// Proof that the request carried the operator token.
+/// Proof that the request carried an operator token, with the name of that credential:
+/// `operator` for `FOLLOWUP_ADMIN_TOKEN`, else the name of an `[[admin.operators]]` entry.
 #[derive(Debug)]
-pub struct Operator;
+pub struct Operator {
+    pub name: String,
+}
 
 impl FromRequest for Operator {
     type Error = ApiError;
@@ -91,28 +96,46 @@ impl FromRequest for Operator {
         if let Some(Err(error)) = state.map(|state| state.limits.check_client(client)) {
             return std::future::ready(Err(error));
         }
-        let expected = state.and_then(|state| state.engine.config().admin_token.clone());
-        let result = match (expected, bearer(request)) {
-            (None, _) => Err(ApiError::Unauthorized(
+        let credentials = state.map(|state| operator_credentials(state.engine.config()));
+        let result = match (credentials.unwrap_or_default(), bearer(request)) {
+            (credentials, _) if credentials.is_empty() => Err(ApiError::Unauthorized(
                 "operator API disabled: set FOLLOWUP_ADMIN_TOKEN to enable it".into(),
             )),
-            (Some(_), None) => Err(ApiError::Unauthorized(
+            (_, None) => Err(ApiError::Unauthorized(
                 "missing operator token: send Authorization: Bearer <token>".into(),
             )),
             // Comparing digests keeps the comparison's duration independent of where the
-            // tokens first differ.
-            (Some(expected), Some(given)) => {
-                if sha256_hex(expected.expose()) == sha256_hex(given) {
-                    Ok(Operator)
-                } else {
-                    let unauthorized = ApiError::Unauthorized("invalid operator token".into());
-                    Err(match state {
-                        Some(state) => state.limits.record_failed_auth(client, unauthorized),
-                        None => unauthorized,
-                    })
+            // tokens first differ; every credential is compared, found or not.
+            (credentials, Some(given)) => {
+                let given = sha256_hex(given);
+                let mut found = None;
+                for (name, token) in credentials {
+                    if sha256_hex(token.expose()) == given && found.is_none() {
+                        found = Some(name);
+                    }
+                }
+                match found {
+                    Some(name) => Ok(Operator { name }),
+                    None => {
+                        let unauthorized = ApiError::Unauthorized("invalid operator token".into());
+                        Err(match state {
+                            Some(state) => state.limits.record_failed_auth(client, unauthorized),
+                            None => unauthorized,
+                        })
+                    }
                 }
             }
         };
         std::future::ready(result)
     }
+}
+
+/// Every operator credential of the configuration, by name.
+fn operator_credentials(config: &Config) -> Vec<(String, Sensitive<String>)> {
+    let default = config.admin_token.clone().map(|token| (DEFAULT_OPERATOR.to_owned(), token));
+    let named =
+        config.admin.operators.iter().filter_map(|operator| {
+            operator.token.clone().map(|token| (operator.name.clone(), token))
+        });
+    default.into_iter().chain(named).collect()
 }

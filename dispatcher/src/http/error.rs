@@ -48,7 +48,19 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        tracing::error!(%error, "store error while serving a request");
+        // A store that is down fails every request; one line per kind every 30 s is enough.
+        let kind = match &error {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Fenced { .. } => "fenced",
+            StoreError::Crypto(_) => "crypto",
+        };
+        if let Some(suppressed) =
+            crate::telemetry::repeated_errors().allow(&format!("api store error {kind}"))
+        {
+            tracing::error!(%error, suppressed, "store error while serving a request");
+        }
         // The cause names the database's address, which is the operator's business only.
         match error {
             StoreError::Unavailable(_) => ApiError::StoreUnavailable,

@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, web};
 use super::AppState;
 use super::error::route_not_found;
 use super::{
-    account_api, admin_api, billing_api, forecast_api, stops_api, tenant_api, unsubscribe_page,
-    usage_api, webhooks,
+    account_api, admin_api, admin_stream, billing_api, forecast_api, operator_actions, stops_api,
+    tenant_api, unsubscribe_page, usage_api, webhooks,
 };
 
 /// Registers every route on an actix-web app.
@@ -19,6 +19,26 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/tenants", web::post().to(admin_api::create_tenant))
         .route("/admin/v1/tenants", web::get().to(admin_api::list_tenants))
         .route("/admin/v1/snapshot", web::get().to(admin_api::snapshot))
+        .route("/admin/v1/stream", web::get().to(admin_stream::stream))
+        .route("/admin/v1/tenant-summaries", web::get().to(admin_api::tenant_summaries))
+        .route("/admin/v1/tenants/{id}/detail", web::get().to(admin_api::tenant_detail))
+        .route("/admin/v1/tenants/{id}/pause", web::post().to(operator_actions::pause_tenant))
+        .route("/admin/v1/tenants/{id}/resume", web::post().to(operator_actions::resume_tenant))
+        .route(
+            "/admin/v1/tenants/{id}/connections/{provider}/pause",
+            web::post().to(operator_actions::pause_connection),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/connections/{provider}/resume",
+            web::post().to(operator_actions::resume_connection),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/schedules/{schedule}",
+            web::delete().to(operator_actions::cancel_schedule),
+        )
+        .route("/admin/v1/dead-letters", web::get().to(operator_actions::dead_letters))
+        .route("/admin/v1/dead-letters/retry", web::post().to(operator_actions::retry_dead_letters))
+        .route("/admin/v1/audit", web::get().to(operator_actions::audit_log))
         .route("/admin/v1/cluster", web::get().to(admin_api::cluster))
         .route("/admin/v1/keys/rotate", web::post().to(admin_api::rotate_keys))
         .route("/admin/v1/usage", web::get().to(usage_api::all_usage))
@@ -62,13 +82,21 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-/// Ready once the engine has started, which the server only does after recovery finished.
-async fn readyz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ready\n")
+/// Ready once the engine has started (the server only answers after recovery finished), while
+/// the store answers and the actors run; 503 naming each failing check otherwise, and from the
+/// moment a stop begins.
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let failing = state.engine.readiness().await;
+    if failing.is_empty() {
+        return HttpResponse::Ok().content_type("text/plain").body("ready\n");
+    }
+    let lines: String =
+        failing.iter().map(|(check, reason)| format!("not ready: {check}: {reason}\n")).collect();
+    HttpResponse::ServiceUnavailable().content_type("text/plain").body(lines)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.engine.update_queue_depth().await;
+    admin_api::publish_gauges(&state).await;
     match &state.metrics {
         Some(handle) => {
             HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(handle.render())

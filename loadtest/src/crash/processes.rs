@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use chrono::{DateTime, Utc};
 use followup_core::domain::Channel;
 use followup_core::sensitive::Sensitive;
@@ -276,6 +276,32 @@ impl EngineProcess {
     /// The engine's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// Sends SIGTERM and waits at most `within` for the engine to exit; an exit status other
+    /// than 0, or no exit in time (the process is then killed), is an error. Returns the
+    /// instant the signal was sent.
+    pub(crate) fn terminate(mut self, within: Duration) -> anyhow::Result<DateTime<Utc>> {
+        let pid = self.child.0.id().to_string();
+        let sent_at = Utc::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("failed to run kill -TERM")?;
+        ensure!(status.success(), "kill -TERM {pid} failed with {status}");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.0.try_wait().context("failed to reap the engine")? {
+                ensure!(status.success(), "the engine exited with {status} after SIGTERM");
+                return Ok(sent_at);
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "the engine did not exit within {} s of SIGTERM",
+                within.as_secs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Stops the engine at the end of a run; how does not matter any more.

@@ -22,6 +22,7 @@ fn snapshot(totals: &[(&str, u64)], tenants: Vec<TenantSummary>) -> AdminSnapsho
     AdminSnapshot {
         now: "2025-01-01T00:00:00Z".to_owned(),
         totals: totals.iter().map(|(state, count)| ((*state).to_owned(), *count)).collect(),
+        tenant_count: tenants.len() as u64,
         tenants,
         ..AdminSnapshot::default()
     }
@@ -31,7 +32,8 @@ fn snapshot(totals: &[(&str, u64)], tenants: Vec<TenantSummary>) -> AdminSnapsho
 fn dedicated_engine_counts_exactly() {
     let ours = TenantId::generate();
     let totals = [("sent", 90), ("skipped", 5), ("in_doubt", 1), ("pending", 3), ("sending", 1)];
-    let count = count(&snapshot(&totals, vec![tenant(ours, 3, 90, 0)]), &HashSet::from([ours]));
+    let count =
+        count(&snapshot(&totals, vec![tenant(ours, 3, 90, 0)]), &HashSet::from([ours]), &[]);
     assert_eq!(count.accounting, Accounting::Exact);
     assert_eq!(count.settled, 96);
     assert_eq!(count.unsettled, 4);
@@ -41,7 +43,7 @@ fn dedicated_engine_counts_exactly() {
 fn every_state_classified() {
     let ours = TenantId::generate();
     let totals: Vec<(&str, u64)> = FollowUpState::ALL.iter().map(|s| (s.as_str(), 1)).collect();
-    let count = count(&snapshot(&totals, vec![tenant(ours, 0, 0, 0)]), &HashSet::from([ours]));
+    let count = count(&snapshot(&totals, vec![tenant(ours, 0, 0, 0)]), &HashSet::from([ours]), &[]);
     let settled = FollowUpState::ALL.iter().filter(|state| state.is_settled()).count() as u64;
     assert_eq!(count.settled, settled);
     assert_eq!(count.unsettled, FollowUpState::ALL.len() as u64 - settled);
@@ -51,7 +53,8 @@ fn every_state_classified() {
 fn unknown_state_is_unsettled() {
     let ours = TenantId::generate();
     let totals = [("sent", 10), ("quarantined", 2)];
-    let count = count(&snapshot(&totals, vec![tenant(ours, 0, 10, 0)]), &HashSet::from([ours]));
+    let count =
+        count(&snapshot(&totals, vec![tenant(ours, 0, 10, 0)]), &HashSet::from([ours]), &[]);
     assert_eq!(count.settled, 10);
     assert_eq!(count.unsettled, 2);
 }
@@ -62,7 +65,8 @@ fn shared_engine_counts_run_tenants() {
     let other = TenantId::generate();
     let totals = [("sent", 1_000), ("pending", 500), ("claimed", 2), ("sending", 1)];
     let tenants = vec![tenant(other, 500, 900, 0), tenant(ours, 0, 95, 5)];
-    let count = count(&snapshot(&totals, tenants), &HashSet::from([ours]));
+    let page = tenants.clone();
+    let count = count(&snapshot(&totals, tenants), &HashSet::from([ours]), &page);
     assert_eq!(count.accounting, Accounting::RunTenants);
     assert_eq!(count.settled, 100);
     assert_eq!(count.unsettled, 3, "claimed and sending count engine-wide");
@@ -73,6 +77,24 @@ fn shared_engine_settles_when_run_is_done() {
     let ours = TenantId::generate();
     let other = TenantId::generate();
     let tenants = vec![tenant(other, 7, 0, 0), tenant(ours, 0, 10, 0)];
-    let count = count(&snapshot(&[("sent", 10), ("pending", 7)], tenants), &HashSet::from([ours]));
+    let page = vec![tenant(ours, 0, 10, 0)];
+    let count =
+        count(&snapshot(&[("sent", 10), ("pending", 7)], tenants), &HashSet::from([ours]), &page);
     assert_eq!(count.unsettled, 0, "another tenant's backlog does not hold the run");
+}
+
+#[test]
+fn first_page_alone_is_not_exact() {
+    // The engine has more tenants than the snapshot lists: its totals are not the run's, and
+    // the run's tenants come from the pages, even one missing from the snapshot's first page.
+    let ours = TenantId::generate();
+    let hidden = TenantId::generate();
+    let mut first_page = snapshot(&[("sent", 10), ("pending", 40)], vec![tenant(ours, 0, 5, 0)]);
+    first_page.tenant_count = 3;
+    let run = HashSet::from([ours, hidden]);
+    assert!(!is_exact(&first_page, &run));
+    let pages = vec![tenant(ours, 0, 5, 0), tenant(hidden, 4, 1, 0)];
+    let count = count(&first_page, &run, &pages);
+    assert_eq!(count.accounting, Accounting::RunTenants);
+    assert_eq!((count.settled, count.unsettled), (6, 4));
 }

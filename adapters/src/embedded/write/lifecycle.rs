@@ -45,6 +45,7 @@ impl<'txn> WriteTables<'txn> {
             let hash = tenant.api_key_sha256.as_bytes();
             tables.api_keys.remove(hash).map_err(|e| tables::write_error(API_KEYS, e))?;
             tables.tenants.remove(key.as_slice()).map_err(|e| tables::write_error(TENANTS, e))?;
+            tables.forget_audit_notes(deletion.tenant)?;
             put(&mut tables.deletions, DELETIONS, &key, deletion)
         };
         write(self).map_err(ApplyError::Failed)

@@ -74,6 +74,7 @@ fn records(channel: Channel, state: FollowUpState, updated_at: DateTime<Utc>) ->
         due_at: at(0),
         planned_at: at(0),
         attempts: 1,
+        attempts_before_retry: 0,
         reason,
         provider_message_id: None,
         sent_at: None,
