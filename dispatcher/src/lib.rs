@@ -15,6 +15,7 @@ pub mod limiter;
 pub mod server;
 pub mod stops;
 pub mod storage;
+pub mod stripe_sync;
 pub mod telemetry;
 pub mod tokens;
 pub mod unsubscribe;

@@ -128,6 +128,7 @@ impl RunningEngine {
             tracing::error!(error = %format!("{error:#}"), "applying recorded Stripe events failed");
         }
         crate::lifecycle::spawn_background(engine.clone());
+        crate::stripe_sync::spawn_startup_sync(engine.clone());
         if let Some(fakes) = &fakes {
             for tenant in engine.live_tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {

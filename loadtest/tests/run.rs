@@ -65,7 +65,7 @@ async fn create_tenant(
     let name = body["name"].as_str().unwrap_or_default().to_owned();
     let tenant = FakeTenant { id, name, steps: 0, pending: 0, sent: 0, connections: Vec::new() };
     engine.tenants.insert(api_key.clone(), tenant);
-    HttpResponse::Created().json(CreateTenantResponse { id, api_key })
+    HttpResponse::Created().json(CreateTenantResponse { id, api_key, stripe_customer_id: None })
 }
 
 async fn put_connection(
