@@ -23,6 +23,7 @@ pub mod outbound;
 pub mod outlook;
 pub mod retry_after;
 pub mod stripe_api;
+pub mod stripe_mock_fixture;
 #[cfg(test)]
 mod testing;
 pub mod twilio;

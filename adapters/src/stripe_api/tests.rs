@@ -9,6 +9,7 @@ use followup_core::sensitive::Sensitive;
 use super::*;
 use crate::fakes::stripe::api::{InjectedFailure, StripeApiServer};
 use crate::fakes::stripe::{FAKE_API_KEY, StripeFake};
+use crate::stripe_mock_fixture::StripeMock;
 
 const TENANT: &str = "0b6f2a7e-7d6c-4f59-9a53-3a1f4f2b9c11";
 
@@ -130,4 +131,68 @@ fn base_url_must_be_http() {
     let error =
         StripeClient::new("ftp://127.0.0.1", &key, Duration::from_secs(1)).expect_err("not HTTP");
     assert!(error.to_string().contains("ftp://127.0.0.1"), "{error}");
+}
+
+/// Starts stripe-mock for one test. Each test has its own, because a server kept in a static
+/// would outlive the test binary: unlike the FerretDB fixture, stripe-mock does not exit with
+/// its parent.
+fn stripe_mock() -> StripeMock {
+    StripeMock::start().unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn stripe_mock_client(mock: &StripeMock) -> StripeClient {
+    let key = Sensitive::new("sk_test_123".to_owned());
+    StripeClient::new(&mock.url(), &key, Duration::from_secs(10)).expect("valid base URL")
+}
+
+#[tokio::test]
+async fn stripe_mock_accepts_customer_creation() {
+    let mock = stripe_mock();
+    let stripe = stripe_mock_client(&mock);
+    let customer = stripe.create_customer(TENANT, "Acme").await.expect("request accepted");
+    assert!(customer.starts_with("cus_"), "{customer}");
+}
+
+#[tokio::test]
+async fn stripe_mock_accepts_subscription_listing() {
+    let mock = stripe_mock();
+    let stripe = stripe_mock_client(&mock);
+    let listing = stripe.list_subscriptions("cus_123").await.expect("request accepted");
+    // stripe-mock answers with its fixture list, which holds one subscription.
+    let first = listing.subscriptions.first().expect("a fixture subscription");
+    assert!(first.id.starts_with("sub_"), "{first:?}");
+    assert!(first.price_id().is_some_and(|price| price.starts_with("price_")), "{first:?}");
+    assert!(first.period_end().is_some(), "{first:?}");
+}
+
+#[tokio::test]
+async fn stripe_mock_accepts_meter_event() {
+    let mock = stripe_mock();
+    let stripe = stripe_mock_client(&mock);
+    let event = MeterEvent {
+        event_name: "followup_sends".into(),
+        customer_id: "cus_123".into(),
+        value: 7,
+        identifier: "fu-conformance-2026-12-email-1".into(),
+        timestamp: 1_796_000_000,
+    };
+    let identifier = stripe.create_meter_event(&event).await.expect("request accepted");
+    assert_eq!(identifier, event.identifier);
+}
+
+#[tokio::test]
+async fn stripe_mock_rejects_invalid_parameters() {
+    // Shows that stripe-mock checks parameters, so the acceptances above mean something.
+    let mock = stripe_mock();
+    let url = format!("{}/v1/billing/meter_events", mock.url());
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth("sk_test_123")
+        .form(&[("payload[value]", "1"), ("payload[stripe_customer_id]", "cus_1")])
+        .send()
+        .await
+        .expect("stripe-mock answers");
+    assert_eq!(response.status().as_u16(), 400);
+    let body = response.text().await.expect("body");
+    assert!(body.contains("event_name"), "{body}");
 }
