@@ -459,6 +459,10 @@ pub struct Plan {
     /// that is not sold through Stripe.
     #[serde(default)]
     pub stripe_price_id: Option<String>,
+    /// The `event_name` of the Stripe Billing Meter that bills this plan per send. When set,
+    /// the engine reports each tenant's committed sends as meter events.
+    #[serde(default)]
+    pub stripe_meter_event_name: Option<String>,
 }
 
 fn all_connections() -> u32 {
@@ -475,6 +479,7 @@ impl Plan {
             over_quota: OverQuota::Skip,
             connections: all_connections(),
             stripe_price_id: None,
+            stripe_meter_event_name: None,
         }
     }
 
@@ -494,6 +499,17 @@ impl Plan {
                 valid,
                 "invalid [plans.{name}] stripe_price_id {price:?}: a Stripe price id looks like \
                  price_1Abc..."
+            );
+        }
+        if let Some(event_name) = &self.stripe_meter_event_name {
+            // Stripe limits a meter's event name to 100 characters.
+            let valid = !event_name.is_empty()
+                && event_name.len() <= 100
+                && event_name.bytes().all(|b| b.is_ascii_graphic());
+            anyhow::ensure!(
+                valid,
+                "invalid [plans.{name}] stripe_meter_event_name {event_name:?}: use the meter's \
+                 event_name, 1 to 100 printable ASCII characters"
             );
         }
         Ok(())
@@ -526,6 +542,7 @@ fn default_plans() -> BTreeMap<String, Plan> {
         over_quota: OverQuota::Skip,
         connections,
         stripe_price_id: None,
+        stripe_meter_event_name: None,
     };
     BTreeMap::from([
         ("free".to_owned(), plan(500, 100, 20, 1)),
@@ -576,6 +593,10 @@ pub struct StripeApiConfig {
     /// Subscription listings a start-up sync sends per second, below Stripe's default of 25
     /// requests a second per endpoint (sandbox: 25 a second in all).
     pub sync_requests_per_second: u32,
+    /// Seconds between two reports of metered usage (plans with `stripe_meter_event_name`).
+    pub meter_flush_seconds: u64,
+    /// Meter event requests sent per second at most.
+    pub meter_requests_per_second: u32,
 }
 
 impl Default for StripeApiConfig {
@@ -587,6 +608,8 @@ impl Default for StripeApiConfig {
             request_timeout_seconds: 20,
             sync_at_startup: true,
             sync_requests_per_second: 10,
+            meter_flush_seconds: 60,
+            meter_requests_per_second: 20,
         }
     }
 }
@@ -905,5 +928,17 @@ mod tests {
         assert!(!parsed.billing.stripe.sync_at_startup);
         let key_in_file = toml::from_str::<Config>("[billing.stripe]\nsecret_key = \"sk_1\"\n");
         assert!(key_in_file.is_err(), "a secret key in the config file is rejected");
+    }
+
+    #[test]
+    fn meter_event_name_is_checked() {
+        let metered =
+            Plan { stripe_meter_event_name: Some("followup_sends".into()), ..Plan::unlimited() };
+        assert!(metered.validate("metered").is_ok());
+        for bad in ["", "has space", &"x".repeat(101)] {
+            let plan = Plan { stripe_meter_event_name: Some(bad.to_owned()), ..Plan::unlimited() };
+            let error = plan.validate("metered").expect_err(bad).to_string();
+            assert!(error.contains("[plans.metered] stripe_meter_event_name"), "{error}");
+        }
     }
 }

@@ -32,6 +32,7 @@ use followup_core::store::{Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
+use crate::actors::billing::metering::MeterSettings;
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
@@ -112,14 +113,26 @@ impl Engine {
         let arbiters: Vec<ArbiterHandle> = (0..cores).map(|_| Arbiter::new().handle()).collect();
         let providers = start_providers(&config, &urls, &clock, &arbiters)?;
         config.validate_plans()?;
+        let stripe = stripe_client(&config)?;
+        let metering = stripe.clone().map(|stripe| MeterSettings {
+            stripe,
+            clock: clock.clone(),
+            flush_interval: Duration::from_secs(config.billing.stripe.meter_flush_seconds.max(1)),
+            requests_per_second: config.billing.stripe.meter_requests_per_second,
+        });
         let billing = BillingActor::start_in_arbiter(&arbiters[0], {
             let plans = config.plans.clone();
             let store = store.clone();
             let block = config.billing.quota_block;
-            move |_| BillingActor::new(store, plans, block)
+            move |_| {
+                let actor = BillingActor::new(store, plans, block);
+                match metering {
+                    Some(settings) => actor.with_metering(settings),
+                    None => actor,
+                }
+            }
         });
         let tokens = Arc::new(start_token_keeper(&config, &store, &clock)?);
-        let stripe = stripe_client(&config)?;
         let deps = Arc::new(DispatchDeps {
             store,
             clock,
