@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 const SIGNING_SECRET: &str = "whsec_stripe_billing_test";
 const STARTER_PRICE: &str = "price_starter_monthly";
 const PRO_PRICE: &str = "price_pro_monthly";
+const METER_EVENT: &str = "followup_sends";
 
 /// The process's one metrics recorder, shared by the engines of this file.
 fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
@@ -327,6 +328,10 @@ async fn start_with_stripe_api() -> anyhow::Result<(TestEngine, Arc<StripeFake>,
             config.webhooks.stripe_signing_secrets = vec![SIGNING_SECRET.to_owned().into()];
             let pro = Plan { stripe_price_id: Some(PRO_PRICE.into()), ..Plan::unlimited() };
             config.plans.insert("pro_stripe".into(), pro);
+            let metered =
+                Plan { stripe_meter_event_name: Some(METER_EVENT.into()), ..Plan::unlimited() };
+            config.plans.insert("metered".into(), metered);
+            config.billing.stripe.meter_flush_seconds = 1;
             config.billing.stripe.api_base = api_base;
             config.billing.stripe.secret_key = Some(FAKE_API_KEY.to_owned().into());
         },
@@ -338,11 +343,19 @@ async fn start_with_stripe_api() -> anyhow::Result<(TestEngine, Arc<StripeFake>,
 }
 
 async fn create_tenant_raw(engine: &TestEngine, name: &str) -> anyhow::Result<Value> {
+    create_tenant_on_plan(engine, name, "free").await
+}
+
+async fn create_tenant_on_plan(
+    engine: &TestEngine,
+    name: &str,
+    plan: &str,
+) -> anyhow::Result<Value> {
     let response = engine
         .http
         .post(engine.url("/admin/v1/tenants"))
         .bearer_auth(OPERATOR_TOKEN)
-        .json(&json!({"name": name, "plan": "free"}))
+        .json(&json!({"name": name, "plan": plan}))
         .send()
         .await?;
     assert_eq!(response.status().as_u16(), 201);
@@ -468,5 +481,38 @@ async fn sync_needs_stripe_configured() -> anyhow::Result<()> {
     assert_eq!(status, 422, "{body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("FOLLOWUP_STRIPE_SECRET_KEY"), "{body}");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn metered_plan_reports_sends_to_stripe() -> anyhow::Result<()> {
+    let (engine, fake, server) = start_with_stripe_api().await?;
+    let created = create_tenant_on_plan(&engine, "metered", "metered").await?;
+    let tenant = created["id"].as_str().expect("tenant id").to_owned();
+    let key = created["api_key"].as_str().expect("api key").to_owned();
+    let customer = created["stripe_customer_id"].as_str().expect("customer id").to_owned();
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", email_csv("metered", 3)).await?;
+    engine.settle(1).await?;
+    assert_eq!(email_count(&engine, FollowUpState::Sent).await, 3);
+
+    // The billing actor flushes every second of real time.
+    let mut reported = 0;
+    for _ in 0..100 {
+        let events = fake.meter_events();
+        reported = events.iter().map(|event| event.value.parse::<u64>().unwrap_or(0)).sum();
+        if reported >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(reported, 3, "every send reported once: {:?}", fake.meter_events());
+    for event in fake.meter_events() {
+        assert_eq!(event.customer_id, customer);
+        assert_eq!(event.event_name, METER_EVENT);
+        assert!(event.identifier.starts_with(&format!("fu-{tenant}-2026-12-email-")), "{event:?}");
+    }
+    server.stop().await;
     Ok(())
 }
