@@ -16,6 +16,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::metering::MeterBatch;
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
@@ -475,6 +476,27 @@ impl Store for EmbeddedStore {
 
     fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>> {
         self.read(move |db| read::billing_record(db, tenant))
+    }
+
+    fn insert_meter_batch(&self, batch: MeterBatch) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            match self.writer.submit(WriteOp::InsertMeterBatch(batch)).await? {
+                Applied::Stored(inserted) => Ok(inserted),
+                other => Err(unexpected_outcome("insert_meter_batch", &other)),
+            }
+        })
+    }
+
+    fn last_meter_batch(&self, key: UsageKey) -> StoreFuture<'_, Option<MeterBatch>> {
+        self.read(move |db| read::last_meter_batch(db, &key))
+    }
+
+    fn unsent_meter_batches(&self, limit: usize) -> StoreFuture<'_, Vec<MeterBatch>> {
+        self.read(move |db| read::unsent_meter_batches(db, limit))
+    }
+
+    fn mark_meter_batch_sent(&self, key: UsageKey, sequence: u64) -> StoreFuture<'_, ()> {
+        self.write(WriteOp::MarkMeterBatchSent { key, sequence })
     }
 
     fn put_stripe_account(&self, account: StripeAccount) -> StoreFuture<'_, ()> {

@@ -8,6 +8,7 @@
 //! - [`mime`]: the RFC 5322 message of an email follow-up;
 //! - [`oauth`]: refreshing the access tokens of Gmail and Outlook connections;
 //! - [`retry_after`]: parsing of `Retry-After` and of Gmail's "Retry after <instant>" text;
+//! - [`stripe_api`]: the Stripe API client (customers, subscriptions, Billing Meter events);
 //! - [`embedded`]: the default store, a crash-safe file store in the data directory.
 
 pub mod embedded;
@@ -21,6 +22,8 @@ pub mod oauth;
 pub mod outbound;
 pub mod outlook;
 pub mod retry_after;
+pub mod stripe_api;
+pub mod stripe_mock_fixture;
 #[cfg(test)]
 mod testing;
 pub mod twilio;

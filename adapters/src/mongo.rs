@@ -18,6 +18,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::metering::MeterBatch;
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
@@ -35,6 +36,7 @@ mod documents;
 mod errors;
 mod leases;
 mod lifecycle;
+mod metering;
 mod read;
 mod stripe;
 mod suppressions;
@@ -67,6 +69,9 @@ mod collections {
     pub(super) const HEARTBEATS: &str = "node_heartbeats";
     /// One document per (tenant, billing period, channel): the quota usage counters.
     pub(super) const USAGE: &str = "usage_counters";
+    /// One document per Billing Meter batch, by counter and sequence. Kept after the tenant is
+    /// deleted, like billing records.
+    pub(super) const METER_BATCHES: &str = "meter_batches";
     /// One document per tenant linked to a Stripe customer. Kept after the tenant is deleted,
     /// like billing records.
     pub(super) const STRIPE_ACCOUNTS: &str = "stripe_accounts";
@@ -166,6 +171,7 @@ impl MongoStore {
             (collections::FOLLOW_UPS, named(doc! { "state": 1 }, "state")),
             (collections::LEASES, named(doc! { "tenant": 1, "epoch": 1 }, "by_tenant")),
             (collections::USAGE, named(doc! { "period": 1, "tenant": 1 }, "by_period")),
+            (collections::METER_BATCHES, named(doc! { "sent": 1, "_id": 1 }, "unsent")),
             (collections::SENDS, named(doc! { "tenant": 1, "channel": 1, "at": 1 }, "by_instant")),
             (
                 collections::ATTEMPTS,
@@ -454,6 +460,22 @@ impl Store for MongoStore {
     fn billing_record(&self, tenant: TenantId) -> StoreFuture<'_, Option<BillingRecord>> {
         let id = documents::tenant(tenant);
         Box::pin(self.find_record(collections::BILLING, doc! { "_id": id }))
+    }
+
+    fn insert_meter_batch(&self, batch: MeterBatch) -> StoreFuture<'_, bool> {
+        Box::pin(self.insert_batch(batch))
+    }
+
+    fn last_meter_batch(&self, key: UsageKey) -> StoreFuture<'_, Option<MeterBatch>> {
+        Box::pin(self.last_batch(key))
+    }
+
+    fn unsent_meter_batches(&self, limit: usize) -> StoreFuture<'_, Vec<MeterBatch>> {
+        Box::pin(self.unsent_batches(limit))
+    }
+
+    fn mark_meter_batch_sent(&self, key: UsageKey, sequence: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.mark_batch_sent(key, sequence))
     }
 
     fn put_stripe_account(&self, account: StripeAccount) -> StoreFuture<'_, ()> {

@@ -29,6 +29,10 @@ pub struct CreateTenantRequest {
 pub struct CreateTenantResponse {
     pub id: TenantId,
     pub api_key: String,
+    /// The Stripe customer created for the tenant, when the engine has a Stripe secret key and
+    /// Stripe answered; otherwise `PUT /admin/v1/tenants/{id}/stripe-customer` links one later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_customer_id: Option<String>,
 }
 
 /// Report of `POST /admin/v1/keys/rotate`: the outcome of a rotation of master keys.

@@ -21,11 +21,13 @@ use crate::suppression::Suppression;
 
 pub mod conformance;
 pub mod lease;
+pub mod metering;
 pub mod sealed;
 pub mod subscription;
 pub mod usage;
 
 use self::lease::{Lease, NodeHeartbeat};
+use self::metering::MeterBatch;
 use self::subscription::StripeAccount;
 use self::usage::{UsageCounter, UsageKey};
 
@@ -389,6 +391,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// tenant and channel.
     fn usage(&self, tenant: Option<TenantId>, period: String)
     -> StoreFuture<'_, Vec<UsageCounter>>;
+
+    /// Inserts a meter batch unless the counter already has a batch with its sequence, durably.
+    /// Returns whether it was inserted; of several callers inserting one sequence, one wins.
+    fn insert_meter_batch(&self, batch: MeterBatch) -> StoreFuture<'_, bool>;
+
+    /// Returns the batch with the highest sequence of the counter at `key`.
+    fn last_meter_batch(&self, key: UsageKey) -> StoreFuture<'_, Option<MeterBatch>>;
+
+    /// Returns up to `limit` batches not marked sent, ordered by tenant, period, channel and
+    /// sequence.
+    fn unsent_meter_batches(&self, limit: usize) -> StoreFuture<'_, Vec<MeterBatch>>;
+
+    /// Marks the batch `sequence` of the counter at `key` sent. Marking it again changes
+    /// nothing; a batch that does not exist is a conflict.
+    fn mark_meter_batch_sent(&self, key: UsageKey, sequence: u64) -> StoreFuture<'_, ()>;
 
     /// Returns every tenant's wrapped data key.
     fn data_keys(&self) -> StoreFuture<'_, Vec<WrappedDataKey>>;

@@ -554,6 +554,10 @@ pub struct Plan {
     /// that is not sold through Stripe.
     #[serde(default)]
     pub stripe_price_id: Option<String>,
+    /// The `event_name` of the Stripe Billing Meter that bills this plan per send. When set,
+    /// the engine reports each tenant's committed sends as meter events.
+    #[serde(default)]
+    pub stripe_meter_event_name: Option<String>,
 }
 
 fn all_connections() -> u32 {
@@ -570,6 +574,7 @@ impl Plan {
             over_quota: OverQuota::Skip,
             connections: all_connections(),
             stripe_price_id: None,
+            stripe_meter_event_name: None,
         }
     }
 
@@ -589,6 +594,17 @@ impl Plan {
                 valid,
                 "invalid [plans.{name}] stripe_price_id {price:?}: a Stripe price id looks like \
                  price_1Abc..."
+            );
+        }
+        if let Some(event_name) = &self.stripe_meter_event_name {
+            // Stripe limits a meter's event name to 100 characters.
+            let valid = !event_name.is_empty()
+                && event_name.len() <= 100
+                && event_name.bytes().all(|b| b.is_ascii_graphic());
+            anyhow::ensure!(
+                valid,
+                "invalid [plans.{name}] stripe_meter_event_name {event_name:?}: use the meter's \
+                 event_name, 1 to 100 printable ASCII characters"
             );
         }
         Ok(())
@@ -621,6 +637,7 @@ fn default_plans() -> BTreeMap<String, Plan> {
         over_quota: OverQuota::Skip,
         connections,
         stripe_price_id: None,
+        stripe_meter_event_name: None,
     };
     BTreeMap::from([
         ("free".to_owned(), plan(500, 100, 20, 1)),
@@ -640,11 +657,90 @@ pub struct BillingConfig {
     /// Days a tenant keeps sending after Stripe reports a failed invoice payment, counted from
     /// the first failure's event; unpaid after that, the tenant is paused.
     pub grace_days: u32,
+    /// Stripe's API, which creates customers and reads subscriptions.
+    pub stripe: StripeApiConfig,
 }
 
 impl Default for BillingConfig {
     fn default() -> Self {
-        Self { quota_block: 100, grace_days: 3 }
+        Self { quota_block: 100, grace_days: 3, stripe: StripeApiConfig::default() }
+    }
+}
+
+/// Settings of the Stripe API client (`[billing.stripe]`). The engine calls Stripe only when a
+/// secret key is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeApiConfig {
+    /// Root of Stripe's API. Plain HTTP is allowed only to `providers.plain_http_hosts`.
+    pub api_base: String,
+    /// File whose first line is the secret key (`sk_...` or a restricted `rk_...`).
+    pub secret_key_file: Option<PathBuf>,
+    /// The secret key itself, from `FOLLOWUP_STRIPE_SECRET_KEY`; never read from the config
+    /// file, so that it does not sit beside the rest of the configuration.
+    #[serde(skip)]
+    pub secret_key: Option<Sensitive<String>>,
+    /// How long one Stripe request may take, in seconds.
+    pub request_timeout_seconds: u64,
+    /// Whether start-up reads every linked customer's subscriptions to catch up on webhooks
+    /// missed while the engine was down.
+    pub sync_at_startup: bool,
+    /// Subscription listings a start-up sync sends per second, below Stripe's default of 25
+    /// requests a second per endpoint (sandbox: 25 a second in all).
+    pub sync_requests_per_second: u32,
+    /// Seconds between two reports of metered usage (plans with `stripe_meter_event_name`).
+    pub meter_flush_seconds: u64,
+    /// Meter event requests sent per second at most.
+    pub meter_requests_per_second: u32,
+}
+
+impl Default for StripeApiConfig {
+    fn default() -> Self {
+        Self {
+            api_base: followup_adapters::stripe_api::DEFAULT_API_BASE.to_owned(),
+            secret_key_file: None,
+            secret_key: None,
+            request_timeout_seconds: 20,
+            sync_at_startup: true,
+            sync_requests_per_second: 10,
+            meter_flush_seconds: 60,
+            meter_requests_per_second: 20,
+        }
+    }
+}
+
+impl StripeApiConfig {
+    /// Reads the secret key: `FOLLOWUP_STRIPE_SECRET_KEY` or the key file, never both.
+    /// Returns `None` when neither is set, which leaves the Stripe API unused.
+    pub fn load_secret_key(&self) -> anyhow::Result<Option<Sensitive<String>>> {
+        let key = match (&self.secret_key, &self.secret_key_file) {
+            (Some(_), Some(path)) => anyhow::bail!(
+                "both FOLLOWUP_STRIPE_SECRET_KEY and billing.stripe.secret_key_file ({}) are                  set: keep one",
+                path.display()
+            ),
+            (Some(key), None) => key.expose().trim().to_owned(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read billing.stripe.secret_key_file {}", path.display())
+                })?;
+                text.lines().next().unwrap_or_default().trim().to_owned()
+            }
+            (None, None) => return Ok(None),
+        };
+        let origin = self.secret_key_file.as_ref().map_or_else(
+            || "FOLLOWUP_STRIPE_SECRET_KEY".to_owned(),
+            |path| format!("billing.stripe.secret_key_file {}", path.display()),
+        );
+        let valid = ["sk_", "rk_"].iter().any(|prefix| key.starts_with(prefix))
+            && key.len() > 3
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        // The message names the source and the expected form, never the value.
+        anyhow::ensure!(
+            valid,
+            "invalid Stripe secret key in {origin}: expected sk_... or rk_... (letters, digits \
+             and '_')"
+        );
+        Ok(Some(Sensitive::new(key)))
     }
 }
 
@@ -921,5 +1017,57 @@ mod tests {
 
         let env_only = Config { master_key: Some(key), ..Config::default() };
         assert_eq!(env_only.load_keyring().expect("one key").ids().len(), 1);
+    }
+
+    #[test]
+    fn stripe_secret_key_sources() {
+        let unset = StripeApiConfig::default();
+        assert!(unset.load_secret_key().expect("no key is fine").is_none());
+        assert_eq!(unset.api_base, "https://api.stripe.com");
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("stripe-key");
+        std::fs::write(&path, "sk_test_fromfile123\n").expect("key file");
+        let from_file = StripeApiConfig { secret_key_file: Some(path.clone()), ..unset.clone() };
+        let key = from_file.load_secret_key().expect("valid file").expect("a key");
+        assert_eq!(key.expose(), "sk_test_fromfile123");
+
+        let both = StripeApiConfig {
+            secret_key: Some(Sensitive::new("sk_test_env".to_owned())),
+            ..from_file.clone()
+        };
+        let error = both.load_secret_key().expect_err("two sources");
+        assert!(error.to_string().contains("keep one"), "{error}");
+
+        let invalid = StripeApiConfig {
+            secret_key: Some(Sensitive::new("pk_test_publishable\"x".to_owned())),
+            ..unset
+        };
+        let error = invalid.load_secret_key().expect_err("not a secret key").to_string();
+        assert!(error.contains("FOLLOWUP_STRIPE_SECRET_KEY"), "{error}");
+        assert!(!error.contains("pk_test_publishable"), "the value stays out: {error}");
+    }
+
+    #[test]
+    fn stripe_config_from_toml() {
+        let text = "[billing.stripe]\napi_base = \"http://127.0.0.1:12111\"\n\
+                    sync_at_startup = false\n";
+        let parsed: Config = toml::from_str(text).expect("valid config");
+        assert_eq!(parsed.billing.stripe.api_base, "http://127.0.0.1:12111");
+        assert!(!parsed.billing.stripe.sync_at_startup);
+        let key_in_file = toml::from_str::<Config>("[billing.stripe]\nsecret_key = \"sk_1\"\n");
+        assert!(key_in_file.is_err(), "a secret key in the config file is rejected");
+    }
+
+    #[test]
+    fn meter_event_name_is_checked() {
+        let metered =
+            Plan { stripe_meter_event_name: Some("followup_sends".into()), ..Plan::unlimited() };
+        assert!(metered.validate("metered").is_ok());
+        for bad in ["", "has space", &"x".repeat(101)] {
+            let plan = Plan { stripe_meter_event_name: Some(bad.to_owned()), ..Plan::unlimited() };
+            let error = plan.validate("metered").expect_err(bad).to_string();
+            assert!(error.contains("[plans.metered] stripe_meter_event_name"), "{error}");
+        }
     }
 }

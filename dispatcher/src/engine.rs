@@ -19,6 +19,7 @@ use followup_adapters::gmail::GmailClient;
 use followup_adapters::http::{HttpSettings, build_http_client};
 use followup_adapters::oauth::{OAuthClientSettings, OAuthRefresher};
 use followup_adapters::outlook::GraphClient;
+use followup_adapters::stripe_api::StripeClient;
 use followup_adapters::twilio::TwilioClient;
 use followup_core::api::KeyRotationReport;
 use followup_core::clock::{Clock, VirtualClock};
@@ -31,6 +32,7 @@ use followup_core::store::{Store, StoreError};
 use futures_util::future::join_all;
 use tokio::sync::Notify;
 
+use crate::actors::billing::metering::MeterSettings;
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
@@ -61,6 +63,8 @@ pub struct Engine {
     /// sensitive fields under tenants' data keys.
     sealed: Arc<SealedStore>,
     config: Config,
+    /// Stripe's API, when a secret key is configured.
+    stripe: Option<StripeClient>,
     tenants: Mutex<HashMap<TenantId, TenantHandle>>,
     /// One arbiter (thread with its own event loop) per core; tenant actors are spread over
     /// them round-robin.
@@ -119,11 +123,24 @@ impl Engine {
         let live = Arc::new(LiveStats::default());
         let providers = start_providers(&config, &urls, &clock, &arbiters, &live)?;
         config.validate_plans()?;
+        let stripe = stripe_client(&config)?;
+        let metering = stripe.clone().map(|stripe| MeterSettings {
+            stripe,
+            clock: clock.clone(),
+            flush_interval: Duration::from_secs(config.billing.stripe.meter_flush_seconds.max(1)),
+            requests_per_second: config.billing.stripe.meter_requests_per_second,
+        });
         let billing = BillingActor::start_in_arbiter(&arbiters[0], {
             let plans = config.plans.clone();
             let store = store.clone();
             let block = config.billing.quota_block;
-            move |_| BillingActor::new(store, plans, block)
+            move |_| {
+                let actor = BillingActor::new(store, plans, block);
+                match metering {
+                    Some(settings) => actor.with_metering(settings),
+                    None => actor,
+                }
+            }
         });
         let tokens = Arc::new(start_token_keeper(&config, &store, &clock)?);
         let deps = Arc::new(DispatchDeps {
@@ -149,6 +166,7 @@ impl Engine {
             deps,
             sealed,
             config,
+            stripe,
             tenants: Mutex::default(),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
@@ -277,6 +295,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Returns the Stripe API client, or `None` when no secret key is configured.
+    pub fn stripe(&self) -> Option<&StripeClient> {
+        self.stripe.as_ref()
     }
 
     /// Hands each connection of `tenant` the sends it made in the last day, so that its daily
@@ -798,4 +821,18 @@ fn start_providers(
         providers.insert(provider, actor);
     }
     Ok(providers)
+}
+
+/// Builds the Stripe API client when a secret key is configured, after checking its base URL
+/// against the plain-HTTP rule of the provider APIs.
+fn stripe_client(config: &Config) -> anyhow::Result<Option<StripeClient>> {
+    let settings = &config.billing.stripe;
+    let Some(secret_key) = settings.load_secret_key()? else {
+        return Ok(None);
+    };
+    config.providers.check_base_url("Stripe", &settings.api_base)?;
+    let timeout = std::time::Duration::from_secs(settings.request_timeout_seconds.max(1));
+    let client = StripeClient::new(&settings.api_base, &secret_key, timeout)?;
+    tracing::info!(api_base = %client.api_base(), "Stripe API client configured");
+    Ok(Some(client))
 }

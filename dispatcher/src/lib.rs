@@ -16,6 +16,7 @@ pub mod operator_view;
 pub mod server;
 pub mod stops;
 pub mod storage;
+pub mod stripe_sync;
 pub mod telemetry;
 pub mod tokens;
 pub mod unsubscribe;

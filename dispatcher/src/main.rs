@@ -307,6 +307,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ("FOLLOWUP_ADMIN_TOKEN", &mut config.admin_token),
         ("FOLLOWUP_GOOGLE_CLIENT_SECRET", &mut config.oauth.google_client_secret),
         ("FOLLOWUP_MICROSOFT_CLIENT_SECRET", &mut config.oauth.microsoft_client_secret),
+        ("FOLLOWUP_STRIPE_SECRET_KEY", &mut config.billing.stripe.secret_key),
     ];
     for (variable, field) in secrets {
         if let Ok(value) = std::env::var(variable)
@@ -321,6 +322,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     {
         config.webhooks.stripe_signing_secrets =
             secrets.split(',').map(|secret| Sensitive::new(secret.trim().to_owned())).collect();
+    }
+    if let Ok(path) = std::env::var("FOLLOWUP_STRIPE_SECRET_KEY_FILE")
+        && !path.is_empty()
+    {
+        config.billing.stripe.secret_key_file = Some(path.into());
     }
     if let Some(path) = args.keys.master_key_file {
         config.master_key_file = Some(path);
@@ -340,6 +346,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_api = config.admin_token.is_some() || !config.admin.operators.is_empty(),
         https = config.tls.cert_file.is_some(),
         stripe_webhooks = !config.webhooks.stripe_signing_secrets.is_empty(),
+        stripe_api = config.billing.stripe.secret_key.is_some()
+            || config.billing.stripe.secret_key_file.is_some(),
         twilio_webhooks = config.webhooks.public_base_url.is_some(),
         "starting followup"
     );

@@ -139,6 +139,7 @@ impl RunningEngine {
                 std::time::Duration::from_millis(refresh),
             );
         }
+        crate::stripe_sync::spawn_startup_sync(engine.clone());
         if let Some(fakes) = &fakes {
             for tenant in engine.live_tenants().await? {
                 for connection in engine.store().connections(tenant.id).await? {

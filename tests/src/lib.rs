@@ -20,6 +20,12 @@ use serde_json::{Value, json};
 /// Operator token of every test engine.
 pub const OPERATOR_TOKEN: &str = "test-operator-token";
 
+/// The instant the virtual clock of a [`TestEngine`] starts at: a Monday morning in New York,
+/// so that windowed steps are due at once.
+pub fn virtual_start() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant")
+}
+
 /// An engine under test, with what it needs to stay alive.
 #[derive(Debug)]
 pub struct TestEngine {
@@ -97,9 +103,7 @@ impl TestEngine {
         errors: ErrorPlan,
     ) -> anyhow::Result<Self> {
         let (data_dir, config) = test_config(configure)?;
-        // A Monday morning in New York, so that windowed steps are due at once.
-        let start = Utc.with_ymd_and_hms(2026, 12, 7, 15, 0, 0).single().expect("valid instant");
-        let clock = Arc::new(VirtualClock::new(start));
+        let clock = Arc::new(VirtualClock::new(virtual_start()));
         let store = Arc::new(followup_adapters::embedded::open(data_dir.path())?);
         let fakes = fakes.unwrap_or_else(|| FakeConfig::new(clock.clone()).with_errors(errors));
         let running =

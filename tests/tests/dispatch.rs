@@ -227,6 +227,14 @@ async fn cancelled_schedule_sends_nothing_more() -> anyhow::Result<()> {
 async fn send_through_a_fake_slower_than_the_timeout(
     configure: impl FnOnce(&mut followup_dispatcher::config::Config),
 ) -> anyhow::Result<Value> {
+    let (follow_up, _usage) = send_slower_than_the_timeout_with_usage(configure).await?;
+    Ok(follow_up)
+}
+
+/// Like `send_through_a_fake_slower_than_the_timeout`, and also returns the tenant's usage.
+async fn send_slower_than_the_timeout_with_usage(
+    configure: impl FnOnce(&mut followup_dispatcher::config::Config),
+) -> anyhow::Result<(Value, Value)> {
     let slow = followup_adapters::fakes::FakeConfig::new(std::sync::Arc::new(
         followup_core::clock::SystemClock,
     ))
@@ -247,7 +255,8 @@ async fn send_through_a_fake_slower_than_the_timeout(
     engine.settle(1).await?;
 
     let follow_ups = follow_ups_of(&engine, &key, &sequence, "slow@example.com").await;
-    Ok(follow_ups[0].clone())
+    let usage = engine.get_json(&key, "/v1/usage").await?;
+    Ok((follow_ups[0].clone(), usage))
 }
 
 #[actix_rt::test]
@@ -344,7 +353,7 @@ async fn project_wide_gmail_limit_holds_across_tenants() -> anyhow::Result<()> {
 
 #[actix_rt::test]
 async fn channels_configured_to_resend_in_doubt_try_again() -> anyhow::Result<()> {
-    let follow_up = send_through_a_fake_slower_than_the_timeout(|config| {
+    let (follow_up, usage) = send_slower_than_the_timeout_with_usage(|config| {
         config.dispatch.retry_budget = 2;
         config.dispatch.resend_in_doubt = vec![followup_core::domain::Channel::Email];
     })
@@ -353,6 +362,8 @@ async fn channels_configured_to_resend_in_doubt_try_again() -> anyhow::Result<()
     assert_eq!(follow_up["attempts"], 2, "sent again once, then the budget ran out");
     let reason = follow_up["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("resent after a lost answer"), "{reason}");
+    // Both attempts may have reached the contact, so both use quota.
+    assert_eq!(usage["channels"]["email"]["committed"], 2, "{usage}");
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 use std::sync::{Arc, OnceLock};
 
 use chrono::Duration;
-use followup_adapters::fakes::stripe::{FakeStripeEvent, StripeFake};
+use followup_adapters::fakes::stripe::api::{InjectedFailure, StripeApiServer};
+use followup_adapters::fakes::stripe::{FAKE_API_KEY, FakeStripeEvent, StripeFake};
 use followup_core::clock::Clock as _;
 use followup_core::domain::{Channel, FollowUpState};
 use followup_dispatcher::config::Plan;
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 const SIGNING_SECRET: &str = "whsec_stripe_billing_test";
 const STARTER_PRICE: &str = "price_starter_monthly";
 const PRO_PRICE: &str = "price_pro_monthly";
+const METER_EVENT: &str = "followup_sends";
 
 /// The process's one metrics recorder, shared by the engines of this file.
 fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
@@ -309,5 +311,208 @@ async fn events_before_link_apply_on_link() -> anyhow::Result<()> {
     assert_eq!(status, 200, "{linked}");
     assert_eq!(linked["price_id"], PRO_PRICE, "{linked}");
     assert_eq!(plan_of(&engine, &key).await?, "pro_stripe", "applied when linked");
+    Ok(())
+}
+
+/// Starts the Stripe fake's REST API on a virtual clock set like the engine's, then an engine
+/// whose Stripe client calls it and whose webhooks the fake signs.
+async fn start_with_stripe_api() -> anyhow::Result<(TestEngine, Arc<StripeFake>, StripeApiServer)> {
+    let clock: Arc<dyn followup_core::clock::Clock> =
+        Arc::new(followup_core::clock::VirtualClock::new(followup_tests::virtual_start()));
+    let placeholder = "http://127.0.0.1:9/webhooks/stripe";
+    let fake = Arc::new(StripeFake::new(placeholder, SIGNING_SECRET, clock)?);
+    let server = fake.serve_api()?;
+    let api_base = server.url.to_string();
+    let engine = TestEngine::start_with_metrics(
+        |config| {
+            config.webhooks.stripe_signing_secrets = vec![SIGNING_SECRET.to_owned().into()];
+            let pro = Plan { stripe_price_id: Some(PRO_PRICE.into()), ..Plan::unlimited() };
+            config.plans.insert("pro_stripe".into(), pro);
+            let metered =
+                Plan { stripe_meter_event_name: Some(METER_EVENT.into()), ..Plan::unlimited() };
+            config.plans.insert("metered".into(), metered);
+            config.billing.stripe.meter_flush_seconds = 1;
+            config.billing.stripe.api_base = api_base;
+            config.billing.stripe.secret_key = Some(FAKE_API_KEY.to_owned().into());
+        },
+        Some(metrics_handle()),
+    )
+    .await?;
+    fake.set_webhook_endpoint(&engine.url("/webhooks/stripe"))?;
+    Ok((engine, fake, server))
+}
+
+async fn create_tenant_raw(engine: &TestEngine, name: &str) -> anyhow::Result<Value> {
+    create_tenant_on_plan(engine, name, "free").await
+}
+
+async fn create_tenant_on_plan(
+    engine: &TestEngine,
+    name: &str,
+    plan: &str,
+) -> anyhow::Result<Value> {
+    let response = engine
+        .http
+        .post(engine.url("/admin/v1/tenants"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"name": name, "plan": plan}))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 201);
+    Ok(response.json().await?)
+}
+
+async fn sync(engine: &TestEngine, tenant: &str) -> anyhow::Result<(u16, Value)> {
+    let response = engine
+        .http
+        .post(engine.url(&format!("/admin/v1/tenants/{tenant}/billing/sync")))
+        .bearer_auth(OPERATOR_TOKEN)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[actix_rt::test]
+async fn new_tenant_gets_a_stripe_customer() -> anyhow::Result<()> {
+    let (engine, fake, server) = start_with_stripe_api().await?;
+    let created = create_tenant_raw(&engine, "acme").await?;
+    let tenant = created["id"].as_str().expect("tenant id").to_owned();
+    let customer = created["stripe_customer_id"].as_str().expect("customer id").to_owned();
+    let customers = fake.customers();
+    assert_eq!(customers.len(), 1, "{customers:?}");
+    assert_eq!(customers[0]["id"], customer.as_str());
+    assert_eq!(customers[0]["metadata"]["followup_tenant"], tenant.as_str());
+    let key = created["api_key"].as_str().expect("api key");
+    let billing = engine.get_json(key, "/v1/billing").await?;
+    assert_eq!(billing["customer_id"], customer.as_str(), "{billing}");
+
+    // Linking without a customer id keeps the tenant's customer instead of making another.
+    let response = engine
+        .http
+        .put(engine.url(&format!("/admin/v1/tenants/{tenant}/stripe-customer")))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let linked: Value = response.json().await?;
+    assert_eq!(linked["customer_id"], customer.as_str(), "{linked}");
+    assert_eq!(fake.customers().len(), 1);
+
+    // Stripe down at creation: the tenant exists without a customer, and a link creates it.
+    fake.inject_failures([InjectedFailure::Reject(503)]);
+    let created = create_tenant_raw(&engine, "beta").await?;
+    assert!(created.get("stripe_customer_id").is_none(), "{created}");
+    let second = created["id"].as_str().expect("tenant id").to_owned();
+    let response = engine
+        .http
+        .put(engine.url(&format!("/admin/v1/tenants/{second}/stripe-customer")))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let linked: Value = response.json().await?;
+    let second_customer = linked["customer_id"].as_str().expect("customer id");
+    assert_ne!(second_customer, customer);
+    let customers = fake.customers();
+    assert_eq!(customers.len(), 2, "{customers:?}");
+    assert_eq!(customers[1]["metadata"]["followup_tenant"], second.as_str());
+    server.stop().await;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn sync_applies_missed_subscription_changes() -> anyhow::Result<()> {
+    let (engine, fake, server) = start_with_stripe_api().await?;
+    let created = create_tenant_raw(&engine, "acme").await?;
+    let tenant = created["id"].as_str().expect("tenant id").to_owned();
+    let key = created["api_key"].as_str().expect("api key").to_owned();
+    let customer = created["stripe_customer_id"].as_str().expect("customer id").to_owned();
+
+    // The subscription's webhook is not delivered: only the sync tells the engine.
+    let subscribed = fake.create_subscription(&customer, PRO_PRICE)?;
+    let subscription = StripeFake::object_id(&subscribed).expect("subscription id");
+    advance(&engine, Duration::seconds(5));
+    let (status, synced) = sync(&engine, &tenant).await?;
+    assert_eq!(status, 200, "{synced}");
+    assert_eq!(synced["sync"]["subscriptions_listed"], 1, "{synced}");
+    assert_eq!(synced["sync"]["subscription_id"], subscription.as_str(), "{synced}");
+    assert_eq!(synced["sync"]["changed"], true, "{synced}");
+    assert_eq!(synced["billing"]["price_id"], PRO_PRICE, "{synced}");
+    assert_eq!(plan_of(&engine, &key).await?, "pro_stripe");
+
+    let (_, again) = sync(&engine, &tenant).await?;
+    assert_eq!(again["sync"]["changed"], false, "nothing new: {again}");
+    // The webhook arriving late is older than the read and changes nothing.
+    let late = fake.deliver_signed_at(&subscribed, engine.virtual_clock().now().timestamp());
+    let late = late.await?;
+    assert_eq!(late.status, 200, "{}", late.body);
+    assert_eq!(late.body["outcome"], "outdated", "{}", late.body);
+
+    // A cancellation whose webhook is lost too.
+    advance(&engine, Duration::seconds(5));
+    fake.cancel_at_period_end(&subscription)?;
+    advance(&engine, Duration::seconds(5));
+    let (_, cancelled) = sync(&engine, &tenant).await?;
+    assert_eq!(cancelled["sync"]["changed"], true, "{cancelled}");
+    assert_eq!(cancelled["billing"]["status"], "canceling", "{cancelled}");
+    assert_eq!(cancelled["billing"]["cancel_at_period_end"], true, "{cancelled}");
+
+    // Stripe failing is a 502 naming Stripe, and changes nothing.
+    fake.inject_failures([InjectedFailure::Reject(500)]);
+    let (status, failed) = sync(&engine, &tenant).await?;
+    assert_eq!(status, 502, "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Stripe returned 500"), "{failed}");
+    let billing = engine.get_json(&key, "/v1/billing").await?;
+    assert_eq!(billing["status"], "canceling", "{billing}");
+    server.stop().await;
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn sync_needs_stripe_configured() -> anyhow::Result<()> {
+    let engine = TestEngine::start(|_| {}).await?;
+    let key = engine.create_tenant("plain", "free").await?;
+    let tenant = tenant_id(&engine, &key).await?;
+    let (status, body) = sync(&engine, &tenant).await?;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("FOLLOWUP_STRIPE_SECRET_KEY"), "{body}");
+    Ok(())
+}
+
+#[actix_rt::test]
+async fn metered_plan_reports_sends_to_stripe() -> anyhow::Result<()> {
+    let (engine, fake, server) = start_with_stripe_api().await?;
+    let created = create_tenant_on_plan(&engine, "metered", "metered").await?;
+    let tenant = created["id"].as_str().expect("tenant id").to_owned();
+    let key = created["api_key"].as_str().expect("api key").to_owned();
+    let customer = created["stripe_customer_id"].as_str().expect("customer id").to_owned();
+    engine.connect_fakes(&key).await?;
+    let sequence = engine.create_sequence(&key, &email_now_sequence()).await?;
+    engine.upload(&key, &sequence, "text/csv", email_csv("metered", 3)).await?;
+    engine.settle(1).await?;
+    assert_eq!(email_count(&engine, FollowUpState::Sent).await, 3);
+
+    // The billing actor flushes every second of real time.
+    let mut reported = 0;
+    for _ in 0..100 {
+        let events = fake.meter_events();
+        reported = events.iter().map(|event| event.value.parse::<u64>().unwrap_or(0)).sum();
+        if reported >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(reported, 3, "every send reported once: {:?}", fake.meter_events());
+    for event in fake.meter_events() {
+        assert_eq!(event.customer_id, customer);
+        assert_eq!(event.event_name, METER_EVENT);
+        assert!(event.identifier.starts_with(&format!("fu-{tenant}-2026-12-email-")), "{event:?}");
+    }
+    server.stop().await;
     Ok(())
 }

@@ -45,6 +45,16 @@ pub(super) fn usage(key: &UsageKey) -> Vec<u8> {
     join(&[&usage_prefix(key.tenant, &key.period.to_string()), &[channel_code(key.channel)]])
 }
 
+/// Key of a meter batch: its counter's key, then the sequence.
+pub(super) fn meter_batch(
+    tenant: TenantId,
+    period: &str,
+    channel: Channel,
+    sequence: u64,
+) -> Vec<u8> {
+    join(&[&usage_prefix(tenant, period), &[channel_code(channel)], &sequence.to_be_bytes()])
+}
+
 /// Prefix of one tenant's usage counters of one period.
 pub(super) fn usage_prefix(tenant: TenantId, period: &str) -> Vec<u8> {
     join(&[tenant.as_bytes(), period.as_bytes()])

@@ -10,8 +10,9 @@ use followup_core::domain::{
 };
 use followup_core::ids::{ContactId, FollowUpId, ScheduleId, SequenceId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::metering::MeterBatch;
 use followup_core::store::subscription::StripeAccount;
-use followup_core::store::usage::UsageCounter;
+use followup_core::store::usage::{UsageCounter, UsageKey};
 use followup_core::store::{
     AttemptCursor, AuditEntry, ConnectionStatus, FollowUpCounts, FollowUpTally, StoreError,
     WrappedDataKey,
@@ -25,7 +26,8 @@ use serde::Deserialize;
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, AUDIT, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS,
-    DUE, FOLLOW_UPS, HEARTBEATS, LEASES, SCHEDULES, SENT, SEQUENCES, STRIPE_ACCOUNTS,
+    DUE, FOLLOW_UPS, HEARTBEATS, LEASES, METER_BATCHES, SCHEDULES, SENT, SEQUENCES,
+    STRIPE_ACCOUNTS,
     STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table, USAGE,
 };
 use followup_core::suppression::Suppression;
@@ -512,4 +514,28 @@ pub(super) fn usage(
         None => scan_one(db, USAGE, &[])?,
     };
     Ok(counters.into_iter().filter(|counter| counter.period == period).collect())
+}
+
+/// Returns the highest sequence of the counter's meter batches: the last of its key range.
+pub(super) fn last_meter_batch(
+    db: &Database,
+    key: &UsageKey,
+) -> Result<Option<MeterBatch>, StoreError> {
+    let period = key.period.to_string();
+    let prefix = keys::meter_batch(key.tenant, &period, key.channel, 0);
+    let prefix = &prefix[..prefix.len() - 8];
+    let batches: Vec<MeterBatch> = scan_one(db, METER_BATCHES, prefix)?;
+    Ok(batches.into_iter().last())
+}
+
+/// Returns up to `limit` unsent meter batches in key order.
+///
+/// NOTE: this reads the whole table, sent batches included, which grows by one row per
+/// counter and flush; the billing actor calls it only when it starts.
+pub(super) fn unsent_meter_batches(
+    db: &Database,
+    limit: usize,
+) -> Result<Vec<MeterBatch>, StoreError> {
+    let batches: Vec<MeterBatch> = scan_one(db, METER_BATCHES, &[])?;
+    Ok(batches.into_iter().filter(|batch| !batch.sent).take(limit).collect())
 }

@@ -75,6 +75,9 @@ pub(super) const LEASES: Table = Table { name: "leases" };
 /// Quota usage counters by (tenant, period, channel). Kept after a tenant is deleted, like
 /// billing records: they hold counts only.
 pub(super) const USAGE: Table = Table { name: "usage_counters" };
+/// Meter batches by (tenant, period, channel, sequence as big-endian u64). Kept after a tenant
+/// is deleted, like billing records: they hold Stripe ids and counts only.
+pub(super) const METER_BATCHES: Table = Table { name: "meter_batches" };
 /// Stripe accounts by tenant. Kept after a tenant is deleted, like billing records: they hold
 /// Stripe's ids and statuses only.
 pub(super) const STRIPE_ACCOUNTS: Table = Table { name: "stripe_accounts" };

@@ -12,6 +12,7 @@ use followup_core::domain::{
 };
 use followup_core::ids::{FollowUpId, TenantId};
 use followup_core::store::lease::{Lease, NodeHeartbeat};
+use followup_core::store::metering::MeterBatch;
 use followup_core::store::subscription::StripeAccount;
 use followup_core::store::usage::UsageKey;
 use followup_core::store::{
@@ -24,8 +25,9 @@ use redb::{ReadableTable, WriteTransaction};
 use super::keys;
 use super::tables::{
     self, API_KEYS, ATTEMPTS, AUDIT, BILLING, Bytes, CONNECTIONS, CONTACTS, DATA_KEYS, DELETIONS,
-    DUE, FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, SCHEDULES, SENT, SENT_MESSAGES,
-    SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table, USAGE,
+    DUE, FOLLOW_UPS, HEARTBEATS, IN_FLIGHT, LEASES, MAINTENANCE, METER_BATCHES, SCHEDULES, SENT,
+    SENT_MESSAGES, SEQUENCES, STRIPE_ACCOUNTS, STRIPE_CUSTOMERS, SUPPRESSIONS, TENANTS, Table,
+    USAGE,
 };
 
 mod leases;
@@ -73,6 +75,11 @@ pub(super) enum WriteOp {
     },
     PutBillingRecord(BillingRecord),
     PutStripeAccount(StripeAccount),
+    InsertMeterBatch(MeterBatch),
+    MarkMeterBatchSent {
+        key: UsageKey,
+        sequence: u64,
+    },
     PurgeSentMessages {
         before: DateTime<Utc>,
         limit: usize,
@@ -116,8 +123,10 @@ impl WriteOp {
             | WriteOp::PutSuppressions { tenant, .. }
             | WriteOp::RemoveSuppressions { tenant, .. } => Some(*tenant),
             WriteOp::ReserveUsage { key, .. } => Some(key.tenant),
-            // Sends that left while the deletion began are still recorded.
-            WriteOp::SettleUsage { .. } => None,
+            // Sends that left while the deletion began are still recorded, and billed.
+            WriteOp::SettleUsage { .. }
+            | WriteOp::InsertMeterBatch(_)
+            | WriteOp::MarkMeterBatchSent { .. } => None,
             WriteOp::TakeLease { .. }
             | WriteOp::RenewLease { .. }
             | WriteOp::ReleaseLease(_)
@@ -144,6 +153,8 @@ pub(super) enum Applied {
     Counted(u64),
     /// Whether a delete found something to remove.
     Deleted(bool),
+    /// Whether an insert-if-absent stored its record.
+    Stored(bool),
 }
 
 /// Reason an operation did not apply.
@@ -179,6 +190,7 @@ pub(super) struct WriteTables<'txn> {
     leases: RawTable<'txn>,
     heartbeats: RawTable<'txn>,
     usage: RawTable<'txn>,
+    meter_batches: RawTable<'txn>,
     stripe_accounts: RawTable<'txn>,
     stripe_customers: RawTable<'txn>,
     suppressions: RawTable<'txn>,
@@ -212,6 +224,7 @@ impl<'txn> WriteTables<'txn> {
             leases: open(LEASES)?,
             heartbeats: open(HEARTBEATS)?,
             usage: open(USAGE)?,
+            meter_batches: open(METER_BATCHES)?,
             stripe_accounts: open(STRIPE_ACCOUNTS)?,
             stripe_customers: open(STRIPE_CUSTOMERS)?,
             suppressions: open(SUPPRESSIONS)?,
@@ -271,6 +284,12 @@ impl<'txn> WriteTables<'txn> {
             }
             WriteOp::PutStripeAccount(account) => {
                 self.put_stripe_account(account).map(|()| Applied::Done)
+            }
+            WriteOp::InsertMeterBatch(batch) => {
+                self.insert_meter_batch(batch).map(Applied::Stored).map_err(ApplyError::Failed)
+            }
+            WriteOp::MarkMeterBatchSent { key, sequence } => {
+                self.mark_meter_batch_sent(key, *sequence).map(|()| Applied::Done)
             }
             WriteOp::PurgeSentMessages { before, limit } => self
                 .purge_sent_messages(*before, *limit)
@@ -369,6 +388,37 @@ impl<'txn> WriteTables<'txn> {
     fn put_tenant(&mut self, tenant: &Tenant) -> Result<(), ApplyError> {
         self.check_api_key_owner(tenant).map_err(ApplyError::Rejected)?;
         self.write_tenant(tenant).map_err(ApplyError::Failed)
+    }
+
+    /// Inserts a meter batch unless its sequence exists; returns whether it did.
+    fn insert_meter_batch(&mut self, batch: &MeterBatch) -> Result<bool, StoreError> {
+        let key = keys::meter_batch(batch.tenant, &batch.period, batch.channel, batch.sequence);
+        let existing: Option<MeterBatch> = tables::get(&self.meter_batches, METER_BATCHES, &key)?;
+        if existing.is_some() {
+            return Ok(false);
+        }
+        put(&mut self.meter_batches, METER_BATCHES, &key, batch)?;
+        Ok(true)
+    }
+
+    fn mark_meter_batch_sent(&mut self, key: &UsageKey, sequence: u64) -> Result<(), ApplyError> {
+        let period = key.period.to_string();
+        let record_key = keys::meter_batch(key.tenant, &period, key.channel, sequence);
+        let found: Option<MeterBatch> =
+            tables::get(&self.meter_batches, METER_BATCHES, &record_key)
+                .map_err(ApplyError::Failed)?;
+        let Some(mut batch) = found else {
+            return Err(ApplyError::Rejected(StoreError::Conflict(format!(
+                "no meter batch {sequence} for tenant {} {period} {}",
+                key.tenant,
+                key.channel.as_str()
+            ))));
+        };
+        if batch.sent {
+            return Ok(());
+        }
+        batch.sent = true;
+        put(&mut self.meter_batches, METER_BATCHES, &record_key, &batch).map_err(ApplyError::Failed)
     }
 
     /// Writes a Stripe account and moves its customer id in the index, unless the customer id

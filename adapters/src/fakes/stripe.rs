@@ -8,9 +8,13 @@
 //! `current_period_end` both on the subscription and on its items, where API versions from
 //! 2025-03-31 put it.
 //!
-//! NOTE: the fake has no REST API of its own: tests drive it through its methods, and only the
-//! webhook deliveries go over HTTP. Delivery order and repeats are the caller's choice, which is
-//! how tests reproduce Stripe's at-least-once, unordered delivery.
+//! Tests change subscriptions and invoices through the fake's methods and choose the delivery
+//! order and repeats of the events, which is how they reproduce Stripe's at-least-once,
+//! unordered delivery. [`StripeFake::serve_api`] also serves the part of Stripe's REST API the
+//! engine calls (see [`api`]): customer creation with idempotency keys, the subscription list
+//! and Billing Meter events.
+
+pub mod api;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +27,9 @@ use serde_json::{Value, json};
 
 /// Length of a fake billing period.
 const PERIOD: Duration = Duration::days(30);
+
+/// The secret key the fake's REST API accepts.
+pub const FAKE_API_KEY: &str = "sk_test_followup_fake";
 
 /// One event as the fake created it: its id and the exact body it delivers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +53,25 @@ struct StripeState {
     subscriptions: BTreeMap<String, Value>,
     invoices: BTreeMap<String, Value>,
     events: Vec<FakeStripeEvent>,
+    /// Stored results of POST requests by idempotency key.
+    idempotent: BTreeMap<String, api::StoredResult>,
+    /// Meter events by identifier, in arrival order of first acceptance.
+    meter_events: BTreeMap<String, RecordedMeterEvent>,
+    meter_order: Vec<String>,
+    /// Statuses the next API requests get instead of being served, first one first.
+    injected_failures: std::collections::VecDeque<api::InjectedFailure>,
+    /// API requests received, by method and path (without the query).
+    requests: Vec<String>,
+}
+
+/// A Billing Meter event as the fake accepted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedMeterEvent {
+    pub event_name: String,
+    pub identifier: String,
+    pub customer_id: String,
+    pub value: String,
+    pub timestamp: i64,
 }
 
 impl StripeState {
@@ -58,8 +84,10 @@ impl StripeState {
 /// The fake. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct StripeFake {
-    endpoint: reqwest::Url,
+    endpoint: Mutex<reqwest::Url>,
     signing_secret: String,
+    /// The secret key API requests must carry as `Authorization: Bearer`.
+    api_key: String,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     state: Mutex<StripeState>,
@@ -84,27 +112,28 @@ impl StripeFake {
         signing_secret: &str,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StripeFakeError> {
+        let url = loopback_endpoint(endpoint)?;
         let invalid = |reason: &str| StripeFakeError::Endpoint {
             url: endpoint.to_owned(),
             reason: reason.to_owned(),
         };
-        let url = reqwest::Url::parse(endpoint).map_err(|error| invalid(&error.to_string()))?;
-        let host = url.host_str().unwrap_or_default();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback = bare.eq_ignore_ascii_case("localhost")
-            || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            return Err(invalid("the fake delivers to loopback addresses only"));
-        }
         let http = crate::http::build_http_client(&crate::http::HttpSettings::default())
             .map_err(|error| invalid(&format!("building the HTTP client failed: {error}")))?;
         Ok(Self {
-            endpoint: url,
+            endpoint: Mutex::new(url),
             signing_secret: signing_secret.to_owned(),
+            api_key: FAKE_API_KEY.to_owned(),
             clock,
             http,
             state: Mutex::default(),
         })
+    }
+
+    /// Delivers later events to `endpoint`, for a test that starts the fake's API before the
+    /// engine it delivers to. The same loopback rule as [`StripeFake::new`] applies.
+    pub fn set_webhook_endpoint(&self, endpoint: &str) -> Result<(), StripeFakeError> {
+        *self.endpoint.lock() = loopback_endpoint(endpoint)?;
+        Ok(())
     }
 
     /// Creates a customer and returns its id. Stripe sends `customer.created` for it, which
@@ -303,9 +332,10 @@ impl StripeFake {
         timestamp: i64,
     ) -> Result<Delivery, StripeFakeError> {
         let failed = |source| StripeFakeError::Delivery { event: event.id.clone(), source };
+        let endpoint = self.endpoint.lock().clone();
         let response = self
             .http
-            .post(self.endpoint.clone())
+            .post(endpoint)
             .header("Content-Type", "application/json; charset=utf-8")
             .header("Stripe-Signature", self.signature_header(timestamp, &event.body))
             .body(event.body.clone())
@@ -316,6 +346,23 @@ impl StripeFake {
         let body = response.json().await.map_err(failed)?;
         Ok(Delivery { status, body })
     }
+}
+
+/// Parses a webhook endpoint, which must be on a loopback address.
+fn loopback_endpoint(endpoint: &str) -> Result<reqwest::Url, StripeFakeError> {
+    let invalid = |reason: &str| StripeFakeError::Endpoint {
+        url: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = reqwest::Url::parse(endpoint).map_err(|error| invalid(&error.to_string()))?;
+    let host = url.host_str().unwrap_or_default();
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        return Err(invalid("the fake delivers to loopback addresses only"));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use crate::ids::{
 
 mod leases;
 mod lifecycle;
+mod metering;
 mod stripe;
 mod suppressions;
 mod usage;
@@ -38,6 +39,7 @@ pub use lifecycle::{
     deletion_revokes_key_and_blocks_writes, export_pages_cover_each_record_once,
     purge_removes_only_the_deleted_tenant, sent_messages_expire_before_cutoff,
 };
+pub use metering::meter_batches_insert_once_and_mark;
 pub use stripe::{stripe_accounts_round_trip, stripe_customer_has_one_tenant};
 pub use suppressions::{
     suppression_pages_and_removal, suppressions_are_purged, suppressions_by_key_and_tenant,
@@ -83,6 +85,7 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_reservations_never_overspend(store).await;
     stripe_accounts_round_trip(store).await;
     stripe_customer_has_one_tenant(store).await;
+    meter_batches_insert_once_and_mark(store).await;
     suppressions_by_key_and_tenant(store).await;
     suppression_pages_and_removal(store).await;
     suppressions_are_purged(store).await;

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use chrono::{DateTime, Utc};
 
 use super::lease::{Lease, NodeHeartbeat};
+use super::metering::MeterBatch;
 use super::subscription::StripeAccount;
 use super::usage::{UsageCounter, UsageKey};
 use super::{
@@ -713,6 +714,23 @@ impl Store for SealedStore {
         customer_id: String,
     ) -> StoreFuture<'_, Option<StripeAccount>> {
         self.inner.stripe_account_by_customer(customer_id)
+    }
+
+    // Meter batches hold Stripe ids and counts only, so they pass through unsealed.
+    fn insert_meter_batch(&self, batch: MeterBatch) -> StoreFuture<'_, bool> {
+        self.inner.insert_meter_batch(batch)
+    }
+
+    fn last_meter_batch(&self, key: UsageKey) -> StoreFuture<'_, Option<MeterBatch>> {
+        self.inner.last_meter_batch(key)
+    }
+
+    fn unsent_meter_batches(&self, limit: usize) -> StoreFuture<'_, Vec<MeterBatch>> {
+        self.inner.unsent_meter_batches(limit)
+    }
+
+    fn mark_meter_batch_sent(&self, key: UsageKey, sequence: u64) -> StoreFuture<'_, ()> {
+        self.inner.mark_meter_batch_sent(key, sequence)
     }
 
     fn put_suppressions(&self, tenant: TenantId, entries: Vec<Suppression>) -> StoreFuture<'_, ()> {

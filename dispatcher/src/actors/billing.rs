@@ -8,6 +8,9 @@
 //! batch before anything goes to a provider, then settles: sends that went out, or may have,
 //! are committed in the store, and the rest go back to this node's block for the next batch.
 //!
+//! Tenants on a plan billed per send also get their committed sends reported to Stripe as
+//! Billing Meter events (see [`metering`]).
+//!
 //! NOTE: a block this node holds when it stops (a crash, or a lease lost without a clean
 //! release) stays taken in the store. The tenant can then get up to one block per channel
 //! less than its quota that month, never more.
@@ -24,6 +27,10 @@ use followup_core::store::{Store, StoreError};
 
 use crate::config::{OverQuota, Plan};
 use crate::telemetry;
+
+pub mod metering;
+
+use metering::{FlushReport, Meter, MeterSettings, MeteredTenant};
 
 /// Quota this node holds for one counter: reserved in the store, not yet handed to a batch.
 type HeldBlock = Arc<tokio::sync::Mutex<u64>>;
@@ -43,6 +50,8 @@ struct QuotaLedger {
     block: u64,
     tenant_plans: Mutex<HashMap<TenantId, String>>,
     blocks: Mutex<HashMap<UsageKey, HeldBlock>>,
+    /// Metered usage, when the engine has a Stripe client. One flush runs at a time.
+    meter: Option<tokio::sync::Mutex<Meter>>,
 }
 
 impl BillingActor {
@@ -53,8 +62,18 @@ impl BillingActor {
             block: block.max(1),
             tenant_plans: Mutex::default(),
             blocks: Mutex::default(),
+            meter: None,
         };
         Self { ledger: Arc::new(ledger) }
+    }
+
+    /// Reports the usage of plans billed per send to Stripe, flushing every
+    /// `settings.flush_interval`.
+    pub fn with_metering(mut self, settings: MeterSettings) -> Self {
+        if let Some(ledger) = Arc::get_mut(&mut self.ledger) {
+            ledger.meter = Some(tokio::sync::Mutex::new(Meter::new(settings)));
+        }
+        self
     }
 }
 
@@ -128,6 +147,39 @@ impl QuotaLedger {
         }
     }
 
+    /// Returns the tenants this node dispatches whose plan is billed per send and that are
+    /// linked to a Stripe customer.
+    async fn metered_tenants(&self) -> Result<Vec<MeteredTenant>, StoreError> {
+        let plans: Vec<(TenantId, String)> = {
+            let tenants =
+                self.tenant_plans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tenants.iter().map(|(tenant, plan)| (*tenant, plan.clone())).collect()
+        };
+        let mut metered = Vec::new();
+        for (tenant, plan) in plans {
+            let event_name =
+                self.plans.get(&plan).and_then(|plan| plan.stripe_meter_event_name.clone());
+            let Some(event_name) = event_name else { continue };
+            let Some(account) = self.store.stripe_account(tenant).await? else {
+                tracing::warn!(%tenant, %plan, "plan billed per send, but no Stripe customer is linked; usage not reported");
+                continue;
+            };
+            metered.push(MeteredTenant { tenant, customer_id: account.customer_id, event_name });
+        }
+        Ok(metered)
+    }
+
+    /// Runs one metering flush; `None` without metering.
+    async fn flush_meters(&self) -> Option<Result<FlushReport, StoreError>> {
+        let meter = self.meter.as_ref()?;
+        let mut meter = meter.lock().await;
+        let flushed = match self.metered_tenants().await {
+            Ok(tenants) => meter.flush(self.store.as_ref(), &tenants).await,
+            Err(error) => Err(error),
+        };
+        Some(flushed)
+    }
+
     /// Gives every block this node holds for `tenant` back to the store.
     async fn release(&self, tenant: TenantId) {
         let blocks: Vec<(UsageKey, HeldBlock)> = {
@@ -161,6 +213,35 @@ impl Actor for BillingActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(super::MAILBOX_CAPACITY);
+        let interval = match &self.ledger.meter {
+            Some(meter) => meter.try_lock().map(|meter| meter.flush_interval()).ok(),
+            None => None,
+        };
+        if let Some(interval) = interval {
+            ctx.run_interval(interval, |actor, _| {
+                let ledger = actor.ledger.clone();
+                // A flush still running holds the meter's lock, so this one waits behind it.
+                actix::spawn(async move {
+                    if let Some(Err(error)) = ledger.flush_meters().await {
+                        tracing::error!(%error, "metering flush failed; the next one retries");
+                    }
+                });
+            });
+        }
+    }
+}
+
+/// Runs a metering flush now, as the timer does. Returns `None` without metering.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Result<FlushReport, StoreError>>")]
+pub struct FlushMeters;
+
+impl Handler<FlushMeters> for BillingActor {
+    type Result = ResponseFuture<Option<Result<FlushReport, StoreError>>>;
+
+    fn handle(&mut self, _: FlushMeters, _: &mut Self::Context) -> Self::Result {
+        let ledger = self.ledger.clone();
+        Box::pin(async move { ledger.flush_meters().await })
     }
 }
 
@@ -338,5 +419,160 @@ mod tests {
         let after = billing.send(after).await.expect("alive");
         let error = after.expect_err("a released tenant is not granted anything");
         assert!(error.to_string().contains("no plan registered"), "{error}");
+    }
+
+    mod metered {
+        use std::time::Duration;
+
+        use followup_adapters::fakes::stripe::api::InjectedFailure;
+        use followup_adapters::fakes::stripe::{FAKE_API_KEY, StripeFake};
+        use followup_adapters::stripe_api::StripeClient;
+        use followup_core::clock::{Clock, VirtualClock};
+        use followup_core::sensitive::Sensitive;
+        use followup_core::store::subscription::StripeAccount;
+
+        use super::*;
+
+        const EVENT_NAME: &str = "followup_sends";
+
+        fn metered_plans() -> BTreeMap<String, Plan> {
+            let plan =
+                Plan { stripe_meter_event_name: Some(EVENT_NAME.into()), ..Plan::unlimited() };
+            BTreeMap::from([("metered".to_owned(), plan)])
+        }
+
+        /// Starts a billing actor with metering against the fake, as a node (re)starting on
+        /// `store` would, with flushes left to the test.
+        async fn start_metered(
+            store: Arc<dyn Store>,
+            stripe: StripeClient,
+            clock: Arc<dyn Clock>,
+            tenant: TenantId,
+        ) -> Addr<BillingActor> {
+            let settings = MeterSettings {
+                stripe,
+                clock,
+                flush_interval: Duration::from_secs(3600),
+                requests_per_second: 1000,
+            };
+            let actor = BillingActor::new(store, metered_plans(), 10).with_metering(settings);
+            let billing = actor.start();
+            let registered = billing.send(RegisterTenant { tenant, plan: "metered".into() }).await;
+            assert_eq!(registered.expect("billing actor alive"), Ok(()));
+            billing
+        }
+
+        async fn commit(
+            billing: &Addr<BillingActor>,
+            tenant: TenantId,
+            sends: u64,
+            now: DateTime<Utc>,
+        ) {
+            let reserve = Reserve { tenant, channel: Channel::Email, wanted: sends, now };
+            let granted = billing.send(reserve).await.expect("alive").expect("reserve");
+            assert_eq!(granted.granted, sends);
+            let settle = Settle {
+                tenant,
+                channel: Channel::Email,
+                period: granted.period,
+                reserved: sends,
+                used: sends,
+            };
+            billing.send(settle).await.expect("alive");
+        }
+
+        async fn flush(billing: &Addr<BillingActor>) -> FlushReport {
+            let flushed = billing.send(FlushMeters).await.expect("alive");
+            flushed.expect("metering on").expect("flush")
+        }
+
+        #[actix_rt::test]
+        async fn meter_events_count_each_send_once() {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let store: Arc<dyn Store> = Arc::new(embedded::open(dir.path()).expect("store"));
+            let now = Utc::now();
+            let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(now));
+            let endpoint = "http://127.0.0.1:9/webhooks/stripe";
+            let fake = Arc::new(StripeFake::new(endpoint, "whsec_t", clock.clone()).expect("fake"));
+            let server = fake.serve_api().expect("fake API");
+            let key = Sensitive::new(FAKE_API_KEY.to_owned());
+            let stripe = StripeClient::new(server.url.as_str(), &key, Duration::from_secs(5))
+                .expect("client");
+            let tenant = TenantId::generate();
+            let account = StripeAccount {
+                tenant,
+                customer_id: "cus_metered".into(),
+                subscription: None,
+                payment: None,
+                updated_at: now,
+            };
+            store.put_stripe_account(account).await.expect("linked");
+            let billing = start_metered(store.clone(), stripe.clone(), clock.clone(), tenant).await;
+
+            // Five sends: one batch, one event.
+            commit(&billing, tenant, 5, now).await;
+            let report = flush(&billing).await;
+            assert_eq!(report, FlushReport { batched: 1, sent: 1, unsent: 0 });
+            let nothing_new = flush(&billing).await;
+            assert_eq!(nothing_new, FlushReport::default(), "no sends, no event");
+
+            // A 500 before Stripe did anything: the batch is stored and stays unsent.
+            commit(&billing, tenant, 3, now).await;
+            fake.inject_failures([InjectedFailure::Reject(500)]);
+            let report = flush(&billing).await;
+            assert_eq!(report, FlushReport { batched: 1, sent: 0, unsent: 1 });
+            assert_eq!(fake.meter_events().len(), 1);
+
+            // The node stops before retrying; another actor on the store resumes the batch.
+            drop(billing);
+            let billing = start_metered(store.clone(), stripe.clone(), clock.clone(), tenant).await;
+            let report = flush(&billing).await;
+            assert_eq!(report, FlushReport { batched: 0, sent: 1, unsent: 0 });
+
+            // Stripe records the event but the answer is lost: the retry sends the same
+            // identifier and Stripe keeps one event.
+            commit(&billing, tenant, 2, now).await;
+            fake.inject_failures([InjectedFailure::AnswerLost]);
+            let report = flush(&billing).await;
+            assert_eq!(report, FlushReport { batched: 1, sent: 0, unsent: 1 });
+            let report = flush(&billing).await;
+            assert_eq!(report, FlushReport { batched: 0, sent: 1, unsent: 0 });
+
+            let events = fake.meter_events();
+            let values: Vec<&str> = events.iter().map(|event| event.value.as_str()).collect();
+            assert_eq!(values, vec!["5", "3", "2"], "each send counted once: {events:?}");
+            let period = BillingPeriod::containing(now);
+            for (index, event) in events.iter().enumerate() {
+                let expected = format!("fu-{tenant}-{period}-email-{}", index + 1);
+                assert_eq!(event.identifier, expected);
+                assert_eq!(event.event_name, EVENT_NAME);
+                assert_eq!(event.customer_id, "cus_metered");
+                assert_eq!(event.timestamp, now.timestamp());
+            }
+            let counters = store.usage(Some(tenant), period.to_string()).await.expect("usage");
+            assert_eq!(counters[0].committed, 10, "{counters:?}");
+            let unsent = store.unsent_meter_batches(100).await.expect("unsent");
+            assert!(unsent.is_empty(), "{unsent:?}");
+            server.stop().await;
+        }
+
+        #[actix_rt::test]
+        async fn unlinked_tenant_is_not_metered() {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let store: Arc<dyn Store> = Arc::new(embedded::open(dir.path()).expect("store"));
+            let now = Utc::now();
+            let clock: Arc<dyn Clock> = Arc::new(VirtualClock::new(now));
+            let key = Sensitive::new(FAKE_API_KEY.to_owned());
+            // Nothing listens there: a request would fail the flush's send.
+            let stripe = StripeClient::new("http://127.0.0.1:9", &key, Duration::from_secs(1))
+                .expect("client");
+            let tenant = TenantId::generate();
+            let billing = start_metered(store.clone(), stripe, clock, tenant).await;
+            commit(&billing, tenant, 4, now).await;
+            let report = flush(&billing).await;
+            assert_eq!(report, FlushReport::default());
+            let unsent = store.unsent_meter_batches(100).await.expect("unsent");
+            assert!(unsent.is_empty(), "{unsent:?}");
+        }
     }
 }

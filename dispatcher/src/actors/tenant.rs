@@ -933,9 +933,13 @@ impl TenantRound {
             if followup_adapters::twilio::response::is_opted_out(&outcome) {
                 opted_out.push(recipient);
             }
+            // A lost answer on a channel that resends leaves the follow-up to retry, but this
+            // attempt may have reached the contact all the same, so it uses quota too.
+            let resent_in_doubt = matches!(outcome, SendOutcome::InDoubt { .. });
             match follow_up.state {
                 FollowUpState::Sent => accepted += 1,
                 FollowUpState::InDoubt => in_doubt += 1,
+                _ if resent_in_doubt => in_doubt += 1,
                 _ => {}
             }
             if let SendOutcome::Unauthorized { reason } = &outcome {

@@ -60,7 +60,19 @@ pub async fn create_tenant(
     state.engine.store().put_tenant(tenant.clone()).await?;
     state.engine.add_tenant(&tenant).await?;
     tracing::info!(tenant = %tenant.id, plan = %tenant.plan, "tenant created");
-    Ok(HttpResponse::Created().json(CreateTenantResponse { id: tenant.id, api_key }))
+    // The tenant exists whatever Stripe answers, because its API key is shown only in this
+    // response; a failed creation is retried by linking, with the same idempotency key.
+    let mut stripe_customer_id = None;
+    if state.engine.stripe().is_some() {
+        match crate::stripe_sync::ensure_customer(&state.engine, &tenant).await {
+            Ok(account) => stripe_customer_id = Some(account.customer_id),
+            Err(error) => tracing::warn!(tenant = %tenant.id, %error,
+                "creating the tenant's Stripe customer failed; link one with PUT \
+                 /admin/v1/tenants/{{id}}/stripe-customer"),
+        }
+    }
+    let created = CreateTenantResponse { id: tenant.id, api_key, stripe_customer_id };
+    Ok(HttpResponse::Created().json(created))
 }
 
 /// Lists every tenant, without API key hashes, then every deleted tenant with the progress

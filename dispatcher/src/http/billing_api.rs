@@ -1,5 +1,6 @@
 //! Stripe billing: linking a tenant to its Stripe customer under
-//! `/admin/v1/tenants/{id}/stripe-customer`, and the tenant's billing standing under
+//! `/admin/v1/tenants/{id}/stripe-customer`, reconciling it with Stripe under
+//! `/admin/v1/tenants/{id}/billing/sync`, and the tenant's billing standing under
 //! `/v1/billing` and `/admin/v1/tenants/{id}/billing`.
 
 use actix_web::{HttpResponse, web};
@@ -13,12 +14,32 @@ use super::AppState;
 use super::auth::{AuthenticatedTenant, Operator};
 use super::error::ApiError;
 use super::json::ApiJson;
+use crate::stripe_sync::{self, StripeSyncError, SyncReport};
 use crate::webhooks::stripe_billing;
 
+/// Body of the link request. Without `customer_id`, the engine creates a customer in Stripe.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerLink {
-    customer_id: String,
+    #[serde(default)]
+    customer_id: Option<String>,
+}
+
+impl From<StripeSyncError> for ApiError {
+    fn from(error: StripeSyncError) -> Self {
+        match error {
+            StripeSyncError::NotConfigured => ApiError::Unprocessable(error.to_string()),
+            StripeSyncError::NotLinked(_) => ApiError::Unprocessable(format!(
+                "{error}: link one with PUT /admin/v1/tenants/{{id}}/stripe-customer"
+            )),
+            StripeSyncError::Stripe(stripe) => {
+                tracing::warn!(error = %stripe, "Stripe API request failed");
+                ApiError::BadGateway(format!("{stripe}; retry later"))
+            }
+            StripeSyncError::Store(store) => store.into(),
+            StripeSyncError::Other(other) => other.into(),
+        }
+    }
 }
 
 /// Checks that `id` looks like a Stripe customer id: `cus_` and ASCII letters and digits.
@@ -41,6 +62,8 @@ fn parse_tenant_id(path: &str) -> Result<TenantId, ApiError> {
 /// `PUT /admin/v1/tenants/{id}/stripe-customer`: links a tenant to the Stripe customer that
 /// pays for it, so that the customer's subscription and invoice events apply to the tenant.
 /// Linking the same customer again keeps what Stripe reported; another customer starts afresh.
+/// Without a `customer_id`, a tenant not linked yet gets a new customer created in Stripe.
+/// With the Stripe API configured, the tenant's subscriptions are then read from Stripe.
 pub async fn link_customer(
     state: web::Data<AppState>,
     _operator: Operator,
@@ -48,12 +71,15 @@ pub async fn link_customer(
     body: ApiJson<CustomerLink>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_tenant_id(&path)?;
-    let customer_id = body.0.customer_id;
-    check_customer_id(&customer_id)?;
     let store = state.engine.store();
-    if store.tenant(id).await?.is_none() {
+    let Some(tenant) = store.tenant(id).await? else {
         return Err(ApiError::NotFound(format!("tenant {id}")));
-    }
+    };
+    let customer_id = match body.0.customer_id {
+        Some(customer_id) => customer_id,
+        None => stripe_sync::ensure_customer(&state.engine, &tenant).await?.customer_id,
+    };
+    check_customer_id(&customer_id)?;
     let now = state.engine.clock().now();
     let account = match store.stripe_account(id).await? {
         Some(account) if account.customer_id == customer_id => account,
@@ -77,8 +103,39 @@ pub async fn link_customer(
         let _applying = state.webhooks.stripe_billing.lock().await;
         stripe_billing::apply_unapplied(&state.engine, &state.webhooks.log).await?;
     }
+    if state.engine.stripe().is_some()
+        && let Err(error) = stripe_sync::sync_subscriptions(&state.engine, id).await
+    {
+        // The link stands; POST /admin/v1/tenants/{id}/billing/sync retries the read.
+        tracing::warn!(tenant = %id, %error, "reading the linked customer's subscriptions failed");
+    }
     let account = store.stripe_account(id).await?;
     Ok(HttpResponse::Ok().json(BillingView::of(account.as_ref(), now)))
+}
+
+/// Answer of the sync: what Stripe listed, and the standing after it.
+#[derive(Debug, Serialize)]
+pub struct SyncView {
+    sync: SyncReport,
+    billing: BillingView,
+}
+
+/// `POST /admin/v1/tenants/{id}/billing/sync`: reads the tenant's subscriptions from Stripe
+/// and applies the one that decides its standing, as a webhook event would.
+pub async fn sync_billing(
+    state: web::Data<AppState>,
+    _operator: Operator,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_tenant_id(&path)?;
+    if state.engine.store().tenant(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("tenant {id}")));
+    }
+    let sync = stripe_sync::sync_subscriptions(&state.engine, id).await?;
+    let account = state.engine.store().stripe_account(id).await?;
+    let now = state.engine.clock().now();
+    let billing = BillingView::of(account.as_ref(), now);
+    Ok(HttpResponse::Ok().json(SyncView { sync, billing }))
 }
 
 /// A tenant's Stripe customer, subscription and standing, as the APIs show them.

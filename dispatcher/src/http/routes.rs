@@ -45,6 +45,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/tenants/{id}/plan", web::put().to(usage_api::change_plan))
         .route("/admin/v1/tenants/{id}/stripe-customer", web::put().to(billing_api::link_customer))
         .route("/admin/v1/tenants/{id}/billing", web::get().to(billing_api::tenant_billing))
+        .route("/admin/v1/tenants/{id}/billing/sync", web::post().to(billing_api::sync_billing))
         .route("/v1/usage", web::get().to(usage_api::own_usage))
         .route("/v1/billing", web::get().to(billing_api::own_billing))
         .route("/v1/sequences", web::post().to(tenant_api::create_sequence))

@@ -208,7 +208,7 @@ pub async fn apply(engine: &Engine, event: &StripeEvent) -> anyhow::Result<Outco
 
 /// Moves the tenant to the plan sold at the subscription's price, when it is another plan.
 /// The plan change returns held follow-ups to pending, so an upgrade releases them.
-async fn follow_price(engine: &Engine, account: &StripeAccount) -> anyhow::Result<()> {
+pub(crate) async fn follow_price(engine: &Engine, account: &StripeAccount) -> anyhow::Result<()> {
     let Some(subscription) = &account.subscription else { return Ok(()) };
     // A deleted subscription leaves the plan as it was; its end stops the sends instead.
     if subscription.ended_at.is_some() {
