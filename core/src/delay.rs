@@ -51,9 +51,9 @@ mod tests {
 
     #[test]
     fn bad_text_names_the_problem() {
-        assert!(parse_delay_text("soon").unwrap_err().contains("\"soon\""));
-        assert!(parse_delay_text("5w").unwrap_err().contains("unit \"w\""));
-        assert!(parse_delay_text("400d").unwrap_err().contains("longer than a year"));
+        assert!(parse_delay_text("soon").expect_err("not a delay").contains("\"soon\""));
+        assert!(parse_delay_text("5w").expect_err("weeks are no unit").contains("unit \"w\""));
+        assert!(parse_delay_text("400d").expect_err("over a year").contains("longer than a year"));
         assert!(check_delay_seconds(MAX_DELAY_SECONDS + 1).is_err());
         assert_eq!(check_delay_seconds(60), Ok(60));
     }
