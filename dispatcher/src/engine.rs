@@ -32,6 +32,7 @@ use futures_util::future::join_all;
 use tokio::sync::Notify;
 
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
+use crate::actors::null_provider::NullProvider;
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
     CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RoundReport, RunDue, TenantActor,
@@ -39,7 +40,7 @@ use crate::actors::tenant::{
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
-use crate::config::{Config, ProvidersConfig};
+use crate::config::{Config, ProvidersConfig, ProvidersMode};
 use crate::lifecycle::SendGate;
 use crate::telemetry::{self, LatenessHistogram};
 use crate::tokens::{RefreshPolicy, TokenKeeper};
@@ -664,6 +665,9 @@ fn start_providers(
     let mut providers = HashMap::new();
     for (index, provider) in Provider::ALL.into_iter().enumerate() {
         let client = match provider {
+            _ if config.providers.mode == ProvidersMode::Null => {
+                ProviderClient::Null(NullProvider::new(provider))
+            }
             Provider::Gmail => ProviderClient::Gmail(
                 GmailClient::new(http.clone(), parse("gmail", &urls.gmail)?)
                     .with_clock(clock.clone())
