@@ -1,5 +1,5 @@
-//! Benchmarks of the CPU-bound hot paths of ingest, planning and dispatch: reading CSV,
-//! validating rows, planning due instants, rendering templates and checking a connection's rate
+//! Benchmarks of the CPU-bound hot paths of ingest, planning and dispatch: reading CSV and
+//! NDJSON, validating rows, planning due instants, rendering templates and checking a connection's rate
 //! limit.
 //!
 //! Run with `cargo bench -p followup-benches`; record figures in BENCHMARKS.md.
@@ -13,7 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use followup_core::clock::{SystemClock, VirtualClock};
 use followup_core::domain::{Channel, SendWindow, Step};
 use followup_core::ingest::{
-    ColumnMapping, Format, IngestLimits, RecordReader, ValidationContext, validate,
+    ColumnMapping, Format, IngestLimits, RawRecord, RecordReader, RowError, ValidationContext,
+    validate,
 };
 use followup_core::limits::{ConnectionLimits, SendLimits};
 use followup_core::plan::plan_steps;
@@ -22,45 +23,77 @@ use followup_dispatcher::limiter::ConnectionLimiter;
 
 const ROWS: usize = 10_000;
 
-/// A CSV of `ROWS` contacts shaped like a CRM export: quoted companies, US phone numbers.
+/// The columns of the sample contacts, in the order of the CSV header and the NDJSON keys.
+const COLUMNS: [&str; 7] =
+    ["Customer Id", "First Name", "Last Name", "Email", "Phone", "Company", "Timezone"];
+
+/// `ROWS` contacts shaped like a CRM export: companies with commas, US phone numbers.
+fn sample_rows() -> Vec<[String; 7]> {
+    (0..ROWS)
+        .map(|n| {
+            [
+                format!("C{n:06}"),
+                format!("Ada{n}"),
+                "Lovelace".to_owned(),
+                format!("ada{n}@example.com"),
+                format!("+1 202-555-01{:02}", n % 100),
+                format!("Engines, Ltd {n}"),
+                "America/New_York".to_owned(),
+            ]
+        })
+        .collect()
+}
+
+/// The sample rows as CSV with a header row, companies quoted.
 fn sample_csv() -> Vec<u8> {
-    let mut csv = String::from("Customer Id,First Name,Last Name,Email,Phone,Company,Timezone\n");
-    for n in 0..ROWS {
-        csv.push_str(&format!(
-            "C{n:06},Ada{n},Lovelace,ada{n}@example.com,+1 202-555-01{:02},\"Engines, Ltd {n}\",\
-             America/New_York\n",
-            n % 100
-        ));
+    let mut csv = COLUMNS.join(",");
+    csv.push('\n');
+    for [id, first, last, email, phone, company, timezone] in sample_rows() {
+        csv.push_str(&format!("{id},{first},{last},{email},{phone},\"{company}\",{timezone}\n"));
     }
     csv.into_bytes()
 }
 
-fn read_all(bytes: &[u8]) -> usize {
-    let mut reader = RecordReader::new(Format::Csv, IngestLimits::default());
-    let mut out = Vec::new();
-    for chunk in bytes.chunks(64 * 1024) {
-        reader.push(chunk, &mut out).expect("valid csv");
+/// The same rows as NDJSON: one object per line, keys named like the CSV columns.
+fn sample_ndjson() -> Vec<u8> {
+    let mut ndjson = Vec::new();
+    for row in sample_rows() {
+        let object: serde_json::Map<String, serde_json::Value> = COLUMNS
+            .iter()
+            .zip(row)
+            .map(|(column, value)| ((*column).to_owned(), serde_json::Value::String(value)))
+            .collect();
+        serde_json::to_writer(&mut ndjson, &object).expect("a map of strings serializes");
+        ndjson.push(b'\n');
     }
-    reader.finish(&mut out).expect("valid csv");
-    out.len()
+    ndjson
 }
 
-fn csv_reading(c: &mut Criterion) {
-    let bytes = sample_csv();
+/// Reads `bytes` in 64 KiB chunks, as an upload arrives; returns the records and the reader.
+fn read_records(format: Format, bytes: &[u8]) -> (Vec<Result<RawRecord, RowError>>, RecordReader) {
+    let mut reader = RecordReader::new(format, IngestLimits::default());
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(64 * 1024) {
+        reader.push(chunk, &mut out).expect("valid upload");
+    }
+    reader.finish(&mut out).expect("valid upload");
+    (out, reader)
+}
+
+fn reading(c: &mut Criterion) {
     let mut group = c.benchmark_group("ingest");
-    group.throughput(Throughput::Bytes(bytes.len() as u64));
-    group.bench_function("read_csv_10k_rows", |b| b.iter(|| read_all(black_box(&bytes))));
+    for (name, format, bytes) in [
+        ("read_csv_10k_rows", Format::Csv, sample_csv()),
+        ("read_ndjson_10k_rows", Format::Ndjson, sample_ndjson()),
+    ] {
+        assert_eq!(read_records(format, &bytes).0.len(), ROWS, "{name} reads every row");
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(name, |b| b.iter(|| read_records(format, black_box(&bytes)).0.len()));
+    }
     group.finish();
 }
 
 fn row_validation(c: &mut Criterion) {
-    let bytes = sample_csv();
-    let mut reader = RecordReader::new(Format::Csv, IngestLimits::default());
-    let mut records = Vec::new();
-    reader.push(&bytes, &mut records).expect("valid csv");
-    reader.finish(&mut records).expect("valid csv");
-    let records: Vec<_> = records.into_iter().filter_map(Result::ok).collect();
-    let mapping = ColumnMapping::guess(reader.headers().expect("header read"));
     let context = ValidationContext {
         default_region: "US".into(),
         default_timezone: chrono_tz::America::New_York,
@@ -68,13 +101,25 @@ fn row_validation(c: &mut Criterion) {
         channels: vec![Channel::Email, Channel::Sms],
         now: Utc::now(),
     };
+    let mut valid_rows = None;
     let mut group = c.benchmark_group("ingest");
-    group.throughput(Throughput::Elements(records.len() as u64));
-    group.bench_function("validate_10k_rows", |b| {
-        b.iter(|| {
+    // The CSV keeps the name its figures were first recorded under.
+    for (name, format, bytes) in [
+        ("validate_10k_rows", Format::Csv, sample_csv()),
+        ("validate_10k_ndjson_rows", Format::Ndjson, sample_ndjson()),
+    ] {
+        let (records, reader) = read_records(format, &bytes);
+        let records: Vec<_> = records.into_iter().filter_map(Result::ok).collect();
+        let mapping = ColumnMapping::guess(reader.headers().expect("header read"));
+        let valid = |records: &[RawRecord]| {
             records.iter().filter(|record| validate(record, &mapping, &context).is_ok()).count()
-        })
-    });
+        };
+        // Both formats carry the same rows, so they must validate alike to compare.
+        let count = valid(records.as_slice());
+        assert_eq!(*valid_rows.get_or_insert(count), count, "{name}: valid rows differ by format");
+        group.throughput(Throughput::Elements(records.len() as u64));
+        group.bench_function(name, |b| b.iter(|| valid(black_box(records.as_slice()))));
+    }
     group.finish();
 }
 
@@ -165,5 +210,5 @@ fn rate_limit_check(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, csv_reading, row_validation, planning, rendering, rate_limit_check);
+criterion_group!(benches, reading, row_validation, planning, rendering, rate_limit_check);
 criterion_main!(benches);

@@ -1,1 +1,3 @@
-//! Criterion benchmarks of followup live in `benches/`; this library is empty.
+//! Shared parts of followup's benchmarks; the criterion benchmarks live in `benches/`.
+
+pub mod dispatch;

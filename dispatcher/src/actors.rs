@@ -2,6 +2,7 @@
 //! [`provider::ProviderActor`] per provider kind and one [`billing::BillingActor`].
 
 pub mod billing;
+pub mod null_provider;
 pub mod provider;
 pub mod tenant;
 

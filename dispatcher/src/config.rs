@@ -170,7 +170,8 @@ fn warn_if_others_can_access(_path: &std::path::Path) {}
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersConfig {
     /// `fake` starts the built-in wire-level fakes on loopback and sends there; `live` sends to
-    /// the base URLs below.
+    /// the base URLs below; `null` sends nothing and takes every send as accepted, to measure
+    /// the engine without providers.
     pub mode: ProvidersMode,
     pub gmail_base_url: String,
     pub graph_base_url: String,
@@ -243,6 +244,9 @@ pub enum ProvidersMode {
     #[default]
     Fake,
     Live,
+    /// Accepts every send in-process and sends nothing: a measuring tool for the engine alone
+    /// (actors, limits, billing, store), never a way to send.
+    Null,
 }
 
 /// Limits of bulk uploads.

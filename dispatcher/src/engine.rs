@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 
 use crate::actors::billing::metering::MeterSettings;
 use crate::actors::billing::{BillingActor, RegisterTenant, ReleaseTenant};
+use crate::actors::null_provider::NullProvider;
 use crate::actors::provider::{ProviderActor, ProviderClient, ProviderSettings, RestoreSends};
 use crate::actors::tenant::{
     CancelSchedule, CancelSchedules, DispatchDeps, ReleaseHeld, RetryDead, RoundReport, RunDue,
@@ -41,7 +42,7 @@ use crate::actors::tenant::{
 };
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
-use crate::config::{Config, ProvidersConfig};
+use crate::config::{Config, ProvidersConfig, ProvidersMode};
 use crate::lifecycle::SendGate;
 use crate::operator_view::{LiveStats, OverviewCache};
 use crate::telemetry::{self, LatenessHistogram};
@@ -797,6 +798,9 @@ fn start_providers(
     let mut providers = HashMap::new();
     for (index, provider) in Provider::ALL.into_iter().enumerate() {
         let client = match provider {
+            _ if config.providers.mode == ProvidersMode::Null => {
+                ProviderClient::Null(NullProvider::new(provider))
+            }
             Provider::Gmail => ProviderClient::Gmail(
                 GmailClient::new(http.clone(), parse("gmail", &urls.gmail)?)
                     .with_clock(clock.clone())

@@ -99,7 +99,8 @@ struct ServeArgs {
     /// unset, a random id per process.
     #[arg(long, env = "FOLLOWUP_NODE_ID")]
     node_id: Option<String>,
-    /// `fake` starts the built-in fakes; `live` sends to the configured provider URLs.
+    /// `fake` starts the built-in fakes; `live` sends to the configured provider URLs; `null`
+    /// sends nothing and takes every send as accepted (a measuring tool for the engine alone).
     #[arg(long, env = "FOLLOWUP_PROVIDERS", value_enum)]
     providers: Option<ProvidersMode>,
     #[arg(long, env = "FOLLOWUP_GMAIL_BASE_URL")]
@@ -352,7 +353,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "starting followup"
     );
     let faults = args.faults.profile();
-    if config.providers.mode == ProvidersMode::Live && faults != FaultProfile::none() {
+    if config.providers.mode != ProvidersMode::Fake && faults != FaultProfile::none() {
         anyhow::bail!("--faults applies to the built-in fakes; drop it or use --providers fake");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -93,6 +93,21 @@ impl RunningEngine {
                 },
                 None,
             ),
+            ProvidersMode::Null => {
+                // Nothing may leave in null mode, token refreshes included, so the OAuth
+                // clients are dropped and access tokens are used until they expire.
+                tracing::warn!(
+                    "providers mode null: every send is taken as accepted and nothing is sent"
+                );
+                let oauth = &mut config.oauth;
+                oauth.google_client_id = None;
+                oauth.microsoft_client_id = None;
+                // The provider clients of null mode use no URL; these are never contacted.
+                let unused = "http://127.0.0.1:9".to_owned();
+                let urls =
+                    ProviderUrls { gmail: unused.clone(), graph: unused.clone(), twilio: unused };
+                (urls, None)
+            }
             ProvidersMode::Fake => {
                 let fakes = FakeProviders::start(fake_config)
                     .await

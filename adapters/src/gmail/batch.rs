@@ -79,17 +79,7 @@ impl GmailClient {
             return vec![self.send_prepared(prepared).await];
         }
 
-        let batch_id = format!("{:016x}", rand::rng().random::<u64>());
-        let parts: Vec<RequestPart<'_>> = chunk
-            .iter()
-            .enumerate()
-            .map(|(index, prepared)| RequestPart {
-                content_id: format!("{batch_id}+{index}"),
-                token: prepared.token,
-                body: &prepared.body,
-            })
-            .collect();
-
+        let parts = request_parts(chunk);
         let outcomes = match execute(PROVIDER, self.batch_request(&parts)).await {
             Err(outcome) => vec![outcome; parts.len()],
             Ok(response) if !response.status.is_success() => {
@@ -107,19 +97,46 @@ impl GmailClient {
             .collect()
     }
 
-    /// Builds the batch request carrying `parts`.
-    pub(super) fn batch_request(&self, parts: &[RequestPart<'_>]) -> reqwest::RequestBuilder {
+    /// Builds the body of one batch request carrying `items`, as [`send_batch`](Self::send_batch)
+    /// would send it, without sending anything: each message is built, base64url-encoded and
+    /// wrapped in its JSON body, then every call is written into the `multipart/mixed` body.
+    /// All items go into one body, whatever the [`with_max_batch`](Self::with_max_batch) size.
+    /// Benchmarks use it to measure the encoding apart from the network.
+    ///
+    /// # Errors
+    ///
+    /// Returns the outcome `send_batch` would give the first item that cannot be sent (not a
+    /// bearer token, not an email, a message that cannot be built).
+    pub fn encode_batch(
+        &self,
+        items: &[(SendCredentials<'_>, &OutboundMessage)],
+    ) -> Result<EncodedBatch, SendOutcome> {
+        let prepared = items
+            .iter()
+            .map(|(creds, msg)| self.prepare(*creds, msg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chunk: Vec<&PreparedSend<'_>> = prepared.iter().collect();
+        Ok(self.encode_parts(&request_parts(&chunk)))
+    }
+
+    /// Writes the `multipart/mixed` body of `parts` under a boundary that occurs in none of
+    /// them.
+    fn encode_parts(&self, parts: &[RequestPart<'_>]) -> EncodedBatch {
         let mut boundary = new_boundary();
         while contains_boundary(&boundary, parts) {
             boundary = new_boundary();
         }
-        let body = encode_request(&boundary, &self.send_path, parts);
+        EncodedBatch {
+            content_type: format!("multipart/mixed; boundary={boundary}"),
+            body: encode_request(&boundary, &self.send_path, parts),
+        }
+    }
 
-        let mut request = self
-            .http
-            .post(&self.batch_url)
-            .header(CONTENT_TYPE, format!("multipart/mixed; boundary={boundary}"))
-            .body(body);
+    /// Builds the batch request carrying `parts`.
+    pub(super) fn batch_request(&self, parts: &[RequestPart<'_>]) -> reqwest::RequestBuilder {
+        let EncodedBatch { content_type, body } = self.encode_parts(parts);
+        let mut request =
+            self.http.post(&self.batch_url).header(CONTENT_TYPE, content_type).body(body);
         if let Some(token) = shared_token(parts) {
             request = request.bearer_auth(token);
         }
@@ -165,6 +182,28 @@ impl GmailClient {
         }
         outcomes
     }
+}
+
+/// The body of one batch request and the `Content-Type` (with its boundary) it is sent with.
+#[derive(Debug)]
+pub struct EncodedBatch {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Returns the batch parts of `chunk`, each with a Content-ID made of a random batch id and
+/// the call's position.
+fn request_parts<'a>(chunk: &[&'a PreparedSend<'_>]) -> Vec<RequestPart<'a>> {
+    let batch_id = format!("{:016x}", rand::rng().random::<u64>());
+    chunk
+        .iter()
+        .enumerate()
+        .map(|(index, prepared)| RequestPart {
+            content_id: format!("{batch_id}+{index}"),
+            token: prepared.token,
+            body: &prepared.body,
+        })
+        .collect()
 }
 
 /// Returns the token every part carries, if they all carry the same one.

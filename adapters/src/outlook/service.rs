@@ -9,7 +9,7 @@ use reqwest::header::CONTENT_TYPE;
 use super::batch::{BatchItem, BatchRequest, batch_sizes, pair_responses};
 use super::request::{MIME_CONTENT_TYPE, SendMailBody};
 use super::response::classify;
-use super::{BATCH_PATH, SEND_MAIL_PATH};
+use super::{BATCH_PATH, MAX_BATCH_REQUESTS, SEND_MAIL_PATH};
 use crate::http::{endpoint, execute, scrub_secret};
 use crate::outbound::{OutboundMessage, SendCredentials, SendOutcome};
 
@@ -125,6 +125,36 @@ impl GraphClient {
             .into_iter()
             .map(|outcome| scrub_secret(outcome.unwrap_or_else(no_outcome), token))
             .collect()
+    }
+
+    /// Builds the body of one `$batch` request carrying `messages`, as
+    /// [`send_batch`](Self::send_batch) would send it, without sending anything: the `sendMail`
+    /// body of each message (JSON, or MIME in base64 when it has an unsubscribe URL) inside the
+    /// JSON of the batch. The body is sent as `application/json`. Benchmarks use it to measure
+    /// the encoding apart from the network.
+    ///
+    /// # Errors
+    ///
+    /// Returns a permanent outcome when `messages` holds more than the 20 requests Graph
+    /// accepts in one `$batch`, or the outcome `send_batch` would give the first message that
+    /// cannot be sent.
+    pub fn encode_batch(&self, messages: &[OutboundMessage]) -> Result<Vec<u8>, SendOutcome> {
+        if messages.len() > MAX_BATCH_REQUESTS {
+            let reason = format!(
+                "outlook: {} messages do not fit in one $batch of at most {MAX_BATCH_REQUESTS}",
+                messages.len()
+            );
+            return Err(SendOutcome::Permanent { reason });
+        }
+        let items = messages
+            .iter()
+            .enumerate()
+            .map(|(index, msg)| self.batch_item(index, msg))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The same serialization as `RequestBuilder::json` in `batch_request`.
+        serde_json::to_vec(&BatchRequest { requests: &items }).map_err(|err| {
+            SendOutcome::Permanent { reason: format!("outlook: encoding the $batch failed: {err}") }
+        })
     }
 
     /// Builds the `sendMail` request for `msg`, or the outcome of a message that cannot be

@@ -35,6 +35,7 @@ use followup_core::limits::{ConnectionLimits, SendLimits};
 use futures_util::future::join_all;
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::actors::null_provider::NullProvider;
 use crate::actors::tenant::earliest;
 use crate::breaker::{BreakerAdmission, BreakerSettings, CircuitBreaker, Transition};
 use crate::cluster::TenantLease;
@@ -48,6 +49,8 @@ pub enum ProviderClient {
     Gmail(GmailClient),
     Outlook(GraphClient),
     Twilio(TwilioClient),
+    /// Accepts every send in-process (`--providers null`), for measuring the engine alone.
+    Null(NullProvider),
 }
 
 fn send_credentials(credentials: &Credentials) -> SendCredentials<'_> {
@@ -66,6 +69,7 @@ impl ProviderClient {
             ProviderClient::Gmail(client) => client.send(credentials, message).await,
             ProviderClient::Outlook(client) => client.send(credentials, message).await,
             ProviderClient::Twilio(client) => client.send(credentials, message).await,
+            ProviderClient::Null(null) => null.accept(),
         }
     }
 
@@ -89,6 +93,7 @@ impl ProviderClient {
                     .collect();
                 client.send_batch(&parts).await
             }
+            (ProviderClient::Null(null), _) => items.iter().map(|_| null.accept()).collect(),
             // The batcher never groups Twilio sends; if it did, each would go on its own.
             (ProviderClient::Twilio(_), _) => {
                 join_all(items.iter().map(|item| self.send(&item.credentials, &item.message))).await

@@ -597,3 +597,44 @@ async fn dead_server_is_retryable_for_all() {
         SendOutcome::Retryable { reason: "gmail: connection failed".to_owned(), retry_after: None };
     assert_eq!(outcomes, vec![expected; 3]);
 }
+
+/// `encode_batch` writes the body `send_batch` sends: the fake's batch reader finds every call
+/// with its own token and a `users.messages.send` request line.
+#[test]
+fn encoded_batch_reads_back() {
+    let client = GmailClient::new(http(), "http://127.0.0.1:9/".parse().expect("url"))
+        .with_clock(virtual_clock());
+    let messages: Vec<OutboundMessage> = (0..3).map(|n| to(&format!("c{n}@example.org"))).collect();
+    let items: Vec<(SendCredentials<'_>, &OutboundMessage)> = messages
+        .iter()
+        .zip([TOKEN_A, TOKEN_B, TOKEN_A])
+        .map(|(msg, token)| (SendCredentials::Bearer(token), msg))
+        .collect();
+
+    let encoded = client.encode_batch(&items).expect("batch encodes");
+
+    assert!(encoded.content_type.starts_with("multipart/mixed; boundary="), "{encoded:?}");
+    let mut framed = format!("Content-Type: {}\r\n\r\n", encoded.content_type).into_bytes();
+    framed.extend_from_slice(&encoded.body);
+    let calls = read_batch(&framed).expect("the fake reads the batch");
+    assert_eq!(calls.len(), 3);
+    for (call, token) in calls.iter().zip([TOKEN_A, TOKEN_B, TOKEN_A]) {
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.path, "/gmail/v1/users/me/messages/send");
+        assert_eq!(call.header("authorization"), Some(format!("Bearer {token}").as_str()));
+    }
+}
+
+/// An item that cannot be sent makes `encode_batch` fail with the outcome `send_batch` gives it.
+#[test]
+fn encoded_batch_rejects_sms() {
+    let client = GmailClient::new(http(), "http://127.0.0.1:9/".parse().expect("url"));
+    let sms = phone(Channel::Sms, "+15005550006", "+15005550001", "hello");
+    let email = to("ann@example.org");
+    let items =
+        [(SendCredentials::Bearer(TOKEN_A), &email), (SendCredentials::Bearer(TOKEN_A), &sms)];
+
+    let error = client.encode_batch(&items).expect_err("an SMS is not an email");
+
+    assert!(matches!(error, SendOutcome::Permanent { .. }), "{error:?}");
+}

@@ -334,3 +334,45 @@ async fn batch_transport_failures_are_classified() {
     let kinds: Vec<&str> = outcomes.iter().map(SendOutcome::kind).collect();
     assert_eq!(kinds, ["in doubt"; 3], "a timeout after sending: {outcomes:?}");
 }
+
+/// `encode_batch` writes the JSON `send_batch` sends: one `sendMail` request per message, with
+/// ids by position, and the MIME form for a message with an unsubscribe URL.
+#[test]
+fn encoded_batch_has_one_request_per_message() {
+    let client = GraphClient::new(http(), "http://127.0.0.1:9/".parse().expect("url"))
+        .with_clock(virtual_clock());
+    let messages = vec![
+        email(MAILBOX, "ann@example.org", "Checking in", "Any news?"),
+        with_unsubscribe(email(MAILBOX, "bob@example.org", "Checking in", "Any news?")),
+    ];
+
+    let body = client.encode_batch(&messages).expect("batch encodes");
+
+    let batch: Value = serde_json::from_slice(&body).expect("body is JSON");
+    let requests = batch["requests"].as_array().expect("requests array");
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["id"], "0");
+    assert_eq!(requests[0]["url"], "/me/sendMail");
+    assert_eq!(requests[0]["headers"]["Content-Type"], "application/json");
+    assert_eq!(
+        requests[0]["body"]["message"]["toRecipients"][0]["emailAddress"]["address"],
+        "ann@example.org"
+    );
+    assert_eq!(requests[1]["id"], "1");
+    assert_eq!(requests[1]["headers"]["Content-Type"], "text/plain");
+    assert!(requests[1]["body"].is_string(), "MIME form travels as base64 text");
+}
+
+/// More messages than one `$batch` takes are rejected, not cut short.
+#[test]
+fn encoded_batch_rejects_21_messages() {
+    let client = GraphClient::new(http(), "http://127.0.0.1:9/".parse().expect("url"));
+    let messages: Vec<_> = (0..21)
+        .map(|n| email(MAILBOX, &format!("c{n}@example.org"), "Checking in", "Any news?"))
+        .collect();
+
+    let error = client.encode_batch(&messages).expect_err("21 is over Graph's 20");
+
+    let SendOutcome::Permanent { reason } = error else { panic!("{error:?}") };
+    assert!(reason.contains("21 messages"), "{reason}");
+}
