@@ -159,7 +159,8 @@ fn start_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/ferretdb/start")
 }
 
-fn free_port() -> Result<u16, String> {
+/// A port on 127.0.0.1 that was free a moment ago, for a fixture server to listen on.
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|error| format!("bind: {error}"))?;
     let address = listener.local_addr().map_err(|error| format!("local address: {error}"))?;
     Ok(address.port())

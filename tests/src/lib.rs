@@ -242,7 +242,9 @@ impl TestEngine {
 }
 
 /// Creates a temporary data directory and the configuration of a test engine in it.
-fn test_config(configure: impl FnOnce(&mut Config)) -> anyhow::Result<(tempfile::TempDir, Config)> {
+pub fn test_config(
+    configure: impl FnOnce(&mut Config),
+) -> anyhow::Result<(tempfile::TempDir, Config)> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let data_dir = tempfile::tempdir()?;
     let mut config = Config {

@@ -8,12 +8,9 @@ use std::time::{Duration, Instant};
 use followup_adapters::ferretdb_fixture::{self, FerretDb};
 use followup_adapters::mongo::{MongoStore, StoreUri};
 use followup_core::clock::SystemClock;
-use followup_core::crypto::generate_master_key;
-use followup_core::sensitive::Sensitive;
 use followup_core::store::Store;
-use followup_dispatcher::config::Config;
 use followup_dispatcher::server::RunningEngine;
-use followup_tests::OPERATOR_TOKEN;
+use followup_tests::test_config;
 
 async fn probe(http: &reqwest::Client, base: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let response = http.get(format!("{base}{path}")).send().await?;
@@ -43,15 +40,7 @@ async fn readyz_names_an_unreachable_store() -> anyhow::Result<()> {
     let mut ferretdb = FerretDb::start().map_err(anyhow::Error::msg)?;
     let uri = StoreUri::new(ferretdb.uri_for(&ferretdb_fixture::unique_database("readyz")));
     let store: Arc<dyn Store> = Arc::new(MongoStore::connect(&uri, Duration::from_secs(2)).await?);
-    let data_dir = tempfile::tempdir()?;
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: data_dir.path().to_path_buf(),
-        admin_token: Some(Sensitive::new(OPERATOR_TOKEN.to_owned())),
-        master_key: Some(generate_master_key()?),
-        ..Config::default()
-    };
-    config.admin.snapshot_refresh_millis = 0;
+    let (_data_dir, config) = test_config(|_| {})?;
     let running = RunningEngine::start(config, store, Arc::new(SystemClock), None).await?;
     let base = running.url();
     let http = reqwest::Client::new();
