@@ -59,7 +59,7 @@ function checkFakeUrls(fakes, source) {
   return fakes;
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
+/** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
 async function freePort() {
   const server = createServer();
   server.listen(0, '127.0.0.1');
@@ -77,7 +77,7 @@ function startChild(command, args) {
   return child;
 }
 
-/** Starts a Redis without persistence on a free loopback port and waits until it answers. */
+/** Starts a Redis without persistence on a free loopback port and waits until it replies to PING. */
 async function startRedis() {
   const port = await freePort();
   const child = startChild('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
@@ -98,7 +98,7 @@ async function startRedis() {
     }
   }
   child.kill();
-  throw new Error('redis-server did not answer within 10 s');
+  throw new Error('redis-server did not respond to PING within 10 s; is redis-server on PATH?');
 }
 
 /** Starts `followup fakes` with the scenario's limits, latency and faults; reads its URLs. */
@@ -138,7 +138,7 @@ function gmailRaw(from, to, subject, body) {
   return Buffer.from(message).toString('base64url');
 }
 
-/** The sender of tenant `tenant`: a Gmail mailbox and a Twilio account and number. */
+/** Returns the sender of tenant `tenant`: a Gmail mailbox and a Twilio account and number. */
 function senderOf(tenant) {
   const hex = tenant.toString(16).padStart(32, '0');
   const areaCode = [202, 212, 305, 312, 415, 512, 617, 206][Math.floor(tenant / 100) % 8];
@@ -172,7 +172,7 @@ async function send(fakes, job) {
     });
   }
   await response.arrayBuffer();
-  if (!response.ok) throw new Error(`${channel} send answered ${response.status}`);
+  if (!response.ok) throw new Error(`${channel} send failed with status ${response.status}`);
 }
 
 /**

@@ -118,7 +118,7 @@ impl OwnEngine {
         })
     }
 
-    /// Every send the fakes accepted.
+    /// Reads every send the fakes accepted.
     pub(crate) async fn receipts(&self) -> anyhow::Result<Vec<Receipt>> {
         self.fakes.inspect(&inspection_client()?, "received").await
     }
@@ -128,12 +128,12 @@ impl OwnEngine {
         Ok(self.fakes.counters(&inspection_client()?).await?.rate_limit_violations)
     }
 
-    /// The engine's memory samples so far, by instant.
+    /// Returns the engine's memory samples so far, by instant.
     pub(crate) fn memory_samples(&self) -> Vec<(DateTime<Utc>, u64)> {
         self.samples.lock().map(|samples| samples.clone()).unwrap_or_default()
     }
 
-    /// The directory of the run's store, configuration and logs.
+    /// Returns the directory of the run's store, configuration and logs.
     pub(crate) fn work_dir(&self) -> &Path {
         &self.work_dir.path
     }
@@ -147,8 +147,8 @@ impl OwnEngine {
     }
 }
 
-/// The engine's configuration: the scenario's plan with quotas that never bind, so that a
-/// run measures dispatch rather than billing.
+/// Returns the engine's configuration: the scenario's plan with quotas that never bind, so
+/// that a run measures dispatch rather than billing.
 fn engine_config(scenario: &Scenario) -> String {
     let unlimited = u32::MAX;
     format!(
@@ -158,7 +158,7 @@ fn engine_config(scenario: &Scenario) -> String {
     )
 }
 
-/// A fresh master key from `followup keys generate`, the way an operator makes one.
+/// Generates a master key with `followup keys generate`, the way an operator makes one.
 fn generate_master_key(followup: &Path) -> anyhow::Result<Sensitive<String>> {
     let output = Command::new(followup)
         .args(["keys", "generate"])
@@ -192,7 +192,7 @@ fn process_figures(pid: u32) -> anyhow::Result<ProcessFigures> {
     Ok(ProcessFigures { peak_rss_bytes, cpu_seconds: cpu_seconds_of_stat(&stat)? })
 }
 
-/// A `kB` field of `/proc/PID/status`, in bytes.
+/// Reads a `kB` field of `/proc/PID/status`, in bytes.
 fn status_field_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with(field))?;
@@ -209,8 +209,8 @@ const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 pub(crate) fn cpu_seconds_of_stat(stat: &str) -> anyhow::Result<f64> {
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).context("no ) in stat")?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // After the name: state is field 3 of the whole line; utime and stime are fields 14 and
-    // 15, so 11 and 12 here counting from 0.
+    // utime and stime are fields 14 and 15 of the whole line. Counted from 0 after the name,
+    // whose field is 2, they are 11 and 12.
     let ticks = |index: usize| -> anyhow::Result<f64> {
         let field = fields.get(index).context("stat has too few fields")?;
         Ok(field.parse::<u64>().context("stat field is not a number")? as f64)

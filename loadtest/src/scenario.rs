@@ -53,7 +53,7 @@ pub struct Scenario {
     /// When follow-ups start; without it, each contact starts when its upload is stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start: Option<StartSpec>,
-    /// How the fakes behave when the harness starts them itself (`--engine`).
+    /// Latency and faults of the fakes when the harness starts them itself (`--engine`).
     pub fakes: FakeBehaviour,
     /// Follow-ups uploaded before the measured load and kept pending through it, to measure
     /// the engine under a large backlog.
@@ -74,9 +74,9 @@ pub struct BackgroundSpec {
 }
 
 impl BackgroundSpec {
-    /// The most background tenants a run creates.
+    /// Maximum number of background tenants a run creates.
     pub const MAX_TENANTS: u32 = 100_000;
-    /// The most background follow-ups a run uploads.
+    /// Maximum number of background follow-ups a run uploads.
     pub const MAX_PENDING: u64 = 20_000_000;
 
     fn one() -> u32 {
@@ -103,7 +103,7 @@ pub struct StartSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FakeBehaviour {
-    /// Milliseconds each fake waits before it answers.
+    /// Milliseconds each fake waits before it responds.
     pub latency_ms: u64,
     /// A fault profile of `followup fakes --faults`, such as `none` or `flaky`.
     pub faults: String,
@@ -175,7 +175,7 @@ impl Delay {
         Delay::Text("0s".to_owned())
     }
 
-    /// The delay in seconds, read as the engine reads it.
+    /// Returns the delay in seconds, parsed as the engine parses it.
     pub fn seconds(&self) -> Result<u64, String> {
         match self {
             Delay::Seconds(seconds) => followup_core::delay::check_delay_seconds(*seconds),

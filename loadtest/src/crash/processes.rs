@@ -148,7 +148,8 @@ pub(crate) async fn inspect_fakes<T: serde::de::DeserializeOwned>(
     response.json().await.with_context(|| format!("GET {url}: body is not the expected JSON"))
 }
 
-/// A client for the fakes' inspection routes, whose lists of received messages can be long.
+/// Builds a client for the fakes' inspection routes, with a long timeout because their lists
+/// of received messages can be long.
 pub(crate) fn inspection_client() -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a default TLS provider; installing one twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -273,7 +274,7 @@ impl EngineProcess {
         Ok(killed_at)
     }
 
-    /// The engine's process id.
+    /// Returns the engine's process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.0.id()
     }
