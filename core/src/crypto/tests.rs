@@ -177,3 +177,9 @@ fn unsubscribe_token_names_one_contact_of_one_tenant() {
     assert!(!key.verify_unsubscribe_token(tenant, contact, "not base64!"), "not base64url");
     assert!(!key.verify_unsubscribe_token(tenant, contact, ""), "empty");
 }
+
+#[test]
+fn hex_writes_two_lower_case_digits_a_byte() {
+    assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
+    assert_eq!(hex(&[]), "");
+}
