@@ -49,10 +49,10 @@ pub struct EmbeddedStore {
     writer: Writer,
 }
 
-/// Memory redb may use to cache pages. Its default is 1 GiB, which an engine that also runs
-/// actors and HTTP workers should not give a cache by default.
-/// NOTE: a fixed size, not yet configurable; measured neither way under a large store.
-const CACHE_BYTES: usize = 256 * 1024 * 1024;
+/// Memory redb may use to cache pages by default, in MiB (`embedded_cache_mib`). redb's own
+/// default is 1 GiB, more than an engine that also runs actors and HTTP workers should give a
+/// cache; BENCHMARKS.md has the engine under a large store with several sizes.
+pub const DEFAULT_CACHE_MIB: u64 = 256;
 
 /// Makes the database file, and the data directory when the store created it, readable by
 /// their owner only, because the file contains contact data and provider credentials. A
@@ -76,6 +76,11 @@ fn restrict_to_owner(_dir: Option<&Path>, _file: &Path) -> std::io::Result<()> {
 /// Blocks while redb opens the file, which includes a repair pass after an unclean shutdown, so
 /// call it at start-up or on a blocking thread.
 pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+    open_with_cache(dir, usize::try_from(DEFAULT_CACHE_MIB << 20).unwrap_or(usize::MAX))
+}
+
+/// Opens the store in `dir` like [`open`], with a page cache of `cache_bytes`.
+pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<EmbeddedStore, StoreError> {
     let fail = |action: &str, error: &dyn fmt::Display| {
         tables::unavailable(format_args!("{action} {}", dir.display()), error)
     };
@@ -83,7 +88,7 @@ pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
     std::fs::create_dir_all(dir).map_err(|error| fail("creating data directory", &error))?;
     let path = dir.join(FILE_NAME);
     let db = redb::Builder::new()
-        .set_cache_size(CACHE_BYTES)
+        .set_cache_size(cache_bytes)
         .create(&path)
         .map_err(|error| fail("opening database in", &error))?;
     restrict_to_owner(created.then_some(dir), &path)

@@ -29,6 +29,10 @@ pub struct Config {
     /// How long start-up waits for a MongoDB server to answer, and any later operation for a
     /// reachable server, in seconds.
     pub store_timeout_seconds: u64,
+    /// Memory the embedded store may use to cache its file's pages, in MiB. Most of the
+    /// engine's resident memory under a large store; see BENCHMARKS.md for what a smaller
+    /// cache costs.
+    pub embedded_cache_mib: u64,
     /// Bearer token of the operator endpoints under `/admin`; they return 401 while it is unset.
     pub admin_token: Option<Sensitive<String>>,
     /// File of master keys, one base64 key per line, newest last. `followup keys rotate` makes
@@ -65,6 +69,7 @@ impl Default for Config {
             data_dir: PathBuf::from("followup-data"),
             store: StoreSelection::Embedded,
             store_timeout_seconds: 5,
+            embedded_cache_mib: followup_adapters::embedded::DEFAULT_CACHE_MIB,
             admin_token: None,
             master_key_file: None,
             master_key: None,
@@ -300,8 +305,15 @@ pub struct DispatchConfig {
     pub retry_budget: u32,
     /// Maximum wait between retries, in seconds.
     pub max_backoff_seconds: u64,
-    /// Maximum pause between dispatch rounds under the system clock, in milliseconds.
+    /// Pause before a failed dispatch round is tried again, and the longest a tenant with work
+    /// due waits between rounds, in milliseconds.
     pub tick_millis: u64,
+    /// Longest a tenant with nothing due sleeps before it looks at the store again, in
+    /// milliseconds. Uploads, connection changes, resumes and billing changes on this node wake
+    /// it at once, so the poll only finds work that no wake announced: uploads taken by another
+    /// node on a shared MongoDB store. The default is `tick_millis` on MongoDB and 30,000 on the
+    /// embedded store, which no other process writes, so that idle tenants cost little.
+    pub idle_poll_millis: Option<u64>,
     /// Channels whose follow-ups are sent again after a response was lost (a timeout or a reset
     /// after the request left), accepting that the recipient may get two. Follow-ups of
     /// other channels settle `in_doubt`. None by default: Gmail, Graph and Twilio take no
@@ -316,6 +328,7 @@ impl Default for DispatchConfig {
             retry_budget: 6,
             max_backoff_seconds: 64,
             tick_millis: 500,
+            idle_poll_millis: None,
             resend_in_doubt: Vec::new(),
         }
     }

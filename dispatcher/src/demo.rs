@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
+use followup_adapters::embedded;
 use followup_adapters::fakes::{FakeConfig, FaultProfile};
 use followup_core::api::{CreateTenantRequest, CreateTenantResponse};
 use followup_core::clock::{Clock, VirtualClock};
@@ -194,7 +195,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.providers.request_timeout_seconds = DEMO_REQUEST_TIMEOUT.as_secs();
     let faults = options.faults.clone().with_stall_for(DEMO_REQUEST_TIMEOUT * 2);
     let selection = options.store.clone().unwrap_or_default();
-    let store = selection.open(&data_dir, STORE_TIMEOUT).await?;
+    let store = selection.open(&data_dir, STORE_TIMEOUT, embedded::DEFAULT_CACHE_MIB).await?;
     // As with --data-dir, a database used before would unbalance the summary.
     if !store.tenants().await?.is_empty() {
         bail!("--store {selection:?} already holds tenants: give the demo an empty database");

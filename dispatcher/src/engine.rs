@@ -43,6 +43,7 @@ use crate::actors::tenant::{
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
 use crate::config::{Config, ProvidersConfig, ProvidersMode};
+use crate::storage::StoreSelection;
 use crate::lifecycle::SendGate;
 use crate::operator_view::{LiveStats, OverviewCache};
 use crate::telemetry::{self, LatenessHistogram};
@@ -662,6 +663,7 @@ async fn drive_tenant(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let tick = tick(&engine.config);
+    let idle_poll = idle_poll(&engine.config);
     while !*stopped.borrow() && !handle.gate.is_stopped() {
         let now = engine.deps.clock.now();
         let next_wake = match handle.actor.send(RunDue { now }).await {
@@ -679,8 +681,10 @@ async fn drive_tenant(
             }
         };
         let now = engine.deps.clock.now();
-        let until_next = next_wake.map_or(tick, |next| (next - now).to_std().unwrap_or_default());
-        let wait = tick.min(until_next);
+        let wait = match next_wake {
+            Some(next) => (next - now).to_std().unwrap_or_default().min(idle_poll),
+            None => idle_poll,
+        };
         if wait.is_zero() {
             // More work is due at once; let other tasks of this thread run first.
             tokio::task::yield_now().await;
@@ -697,6 +701,18 @@ async fn drive_tenant(
 fn tick(config: &Config) -> Duration {
     Duration::from_millis(config.dispatch.tick_millis.max(10))
 }
+
+/// Longest sleep of a tenant driver; see `DispatchConfig::idle_poll_millis`.
+fn idle_poll(config: &Config) -> Duration {
+    let default = match config.store {
+        StoreSelection::MongoDb(_) => config.dispatch.tick_millis,
+        StoreSelection::Embedded | StoreSelection::Directory(_) => EMBEDDED_IDLE_POLL_MILLIS,
+    };
+    Duration::from_millis(config.dispatch.idle_poll_millis.unwrap_or(default).max(10))
+}
+
+/// Default of `dispatch.idle_poll_millis` on the embedded store.
+const EMBEDDED_IDLE_POLL_MILLIS: u64 = 30_000;
 
 fn provider_settings(config: &ProvidersConfig, provider: Provider) -> ProviderSettings {
     let batch_size = match provider {

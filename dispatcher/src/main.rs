@@ -339,7 +339,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
     let timeout = Duration::from_secs(config.store_timeout_seconds);
-    let store = config.store.open(&config.data_dir, timeout).await?;
+    let store = config.store.open(&config.data_dir, timeout, config.embedded_cache_mib).await?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         store = ?config.store,

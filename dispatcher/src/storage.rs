@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use followup_adapters::embedded;
 use followup_adapters::mongo::{MongoStore, StoreUri, is_mongodb_uri};
 use followup_core::store::Store;
 use serde::Deserialize;
@@ -53,9 +54,15 @@ impl StoreSelection {
         }
     }
 
-    /// Opens the selected store. A MongoDB server must answer a ping within `timeout`; the
-    /// error then names its host and port (never the URI's password) and what to check.
-    pub async fn open(&self, data_dir: &Path, timeout: Duration) -> anyhow::Result<Arc<dyn Store>> {
+    /// Opens the selected store, an embedded one with a page cache of `cache_mib` MiB. A
+    /// MongoDB server must answer a ping within `timeout`; the error then names its host and
+    /// port (never the URI's password) and what to check.
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        timeout: Duration,
+        cache_mib: u64,
+    ) -> anyhow::Result<Arc<dyn Store>> {
         match self {
             StoreSelection::MongoDb(uri) => {
                 let store = MongoStore::connect(uri, timeout).await?;
@@ -64,7 +71,9 @@ impl StoreSelection {
             }
             StoreSelection::Embedded | StoreSelection::Directory(_) => {
                 let dir = self.embedded_dir(data_dir).unwrap_or(data_dir);
-                let store = followup_adapters::embedded::open(dir).map_err(|error| {
+                let cache_bytes = usize::try_from(cache_mib.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX);
+                let store = embedded::open_with_cache(dir, cache_bytes).map_err(|error| {
                     anyhow::anyhow!("cannot open the embedded store in {}: {error}", dir.display())
                 })?;
                 Ok(Arc::new(store))
