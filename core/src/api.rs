@@ -147,6 +147,19 @@ pub struct TenantDetail {
     pub recent_failures: Vec<FailureRecord>,
 }
 
+/// `GET /admin/v1/tenants/{id}/follow-up-counts`: one tenant's follow-ups per state, counted
+/// in the store when asked. The snapshot, the summaries and the detail view take their counts
+/// from the operator view's periodic pass over every follow-up; this reads only the tenant's
+/// own, so a caller can poll a few tenants of a large store without starting that pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantFollowUpCounts {
+    pub tenant: TenantId,
+    /// The engine clock's instant when the count was read, RFC 3339.
+    pub counted_at: String,
+    /// Follow-ups per state, all channels together; a state with none is left out.
+    pub states: BTreeMap<String, u64>,
+}
+
 /// One connection of a tenant, without its credentials.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionSummary {

@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use followup_core::api::{AdminSnapshot, CreateTenantRequest, CreateTenantResponse, TenantPage};
+use followup_core::api::{
+    AdminSnapshot, CreateTenantRequest, CreateTenantResponse, TenantFollowUpCounts, TenantPage,
+};
 use followup_core::domain::LimitOverrides;
+use followup_core::ids::TenantId;
 use followup_core::ingest::RowError;
 use followup_core::sensitive::Sensitive;
 use reqwest::{Body, Response, StatusCode, Url};
@@ -227,6 +230,23 @@ impl EngineClient {
             .await
             .context("snapshot request failed")?;
         read_json(response, StatusCode::OK, "snapshot").await
+    }
+
+    /// `GET /admin/v1/tenants/{id}/follow-up-counts`: the tenant's follow-ups per state,
+    /// counted at the request.
+    pub async fn tenant_follow_up_counts(
+        &self,
+        tenant: TenantId,
+    ) -> anyhow::Result<TenantFollowUpCounts> {
+        let path = format!("/admin/v1/tenants/{tenant}/follow-up-counts");
+        let response = self
+            .http
+            .get(self.endpoint(&path)?)
+            .bearer_auth(self.admin_token.expose())
+            .send()
+            .await
+            .context("follow-up-counts request failed")?;
+        read_json(response, StatusCode::OK, "follow-up-counts").await
     }
 
     /// `GET /admin/v1/tenant-summaries`: one page of the tenants whose id or name contains

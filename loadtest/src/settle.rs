@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use followup_core::api::{AdminSnapshot, TenantSummary};
+use followup_core::api::{AdminSnapshot, TenantFollowUpCounts, TenantSummary};
 use followup_core::domain::FollowUpState;
 use followup_core::ids::TenantId;
+use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use serde::Serialize;
 use tokio::time::{Instant, sleep};
 
@@ -24,6 +25,10 @@ pub enum Accounting {
     /// Every tenant of the engine belongs to the run, so the engine-wide count per state is
     /// the run's own.
     Exact,
+    /// Each of the run's tenants was counted in the store at the poll
+    /// (`GET /admin/v1/tenants/{id}/follow-up-counts`): exact whatever else the engine serves,
+    /// and it starts no pass over the whole store.
+    PerTenant,
     /// The engine also serves other tenants. Only the run's pending, retry, sent and failed
     /// follow-ups are visible per tenant, and follow-ups claimed or sending are counted
     /// engine-wide, so `settled` misses skipped, cancelled and in-doubt ones.
@@ -103,6 +108,25 @@ pub(crate) fn count(
     }
 }
 
+/// Largest number of run tenants the phase counts one by one. Beyond it, a poll would cost a
+/// request per tenant, so the phase reads the operator view's counts instead.
+pub(crate) const MAX_TENANTS_COUNTED_APART: usize = 200;
+
+/// Requests in flight at once while counting tenants one by one.
+const TENANT_COUNT_CONCURRENCY: usize = 8;
+
+/// Adds up the run's tenants' per-state counts.
+pub(crate) fn count_per_tenant(counts: &[TenantFollowUpCounts]) -> SettleCount {
+    let mut by_state = BTreeMap::new();
+    for tenant in counts {
+        for (state, count) in &tenant.states {
+            *by_state.entry(state.clone()).or_insert(0) += count;
+        }
+    }
+    let (settled, unsettled) = split_totals(&by_state);
+    SettleCount { accounting: Accounting::PerTenant, settled, unsettled, by_state }
+}
+
 /// Largest page of tenant summaries the engine gives.
 const SUMMARY_PAGE: u64 = 500;
 
@@ -120,19 +144,29 @@ async fn run_summaries(client: &EngineClient, filter: &str) -> anyhow::Result<Ve
     }
 }
 
-/// Reads one count: the snapshot, and the run's tenant pages when the engine has others.
+/// Reads one count, with the instant of the engine's count when it may predate the poll:
+/// each tenant's own count for a small run, else the snapshot, and the run's tenant pages
+/// when the engine has others.
 async fn poll(
     client: &EngineClient,
     run_tenants: &HashSet<TenantId>,
     tenant_filter: &str,
-) -> anyhow::Result<(String, SettleCount)> {
+) -> anyhow::Result<(Option<String>, SettleCount)> {
+    if run_tenants.len() <= MAX_TENANTS_COUNTED_APART {
+        let counts: Vec<TenantFollowUpCounts> = stream::iter(run_tenants.iter().copied())
+            .map(|tenant| client.tenant_follow_up_counts(tenant))
+            .buffer_unordered(TENANT_COUNT_CONCURRENCY)
+            .try_collect()
+            .await?;
+        return Ok((None, count_per_tenant(&counts)));
+    }
     let snapshot = client.snapshot().await?;
     let ours = if is_exact(&snapshot, run_tenants) {
         Vec::new()
     } else {
         run_summaries(client, tenant_filter).await?
     };
-    Ok((snapshot.now.clone(), count(&snapshot, run_tenants, &ours)))
+    Ok((Some(snapshot.now.clone()), count(&snapshot, run_tenants, &ours)))
 }
 
 /// Splits per-state totals into settled and unsettled. A state name this build does not know
@@ -152,9 +186,10 @@ fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
 /// Polls every `poll_interval` until the run's follow-ups are settled, `deadline` passes or
 /// [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
 ///
-/// The engine counts in the background every few seconds, and `now` in its answer says when.
-/// A count whose `now` equals the first poll's may predate the end of ingest, so only counts
-/// made after the first poll may end the phase.
+/// The snapshot's counts come from a pass in the background every few seconds, and `now` in
+/// its answer says when. A count whose `now` equals the first poll's may predate the end of
+/// ingest, so only counts made after the first poll may end the phase. Counts read per tenant
+/// are made at the request and may end it at once.
 pub(crate) async fn wait_until_settled(
     client: &EngineClient,
     run_tenants: &HashSet<TenantId>,
@@ -180,8 +215,14 @@ pub(crate) async fn wait_until_settled(
         match poll(client, run_tenants, tenant_filter).await {
             Ok((counted_at, count)) => {
                 failures = 0;
-                let first = first_count_at.get_or_insert_with(|| counted_at.clone());
-                outcome.settled = count.unsettled == 0 && *first != counted_at;
+                let current = match counted_at {
+                    None => true,
+                    Some(counted_at) => {
+                        let first = first_count_at.get_or_insert_with(|| counted_at.clone());
+                        *first != counted_at
+                    }
+                };
+                outcome.settled = count.unsettled == 0 && current;
                 if last_print.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) || outcome.settled
                 {
                     progress.print(count.settled);
@@ -191,7 +232,7 @@ pub(crate) async fn wait_until_settled(
             }
             Err(error) => {
                 failures += 1;
-                eprintln!("settle: snapshot failed ({failures} in a row): {error:#}");
+                eprintln!("settle: count failed ({failures} in a row): {error:#}");
                 outcome.error = Some(format!("{error:#}"));
                 if failures >= MAX_FAILED_POLLS {
                     break;

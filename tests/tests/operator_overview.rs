@@ -151,3 +151,37 @@ async fn snapshot_is_served_from_the_background_count() -> anyhow::Result<()> {
     assert_eq!(page["total"], before["tenant_count"], "pages read the same count");
     Ok(())
 }
+
+#[actix_rt::test]
+async fn follow_up_counts_are_read_at_the_request() -> anyhow::Result<()> {
+    let engine =
+        TestEngine::start(|config| config.admin.snapshot_refresh_millis = 3_600_000).await?;
+    let tenant = engine.create_tenant("Counted", "pro").await?;
+    engine.connect_fakes(&tenant).await?;
+    let sequence = engine.create_sequence(&tenant, &email_now_sequence()).await?;
+    let (_, before) = operator_get(&engine, "/admin/v1/snapshot").await?;
+    assert_eq!(before["totals"].get("pending"), None, "{before}");
+    let id = before["tenants"][0]["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(before["tenants"][0]["name"], "Counted", "{before}");
+
+    let csv = "email\nc1@example.com\nc2@example.com\nc3@example.com\n";
+    engine.upload(&tenant, &sequence, "text/csv", csv).await?;
+    let path = format!("/admin/v1/tenants/{id}/follow-up-counts");
+    let (status, counts) = operator_get(&engine, &path).await?;
+    assert_eq!(status, 200, "{counts}");
+    assert_eq!(counts["tenant"], id, "{counts}");
+    assert_eq!(counts["states"], serde_json::json!({"pending": 3}), "{counts}");
+    let (_, cached) = operator_get(&engine, "/admin/v1/snapshot").await?;
+    assert_eq!(cached["totals"].get("pending"), None, "the snapshot keeps its older count");
+
+    engine.settle(3).await?;
+    let (_, counts) = operator_get(&engine, &path).await?;
+    assert_eq!(counts["states"], serde_json::json!({"sent": 3}), "{counts}");
+
+    let unknown = "/admin/v1/tenants/00000000-0000-7000-8000-000000000000/follow-up-counts";
+    assert_eq!(operator_get(&engine, unknown).await?.0, 404);
+    let (status, error) = operator_get(&engine, "/admin/v1/tenants/nope/follow-up-counts").await?;
+    assert_eq!(status, 400);
+    assert!(error.to_string().contains("nope"), "{error}");
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, web};
 use followup_core::api::{
     AdminSnapshot, ChannelUsage, ConnectionSummary, CreateTenantRequest, CreateTenantResponse,
-    TenantDetail, TenantSummary,
+    TenantDetail, TenantFollowUpCounts, TenantSummary,
 };
 use followup_core::domain::{Channel, Tenant};
 use followup_core::ids::TenantId;
@@ -18,7 +18,7 @@ use crate::operator_view::{self, Overview, TenantSort, scrub_reason};
 
 use super::AppState;
 use super::auth::{Operator, generate_api_key};
-use super::error::ApiError;
+use super::error::{ApiError, tenant_in_path};
 use super::json::ApiJson;
 
 pub async fn create_tenant(
@@ -290,6 +290,28 @@ pub async fn tenant_summaries(
 /// Failures the tenant detail lists.
 const DETAIL_FAILURES: usize = 50;
 
+/// `GET /admin/v1/tenants/{id}/follow-up-counts`: the tenant's follow-ups per state, read from
+/// the store now (one scan of that tenant's follow-ups, not of the whole store).
+pub async fn tenant_follow_up_counts(
+    state: web::Data<AppState>,
+    _operator: Operator,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = tenant_in_path(&path)?;
+    let engine = &state.engine;
+    let store = engine.store();
+    if store.tenant(id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("tenant {id}")));
+    }
+    let counted_at = engine.clock().now().to_rfc3339();
+    let mut states = std::collections::BTreeMap::new();
+    for ((_, follow_up_state), count) in store.count_follow_ups(Some(id)).await? {
+        *states.entry(follow_up_state.as_str().to_owned()).or_insert(0) += count;
+    }
+    Ok(HttpResponse::Ok().json(TenantFollowUpCounts { tenant: id, counted_at, states }))
+}
+
+
 /// `GET /admin/v1/tenants/{id}/detail`: one tenant's counts from the cached overview, and its
 /// connections and this period's use from the store (a few reads of one tenant).
 pub async fn tenant_detail(
@@ -297,9 +319,7 @@ pub async fn tenant_detail(
     _operator: Operator,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: TenantId = path
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("invalid tenant id {:?} in the path", *path)))?;
+    let id = tenant_in_path(&path)?;
     let engine = &state.engine;
     let store = engine.store();
     let Some(tenant) = store.tenant(id).await? else {

@@ -5,14 +5,13 @@
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use followup_core::ids::TenantId;
 use followup_core::store::StoreError;
 use followup_core::store::subscription::{StripeAccount, standing_of};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::{AuthenticatedTenant, Operator};
-use super::error::ApiError;
+use super::error::{ApiError, tenant_in_path};
 use super::json::ApiJson;
 use crate::stripe_sync::{self, StripeSyncError, SyncReport};
 use crate::webhooks::stripe_billing;
@@ -55,10 +54,6 @@ fn check_customer_id(id: &str) -> Result<(), ApiError> {
     )))
 }
 
-fn parse_tenant_id(path: &str) -> Result<TenantId, ApiError> {
-    path.parse().map_err(|_| ApiError::BadRequest(format!("invalid tenant id {path:?}")))
-}
-
 /// `PUT /admin/v1/tenants/{id}/stripe-customer`: links a tenant to the Stripe customer that
 /// pays for it, so that the customer's subscription and invoice events apply to the tenant.
 /// Linking the same customer again keeps what Stripe reported; another customer starts afresh.
@@ -70,7 +65,7 @@ pub async fn link_customer(
     path: web::Path<String>,
     body: ApiJson<CustomerLink>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_tenant_id(&path)?;
+    let id = tenant_in_path(&path)?;
     let store = state.engine.store();
     let Some(tenant) = store.tenant(id).await? else {
         return Err(ApiError::NotFound(format!("tenant {id}")));
@@ -127,7 +122,7 @@ pub async fn sync_billing(
     _operator: Operator,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_tenant_id(&path)?;
+    let id = tenant_in_path(&path)?;
     if state.engine.store().tenant(id).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {id}")));
     }
@@ -194,7 +189,7 @@ pub async fn tenant_billing(
     _operator: Operator,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_tenant_id(&path)?;
+    let id = tenant_in_path(&path)?;
     let store = state.engine.store();
     if store.tenant(id).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {id}")));

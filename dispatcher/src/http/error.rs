@@ -3,8 +3,15 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use followup_core::ids::TenantId;
 use followup_core::store::StoreError;
 use serde_json::json;
+
+/// Parses the tenant id of a request path, quoting the text that is not one.
+pub fn tenant_in_path(text: &str) -> Result<TenantId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid tenant id {text:?} in the path")))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

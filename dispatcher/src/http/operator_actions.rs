@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::admin_api::{current_overview, known_parameters, number_parameter};
 use super::auth::Operator;
-use super::error::ApiError;
+use super::error::{ApiError, tenant_in_path};
 use crate::operator_view::{self, scrub_reason};
 
 /// Prefix of the pause reason an operator's pause writes on a connection, which keeps it
@@ -49,11 +49,6 @@ fn action_body(body: &[u8]) -> Result<OperatorAction, ApiError> {
         )));
     }
     Ok(action)
-}
-
-fn tenant_in_path(text: &str) -> Result<TenantId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::BadRequest(format!("invalid tenant id {text:?} in the path")))
 }
 
 /// Writes the audit entry of an action that took effect and answers with its outcome.

@@ -22,6 +22,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/stream", web::get().to(admin_stream::stream))
         .route("/admin/v1/tenant-summaries", web::get().to(admin_api::tenant_summaries))
         .route("/admin/v1/tenants/{id}/detail", web::get().to(admin_api::tenant_detail))
+        .route(
+            "/admin/v1/tenants/{id}/follow-up-counts",
+            web::get().to(admin_api::tenant_follow_up_counts),
+        )
         .route("/admin/v1/tenants/{id}/pause", web::post().to(operator_actions::pause_tenant))
         .route("/admin/v1/tenants/{id}/resume", web::post().to(operator_actions::resume_tenant))
         .route(

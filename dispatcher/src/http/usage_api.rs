@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::{AuthenticatedTenant, Operator};
-use super::error::ApiError;
+use super::error::{ApiError, tenant_in_path};
 use super::json::ApiJson;
 use crate::config::{OverQuota, Plan};
 
@@ -136,8 +136,7 @@ pub async fn change_plan(
     path: web::Path<String>,
     body: ApiJson<PlanChange>,
 ) -> Result<HttpResponse, ApiError> {
-    let id: TenantId =
-        path.parse().map_err(|_| ApiError::BadRequest(format!("invalid tenant id {:?}", *path)))?;
+    let id = tenant_in_path(&path)?;
     let plans = &state.engine.config().plans;
     if !plans.contains_key(&body.0.plan) {
         let known: Vec<&String> = plans.keys().collect();

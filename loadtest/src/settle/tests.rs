@@ -98,3 +98,30 @@ fn first_page_alone_is_not_exact() {
     assert_eq!(count.accounting, Accounting::RunTenants);
     assert_eq!((count.settled, count.unsettled), (6, 4));
 }
+
+fn tenant_counts(states: &[(&str, u64)]) -> TenantFollowUpCounts {
+    TenantFollowUpCounts {
+        tenant: TenantId::generate(),
+        counted_at: "2025-01-01T00:00:00Z".to_owned(),
+        states: states.iter().map(|(state, count)| ((*state).to_owned(), *count)).collect(),
+    }
+}
+
+#[test]
+fn per_tenant_counts_add_up_every_state() {
+    let counts = [
+        tenant_counts(&[("sent", 40), ("skipped", 2), ("in_doubt", 1)]),
+        tenant_counts(&[("sent", 50), ("cancelled", 3), ("pending", 4), ("sending", 1)]),
+    ];
+    let count = count_per_tenant(&counts);
+    assert_eq!(count.accounting, Accounting::PerTenant);
+    assert_eq!(count.settled, 96);
+    assert_eq!(count.unsettled, 5);
+    assert_eq!(count.by_state.get("sent"), Some(&90));
+}
+
+#[test]
+fn per_tenant_counts_of_no_follow_up_are_settled() {
+    let count = count_per_tenant(&[tenant_counts(&[]), tenant_counts(&[])]);
+    assert_eq!((count.settled, count.unsettled), (0, 0));
+}
