@@ -56,8 +56,12 @@ impl Drop for WorkDir {
 pub struct ProcessFigures {
     /// The kernel's high-water mark of the process's resident memory.
     pub peak_rss_bytes: u64,
-    /// User and system CPU time the process used.
+    /// User and system CPU time the process used, from its start.
     pub cpu_seconds: f64,
+    /// The part of `cpu_seconds` from the start of the measured load's uploads to the end of
+    /// the run: without start-up and without the background backlog's upload, so that the
+    /// CPU per send of runs with different backlogs compare.
+    pub load_cpu_seconds: f64,
 }
 
 impl OwnEngine {
@@ -138,24 +142,47 @@ impl OwnEngine {
         &self.work_dir.path
     }
 
+    /// Reads the engine's CPU time so far, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        Ok(process_figures(self.engine.pid(), 0.0)?.cpu_seconds)
+    }
+
     /// Reads the engine's peak memory and CPU time, then stops both processes and removes
-    /// the run's directory unless `keep_files` is set.
-    pub(crate) fn finish(mut self, keep_files: bool) -> anyhow::Result<ProcessFigures> {
+    /// the run's directory unless `keep_files` is set. `load_started_cpu` is the engine's CPU
+    /// time when the measured load began.
+    pub(crate) fn finish(
+        mut self,
+        keep_files: bool,
+        load_started_cpu: f64,
+    ) -> anyhow::Result<ProcessFigures> {
         self.sampler.abort();
         self.work_dir.keep = keep_files;
-        process_figures(self.engine.pid())
+        process_figures(self.engine.pid(), load_started_cpu)
     }
 }
 
 /// Returns the engine's configuration: the scenario's plan with quotas that never bind, so
-/// that a run measures dispatch rather than billing.
+/// that a run measures dispatch rather than billing, and the scenario's Gmail project limits.
 fn engine_config(scenario: &Scenario) -> String {
     let unlimited = u32::MAX;
-    format!(
+    let mut config = String::new();
+    if let Some(cache_mib) = scenario.embedded_cache_mib {
+        config += &format!("embedded_cache_mib = {cache_mib}\n");
+    }
+    config += "[providers]\n";
+    let project = scenario.gmail_project;
+    if let Some(per_minute) = project.per_minute {
+        config += &format!("gmail_project_per_minute = {per_minute}\n");
+    }
+    if let Some(per_day) = project.per_day {
+        config += &format!("gmail_project_per_day = {per_day}\n");
+    }
+    config += &format!(
         "[plans.{}]\nmonthly_email = {unlimited}\nmonthly_sms = {unlimited}\nmonthly_call = \
          {unlimited}\n",
         scenario.plan
-    )
+    );
+    config
 }
 
 /// Generates a master key with `followup keys generate`, the way an operator makes one.
@@ -183,13 +210,16 @@ async fn sample_memory(pid: u32, samples: MemorySamples) {
     }
 }
 
-/// Reads the peak resident memory and the CPU time of a running process from `/proc`.
-fn process_figures(pid: u32) -> anyhow::Result<ProcessFigures> {
+/// Reads the peak resident memory and the CPU time of a running process from `/proc`, the
+/// latter also since the process had used `load_started_cpu` seconds.
+fn process_figures(pid: u32, load_started_cpu: f64) -> anyhow::Result<ProcessFigures> {
     let peak_rss_bytes = status_field_bytes(pid, "VmHWM:")
         .with_context(|| format!("cannot read VmHWM of process {pid} from /proc"))?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    Ok(ProcessFigures { peak_rss_bytes, cpu_seconds: cpu_seconds_of_stat(&stat)? })
+    let cpu_seconds = cpu_seconds_of_stat(&stat)?;
+    let load_cpu_seconds = (cpu_seconds - load_started_cpu).max(0.0);
+    Ok(ProcessFigures { peak_rss_bytes, cpu_seconds, load_cpu_seconds })
 }
 
 /// Reads a `kB` field of `/proc/PID/status`, in bytes.
@@ -216,4 +246,24 @@ pub(crate) fn cpu_seconds_of_stat(stat: &str) -> anyhow::Result<f64> {
         Ok(field.parse::<u64>().context("stat field is not a number")? as f64)
     };
     Ok((ticks(11)? + ticks(12)?) / CLOCK_TICKS_PER_SECOND)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Limits;
+
+    #[test]
+    fn engine_config_sets_the_gmail_project_limits_only_when_the_scenario_does() {
+        let mut scenario = Scenario::default();
+        assert!(!engine_config(&scenario).contains("gmail_project"));
+        scenario.gmail_project = Limits { per_minute: Some(600_000), per_day: Some(9_000_000) };
+        let config = engine_config(&scenario);
+        assert!(config.starts_with("[providers]\n"), "{config}");
+        scenario.embedded_cache_mib = Some(64);
+        assert!(engine_config(&scenario).starts_with("embedded_cache_mib = 64\n[providers]\n"));
+        assert!(config.contains("gmail_project_per_minute = 600000\n"), "{config}");
+        assert!(config.contains("gmail_project_per_day = 9000000\n"), "{config}");
+        assert!(config.contains("[plans.pro]\n"), "{config}");
+    }
 }

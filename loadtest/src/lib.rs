@@ -107,7 +107,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let client = EngineClient::new(&target, admin_token, timeout)?;
 
     let run_tag = run_tag();
-    let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag))
+    let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag, options.show_progress))
         .await
         .context("timed out creating tenants: raise timeout_seconds")??;
     let run_tenants: HashSet<_> = tenants.iter().map(|tenant| tenant.id).collect();
@@ -118,6 +118,10 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         None => None,
     };
 
+    let load_started_cpu = match &own {
+        Some(own) => own.cpu_seconds()?,
+        None => 0.0,
+    };
     let run_started = Utc::now();
     let starts = scenario.start_instants(run_started);
     let ingest_started = Instant::now();
@@ -156,7 +160,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
             );
             let violations = own.rate_limit_violations().await?;
             let work_dir = own.work_dir().to_owned();
-            let figures = own.finish(options.keep_files)?;
+            let figures = own.finish(options.keep_files, load_started_cpu)?;
             if options.keep_files && options.show_progress {
                 eprintln!("engine store and logs kept in {}", work_dir.display());
             }
@@ -204,7 +208,7 @@ async fn upload_backlog(
     if show_progress {
         eprintln!("backlog: {pending} follow-ups 30 days away, in {} tenants", backlog.tenants);
     }
-    let tenants = timeout_at(deadline, setup::create_tenants(client, backlog, &run_tag()))
+    let tenants = timeout_at(deadline, setup::create_tenants(client, backlog, &run_tag(), show_progress))
         .await
         .context("timed out creating the backlog's tenants: raise timeout_seconds")??;
     let started = Instant::now();

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use followup_core::sensitive::Sensitive;
-use followup_loadtest::{EXIT_STATUS_HELP, LoadOptions, Scenario, Target, run, svg};
+use followup_loadtest::{
+    BackgroundSpec, EXIT_STATUS_HELP, LoadOptions, Scenario, Target, run, svg,
+};
 
 /// Generates tenants, contacts and schedules, streams them to a followup engine on a loopback
 /// address, waits for every follow-up to settle and reports throughput, lateness, memory and
@@ -61,6 +63,20 @@ struct Args {
     #[arg(long)]
     timeout_seconds: Option<u64>,
 
+    /// Background follow-ups kept pending through the run; sets or overrides the scenario's
+    /// `background.pending`, so that one scenario file serves every point of a scaling curve.
+    #[arg(long, value_name = "N")]
+    background_pending: Option<u64>,
+
+    /// Tenants the background follow-ups are spread over; overrides `background.tenants`.
+    #[arg(long, value_name = "N", requires = "background_pending")]
+    background_tenants: Option<u32>,
+
+    /// Page cache of the engine's embedded store in MiB, with `--engine`; overrides the
+    /// scenario's `embedded_cache_mib`.
+    #[arg(long, value_name = "MIB", requires = "engine")]
+    embedded_cache_mib: Option<u64>,
+
     /// Print the report as one JSON object on stdout; progress stays on stderr.
     #[arg(long)]
     json: bool,
@@ -84,6 +100,16 @@ impl Args {
         }
         if let Some(seconds) = self.timeout_seconds {
             scenario.timeout_seconds = seconds;
+        }
+        if let Some(cache_mib) = self.embedded_cache_mib {
+            scenario.embedded_cache_mib = Some(cache_mib);
+        }
+        if let Some(pending) = self.background_pending {
+            let background = scenario.background.get_or_insert_with(|| BackgroundSpec::new(0));
+            background.pending = pending;
+            if let Some(tenants) = self.background_tenants {
+                background.tenants = tenants;
+            }
         }
         Ok(scenario)
     }

@@ -45,7 +45,8 @@ pub struct Headline {
     /// From due to receipt at the fakes.
     pub lateness_ms: Option<Percentiles>,
     pub peak_rss_bytes: Option<u64>,
-    /// The engine's CPU time per 10,000 follow-ups received.
+    /// The engine's CPU time under the measured load (from its first upload to the end of the
+    /// run) per 10,000 follow-ups received.
     pub cpu_seconds_per_10k_sends: Option<f64>,
     pub lost: Option<u64>,
     pub duplicates: Option<u64>,
@@ -142,7 +143,9 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
     let last = facts.settle.last.clone();
     let settled = last.as_ref().map_or(0, |count| count.settled);
     let seconds_total = facts.ingest_seconds + facts.settle.seconds;
-    let exact = last.as_ref().is_some_and(|count| count.accounting == Accounting::Exact);
+    let exact = last
+        .as_ref()
+        .is_some_and(|count| matches!(count.accounting, Accounting::Exact | Accounting::PerTenant));
 
     let checks = Checks {
         rows_balance: ingest.rows == ingest.accepted + ingest.rejected,
@@ -171,7 +174,7 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
         cpu_seconds_per_10k_sends: facts.engine_process.zip(delivery).and_then(
             |(process, delivery)| {
                 (delivery.received > 0)
-                    .then(|| process.cpu_seconds * 10_000.0 / delivery.received as f64)
+                    .then(|| process.load_cpu_seconds * 10_000.0 / delivery.received as f64)
             },
         ),
         lost: delivery.map(|delivery| delivery.lost),
@@ -302,9 +305,10 @@ impl LoadReport {
         if let Some(process) = &self.engine_process {
             writeln!(
                 f,
-                "engine: peak RSS {:.1} MiB, {:.2} CPU s{}",
+                "engine: peak RSS {:.1} MiB, {:.2} CPU s, {:.2} of them under the measured load{}",
                 process.peak_rss_bytes as f64 / 1_048_576.0,
                 process.cpu_seconds,
+                process.load_cpu_seconds,
                 self.headline
                     .cpu_seconds_per_10k_sends
                     .map(|cpu| format!(" ({cpu:.2} s per 10,000 sends)"))

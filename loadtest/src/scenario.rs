@@ -48,6 +48,15 @@ pub struct Scenario {
     pub poll_interval_ms: u64,
     /// Limit overrides of each tenant's connections.
     pub connections: ConnectionLimits,
+    /// The engine's limits for its whole Google Cloud project, across every Gmail mailbox
+    /// (`providers.gmail_project_per_minute` and `_per_day`), when the harness starts the
+    /// engine. Unset, the engine's defaults hold: 12,000 sends a minute, which caps every
+    /// run at 200 Gmail sends a second whatever the connections allow.
+    pub gmail_project: Limits,
+    /// The engine's `embedded_cache_mib` when the harness starts the engine; unset keeps the
+    /// engine's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded_cache_mib: Option<u64>,
     /// The sequence every generated contact is enrolled in.
     pub sequence: SequenceSpec,
     /// When follow-ups start; without it, each contact starts when its upload is stored.
@@ -78,6 +87,11 @@ impl BackgroundSpec {
     pub const MAX_TENANTS: u32 = 100_000;
     /// Maximum number of background follow-ups a run uploads.
     pub const MAX_PENDING: u64 = 20_000_000;
+
+    /// A backlog of `pending` follow-ups in one tenant, uploaded 10,000 rows at a time.
+    pub fn new(pending: u64) -> Self {
+        Self { pending, tenants: Self::one(), rows_per_upload: Self::default_rows_per_upload() }
+    }
 
     fn one() -> u32 {
         1
@@ -212,6 +226,8 @@ impl Default for Scenario {
             plan: "pro".to_owned(),
             poll_interval_ms: 500,
             connections: ConnectionLimits::default(),
+            gmail_project: Limits::default(),
+            embedded_cache_mib: None,
             sequence: SequenceSpec::default(),
             start: None,
             fakes: FakeBehaviour::default(),
@@ -363,6 +379,15 @@ impl Scenario {
             self.poll_interval_ms
         );
         ensure!(!self.plan.trim().is_empty(), "plan is empty");
+        ensure!(
+            self.gmail_project.per_minute != Some(0) && self.gmail_project.per_day != Some(0),
+            "gmail_project has a limit of 0: expected at least 1 send, or no limit to keep the \
+             engine's default"
+        );
+        ensure!(
+            self.embedded_cache_mib != Some(0),
+            "embedded_cache_mib is 0: expected at least 1, or no value to keep the engine's default"
+        );
         if let Some(background) = &self.background {
             ensure!(
                 (1..=BackgroundSpec::MAX_TENANTS).contains(&background.tenants),

@@ -5,8 +5,10 @@ use followup_core::api::CreateTenantRequest;
 use followup_core::ids::TenantId;
 use followup_core::sensitive::Sensitive;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use tokio::time::Instant;
 
 use crate::client::{ConnectionBody, EngineClient};
+use crate::progress::{PROGRESS_INTERVAL, Progress};
 use crate::scenario::{Scenario, SequenceSpec};
 
 /// One tenant created for the run.
@@ -25,12 +27,24 @@ pub(crate) async fn create_tenants(
     client: &EngineClient,
     scenario: &Scenario,
     run_tag: &str,
+    show_progress: bool,
 ) -> anyhow::Result<Vec<LoadTenant>> {
-    let mut tenants: Vec<LoadTenant> = stream::iter(0..scenario.tenants)
+    let total = scenario.tenants;
+    let progress = Progress::start("setup", "tenants", u64::from(total), show_progress);
+    let mut created = stream::iter(0..total)
         .map(|index| create_tenant(client, scenario, run_tag, index))
-        .buffer_unordered(scenario.concurrency)
-        .try_collect()
-        .await?;
+        .buffer_unordered(scenario.concurrency);
+    let mut tenants = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut last_line = Instant::now();
+    while let Some(tenant) = created.try_next().await? {
+        tenants.push(tenant);
+        // A backlog of 100,000 tenants takes minutes to set up.
+        if last_line.elapsed() >= PROGRESS_INTERVAL {
+            progress.print(tenants.len() as u64);
+            last_line = Instant::now();
+        }
+    }
+    progress.print(tenants.len() as u64);
     tenants.sort_by_key(|tenant| tenant.index);
     Ok(tenants)
 }

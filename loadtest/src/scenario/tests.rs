@@ -181,3 +181,14 @@ fn background_becomes_a_scenario_of_its_own() {
         Scenario::from_yaml("background:\n  pending: 10\n  tenants: 0\n").expect_err("no tenants");
     assert!(format!("{error:#}").contains("background.tenants"), "{error:#}");
 }
+
+#[test]
+fn gmail_project_limits_parse_and_zero_is_refused() {
+    let scenario = Scenario::from_file(&scenarios_dir().join("scaling.yaml")).expect("scaling");
+    assert_eq!(scenario.gmail_project.per_minute, Some(6_000_000));
+    assert_eq!(Scenario::default().gmail_project, Limits::default());
+
+    let error = Scenario::from_yaml("name: x\ngmail_project:\n  per_minute: 0\n")
+        .expect_err("a limit of 0 must fail");
+    assert!(format!("{error:#}").contains("gmail_project"), "{error:#}");
+}
