@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contacts::{ContactGenerator, StartInstants};
 use crate::ingest::CompletedUpload;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, TimeMode};
 use crate::setup::REF_PREFIX;
 
 /// One send the fakes accepted, as `GET /_fake/received` lists it.
@@ -75,11 +75,14 @@ pub struct Delivery {
     /// Receipts without a reference of this run, such as another run's messages on shared
     /// fakes.
     pub unmatched: u64,
-    /// Expected follow-ups received per second, from the first receipt to the last.
+    /// Expected follow-ups received per second of wall time: from the first receipt to the
+    /// last under real time, over the clock phase under virtual time.
     pub sends_per_second: f64,
-    /// From due to receipt; `None` with a send window, whose due instants the harness does not
-    /// compute, or with nothing received.
+    /// From due to receipt, on the fakes' clock, which is virtual under virtual time; `None`
+    /// with a send window, whose due instants the harness does not compute, or with nothing
+    /// received.
     pub lateness_ms: Option<Percentiles>,
+    /// Sends per second of the run; empty under virtual time.
     pub timeline: Vec<TimelinePoint>,
 }
 
@@ -178,13 +181,18 @@ struct FollowUpRef {
 /// Matches `receipts` with `expected`. `ended_unsent` is the number of follow-ups the engine
 /// reports as ended without a send, which are not lost; `rss_samples` are the engine's
 /// resident memory by instant, when sampled.
+///
+/// Under virtual time the timeline stays empty: its seconds would be virtual, days of them,
+/// and the memory samples are taken in wall time, so the two would not line up.
 pub(crate) fn analyse(
     expected: &ExpectedFollowUps,
     receipts: &[Receipt],
     ended_unsent: u64,
     run_started: DateTime<Utc>,
     rss_samples: &[(DateTime<Utc>, u64)],
+    time: TimeMode,
 ) -> Delivery {
+    let with_timeline = time == TimeMode::Real;
     let mut seen: HashMap<FollowUpRef, u32> = HashMap::new();
     let mut lateness = Vec::new();
     let mut unmatched = 0;
@@ -202,8 +210,9 @@ pub(crate) fn analyse(
             continue;
         };
         let second = seconds_since(run_started, receipt.received_at);
-        let point = point_at(&mut timeline, second);
-        point.sends += 1;
+        if with_timeline {
+            point_at(&mut timeline, second).sends += 1;
+        }
         let count = seen.entry(reference).or_default();
         *count += 1;
         if *count > 1 {
@@ -214,6 +223,9 @@ pub(crate) fn analyse(
         if expected.dated {
             let late = (receipt.received_at - due).num_milliseconds().max(0) as u64;
             lateness.push(late);
+            if !with_timeline {
+                continue;
+            }
             if per_second_lateness.len() <= second as usize {
                 per_second_lateness.resize_with(second as usize + 1, Vec::new);
             }
@@ -226,7 +238,7 @@ pub(crate) fn analyse(
             point_at(&mut timeline, second as u64).lateness_p99_ms = Some(percentiles.p99);
         }
     }
-    for (at, rss) in rss_samples {
+    for (at, rss) in rss_samples.iter().filter(|_| with_timeline) {
         let point = point_at(&mut timeline, seconds_since(run_started, *at));
         point.rss_bytes = Some(point.rss_bytes.map_or(*rss, |seen| seen.max(*rss)));
     }

@@ -149,21 +149,32 @@ fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
     (settled, unsettled)
 }
 
-/// Polls every `poll_interval` until the run's follow-ups are settled, `deadline` passes or
-/// [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
+/// How the settle phase polls.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Polling {
+    pub interval: Duration,
+    pub deadline: Instant,
+    /// Whether the first count read may end the phase; see [`wait_until_settled`].
+    pub first_count_may_end: bool,
+    pub show_progress: bool,
+}
+
+/// Polls every `polling.interval` until the run's follow-ups are settled, the deadline passes
+/// or [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
 ///
 /// The engine counts in the background every few seconds, and `now` in its answer says when.
 /// A count whose `now` equals the first poll's may predate the end of ingest, so only counts
-/// made after the first poll may end the phase.
+/// made after the first poll may end the phase, unless `first_count_may_end` is set. That is
+/// for a virtual clock, whose `now` stops moving once dispatch is over, so the rule would never
+/// let the phase end.
 pub(crate) async fn wait_until_settled(
     client: &EngineClient,
     run_tenants: &HashSet<TenantId>,
     tenant_filter: &str,
     expected: u64,
-    poll_interval: Duration,
-    deadline: Instant,
-    show_progress: bool,
+    polling: Polling,
 ) -> SettleOutcome {
+    let Polling { interval: poll_interval, deadline, first_count_may_end, show_progress } = polling;
     let started = Instant::now();
     let progress = Progress::start("settle", "follow-ups", expected, show_progress);
     let mut outcome =
@@ -181,7 +192,8 @@ pub(crate) async fn wait_until_settled(
             Ok((counted_at, count)) => {
                 failures = 0;
                 let first = first_count_at.get_or_insert_with(|| counted_at.clone());
-                outcome.settled = count.unsettled == 0 && *first != counted_at;
+                outcome.settled =
+                    count.unsettled == 0 && (first_count_may_end || *first != counted_at);
                 if last_print.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) || outcome.settled
                 {
                     progress.print(count.settled);

@@ -84,7 +84,8 @@ fn counts_lost_duplicates_and_lateness() {
         receipt("d\nref lt-7-0-0-s1", at(70, 0)),
         receipt("stranger", at(12, 0)),
     ];
-    let delivery = analyse(&expected, &receipts, 1, at(0, 0), &[(at(11, 0), 4_096)]);
+    let delivery =
+        analyse(&expected, &receipts, 1, at(0, 0), &[(at(11, 0), 4_096)], TimeMode::Real);
     assert_eq!(delivery.expected, 6);
     assert_eq!(delivery.received, 4);
     assert_eq!(delivery.duplicates, 1);
@@ -111,7 +112,28 @@ fn no_lateness_under_a_send_window() {
     });
     let expected = ExpectedFollowUps::new(&scenario, None, &[upload(0, 0..2, at(0, 0))]);
     let receipts = [receipt("a\nref lt-7-0-0-s0", at(3, 0))];
-    let delivery = analyse(&expected, &receipts, 0, at(0, 0), &[]);
+    let delivery = analyse(&expected, &receipts, 0, at(0, 0), &[], TimeMode::Real);
     assert_eq!(delivery.received, 1);
     assert_eq!(delivery.lateness_ms, None);
+}
+
+#[test]
+fn virtual_time_days_apart_without_timeline() {
+    let mut scenario = scenario();
+    scenario.sequence.steps[1].delay = Delay::Text("3d".to_owned());
+    let expected = ExpectedFollowUps::new(&scenario, None, &[upload(0, 0..2, at(0, 0))]);
+    let three_days = 3 * 86_400;
+    let receipts = [
+        receipt("a\nref lt-7-0-0-s0", at(0, 0)),
+        receipt("b\nref lt-7-0-1-s0", at(0, 5)),
+        receipt("c\nref lt-7-0-0-s1", at(three_days, 20)),
+        receipt("d\nref lt-7-0-1-s1", at(three_days, 40)),
+    ];
+    let delivery =
+        analyse(&expected, &receipts, 0, at(0, 0), &[(at(1, 0), 4_096)], TimeMode::Virtual);
+    assert_eq!(delivery.received, 4);
+    assert_eq!(delivery.lost, 0);
+    let lateness = delivery.lateness_ms.expect("lateness measured");
+    assert_eq!(lateness.max, 40, "measured from each step's due instant, days after the first");
+    assert!(delivery.timeline.is_empty(), "{} points", delivery.timeline.len());
 }
