@@ -3,14 +3,17 @@
 //!
 //! Every message the harness has the engine send ends with a reference line naming its
 //! contact and step (see `setup::with_receipt_refs`), so matching needs no guess. A follow-up
-//! is due when the upload holding its row was acknowledged, or at its row's start instant
-//! plus the step's delay, whichever is later: the engine cannot be late for a follow-up it has
-//! not been told about. Rows are stored while an upload streams, so a follow-up can arrive
-//! before its upload's acknowledgement; such lateness counts as zero.
+//! is due at its row's start instant (the acknowledgement of the upload holding the row, when
+//! the row has none) plus the delays of its step and the steps before it, or at that
+//! acknowledgement if it is later: the engine cannot be late for a follow-up it has not been
+//! told about. Rows are stored while an upload streams, so a follow-up can arrive before its
+//! upload's acknowledgement; such lateness counts as zero.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use followup_core::plan::add_step_delay;
 use serde::{Deserialize, Serialize};
 
 use crate::contacts::{ContactGenerator, StartInstants};
@@ -91,7 +94,8 @@ pub(crate) struct ExpectedFollowUps {
     generators: HashMap<u32, ContactGenerator>,
     /// Completed uploads of each tenant, by first row.
     uploads: HashMap<u32, Vec<CompletedUpload>>,
-    delays: Vec<TimeDelta>,
+    /// Each step's delay after the step before, in seconds.
+    delays: Vec<u64>,
     seed: u64,
     /// Whether due instants can be computed: not under a send window.
     dated: bool,
@@ -122,12 +126,8 @@ impl ExpectedFollowUps {
         }
         // A delay the scenario check let through always parses; 0 is never used for dating
         // because validation rejects the scenario first.
-        let delays = scenario
-            .sequence
-            .steps
-            .iter()
-            .map(|step| TimeDelta::seconds(step.delay.seconds().unwrap_or(0) as i64))
-            .collect();
+        let delays =
+            scenario.sequence.steps.iter().map(|step| step.delay.seconds().unwrap_or(0)).collect();
         Self {
             generators,
             uploads,
@@ -143,8 +143,12 @@ impl ExpectedFollowUps {
     }
 
     /// The due instant of a follow-up, or `None` if the run did not create it.
+    ///
+    /// The engine plans each step from the step before, adding whole days on the contact's
+    /// local calendar, so a day across a DST change is 23 or 25 hours; the harness plans with
+    /// the engine's own function.
     fn due(&self, reference: FollowUpRef) -> Option<DateTime<Utc>> {
-        let delay = *self.delays.get(reference.step)?;
+        let delays = self.delays.get(..=reference.step)?;
         let generator = self.generators.get(&reference.tenant)?;
         let uploads = self.uploads.get(&reference.tenant)?;
         let position = uploads.partition_point(|upload| upload.rows.start <= reference.row);
@@ -152,7 +156,10 @@ impl ExpectedFollowUps {
         if !upload.rows.contains(&reference.row) || generator.is_invalid(reference.row) {
             return None;
         }
-        let planned = generator.start_of(reference.row).unwrap_or(upload.acknowledged_at) + delay;
+        let timezone: Tz = generator.row(reference.row).timezone.parse().ok()?;
+        let start = generator.start_of(reference.row).unwrap_or(upload.acknowledged_at);
+        let planned =
+            delays.iter().fold(start, |from, delay| add_step_delay(from, timezone, *delay));
         Some(planned.max(upload.acknowledged_at))
     }
 
