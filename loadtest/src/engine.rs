@@ -163,7 +163,8 @@ fn start_fakes(
 
 /// Returns the engine's configuration: the scenario's plan with quotas that never bind, so
 /// that a run measures dispatch rather than billing. Under virtual time the operator API
-/// counts on every request, because the settle phase then accepts the first count it reads.
+/// counts on every request, so that the settle phase after the clock phase ends with its first
+/// poll instead of waiting for the next background count.
 fn engine_config(scenario: &Scenario) -> String {
     let unlimited = u32::MAX;
     let mut config = format!(

@@ -173,10 +173,15 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         clock = Some(summary);
         clock_problem = problem;
     }
+    // A virtual clock that stopped short moves no more, so one count tells all.
+    let settle_deadline = match &clock {
+        Some(clock) if !clock.settled => Instant::now(),
+        _ => deadline,
+    };
     let polling = settle::Polling {
         interval: Duration::from_millis(scenario.poll_interval_ms),
-        deadline,
-        first_count_may_end: virtual_clock.is_some(),
+        deadline: settle_deadline,
+        counted_since: clock.as_ref().map(|clock| clock.ended_at),
         show_progress: options.show_progress,
     };
     let tenant_filter = setup::tenant_name_prefix(scenario, &run_tag);

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use followup_core::api::{AdminSnapshot, TenantSummary};
 use followup_core::domain::FollowUpState;
 use followup_core::ids::TenantId;
@@ -135,6 +136,19 @@ async fn poll(
     Ok((snapshot.now.clone(), count(&snapshot, run_tenants, &ours)))
 }
 
+/// Returns whether a count the engine made at `counted_at` may end the settle phase: one made
+/// after `first_count_at`, or under a virtual clock one made at or after `counted_since`.
+pub(crate) fn count_may_end_phase(
+    counted_at: &str,
+    first_count_at: &str,
+    counted_since: Option<DateTime<Utc>>,
+) -> bool {
+    match counted_since {
+        Some(since) => DateTime::parse_from_rfc3339(counted_at).is_ok_and(|at| at >= since),
+        None => counted_at != first_count_at,
+    }
+}
+
 /// Splits per-state totals into settled and unsettled. A state name this build does not know
 /// counts as unsettled, so that an engine with new states cannot end the phase early.
 fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
@@ -154,8 +168,8 @@ fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
 pub(crate) struct Polling {
     pub interval: Duration,
     pub deadline: Instant,
-    /// Whether the first count read may end the phase; see [`wait_until_settled`].
-    pub first_count_may_end: bool,
+    /// Under a virtual clock, the instant the clock stopped at; see [`wait_until_settled`].
+    pub counted_since: Option<DateTime<Utc>>,
     pub show_progress: bool,
 }
 
@@ -164,9 +178,9 @@ pub(crate) struct Polling {
 ///
 /// The engine counts in the background every few seconds, and `now` in its answer says when.
 /// A count whose `now` equals the first poll's may predate the end of ingest, so only counts
-/// made after the first poll may end the phase, unless `first_count_may_end` is set. That is
-/// for a virtual clock, whose `now` stops moving once dispatch is over, so the rule would never
-/// let the phase end.
+/// made after the first poll may end the phase. A virtual clock stops moving once dispatch is
+/// over, so that rule would never end the phase: with `counted_since`, any count the engine
+/// made at or after that instant on its clock may end it instead.
 pub(crate) async fn wait_until_settled(
     client: &EngineClient,
     run_tenants: &HashSet<TenantId>,
@@ -174,7 +188,7 @@ pub(crate) async fn wait_until_settled(
     expected: u64,
     polling: Polling,
 ) -> SettleOutcome {
-    let Polling { interval: poll_interval, deadline, first_count_may_end, show_progress } = polling;
+    let Polling { interval: poll_interval, deadline, counted_since, show_progress } = polling;
     let started = Instant::now();
     let progress = Progress::start("settle", "follow-ups", expected, show_progress);
     let mut outcome =
@@ -193,7 +207,7 @@ pub(crate) async fn wait_until_settled(
                 failures = 0;
                 let first = first_count_at.get_or_insert_with(|| counted_at.clone());
                 outcome.settled =
-                    count.unsettled == 0 && (first_count_may_end || *first != counted_at);
+                    count.unsettled == 0 && count_may_end_phase(&counted_at, first, counted_since);
                 if last_print.is_none_or(|at| at.elapsed() >= PROGRESS_INTERVAL) || outcome.settled
                 {
                     progress.print(count.settled);

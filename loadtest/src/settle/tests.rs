@@ -98,3 +98,20 @@ fn first_page_alone_is_not_exact() {
     assert_eq!(count.accounting, Accounting::RunTenants);
     assert_eq!((count.settled, count.unsettled), (6, 4));
 }
+
+#[test]
+fn later_count_ends_phase_on_real_time() {
+    let first = "2026-12-05T06:00:00+00:00";
+    assert!(!count_may_end_phase(first, first, None), "the first count may predate ingest");
+    assert!(count_may_end_phase("2026-12-05T06:00:02+00:00", first, None));
+}
+
+#[test]
+fn count_after_clock_stop_ends_phase_on_virtual_time() {
+    let stopped = DateTime::parse_from_rfc3339("2026-12-08T06:00:00Z").expect("valid").to_utc();
+    let at_stop = "2026-12-08T06:00:00+00:00";
+    assert!(count_may_end_phase(at_stop, at_stop, Some(stopped)), "first count at the stop");
+    let before = "2026-12-05T06:00:00+00:00";
+    assert!(!count_may_end_phase(before, before, Some(stopped)), "counted before the clock ran");
+    assert!(!count_may_end_phase("not a time", before, Some(stopped)));
+}
