@@ -81,7 +81,7 @@ pub struct Delivery {
     /// Expected follow-ups received per second of wall time: from the first receipt to the
     /// last under real time, over the clock phase under virtual time.
     pub sends_per_second: f64,
-    /// From due to receipt, on the fakes' clock, which is virtual under virtual time; `None`
+    /// From due to receipt, on the fakes' clock, which is virtual under virtual time. `None`
     /// with a send window, whose due instants the harness does not compute, or with nothing
     /// received.
     pub lateness_ms: Option<Percentiles>,
@@ -145,7 +145,7 @@ impl ExpectedFollowUps {
     /// The due instant of a follow-up, or `None` if the run did not create it.
     ///
     /// The engine plans each step from the step before, adding whole days on the contact's
-    /// local calendar, so a day across a DST change is 23 or 25 hours; the harness plans with
+    /// local calendar, so a day across a DST change is 23 or 25 hours. The harness plans with
     /// the engine's own function.
     fn due(&self, reference: FollowUpRef) -> Option<DateTime<Utc>> {
         let delays = self.delays.get(..=reference.step)?;

@@ -116,7 +116,7 @@ impl OwnEngine {
     }
 
     /// Returns the base URL of the `followup fakes` process, which serves the receipts of all
-    /// its fakes; `None` under virtual time, whose fakes run inside the engine.
+    /// its fakes. Returns `None` under virtual time, because the fakes then run in the engine.
     pub(crate) fn fakes_url(&self) -> Option<String> {
         self.fakes.as_ref().map(|fakes| fakes.urls.twilio.clone())
     }

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use followup_core::sensitive::Sensitive;
 use tokio::time::{Instant, timeout_at};
 
@@ -151,29 +151,15 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
 
     let expected_follow_ups = ingest.created * scenario.sequence.steps.len() as u64;
     let settle_started = Instant::now();
-    let mut clock = None;
-    let mut clock_problem = None;
-    if virtual_clock.is_some() {
-        virtual_time::check_clock_still(&client, run_started, "ingest").await?;
-        // The engine stored every upload at `run_started` on its clock, which is the instant
-        // its follow-ups are due from.
-        for upload in &mut ingest.completed {
-            upload.acknowledged_at = run_started;
+    let (clock, clock_problem) = match virtual_clock {
+        Some(_) => {
+            let phase = ClockPhase { run_started, deadline, show_progress: options.show_progress };
+            let (summary, problem) = run_clock_phase(&client, scenario, &mut ingest, phase).await?;
+            (Some(summary), problem)
         }
-        let planned_end = virtual_time::planned_end(scenario, run_started)?;
-        let (summary, problem) = virtual_time::drive_clock(
-            &client,
-            run_started,
-            planned_end,
-            planned_end + virtual_time::CLOCK_MARGIN,
-            deadline,
-            options.show_progress,
-        )
-        .await;
-        clock = Some(summary);
-        clock_problem = problem;
-    }
-    // A virtual clock that stopped short moves no more, so one count tells all.
+        None => (None, None),
+    };
+    // A virtual clock that stopped short does not move again, so one count is enough.
     let settle_deadline = match &clock {
         Some(clock) if !clock.settled => Instant::now(),
         _ => deadline,
@@ -193,7 +179,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         polling,
     )
     .await;
-    // Under virtual time, settling includes moving the clock.
+    // Measured from the end of ingest, so that under virtual time it includes moving the clock.
     settle.seconds = settle_started.elapsed().as_secs_f64();
 
     let expected = delivery::ExpectedFollowUps::new(scenario, starts, &ingest.completed);
@@ -203,25 +189,20 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let memory_samples = own.as_ref().map(engine::OwnEngine::memory_samples).unwrap_or_default();
     let (mut delivery, rate_limit_violations) = match &fakes_url {
         Some(fakes_url) => {
-            let http = crash::processes::inspection_client()?;
-            let receipts: Vec<delivery::Receipt> =
-                crash::processes::inspect_fakes(&http, fakes_url, "received").await?;
-            let stats: crash::processes::FakeCounters =
-                crash::processes::inspect_fakes(&http, fakes_url, "stats").await?;
-            let delivery = delivery::analyse(
-                &expected,
-                &receipts,
+            let analysis = DeliveryAnalysis {
+                expected: &expected,
                 ended_unsent,
                 run_started,
-                &memory_samples,
-                scenario.time,
-            );
-            (Some(delivery), Some(stats.rate_limit_violations))
+                memory_samples: &memory_samples,
+                time: scenario.time,
+            };
+            let (delivery, violations) = read_delivery(fakes_url, analysis).await?;
+            (Some(delivery), Some(violations))
         }
         None => (None, None),
     };
     if let (Some(delivery), Some(clock)) = (&mut delivery, &clock) {
-        // Receipt instants are virtual, so a rate over them would say nothing of the engine.
+        // Receipt instants are virtual, so a rate over them would not measure the engine.
         delivery.sends_per_second = report::per_second(delivery.received, clock.wall_seconds);
     }
     let engine_process = match own {
@@ -252,6 +233,73 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         engine_process,
         background,
     }))
+}
+
+/// Settings of the clock phase of a run under virtual time.
+struct ClockPhase {
+    /// The virtual instant the run started at, where the clock stood through ingest.
+    run_started: DateTime<Utc>,
+    deadline: Instant,
+    show_progress: bool,
+}
+
+/// Checks that the virtual clock did not move during ingest, dates the completed uploads at
+/// the run's start, then moves the clock until the engine has nothing waiting. Returns what
+/// the clock phase did and why it ended early, if it did.
+async fn run_clock_phase(
+    client: &EngineClient,
+    scenario: &Scenario,
+    ingest: &mut IngestTotals,
+    phase: ClockPhase,
+) -> anyhow::Result<(ClockSummary, Option<String>)> {
+    virtual_time::check_clock_still(client, phase.run_started, "ingest").await?;
+    // The engine stored every upload at the run's start on its clock, which is the instant
+    // its follow-ups are due from.
+    for upload in &mut ingest.completed {
+        upload.acknowledged_at = phase.run_started;
+    }
+    let planned_end = virtual_time::planned_end(scenario, phase.run_started)?;
+    let outcome = virtual_time::drive_clock(
+        client,
+        phase.run_started,
+        planned_end,
+        planned_end + virtual_time::CLOCK_MARGIN,
+        phase.deadline,
+        phase.show_progress,
+    )
+    .await;
+    Ok(outcome)
+}
+
+/// Inputs of [`read_delivery`] besides the fakes' URL.
+struct DeliveryAnalysis<'a> {
+    expected: &'a delivery::ExpectedFollowUps,
+    ended_unsent: u64,
+    run_started: DateTime<Utc>,
+    memory_samples: &'a [(DateTime<Utc>, u64)],
+    time: TimeMode,
+}
+
+/// Reads what the fakes at `fakes_url` received and matches it with the expected follow-ups.
+/// Returns the delivery figures and the fakes' count of rate-limit violations.
+async fn read_delivery(
+    fakes_url: &str,
+    analysis: DeliveryAnalysis<'_>,
+) -> anyhow::Result<(delivery::Delivery, u64)> {
+    let http = crash::processes::inspection_client()?;
+    let receipts: Vec<delivery::Receipt> =
+        crash::processes::inspect_fakes(&http, fakes_url, "received").await?;
+    let stats: crash::processes::FakeCounters =
+        crash::processes::inspect_fakes(&http, fakes_url, "stats").await?;
+    let delivery = delivery::analyse(
+        analysis.expected,
+        &receipts,
+        analysis.ended_unsent,
+        analysis.run_started,
+        analysis.memory_samples,
+        analysis.time,
+    );
+    Ok((delivery, stats.rate_limit_violations))
 }
 
 /// Creates the backlog's tenants and uploads its contacts, whose follow-ups stay pending

@@ -163,7 +163,7 @@ fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
     (settled, unsettled)
 }
 
-/// How the settle phase polls.
+/// Polling settings of the settle phase.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Polling {
     pub interval: Duration,

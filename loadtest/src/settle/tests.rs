@@ -100,14 +100,14 @@ fn first_page_alone_is_not_exact() {
 }
 
 #[test]
-fn later_count_ends_phase_on_real_time() {
+fn real_time_needs_later_count() {
     let first = "2026-12-05T06:00:00+00:00";
     assert!(!count_may_end_phase(first, first, None), "the first count may predate ingest");
     assert!(count_may_end_phase("2026-12-05T06:00:02+00:00", first, None));
 }
 
 #[test]
-fn count_after_clock_stop_ends_phase_on_virtual_time() {
+fn virtual_counts_after_clock_stop() {
     let stopped = DateTime::parse_from_rfc3339("2026-12-08T06:00:00Z").expect("valid").to_utc();
     let at_stop = "2026-12-08T06:00:00+00:00";
     assert!(count_may_end_phase(at_stop, at_stop, Some(stopped)), "first count at the stop");
