@@ -319,6 +319,7 @@ async fn system_clock_engine_rejects_virtual_time() {
         .await
         .expect("clock JSON");
     assert_eq!(clock["virtual"], false, "{clock}");
+    assert_eq!(clock["operator_driven"], false, "{clock}");
 
     let response = http
         .post(format!("{}/admin/v1/clock/run", engine.url))
@@ -353,6 +354,44 @@ async fn system_clock_engine_rejects_virtual_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_virtual_engine_driven_by_harness() {
     let engine = ServedEngine::start(&["--virtual-clock"]).await;
+    let http = reqwest::Client::new();
+    let clock: Value = http
+        .get(format!("{}/admin/v1/clock", engine.url))
+        .bearer_auth(&engine.admin_token)
+        .send()
+        .await
+        .expect("clock request")
+        .json()
+        .await
+        .expect("clock JSON");
+    assert_eq!(clock["virtual"], true, "{clock}");
+    assert_eq!(clock["operator_driven"], true, "{clock}");
+
+    let response = http
+        .post(format!("{}/admin/v1/clock/run", engine.url))
+        .bearer_auth(&engine.admin_token)
+        .json(&json!({"until": clock["now"], "max_wall_millis": 0}))
+        .send()
+        .await
+        .expect("clock run request");
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("error JSON");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_wall_millis is 0"), "{message}");
+
+    let fakes: Value = http
+        .get(format!("{}/admin/v1/fakes", engine.url))
+        .bearer_auth(&engine.admin_token)
+        .send()
+        .await
+        .expect("fakes request")
+        .json()
+        .await
+        .expect("fakes JSON");
+    for name in ["gmail", "graph", "twilio", "google_token", "microsoft_token"] {
+        let url = fakes[name].as_str().unwrap_or_default();
+        assert!(url.starts_with("http://127.0.0.1:"), "{name}: {fakes}");
+    }
 
     let mut real = small_scenario();
     real.tenants = 1;

@@ -58,9 +58,11 @@ pub struct UploadReport {
 /// The engine's clock, as `GET /admin/v1/clock` returns it.
 #[derive(Clone, Copy, Debug, Deserialize)]
 pub struct EngineClock {
-    /// Whether the clock moves only when `POST /admin/v1/clock/run` moves it.
+    /// Whether the engine runs under a virtual clock.
     #[serde(rename = "virtual")]
     pub is_virtual: bool,
+    /// Whether `POST /admin/v1/clock/run` moves the clock.
+    pub operator_driven: bool,
     pub now: DateTime<Utc>,
 }
 

@@ -51,6 +51,13 @@ pub(crate) async fn check_engine_clock(
     url: &str,
 ) -> anyhow::Result<Option<DateTime<Utc>>> {
     let clock = client.clock().await?;
+    if let Some(clock) = clock.filter(|clock| clock.is_virtual && !clock.operator_driven) {
+        bail!(
+            "the engine at {url} runs on a virtual clock that its own process moves (followup \
+             demo or a test), at {}: load an engine started with `followup serve` instead",
+            clock.now
+        );
+    }
     let virtual_now = clock.filter(|clock| clock.is_virtual).map(|clock| clock.now);
     match (scenario.time, virtual_now) {
         (TimeMode::Real, None) => Ok(None),
@@ -86,8 +93,8 @@ pub(crate) async fn check_clock_still(
 /// Reads the engine's virtual clock.
 pub(crate) async fn virtual_now(client: &EngineClient) -> anyhow::Result<DateTime<Utc>> {
     match client.clock().await? {
-        Some(clock) if clock.is_virtual => Ok(clock.now),
-        _ => bail!("the engine no longer reports a virtual clock"),
+        Some(clock) if clock.is_virtual && clock.operator_driven => Ok(clock.now),
+        _ => bail!("the engine no longer reports a virtual clock that its operator API moves"),
     }
 }
 

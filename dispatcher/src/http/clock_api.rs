@@ -37,9 +37,12 @@ impl VirtualClockControl {
 /// Body of `GET /admin/v1/clock`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ClockView {
-    /// Whether the engine runs under a virtual clock that only `POST /admin/v1/clock/run` moves.
+    /// Whether the engine runs under a virtual clock rather than the system clock.
     #[serde(rename = "virtual")]
     pub is_virtual: bool,
+    /// Whether `POST /admin/v1/clock/run` moves the clock: only under `--virtual-clock`. The
+    /// virtual clock of `followup demo` or of a test is moved by the process that owns it.
+    pub operator_driven: bool,
     /// The engine's current instant.
     pub now: DateTime<Utc>,
 }
@@ -70,8 +73,12 @@ pub async fn get_clock(
     state: web::Data<AppState>,
     _operator: Operator,
 ) -> Result<HttpResponse, ApiError> {
-    let view =
-        ClockView { is_virtual: state.virtual_clock.is_some(), now: state.engine.clock().now() };
+    let clock = state.engine.clock();
+    let view = ClockView {
+        is_virtual: clock.is_virtual(),
+        operator_driven: state.virtual_clock.is_some(),
+        now: clock.now(),
+    };
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -87,11 +94,14 @@ pub async fn run_clock(
     body: ApiJson<RunClockRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(control) = &state.virtual_clock else {
-        return Err(ApiError::Conflict(
-            "the engine runs on the system clock, which this endpoint cannot move; start it \
-             with `followup serve --virtual-clock --providers fake` to drive its clock"
-                .to_owned(),
-        ));
+        let message = if state.engine.clock().is_virtual() {
+            "the engine's virtual clock is moved by the process that started it (followup demo \
+             or a test), not through this endpoint"
+        } else {
+            "the engine runs on the system clock, which this endpoint cannot move; start it with \
+             `followup serve --virtual-clock --providers fake` to drive its clock"
+        };
+        return Err(ApiError::Conflict(message.to_owned()));
     };
     let request = body.0;
     let max_wall_millis = request.max_wall_millis.unwrap_or(DEFAULT_MAX_WALL_MILLIS);
