@@ -97,6 +97,8 @@ impl OwnEngine {
             admin_token: admin_token.clone(),
             master_key: generate_master_key(followup)?,
         };
+        // NOTE: under virtual time a stalled request of the fault profile costs the engine's
+        // request timeout (30 s) in wall time, which the virtual clock does not see.
         let providers = match &fakes {
             Some(fakes) => EngineProviders::ExternalFakes(&fakes.urls),
             None => EngineProviders::VirtualClockFakes { faults: &scenario.fakes.faults },

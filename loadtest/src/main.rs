@@ -31,7 +31,8 @@ struct Args {
     admin_token: Option<Sensitive<String>>,
 
     /// Base URL of the `followup fakes` the running engine sends to, so that sends are
-    /// matched with what the fakes received. An engine on a virtual clock gives its own.
+    /// matched with what the fakes received. Without it, an engine on a virtual clock is asked
+    /// for its built-in fakes' URL (`GET /admin/v1/fakes`).
     #[arg(long)]
     fakes_url: Option<String>,
 
