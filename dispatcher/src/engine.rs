@@ -644,10 +644,79 @@ impl Engine {
         }
     }
 
+    /// Dispatches under a virtual clock every follow-up due up to `until`, jumping the clock
+    /// from one instant with work to the next, for at most about `wall_budget` of wall time.
+    ///
+    /// Ends when nothing is waiting (the clock stays at the last instant with work), when the
+    /// next work is after `until` (the clock moves to `until`), or when the budget is spent (the
+    /// clock stays where dispatch got to, and a further call carries on). A round under way is
+    /// always finished, so a run can exceed the budget by one round.
+    pub async fn run_virtual_clock(
+        &self,
+        clock: &VirtualClock,
+        until: DateTime<Utc>,
+        wall_budget: Duration,
+    ) -> VirtualRun {
+        let started = std::time::Instant::now();
+        let mut rounds = 0;
+        loop {
+            let report = self.run_round().await;
+            rounds += 1;
+            let now = clock.now();
+            let outcome = match report.next_wake {
+                None => Some(VirtualRunOutcome::Settled),
+                Some(next) if next <= now => None,
+                Some(next) if next > until => {
+                    clock.advance_to(until);
+                    Some(VirtualRunOutcome::UntilReached)
+                }
+                Some(next) => {
+                    clock.advance_to(next);
+                    None
+                }
+            };
+            let outcome = outcome.or_else(|| {
+                (started.elapsed() >= wall_budget).then_some(VirtualRunOutcome::BudgetSpent)
+            });
+            if let Some(outcome) = outcome {
+                return VirtualRun {
+                    outcome,
+                    now: clock.now(),
+                    next_wake: report.next_wake,
+                    rounds,
+                };
+            }
+        }
+    }
+
     /// Lateness of every accepted send since start.
     pub fn lateness(&self) -> LatenessHistogram {
         self.deps.lateness.lock().map(|h| h.clone()).unwrap_or_default()
     }
+}
+
+/// How a call of [`Engine::run_virtual_clock`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtualRunOutcome {
+    /// No follow-up is waiting.
+    Settled,
+    /// The next work is after the requested instant, and the clock is at that instant.
+    UntilReached,
+    /// The wall-time budget was spent with work left before the requested instant.
+    BudgetSpent,
+}
+
+/// The result of a call of [`Engine::run_virtual_clock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct VirtualRun {
+    pub outcome: VirtualRunOutcome,
+    /// The virtual clock's instant when the call ended.
+    pub now: DateTime<Utc>,
+    /// The earliest instant with work after the last round, `None` when nothing is waiting.
+    pub next_wake: Option<DateTime<Utc>>,
+    /// Dispatch rounds this call ran.
+    pub rounds: u64,
 }
 
 /// Maximum calls in one Gmail batch request.

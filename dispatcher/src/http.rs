@@ -7,6 +7,7 @@ pub mod admin_api;
 pub mod admin_stream;
 pub mod auth;
 pub mod billing_api;
+pub mod clock_api;
 pub mod error;
 pub mod forecast_api;
 pub mod json;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub webhooks: Arc<webhooks::WebhookState>,
     /// The open snapshot streams: their limit and the signal that ends them.
     pub streams: Arc<admin_stream::StreamGate>,
+    /// The virtual clock that `POST /admin/v1/clock/run` moves, under `--virtual-clock` only.
+    pub virtual_clock: Option<Arc<clock_api::VirtualClockControl>>,
 }
 
 /// Registers a connection with the built-in fakes, with its effective limits.

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use chrono::Utc;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use followup_adapters::fakes::{Accounts, FakeConfig, FakeProviders, FaultProfile};
 use followup_core::api::KeyRotationReport;
-use followup_core::clock::{Clock, SystemClock};
+use followup_core::clock::{Clock, SystemClock, VirtualClock};
 use followup_core::crypto::{MasterKey, generate_master_key};
 use followup_core::limits::SendLimits;
 use followup_core::sensitive::Sensitive;
@@ -126,6 +127,11 @@ struct ServeArgs {
     /// Fault profile of the built-in fakes (fake mode only), for load and fault tests.
     #[command(flatten)]
     faults: FaultArgs,
+    /// Run under a virtual clock for load tests and measurements: it starts at the current
+    /// instant and stands still until `POST /admin/v1/clock/run` moves it, and dispatch runs
+    /// only inside that request. Needs --providers fake, whose fakes share the clock.
+    #[arg(long)]
+    virtual_clock: bool,
     #[command(flatten)]
     keys: MasterKeyArgs,
 }
@@ -277,6 +283,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(mode) = args.providers {
         config.providers.mode = mode;
     }
+    check_virtual_clock(args.virtual_clock, config.providers.mode)?;
     if let Some(url) = args.gmail_base_url {
         config.providers.gmail_base_url = url;
     }
@@ -356,6 +363,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if config.providers.mode != ProvidersMode::Fake && faults != FaultProfile::none() {
         anyhow::bail!("--faults applies to the built-in fakes; drop it or use --providers fake");
     }
+    if args.virtual_clock {
+        let clock = Arc::new(VirtualClock::new(Utc::now()));
+        let fakes = FakeConfig::new(clock.clone()).with_faults(faults);
+        let running =
+            RunningEngine::start_with_virtual_clock(config, store, clock, Some(metrics), fakes)
+                .await?;
+        tracing::warn!(
+            "virtual clock: the clock stands still and nothing is dispatched until POST \
+             /admin/v1/clock/run moves it"
+        );
+        shutdown_signal().await;
+        tracing::info!("stopping followup");
+        running.stop().await;
+        return Ok(());
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let fakes = FakeConfig::new(clock.clone()).with_faults(faults);
     let running =
@@ -364,6 +386,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     engine.run_forever(shutdown_signal()).await;
     tracing::info!("stopping followup");
     running.stop().await;
+    Ok(())
+}
+
+/// Rejects `--virtual-clock` unless the providers are the built-in fakes, which share the
+/// engine's clock.
+fn check_virtual_clock(virtual_clock: bool, mode: ProvidersMode) -> anyhow::Result<()> {
+    if virtual_clock && mode != ProvidersMode::Fake {
+        let mode = format!("{mode:?}").to_lowercase();
+        anyhow::bail!(
+            "--virtual-clock needs --providers fake, but providers mode is {mode}: the virtual \
+             clock is for load tests against the built-in fakes, which share it, and live \
+             providers keep real time, so days of sends would reach them in seconds"
+        );
+    }
     Ok(())
 }
 
@@ -481,6 +517,7 @@ async fn shutdown_signal() {
 mod tests {
     use clap::Parser as _;
     use followup_adapters::fakes::FaultProfile;
+    use followup_dispatcher::config::ProvidersMode;
 
     use super::{Cli, Command};
 
@@ -495,6 +532,22 @@ mod tests {
         let profile = args.faults.profile();
         assert_eq!(profile.name(), "flaky");
         assert_eq!(profile.seed, 7);
+    }
+
+    #[test]
+    fn virtual_clock_needs_fake_providers() {
+        assert!(super::check_virtual_clock(true, ProvidersMode::Fake).is_ok());
+        assert!(super::check_virtual_clock(false, ProvidersMode::Live).is_ok());
+        for mode in [ProvidersMode::Live, ProvidersMode::Null] {
+            let error = super::check_virtual_clock(true, mode).expect_err("not the fakes");
+            let message = error.to_string();
+            assert!(message.contains("--virtual-clock needs --providers fake"), "{message}");
+        }
+        let cli = Cli::try_parse_from(["followup", "serve", "--virtual-clock"]).expect("flag");
+        let Command::Serve(args) = cli.command else {
+            panic!("parsed {:?}", cli.command);
+        };
+        assert!(args.virtual_clock);
     }
 
     #[test]

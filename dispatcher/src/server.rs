@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use followup_adapters::fakes::{
     FAKE_OAUTH_CLIENT_ID, FAKE_OAUTH_CLIENT_SECRET, FakeConfig, FakeProviders,
 };
-use followup_core::clock::Clock;
+use followup_core::clock::{Clock, VirtualClock};
 use followup_core::domain::Provider;
 use followup_core::sensitive::Sensitive;
 use followup_core::store::Store;
@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::{Config, OAuthConfig, ProvidersMode};
 use crate::engine::{Engine, ProviderUrls};
 use crate::http::admin_stream::StreamGate;
+use crate::http::clock_api::VirtualClockControl;
 use crate::http::error::ApiError;
 use crate::http::limits::ApiLimiter;
 use crate::http::webhooks::WebhookState;
@@ -81,6 +82,37 @@ impl RunningEngine {
         clock: Arc<dyn Clock>,
         metrics: Option<PrometheusHandle>,
         fakes: FakeConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(config, store, clock, metrics, fakes, None).await
+    }
+
+    /// Starts everything under `clock`, a virtual clock that only the operator endpoint
+    /// `POST /admin/v1/clock/run` moves, with the built-in fakes, whose `fakes` settings must be
+    /// built on the same clock. The caller must not run [`Engine::run_forever`]: dispatch
+    /// happens only inside that endpoint.
+    pub async fn start_with_virtual_clock(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<VirtualClock>,
+        metrics: Option<PrometheusHandle>,
+        fakes: FakeConfig,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.providers.mode == ProvidersMode::Fake,
+            "a virtual clock needs the built-in fakes (providers mode fake), not {}",
+            format!("{:?}", config.providers.mode).to_lowercase()
+        );
+        let control = Arc::new(VirtualClockControl::new(clock.clone()));
+        Self::start_inner(config, store, clock, metrics, fakes, Some(control)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Option<PrometheusHandle>,
+        fakes: FakeConfig,
+        virtual_clock: Option<Arc<VirtualClockControl>>,
     ) -> anyhow::Result<Self> {
         let fake_config = fakes;
         let mut config = config;
@@ -170,6 +202,7 @@ impl RunningEngine {
             limits,
             webhooks: webhooks.clone(),
             streams: streams.clone(),
+            virtual_clock,
         });
         let query_config = web::QueryConfig::default().error_handler(|error, _| {
             ApiError::BadRequest(format!("invalid query string: {error}")).into()

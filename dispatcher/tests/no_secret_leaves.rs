@@ -225,11 +225,22 @@ async fn planted_secrets_never_leave_the_engine() {
     let path = format!("/v1/schedules/{schedule}");
     let (status, body) = emitted.send(&path, http.get(url(&path)).bearer_auth(&api_key)).await;
     assert_eq!(status, 200, "{path}: {body}");
-    for path in ["/admin/v1/tenants", "/admin/v1/snapshot"] {
+    for path in ["/admin/v1/tenants", "/admin/v1/snapshot", "/admin/v1/clock"] {
         let (status, body) =
             emitted.send(path, http.get(url(path)).bearer_auth(OPERATOR_TOKEN)).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
+    // Refused on this engine (live providers, system clock), and the refusals are searched too.
+    let path = "/admin/v1/fakes";
+    let (status, body) = emitted.send(path, http.get(url(path)).bearer_auth(OPERATOR_TOKEN)).await;
+    assert_eq!(status, 404, "{path}: {body}");
+    let path = "/admin/v1/clock/run";
+    let request = http
+        .post(url(path))
+        .bearer_auth(OPERATOR_TOKEN)
+        .json(&json!({"until": "2030-01-01T00:00:00Z"}));
+    let (status, body) = emitted.send(path, request).await;
+    assert_eq!(status, 409, "{path}: {body}");
     for path in ["/metrics", "/healthz", "/readyz"] {
         emitted.send(path, http.get(url(path))).await;
     }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use followup_core::api::{
     AdminSnapshot, CreateTenantRequest, CreateTenantResponse, TenantFollowUpCounts, TenantPage,
 };
@@ -14,6 +15,7 @@ use reqwest::{Body, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::crash::processes::FakeUrls;
 use crate::guard::LoopbackUrl;
 use crate::scenario::SequenceSpec;
 
@@ -54,6 +56,38 @@ pub struct UploadReport {
     pub rejected: u64,
     #[serde(default)]
     pub errors: Vec<RowError>,
+}
+
+/// The engine's clock, as `GET /admin/v1/clock` returns it.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct EngineClock {
+    /// Whether the engine runs under a virtual clock.
+    #[serde(rename = "virtual")]
+    pub is_virtual: bool,
+    /// Whether `POST /admin/v1/clock/run` moves the clock.
+    pub operator_driven: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// How one `POST /admin/v1/clock/run` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockRunOutcome {
+    /// No follow-up is waiting in the engine.
+    Settled,
+    /// The next work is after the requested instant, where the clock now is.
+    UntilReached,
+    /// The wall-time budget was spent; another request carries on.
+    BudgetSpent,
+}
+
+/// The response of `POST /admin/v1/clock/run`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct ClockRun {
+    pub outcome: ClockRunOutcome,
+    /// The virtual clock when the run ended.
+    pub now: DateTime<Utc>,
+    pub rounds: u64,
 }
 
 /// Result of one upload.
@@ -271,6 +305,56 @@ impl EngineClient {
             .await
             .context("tenant-summaries request failed")?;
         read_json(response, StatusCode::OK, "tenant-summaries").await
+    }
+
+    /// `GET /admin/v1/clock`; `None` from an engine without that endpoint, which predates
+    /// virtual clocks and so runs on the system clock.
+    pub async fn clock(&self) -> anyhow::Result<Option<EngineClock>> {
+        let response = self
+            .http
+            .get(self.endpoint("/admin/v1/clock")?)
+            .bearer_auth(self.admin_token.expose())
+            .send()
+            .await
+            .context("clock request failed")?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        read_json(response, StatusCode::OK, "clock").await.map(Some)
+    }
+
+    /// `POST /admin/v1/clock/run`: dispatches under the engine's virtual clock up to `until`,
+    /// for at most `max_wall` of wall time.
+    pub async fn run_clock(
+        &self,
+        until: DateTime<Utc>,
+        max_wall: Duration,
+    ) -> anyhow::Result<ClockRun> {
+        let body = serde_json::json!({
+            "until": until,
+            "max_wall_millis": u64::try_from(max_wall.as_millis()).unwrap_or(u64::MAX),
+        });
+        let response = self
+            .http
+            .post(self.endpoint("/admin/v1/clock/run")?)
+            .bearer_auth(self.admin_token.expose())
+            .json(&body)
+            .send()
+            .await
+            .context("clock run request failed")?;
+        read_json(response, StatusCode::OK, "clock run").await
+    }
+
+    /// `GET /admin/v1/fakes`: the base URLs of the engine's built-in fakes.
+    pub(crate) async fn fake_urls(&self) -> anyhow::Result<FakeUrls> {
+        let response = self
+            .http
+            .get(self.endpoint("/admin/v1/fakes")?)
+            .bearer_auth(self.admin_token.expose())
+            .send()
+            .await
+            .context("fakes request failed")?;
+        read_json(response, StatusCode::OK, "fakes").await
     }
 
     fn endpoint(&self, path: &str) -> anyhow::Result<Url> {

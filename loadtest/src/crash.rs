@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 use self::checks::{FinalCounts, FinalFacts, InDoubtLedger, TenantRecords};
 pub use self::checks::{KillRecord, Phase};
-use self::processes::{EngineProcess, EngineSettings, FakesProcess, free_port};
+use self::processes::{EngineProcess, EngineProviders, EngineSettings, FakesProcess, free_port};
 use self::workload::{CrashTenant, Upload, UploadFormat};
 use crate::client::EngineClient;
 use crate::guard::check_loopback;
@@ -331,7 +331,12 @@ pub async fn run(options: CrashOptions) -> anyhow::Result<CrashReport> {
     options.validate()?;
     let started = Instant::now();
     let mut run = CrashRun::prepare(options).await?;
-    let mut engine = EngineProcess::start(&run.settings, &run.fakes.urls, &run.http).await?;
+    let mut engine = EngineProcess::start(
+        &run.settings,
+        EngineProviders::ExternalFakes(&run.fakes.urls),
+        &run.http,
+    )
+    .await?;
     run.create_tenants().await?;
 
     while run.kills.len() < run.options.kills as usize
@@ -482,7 +487,12 @@ impl CrashRun {
         self.kills.push(kill);
 
         self.wait_for_orphaned_requests().await?;
-        let engine = EngineProcess::start(&self.settings, &self.fakes.urls, &self.http).await?;
+        let engine = EngineProcess::start(
+            &self.settings,
+            EngineProviders::ExternalFakes(&self.fakes.urls),
+            &self.http,
+        )
+        .await?;
         if let Some(kill) = self.kills.last_mut() {
             kill.restarted_at = engine.started_at;
         }

@@ -3,19 +3,22 @@
 //!
 //! Every message the harness has the engine send ends with a reference line naming its
 //! contact and step (see `setup::with_receipt_refs`), so matching needs no guess. A follow-up
-//! is due when the upload holding its row was acknowledged, or at its row's start instant
-//! plus the step's delay, whichever is later: the engine cannot be late for a follow-up it has
-//! not been told about. Rows are stored while an upload streams, so a follow-up can arrive
-//! before its upload's acknowledgement; such lateness counts as zero.
+//! is due at its row's start instant (the acknowledgement of the upload holding the row, when
+//! the row has none) plus the delays of its step and the steps before it, or at that
+//! acknowledgement if it is later: the engine cannot be late for a follow-up it has not been
+//! told about. Rows are stored while an upload streams, so a follow-up can arrive before its
+//! upload's acknowledgement; such lateness counts as zero.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use followup_core::plan::add_step_delay;
 use serde::{Deserialize, Serialize};
 
 use crate::contacts::{ContactGenerator, StartInstants};
 use crate::ingest::CompletedUpload;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, TimeMode};
 use crate::setup::REF_PREFIX;
 
 /// One send the fakes accepted, as `GET /_fake/received` lists it.
@@ -75,11 +78,14 @@ pub struct Delivery {
     /// Receipts without a reference of this run, such as another run's messages on shared
     /// fakes.
     pub unmatched: u64,
-    /// Expected follow-ups received per second, from the first receipt to the last.
+    /// Expected follow-ups received per second of wall time: from the first receipt to the
+    /// last under real time, over the clock phase under virtual time.
     pub sends_per_second: f64,
-    /// From due to receipt; `None` with a send window, whose due instants the harness does not
-    /// compute, or with nothing received.
+    /// From due to receipt, on the fakes' clock, which is virtual under virtual time. `None`
+    /// with a send window, whose due instants the harness does not compute, or with nothing
+    /// received.
     pub lateness_ms: Option<Percentiles>,
+    /// Sends per second of the run; empty under virtual time.
     pub timeline: Vec<TimelinePoint>,
 }
 
@@ -88,7 +94,8 @@ pub(crate) struct ExpectedFollowUps {
     generators: HashMap<u32, ContactGenerator>,
     /// Completed uploads of each tenant, by first row.
     uploads: HashMap<u32, Vec<CompletedUpload>>,
-    delays: Vec<TimeDelta>,
+    /// Each step's delay after the step before, in seconds.
+    delays: Vec<u64>,
     seed: u64,
     /// Whether due instants can be computed: not under a send window.
     dated: bool,
@@ -119,12 +126,8 @@ impl ExpectedFollowUps {
         }
         // A delay the scenario check let through always parses; 0 is never used for dating
         // because validation rejects the scenario first.
-        let delays = scenario
-            .sequence
-            .steps
-            .iter()
-            .map(|step| TimeDelta::seconds(step.delay.seconds().unwrap_or(0) as i64))
-            .collect();
+        let delays =
+            scenario.sequence.steps.iter().map(|step| step.delay.seconds().unwrap_or(0)).collect();
         Self {
             generators,
             uploads,
@@ -140,8 +143,12 @@ impl ExpectedFollowUps {
     }
 
     /// The due instant of a follow-up, or `None` if the run did not create it.
+    ///
+    /// The engine plans each step from the step before, adding whole days on the contact's
+    /// local calendar, so a day across a DST change is 23 or 25 hours. The harness plans with
+    /// the engine's own function.
     fn due(&self, reference: FollowUpRef) -> Option<DateTime<Utc>> {
-        let delay = *self.delays.get(reference.step)?;
+        let delays = self.delays.get(..=reference.step)?;
         let generator = self.generators.get(&reference.tenant)?;
         let uploads = self.uploads.get(&reference.tenant)?;
         let position = uploads.partition_point(|upload| upload.rows.start <= reference.row);
@@ -149,7 +156,10 @@ impl ExpectedFollowUps {
         if !upload.rows.contains(&reference.row) || generator.is_invalid(reference.row) {
             return None;
         }
-        let planned = generator.start_of(reference.row).unwrap_or(upload.acknowledged_at) + delay;
+        let timezone: Tz = generator.row(reference.row).timezone.parse().ok()?;
+        let start = generator.start_of(reference.row).unwrap_or(upload.acknowledged_at);
+        let planned =
+            delays.iter().fold(start, |from, delay| add_step_delay(from, timezone, *delay));
         Some(planned.max(upload.acknowledged_at))
     }
 
@@ -178,13 +188,18 @@ struct FollowUpRef {
 /// Matches `receipts` with `expected`. `ended_unsent` is the number of follow-ups the engine
 /// reports as ended without a send, which are not lost; `rss_samples` are the engine's
 /// resident memory by instant, when sampled.
+///
+/// Under virtual time the timeline stays empty: its seconds would be virtual, days of them,
+/// and the memory samples are taken in wall time, so the two would not line up.
 pub(crate) fn analyse(
     expected: &ExpectedFollowUps,
     receipts: &[Receipt],
     ended_unsent: u64,
     run_started: DateTime<Utc>,
     rss_samples: &[(DateTime<Utc>, u64)],
+    time: TimeMode,
 ) -> Delivery {
+    let with_timeline = time == TimeMode::Real;
     let mut seen: HashMap<FollowUpRef, u32> = HashMap::new();
     let mut lateness = Vec::new();
     let mut unmatched = 0;
@@ -202,8 +217,9 @@ pub(crate) fn analyse(
             continue;
         };
         let second = seconds_since(run_started, receipt.received_at);
-        let point = point_at(&mut timeline, second);
-        point.sends += 1;
+        if with_timeline {
+            point_at(&mut timeline, second).sends += 1;
+        }
         let count = seen.entry(reference).or_default();
         *count += 1;
         if *count > 1 {
@@ -214,6 +230,9 @@ pub(crate) fn analyse(
         if expected.dated {
             let late = (receipt.received_at - due).num_milliseconds().max(0) as u64;
             lateness.push(late);
+            if !with_timeline {
+                continue;
+            }
             if per_second_lateness.len() <= second as usize {
                 per_second_lateness.resize_with(second as usize + 1, Vec::new);
             }
@@ -226,7 +245,7 @@ pub(crate) fn analyse(
             point_at(&mut timeline, second as u64).lateness_p99_ms = Some(percentiles.p99);
         }
     }
-    for (at, rss) in rss_samples {
+    for (at, rss) in rss_samples.iter().filter(|_| with_timeline) {
         let point = point_at(&mut timeline, seconds_since(run_started, *at));
         point.rss_bytes = Some(point.rss_bytes.map_or(*rss, |seen| seen.max(*rss)));
     }

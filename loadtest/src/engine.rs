@@ -14,10 +14,9 @@ use rand::Rng;
 
 use crate::crash::StoreTarget;
 use crate::crash::processes::{
-    EngineProcess, EngineSettings, FakesProcess, free_port, inspection_client,
+    EngineProcess, EngineProviders, EngineSettings, FakesProcess, free_port, inspection_client,
 };
-use crate::delivery::Receipt;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, TimeMode};
 
 /// The engine's resident memory in bytes by instant, shared with the sampling task.
 type MemorySamples = Arc<Mutex<Vec<(DateTime<Utc>, u64)>>>;
@@ -27,7 +26,9 @@ const SAMPLE_PERIOD: Duration = Duration::from_millis(500);
 
 /// The fakes and the engine of a run, stopped when dropped; their directory goes after them.
 pub(crate) struct OwnEngine {
-    fakes: FakesProcess,
+    /// `followup fakes`, under real time only: under virtual time the engine's built-in fakes
+    /// share its virtual clock.
+    fakes: Option<FakesProcess>,
     engine: EngineProcess,
     pub url: String,
     pub admin_token: Sensitive<String>,
@@ -66,7 +67,8 @@ pub struct ProcessFigures {
 
 impl OwnEngine {
     /// Starts the fakes with the scenario's latency, faults and limits, then the engine
-    /// against them, and waits until the engine is ready.
+    /// against them, and waits until the engine is ready. Under virtual time, starts only the
+    /// engine, with `--virtual-clock` and its built-in fakes.
     pub(crate) async fn start(followup: &Path, scenario: &Scenario) -> anyhow::Result<Self> {
         let work_dir = WorkDir {
             path: std::env::temp_dir().join(format!(
@@ -83,19 +85,10 @@ impl OwnEngine {
         std::fs::write(&config_file, engine_config(scenario))
             .with_context(|| format!("failed to write {}", config_file.display()))?;
 
-        let limits = [scenario.connections.gmail, scenario.connections.twilio];
-        // The fakes take one pair of limits for every account: the larger of the two kinds,
-        // so that neither kind of connection is refused below its own limit.
-        let per_minute = limits.iter().filter_map(|l| l.per_minute).max().unwrap_or(u32::MAX);
-        let per_day = limits.iter().filter_map(|l| l.per_day).max().unwrap_or(u32::MAX);
-        let fakes = FakesProcess::start(
-            followup,
-            per_minute,
-            per_day,
-            Duration::from_millis(scenario.fakes.latency_ms),
-            &scenario.fakes.faults,
-            &dir.join("fakes.log"),
-        )?;
+        let fakes = match scenario.time {
+            TimeMode::Real => Some(start_fakes(followup, scenario, &dir.join("fakes.log"))?),
+            TimeMode::Virtual => None,
+        };
 
         let admin_token = Sensitive::new(format!("loadtest-{:032x}", rand::rng().random::<u128>()));
         let settings = EngineSettings {
@@ -108,7 +101,13 @@ impl OwnEngine {
             admin_token: admin_token.clone(),
             master_key: generate_master_key(followup)?,
         };
-        let engine = EngineProcess::start(&settings, &fakes.urls, &inspection_client()?).await?;
+        // NOTE: under virtual time a stalled request of the fault profile costs the engine's
+        // request timeout (30 s) in wall time, which the virtual clock does not see.
+        let providers = match &fakes {
+            Some(fakes) => EngineProviders::ExternalFakes(&fakes.urls),
+            None => EngineProviders::VirtualClockFakes { faults: &scenario.fakes.faults },
+        };
+        let engine = EngineProcess::start(&settings, providers, &inspection_client()?).await?;
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampler = tokio::spawn(sample_memory(engine.pid(), Arc::clone(&samples)));
         Ok(Self {
@@ -122,14 +121,10 @@ impl OwnEngine {
         })
     }
 
-    /// Reads every send the fakes accepted.
-    pub(crate) async fn receipts(&self) -> anyhow::Result<Vec<Receipt>> {
-        self.fakes.inspect(&inspection_client()?, "received").await
-    }
-
-    /// Sends the fakes received beyond an account's limit.
-    pub(crate) async fn rate_limit_violations(&self) -> anyhow::Result<u64> {
-        Ok(self.fakes.counters(&inspection_client()?).await?.rate_limit_violations)
+    /// Returns the base URL of the `followup fakes` process, which serves the receipts of all
+    /// its fakes. Returns `None` under virtual time, because the fakes then run in the engine.
+    pub(crate) fn fakes_url(&self) -> Option<String> {
+        self.fakes.as_ref().map(|fakes| fakes.urls.twilio.clone())
     }
 
     /// Returns the engine's memory samples so far, by instant.
@@ -161,8 +156,32 @@ impl OwnEngine {
     }
 }
 
+/// Starts `followup fakes` with the scenario's latency, faults and limits.
+fn start_fakes(
+    followup: &Path,
+    scenario: &Scenario,
+    log_file: &Path,
+) -> anyhow::Result<FakesProcess> {
+    let limits = [scenario.connections.gmail, scenario.connections.twilio];
+    // The fakes take one pair of limits for every account: the larger of the two kinds,
+    // so that neither kind of connection is refused below its own limit.
+    let per_minute = limits.iter().filter_map(|l| l.per_minute).max().unwrap_or(u32::MAX);
+    let per_day = limits.iter().filter_map(|l| l.per_day).max().unwrap_or(u32::MAX);
+    FakesProcess::start(
+        followup,
+        per_minute,
+        per_day,
+        Duration::from_millis(scenario.fakes.latency_ms),
+        &scenario.fakes.faults,
+        log_file,
+    )
+}
+
 /// Returns the engine's configuration: the scenario's plan with quotas that never bind, so
-/// that a run measures dispatch rather than billing, and the scenario's Gmail project limits.
+/// that a run measures dispatch rather than billing, the scenario's Gmail project limits and
+/// store cache. Under virtual time the operator API counts on every request, so that the
+/// settle phase after the clock phase ends with its first poll instead of waiting for the next
+/// background count.
 fn engine_config(scenario: &Scenario) -> String {
     let unlimited = u32::MAX;
     let mut config = String::new();
@@ -182,6 +201,9 @@ fn engine_config(scenario: &Scenario) -> String {
          {unlimited}\n",
         scenario.plan
     );
+    if scenario.time == TimeMode::Virtual {
+        config.push_str("[admin]\nsnapshot_refresh_millis = 0\n");
+    }
     config
 }
 

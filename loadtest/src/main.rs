@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use followup_core::sensitive::Sensitive;
 use followup_loadtest::{
-    BackgroundSpec, EXIT_STATUS_HELP, LoadOptions, Scenario, Target, run, svg,
+    BackgroundSpec, EXIT_STATUS_HELP, LoadOptions, Scenario, Target, TimeMode, run, svg,
 };
 
 /// Generates tenants, contacts and schedules, streams them to a followup engine on a loopback
@@ -18,11 +18,13 @@ use followup_loadtest::{
 #[command(version, after_help = EXIT_STATUS_HELP)]
 struct Args {
     /// Start `followup fakes` and `followup serve` from this `followup` binary, on loopback
-    /// with a fresh store, instead of loading a running engine.
+    /// with a fresh store, instead of loading a running engine. With a scenario on `time:
+    /// virtual`, start only `followup serve --virtual-clock` with its built-in fakes.
     #[arg(long, value_name = "FOLLOWUP", conflicts_with_all = ["url", "fakes_url"])]
     engine: Option<PathBuf>,
 
-    /// Base URL of a running engine; the host must be 127.0.0.0/8, ::1 or localhost.
+    /// Base URL of a running engine; the host must be 127.0.0.0/8, ::1 or localhost. A
+    /// scenario on `time: virtual` needs an engine started with `--virtual-clock`.
     #[arg(long, env = "FOLLOWUP_LOADTEST_URL", required_unless_present = "engine")]
     url: Option<String>,
 
@@ -31,7 +33,8 @@ struct Args {
     admin_token: Option<Sensitive<String>>,
 
     /// Base URL of the `followup fakes` the running engine sends to, so that sends are
-    /// matched with what the fakes received.
+    /// matched with what the fakes received. Without it, an engine on a virtual clock is asked
+    /// for its built-in fakes' URL (`GET /admin/v1/fakes`).
     #[arg(long)]
     fakes_url: Option<String>,
 
@@ -148,12 +151,15 @@ async fn run_and_print(args: Args) -> anyhow::Result<bool> {
         },
         (None, None) => anyhow::bail!("pass --engine FOLLOWUP or --url URL"),
     };
-    let options = LoadOptions {
-        target,
-        scenario: args.scenario()?,
-        show_progress: true,
-        keep_files: args.keep_files,
-    };
+    let scenario = args.scenario()?;
+    if args.svg.is_some() && scenario.time == TimeMode::Virtual {
+        anyhow::bail!(
+            "--svg draws sends per second of the run, which a scenario with time: virtual does \
+             not record because its seconds are virtual; drop --svg or run on real time"
+        );
+    }
+    let options =
+        LoadOptions { target, scenario, show_progress: true, keep_files: args.keep_files };
     let report = run(options).await?;
     if let Some(path) = &args.svg {
         let timeline = report.delivery.as_ref().map(|d| d.timeline.as_slice()).unwrap_or_default();

@@ -8,7 +8,9 @@ use serde::Serialize;
 use crate::delivery::{Delivery, Percentiles};
 use crate::engine::ProcessFigures;
 use crate::ingest::IngestTotals;
+use crate::scenario::TimeMode;
 use crate::settle::{Accounting, SettleOutcome};
+use crate::virtual_time::ClockSummary;
 
 /// Everything a run measured, printed as text or as one JSON object.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -16,6 +18,10 @@ pub struct LoadReport {
     pub scenario: String,
     pub tenants: u32,
     pub contacts_per_tenant: u64,
+    /// The clock the engine dispatched under, `real` or `virtual`.
+    pub time: TimeMode,
+    /// How the harness moved the virtual clock; `None` under real time.
+    pub clock: Option<ClockSummary>,
     /// The figures a comparison reads, at the top level of the JSON object.
     #[serde(flatten)]
     pub headline: Headline,
@@ -40,9 +46,10 @@ pub struct LoadReport {
 pub struct Headline {
     /// Rows the engine read per second of ingest.
     pub ingest_rows_per_s: f64,
-    /// Follow-ups the fakes received per second, first receipt to last.
+    /// Follow-ups the fakes received per second of wall time: first receipt to last under
+    /// real time, over the clock phase under virtual time.
     pub sends_per_s: Option<f64>,
-    /// From due to receipt at the fakes.
+    /// From due to receipt at the fakes, on the virtual clock under virtual time.
     pub lateness_ms: Option<Percentiles>,
     pub peak_rss_bytes: Option<u64>,
     /// The engine's CPU time under the measured load (from its first upload to the end of the
@@ -126,10 +133,14 @@ pub(crate) struct RunFacts<'a> {
     pub scenario: &'a str,
     pub tenants: u32,
     pub contacts_per_tenant: u64,
+    pub time: TimeMode,
     pub ingest: IngestTotals,
     pub ingest_seconds: f64,
     pub expected_follow_ups: u64,
     pub settle: SettleOutcome,
+    pub clock: Option<ClockSummary>,
+    /// Why the clock phase ended early, if it did.
+    pub clock_problem: Option<String>,
     pub delivery: Option<Delivery>,
     pub rate_limit_violations: Option<u64>,
     pub engine_process: Option<ProcessFigures>,
@@ -184,6 +195,13 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
 
     let mut problems = ingest.problems.clone();
     problems.extend(facts.settle.error.clone());
+    problems.extend(facts.clock_problem.map(|problem| format!("virtual clock: {problem}")));
+    if let Some(clock) = facts.clock.as_ref().filter(|clock| !clock.settled) {
+        problems.push(format!(
+            "the virtual clock stopped at {} with follow-ups still waiting in the engine",
+            clock.ended_at
+        ));
+    }
     if let Some(background) = facts.background.as_ref().filter(|b| b.failed_uploads > 0) {
         problems.push(format!(
             "{} uploads of the backlog failed: it holds {} follow-ups, not the scenario's",
@@ -194,6 +212,8 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
         scenario: facts.scenario.to_owned(),
         tenants: facts.tenants,
         contacts_per_tenant: facts.contacts_per_tenant,
+        time: facts.time,
+        clock: facts.clock,
         headline,
         ingest: IngestSummary {
             rows_per_second: per_second(ingest.rows, facts.ingest_seconds),
@@ -221,7 +241,7 @@ pub(crate) fn build(facts: RunFacts<'_>) -> LoadReport {
     }
 }
 
-fn per_second(count: u64, seconds: f64) -> f64 {
+pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
 }
 
@@ -261,6 +281,19 @@ impl fmt::Display for LoadReport {
             settle.follow_ups_per_second,
             settle.seconds_total,
         )?;
+        if let Some(clock) = &self.clock {
+            writeln!(
+                f,
+                "time: virtual; the clock moved {:.2} days ({:.0} s) in {:.1}s of wall time \
+                 (dispatch rounds {}, clock run requests {}); lateness is in virtual time, \
+                 sends/s in wall time",
+                clock.virtual_seconds / 86_400.0,
+                clock.virtual_seconds,
+                clock.wall_seconds,
+                clock.rounds,
+                clock.requests,
+            )?;
+        }
         if let Some(background) = &self.background {
             writeln!(
                 f,
@@ -285,9 +318,14 @@ impl LoadReport {
         let Some(delivery) = &self.delivery else {
             return writeln!(f, "delivery: not measured (the fakes' receipts were not read)");
         };
+        let (rate_clock, lateness_clock) = match self.time {
+            TimeMode::Real => ("", ""),
+            TimeMode::Virtual => (" (wall clock)", " (virtual time)"),
+        };
         write!(
             f,
-            "delivery: {} of {} follow-ups received, {:.0} sends/s, {} lost, {} duplicates",
+            "delivery: {} of {} follow-ups received, {:.0} sends/s{rate_clock}, {} lost, {} \
+             duplicates",
             delivery.received,
             delivery.expected,
             delivery.sends_per_second,
@@ -297,7 +335,7 @@ impl LoadReport {
         match delivery.lateness_ms {
             Some(late) => writeln!(
                 f,
-                ", lateness p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                ", lateness{lateness_clock} p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
                 late.p50, late.p90, late.p99, late.max
             )?,
             None => writeln!(f, ", lateness not measured")?,

@@ -18,6 +18,9 @@ pub const MAX_CONTACTS_PER_TENANT: u64 = 5_000_000;
 pub const MAX_CONCURRENCY: usize = 256;
 /// Maximum run time, so that a forgotten run cannot hold the engine for days.
 pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 3_600;
+/// Maximum virtual time a scenario under `time: virtual` plans, from its start to its last due
+/// instant: one year.
+pub const MAX_VIRTUAL_SPAN_SECONDS: u64 = 366 * 86_400;
 
 /// One load scenario. Every field has a default, so a file names only what it changes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,30 @@ pub struct Scenario {
     /// the engine under a large backlog.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<BackgroundSpec>,
+    /// The clock the engine dispatches under: the system clock, or a virtual clock that the
+    /// harness moves from one due instant to the next, so that days of steps run in seconds.
+    pub time: TimeMode,
+}
+
+/// The clock a run's engine dispatches under.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeMode {
+    /// The system clock: follow-ups fall due in wall time.
+    #[default]
+    Real,
+    /// A virtual clock that stands still during ingest and that the harness then moves with
+    /// `POST /admin/v1/clock/run`; lateness is measured on it.
+    Virtual,
+}
+
+impl TimeMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeMode::Real => "real",
+            TimeMode::Virtual => "virtual",
+        }
+    }
 }
 
 /// A backlog that stays pending during the run: `pending` follow-ups spread over `tenants`
@@ -232,6 +259,7 @@ impl Default for Scenario {
             start: None,
             fakes: FakeBehaviour::default(),
             background: None,
+            time: TimeMode::Real,
         }
     }
 }
@@ -410,7 +438,50 @@ impl Scenario {
                 start.after_seconds
             );
         }
+        if self.time == TimeMode::Virtual {
+            self.validate_virtual()?;
+        }
         self.sequence.validate()
+    }
+
+    /// Rejects the settings that a virtual clock cannot honour.
+    fn validate_virtual(&self) -> anyhow::Result<()> {
+        ensure!(
+            self.background.is_none(),
+            "background is set with time: virtual: the virtual clock would jump to the \
+             backlog's due instant 30 days ahead and send it; drop one of the two"
+        );
+        ensure!(
+            self.fakes.latency_ms == 0,
+            "fakes.latency_ms is {} with time: virtual: the virtual clock stands still while a \
+             request waits, so a latency would cost wall time without showing as lateness; set \
+             it to 0",
+            self.fakes.latency_ms
+        );
+        let span = self.virtual_span_seconds()?;
+        ensure!(
+            span <= MAX_VIRTUAL_SPAN_SECONDS,
+            "the scenario spans {span} s of virtual time (start.after_seconds, \
+             start.spread_seconds and the step delays together): expected at most \
+             {MAX_VIRTUAL_SPAN_SECONDS}"
+        );
+        Ok(())
+    }
+
+    /// The seconds from the run's start to the last due instant it plans: the start's offset
+    /// and spread plus the sum of the step delays. Send windows and rate limits can move
+    /// follow-ups later than that.
+    pub fn virtual_span_seconds(&self) -> anyhow::Result<u64> {
+        let mut span =
+            self.start.map_or(0, |start| start.after_seconds.saturating_add(start.spread_seconds));
+        for (index, step) in self.sequence.steps.iter().enumerate() {
+            let delay = step
+                .delay
+                .seconds()
+                .map_err(|problem| anyhow::anyhow!("sequence.steps[{index}].delay: {problem}"))?;
+            span = span.saturating_add(delay);
+        }
+        Ok(span)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use followup_core::api::{AdminSnapshot, TenantFollowUpCounts, TenantSummary};
 use followup_core::domain::FollowUpState;
 use followup_core::ids::TenantId;
@@ -169,6 +170,19 @@ async fn poll(
     Ok((Some(snapshot.now.clone()), count(&snapshot, run_tenants, &ours)))
 }
 
+/// Returns whether a count the engine made at `counted_at` may end the settle phase: one made
+/// after `first_count_at`, or under a virtual clock one made at or after `counted_since`.
+pub(crate) fn count_may_end_phase(
+    counted_at: &str,
+    first_count_at: &str,
+    counted_since: Option<DateTime<Utc>>,
+) -> bool {
+    match counted_since {
+        Some(since) => DateTime::parse_from_rfc3339(counted_at).is_ok_and(|at| at >= since),
+        None => counted_at != first_count_at,
+    }
+}
+
 /// Splits per-state totals into settled and unsettled. A state name this build does not know
 /// counts as unsettled, so that an engine with new states cannot end the phase early.
 fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
@@ -183,22 +197,33 @@ fn split_totals(totals: &BTreeMap<String, u64>) -> (u64, u64) {
     (settled, unsettled)
 }
 
-/// Polls every `poll_interval` until the run's follow-ups are settled, `deadline` passes or
-/// [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
+/// Polling settings of the settle phase.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Polling {
+    pub interval: Duration,
+    pub deadline: Instant,
+    /// Under a virtual clock, the instant the clock stopped at; see [`wait_until_settled`].
+    pub counted_since: Option<DateTime<Utc>>,
+    pub show_progress: bool,
+}
+
+/// Polls every `polling.interval` until the run's follow-ups are settled, the deadline passes
+/// or [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
 ///
 /// The snapshot's counts come from a pass in the background every few seconds, and `now` in
 /// its answer says when. A count whose `now` equals the first poll's may predate the end of
-/// ingest, so only counts made after the first poll may end the phase. Counts read per tenant
-/// are made at the request and may end it at once.
+/// ingest, so only counts made after the first poll may end the phase. A virtual clock stops
+/// moving once dispatch is over, so that rule would never end the phase: with
+/// `counted_since`, any count the engine made at or after that instant on its clock may end it
+/// instead. Counts read per tenant are made at the request and may end it at once.
 pub(crate) async fn wait_until_settled(
     client: &EngineClient,
     run_tenants: &HashSet<TenantId>,
     tenant_filter: &str,
     expected: u64,
-    poll_interval: Duration,
-    deadline: Instant,
-    show_progress: bool,
+    polling: Polling,
 ) -> SettleOutcome {
+    let Polling { interval: poll_interval, deadline, counted_since, show_progress } = polling;
     let started = Instant::now();
     let progress = Progress::start("settle", "follow-ups", expected, show_progress);
     let mut outcome =
@@ -219,7 +244,7 @@ pub(crate) async fn wait_until_settled(
                     None => true,
                     Some(counted_at) => {
                         let first = first_count_at.get_or_insert_with(|| counted_at.clone());
-                        *first != counted_at
+                        count_may_end_phase(&counted_at, first, counted_since)
                     }
                 };
                 outcome.settled = count.unsettled == 0 && current;

@@ -6,8 +6,8 @@ use actix_web::{HttpResponse, web};
 use super::AppState;
 use super::error::route_not_found;
 use super::{
-    account_api, admin_api, admin_stream, billing_api, forecast_api, operator_actions, stops_api,
-    tenant_api, unsubscribe_page, usage_api, webhooks,
+    account_api, admin_api, admin_stream, billing_api, clock_api, forecast_api, operator_actions,
+    stops_api, tenant_api, unsubscribe_page, usage_api, webhooks,
 };
 
 /// Registers every route on an actix-web app.
@@ -45,6 +45,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route("/admin/v1/audit", web::get().to(operator_actions::audit_log))
         .route("/admin/v1/cluster", web::get().to(admin_api::cluster))
         .route("/admin/v1/keys/rotate", web::post().to(admin_api::rotate_keys))
+        .route("/admin/v1/clock", web::get().to(clock_api::get_clock))
+        .route("/admin/v1/clock/run", web::post().to(clock_api::run_clock))
+        .route("/admin/v1/fakes", web::get().to(clock_api::get_fakes))
         .route("/admin/v1/usage", web::get().to(usage_api::all_usage))
         .route("/admin/v1/tenants/{id}/plan", web::put().to(usage_api::change_plan))
         .route("/admin/v1/tenants/{id}/stripe-customer", web::put().to(billing_api::link_customer))

@@ -56,6 +56,19 @@ pub(crate) fn serve_to_fakes(data_dir: &Path, port: u16, urls: &Value) -> Comman
     command
 }
 
+/// Returns the command of `followup serve` on 127.0.0.1:`port` with its store in `data_dir`,
+/// its built-in fakes (`--providers fake`) and the test master key.
+pub(crate) fn serve_with_built_in_fakes(data_dir: &Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_followup"));
+    command
+        .args(["serve", "--providers", "fake", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("FOLLOWUP_MASTER_KEY", MASTER_KEY);
+    command
+}
+
 /// Waits up to 30 s for the engine at `base` to return success from `/readyz`.
 pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

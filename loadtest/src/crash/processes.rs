@@ -182,6 +182,16 @@ impl EngineSettings {
     }
 }
 
+/// The providers a started engine sends to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EngineProviders<'a> {
+    /// `--providers live`, pointed at a `followup fakes` process.
+    ExternalFakes(&'a FakeUrls),
+    /// `--providers fake --virtual-clock`: the engine's built-in fakes with the fault profile
+    /// `faults`, on the engine's virtual clock.
+    VirtualClockFakes { faults: &'a str },
+}
+
 /// A running `followup serve`.
 #[derive(Debug)]
 pub(crate) struct EngineProcess {
@@ -195,7 +205,7 @@ impl EngineProcess {
     /// Starts the engine and waits until it answers `/readyz` with success.
     pub(crate) async fn start(
         settings: &EngineSettings,
-        urls: &FakeUrls,
+        providers: EngineProviders<'_>,
         http: &reqwest::Client,
     ) -> anyhow::Result<Self> {
         let log = File::options()
@@ -204,16 +214,27 @@ impl EngineProcess {
             .open(&settings.log_file)
             .with_context(|| format!("failed to open {}", settings.log_file.display()))?;
         let mut command = Command::new(&settings.followup);
+        command.arg("serve");
+        match providers {
+            EngineProviders::ExternalFakes(urls) => {
+                command
+                    .args(["--providers", "live"])
+                    .args(["--gmail-base-url", &urls.gmail, "--graph-base-url", &urls.graph])
+                    .args(["--twilio-base-url", &urls.twilio])
+                    .args(["--google-token-url", &urls.google_token])
+                    .args(["--microsoft-token-url", &urls.microsoft_token]);
+            }
+            EngineProviders::VirtualClockFakes { faults } => {
+                command.args(["--providers", "fake", "--virtual-clock", "--faults", faults]);
+            }
+        }
         command
-            .args(["serve", "--providers", "live", "--listen"])
+            .arg("--listen")
             .arg(format!("127.0.0.1:{}", settings.port))
             .arg("--config")
             .arg(&settings.config_file)
             .arg("--data-dir")
             .arg(&settings.data_dir)
-            .args(["--gmail-base-url", &urls.gmail, "--graph-base-url", &urls.graph])
-            .args(["--twilio-base-url", &urls.twilio, "--google-token-url", &urls.google_token])
-            .args(["--microsoft-token-url", &urls.microsoft_token])
             // Every engine of a run is the same node restarted, as a supervisor restarts a
             // single engine: it takes its tenants back at once instead of waiting out the
             // killed process's leases, which is what the checks after each restart assume.

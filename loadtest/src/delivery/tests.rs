@@ -1,7 +1,7 @@
-use chrono::TimeZone;
+use chrono::{TimeDelta, TimeZone};
 
 use super::*;
-use crate::scenario::{Delay, StartSpec};
+use crate::scenario::{Delay, StartSpec, StepSpec};
 
 fn at(seconds: i64, millis: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + seconds, 0).single().expect("valid instant")
@@ -84,7 +84,8 @@ fn counts_lost_duplicates_and_lateness() {
         receipt("d\nref lt-7-0-0-s1", at(70, 0)),
         receipt("stranger", at(12, 0)),
     ];
-    let delivery = analyse(&expected, &receipts, 1, at(0, 0), &[(at(11, 0), 4_096)]);
+    let delivery =
+        analyse(&expected, &receipts, 1, at(0, 0), &[(at(11, 0), 4_096)], TimeMode::Real);
     assert_eq!(delivery.expected, 6);
     assert_eq!(delivery.received, 4);
     assert_eq!(delivery.duplicates, 1);
@@ -111,7 +112,62 @@ fn no_lateness_under_a_send_window() {
     });
     let expected = ExpectedFollowUps::new(&scenario, None, &[upload(0, 0..2, at(0, 0))]);
     let receipts = [receipt("a\nref lt-7-0-0-s0", at(3, 0))];
-    let delivery = analyse(&expected, &receipts, 0, at(0, 0), &[]);
+    let delivery = analyse(&expected, &receipts, 0, at(0, 0), &[], TimeMode::Real);
     assert_eq!(delivery.received, 1);
     assert_eq!(delivery.lateness_ms, None);
+}
+
+#[test]
+fn virtual_time_days_apart_without_timeline() {
+    let mut scenario = scenario();
+    scenario.sequence.steps[1].delay = Delay::Text("3d".to_owned());
+    let expected = ExpectedFollowUps::new(&scenario, None, &[upload(0, 0..2, at(0, 0))]);
+    let three_days = 3 * 86_400;
+    let receipts = [
+        receipt("a\nref lt-7-0-0-s0", at(0, 0)),
+        receipt("b\nref lt-7-0-1-s0", at(0, 5)),
+        receipt("c\nref lt-7-0-0-s1", at(three_days, 20)),
+        receipt("d\nref lt-7-0-1-s1", at(three_days, 40)),
+    ];
+    let delivery =
+        analyse(&expected, &receipts, 0, at(0, 0), &[(at(1, 0), 4_096)], TimeMode::Virtual);
+    assert_eq!(delivery.received, 4);
+    assert_eq!(delivery.lost, 0);
+    let lateness = delivery.lateness_ms.expect("lateness measured");
+    assert_eq!(lateness.max, 40, "measured from each step's due instant, days after the first");
+    assert!(delivery.timeline.is_empty(), "{} points", delivery.timeline.len());
+}
+
+#[test]
+fn later_steps_add_up_delays() {
+    let mut scenario = scenario();
+    scenario.sequence.steps.push(StepSpec {
+        channel: followup_core::domain::Channel::Sms,
+        delay: Delay::Text("2m".to_owned()),
+        subject: None,
+        body: "third".to_owned(),
+    });
+    let expected = ExpectedFollowUps::new(&scenario, None, &[upload(0, 0..2, at(0, 0))]);
+    let reference = |step| FollowUpRef { tenant: 0, row: 0, step };
+    assert_eq!(expected.due(reference(0)), Some(at(0, 0)));
+    assert_eq!(expected.due(reference(1)), Some(at(60, 0)));
+    assert_eq!(expected.due(reference(2)), Some(at(180, 0)), "1 min, then 2 min after that");
+}
+
+#[test]
+fn day_delays_follow_the_contact_calendar() {
+    // 2026-03-08 05:00 UTC is midnight in New York, two hours before its clocks go forward on
+    // that Sunday, so one day later on New York's calendar is 23 hours later.
+    let mut scenario = scenario();
+    scenario.sequence.steps[1].delay = Delay::Text("1d".to_owned());
+    let start = Utc.with_ymd_and_hms(2026, 3, 8, 5, 0, 0).single().expect("valid instant");
+    let expected = ExpectedFollowUps::new(&scenario, None, &[upload(0, 0..20, start)]);
+    let generator = scenario.contacts_of(0, None);
+    let row = (0..20)
+        .find(|&row| {
+            !generator.is_invalid(row) && generator.row(row).timezone == "America/New_York"
+        })
+        .expect("a valid New York row among the first 20");
+    let due = expected.due(FollowUpRef { tenant: 0, row, step: 1 }).expect("a due instant");
+    assert_eq!(due - start, TimeDelta::hours(23));
 }

@@ -32,10 +32,13 @@ fn facts(ingest: IngestTotals, settle: SettleOutcome) -> RunFacts<'static> {
         scenario: "test",
         tenants: 2,
         contacts_per_tenant: 500,
+        time: TimeMode::Real,
         ingest,
         ingest_seconds: 2.0,
         expected_follow_ups,
         settle,
+        clock: None,
+        clock_problem: None,
         delivery: None,
         rate_limit_violations: None,
         engine_process: None,
@@ -134,4 +137,54 @@ fn text_report_lists_checks() {
     assert!(text.contains("ingest: 1000 rows"), "{text}");
     assert!(text.contains("check every follow-up settled: ok"), "{text}");
     assert!(text.ends_with("PASSED\n"), "{text}");
+}
+
+fn clock(settled: bool) -> ClockSummary {
+    let started_at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("valid instant");
+    ClockSummary {
+        started_at,
+        ended_at: started_at + chrono::TimeDelta::days(3),
+        virtual_seconds: 3.0 * 86_400.0,
+        wall_seconds: 1.5,
+        rounds: 40,
+        requests: 2,
+        settled,
+    }
+}
+
+#[test]
+fn virtual_time_named_in_text_and_json() {
+    let mut facts = facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_900, 0));
+    facts.time = TimeMode::Virtual;
+    facts.clock = Some(clock(true));
+    let report = build(facts);
+    assert!(report.passed, "{report}");
+    let text = report.to_string();
+    assert!(text.contains("time: virtual; the clock moved 3.00 days (259200 s)"), "{text}");
+    let json = serde_json::to_value(&report).expect("serializable");
+    assert_eq!(json["time"], "virtual");
+    assert_eq!(json["clock"]["virtual_seconds"], 259_200.0);
+    assert_eq!(json["clock"]["wall_seconds"], 1.5);
+}
+
+#[test]
+fn real_time_named_in_json() {
+    let report = build(facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_900, 0)));
+    let json = serde_json::to_value(&report).expect("serializable");
+    assert_eq!(json["time"], "real");
+    assert!(json["clock"].is_null(), "{json}");
+    assert!(!report.to_string().contains("time: virtual"));
+}
+
+#[test]
+fn clock_stopped_early_is_a_problem() {
+    let mut facts = facts(ingest(1_000, 50, 50), settled(Accounting::Exact, 1_000, 900));
+    facts.time = TimeMode::Virtual;
+    facts.clock = Some(clock(false));
+    facts.clock_problem = Some("clock run failed with status 409".to_owned());
+    let report = build(facts);
+    assert!(!report.passed);
+    let problems = report.problems.join("\n");
+    assert!(problems.contains("virtual clock: clock run failed with status 409"), "{problems}");
+    assert!(problems.contains("follow-ups still waiting"), "{problems}");
 }

@@ -192,3 +192,64 @@ fn gmail_project_limits_parse_and_zero_is_refused() {
         .expect_err("a limit of 0 must fail");
     assert!(format!("{error:#}").contains("gmail_project"), "{error:#}");
 }
+
+#[test]
+fn time_defaults_to_real() {
+    let scenario = Scenario::from_yaml("name: x\n").expect("valid scenario");
+    assert_eq!(scenario.time, TimeMode::Real);
+    let scenario = Scenario::from_yaml("time: virtual\n").expect("valid scenario");
+    assert_eq!(scenario.time, TimeMode::Virtual);
+}
+
+#[test]
+fn unknown_time_mode_rejected() {
+    let error = Scenario::from_yaml("time: simulated\n").expect_err("unknown mode");
+    let message = format!("{error:#}");
+    assert!(message.contains("simulated"), "{message}");
+    assert!(message.contains("virtual"), "the expected values are listed: {message}");
+}
+
+#[test]
+fn virtual_time_rejects_background() {
+    let yaml = "time: virtual\nbackground:\n  pending: 10\n";
+    let error = Scenario::from_yaml(yaml).expect_err("backlog under virtual time");
+    let message = format!("{error:#}");
+    assert!(message.contains("background"), "{message}");
+    assert!(message.contains("time: virtual"), "{message}");
+    assert!(Scenario::from_yaml("background:\n  pending: 10\n").is_ok(), "fine on real time");
+}
+
+#[test]
+fn virtual_time_rejects_fake_latency() {
+    let yaml = "time: virtual\nfakes:\n  latency_ms: 20\n";
+    let error = Scenario::from_yaml(yaml).expect_err("latency under virtual time");
+    assert!(format!("{error:#}").contains("fakes.latency_ms is 20"), "{error:#}");
+}
+
+#[test]
+fn virtual_span_adds_start_and_delays() {
+    let yaml = "time: virtual\nstart:\n  after_seconds: 60\n  spread_seconds: 40\nsequence:\n  \
+                name: s\n  steps:\n    - channel: sms\n      body: a\n    - channel: sms\n      \
+                delay: 2d\n      body: b\n    - channel: sms\n      delay: 5d\n      body: c\n";
+    let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
+    assert_eq!(scenario.virtual_span_seconds().expect("delays parse"), 100 + 7 * 86_400);
+}
+
+#[test]
+fn virtual_span_over_a_year_rejected() {
+    let yaml = "time: virtual\nsequence:\n  name: s\n  steps:\n    - channel: sms\n      \
+                body: a\n    - channel: sms\n      delay: 300d\n      body: b\n    - channel: sms\n      \
+                delay: 100d\n      body: c\n";
+    let error = Scenario::from_yaml(yaml).expect_err("span too long");
+    assert!(format!("{error:#}").contains("34560000 s of virtual time"), "{error:#}");
+    let real = yaml.replace("time: virtual\n", "");
+    assert!(Scenario::from_yaml(&real).is_ok(), "real time has no span limit");
+}
+
+#[test]
+fn virtual_week_scenario_fields() {
+    let path = scenarios_dir().join("virtual-week.yaml");
+    let scenario = Scenario::from_file(&path).expect("virtual-week.yaml");
+    assert_eq!(scenario.time, TimeMode::Virtual);
+    assert_eq!(scenario.virtual_span_seconds().expect("delays parse"), 7 * 86_400);
+}

@@ -125,3 +125,20 @@ fn per_tenant_counts_of_no_follow_up_are_settled() {
     let count = count_per_tenant(&[tenant_counts(&[]), tenant_counts(&[])]);
     assert_eq!((count.settled, count.unsettled), (0, 0));
 }
+
+#[test]
+fn real_time_needs_later_count() {
+    let first = "2026-12-05T06:00:00+00:00";
+    assert!(!count_may_end_phase(first, first, None), "the first count may predate ingest");
+    assert!(count_may_end_phase("2026-12-05T06:00:02+00:00", first, None));
+}
+
+#[test]
+fn virtual_counts_after_clock_stop() {
+    let stopped = DateTime::parse_from_rfc3339("2026-12-08T06:00:00Z").expect("valid").to_utc();
+    let at_stop = "2026-12-08T06:00:00+00:00";
+    assert!(count_may_end_phase(at_stop, at_stop, Some(stopped)), "first count at the stop");
+    let before = "2026-12-05T06:00:00+00:00";
+    assert!(!count_may_end_phase(before, before, Some(stopped)), "counted before the clock ran");
+    assert!(!count_may_end_phase("not a time", before, Some(stopped)));
+}
