@@ -50,9 +50,9 @@ pub struct EmbeddedStore {
 }
 
 /// Memory redb may use to cache pages by default, in MiB (`embedded_cache_mib`). redb's own
-/// default is 1 GiB, more than an engine that also runs actors and HTTP workers should give a
-/// cache; BENCHMARKS.md has the engine under a large store with several sizes.
-pub const DEFAULT_CACHE_MIB: u64 = 256;
+/// default is 1 GiB. With 1,000,000 follow-ups pending, 64 MiB instead of 256 MiB took the
+/// engine's peak RSS from 336 MiB to 141 MiB with the same lateness (BENCHMARKS.md).
+pub const DEFAULT_CACHE_MIB: u64 = 64;
 
 /// Makes the database file, and the data directory when the store created it, readable by
 /// their owner only, because the file contains contact data and provider credentials. A
