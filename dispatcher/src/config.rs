@@ -109,7 +109,30 @@ impl Config {
     }
 }
 
+/// Largest `embedded_cache_mib`: 1 TiB, far above the machines the engine runs on.
+pub const MAX_EMBEDDED_CACHE_MIB: u64 = 1 << 20;
+
+/// Smallest `dispatch.idle_poll_millis`: below it the drivers of idle tenants spin.
+pub const MIN_IDLE_POLL_MILLIS: u64 = 10;
+
 impl Config {
+    /// Checks the store's page cache and the dispatch pauses, naming the setting to fix.
+    pub fn validate_store_and_dispatch(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=MAX_EMBEDDED_CACHE_MIB).contains(&self.embedded_cache_mib),
+            "invalid embedded_cache_mib {}: expected 1 to {MAX_EMBEDDED_CACHE_MIB} (MiB)",
+            self.embedded_cache_mib
+        );
+        if let Some(idle_poll) = self.dispatch.idle_poll_millis {
+            anyhow::ensure!(
+                idle_poll >= MIN_IDLE_POLL_MILLIS,
+                "invalid [dispatch] idle_poll_millis {idle_poll}: expected at least \
+                 {MIN_IDLE_POLL_MILLIS}, or no value for the store's default"
+            );
+        }
+        Ok(())
+    }
+
     /// Checks every plan, naming the one to fix.
     pub fn validate_plans(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -939,6 +962,21 @@ mod tests {
         assert_eq!(parsed.plans["tiny"].over_quota, OverQuota::Hold);
         assert!(!parsed.plans.contains_key("free"));
         assert!(toml::from_str::<Config>("listn = \"127.0.0.1:1\"").is_err());
+    }
+
+    #[test]
+    fn store_cache_and_idle_poll_are_checked() {
+        assert!(Config::default().validate_store_and_dispatch().is_ok());
+        let parsed: Config = toml::from_str("embedded_cache_mib = 0\n").expect("valid TOML");
+        let error = parsed.validate_store_and_dispatch().expect_err("no cache");
+        assert!(error.to_string().contains("embedded_cache_mib 0"), "{error}");
+        let parsed: Config =
+            toml::from_str("[dispatch]\nidle_poll_millis = 0\n").expect("valid TOML");
+        let error = parsed.validate_store_and_dispatch().expect_err("a spinning poll");
+        assert!(error.to_string().contains("idle_poll_millis 0"), "{error}");
+        let parsed: Config =
+            toml::from_str("[dispatch]\nidle_poll_millis = 3600000\n").expect("valid TOML");
+        assert!(parsed.validate_store_and_dispatch().is_ok());
     }
 
     #[test]

@@ -43,9 +43,9 @@ use crate::actors::tenant::{
 use crate::breaker::BreakerSettings;
 use crate::cluster::{LeaseKeeper, TenantLease};
 use crate::config::{Config, ProvidersConfig, ProvidersMode};
-use crate::storage::StoreSelection;
 use crate::lifecycle::SendGate;
 use crate::operator_view::{LiveStats, OverviewCache};
+use crate::storage::StoreSelection;
 use crate::telemetry::{self, LatenessHistogram};
 use crate::tokens::{RefreshPolicy, TokenKeeper};
 use crate::unsubscribe::UnsubscribeLinks;
@@ -777,7 +777,8 @@ fn idle_poll(config: &Config) -> Duration {
         StoreSelection::MongoDb(_) => config.dispatch.tick_millis,
         StoreSelection::Embedded | StoreSelection::Directory(_) => EMBEDDED_IDLE_POLL_MILLIS,
     };
-    Duration::from_millis(config.dispatch.idle_poll_millis.unwrap_or(default).max(10))
+    let millis = config.dispatch.idle_poll_millis.unwrap_or(default);
+    Duration::from_millis(millis.max(crate::config::MIN_IDLE_POLL_MILLIS))
 }
 
 /// Default of `dispatch.idle_poll_millis` on the embedded store.

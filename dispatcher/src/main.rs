@@ -345,6 +345,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.admin.load_operator_tokens()?;
     telemetry::init_logs(config.log_format, "info,actix_server=warn");
     let metrics = telemetry::install_metrics()?;
+    config.validate_store_and_dispatch()?;
     let timeout = Duration::from_secs(config.store_timeout_seconds);
     let store = config.store.open(&config.data_dir, timeout, config.embedded_cache_mib).await?;
     tracing::info!(

@@ -71,8 +71,8 @@ impl StoreSelection {
             }
             StoreSelection::Embedded | StoreSelection::Directory(_) => {
                 let dir = self.embedded_dir(data_dir).unwrap_or(data_dir);
-                let cache_bytes = usize::try_from(cache_mib.saturating_mul(1 << 20))
-                    .unwrap_or(usize::MAX);
+                let cache_bytes =
+                    usize::try_from(cache_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
                 let store = embedded::open_with_cache(dir, cache_bytes).map_err(|error| {
                     anyhow::anyhow!("cannot open the embedded store in {}: {error}", dir.display())
                 })?;

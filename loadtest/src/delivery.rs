@@ -97,6 +97,9 @@ pub(crate) struct ExpectedFollowUps {
     /// Each step's delay after the step before, in seconds.
     delays: Vec<u64>,
     seed: u64,
+    /// The run tag every reference line of this run starts with, if set (see
+    /// `setup::with_receipt_refs`).
+    run_tag: Option<String>,
     /// Whether due instants can be computed: not under a send window.
     dated: bool,
     count: u64,
@@ -133,6 +136,7 @@ impl ExpectedFollowUps {
             uploads,
             delays,
             seed: scenario.seed,
+            run_tag: None,
             dated: scenario.sequence.window.is_none(),
             count,
         }
@@ -163,10 +167,21 @@ impl ExpectedFollowUps {
         Some(planned.max(upload.acknowledged_at))
     }
 
+    /// Matches only reference lines tagged with `run_tag`, so that receipts of earlier runs
+    /// against the same fakes are not taken for this run's.
+    pub(crate) fn of_run(mut self, run_tag: &str) -> Self {
+        self.run_tag = Some(run_tag.to_owned());
+        self
+    }
+
     /// Reads the reference line at the end of `body`, if it is one of this run's.
     fn reference(&self, body: &str) -> Option<FollowUpRef> {
         let line = body.trim_end().rsplit('\n').next()?;
-        let rest = line.strip_prefix(REF_PREFIX)?.strip_prefix("lt-")?;
+        let mut rest = line.strip_prefix(REF_PREFIX)?;
+        if let Some(run_tag) = &self.run_tag {
+            rest = rest.strip_prefix(run_tag.as_str())?.strip_prefix('/')?;
+        }
+        let rest = rest.strip_prefix("lt-")?;
         let rest = rest.strip_prefix(&format!("{}-", self.seed))?;
         let (tenant, rest) = rest.split_once('-')?;
         let (row, step) = rest.split_once("-s")?;

@@ -70,7 +70,7 @@ impl OwnEngine {
     /// against them, and waits until the engine is ready. Under virtual time, starts only the
     /// engine, with `--virtual-clock` and its built-in fakes.
     pub(crate) async fn start(followup: &Path, scenario: &Scenario) -> anyhow::Result<Self> {
-        let work_dir = WorkDir {
+        let mut work_dir = WorkDir {
             path: std::env::temp_dir().join(format!(
                 "followup-loadtest-{}-{:x}",
                 std::process::id(),
@@ -107,7 +107,14 @@ impl OwnEngine {
             Some(fakes) => EngineProviders::ExternalFakes(&fakes.urls),
             None => EngineProviders::VirtualClockFakes { faults: &scenario.fakes.faults },
         };
-        let engine = EngineProcess::start(&settings, providers, &inspection_client()?).await?;
+        let engine = match EngineProcess::start(&settings, providers, &inspection_client()?).await {
+            Ok(engine) => engine,
+            Err(error) => {
+                // The error points at the engine's log, which must outlive the run.
+                work_dir.keep = true;
+                return Err(error);
+            }
+        };
         let samples = Arc::new(Mutex::new(Vec::new()));
         let sampler = tokio::spawn(sample_memory(engine.pid(), Arc::clone(&samples)));
         Ok(Self {
@@ -276,7 +283,7 @@ mod tests {
     use crate::scenario::Limits;
 
     #[test]
-    fn engine_config_sets_the_gmail_project_limits_only_when_the_scenario_does() {
+    fn engine_config_project_limits_and_cache() {
         let mut scenario = Scenario::default();
         assert!(!engine_config(&scenario).contains("gmail_project"));
         scenario.gmail_project = Limits { per_minute: Some(600_000), per_day: Some(9_000_000) };

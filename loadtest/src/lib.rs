@@ -125,9 +125,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     }
 
     let run_tag = run_tag();
-    let tenants = timeout_at(deadline, setup::create_tenants(&client, scenario, &run_tag, options.show_progress))
-        .await
-        .context("timed out creating tenants: raise timeout_seconds")??;
+    let tenants = timeout_at(
+        deadline,
+        setup::create_tenants(&client, scenario, &run_tag, options.show_progress),
+    )
+    .await
+    .context("timed out creating tenants: raise timeout_seconds")??;
     let run_tenants: HashSet<_> = tenants.iter().map(|tenant| tenant.id).collect();
     let background = match scenario.background_scenario() {
         Some(backlog) => {
@@ -186,7 +189,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
     // Measured from the end of ingest, so that under virtual time it includes moving the clock.
     settle.seconds = settle_started.elapsed().as_secs_f64();
 
-    let expected = delivery::ExpectedFollowUps::new(scenario, starts, &ingest.completed);
+    let expected =
+        delivery::ExpectedFollowUps::new(scenario, starts, &ingest.completed).of_run(&run_tag);
     let ended_unsent = settle.last.as_ref().map_or(0, |count| {
         count.settled.saturating_sub(count.by_state.get("sent").copied().unwrap_or(0))
     });
@@ -318,9 +322,10 @@ async fn upload_backlog(
     if show_progress {
         eprintln!("backlog: {pending} follow-ups 30 days away, in {} tenants", backlog.tenants);
     }
-    let tenants = timeout_at(deadline, setup::create_tenants(client, backlog, &run_tag(), show_progress))
-        .await
-        .context("timed out creating the backlog's tenants: raise timeout_seconds")??;
+    let tenants =
+        timeout_at(deadline, setup::create_tenants(client, backlog, &run_tag(), show_progress))
+            .await
+            .context("timed out creating the backlog's tenants: raise timeout_seconds")??;
     let started = Instant::now();
     let totals =
         ingest::run_uploads(client, &tenants, backlog, None, deadline, show_progress).await;
@@ -334,9 +339,10 @@ async fn upload_backlog(
     })
 }
 
-/// Returns a tag that keeps tenant names of different runs apart: seconds since the Unix epoch.
+/// Returns a tag that keeps the tenant names and message references of different runs apart:
+/// seconds since the Unix epoch and four random hex digits.
 fn run_tag() -> String {
     let seconds =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
-    seconds.to_string()
+    format!("{seconds}{:04x}", rand::random::<u16>())
 }

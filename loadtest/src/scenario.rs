@@ -18,6 +18,10 @@ pub const MAX_CONTACTS_PER_TENANT: u64 = 5_000_000;
 pub const MAX_CONCURRENCY: usize = 256;
 /// Maximum run time, so that a forgotten run cannot hold the engine for days.
 pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 3_600;
+/// Largest `embedded_cache_mib` a scenario may set: 1 TiB, far above any machine the harness
+/// runs on, and small enough for the engine's TOML configuration to hold.
+pub(crate) const MAX_EMBEDDED_CACHE_MIB: u64 = 1 << 20;
+
 /// Maximum virtual time a scenario under `time: virtual` plans, from its start to its last due
 /// instant: one year.
 pub const MAX_VIRTUAL_SPAN_SECONDS: u64 = 366 * 86_400;
@@ -115,7 +119,7 @@ impl BackgroundSpec {
     /// Maximum number of background follow-ups a run uploads.
     pub const MAX_PENDING: u64 = 20_000_000;
 
-    /// A backlog of `pending` follow-ups in one tenant, uploaded 10,000 rows at a time.
+    /// Returns a backlog of `pending` follow-ups in one tenant, uploaded 10,000 rows at a time.
     pub fn new(pending: u64) -> Self {
         Self { pending, tenants: Self::one(), rows_per_upload: Self::default_rows_per_upload() }
     }
@@ -324,7 +328,7 @@ impl Scenario {
         Some(Scenario {
             name: format!("{}-background", self.name),
             tenants,
-            contacts_per_tenant: background.pending.div_ceil(u64::from(tenants)),
+            contacts_per_tenant: background.pending / u64::from(tenants),
             rows_per_upload: background.rows_per_upload,
             seed: self.seed ^ 0x6261_636b,
             invalid_fraction: 0.0,
@@ -408,14 +412,22 @@ impl Scenario {
         );
         ensure!(!self.plan.trim().is_empty(), "plan is empty");
         ensure!(
-            self.gmail_project.per_minute != Some(0) && self.gmail_project.per_day != Some(0),
-            "gmail_project has a limit of 0: expected at least 1 send, or no limit to keep the \
+            self.gmail_project.per_minute != Some(0),
+            "gmail_project.per_minute is 0: expected at least 1 send, or no value to keep the \
              engine's default"
         );
         ensure!(
-            self.embedded_cache_mib != Some(0),
-            "embedded_cache_mib is 0: expected at least 1, or no value to keep the engine's default"
+            self.gmail_project.per_day != Some(0),
+            "gmail_project.per_day is 0: expected at least 1 send, or no value to keep the \
+             engine's default"
         );
+        if let Some(cache_mib) = self.embedded_cache_mib {
+            ensure!(
+                (1..=MAX_EMBEDDED_CACHE_MIB).contains(&cache_mib),
+                "embedded_cache_mib is {cache_mib}: expected 1 to {MAX_EMBEDDED_CACHE_MIB}, or no \
+                 value to keep the engine's default"
+            );
+        }
         if let Some(background) = &self.background {
             ensure!(
                 (1..=BackgroundSpec::MAX_TENANTS).contains(&background.tenants),
@@ -429,7 +441,19 @@ impl Scenario {
                 background.pending,
                 BackgroundSpec::MAX_PENDING
             );
-            ensure!(background.rows_per_upload >= 1, "background.rows_per_upload is 0");
+            // Every background tenant gets the same number of contacts, so that the backlog
+            // is exactly the count asked for.
+            ensure!(
+                background.pending % u64::from(background.tenants) == 0,
+                "background.pending is {}: expected a multiple of background.tenants ({}), \
+                 which share it equally",
+                background.pending,
+                background.tenants
+            );
+            ensure!(
+                background.rows_per_upload >= 1,
+                "background.rows_per_upload is 0: expected at least 1 row an upload"
+            );
         }
         if let Some(start) = &self.start {
             ensure!(

@@ -73,17 +73,18 @@ async fn create_tenant(
     for (provider, body) in connection_bodies(scenario, index) {
         client.put_connection(&api_key, provider, &body).await.with_context(context)?;
     }
-    let sequence = with_receipt_refs(&scenario.sequence);
+    let sequence = with_receipt_refs(&scenario.sequence, run_tag);
     let sequence_id = client.create_sequence(&api_key, &sequence).await.with_context(context)?;
     Ok(LoadTenant { index, id: created.id, api_key, sequence_id })
 }
 
-/// Ends every step's body with a reference line, `ref EXTERNAL_ID-sSTEP`, so that what the
-/// fakes received can be matched one to one with the follow-ups the uploads created.
-pub(crate) fn with_receipt_refs(sequence: &SequenceSpec) -> SequenceSpec {
+/// Ends every step's body with a reference line, `ref RUN_TAG/EXTERNAL_ID-sSTEP`, so that what
+/// the fakes received can be matched one to one with the follow-ups the uploads created. The
+/// run tag keeps apart the receipts of two runs with the same seed against the same fakes.
+pub(crate) fn with_receipt_refs(sequence: &SequenceSpec, run_tag: &str) -> SequenceSpec {
     let mut sequence = sequence.clone();
     for (index, step) in sequence.steps.iter_mut().enumerate() {
-        step.body = format!("{}\n{REF_PREFIX}{{{{external_id}}}}-s{index}", step.body);
+        step.body = format!("{}\n{REF_PREFIX}{run_tag}/{{{{external_id}}}}-s{index}", step.body);
     }
     sequence
 }

@@ -311,7 +311,6 @@ pub async fn tenant_follow_up_counts(
     Ok(HttpResponse::Ok().json(TenantFollowUpCounts { tenant: id, counted_at, states }))
 }
 
-
 /// `GET /admin/v1/tenants/{id}/detail`: one tenant's counts from the cached overview, and its
 /// connections and this period's use from the store (a few reads of one tenant).
 pub async fn tenant_detail(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use followup_core::clock::VirtualClock;
+use followup_core::clock::{Clock as _, VirtualClock};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -108,6 +108,15 @@ pub async fn run_clock(
     if !(1..=MAX_WALL_MILLIS).contains(&max_wall_millis) {
         return Err(ApiError::BadRequest(format!(
             "max_wall_millis is {max_wall_millis}: expected 1 to {MAX_WALL_MILLIS}"
+        )));
+    }
+    // The clock never goes back, and a round dispatches what is due at the clock's instant,
+    // so a run to an earlier instant would send follow-ups due after it.
+    let now = control.clock.now();
+    if request.until < now {
+        return Err(ApiError::BadRequest(format!(
+            "until is {}, before the clock's current instant {now}: the clock never goes back",
+            request.until
         )));
     }
     let Ok(_running) = control.run_lock.try_lock() else {

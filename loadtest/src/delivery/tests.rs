@@ -72,6 +72,16 @@ fn references_of_other_runs_do_not_match() {
 }
 
 #[test]
+fn references_of_other_run_tags_ignored() {
+    let expected =
+        ExpectedFollowUps::new(&scenario(), None, &[upload(0, 0..10, at(0, 0))]).of_run("17a3");
+    let ours = Some(FollowUpRef { tenant: 0, row: 3, step: 1 });
+    assert_eq!(expected.reference("Hi Ada.\nref 17a3/lt-7-0-3-s1"), ours);
+    assert_eq!(expected.reference("Hi Ada.\nref 17a4/lt-7-0-3-s1"), None, "another run");
+    assert_eq!(expected.reference("Hi Ada.\nref lt-7-0-3-s1"), None, "no run tag");
+}
+
+#[test]
 fn counts_lost_duplicates_and_lateness() {
     let expected = ExpectedFollowUps::new(&scenario(), None, &[upload(0, 0..3, at(10, 0))]);
     assert_eq!(expected.count(), 6);

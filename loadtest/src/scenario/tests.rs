@@ -163,12 +163,12 @@ fn step_delays_read_as_the_engine_reads_them() {
 
 #[test]
 fn background_becomes_a_scenario_of_its_own() {
-    let yaml = "name: big\nseed: 3\nbackground:\n  pending: 1001\n  tenants: 4\n";
+    let yaml = "name: big\nseed: 3\nbackground:\n  pending: 1000\n  tenants: 4\n";
     let scenario = Scenario::from_yaml(yaml).expect("valid scenario");
     let backlog = scenario.background_scenario().expect("the scenario has a backlog");
     assert_eq!(backlog.name, "big-background");
     assert_eq!(backlog.tenants, 4);
-    assert_eq!(backlog.contacts_per_tenant, 251, "1,001 rounded up over 4 tenants");
+    assert_eq!(backlog.contacts_per_tenant, 250);
     assert_eq!(backlog.rows_per_upload, 10_000);
     assert_eq!(backlog.invalid_fraction, 0.0);
     assert_ne!(backlog.seed, scenario.seed);
@@ -180,6 +180,13 @@ fn background_becomes_a_scenario_of_its_own() {
     let error =
         Scenario::from_yaml("background:\n  pending: 10\n  tenants: 0\n").expect_err("no tenants");
     assert!(format!("{error:#}").contains("background.tenants"), "{error:#}");
+
+    let error = Scenario::from_yaml("background:\n  pending: 10\n  tenants: 20\n")
+        .expect_err("more tenants than follow-ups");
+    assert!(format!("{error:#}").contains("multiple of background.tenants"), "{error:#}");
+    let error = Scenario::from_yaml("embedded_cache_mib: 18446744073709551615\n")
+        .expect_err("a cache the engine's configuration cannot hold");
+    assert!(format!("{error:#}").contains("embedded_cache_mib is"), "{error:#}");
 }
 
 #[test]
