@@ -148,9 +148,9 @@ pub struct TenantDetail {
 }
 
 /// `GET /admin/v1/tenants/{id}/follow-up-counts`: one tenant's follow-ups per state, counted
-/// in the store when asked. The snapshot, the summaries and the detail view take their counts
-/// from the operator view's periodic pass over every follow-up; this reads only the tenant's
-/// own, so a caller can poll a few tenants of a large store without starting that pass.
+/// in the store when requested. The snapshot, the summaries and the detail view take their
+/// counts from the operator view's periodic pass over every follow-up. This reads only the
+/// tenant's own, so a caller can poll a few tenants of a large store without starting that pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantFollowUpCounts {
     pub tenant: TenantId,

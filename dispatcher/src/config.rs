@@ -328,10 +328,10 @@ pub struct DispatchConfig {
     pub retry_budget: u32,
     /// Maximum wait between retries, in seconds.
     pub max_backoff_seconds: u64,
-    /// Pause before a failed dispatch round is tried again, and the longest a tenant with work
-    /// due waits between rounds, in milliseconds.
+    /// Pause before a failed dispatch round is tried again, in milliseconds. On MongoDB it is
+    /// also the default of `idle_poll_millis`.
     pub tick_millis: u64,
-    /// Longest a tenant with nothing due sleeps before it looks at the store again, in
+    /// Maximum time a tenant with nothing due sleeps before it reads the store again, in
     /// milliseconds. Uploads, connection changes, resumes and billing changes on this node wake
     /// it at once, so the poll only finds work that no wake announced: uploads taken by another
     /// node on a shared MongoDB store. The default is `tick_millis` on MongoDB and 30,000 on the

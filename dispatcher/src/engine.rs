@@ -618,6 +618,23 @@ impl Engine {
         self.leases.release_all(&self).await;
     }
 
+    /// Runs one round at the virtual clock's instant, then moves the clock to the next instant
+    /// with work unless that is after `until`. Returns the round's instant and what follows.
+    async fn virtual_step(&self, clock: &VirtualClock, until: DateTime<Utc>) -> VirtualStep {
+        let report = self.run_round().await;
+        let at = clock.now();
+        let next = match report.next_wake {
+            None => NextWork::None,
+            Some(next) if next <= at => NextWork::Now,
+            Some(next) if next > until => NextWork::AfterUntil(next),
+            Some(next) => {
+                clock.advance_to(next);
+                NextWork::Moved
+            }
+        };
+        VirtualStep { at, next_wake: report.next_wake, next }
+    }
+
     /// Dispatches under a virtual clock until no follow-up is waiting, advancing the clock to
     /// each next instant with work. `progress` is called after every round with the clock's
     /// instant. Stops early, with an error, if the clock passes `deadline`.
@@ -628,18 +645,16 @@ impl Engine {
         mut progress: impl FnMut(DateTime<Utc>),
     ) -> anyhow::Result<()> {
         loop {
-            let report = self.run_round().await;
-            let now = clock.now();
-            progress(now);
-            match report.next_wake {
-                None => return Ok(()),
-                Some(next) if next <= now => continue,
-                Some(next) if next > deadline => {
+            let step = self.virtual_step(clock, deadline).await;
+            progress(step.at);
+            match step.next {
+                NextWork::None => return Ok(()),
+                NextWork::Now | NextWork::Moved => {}
+                NextWork::AfterUntil(next) => {
                     anyhow::bail!(
                         "follow-ups still waiting at {next}, past the deadline {deadline}"
                     )
                 }
-                Some(next) => clock.advance_to(next),
             }
         }
     }
@@ -647,10 +662,10 @@ impl Engine {
     /// Dispatches under a virtual clock every follow-up due up to `until`, jumping the clock
     /// from one instant with work to the next, for at most about `wall_budget` of wall time.
     ///
-    /// Ends when nothing is waiting (the clock stays at the last instant with work), when the
-    /// next work is after `until` (the clock moves to `until`), or when the budget is spent (the
-    /// clock stays where dispatch got to, and a further call carries on). A round under way is
-    /// always finished, so a run can exceed the budget by one round.
+    /// Ends when nothing is waiting, and the clock stays at the last instant with work. Ends
+    /// when the next work is after `until`, and the clock moves to `until`. Ends when the
+    /// budget is spent, and the clock stays where dispatch got to, so a further call carries
+    /// on. A round under way is always finished, so a run can exceed the budget by one round.
     pub async fn run_virtual_clock(
         &self,
         clock: &VirtualClock,
@@ -660,31 +675,21 @@ impl Engine {
         let started = std::time::Instant::now();
         let mut rounds = 0;
         loop {
-            let report = self.run_round().await;
+            let step = self.virtual_step(clock, until).await;
             rounds += 1;
-            let now = clock.now();
-            let outcome = match report.next_wake {
-                None => Some(VirtualRunOutcome::Settled),
-                Some(next) if next <= now => None,
-                Some(next) if next > until => {
+            let outcome = match step.next {
+                NextWork::None => Some(VirtualRunOutcome::Settled),
+                NextWork::AfterUntil(_) => {
                     clock.advance_to(until);
                     Some(VirtualRunOutcome::UntilReached)
                 }
-                Some(next) => {
-                    clock.advance_to(next);
-                    None
-                }
+                NextWork::Now | NextWork::Moved => None,
             };
             let outcome = outcome.or_else(|| {
                 (started.elapsed() >= wall_budget).then_some(VirtualRunOutcome::BudgetSpent)
             });
             if let Some(outcome) = outcome {
-                return VirtualRun {
-                    outcome,
-                    now: clock.now(),
-                    next_wake: report.next_wake,
-                    rounds,
-                };
+                return VirtualRun { outcome, now: clock.now(), next_wake: step.next_wake, rounds };
             }
         }
     }
@@ -695,7 +700,28 @@ impl Engine {
     }
 }
 
-/// How a call of [`Engine::run_virtual_clock`] ended.
+/// One round under a virtual clock, from [`Engine::virtual_step`].
+struct VirtualStep {
+    /// The clock's instant during the round.
+    at: DateTime<Utc>,
+    /// The earliest instant with work after the round, `None` when nothing is waiting.
+    next_wake: Option<DateTime<Utc>>,
+    next: NextWork,
+}
+
+/// The work left after a round under a virtual clock.
+enum NextWork {
+    /// Nothing is waiting.
+    None,
+    /// More work is due at the clock's instant.
+    Now,
+    /// The clock was moved to the next instant with work.
+    Moved,
+    /// The next work is at this instant, after the limit the round was given.
+    AfterUntil(DateTime<Utc>),
+}
+
+/// The way a call of [`Engine::run_virtual_clock`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VirtualRunOutcome {
@@ -771,7 +797,7 @@ fn tick(config: &Config) -> Duration {
     Duration::from_millis(config.dispatch.tick_millis.max(10))
 }
 
-/// Longest sleep of a tenant driver; see `DispatchConfig::idle_poll_millis`.
+/// Maximum sleep of a tenant driver; see `DispatchConfig::idle_poll_millis`.
 fn idle_poll(config: &Config) -> Duration {
     let default = match config.store {
         StoreSelection::MongoDb(_) => config.dispatch.tick_millis,

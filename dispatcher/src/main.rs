@@ -128,7 +128,7 @@ struct ServeArgs {
     #[command(flatten)]
     faults: FaultArgs,
     /// Run under a virtual clock for load tests and measurements: it starts at the current
-    /// instant and stands still until `POST /admin/v1/clock/run` moves it, and dispatch runs
+    /// instant and does not move until `POST /admin/v1/clock/run` moves it, and dispatch runs
     /// only inside that request. Needs --providers fake, whose fakes share the clock.
     #[arg(long)]
     virtual_clock: bool,
@@ -371,7 +371,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             RunningEngine::start_with_virtual_clock(config, store, clock, Some(metrics), fakes)
                 .await?;
         tracing::warn!(
-            "virtual clock: the clock stands still and nothing is dispatched until POST \
+            "virtual clock: the clock does not move and nothing is dispatched until POST \
              /admin/v1/clock/run moves it"
         );
         shutdown_signal().await;

@@ -55,7 +55,7 @@ impl StoreSelection {
     }
 
     /// Opens the selected store, an embedded one with a page cache of `cache_mib` MiB. A
-    /// MongoDB server must answer a ping within `timeout`; the error then names its host and
+    /// MongoDB server must respond to a ping within `timeout`; the error then names its host and
     /// port (never the URI's password) and what to check.
     pub async fn open(
         &self,

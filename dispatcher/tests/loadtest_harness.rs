@@ -222,7 +222,7 @@ async fn virtual_days_run_in_seconds() {
     assert_eq!(delivery.duplicates, 0);
     assert_eq!(delivery.unmatched, 0);
     assert_eq!(report.headline.rate_limit_violations, Some(0));
-    // The clock jumps to each due instant and stands still while a round sends, so lateness
+    // The clock jumps to each due instant and does not move while a round sends, so lateness
     // stays near zero at this size, far below the day a wrongly planned step would show.
     let lateness = delivery.lateness_ms.expect("lateness measured without a send window");
     assert!(lateness.max <= 1_000, "virtual lateness {lateness:?}");

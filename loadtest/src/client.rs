@@ -69,7 +69,7 @@ pub struct EngineClock {
     pub now: DateTime<Utc>,
 }
 
-/// How one `POST /admin/v1/clock/run` ended.
+/// Outcome of one `POST /admin/v1/clock/run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockRunOutcome {

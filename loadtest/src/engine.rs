@@ -146,7 +146,7 @@ impl OwnEngine {
 
     /// Reads the engine's CPU time so far, in seconds.
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        Ok(process_figures(self.engine.pid(), 0.0)?.cpu_seconds)
+        process_cpu_seconds(self.engine.pid())
     }
 
     /// Reads the engine's peak memory and CPU time, then stops both processes and removes
@@ -244,11 +244,16 @@ async fn sample_memory(pid: u32, samples: MemorySamples) {
 fn process_figures(pid: u32, load_started_cpu: f64) -> anyhow::Result<ProcessFigures> {
     let peak_rss_bytes = status_field_bytes(pid, "VmHWM:")
         .with_context(|| format!("cannot read VmHWM of process {pid} from /proc"))?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    let cpu_seconds = cpu_seconds_of_stat(&stat)?;
+    let cpu_seconds = process_cpu_seconds(pid)?;
     let load_cpu_seconds = (cpu_seconds - load_started_cpu).max(0.0);
     Ok(ProcessFigures { peak_rss_bytes, cpu_seconds, load_cpu_seconds })
+}
+
+/// Reads the user and system CPU time of a running process from `/proc/PID/stat`.
+fn process_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    cpu_seconds_of_stat(&stat)
 }
 
 /// Reads a `kB` field of `/proc/PID/status`, in bytes.

@@ -11,7 +11,7 @@
 //! measured.
 //!
 //! A scenario with `time: virtual` runs on an engine started with `--virtual-clock`: the
-//! engine's clock stands still during ingest, then the harness moves it from one due instant
+//! engine's clock does not move during ingest, then the harness moves it from one due instant
 //! to the next (see `virtual_time`), so that steps days apart run in seconds. The engine's
 //! built-in fakes share that clock, so lateness is measured in virtual time.
 //!
@@ -143,7 +143,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<LoadReport> {
         Some(own) => own.cpu_seconds()?,
         None => 0.0,
     };
-    // Under virtual time the run starts at the engine's clock, which stands still until the
+    // Under virtual time the run starts at the engine's clock, which does not move until the
     // clock phase moves it.
     let run_started = match virtual_clock {
         Some(_) => virtual_time::virtual_now(&client).await?,

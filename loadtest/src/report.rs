@@ -20,7 +20,7 @@ pub struct LoadReport {
     pub contacts_per_tenant: u64,
     /// The clock the engine dispatched under, `real` or `virtual`.
     pub time: TimeMode,
-    /// How the harness moved the virtual clock; `None` under real time.
+    /// Summary of the harness's moves of the virtual clock, `None` under real time.
     pub clock: Option<ClockSummary>,
     /// The figures a comparison reads, at the top level of the JSON object.
     #[serde(flatten)]
@@ -139,7 +139,7 @@ pub(crate) struct RunFacts<'a> {
     pub expected_follow_ups: u64,
     pub settle: SettleOutcome,
     pub clock: Option<ClockSummary>,
-    /// Why the clock phase ended early, if it did.
+    /// Reason the clock phase ended early, if it did.
     pub clock_problem: Option<String>,
     pub delivery: Option<Delivery>,
     pub rate_limit_violations: Option<u64>,

@@ -87,7 +87,7 @@ pub enum TimeMode {
     /// The system clock: follow-ups fall due in wall time.
     #[default]
     Real,
-    /// A virtual clock that stands still during ingest and that the harness then moves with
+    /// A virtual clock that does not move during ingest and that the harness then moves with
     /// `POST /admin/v1/clock/run`; lateness is measured on it.
     Virtual,
 }
@@ -477,7 +477,7 @@ impl Scenario {
         );
         ensure!(
             self.fakes.latency_ms == 0,
-            "fakes.latency_ms is {} with time: virtual: the virtual clock stands still while a \
+            "fakes.latency_ms is {} with time: virtual: the virtual clock does not move while a \
              request waits, so a latency would cost wall time without showing as lateness; set \
              it to 0",
             self.fakes.latency_ms
@@ -492,8 +492,8 @@ impl Scenario {
         Ok(())
     }
 
-    /// The seconds from the run's start to the last due instant it plans: the start's offset
-    /// and spread plus the sum of the step delays. Send windows and rate limits can move
+    /// Returns the seconds from the run's start to the last due instant it plans: the start's
+    /// offset and spread plus the sum of the step delays. Send windows and rate limits can move
     /// follow-ups later than that.
     pub fn virtual_span_seconds(&self) -> anyhow::Result<u64> {
         let mut span =

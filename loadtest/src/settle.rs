@@ -211,7 +211,7 @@ pub(crate) struct Polling {
 /// or [`MAX_FAILED_POLLS`] snapshots in a row fail. `expected` only feeds the progress line.
 ///
 /// The snapshot's counts come from a pass in the background every few seconds, and `now` in
-/// its answer says when. A count whose `now` equals the first poll's may predate the end of
+/// its response records when. A count whose `now` equals the first poll's may predate the end of
 /// ingest, so only counts made after the first poll may end the phase. A virtual clock stops
 /// moving once dispatch is over, so that rule would never end the phase: with
 /// `counted_since`, any count the engine made at or after that instant on its clock may end it

@@ -1,4 +1,4 @@
-//! Runs under virtual time: the engine's virtual clock stands still while the harness uploads,
+//! Runs under virtual time: the engine's virtual clock does not move while the harness uploads,
 //! then the harness moves it with `POST /admin/v1/clock/run`, request after request, until
 //! every follow-up has been dispatched.
 
@@ -24,7 +24,7 @@ const CLOCK_RUN_WALL_BUDGET: Duration = Duration::from_millis(1_000);
 /// unsettled, and the run fails its settle check.
 pub(crate) const CLOCK_MARGIN: TimeDelta = TimeDelta::days(8);
 
-/// What the clock phase did, for the report.
+/// Summary of the clock phase, for the report.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClockSummary {
     /// The virtual instant the run started at: the clock stood there through ingest.
@@ -43,7 +43,7 @@ pub struct ClockSummary {
     pub settled: bool,
 }
 
-/// Checks that the engine's clock is the one the scenario asks for, and returns the virtual
+/// Checks that the engine's clock is the one the scenario requests, and returns the virtual
 /// clock's instant under virtual time.
 pub(crate) async fn check_engine_clock(
     client: &EngineClient,
@@ -68,7 +68,7 @@ pub(crate) async fn check_engine_clock(
              so that the harness starts one"
         ),
         (TimeMode::Real, Some(_)) => bail!(
-            "the engine at {url} runs on a virtual clock, which stands still unless driven: set \
+            "the engine at {url} runs on a virtual clock, which does not move unless driven: set \
              time: virtual in the scenario, or load an engine on the system clock"
         ),
     }
@@ -109,7 +109,7 @@ pub(crate) fn planned_end(
 
 /// Moves the engine's virtual clock from `started_at` up to `limit`, one bounded request after
 /// another, until the engine reports nothing waiting, the clock reaches `limit`, a request
-/// fails or `deadline` passes; returns the summary and the reason of a failure. The progress
+/// fails or `deadline` passes. Returns the summary and the reason of a failure. The progress
 /// line counts virtual seconds up to `planned_end`, the scenario's last planned due instant.
 pub(crate) async fn drive_clock(
     client: &EngineClient,

@@ -10,7 +10,7 @@ use followup_dispatcher::engine::VirtualRunOutcome;
 use followup_tests::{OPERATOR_TOKEN, TestEngine, email_csv, virtual_start};
 use serde_json::{Value, json};
 
-/// An email at once and another two days later.
+/// Returns a sequence of an email at once and another two days later.
 fn two_emails_sequence() -> Value {
     json!({
         "name": "two emails",

@@ -1,6 +1,6 @@
 //! The operator endpoints of the engine's clock, and of the built-in fakes' addresses, for load
 //! tests and measurements: `followup serve --virtual-clock` runs under a virtual clock that
-//! stands still until `POST /admin/v1/clock/run` moves it.
+//! does not move until `POST /admin/v1/clock/run` moves it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use super::auth::Operator;
 use super::error::ApiError;
 use super::json::ApiJson;
 
-/// Wall time one clock run may take when the request does not say, in milliseconds.
+/// Wall time one clock run may take when the request does not set it, in milliseconds.
 pub const DEFAULT_MAX_WALL_MILLIS: u64 = 2_000;
 /// Maximum wall time one clock run may take, in milliseconds.
 pub const MAX_WALL_MILLIS: u64 = 60_000;
@@ -85,7 +85,7 @@ pub async fn get_clock(
 /// Dispatches under the virtual clock up to `until`, for at most `max_wall_millis`.
 ///
 /// A run is bounded in wall time, and the caller repeats the request until the outcome is
-/// `settled` or `until_reached`, because a dispatch of days of follow-ups can take minutes: one
+/// `settled` or `until_reached`, because a dispatch of days of follow-ups can take minutes. One
 /// request that long would outlast client timeouts, show the caller no progress, and keep
 /// dispatching after a caller that gave up.
 pub async fn run_clock(

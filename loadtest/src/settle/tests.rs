@@ -121,7 +121,7 @@ fn per_tenant_counts_add_up_every_state() {
 }
 
 #[test]
-fn per_tenant_counts_of_no_follow_up_are_settled() {
+fn empty_tenant_counts_are_settled() {
     let count = count_per_tenant(&[tenant_counts(&[]), tenant_counts(&[])]);
     assert_eq!((count.settled, count.unsettled), (0, 0));
 }
